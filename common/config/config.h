@@ -1,0 +1,133 @@
+#ifndef LAYERFL_COMMON_CONFIG_CONFIG_H_
+#define LAYERFL_COMMON_CONFIG_CONFIG_H_
+
+// The run configuration: one YAML file parsed once into these typed structs,
+// checked by Validate(), and read-only afterwards. Every field states its
+// default; a field absent from the YAML keeps it. Unknown keys, wrong types and
+// out-of-range values are refused with InvalidArgument naming the field path
+// and the value, e.g. "train.lr: must be > 0, got -1".
+//
+// Thread-compatible: a const RunConfig may be shared freely.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace layerfl {
+
+// A layer group of a TorchScript model, declared by parameter-name patterns.
+// A pattern is a glob over the full parameter name ('*' any run of characters,
+// '?' one character), e.g. "encoder.layer.3.*".
+struct LayerGroupPattern {
+  std::string name;                   // required, unique
+  std::vector<std::string> patterns;  // required, at least one
+};
+
+struct ModelConfig {
+  // "vit" (images), "text" (Transformer encoder) or "torchscript".
+  std::string kind = "vit";
+  int num_classes = 10;  // output classes of the head, >= 2
+  int dim = 64;          // embedding width, divisible by heads
+  int depth = 4;         // transformer blocks, >= 1
+  int heads = 4;         // attention heads, >= 1
+  int mlp_dim = 128;     // hidden width of each block's MLP, >= 1
+  // ViT only.
+  int image_size = 28;  // square input side, divisible by patch_size
+  int patch_size = 7;   // square patch side, >= 1
+  int channels = 1;     // input channels, >= 1
+  // Text only.
+  int vocab_size = 5000;  // tokenizer vocabulary incl. <pad>=0 and <unk>=1
+  int max_len = 64;       // tokens per example (truncate/pad), >= 1
+  // TorchScript only: the file written by torch.jit.save and its groups, in
+  // order from input to output. Every parameter must match exactly one group.
+  std::string torchscript_path;
+  std::vector<LayerGroupPattern> groups;
+  // Group names never trained (frozen) or trained by every client (common).
+  std::vector<std::string> frozen;
+  std::vector<std::string> common;
+};
+
+struct DataConfig {
+  // "fashion_mnist" (IDX files under `dir`) or "tsv" (label<TAB>text files).
+  std::string dataset = "fashion_mnist";
+  std::string dir = "/usr/share/datasets/fashion-mnist";
+  std::string train_tsv;  // tsv only: training file
+  std::string test_tsv;   // tsv only: test file
+  // "iid", "dirichlet" (label skew) or "feature_shift" (one domain per client).
+  std::string partition = "iid";
+  int num_clients = 20;  // >= 1
+  double alpha = 0.5;    // dirichlet concentration, > 0
+  // feature_shift: the domains handed out round-robin to clients; each is one
+  // of identity, rotate90, rotate180, invert, blur, noise, contrast.
+  std::vector<std::string> domains = {"identity", "rotate90", "invert",
+                                      "blur",     "noise",    "contrast"};
+  // Fraction of the training images held out for pretraining (disjoint from
+  // the clients' data), in [0, 1).
+  double pretrain_fraction = 0.5;
+  int64_t max_test_examples = 0;  // 0 = whole test set; else the first N
+};
+
+struct TrainConfig {
+  std::string optimizer = "sgd";  // "sgd", "adam" or "adamw"
+  double lr = 0.05;               // > 0
+  double momentum = 0.9;          // sgd only, in [0, 1)
+  double weight_decay = 0.0;      // >= 0
+  int batch_size = 32;            // >= 1
+  int local_steps = 20;           // >= 1 unless local_epochs > 0
+  int local_epochs = 0;           // > 0 overrides local_steps
+  double grad_clip = 0.0;         // max global grad norm; 0 = off
+};
+
+struct ImportanceConfig {
+  // "sq_grad_norm" (the paper's), "rgn" (grad norm / param norm) or "snr"
+  // (mean^2 / variance of the gradient across batches).
+  std::string metric = "sq_grad_norm";
+  int batches = 4;  // batches the scores are averaged over, >= 1 (snr: >= 2)
+};
+
+struct PretrainConfig {
+  // Where the pretrained checkpoint is cached; built when missing.
+  std::string checkpoint = "cache/pretrained_vit.pt";
+  // The pretraining task: fine class c is trained as label_map[c] (another,
+  // coarser task than the federated one). Empty = the identity.
+  std::vector<int> label_map = {0, 1, 2, 1, 2, 3, 0, 3, 4, 3};
+  int epochs = 2;        // >= 1
+  double lr = 1e-3;      // Adam learning rate, > 0
+  int batch_size = 64;   // >= 1
+};
+
+// The single-client fine-tuning demo (make demo, until the federated demo).
+struct DemoConfig {
+  int client = 0;                         // partition index, in [0, num_clients)
+  std::vector<std::string> layers = {"block3", "head"};  // groups to train
+  int rounds = 5;  // train/evaluate cycles of local_steps each, >= 1
+};
+
+struct RunConfig {
+  uint64_t seed = 1;  // every random draw derives from it
+  int threads = 2;    // LibTorch intra-op threads, >= 1
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  ImportanceConfig importance;
+  PretrainConfig pretrain;
+  DemoConfig demo;
+
+  // Checks every field; the first violation is returned as InvalidArgument
+  // "<field.path>: <rule>, got <value>".
+  absl::Status Validate() const;
+};
+
+// Parses YAML text (unknown keys and wrong types are errors naming the field)
+// and validates the result.
+absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text);
+
+// Reads and parses a YAML file; a missing file is NotFound naming the path.
+absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_COMMON_CONFIG_CONFIG_H_
