@@ -1,0 +1,122 @@
+#include "common/data/file.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace layerfl {
+namespace {
+
+constexpr uint64_t kMaxDecompressedBytes = uint64_t{4} << 30;
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+absl::Status ErrnoError(int err, const std::string& what,
+                        const std::string& path) {
+  return absl::Status(absl::ErrnoToStatusCode(err),
+                      absl::StrCat(what, " ", path, ": ", std::strerror(err)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) {
+    int err = errno;
+    if (err == ENOENT) {
+      return absl::NotFoundError(absl::StrCat("file not found: ", path));
+    }
+    return ErrnoError(err, "cannot open", path);
+  }
+  std::string contents;
+  char buffer[1 << 16];
+  while (true) {
+    size_t n = std::fread(buffer, 1, sizeof(buffer), file.get());
+    contents.append(buffer, n);
+    if (n < sizeof(buffer)) break;
+  }
+  if (std::ferror(file.get())) return ErrnoError(errno, "cannot read", path);
+  return contents;
+}
+
+bool IsGzip(const std::string& bytes) {
+  return bytes.size() >= 2 && static_cast<uint8_t>(bytes[0]) == 0x1f &&
+         static_cast<uint8_t>(bytes[1]) == 0x8b;
+}
+
+absl::StatusOr<std::string> Gunzip(const std::string& bytes,
+                                   const std::string& path) {
+  z_stream zs;
+  std::memset(&zs, 0, sizeof(zs));
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) {
+    return absl::InternalError(
+        absl::StrCat("zlib inflateInit2 failed for ", path));
+  }
+  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&zs, inflateEnd);
+
+  std::string out;
+  char buffer[1 << 16];
+  size_t consumed = 0;  // Bytes of `bytes` handed to zlib so far.
+  const auto* input = reinterpret_cast<const Bytef*>(bytes.data());
+  while (true) {
+    if (zs.avail_in == 0 && consumed < bytes.size()) {
+      size_t chunk = std::min<size_t>(bytes.size() - consumed, 1u << 30);
+      zs.next_in = const_cast<Bytef*>(input + consumed);
+      zs.avail_in = static_cast<uInt>(chunk);
+      consumed += chunk;
+    }
+    zs.next_out = reinterpret_cast<Bytef*>(buffer);
+    zs.avail_out = sizeof(buffer);
+    int rc = inflate(&zs, Z_NO_FLUSH);
+    out.append(buffer, sizeof(buffer) - zs.avail_out);
+    if (out.size() > kMaxDecompressedBytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("gzip file ", path, " decompresses to more than ",
+                       kMaxDecompressedBytes, " bytes"));
+    }
+    if (rc == Z_STREAM_END) {
+      size_t remaining = zs.avail_in + (bytes.size() - consumed);
+      if (remaining == 0) break;
+      size_t offset = bytes.size() - remaining;
+      if (!IsGzip(bytes.substr(offset, 2))) {
+        return absl::DataLossError(
+            absl::StrCat("gzip file ", path, " has ", remaining,
+                         " trailing bytes after the compressed stream"));
+      }
+      inflateReset(&zs);
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0 && consumed == bytes.size()) {
+      return absl::DataLossError(absl::StrCat(
+          "gzip file ", path, " is truncated: stream ended after ",
+          bytes.size(), " compressed bytes without an end marker"));
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      return absl::DataLossError(absl::StrCat(
+          "gzip file ", path,
+          " is corrupt: ", zs.msg != nullptr ? zs.msg : "zlib error ",
+          zs.msg != nullptr ? "" : absl::StrCat(rc)));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ReadMaybeGzippedFile(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  if (!bytes.ok() || !IsGzip(*bytes)) return bytes;
+  return Gunzip(*bytes, path);
+}
+
+}  // namespace layerfl

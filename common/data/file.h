@@ -1,0 +1,31 @@
+#ifndef LAYERFL_COMMON_DATA_FILE_H_
+#define LAYERFL_COMMON_DATA_FILE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace layerfl {
+
+// Reads the whole file at `path` into memory.
+// Errors: NotFound when the file does not exist, PermissionDenied (or the
+// errno-derived code) when it cannot be opened or read; messages name `path`.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+// True when `bytes` starts with the gzip magic bytes 0x1f 0x8b.
+bool IsGzip(const std::string& bytes);
+
+// Inflates a gzip stream (one or more concatenated members). `path` is only
+// used in error messages. Errors: DataLoss for a corrupt or truncated stream,
+// or bytes after the last member that are not another member;
+// ResourceExhausted when the output would exceed 4 GiB.
+absl::StatusOr<std::string> Gunzip(const std::string& bytes,
+                                   const std::string& path);
+
+// ReadFileToString followed by Gunzip when the content is gzip-compressed
+// (detected by its magic bytes, not by the file name).
+absl::StatusOr<std::string> ReadMaybeGzippedFile(const std::string& path);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_COMMON_DATA_FILE_H_

@@ -1,0 +1,61 @@
+#ifndef LAYERFL_COMMON_DATA_IDX_H_
+#define LAYERFL_COMMON_DATA_IDX_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace layerfl {
+
+// A set of grayscale images with integer labels, held in memory.
+struct ImageSet {
+  int rows = 0;
+  int cols = 0;
+  // size() * rows * cols bytes; image i starts at i * rows * cols, row-major.
+  std::vector<uint8_t> pixels;
+  std::vector<int> labels;
+
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  int64_t image_bytes() const { return int64_t{rows} * cols; }
+  const uint8_t* image(int64_t i) const {
+    return pixels.data() + i * image_bytes();
+  }
+  uint8_t* mutable_image(int64_t i) {
+    return pixels.data() + i * image_bytes();
+  }
+};
+
+// Largest accepted image side; larger IDX dims are treated as corrupt.
+inline constexpr int kMaxIdxImageSide = 4096;
+
+// Reads an IDX image file (magic 0x00000803, dims count/rows/cols) and an IDX
+// label file (magic 0x00000801, dim count), each plain or gzip-compressed
+// (detected by the 0x1f 0x8b magic, not by the name). All header integers are
+// big-endian int32.
+//
+// Errors (each message names the offending path):
+//   NotFound         a file does not exist;
+//   InvalidArgument  wrong magic (expected and got, in hex), zero or absurd
+//                    dimensions (count < 1, rows/cols outside
+//                    [1, kMaxIdxImageSide]), image count != label count;
+//   DataLoss         file shorter than its header says (expected vs got
+//                    bytes), trailing bytes after the data, corrupt gzip.
+absl::StatusOr<ImageSet> ReadIdx(const std::string& images_path,
+                                 const std::string& labels_path);
+
+// Loads Fashion-MNIST from `dir`: train-{images-idx3,labels-idx1}-ubyte when
+// `train`, else t10k-*. For each file the plain name is tried first, then the
+// name with ".gz". NotFound lists both candidates when neither exists.
+absl::StatusOr<ImageSet> LoadFashionMnist(const std::string& dir, bool train);
+
+// Copies the examples at `indices` (in that order, repeats allowed) into a new
+// set with the same rows/cols. InvalidArgument when an index is outside
+// [0, set.size()).
+absl::StatusOr<ImageSet> Subset(const ImageSet& set,
+                                const std::vector<int64_t>& indices);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_COMMON_DATA_IDX_H_
