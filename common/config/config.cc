@@ -1,0 +1,633 @@
+#include "common/config/config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "common/util/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace layerfl {
+namespace {
+
+std::string Location(const YAML::Mark& mark) {
+  if (mark.is_null()) return "";
+  return absl::StrCat(" (line ", mark.line + 1, ", column ", mark.column + 1,
+                      ")");
+}
+
+// A plain scalar that reads as a finite number is shown as is; anything else
+// is quoted, so that 'abc' and '0.1' (a quoted string) read as strings.
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Scalar: {
+      double d = 0;
+      if (node.Tag() == "?" && absl::SimpleAtod(node.Scalar(), &d) &&
+          std::isfinite(d)) {
+        return node.Scalar();
+      }
+      return absl::StrCat("'", node.Scalar(), "'");
+    }
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+absl::Status TypeError(const YAML::Node& node, const std::string& path,
+                       absl::string_view expected) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": expected ", expected,
+                                                 ", got ", Describe(node),
+                                                 Location(node.Mark())));
+}
+
+// True for a scalar written without quotes (numbers must not be quoted).
+bool IsPlainScalar(const YAML::Node& node) {
+  return node.IsScalar() && node.Tag() != "!";
+}
+
+template <typename Int>
+absl::Status ReadInteger(const YAML::Node& node, const std::string& path,
+                         Int* out) {
+  if (!IsPlainScalar(node)) return TypeError(node, path, "an integer");
+  Int value = 0;
+  if (absl::SimpleAtoi(node.Scalar(), &value)) {
+    *out = value;
+    return absl::OkStatus();
+  }
+  // An integer that does not fit gets its own message.
+  const std::string& text = node.Scalar();
+  const size_t sign = text.find_first_not_of("+-") == 1 ? 1 : 0;
+  if (text.size() > sign &&
+      text.find_first_not_of("0123456789", sign) == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": expected an integer in [", std::numeric_limits<Int>::min(),
+        ", ", std::numeric_limits<Int>::max(), "], got ", text,
+        Location(node.Mark())));
+  }
+  return TypeError(node, path, "an integer");
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path, int* out) {
+  return ReadInteger(node, path, out);
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  int64_t* out) {
+  return ReadInteger(node, path, out);
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  uint64_t* out) {
+  return ReadInteger(node, path, out);
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  double* out) {
+  double value = 0;
+  if (!IsPlainScalar(node) || !absl::SimpleAtod(node.Scalar(), &value)) {
+    return TypeError(node, path, "a number");
+  }
+  if (!std::isfinite(value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a finite number, got ", node.Scalar(),
+                     Location(node.Mark())));
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  std::string* out) {
+  if (!node.IsScalar()) return TypeError(node, path, "a string");
+  *out = node.Scalar();
+  return absl::OkStatus();
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  LayerGroupPattern* out);
+
+template <typename T>
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  std::vector<T>* out) {
+  if (!node.IsSequence()) return TypeError(node, path, "a sequence");
+  std::vector<T> values(node.size());
+  for (size_t i = 0; i < node.size(); ++i) {
+    RETURN_IF_ERROR(Read(node[i], absl::StrCat(path, "[", i, "]"), &values[i]));
+  }
+  *out = std::move(values);
+  return absl::OkStatus();
+}
+
+using FieldReader =
+    std::function<absl::Status(const YAML::Node&, const std::string&)>;
+
+struct Field {
+  const char* name;
+  FieldReader read;
+};
+
+template <typename T>
+Field Bind(const char* name, T* out) {
+  return {name, [out](const YAML::Node& node, const std::string& path) {
+            return Read(node, path, out);
+          }};
+}
+
+std::string Join(const std::string& path, absl::string_view key) {
+  return path.empty() ? std::string(key) : absl::StrCat(path, ".", key);
+}
+
+// Reads a map whose keys must all be among `fields`. A null node (a section
+// with every line commented out) keeps all defaults.
+absl::Status ReadMap(const YAML::Node& node, const std::string& path,
+                     const std::vector<Field>& fields) {
+  if (node.IsNull()) return absl::OkStatus();
+  const std::string where = path.empty() ? "config" : path;
+  if (!node.IsMap()) return TypeError(node, where, "a map");
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    const YAML::Node& key = entry.first;
+    if (!key.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": keys must be strings, got ", Describe(key),
+                       Location(key.Mark())));
+    }
+    const std::string field_path = Join(path, key.Scalar());
+    const Field* field = nullptr;
+    for (const Field& f : fields) {
+      if (key.Scalar() == f.name) field = &f;
+    }
+    if (field == nullptr) {
+      std::vector<std::string> names;
+      for (const Field& f : fields) names.push_back(f.name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          field_path, ": unknown field", Location(key.Mark()),
+          "; valid fields of ", where, ": ", absl::StrJoin(names, ", ")));
+    }
+    if (!seen.insert(key.Scalar()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field_path, ": duplicate field", Location(key.Mark())));
+    }
+    RETURN_IF_ERROR(field->read(entry.second, field_path));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Section>
+Field BindSection(const char* name, Section* out,
+                  std::vector<Field> (*fields)(Section*)) {
+  return {name, [out, fields](const YAML::Node& node, const std::string& path) {
+            return ReadMap(node, path, fields(out));
+          }};
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  LayerGroupPattern* out) {
+  if (node.IsNull()) return TypeError(node, path, "a map");
+  return ReadMap(node, path,
+                 {Bind("name", &out->name), Bind("patterns", &out->patterns)});
+}
+
+std::vector<Field> ModelFields(ModelConfig* c) {
+  return {Bind("kind", &c->kind),
+          Bind("num_classes", &c->num_classes),
+          Bind("dim", &c->dim),
+          Bind("depth", &c->depth),
+          Bind("heads", &c->heads),
+          Bind("mlp_dim", &c->mlp_dim),
+          Bind("image_size", &c->image_size),
+          Bind("patch_size", &c->patch_size),
+          Bind("channels", &c->channels),
+          Bind("vocab_size", &c->vocab_size),
+          Bind("max_len", &c->max_len),
+          Bind("torchscript_path", &c->torchscript_path),
+          Bind("groups", &c->groups),
+          Bind("frozen", &c->frozen),
+          Bind("common", &c->common)};
+}
+
+std::vector<Field> DataFields(DataConfig* c) {
+  return {Bind("dataset", &c->dataset),
+          Bind("dir", &c->dir),
+          Bind("train_tsv", &c->train_tsv),
+          Bind("test_tsv", &c->test_tsv),
+          Bind("partition", &c->partition),
+          Bind("num_clients", &c->num_clients),
+          Bind("alpha", &c->alpha),
+          Bind("domains", &c->domains),
+          Bind("pretrain_fraction", &c->pretrain_fraction),
+          Bind("max_test_examples", &c->max_test_examples)};
+}
+
+std::vector<Field> TrainFields(TrainConfig* c) {
+  return {Bind("optimizer", &c->optimizer),
+          Bind("lr", &c->lr),
+          Bind("momentum", &c->momentum),
+          Bind("weight_decay", &c->weight_decay),
+          Bind("batch_size", &c->batch_size),
+          Bind("local_steps", &c->local_steps),
+          Bind("local_epochs", &c->local_epochs),
+          Bind("grad_clip", &c->grad_clip)};
+}
+
+std::vector<Field> ImportanceFields(ImportanceConfig* c) {
+  return {Bind("metric", &c->metric), Bind("batches", &c->batches)};
+}
+
+std::vector<Field> PretrainFields(PretrainConfig* c) {
+  return {Bind("checkpoint", &c->checkpoint), Bind("label_map", &c->label_map),
+          Bind("epochs", &c->epochs), Bind("lr", &c->lr),
+          Bind("batch_size", &c->batch_size)};
+}
+
+std::vector<Field> DemoFields(DemoConfig* c) {
+  return {Bind("client", &c->client), Bind("layers", &c->layers),
+          Bind("rounds", &c->rounds)};
+}
+
+std::vector<Field> RunFields(RunConfig* c) {
+  return {Bind("seed", &c->seed),
+          Bind("threads", &c->threads),
+          BindSection("model", &c->model, &ModelFields),
+          BindSection("data", &c->data, &DataFields),
+          BindSection("train", &c->train, &TrainFields),
+          BindSection("importance", &c->importance, &ImportanceFields),
+          BindSection("pretrain", &c->pretrain, &PretrainFields),
+          BindSection("demo", &c->demo, &DemoFields)};
+}
+
+absl::Status ParseInto(const std::string& yaml_text, RunConfig* config) {
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    if (docs.size() > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected one YAML document, got ", docs.size()));
+    }
+    if (docs.empty()) return absl::OkStatus();
+    return ReadMap(docs[0], "", RunFields(config));
+  } catch (const YAML::Exception& e) {
+    std::string where =
+        e.mark.is_null()
+            ? std::string("malformed YAML")
+            : absl::StrCat("malformed YAML at line ", e.mark.line + 1,
+                           ", column ", e.mark.column + 1);
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", e.msg));
+  }
+}
+
+// Text shown unquoted in a message, e.g. "[]" or "3 entries".
+struct Raw {
+  std::string text;
+};
+
+std::string Show(const Raw& raw) { return raw.text; }
+std::string Show(const std::string& s) { return absl::StrCat("'", s, "'"); }
+template <typename T>
+std::string Show(T value) {
+  return absl::StrCat(value);
+}
+
+template <typename T>
+absl::Status Bad(absl::string_view path, absl::string_view rule, const T& got) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": ", rule, ", got ", Show(got)));
+}
+
+std::string Indexed(absl::string_view path, size_t i) {
+  return absl::StrCat(path, "[", i, "]");
+}
+
+bool OneOf(const std::string& value, const std::vector<std::string>& allowed) {
+  for (const std::string& a : allowed) {
+    if (value == a) return true;
+  }
+  return false;
+}
+
+absl::Status CheckOneOf(absl::string_view path, const std::string& value,
+                        const std::vector<std::string>& allowed) {
+  if (OneOf(value, allowed)) return absl::OkStatus();
+  return Bad(path,
+             absl::StrCat("must be one of ", absl::StrJoin(allowed, ", ")),
+             value);
+}
+
+absl::Status CheckAtLeast(absl::string_view path, int64_t value, int64_t min) {
+  if (value >= min) return absl::OkStatus();
+  return Bad(path, absl::StrCat("must be >= ", min), value);
+}
+
+absl::Status CheckFinite(absl::string_view path, double value) {
+  if (std::isfinite(value)) return absl::OkStatus();
+  return Bad(path, "must be finite", value);
+}
+
+// Comparisons are written so that NaN fails them.
+absl::Status CheckPositive(absl::string_view path, double value) {
+  RETURN_IF_ERROR(CheckFinite(path, value));
+  if (value > 0) return absl::OkStatus();
+  return Bad(path, "must be > 0", value);
+}
+
+absl::Status CheckNonNegative(absl::string_view path, double value) {
+  RETURN_IF_ERROR(CheckFinite(path, value));
+  if (value >= 0) return absl::OkStatus();
+  return Bad(path, "must be >= 0", value);
+}
+
+absl::Status CheckUnitInterval(absl::string_view path, double value) {
+  if (value >= 0 && value < 1) return absl::OkStatus();
+  return Bad(path, "must be in [0, 1)", value);
+}
+
+absl::Status CheckNonEmpty(absl::string_view path, const std::string& value) {
+  if (!value.empty()) return absl::OkStatus();
+  return Bad(path, "must not be empty", value);
+}
+
+// Entries must be distinct and, when `groups` is given, name one of them.
+absl::Status CheckGroupList(absl::string_view path,
+                            const std::vector<std::string>& entries,
+                            const std::set<std::string>* groups) {
+  std::set<std::string> seen;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string entry_path = Indexed(path, i);
+    RETURN_IF_ERROR(CheckNonEmpty(entry_path, entries[i]));
+    if (!seen.insert(entries[i]).second) {
+      return Bad(entry_path, "must be distinct (listed twice)", entries[i]);
+    }
+    if (groups != nullptr && groups->count(entries[i]) == 0) {
+      return Bad(entry_path, "must name a group of model.groups", entries[i]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModel(const ModelConfig& m) {
+  RETURN_IF_ERROR(
+      CheckOneOf("model.kind", m.kind, {"vit", "text", "torchscript"}));
+  RETURN_IF_ERROR(CheckAtLeast("model.num_classes", m.num_classes, 2));
+  RETURN_IF_ERROR(CheckAtLeast("model.heads", m.heads, 1));
+  RETURN_IF_ERROR(CheckAtLeast("model.dim", m.dim, 1));
+  if (m.dim % m.heads != 0) {
+    return Bad("model.dim",
+               absl::StrCat("must be divisible by model.heads (", m.heads, ")"),
+               m.dim);
+  }
+  RETURN_IF_ERROR(CheckAtLeast("model.depth", m.depth, 1));
+  RETURN_IF_ERROR(CheckAtLeast("model.mlp_dim", m.mlp_dim, 1));
+  RETURN_IF_ERROR(CheckAtLeast("model.patch_size", m.patch_size, 1));
+  RETURN_IF_ERROR(CheckAtLeast("model.image_size", m.image_size, 1));
+  if (m.image_size % m.patch_size != 0) {
+    return Bad("model.image_size",
+               absl::StrCat("must be divisible by model.patch_size (",
+                            m.patch_size, ")"),
+               m.image_size);
+  }
+  RETURN_IF_ERROR(CheckAtLeast("model.channels", m.channels, 1));
+  RETURN_IF_ERROR(CheckAtLeast("model.vocab_size", m.vocab_size, 3));
+  RETURN_IF_ERROR(CheckAtLeast("model.max_len", m.max_len, 1));
+
+  const bool torchscript = m.kind == "torchscript";
+  if (torchscript && m.torchscript_path.empty()) {
+    return Bad("model.torchscript_path",
+               "must be set when model.kind is torchscript",
+               m.torchscript_path);
+  }
+  if (torchscript && m.groups.empty()) {
+    return Bad("model.groups",
+               "must list at least one group when model.kind is torchscript",
+               Raw{"[]"});
+  }
+  std::set<std::string> group_names;
+  for (size_t i = 0; i < m.groups.size(); ++i) {
+    const std::string path = Indexed("model.groups", i);
+    const LayerGroupPattern& g = m.groups[i];
+    RETURN_IF_ERROR(CheckNonEmpty(path + ".name", g.name));
+    if (!group_names.insert(g.name).second) {
+      return Bad(path + ".name", "must be unique among model.groups", g.name);
+    }
+    if (g.patterns.empty()) {
+      return Bad(path + ".patterns", "must list at least one pattern",
+                 Raw{"[]"});
+    }
+    for (size_t j = 0; j < g.patterns.size(); ++j) {
+      RETURN_IF_ERROR(
+          CheckNonEmpty(Indexed(path + ".patterns", j), g.patterns[j]));
+    }
+  }
+  // Built-in models name their own groups; only TorchScript groups are known
+  // here.
+  const std::set<std::string>* known = torchscript ? &group_names : nullptr;
+  RETURN_IF_ERROR(CheckGroupList("model.frozen", m.frozen, known));
+  RETURN_IF_ERROR(CheckGroupList("model.common", m.common, known));
+  const std::set<std::string> frozen(m.frozen.begin(), m.frozen.end());
+  for (size_t i = 0; i < m.common.size(); ++i) {
+    if (frozen.count(m.common[i]) != 0) {
+      return Bad(Indexed("model.common", i),
+                 "must not also be listed in model.frozen", m.common[i]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateData(const DataConfig& d, const ModelConfig& m) {
+  RETURN_IF_ERROR(
+      CheckOneOf("data.dataset", d.dataset, {"fashion_mnist", "tsv"}));
+  if (d.dataset == "fashion_mnist") {
+    RETURN_IF_ERROR(CheckNonEmpty("data.dir", d.dir));
+    if (m.kind == "text") {
+      return Bad("model.kind",
+                 "must be vit or torchscript when data.dataset is "
+                 "fashion_mnist",
+                 m.kind);
+    }
+  } else {
+    if (d.train_tsv.empty()) {
+      return Bad("data.train_tsv", "must be set when data.dataset is tsv",
+                 d.train_tsv);
+    }
+    if (d.test_tsv.empty()) {
+      return Bad("data.test_tsv", "must be set when data.dataset is tsv",
+                 d.test_tsv);
+    }
+    if (m.kind == "vit") {
+      return Bad("model.kind",
+                 "must be text or torchscript when data.dataset is tsv",
+                 m.kind);
+    }
+  }
+  RETURN_IF_ERROR(CheckOneOf("data.partition", d.partition,
+                             {"iid", "dirichlet", "feature_shift"}));
+  if (d.partition == "feature_shift" && d.dataset != "fashion_mnist") {
+    return Bad("data.partition",
+               "must be iid or dirichlet when data.dataset is tsv "
+               "(feature_shift transforms images)",
+               d.partition);
+  }
+  RETURN_IF_ERROR(CheckAtLeast("data.num_clients", d.num_clients, 1));
+  RETURN_IF_ERROR(CheckPositive("data.alpha", d.alpha));
+  if (d.domains.empty()) {
+    return Bad("data.domains", "must list at least one domain", Raw{"[]"});
+  }
+  for (size_t i = 0; i < d.domains.size(); ++i) {
+    RETURN_IF_ERROR(CheckOneOf(Indexed("data.domains", i), d.domains[i],
+                               {"identity", "rotate90", "rotate180", "invert",
+                                "blur", "noise", "contrast"}));
+  }
+  RETURN_IF_ERROR(
+      CheckUnitInterval("data.pretrain_fraction", d.pretrain_fraction));
+  RETURN_IF_ERROR(
+      CheckAtLeast("data.max_test_examples", d.max_test_examples, 0));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTrain(const TrainConfig& t) {
+  RETURN_IF_ERROR(
+      CheckOneOf("train.optimizer", t.optimizer, {"sgd", "adam", "adamw"}));
+  RETURN_IF_ERROR(CheckPositive("train.lr", t.lr));
+  RETURN_IF_ERROR(CheckUnitInterval("train.momentum", t.momentum));
+  RETURN_IF_ERROR(CheckNonNegative("train.weight_decay", t.weight_decay));
+  RETURN_IF_ERROR(CheckAtLeast("train.batch_size", t.batch_size, 1));
+  RETURN_IF_ERROR(CheckAtLeast("train.local_epochs", t.local_epochs, 0));
+  if (t.local_epochs == 0) {
+    if (t.local_steps < 1) {
+      return Bad("train.local_steps",
+                 "must be >= 1 when train.local_epochs is 0", t.local_steps);
+    }
+  } else {
+    RETURN_IF_ERROR(CheckAtLeast("train.local_steps", t.local_steps, 0));
+  }
+  RETURN_IF_ERROR(CheckNonNegative("train.grad_clip", t.grad_clip));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateImportance(const ImportanceConfig& imp) {
+  RETURN_IF_ERROR(CheckOneOf("importance.metric", imp.metric,
+                             {"sq_grad_norm", "rgn", "snr"}));
+  RETURN_IF_ERROR(CheckAtLeast("importance.batches", imp.batches, 1));
+  if (imp.metric == "snr" && imp.batches < 2) {
+    return Bad("importance.batches",
+               "must be >= 2 when importance.metric is snr", imp.batches);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePretrain(const PretrainConfig& p, const ModelConfig& m) {
+  RETURN_IF_ERROR(CheckNonEmpty("pretrain.checkpoint", p.checkpoint));
+  for (size_t i = 0; i < p.label_map.size(); ++i) {
+    RETURN_IF_ERROR(
+        CheckAtLeast(Indexed("pretrain.label_map", i), p.label_map[i], 0));
+  }
+  if (!p.label_map.empty() &&
+      p.label_map.size() != static_cast<size_t>(m.num_classes)) {
+    return Bad("pretrain.label_map",
+               absl::StrCat("must have model.num_classes (", m.num_classes,
+                            ") entries or none"),
+               Raw{absl::StrCat(p.label_map.size(), " entries")});
+  }
+  RETURN_IF_ERROR(CheckAtLeast("pretrain.epochs", p.epochs, 1));
+  RETURN_IF_ERROR(CheckPositive("pretrain.lr", p.lr));
+  RETURN_IF_ERROR(CheckAtLeast("pretrain.batch_size", p.batch_size, 1));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDemo(const DemoConfig& demo, const DataConfig& d,
+                          const ModelConfig& m) {
+  if (demo.client < 0 || demo.client >= d.num_clients) {
+    return Bad("demo.client",
+               absl::StrCat("must be in [0, data.num_clients) = [0, ",
+                            d.num_clients, ")"),
+               demo.client);
+  }
+  if (demo.layers.empty()) {
+    return Bad("demo.layers", "must list at least one layer group", Raw{"[]"});
+  }
+  std::set<std::string> group_names;
+  for (const LayerGroupPattern& g : m.groups) group_names.insert(g.name);
+  RETURN_IF_ERROR(
+      CheckGroupList("demo.layers", demo.layers,
+                     m.kind == "torchscript" ? &group_names : nullptr));
+  const std::set<std::string> frozen(m.frozen.begin(), m.frozen.end());
+  for (size_t i = 0; i < demo.layers.size(); ++i) {
+    if (frozen.count(demo.layers[i]) != 0) {
+      return Bad(Indexed("demo.layers", i),
+                 "must not be a group listed in model.frozen", demo.layers[i]);
+    }
+  }
+  RETURN_IF_ERROR(CheckAtLeast("demo.rounds", demo.rounds, 1));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunConfig::Validate() const {
+  RETURN_IF_ERROR(CheckAtLeast("threads", threads, 1));
+  RETURN_IF_ERROR(ValidateModel(model));
+  RETURN_IF_ERROR(ValidateData(data, model));
+  RETURN_IF_ERROR(ValidateTrain(train));
+  RETURN_IF_ERROR(ValidateImportance(importance));
+  RETURN_IF_ERROR(ValidatePretrain(pretrain, model));
+  RETURN_IF_ERROR(ValidateDemo(demo, data, model));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text) {
+  RunConfig config;
+  RETURN_IF_ERROR(ParseInto(yaml_text, &config));
+  RETURN_IF_ERROR(config.Validate());
+  return config;
+}
+
+absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (st.type() == std::filesystem::file_type::not_found) {
+    return absl::NotFoundError(absl::StrCat(path, ": config file not found"));
+  }
+  if (st.type() == std::filesystem::file_type::directory) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": is a directory, not a config file"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    const std::string why =
+        absl::StrCat(path, ": cannot open config file: ", std::strerror(err));
+    if (err == EACCES) return absl::PermissionDeniedError(why);
+    return absl::UnavailableError(why);
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": error while reading config file"));
+  }
+  absl::StatusOr<RunConfig> config = ParseRunConfig(text.str());
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+}  // namespace layerfl

@@ -1,0 +1,762 @@
+#include "common/config/config.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace layerfl {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
+  EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.threads, b.threads);
+
+  EXPECT_EQ(a.model.kind, b.model.kind);
+  EXPECT_EQ(a.model.num_classes, b.model.num_classes);
+  EXPECT_EQ(a.model.dim, b.model.dim);
+  EXPECT_EQ(a.model.depth, b.model.depth);
+  EXPECT_EQ(a.model.heads, b.model.heads);
+  EXPECT_EQ(a.model.mlp_dim, b.model.mlp_dim);
+  EXPECT_EQ(a.model.image_size, b.model.image_size);
+  EXPECT_EQ(a.model.patch_size, b.model.patch_size);
+  EXPECT_EQ(a.model.channels, b.model.channels);
+  EXPECT_EQ(a.model.vocab_size, b.model.vocab_size);
+  EXPECT_EQ(a.model.max_len, b.model.max_len);
+  EXPECT_EQ(a.model.torchscript_path, b.model.torchscript_path);
+  ASSERT_EQ(a.model.groups.size(), b.model.groups.size());
+  for (size_t i = 0; i < a.model.groups.size(); ++i) {
+    EXPECT_EQ(a.model.groups[i].name, b.model.groups[i].name);
+    EXPECT_EQ(a.model.groups[i].patterns, b.model.groups[i].patterns);
+  }
+  EXPECT_EQ(a.model.frozen, b.model.frozen);
+  EXPECT_EQ(a.model.common, b.model.common);
+
+  EXPECT_EQ(a.data.dataset, b.data.dataset);
+  EXPECT_EQ(a.data.dir, b.data.dir);
+  EXPECT_EQ(a.data.train_tsv, b.data.train_tsv);
+  EXPECT_EQ(a.data.test_tsv, b.data.test_tsv);
+  EXPECT_EQ(a.data.partition, b.data.partition);
+  EXPECT_EQ(a.data.num_clients, b.data.num_clients);
+  EXPECT_EQ(a.data.alpha, b.data.alpha);
+  EXPECT_EQ(a.data.domains, b.data.domains);
+  EXPECT_EQ(a.data.pretrain_fraction, b.data.pretrain_fraction);
+  EXPECT_EQ(a.data.max_test_examples, b.data.max_test_examples);
+
+  EXPECT_EQ(a.train.optimizer, b.train.optimizer);
+  EXPECT_EQ(a.train.lr, b.train.lr);
+  EXPECT_EQ(a.train.momentum, b.train.momentum);
+  EXPECT_EQ(a.train.weight_decay, b.train.weight_decay);
+  EXPECT_EQ(a.train.batch_size, b.train.batch_size);
+  EXPECT_EQ(a.train.local_steps, b.train.local_steps);
+  EXPECT_EQ(a.train.local_epochs, b.train.local_epochs);
+  EXPECT_EQ(a.train.grad_clip, b.train.grad_clip);
+
+  EXPECT_EQ(a.importance.metric, b.importance.metric);
+  EXPECT_EQ(a.importance.batches, b.importance.batches);
+
+  EXPECT_EQ(a.pretrain.checkpoint, b.pretrain.checkpoint);
+  EXPECT_EQ(a.pretrain.label_map, b.pretrain.label_map);
+  EXPECT_EQ(a.pretrain.epochs, b.pretrain.epochs);
+  EXPECT_EQ(a.pretrain.lr, b.pretrain.lr);
+  EXPECT_EQ(a.pretrain.batch_size, b.pretrain.batch_size);
+
+  EXPECT_EQ(a.demo.client, b.demo.client);
+  EXPECT_EQ(a.demo.layers, b.demo.layers);
+  EXPECT_EQ(a.demo.rounds, b.demo.rounds);
+}
+
+// Parses `yaml`, expects InvalidArgument, and returns the message.
+std::string ParseError(const std::string& yaml) {
+  absl::StatusOr<RunConfig> config = ParseRunConfig(yaml);
+  EXPECT_FALSE(config.ok()) << "accepted:\n" << yaml;
+  if (config.ok()) return "";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument)
+      << config.status();
+  return std::string(config.status().message());
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            absl::StrCat("layerfl_config_test_", ::getpid());
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string Write(const std::string& name, const std::string& text) const {
+    const std::string file = (path_ / name).string();
+    std::ofstream(file) << text;
+    return file;
+  }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+TEST(ConfigDefaults, DefaultStructValidates) {
+  EXPECT_TRUE(RunConfig().Validate().ok()) << RunConfig().Validate();
+}
+
+TEST(ConfigDefaults, EmptyDocumentsKeepAllDefaults) {
+  for (const char* yaml :
+       {"", "\n", "# only a comment\n", "---\n", "---\n...\n"}) {
+    SCOPED_TRACE(yaml);
+    absl::StatusOr<RunConfig> config = ParseRunConfig(yaml);
+    ASSERT_TRUE(config.ok()) << config.status();
+    ExpectConfigEq(*config, RunConfig());
+  }
+}
+
+TEST(ConfigDefaults, EmptySectionsKeepDefaults) {
+  absl::StatusOr<RunConfig> config = ParseRunConfig(
+      "model:\ndata:\ntrain: {}\nimportance:\n"
+      "pretrain:\ndemo:\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectConfigEq(*config, RunConfig());
+}
+
+TEST(ConfigDefaults, DocumentedDefaults) {
+  const RunConfig c;
+  EXPECT_EQ(c.seed, 1u);
+  EXPECT_EQ(c.threads, 2);
+  EXPECT_EQ(c.model.kind, "vit");
+  EXPECT_EQ(c.model.dim, 64);
+  EXPECT_EQ(c.data.dataset, "fashion_mnist");
+  EXPECT_EQ(c.data.partition, "iid");
+  EXPECT_EQ(c.train.optimizer, "sgd");
+  EXPECT_EQ(c.train.lr, 0.05);
+  EXPECT_EQ(c.importance.metric, "sq_grad_norm");
+  EXPECT_EQ(c.pretrain.label_map,
+            (std::vector<int>{0, 1, 2, 1, 2, 3, 0, 3, 4, 3}));
+  EXPECT_EQ(c.demo.layers, (std::vector<std::string>{"block3", "head"}));
+}
+
+TEST(ConfigParse, FullFileSetsEveryField) {
+  const std::string yaml = R"(
+seed: 18446744073709551615
+threads: 8
+model:
+  kind: torchscript
+  num_classes: 4
+  dim: 96
+  depth: 6
+  heads: 3
+  mlp_dim: 200
+  image_size: 32
+  patch_size: 8
+  channels: 3
+  vocab_size: 30000
+  max_len: 128
+  torchscript_path: /models/bert.pt
+  groups:
+    - name: embed
+      patterns: ["embeddings.*"]
+    - name: layer0
+      patterns: ["encoder.layer.0.*", "pooler.?"]
+    - {name: head, patterns: [classifier.*]}
+  frozen: [embed]
+  common: [head]
+data:
+  dataset: tsv
+  dir: /data/unused
+  train_tsv: /data/train.tsv
+  test_tsv: /data/test.tsv
+  partition: dirichlet
+  num_clients: 100
+  alpha: 0.1
+  domains: [rotate180, noise]
+  pretrain_fraction: 0.25
+  max_test_examples: 5000000000
+train:
+  optimizer: adamw
+  lr: 3.0e-4
+  momentum: 0.0
+  weight_decay: 0.01
+  batch_size: 16
+  local_steps: 0
+  local_epochs: 2
+  grad_clip: 1.5
+importance:
+  metric: snr
+  batches: 8
+pretrain:
+  checkpoint: /cache/bert_pre.pt
+  label_map: [0, 0, 1, 1]
+  epochs: 3
+  lr: 2e-5
+  batch_size: 128
+demo:
+  client: 99
+  layers: [layer0, head]
+  rounds: 7
+)";
+  absl::StatusOr<RunConfig> parsed = ParseRunConfig(yaml);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+
+  RunConfig want;
+  want.seed = 18446744073709551615ull;
+  want.threads = 8;
+  want.model.kind = "torchscript";
+  want.model.num_classes = 4;
+  want.model.dim = 96;
+  want.model.depth = 6;
+  want.model.heads = 3;
+  want.model.mlp_dim = 200;
+  want.model.image_size = 32;
+  want.model.patch_size = 8;
+  want.model.channels = 3;
+  want.model.vocab_size = 30000;
+  want.model.max_len = 128;
+  want.model.torchscript_path = "/models/bert.pt";
+  want.model.groups = {{"embed", {"embeddings.*"}},
+                       {"layer0", {"encoder.layer.0.*", "pooler.?"}},
+                       {"head", {"classifier.*"}}};
+  want.model.frozen = {"embed"};
+  want.model.common = {"head"};
+  want.data.dataset = "tsv";
+  want.data.dir = "/data/unused";
+  want.data.train_tsv = "/data/train.tsv";
+  want.data.test_tsv = "/data/test.tsv";
+  want.data.partition = "dirichlet";
+  want.data.num_clients = 100;
+  want.data.alpha = 0.1;
+  want.data.domains = {"rotate180", "noise"};
+  want.data.pretrain_fraction = 0.25;
+  want.data.max_test_examples = 5000000000;
+  want.train.optimizer = "adamw";
+  want.train.lr = 3.0e-4;
+  want.train.momentum = 0.0;
+  want.train.weight_decay = 0.01;
+  want.train.batch_size = 16;
+  want.train.local_steps = 0;
+  want.train.local_epochs = 2;
+  want.train.grad_clip = 1.5;
+  want.importance.metric = "snr";
+  want.importance.batches = 8;
+  want.pretrain.checkpoint = "/cache/bert_pre.pt";
+  want.pretrain.label_map = {0, 0, 1, 1};
+  want.pretrain.epochs = 3;
+  want.pretrain.lr = 2e-5;
+  want.pretrain.batch_size = 128;
+  want.demo.client = 99;
+  want.demo.layers = {"layer0", "head"};
+  want.demo.rounds = 7;
+  ExpectConfigEq(*parsed, want);
+}
+
+TEST(ConfigParse, PartialSectionKeepsOtherDefaults) {
+  absl::StatusOr<RunConfig> config = ParseRunConfig("train:\n  lr: 0.2\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  RunConfig want;
+  want.train.lr = 0.2;
+  ExpectConfigEq(*config, want);
+}
+
+TEST(ConfigParse, EmptyListsAreAccepted) {
+  absl::StatusOr<RunConfig> config =
+      ParseRunConfig("pretrain:\n  label_map: []\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->pretrain.label_map.empty());
+}
+
+TEST(ConfigDemoFile, ParsesAndKeepsDefaults) {
+  absl::StatusOr<RunConfig> config =
+      LoadRunConfig(std::string(LAYERFL_SOURCE_DIR) + "/configs/demo.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectConfigEq(*config, RunConfig());
+}
+
+TEST(ConfigUnknownKeys, TopLevel) {
+  const std::string msg = ParseError("seed: 1\nsede: 2\n");
+  EXPECT_THAT(msg, HasSubstr("sede: unknown field"));
+  EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
+  EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
+                             "pretrain, demo"));
+}
+
+TEST(ConfigUnknownKeys, InSection) {
+  const std::string msg = ParseError("train:\n  lrr: 0.1\n");
+  EXPECT_THAT(msg, HasSubstr("train.lrr: unknown field"));
+  EXPECT_THAT(msg, HasSubstr("valid fields of train: optimizer, lr, momentum, "
+                             "weight_decay, batch_size, local_steps, "
+                             "local_epochs, grad_clip"));
+}
+
+TEST(ConfigUnknownKeys, InListElement) {
+  const std::string msg = ParseError(
+      "model:\n  groups:\n    - {name: a, patterns: [x]}\n"
+      "    - {name: b, pattern: [y]}\n");
+  EXPECT_THAT(msg, HasSubstr("model.groups[1].pattern: unknown field"));
+  EXPECT_THAT(msg,
+              HasSubstr("valid fields of model.groups[1]: name, patterns"));
+}
+
+TEST(ConfigUnknownKeys, DuplicateKey) {
+  EXPECT_THAT(ParseError("train:\n  lr: 0.1\n  lr: 0.2\n"),
+              HasSubstr("train.lr: duplicate field"));
+}
+
+struct BadCase {
+  std::string name;
+  std::string yaml;
+  std::vector<std::string> expected;  // substrings of the message
+};
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+class ConfigRejects : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigRejects, WithFieldPathAndValue) {
+  const std::string msg = ParseError(GetParam().yaml);
+  for (const std::string& want : GetParam().expected) {
+    EXPECT_THAT(msg, HasSubstr(want)) << "yaml:\n" << GetParam().yaml;
+  }
+}
+
+std::string CaseName(const ::testing::TestParamInfo<BadCase>& info) {
+  return info.param.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    WrongTypes, ConfigRejects,
+    ::testing::Values(
+        BadCase{"StringForNumber",
+                "train:\n  lr: abc\n",
+                {"train.lr: expected a number, got 'abc'", "line 2, column 7"}},
+        BadCase{"QuotedNumber",
+                "train:\n  lr: \"0.1\"\n",
+                {"train.lr: expected a number, got '0.1'"}},
+        BadCase{"FractionForInteger",
+                "model:\n  depth: 2.5\n",
+                {"model.depth: expected an integer, got 2.5"}},
+        BadCase{"ExponentForInteger",
+                "model:\n  depth: 1e3\n",
+                {"model.depth: expected an integer, got 1e3"}},
+        BadCase{"BoolForInteger",
+                "threads: true\n",
+                {"threads: expected an integer, got 'true'"}},
+        BadCase{"NullForInteger",
+                "threads:\n",
+                {"threads: expected an integer, got null"}},
+        BadCase{"IntegerOverflow",
+                "model:\n  dim: 99999999999\n",
+                {"model.dim: expected an integer in [-2147483648, 2147483647], "
+                 "got 99999999999"}},
+        BadCase{"NegativeSeed",
+                "seed: -1\n",
+                {"seed: expected an integer in [0, 18446744073709551615], "
+                 "got -1"}},
+        BadCase{"InfiniteNumber",
+                "train:\n  lr: 1e999\n",
+                {"train.lr: expected a finite number, got 1e999"}},
+        BadCase{"YamlInfinity",
+                "train:\n  lr: .inf\n",
+                {"train.lr: expected a number, got '.inf'"}},
+        BadCase{"NanNumber",
+                "train:\n  lr: nan\n",
+                {"train.lr: expected a finite number, got nan"}},
+        BadCase{"ListForNumber",
+                "train:\n  lr: [1]\n",
+                {"train.lr: expected a number, got a sequence"}},
+        BadCase{"MapForString",
+                "model:\n  kind: {a: 1}\n",
+                {"model.kind: expected a string, got a map"}},
+        BadCase{"ScalarForList",
+                "data:\n  domains: identity\n",
+                {"data.domains: expected a sequence, got 'identity'"}},
+        BadCase{"NullForList",
+                "model:\n  frozen:\n",
+                {"model.frozen: expected a sequence, got null"}},
+        BadCase{"ListElementType",
+                "pretrain:\n  label_map: [0, x, 1]\n",
+                {"pretrain.label_map[1]: expected an integer, got 'x'"}},
+        BadCase{"NestedListElementType",
+                "model:\n  groups:\n    - {name: a, patterns: [x, [y]]}\n",
+                {"model.groups[0].patterns[1]: expected a string, got a "
+                 "sequence"}},
+        BadCase{"ScalarForGroup",
+                "model:\n  groups: [a]\n",
+                {"model.groups[0]: expected a map, got 'a'"}},
+        BadCase{
+            "ScalarForSection", "train: 5\n", {"train: expected a map, got 5"}},
+        BadCase{"ListForSection",
+                "model: [vit]\n",
+                {"model: expected a map, got a sequence"}},
+        BadCase{"ListAtRoot",
+                "- a\n- b\n",
+                {"config: expected a map, got a sequence"}},
+        BadCase{
+            "ScalarAtRoot", "hello\n", {"config: expected a map, got 'hello'"}},
+        BadCase{"NonScalarKey",
+                "? [a]\n: 1\n",
+                {"config: keys must be strings, got a sequence"}}),
+    CaseName);
+
+INSTANTIATE_TEST_SUITE_P(
+    MalformedYaml, ConfigRejects,
+    ::testing::Values(
+        BadCase{"UnclosedFlowList",
+                "data:\n  domains: [identity, noise\n",
+                {"malformed YAML at line", "column", "end of sequence flow"}},
+        BadCase{"BadIndentation",
+                "train:\n  lr: 0.1\n   momentum: 0.5\n",
+                {"malformed YAML at line 3"}},
+        BadCase{"TabIndentation", "train:\n\tlr: 0.1\n", {"malformed YAML"}},
+        BadCase{"TwoDocuments",
+                "seed: 1\n---\nseed: 2\n",
+                {"expected one YAML document, got 2"}}),
+    CaseName);
+
+const char kTorchscript[] =
+    "model: {kind: torchscript, torchscript_path: m.pt, "
+    "groups: [{name: block3, patterns: [b.*]}, {name: head, patterns: [h.*]}]";
+
+std::string Ts(const std::string& extra_model_fields) {
+  return absl::StrCat(kTorchscript, extra_model_fields, "}\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rules, ConfigRejects,
+    ::testing::Values(
+        BadCase{"Threads", "threads: 0\n", {"threads: must be >= 1, got 0"}},
+        BadCase{"ModelKind",
+                "model:\n  kind: resnet\n",
+                {"model.kind: must be one of vit, text, torchscript, got "
+                 "'resnet'"}},
+        BadCase{"NumClasses",
+                "model:\n  num_classes: 1\n",
+                {"model.num_classes: must be >= 2, got 1"}},
+        BadCase{"Heads",
+                "model:\n  heads: 0\n",
+                {"model.heads: must be >= 1, got 0"}},
+        BadCase{
+            "Dim", "model:\n  dim: -4\n", {"model.dim: must be >= 1, got -4"}},
+        BadCase{"DimDivisibleByHeads",
+                "model:\n  dim: 66\n",
+                {"model.dim: must be divisible by model.heads (4), got 66"}},
+        BadCase{"Depth",
+                "model:\n  depth: 0\n",
+                {"model.depth: must be >= 1, got 0"}},
+        BadCase{"MlpDim",
+                "model:\n  mlp_dim: 0\n",
+                {"model.mlp_dim: must be >= 1, got 0"}},
+        BadCase{"PatchSize",
+                "model:\n  patch_size: 0\n",
+                {"model.patch_size: must be >= 1, got 0"}},
+        BadCase{"ImageSize",
+                "model:\n  image_size: 0\n",
+                {"model.image_size: must be >= 1, got 0"}},
+        BadCase{"ImageDivisibleByPatch",
+                "model:\n  image_size: 30\n",
+                {"model.image_size: must be divisible by model.patch_size (7), "
+                 "got 30"}},
+        BadCase{"Channels",
+                "model:\n  channels: 0\n",
+                {"model.channels: must be >= 1, got 0"}},
+        BadCase{"VocabSize",
+                "model:\n  vocab_size: 2\n",
+                {"model.vocab_size: must be >= 3, got 2"}},
+        BadCase{"MaxLen",
+                "model:\n  max_len: 0\n",
+                {"model.max_len: must be >= 1, got 0"}},
+        BadCase{"TorchscriptNeedsPath",
+                "model:\n  kind: torchscript\n  groups: [{name: a, patterns: "
+                "[x]}]\n",
+                {"model.torchscript_path: must be set when model.kind is "
+                 "torchscript, got ''"}},
+        BadCase{"TorchscriptNeedsGroups",
+                "model:\n  kind: torchscript\n  torchscript_path: m.pt\n",
+                {"model.groups: must list at least one group when model.kind "
+                 "is torchscript, got []"}},
+        BadCase{"GroupNameEmpty",
+                "model:\n  groups: [{patterns: [x]}]\n",
+                {"model.groups[0].name: must not be empty, got ''"}},
+        BadCase{"GroupNamesUnique",
+                "model:\n  groups: [{name: a, patterns: [x]}, {name: a, "
+                "patterns: [y]}]\n",
+                {"model.groups[1].name: must be unique among model.groups, "
+                 "got 'a'"}},
+        BadCase{"GroupNeedsPattern",
+                "model:\n  groups: [{name: a, patterns: [x]}, {name: b}]\n",
+                {"model.groups[1].patterns: must list at least one pattern, "
+                 "got []"}},
+        BadCase{"GroupPatternEmpty",
+                "model:\n  groups: [{name: a, patterns: [x, '']}]\n",
+                {"model.groups[0].patterns[1]: must not be empty, got ''"}},
+        BadCase{"FrozenDistinct",
+                "model:\n  frozen: [embed, embed]\n",
+                {"model.frozen[1]: must be distinct (listed twice), got "
+                 "'embed'"}},
+        BadCase{"FrozenEmpty",
+                "model:\n  frozen: ['']\n",
+                {"model.frozen[0]: must not be empty, got ''"}},
+        BadCase{
+            "CommonDistinct",
+            "model:\n  common: [head, head]\n",
+            {"model.common[1]: must be distinct (listed twice), got 'head'"}},
+        BadCase{"FrozenAndCommon",
+                "model:\n  frozen: [embed]\n  common: [head, embed]\n",
+                {"model.common[1]: must not also be listed in model.frozen, "
+                 "got 'embed'"}},
+        BadCase{"TorchscriptFrozenNamesGroup",
+                Ts(", frozen: [embed]"),
+                {"model.frozen[0]: must name a group of model.groups, got "
+                 "'embed'"}},
+        BadCase{"TorchscriptCommonNamesGroup",
+                Ts(", common: [cls]"),
+                {"model.common[0]: must name a group of model.groups, got "
+                 "'cls'"}},
+        BadCase{"Dataset",
+                "data:\n  dataset: cifar10\n",
+                {"data.dataset: must be one of fashion_mnist, tsv, got "
+                 "'cifar10'"}},
+        BadCase{"DatasetDir",
+                "data:\n  dir: ''\n",
+                {"data.dir: must not be empty, got ''"}},
+        BadCase{"ImagesNeedImageModel",
+                "model:\n  kind: text\n",
+                {"model.kind: must be vit or torchscript when data.dataset is "
+                 "fashion_mnist, got 'text'"}},
+        BadCase{"TsvNeedsTrain",
+                "data:\n  dataset: tsv\n  test_tsv: t\n",
+                {"data.train_tsv: must be set when data.dataset is tsv, got "
+                 "''"}},
+        BadCase{"TsvNeedsTest",
+                "data:\n  dataset: tsv\n  train_tsv: t\n",
+                {"data.test_tsv: must be set when data.dataset is tsv, got "
+                 "''"}},
+        BadCase{"TextNeedsTextModel",
+                "data: {dataset: tsv, train_tsv: a, test_tsv: b}\n",
+                {"model.kind: must be text or torchscript when data.dataset "
+                 "is tsv, got 'vit'"}},
+        BadCase{"Partition",
+                "data:\n  partition: pathological\n",
+                {"data.partition: must be one of iid, dirichlet, "
+                 "feature_shift, got 'pathological'"}},
+        BadCase{"FeatureShiftNeedsImages",
+                "model: {kind: text}\ndata: {dataset: tsv, train_tsv: a, "
+                "test_tsv: b, partition: feature_shift}\n",
+                {"data.partition: must be iid or dirichlet when data.dataset "
+                 "is tsv",
+                 "got 'feature_shift'"}},
+        BadCase{"NumClients",
+                "data:\n  num_clients: 0\n",
+                {"data.num_clients: must be >= 1, got 0"}},
+        BadCase{"AlphaZero",
+                "data:\n  alpha: 0\n",
+                {"data.alpha: must be > 0, got 0"}},
+        BadCase{"AlphaNegative",
+                "data:\n  alpha: -0.5\n",
+                {"data.alpha: must be > 0, got -0.5"}},
+        BadCase{"DomainsEmpty",
+                "data:\n  domains: []\n",
+                {"data.domains: must list at least one domain, got []"}},
+        BadCase{"DomainUnknown",
+                "data:\n  domains: [identity, sepia]\n",
+                {"data.domains[1]: must be one of identity, rotate90, "
+                 "rotate180, invert, blur, noise, contrast, got 'sepia'"}},
+        BadCase{"PretrainFractionOne",
+                "data:\n  pretrain_fraction: 1\n",
+                {"data.pretrain_fraction: must be in [0, 1), got 1"}},
+        BadCase{"PretrainFractionNegative",
+                "data:\n  pretrain_fraction: -0.1\n",
+                {"data.pretrain_fraction: must be in [0, 1), got -0.1"}},
+        BadCase{"MaxTestExamples",
+                "data:\n  max_test_examples: -1\n",
+                {"data.max_test_examples: must be >= 0, got -1"}},
+        BadCase{"Optimizer",
+                "train:\n  optimizer: rmsprop\n",
+                {"train.optimizer: must be one of sgd, adam, adamw, got "
+                 "'rmsprop'"}},
+        BadCase{
+            "LrZero", "train:\n  lr: 0\n", {"train.lr: must be > 0, got 0"}},
+        BadCase{"LrNegative",
+                "train:\n  lr: -1\n",
+                {"train.lr: must be > 0, got -1"}},
+        BadCase{"MomentumOne",
+                "train:\n  momentum: 1.0\n",
+                {"train.momentum: must be in [0, 1), got 1"}},
+        BadCase{"MomentumNegative",
+                "train:\n  momentum: -0.1\n",
+                {"train.momentum: must be in [0, 1), got -0.1"}},
+        BadCase{"WeightDecay",
+                "train:\n  weight_decay: -0.01\n",
+                {"train.weight_decay: must be >= 0, got -0.01"}},
+        BadCase{"BatchSize",
+                "train:\n  batch_size: 0\n",
+                {"train.batch_size: must be >= 1, got 0"}},
+        BadCase{"LocalEpochs",
+                "train:\n  local_epochs: -1\n",
+                {"train.local_epochs: must be >= 0, got -1"}},
+        BadCase{"LocalStepsWithoutEpochs",
+                "train:\n  local_steps: 0\n",
+                {"train.local_steps: must be >= 1 when train.local_epochs is "
+                 "0, got 0"}},
+        BadCase{"LocalStepsNegativeWithEpochs",
+                "train:\n  local_steps: -1\n  local_epochs: 1\n",
+                {"train.local_steps: must be >= 0, got -1"}},
+        BadCase{"GradClip",
+                "train:\n  grad_clip: -1\n",
+                {"train.grad_clip: must be >= 0, got -1"}},
+        BadCase{"Metric",
+                "importance:\n  metric: fisher\n",
+                {"importance.metric: must be one of sq_grad_norm, rgn, snr, "
+                 "got 'fisher'"}},
+        BadCase{"Batches",
+                "importance:\n  batches: 0\n",
+                {"importance.batches: must be >= 1, got 0"}},
+        BadCase{"SnrNeedsTwoBatches",
+                "importance:\n  metric: snr\n  batches: 1\n",
+                {"importance.batches: must be >= 2 when importance.metric is "
+                 "snr, got 1"}},
+        BadCase{"Checkpoint",
+                "pretrain:\n  checkpoint: ''\n",
+                {"pretrain.checkpoint: must not be empty, got ''"}},
+        BadCase{"LabelMapNegative",
+                "pretrain:\n  label_map: [0, 1, 2, 1, 2, -3, 0, 3, 4, 3]\n",
+                {"pretrain.label_map[5]: must be >= 0, got -3"}},
+        BadCase{"LabelMapLength",
+                "pretrain:\n  label_map: [0, 1, 0]\n",
+                {"pretrain.label_map: must have model.num_classes (10) "
+                 "entries or none, got 3 entries"}},
+        BadCase{"PretrainEpochs",
+                "pretrain:\n  epochs: 0\n",
+                {"pretrain.epochs: must be >= 1, got 0"}},
+        BadCase{"PretrainLr",
+                "pretrain:\n  lr: 0\n",
+                {"pretrain.lr: must be > 0, got 0"}},
+        BadCase{"PretrainBatchSize",
+                "pretrain:\n  batch_size: 0\n",
+                {"pretrain.batch_size: must be >= 1, got 0"}},
+        BadCase{"DemoClientNegative",
+                "demo:\n  client: -1\n",
+                {"demo.client: must be in [0, data.num_clients) = [0, 20), "
+                 "got -1"}},
+        BadCase{"DemoClientTooLarge",
+                "data:\n  num_clients: 3\ndemo:\n  client: 3\n",
+                {"demo.client: must be in [0, data.num_clients) = [0, 3), "
+                 "got 3"}},
+        BadCase{"DemoLayersEmpty",
+                "demo:\n  layers: []\n",
+                {"demo.layers: must list at least one layer group, got []"}},
+        BadCase{
+            "DemoLayersDistinct",
+            "demo:\n  layers: [head, head]\n",
+            {"demo.layers[1]: must be distinct (listed twice), got 'head'"}},
+        BadCase{"DemoLayersNotFrozen",
+                "model:\n  frozen: [block3]\ndemo:\n  layers: [block3]\n",
+                {"demo.layers[0]: must not be a group listed in model.frozen, "
+                 "got 'block3'"}},
+        BadCase{"TorchscriptDemoLayersNameGroups",
+                Ts("") + "demo:\n  layers: [block9]\n",
+                {"demo.layers[0]: must name a group of model.groups, got "
+                 "'block9'"}},
+        BadCase{"DemoRounds",
+                "demo:\n  rounds: 0\n",
+                {"demo.rounds: must be >= 1, got 0"}}),
+    CaseName);
+
+TEST(ConfigAccepts, ValidVariants) {
+  for (const std::string& yaml : {
+           Ts(", frozen: [block3], common: [head]") +
+               "demo:\n  layers: [head]\n",
+           std::string("model: {kind: text}\ndata: {dataset: tsv, train_tsv: "
+                       "a, test_tsv: b, partition: dirichlet}\n"),
+           std::string(
+               "data: {partition: feature_shift, domains: [rotate180]}"),
+           std::string("train: {local_steps: 0, local_epochs: 1}\n"),
+           std::string("importance: {metric: snr, batches: 2}\n"),
+           std::string("pretrain: {label_map: []}\nmodel: {num_classes: 3}\n"),
+           std::string("train: {momentum: 0, lr: 1e-6}\n"
+                       "data: {pretrain_fraction: 0, num_clients: 1}\n"),
+       }) {
+    SCOPED_TRACE(yaml);
+    absl::StatusOr<RunConfig> config = ParseRunConfig(yaml);
+    EXPECT_TRUE(config.ok()) << config.status();
+  }
+}
+
+TEST(ConfigValidate, RejectsNonFiniteValuesSetInCode) {
+  RunConfig config;
+  config.train.lr = std::nan("");
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("train.lr: must be finite"));
+  config = RunConfig();
+  config.train.momentum = std::nan("");
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("train.momentum: must be in [0, 1), got nan"));
+  config = RunConfig();
+  config.data.alpha = HUGE_VAL;
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("data.alpha: must be finite, got inf"));
+  EXPECT_EQ(config.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConfigLoad, MissingFileIsNotFoundNamingPath) {
+  TempDir dir;
+  const std::string path = dir.path() + "/nope.yaml";
+  absl::StatusOr<RunConfig> config = LoadRunConfig(path);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+TEST(ConfigLoad, DirectoryIsRejected) {
+  TempDir dir;
+  absl::StatusOr<RunConfig> config = LoadRunConfig(dir.path());
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr(dir.path()));
+}
+
+TEST(ConfigLoad, ErrorsArePrefixedWithPath) {
+  TempDir dir;
+  const std::string bad_type = dir.Write("a.yaml", "train:\n  lr: abc\n");
+  absl::StatusOr<RunConfig> config = LoadRunConfig(bad_type);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr(bad_type + ": train.lr: expected a number"),
+                    HasSubstr("line 2")));
+
+  const std::string malformed = dir.Write("b.yaml", "data: [1, 2\n");
+  config = LoadRunConfig(malformed);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr(malformed + ": malformed YAML at line"));
+
+  const std::string invalid = dir.Write("c.yaml", "model: {dim: 66}\n");
+  config = LoadRunConfig(invalid);
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(),
+              HasSubstr(invalid + ": model.dim: must be divisible"));
+}
+
+TEST(ConfigLoad, ReadsValidFile) {
+  TempDir dir;
+  const std::string path = dir.Write("ok.yaml", "seed: 7\ndemo: {rounds: 2}\n");
+  absl::StatusOr<RunConfig> config = LoadRunConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->seed, 7u);
+  EXPECT_EQ(config->demo.rounds, 2);
+}
+
+}  // namespace
+}  // namespace layerfl
