@@ -21,7 +21,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build
-	./$(BUILD)/client/layerfl-finetune --config $(CONFIG)
+	./$(BUILD)/bin/layerfl-finetune --config $(CONFIG)
 
 bench: build
 	bash bench/run_all.sh $(BUILD)

@@ -1,0 +1,128 @@
+#include "client/finetune/finetune.h"
+
+#include <chrono>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/trainer/examples.h"
+#include "client/trainer/pretrain.h"
+#include "client/trainer/trainer.h"
+#include "common/data/idx.h"
+#include "common/data/partition.h"
+#include "common/data/transforms.h"
+#include "common/util/status_macros.h"
+
+namespace layerfl {
+namespace {
+
+struct ClientData {
+  ImageSet train;
+  ImageSet test;  // the test set as this client's domain sees it
+  ImageSet holdout;
+};
+
+absl::StatusOr<ClientData> LoadClientData(const RunConfig& c) {
+  if (c.data.dataset != "fashion_mnist") {
+    return absl::UnimplementedError(
+        "data.dataset: the fine-tuning demo runs on fashion_mnist only");
+  }
+  ASSIGN_OR_RETURN(ImageSet train, LoadFashionMnist(c.data.dir, true));
+  ASSIGN_OR_RETURN(ImageSet test, LoadFashionMnist(c.data.dir, false));
+  if (c.data.max_test_examples > 0 && c.data.max_test_examples < test.size()) {
+    std::vector<int64_t> first(c.data.max_test_examples);
+    for (int64_t i = 0; i < c.data.max_test_examples; ++i) first[i] = i;
+    ASSIGN_OR_RETURN(test, Subset(test, first));
+  }
+  ASSIGN_OR_RETURN(auto split, SplitHoldout(train.size(),
+                                            c.data.pretrain_fraction, c.seed));
+  ClientData d;
+  ASSIGN_OR_RETURN(d.holdout, Subset(train, split.first));
+  ASSIGN_OR_RETURN(ImageSet fed, Subset(train, split.second));
+  Partition part;
+  if (c.data.partition == "dirichlet") {
+    ASSIGN_OR_RETURN(part, PartitionDirichlet(fed.labels, c.model.num_classes,
+                                              c.data.num_clients, c.data.alpha,
+                                              c.seed));
+  } else if (c.data.partition == "feature_shift") {
+    ASSIGN_OR_RETURN(part, PartitionFeatureShift(
+                               fed.size(), c.data.num_clients,
+                               static_cast<int>(c.data.domains.size()), c.seed));
+  } else {
+    ASSIGN_OR_RETURN(part, PartitionIid(fed.size(), c.data.num_clients, c.seed));
+  }
+  ASSIGN_OR_RETURN(d.train, Subset(fed, part.clients[c.demo.client]));
+  d.test = std::move(test);
+  if (!part.domain.empty()) {
+    const std::string& name = c.data.domains[part.domain[c.demo.client]];
+    ASSIGN_OR_RETURN(Domain domain, ParseDomain(name));
+    ASSIGN_OR_RETURN(d.train, ApplyDomainToAll(d.train, domain, c.seed));
+    ASSIGN_OR_RETURN(d.test, ApplyDomainToAll(d.test, domain, c.seed + 1));
+  }
+  return d;
+}
+
+}  // namespace
+
+absl::StatusOr<FinetuneSummary> RunFinetuneDemo(const RunConfig& c,
+                                                std::ostream& out) {
+  SetTorchThreads(c.threads);
+  ASSIGN_OR_RETURN(ClientData data, LoadClientData(c));
+  ASSIGN_OR_RETURN(NamedTensors pretrained,
+                   EnsurePretrained(c, data.holdout, &out));
+  const Examples train = ImagesToExamples(data.train);
+  const Examples test = ImagesToExamples(data.test);
+  SelectiveTrainer trainer(c.train, c.importance);
+
+  FinetuneSummary summary;
+  for (bool from_pretrained : {true, false}) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
+                     CreateModel(c.model, c.seed));
+    if (from_pretrained) {
+      RETURN_IF_ERROR(LoadPretrained(*model, pretrained, c.pretrain.checkpoint));
+    }
+    std::vector<std::string> layers = c.demo.layers;
+    summary.total_params = 0;
+    for (const LayerGroup& g : model->groups()) {
+      summary.total_params += g.num_params;
+      if (g.common && std::find(layers.begin(), layers.end(), g.name) ==
+                          layers.end()) {
+        layers.push_back(g.name);
+      }
+    }
+    const char* start = from_pretrained ? "pretrained" : "random-init";
+    ASSIGN_OR_RETURN(EvalResult before, trainer.Evaluate(*model, test));
+    out << absl::StrFormat(
+        "finetune[%s]: client %d (%d examples), training {%s}; before: "
+        "acc %.4f loss %.4f\n",
+        start, c.demo.client, data.train.size(), absl::StrJoin(layers, ", "),
+        before.accuracy, before.loss);
+    EvalResult ev = before;
+    for (int round = 0; round < c.demo.rounds; ++round) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ASSIGN_OR_RETURN(TrainResult r,
+                       trainer.Train(*model, train, layers, c.seed + round));
+      ASSIGN_OR_RETURN(ev, trainer.Evaluate(*model, test));
+      const double secs = std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - t0)
+                              .count();
+      summary.trained_params = r.trained_params;
+      out << absl::StrFormat(
+          "finetune[%s]: round %d/%d  train-loss %.4f -> %.4f  test-acc %.4f  "
+          "test-loss %.4f  %.1fs\n",
+          start, round + 1, c.demo.rounds, r.first_loss, r.last_loss,
+          ev.accuracy, ev.loss, secs);
+    }
+    (from_pretrained ? summary.pretrained_accuracy
+                     : summary.random_init_accuracy) = ev.accuracy;
+  }
+  out << absl::StrFormat(
+      "finetune: trained %d of %d parameters (%.1f%%); test accuracy from "
+      "pretrained %.4f vs random init %.4f (%+.4f)\n",
+      summary.trained_params, summary.total_params,
+      100.0 * summary.trained_params / summary.total_params,
+      summary.pretrained_accuracy, summary.random_init_accuracy,
+      summary.pretrained_accuracy - summary.random_init_accuracy);
+  return summary;
+}
+
+}  // namespace layerfl

@@ -1,0 +1,101 @@
+#ifndef LAYERFL_CLIENT_TRAINER_TRAINER_H_
+#define LAYERFL_CLIENT_TRAINER_TRAINER_H_
+
+// The selective trainer: trains a chosen set of layer groups of a Model on
+// local examples and returns the sparse per-layer delta; computes per-layer
+// importance scores at the current (global) weights; evaluates.
+//
+// This is LayerFL's LibTorch edge: every c10::Error raised below it is caught
+// here and returned as an absl::Status. Not thread-safe; the Model passed in
+// must not be used concurrently.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/config/config.h"
+#include "common/model/model.h"
+
+namespace layerfl {
+
+// Examples held as tensors: inputs [N, ...] (float images or int64 tokens)
+// and int64 labels [N].
+struct Examples {
+  at::Tensor inputs;
+  at::Tensor labels;
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+};
+
+// The trained groups' `w_local - w_global`, by group, each with its
+// parameters in model order.
+struct GroupDelta {
+  std::string group;
+  NamedTensors tensors;
+};
+
+struct TrainResult {
+  std::vector<GroupDelta> deltas;  // one per trained group, in model order
+  int steps = 0;
+  double first_loss = 0.0;  // mean loss of the first step's batch
+  double last_loss = 0.0;   // mean loss of the last step's batch
+  int64_t trained_params = 0;
+};
+
+struct LayerScores {
+  std::string group;
+  double sq_grad_norm = 0.0;  // ||m||^2, m = mean of the per-batch gradients
+  double rgn = 0.0;           // ||m|| / ||w|| (0 when ||w|| = 0)
+  double snr = 0.0;  // ||m||^2 / sum of per-element variances across batches
+};
+
+struct EvalResult {
+  double accuracy = 0.0;
+  double loss = 0.0;  // mean cross-entropy
+  int64_t examples = 0;
+};
+
+// Sets LibTorch's intra-op thread count (LibTorch starts with 1 here).
+void SetTorchThreads(int threads);
+
+class SelectiveTrainer {
+ public:
+  // `train` and `importance` are copied; they must have passed Validate().
+  SelectiveTrainer(const TrainConfig& train, const ImportanceConfig& importance);
+
+  // Trains exactly the groups named in `groups` (every other parameter has
+  // requires_grad=false, so no gradient is computed for it) for
+  // train.local_steps steps (or train.local_epochs epochs) of cross-entropy,
+  // batches drawn from a permutation seeded by `seed`. The model is left
+  // holding w_local; requires_grad is restored to true on every parameter.
+  // Errors: unknown or frozen group, empty examples, LibTorch failures.
+  absl::StatusOr<TrainResult> Train(Model& model, const Examples& data,
+                                    const std::vector<std::string>& groups,
+                                    uint64_t seed) const;
+
+  // Scores every non-frozen group at the model's current weights over
+  // importance.batches batches (frozen groups score 0). All three metrics are
+  // returned; importance.metric says which one a client reports.
+  absl::StatusOr<std::vector<LayerScores>> Importance(Model& model,
+                                                      const Examples& data,
+                                                      uint64_t seed) const;
+
+  // Accuracy and mean loss over all examples, in batches; no gradients.
+  absl::StatusOr<EvalResult> Evaluate(Model& model, const Examples& data,
+                                      int batch_size = 256) const;
+
+ private:
+  TrainConfig train_;
+  ImportanceConfig importance_;
+};
+
+// Picks the metric named by importance.metric out of `scores`.
+std::vector<double> ReportedScores(const std::vector<LayerScores>& scores,
+                                   const std::string& metric);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_CLIENT_TRAINER_TRAINER_H_

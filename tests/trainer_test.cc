@@ -1,0 +1,257 @@
+#include "client/trainer/trainer.h"
+
+#include <cmath>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace layerfl {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig SmallVit() {
+  ModelConfig c;
+  c.dim = 16;
+  c.depth = 3;
+  c.heads = 2;
+  c.mlp_dim = 32;
+  c.num_classes = 10;
+  return c;
+}
+
+Examples RandomImages(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  return {torch::randn({n, 1, 28, 28}), torch::randint(0, 10, {n}, torch::kLong)};
+}
+
+TrainConfig Sgd(int steps, int batch) {
+  TrainConfig t;
+  t.optimizer = "sgd";
+  t.lr = 0.05;
+  t.momentum = 0.9;
+  t.local_steps = steps;
+  t.batch_size = batch;
+  return t;
+}
+
+TEST(SelectiveTrainerTest, FrozenGroupsBitIdenticalTrainedGroupsMove) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  NamedTensors before = CloneParameters(**model);
+  SelectiveTrainer trainer(Sgd(5, 8), ImportanceConfig());
+  auto result = trainer.Train(**model, RandomImages(32, 1), {"block1", "head"}, 11);
+  ASSERT_TRUE(result.ok()) << result.status();
+  NamedTensors after = CloneParameters(**model);
+  int moved = 0, identical = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    const std::string& name = before[i].first;
+    const bool trained = name.rfind("blocks.1.", 0) == 0 ||
+                         name.rfind("head.", 0) == 0 || name.rfind("norm.", 0) == 0;
+    if (trained) {
+      EXPECT_FALSE(torch::equal(before[i].second, after[i].second)) << name;
+      ++moved;
+    } else {
+      EXPECT_TRUE(torch::equal(before[i].second, after[i].second)) << name;
+      ++identical;
+    }
+  }
+  EXPECT_EQ(moved, 12 + 4);  // a block has 12 tensors; norm + head 4
+  EXPECT_GT(identical, 0);
+  // requires_grad is restored everywhere and no stray gradients remain.
+  for (auto& [name, t] : (*model)->Parameters()) {
+    EXPECT_TRUE(t.requires_grad()) << name;
+    EXPECT_FALSE(t.grad().defined()) << name;
+  }
+}
+
+TEST(SelectiveTrainerTest, NoGradientComputedForUnselectedLayers) {
+  auto model = CreateModel(SmallVit(), 3);
+  SelectiveTrainer trainer(Sgd(1, 4), ImportanceConfig());
+  // Hook: a gradient hook on a frozen parameter must never fire.
+  bool fired = false;
+  auto params = (*model)->Parameters();
+  params[0].second.register_hook([&](torch::Tensor g) {
+    fired = true;
+    return g;
+  });
+  ASSERT_TRUE(trainer.Train(**model, RandomImages(8, 2), {"head"}, 1).ok());
+  EXPECT_FALSE(fired);
+}
+
+TEST(SelectiveTrainerTest, DeltaEqualsLocalMinusGlobalExactly) {
+  auto model = CreateModel(SmallVit(), 4);
+  NamedTensors global = CloneParameters(**model);
+  SelectiveTrainer trainer(Sgd(3, 8), ImportanceConfig());
+  auto result = trainer.Train(**model, RandomImages(16, 3), {"head", "embed"}, 5);
+  ASSERT_TRUE(result.ok());
+  ASSERT_EQ(result->deltas.size(), 2u);
+  EXPECT_EQ(result->deltas[0].group, "embed");  // model order, not request order
+  EXPECT_EQ(result->deltas[1].group, "head");
+  std::map<std::string, torch::Tensor> g(global.begin(), global.end());
+  std::map<std::string, torch::Tensor> local;
+  for (auto& [n, t] : CloneParameters(**model)) local[n] = t;
+  int64_t count = 0;
+  for (const GroupDelta& d : result->deltas) {
+    for (const auto& [name, delta] : d.tensors) {
+      EXPECT_TRUE(torch::equal(delta, local[name] - g[name])) << name;
+      count += delta.numel();
+    }
+  }
+  EXPECT_EQ(count, result->trained_params);
+  EXPECT_EQ(count, (*model)->groups()[0].num_params + (*model)->groups()[4].num_params);
+}
+
+TEST(SelectiveTrainerTest, LossDecreasesOnFixedBatch) {
+  auto model = CreateModel(SmallVit(), 5);
+  // batch_size == N: every step sees the same 16 examples.
+  TrainConfig t = Sgd(40, 16);
+  t.optimizer = "adam";
+  t.lr = 3e-3;
+  SelectiveTrainer trainer(t, ImportanceConfig());
+  std::vector<std::string> all;
+  for (const LayerGroup& gr : (*model)->groups()) all.push_back(gr.name);
+  auto result = trainer.Train(**model, RandomImages(16, 6), all, 1);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->steps, 40);
+  EXPECT_LT(result->last_loss, 0.5 * result->first_loss)
+      << result->first_loss << " -> " << result->last_loss;
+}
+
+TEST(SelectiveTrainerTest, EpochsOverrideSteps) {
+  auto model = CreateModel(SmallVit(), 5);
+  TrainConfig t = Sgd(1000, 8);
+  t.local_epochs = 2;
+  SelectiveTrainer trainer(t, ImportanceConfig());
+  auto result = trainer.Train(**model, RandomImages(20, 6), {"head"}, 1);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->steps, 2 * 3);  // ceil(20 / 8) batches per epoch
+}
+
+TEST(SelectiveTrainerTest, BadGroupsRefused) {
+  ModelConfig c = SmallVit();
+  c.frozen = {"embed"};
+  auto model = CreateModel(c, 1);
+  NamedTensors before = CloneParameters(**model);
+  SelectiveTrainer trainer(Sgd(1, 4), ImportanceConfig());
+  Examples data = RandomImages(8, 1);
+  EXPECT_THAT(trainer.Train(**model, data, {"block7"}, 1).status().message(),
+              HasSubstr("unknown layer group 'block7'"));
+  EXPECT_THAT(trainer.Train(**model, data, {"embed"}, 1).status().message(),
+              HasSubstr("layer group 'embed' is frozen"));
+  EXPECT_THAT(trainer.Train(**model, data, {"head", "head"}, 1).status().message(),
+              HasSubstr("'head' listed twice"));
+  EXPECT_THAT(trainer.Train(**model, Examples(), {"head"}, 1).status().message(),
+              HasSubstr("no local examples"));
+  NamedTensors after = CloneParameters(**model);
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(torch::equal(before[i].second, after[i].second));
+  }
+}
+
+TEST(SelectiveTrainerTest, SameSeedSameDelta) {
+  SelectiveTrainer trainer(Sgd(4, 4), ImportanceConfig());
+  Examples data = RandomImages(16, 9);
+  auto m1 = CreateModel(SmallVit(), 1);
+  auto m2 = CreateModel(SmallVit(), 1);
+  auto r1 = trainer.Train(**m1, data, {"block2", "head"}, 42);
+  auto r2 = trainer.Train(**m2, data, {"block2", "head"}, 42);
+  ASSERT_TRUE(r1.ok() && r2.ok());
+  for (size_t g = 0; g < r1->deltas.size(); ++g) {
+    for (size_t i = 0; i < r1->deltas[g].tensors.size(); ++i) {
+      EXPECT_TRUE(torch::equal(r1->deltas[g].tensors[i].second,
+                               r2->deltas[g].tensors[i].second));
+    }
+  }
+}
+
+// A 2 -> 2 linear classifier with groups "w" (weight) and "b" (bias), so that
+// importance scores can be computed by hand.
+class TinyLinear : public Model {
+ public:
+  TinyLinear() : linear_(2, 2) {
+    torch::NoGradGuard g;
+    linear_->weight.fill_(1.0);  // equal logits for every input
+    linear_->bias.fill_(1.0);
+    groups_ = {{"w", {"weight"}, 4, false, false}, {"b", {"bias"}, 2, false, false}};
+  }
+  const std::vector<LayerGroup>& groups() const override { return groups_; }
+  NamedTensors Parameters() override {
+    return {{"weight", linear_->weight}, {"bias", linear_->bias}};
+  }
+  at::Tensor Forward(const at::Tensor& x) override { return linear_(x); }
+  void SetTraining(bool) override {}
+
+ private:
+  torch::nn::Linear linear_;
+  std::vector<LayerGroup> groups_;
+};
+
+TEST(ImportanceTest, HandComputedScores) {
+  // Logits are equal, so softmax = [0.5, 0.5] and dL/dz = p - onehot.
+  // x1 = [1, 2], y1 = 0: dz = [-0.5, 0.5]; gW1 = [[-0.5, -1], [0.5, 1]]; gb1 = [-0.5, 0.5]
+  // x2 = [3, -1], y2 = 1: dz = [0.5, -0.5]; gW2 = [[1.5, -0.5], [-1.5, 0.5]]; gb2 = -gb1
+  // mean gW = [[0.5, -0.75], [-0.5, 0.75]] -> ||m||^2 = 1.625; mean gb = 0.
+  // per-element variance of W = ((gW1 - gW2) / 2)^2 = 1, 1/16, 1, 1/16 -> 2.125
+  // variance of b: 0.25 + 0.25 = 0.5.  ||W|| = 2, ||b|| = sqrt(2).
+  Examples data{torch::tensor({{1.0f, 2.0f}, {3.0f, -1.0f}}),
+                torch::tensor({0, 1}, torch::kLong)};
+  TrainConfig t;
+  t.batch_size = 1;
+  ImportanceConfig imp;
+  imp.batches = 2;  // one epoch: each example once, in a seeded order
+  SelectiveTrainer trainer(t, imp);
+  TinyLinear model;
+  auto scores = trainer.Importance(model, data, 3);
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  ASSERT_EQ(scores->size(), 2u);
+  EXPECT_EQ((*scores)[0].group, "w");
+  EXPECT_NEAR((*scores)[0].sq_grad_norm, 1.625, 1e-6);
+  EXPECT_NEAR((*scores)[0].rgn, std::sqrt(1.625) / 2.0, 1e-6);
+  EXPECT_NEAR((*scores)[0].snr, 1.625 / 2.125, 1e-6);
+  EXPECT_NEAR((*scores)[1].sq_grad_norm, 0.0, 1e-12);
+  EXPECT_NEAR((*scores)[1].rgn, 0.0, 1e-6);
+  EXPECT_NEAR((*scores)[1].snr, 0.0, 1e-9);
+  EXPECT_EQ(ReportedScores(*scores, "snr")[0], (*scores)[0].snr);
+  EXPECT_EQ(ReportedScores(*scores, "sq_grad_norm")[0], (*scores)[0].sq_grad_norm);
+  // Scoring does not move the weights.
+  EXPECT_TRUE(torch::equal(model.Parameters()[0].second, torch::ones({2, 2})));
+}
+
+TEST(ImportanceTest, FrozenGroupsScoreZero) {
+  ModelConfig c = SmallVit();
+  c.frozen = {"embed"};
+  auto model = CreateModel(c, 1);
+  SelectiveTrainer trainer(Sgd(1, 8), ImportanceConfig());
+  auto scores = trainer.Importance(**model, RandomImages(16, 2), 1);
+  ASSERT_TRUE(scores.ok());
+  EXPECT_EQ((*scores)[0].sq_grad_norm, 0.0);
+  for (size_t i = 1; i < scores->size(); ++i) {
+    EXPECT_GT((*scores)[i].sq_grad_norm, 0.0) << (*scores)[i].group;
+    EXPECT_GT((*scores)[i].snr, 0.0);
+  }
+}
+
+TEST(EvaluateTest, CountsCorrectPredictions) {
+  TinyLinear model;
+  {
+    torch::NoGradGuard g;
+    auto p = model.Parameters();
+    p[0].second.copy_(torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}}));
+    p[1].second.zero_();
+  }
+  // Predictions: argmax of x itself -> [0, 1, 0]; labels [0, 1, 1] -> 2/3.
+  Examples data{torch::tensor({{2.0f, 0.0f}, {0.0f, 2.0f}, {1.0f, 0.0f}}),
+                torch::tensor({0, 1, 1}, torch::kLong)};
+  SelectiveTrainer trainer{TrainConfig(), ImportanceConfig()};
+  auto r = trainer.Evaluate(model, data, 2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NEAR(r->accuracy, 2.0 / 3.0, 1e-12);
+  // loss = (log(1+e^-2) * 2 + log(1+e^1)) / 3
+  const double expected = (2 * std::log1p(std::exp(-2.0)) + std::log1p(std::exp(1.0))) / 3;
+  EXPECT_NEAR(r->loss, expected, 1e-6);
+}
+
+}  // namespace
+}  // namespace layerfl
