@@ -75,6 +75,34 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.demo.client, b.demo.client);
   EXPECT_EQ(a.demo.layers, b.demo.layers);
   EXPECT_EQ(a.demo.rounds, b.demo.rounds);
+
+  EXPECT_EQ(a.federated.rounds, b.federated.rounds);
+  EXPECT_EQ(a.federated.clients_per_round, b.federated.clients_per_round);
+  EXPECT_EQ(a.federated.min_clients, b.federated.min_clients);
+  EXPECT_EQ(a.federated.selection_period, b.federated.selection_period);
+  EXPECT_EQ(a.federated.eval_every, b.federated.eval_every);
+  EXPECT_EQ(a.federated.round_deadline_s, b.federated.round_deadline_s);
+  EXPECT_EQ(a.federated.max_round_retries, b.federated.max_round_retries);
+  EXPECT_EQ(a.federated.aggregation, b.federated.aggregation);
+  EXPECT_EQ(a.federated.server_lr, b.federated.server_lr);
+  EXPECT_EQ(a.federated.run_dir, b.federated.run_dir);
+  EXPECT_EQ(a.federated.keep_checkpoints, b.federated.keep_checkpoints);
+  EXPECT_EQ(a.federated.resume, b.federated.resume);
+
+  EXPECT_EQ(a.selection.strategy, b.selection.strategy);
+  EXPECT_EQ(a.selection.lambda, b.selection.lambda);
+  EXPECT_EQ(a.selection.normalize_scores, b.selection.normalize_scores);
+  EXPECT_EQ(a.selection.time_limit_ms, b.selection.time_limit_ms);
+  EXPECT_EQ(a.selection.target_gap, b.selection.target_gap);
+  EXPECT_EQ(a.selection.starts, b.selection.starts);
+
+  EXPECT_EQ(a.budget.unit, b.budget.unit);
+  EXPECT_EQ(a.budget.distribution, b.budget.distribution);
+  EXPECT_EQ(a.budget.value, b.budget.value);
+  EXPECT_EQ(a.budget.min, b.budget.min);
+  EXPECT_EQ(a.budget.max, b.budget.max);
+  EXPECT_EQ(a.budget.mean, b.budget.mean);
+  EXPECT_EQ(a.budget.std, b.budget.std);
 }
 
 // Parses `yaml`, expects InvalidArgument, and returns the message.
@@ -126,7 +154,7 @@ TEST(ConfigDefaults, EmptyDocumentsKeepAllDefaults) {
 TEST(ConfigDefaults, EmptySectionsKeepDefaults) {
   absl::StatusOr<RunConfig> config = ParseRunConfig(
       "model:\ndata:\ntrain: {}\nimportance:\n"
-      "pretrain:\ndemo:\n");
+      "pretrain:\ndemo:\nfederated:\nselection: {}\nbudget:\n");
   ASSERT_TRUE(config.ok()) << config.status();
   ExpectConfigEq(*config, RunConfig());
 }
@@ -145,6 +173,31 @@ TEST(ConfigDefaults, DocumentedDefaults) {
   EXPECT_EQ(c.pretrain.label_map,
             (std::vector<int>{0, 1, 2, 1, 2, 3, 0, 3, 4, 3}));
   EXPECT_EQ(c.demo.layers, (std::vector<std::string>{"block3", "head"}));
+  EXPECT_EQ(c.federated.rounds, 20);
+  EXPECT_EQ(c.federated.clients_per_round, 10);
+  EXPECT_EQ(c.federated.min_clients, 1);
+  EXPECT_EQ(c.federated.selection_period, 1);
+  EXPECT_EQ(c.federated.eval_every, 1);
+  EXPECT_EQ(c.federated.round_deadline_s, 300.0);
+  EXPECT_EQ(c.federated.max_round_retries, 3);
+  EXPECT_EQ(c.federated.aggregation, "weighted");
+  EXPECT_EQ(c.federated.server_lr, 1.0);
+  EXPECT_EQ(c.federated.run_dir, "runs/demo");
+  EXPECT_EQ(c.federated.keep_checkpoints, 3);
+  EXPECT_TRUE(c.federated.resume);
+  EXPECT_EQ(c.selection.strategy, "strategic");
+  EXPECT_EQ(c.selection.lambda, 1.0);
+  EXPECT_TRUE(c.selection.normalize_scores);
+  EXPECT_EQ(c.selection.time_limit_ms, 500.0);
+  EXPECT_EQ(c.selection.target_gap, 0.01);
+  EXPECT_EQ(c.selection.starts, 8);
+  EXPECT_EQ(c.budget.unit, "layers");
+  EXPECT_EQ(c.budget.distribution, "truncated_normal");
+  EXPECT_EQ(c.budget.value, 2.0);
+  EXPECT_EQ(c.budget.min, 1.0);
+  EXPECT_EQ(c.budget.max, 4.0);
+  EXPECT_EQ(c.budget.mean, 2.5);
+  EXPECT_EQ(c.budget.std, 1.0);
 }
 
 TEST(ConfigParse, FullFileSetsEveryField) {
@@ -205,6 +258,34 @@ demo:
   client: 99
   layers: [layer0, head]
   rounds: 7
+federated:
+  rounds: 50
+  clients_per_round: 0
+  min_clients: 100
+  selection_period: 5
+  eval_every: 10
+  round_deadline_s: 12.5
+  max_round_retries: 0
+  aggregation: uniform
+  server_lr: 0.5
+  run_dir: /runs/bert
+  keep_checkpoints: 1
+  resume: false
+selection:
+  strategy: top
+  lambda: 0
+  normalize_scores: False
+  time_limit_ms: 20
+  target_gap: 0
+  starts: 1
+budget:
+  unit: memory
+  distribution: uniform
+  value: 1.5e9
+  min: 5e8
+  max: 5e8
+  mean: -3
+  std: 0.25
 )";
   absl::StatusOr<RunConfig> parsed = ParseRunConfig(yaml);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -257,6 +338,31 @@ demo:
   want.demo.client = 99;
   want.demo.layers = {"layer0", "head"};
   want.demo.rounds = 7;
+  want.federated.rounds = 50;
+  want.federated.clients_per_round = 0;
+  want.federated.min_clients = 100;
+  want.federated.selection_period = 5;
+  want.federated.eval_every = 10;
+  want.federated.round_deadline_s = 12.5;
+  want.federated.max_round_retries = 0;
+  want.federated.aggregation = "uniform";
+  want.federated.server_lr = 0.5;
+  want.federated.run_dir = "/runs/bert";
+  want.federated.keep_checkpoints = 1;
+  want.federated.resume = false;
+  want.selection.strategy = "top";
+  want.selection.lambda = 0;
+  want.selection.normalize_scores = false;
+  want.selection.time_limit_ms = 20;
+  want.selection.target_gap = 0;
+  want.selection.starts = 1;
+  want.budget.unit = "memory";
+  want.budget.distribution = "uniform";
+  want.budget.value = 1.5e9;
+  want.budget.min = 5e8;
+  want.budget.max = 5e8;
+  want.budget.mean = -3;
+  want.budget.std = 0.25;
   ExpectConfigEq(*parsed, want);
 }
 
@@ -287,7 +393,7 @@ TEST(ConfigUnknownKeys, TopLevel) {
   EXPECT_THAT(msg, HasSubstr("sede: unknown field"));
   EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
   EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
-                             "pretrain, demo"));
+                             "pretrain, demo, federated, selection, budget"));
 }
 
 TEST(ConfigUnknownKeys, InSection) {
@@ -296,6 +402,25 @@ TEST(ConfigUnknownKeys, InSection) {
   EXPECT_THAT(msg, HasSubstr("valid fields of train: optimizer, lr, momentum, "
                              "weight_decay, batch_size, local_steps, "
                              "local_epochs, grad_clip"));
+}
+
+TEST(ConfigUnknownKeys, InFederatedSections) {
+  std::string msg = ParseError("federated:\n  round: 5\n");
+  EXPECT_THAT(msg, HasSubstr("federated.round: unknown field"));
+  EXPECT_THAT(msg, HasSubstr("valid fields of federated: rounds, "
+                             "clients_per_round, min_clients, "
+                             "selection_period, eval_every, round_deadline_s, "
+                             "max_round_retries, aggregation, server_lr, "
+                             "run_dir, keep_checkpoints, resume"));
+  msg = ParseError("selection:\n  solver: milp\n");
+  EXPECT_THAT(msg, HasSubstr("selection.solver: unknown field"));
+  EXPECT_THAT(msg, HasSubstr("valid fields of selection: strategy, lambda, "
+                             "normalize_scores, time_limit_ms, target_gap, "
+                             "starts"));
+  msg = ParseError("budget:\n  stddev: 1\n");
+  EXPECT_THAT(msg, HasSubstr("budget.stddev: unknown field"));
+  EXPECT_THAT(msg, HasSubstr("valid fields of budget: unit, distribution, "
+                             "value, min, max, mean, std"));
 }
 
 TEST(ConfigUnknownKeys, InListElement) {
@@ -403,6 +528,27 @@ INSTANTIATE_TEST_SUITE_P(
                 {"config: expected a map, got a sequence"}},
         BadCase{
             "ScalarAtRoot", "hello\n", {"config: expected a map, got 'hello'"}},
+        BadCase{"StringForBool",
+                "federated:\n  resume: maybe\n",
+                {"federated.resume: expected a boolean (true or false), got "
+                 "'maybe'",
+                 "line 2, column 11"}},
+        BadCase{"QuotedBool",
+                "federated:\n  resume: \"true\"\n",
+                {"federated.resume: expected a boolean (true or false), got "
+                 "'true'"}},
+        BadCase{"Yaml11Bool",
+                "selection:\n  normalize_scores: yes\n",
+                {"selection.normalize_scores: expected a boolean (true or "
+                 "false), got 'yes'"}},
+        BadCase{"NumberForBool",
+                "selection:\n  normalize_scores: 1\n",
+                {"selection.normalize_scores: expected a boolean (true or "
+                 "false), got 1"}},
+        BadCase{"NullForBool",
+                "federated:\n  resume:\n",
+                {"federated.resume: expected a boolean (true or false), got "
+                 "null"}},
         BadCase{"NonScalarKey",
                 "? [a]\n: 1\n",
                 {"config: keys must be strings, got a sequence"}}),
@@ -669,7 +815,112 @@ INSTANTIATE_TEST_SUITE_P(
                  "'block9'"}},
         BadCase{"DemoRounds",
                 "demo:\n  rounds: 0\n",
-                {"demo.rounds: must be >= 1, got 0"}}),
+                {"demo.rounds: must be >= 1, got 0"}},
+        BadCase{"FederatedRounds",
+                "federated:\n  rounds: 0\n",
+                {"federated.rounds: must be >= 1, got 0"}},
+        BadCase{"ClientsPerRound",
+                "federated:\n  clients_per_round: -1\n",
+                {"federated.clients_per_round: must be >= 0, got -1"}},
+        BadCase{"MinClients",
+                "federated:\n  min_clients: 0\n",
+                {"federated.min_clients: must be >= 1, got 0"}},
+        BadCase{"MinClientsAboveClientsPerRound",
+                "federated:\n  min_clients: 12\n",
+                {"federated.min_clients: must be <= "
+                 "federated.clients_per_round (10), got 12"}},
+        BadCase{"MinClientsAboveNumClients",
+                "data:\n  num_clients: 20\n"
+                "federated:\n  clients_per_round: 0\n  min_clients: 21\n",
+                {"federated.min_clients: must be <= data.num_clients (20), "
+                 "got 21"}},
+        BadCase{"MinClientsAboveNumClientsBelowPerRound",
+                "data:\n  num_clients: 5\n"
+                "federated:\n  clients_per_round: 10\n  min_clients: 6\n",
+                {"federated.min_clients: must be <= data.num_clients (5), "
+                 "got 6"}},
+        BadCase{"SelectionPeriod",
+                "federated:\n  selection_period: 0\n",
+                {"federated.selection_period: must be >= 1, got 0"}},
+        BadCase{"EvalEvery",
+                "federated:\n  eval_every: 0\n",
+                {"federated.eval_every: must be >= 1, got 0"}},
+        BadCase{"RoundDeadlineZero",
+                "federated:\n  round_deadline_s: 0\n",
+                {"federated.round_deadline_s: must be > 0, got 0"}},
+        BadCase{"RoundDeadlineNegative",
+                "federated:\n  round_deadline_s: -1.5\n",
+                {"federated.round_deadline_s: must be > 0, got -1.5"}},
+        BadCase{"MaxRoundRetries",
+                "federated:\n  max_round_retries: -1\n",
+                {"federated.max_round_retries: must be >= 0, got -1"}},
+        BadCase{"Aggregation",
+                "federated:\n  aggregation: median\n",
+                {"federated.aggregation: must be one of weighted, uniform, "
+                 "got 'median'"}},
+        BadCase{"ServerLrZero",
+                "federated:\n  server_lr: 0\n",
+                {"federated.server_lr: must be > 0, got 0"}},
+        BadCase{"ServerLrNegative",
+                "federated:\n  server_lr: -0.1\n",
+                {"federated.server_lr: must be > 0, got -0.1"}},
+        BadCase{"RunDir",
+                "federated:\n  run_dir: ''\n",
+                {"federated.run_dir: must not be empty, got ''"}},
+        BadCase{"KeepCheckpoints",
+                "federated:\n  keep_checkpoints: 0\n",
+                {"federated.keep_checkpoints: must be >= 1, got 0"}},
+        BadCase{"Strategy",
+                "selection:\n  strategy: greedy\n",
+                {"selection.strategy: must be one of full, top, bottom, both, "
+                 "random, rgn, snr, importance, strategic, got 'greedy'"}},
+        BadCase{"Lambda",
+                "selection:\n  lambda: -0.5\n",
+                {"selection.lambda: must be >= 0, got -0.5"}},
+        BadCase{"TimeLimitZero",
+                "selection:\n  time_limit_ms: 0\n",
+                {"selection.time_limit_ms: must be > 0, got 0"}},
+        BadCase{"TimeLimitNegative",
+                "selection:\n  time_limit_ms: -10\n",
+                {"selection.time_limit_ms: must be > 0, got -10"}},
+        BadCase{"TargetGap",
+                "selection:\n  target_gap: -0.01\n",
+                {"selection.target_gap: must be >= 0, got -0.01"}},
+        BadCase{"Starts",
+                "selection:\n  starts: 0\n",
+                {"selection.starts: must be >= 1, got 0"}},
+        BadCase{"BudgetUnit",
+                "budget:\n  unit: flops\n",
+                {"budget.unit: must be one of layers, params, memory, got "
+                 "'flops'"}},
+        BadCase{"BudgetDistribution",
+                "budget:\n  distribution: normal\n",
+                {"budget.distribution: must be one of fixed, uniform, "
+                 "truncated_normal, declared, got 'normal'"}},
+        BadCase{"BudgetValueZero",
+                "budget:\n  value: 0\n",
+                {"budget.value: must be > 0, got 0"}},
+        BadCase{"BudgetValueNegativeUnusedByDistribution",
+                "budget:\n  distribution: declared\n  value: -2\n",
+                {"budget.value: must be > 0, got -2"}},
+        BadCase{"BudgetMinZero",
+                "budget:\n  min: 0\n",
+                {"budget.min: must be > 0, got 0"}},
+        BadCase{"BudgetMinNegative",
+                "budget:\n  min: -1\n",
+                {"budget.min: must be > 0, got -1"}},
+        BadCase{"BudgetMaxBelowMin",
+                "budget:\n  min: 3\n  max: 2.5\n",
+                {"budget.max: must be >= budget.min (3), got 2.5"}},
+        BadCase{"BudgetMaxBelowDefaultMin",
+                "budget:\n  max: 0.5\n",
+                {"budget.max: must be >= budget.min (1), got 0.5"}},
+        BadCase{"BudgetStdZero",
+                "budget:\n  std: 0\n",
+                {"budget.std: must be > 0, got 0"}},
+        BadCase{"BudgetStdNegative",
+                "budget:\n  std: -1\n",
+                {"budget.std: must be > 0, got -1"}}),
     CaseName);
 
 TEST(ConfigAccepts, ValidVariants) {
@@ -685,6 +936,19 @@ TEST(ConfigAccepts, ValidVariants) {
            std::string("pretrain: {label_map: []}\nmodel: {num_classes: 3}\n"),
            std::string("train: {momentum: 0, lr: 1e-6}\n"
                        "data: {pretrain_fraction: 0, num_clients: 1}\n"),
+           // Quorum at its bounds: equal to clients_per_round, and with
+           // clients_per_round 0 (every client) up to data.num_clients.
+           std::string("federated: {clients_per_round: 10, min_clients: 10}\n"),
+           std::string("federated: {clients_per_round: 0, min_clients: 20}\n"),
+           std::string("data: {num_clients: 3}\n"
+                       "federated: {clients_per_round: 50, min_clients: 3}\n"),
+           std::string("federated: {max_round_retries: 0, resume: TRUE}\n"),
+           std::string("selection: {lambda: 0, target_gap: 0, "
+                       "normalize_scores: false}\n"),
+           std::string("budget: {distribution: fixed, unit: params, "
+                       "value: 1e6}\n"),
+           std::string("budget: {min: 2, max: 2, mean: 0}\n"),
+           std::string("budget: {distribution: declared}\n"),
        }) {
     SCOPED_TRACE(yaml);
     absl::StatusOr<RunConfig> config = ParseRunConfig(yaml);
@@ -701,6 +965,18 @@ TEST(ConfigValidate, RejectsNonFiniteValuesSetInCode) {
   config.train.momentum = std::nan("");
   EXPECT_THAT(config.Validate().message(),
               HasSubstr("train.momentum: must be in [0, 1), got nan"));
+  config = RunConfig();
+  config.federated.round_deadline_s = std::nan("");
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("federated.round_deadline_s: must be finite"));
+  config = RunConfig();
+  config.budget.max = std::nan("");
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("budget.max: must be finite, got nan"));
+  config = RunConfig();
+  config.budget.mean = -HUGE_VAL;
+  EXPECT_THAT(config.Validate().message(),
+              HasSubstr("budget.mean: must be finite, got -inf"));
   config = RunConfig();
   config.data.alpha = HUGE_VAL;
   EXPECT_THAT(config.Validate().message(),

@@ -115,6 +115,23 @@ absl::Status Read(const YAML::Node& node, const std::string& path,
   return absl::OkStatus();
 }
 
+// YAML 1.2 booleans only: true/false (also True, TRUE, ...), unquoted; the
+// YAML 1.1 spellings yes/no/on/off are refused as ambiguous.
+absl::Status Read(const YAML::Node& node, const std::string& path, bool* out) {
+  if (IsPlainScalar(node)) {
+    const std::string& text = node.Scalar();
+    if (text == "true" || text == "True" || text == "TRUE") {
+      *out = true;
+      return absl::OkStatus();
+    }
+    if (text == "false" || text == "False" || text == "FALSE") {
+      *out = false;
+      return absl::OkStatus();
+    }
+  }
+  return TypeError(node, path, "a boolean (true or false)");
+}
+
 absl::Status Read(const YAML::Node& node, const std::string& path,
                   std::string* out) {
   if (!node.IsScalar()) return TypeError(node, path, "a string");
@@ -264,6 +281,37 @@ std::vector<Field> DemoFields(DemoConfig* c) {
           Bind("rounds", &c->rounds)};
 }
 
+std::vector<Field> FederatedFields(FederatedConfig* c) {
+  return {Bind("rounds", &c->rounds),
+          Bind("clients_per_round", &c->clients_per_round),
+          Bind("min_clients", &c->min_clients),
+          Bind("selection_period", &c->selection_period),
+          Bind("eval_every", &c->eval_every),
+          Bind("round_deadline_s", &c->round_deadline_s),
+          Bind("max_round_retries", &c->max_round_retries),
+          Bind("aggregation", &c->aggregation),
+          Bind("server_lr", &c->server_lr),
+          Bind("run_dir", &c->run_dir),
+          Bind("keep_checkpoints", &c->keep_checkpoints),
+          Bind("resume", &c->resume)};
+}
+
+std::vector<Field> SelectionFields(SelectionConfig* c) {
+  return {Bind("strategy", &c->strategy),
+          Bind("lambda", &c->lambda),
+          Bind("normalize_scores", &c->normalize_scores),
+          Bind("time_limit_ms", &c->time_limit_ms),
+          Bind("target_gap", &c->target_gap),
+          Bind("starts", &c->starts)};
+}
+
+std::vector<Field> BudgetFields(BudgetConfig* c) {
+  return {Bind("unit", &c->unit),   Bind("distribution", &c->distribution),
+          Bind("value", &c->value), Bind("min", &c->min),
+          Bind("max", &c->max),     Bind("mean", &c->mean),
+          Bind("std", &c->std)};
+}
+
 std::vector<Field> RunFields(RunConfig* c) {
   return {Bind("seed", &c->seed),
           Bind("threads", &c->threads),
@@ -272,7 +320,10 @@ std::vector<Field> RunFields(RunConfig* c) {
           BindSection("train", &c->train, &TrainFields),
           BindSection("importance", &c->importance, &ImportanceFields),
           BindSection("pretrain", &c->pretrain, &PretrainFields),
-          BindSection("demo", &c->demo, &DemoFields)};
+          BindSection("demo", &c->demo, &DemoFields),
+          BindSection("federated", &c->federated, &FederatedFields),
+          BindSection("selection", &c->selection, &SelectionFields),
+          BindSection("budget", &c->budget, &BudgetFields)};
 }
 
 absl::Status ParseInto(const std::string& yaml_text, RunConfig* config) {
@@ -578,6 +629,70 @@ absl::Status ValidateDemo(const DemoConfig& demo, const DataConfig& d,
   return absl::OkStatus();
 }
 
+absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
+  RETURN_IF_ERROR(CheckAtLeast("federated.rounds", f.rounds, 1));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.clients_per_round", f.clients_per_round, 0));
+  RETURN_IF_ERROR(CheckAtLeast("federated.min_clients", f.min_clients, 1));
+  if (f.clients_per_round > 0 && f.min_clients > f.clients_per_round) {
+    return Bad("federated.min_clients",
+               absl::StrCat("must be <= federated.clients_per_round (",
+                            f.clients_per_round, ")"),
+               f.min_clients);
+  }
+  if (f.min_clients > d.num_clients) {
+    return Bad(
+        "federated.min_clients",
+        absl::StrCat("must be <= data.num_clients (", d.num_clients, ")"),
+        f.min_clients);
+  }
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.selection_period", f.selection_period, 1));
+  RETURN_IF_ERROR(CheckAtLeast("federated.eval_every", f.eval_every, 1));
+  RETURN_IF_ERROR(
+      CheckPositive("federated.round_deadline_s", f.round_deadline_s));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.max_round_retries", f.max_round_retries, 0));
+  RETURN_IF_ERROR(CheckOneOf("federated.aggregation", f.aggregation,
+                             {"weighted", "uniform"}));
+  RETURN_IF_ERROR(CheckPositive("federated.server_lr", f.server_lr));
+  RETURN_IF_ERROR(CheckNonEmpty("federated.run_dir", f.run_dir));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.keep_checkpoints", f.keep_checkpoints, 1));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSelection(const SelectionConfig& s) {
+  RETURN_IF_ERROR(CheckOneOf("selection.strategy", s.strategy,
+                             {"full", "top", "bottom", "both", "random", "rgn",
+                              "snr", "importance", "strategic"}));
+  RETURN_IF_ERROR(CheckNonNegative("selection.lambda", s.lambda));
+  RETURN_IF_ERROR(CheckPositive("selection.time_limit_ms", s.time_limit_ms));
+  RETURN_IF_ERROR(CheckNonNegative("selection.target_gap", s.target_gap));
+  RETURN_IF_ERROR(CheckAtLeast("selection.starts", s.starts, 1));
+  return absl::OkStatus();
+}
+
+// The numeric bounds are checked for every distribution, so that switching
+// the distribution never exposes an invalid default.
+absl::Status ValidateBudget(const BudgetConfig& b) {
+  RETURN_IF_ERROR(
+      CheckOneOf("budget.unit", b.unit, {"layers", "params", "memory"}));
+  RETURN_IF_ERROR(
+      CheckOneOf("budget.distribution", b.distribution,
+                 {"fixed", "uniform", "truncated_normal", "declared"}));
+  RETURN_IF_ERROR(CheckPositive("budget.value", b.value));
+  RETURN_IF_ERROR(CheckPositive("budget.min", b.min));
+  RETURN_IF_ERROR(CheckFinite("budget.max", b.max));
+  if (!(b.max >= b.min)) {
+    return Bad("budget.max",
+               absl::StrCat("must be >= budget.min (", b.min, ")"), b.max);
+  }
+  RETURN_IF_ERROR(CheckFinite("budget.mean", b.mean));
+  RETURN_IF_ERROR(CheckPositive("budget.std", b.std));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunConfig::Validate() const {
@@ -588,6 +703,9 @@ absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(ValidateImportance(importance));
   RETURN_IF_ERROR(ValidatePretrain(pretrain, model));
   RETURN_IF_ERROR(ValidateDemo(demo, data, model));
+  RETURN_IF_ERROR(ValidateFederated(federated, data));
+  RETURN_IF_ERROR(ValidateSelection(selection));
+  RETURN_IF_ERROR(ValidateBudget(budget));
   return absl::OkStatus();
 }
 

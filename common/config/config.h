@@ -106,6 +106,56 @@ struct DemoConfig {
   int rounds = 5;  // train/evaluate cycles of local_steps each, >= 1
 };
 
+// The federated run: the coordinator's round engine.
+struct FederatedConfig {
+  int rounds = 20;             // >= 1
+  int clients_per_round = 10;  // >= 0; 0 = every eligible client
+  // Quorum: updates needed to commit a round, >= 1, <= clients_per_round when
+  // clients_per_round > 0, and <= data.num_clients.
+  int min_clients = 1;
+  // Score every N rounds (strategies that need scores), >= 1.
+  int selection_period = 1;
+  int eval_every = 1;  // evaluate the global model every N rounds, >= 1
+  double round_deadline_s = 300.0;  // seconds a round waits for updates, > 0
+  // A round that misses quorum is retried this many times, then the run
+  // fails; >= 0.
+  int max_round_retries = 3;
+  // "weighted" (by each update's sample count) or "uniform".
+  std::string aggregation = "weighted";
+  double server_lr = 1.0;  // server step on the averaged delta, > 0
+  // Where checkpoints/, metrics.jsonl and reports go; non-empty.
+  std::string run_dir = "runs/demo";
+  int keep_checkpoints = 3;  // newest checkpoints kept, >= 1
+  bool resume = true;  // resume from the last checkpoint in run_dir if any
+};
+
+// How each round picks the layer groups every client trains.
+struct SelectionConfig {
+  // One of full, top, bottom, both, random, rgn, snr, importance, strategic.
+  std::string strategy = "strategic";
+  double lambda = 1.0;  // regulariser weight, >= 0
+  // Divide each client's scores by their sum before selecting.
+  bool normalize_scores = true;
+  double time_limit_ms = 500.0;  // solver time limit, > 0
+  double target_gap = 0.01;      // solver stops at this relative gap, >= 0
+  int starts = 8;                // heuristic restarts, >= 1
+};
+
+// Each client's training budget. The numeric bounds are checked whatever the
+// distribution, so defaults of fields a distribution does not use stay valid.
+struct BudgetConfig {
+  std::string unit = "layers";  // "layers", "params" or "memory" (bytes)
+  // "fixed" (every client gets `value`), "uniform" in [min, max],
+  // "truncated_normal" (mean, std) truncated to [min, max], or "declared"
+  // (each client states its own).
+  std::string distribution = "truncated_normal";
+  double value = 2.0;  // fixed: every client's budget, > 0
+  double min = 1.0;    // uniform/truncated_normal lower bound, > 0
+  double max = 4.0;    // uniform/truncated_normal upper bound, >= min
+  double mean = 2.5;   // truncated_normal mean (before truncation), finite
+  double std = 1.0;    // truncated_normal std (before truncation), > 0
+};
+
 struct RunConfig {
   uint64_t seed = 1;  // every random draw derives from it
   int threads = 2;    // LibTorch intra-op threads, >= 1
@@ -115,6 +165,9 @@ struct RunConfig {
   ImportanceConfig importance;
   PretrainConfig pretrain;
   DemoConfig demo;
+  FederatedConfig federated;
+  SelectionConfig selection;
+  BudgetConfig budget;
 
   // Checks every field; the first violation is returned as InvalidArgument
   // "<field.path>: <rule>, got <value>".
