@@ -1,0 +1,125 @@
+#ifndef LAYERFL_SERVER_SELECTION_STRATEGIC_SOLVER_H_
+#define LAYERFL_SERVER_SELECTION_STRATEGIC_SOLVER_H_
+
+// The paper's strategic layer-selection problem (DESIGN.md §2) on the layers a
+// client may choose (common layers are constant and frozen layers absent, so
+// both are removed before the solver sees the problem):
+//
+//   maximise   F(x) = sum_i sum_l x_il g_il  -  lambda * sum_l n_l (N - n_l)
+//   subject to sum_l c_l x_il <= B_i  for every client i,  x_il in {0, 1},
+//
+// with n_l = sum_i x_il. (sum_l n_l (N - n_l) equals the paper's
+// sum_l sum_{i<j} (x_il - x_jl)^2.)
+//
+// SolveStrategic always returns a feasible x together with a proven upper
+// bound on the optimum:
+//  * Heuristic: best-response dynamics. Client i adding layer l when m other
+//    clients hold it changes F by g_il - lambda (N - 1 - 2m), so each client's
+//    best response to the others is a 0-1 knapsack with those values, and F is
+//    an exact potential: every improving response raises F, so the dynamics
+//    stop at a local optimum. Starts: the lambda = 0 answer (the paper's top-B
+//    fallback), a consensus order, the empty selection, repaired Lagrangian
+//    solutions; kicks move one layer to all-or-none and re-run the dynamics.
+//  * Upper bound: Lagrangian relaxation of the budgets with one multiplier
+//    mu_i >= 0 per client. The relaxed problem separates by layer: for layer l,
+//    take the k clients with the largest g_il - mu_i c_l, for the best k in
+//    0..N after the penalty lambda k (N - k). Any mu gives a valid bound;
+//    projected subgradient steps (Polyak step to the incumbent) lower it.
+//  * Exact: when N * L <= max_exact_variables, depth-first branch and bound on
+//    single x_il, each node bounded by the same Lagrangian (warm-started from
+//    its parent), until the gap closes (status kOptimal), or a node / time limit
+//    stops it (kFeasibleGap with the remaining gap).
+//
+// The answer is deterministic for a given problem and options unless the time
+// limit binds (SolverStats::time_limit_hit tells).
+//
+// Thread-safe: the functions keep no state between calls.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace layerfl {
+
+enum class SolverStatus {
+  kOptimal,      // proven optimal (gap below 1e-9)
+  kFeasibleGap,  // feasible, with a proven upper bound and the gap between them
+  kHeuristic,    // no bound computed (the strategy is not an optimiser)
+};
+
+// "optimal", "feasible_gap" or "heuristic".
+const char* SolverStatusName(SolverStatus status);
+
+struct StrategicProblem {
+  int num_clients = 0;
+  int num_layers = 0;
+  std::vector<int64_t> costs;    // [num_layers], each >= 1
+  std::vector<int64_t> budgets;  // [num_clients], each >= 0
+  // [num_clients * num_layers], client-major: scores[i * num_layers + l];
+  // finite and >= 0.
+  std::vector<double> scores;
+  double lambda = 0.0;  // finite, >= 0
+
+  double score(int i, int l) const { return scores[i * num_layers + l]; }
+
+  // InvalidArgument naming the first bad field (and client / layer index).
+  absl::Status Validate() const;
+};
+
+struct StrategicSolverOptions {
+  // Wall-clock limit for the whole solve; the best answer so far is returned
+  // when it expires. Default 1000 ms.
+  double time_limit_ms = 1000.0;
+  // Stop as soon as (upper_bound - objective) / |objective| <= target_gap.
+  // Default 0: keep going until proven optimal or a limit is reached.
+  double target_gap = 0.0;
+  // Branch and bound runs when num_clients * num_layers <= this. Default 4096.
+  int max_exact_variables = 4096;
+  // Branch-and-bound node limit (a deterministic work limit). Default 2e6.
+  int64_t max_nodes = 2'000'000;
+  // Randomised kick rounds of the heuristic after the deterministic starts.
+  // Default 8.
+  int num_starts = 8;
+  // Seeds the visiting orders and kicks of the heuristic. Default 0.
+  uint64_t seed = 0;
+};
+
+struct SolverStats {
+  SolverStatus status = SolverStatus::kHeuristic;
+  double objective = 0.0;    // F(x) of the returned x
+  double upper_bound = 0.0;  // proven: no feasible x has F(x) > upper_bound
+  // (upper_bound - objective) / max(|objective|, 1e-12), 0 when within 1e-9.
+  double gap = 0.0;
+  double fallback_objective = 0.0;  // F of the lambda = 0 (top-B) selection
+  double solve_ms = 0.0;
+  int64_t nodes = 0;             // branch-and-bound nodes
+  int64_t bound_iterations = 0;  // Lagrangian evaluations
+  bool time_limit_hit = false;
+};
+
+struct StrategicSolution {
+  // [num_clients * num_layers], client-major, 1 = client trains the layer.
+  std::vector<uint8_t> x;
+  SolverStats stats;
+};
+
+// F(x) for a selection of the right size (budgets are not checked).
+double StrategicObjective(const StrategicProblem& problem,
+                          const std::vector<uint8_t>& x);
+
+// Validates the problem, then solves it as described above.
+absl::StatusOr<StrategicSolution> SolveStrategic(
+    const StrategicProblem& problem, const StrategicSolverOptions& options);
+
+// Exhaustive search over every client's feasible subsets, for tests and
+// reference. ResourceExhausted when there are more than `max_combinations`
+// joint selections.
+absl::StatusOr<StrategicSolution> SolveStrategicBruteForce(
+    const StrategicProblem& problem, int64_t max_combinations = 50'000'000);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SELECTION_STRATEGIC_SOLVER_H_
