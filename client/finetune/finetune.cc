@@ -7,69 +7,19 @@
 #include "client/trainer/examples.h"
 #include "client/trainer/pretrain.h"
 #include "client/trainer/trainer.h"
-#include "common/data/idx.h"
-#include "common/data/partition.h"
-#include "common/data/transforms.h"
+#include "common/data/federated_data.h"
 #include "common/util/status_macros.h"
 
 namespace layerfl {
-namespace {
-
-struct ClientData {
-  ImageSet train;
-  ImageSet test;  // the test set as this client's domain sees it
-  ImageSet holdout;
-};
-
-absl::StatusOr<ClientData> LoadClientData(const RunConfig& c) {
-  if (c.data.dataset != "fashion_mnist") {
-    return absl::UnimplementedError(
-        "data.dataset: the fine-tuning demo runs on fashion_mnist only");
-  }
-  ASSIGN_OR_RETURN(ImageSet train, LoadFashionMnist(c.data.dir, true));
-  ASSIGN_OR_RETURN(ImageSet test, LoadFashionMnist(c.data.dir, false));
-  if (c.data.max_test_examples > 0 && c.data.max_test_examples < test.size()) {
-    std::vector<int64_t> first(c.data.max_test_examples);
-    for (int64_t i = 0; i < c.data.max_test_examples; ++i) first[i] = i;
-    ASSIGN_OR_RETURN(test, Subset(test, first));
-  }
-  ASSIGN_OR_RETURN(auto split, SplitHoldout(train.size(),
-                                            c.data.pretrain_fraction, c.seed));
-  ClientData d;
-  ASSIGN_OR_RETURN(d.holdout, Subset(train, split.first));
-  ASSIGN_OR_RETURN(ImageSet fed, Subset(train, split.second));
-  Partition part;
-  if (c.data.partition == "dirichlet") {
-    ASSIGN_OR_RETURN(part, PartitionDirichlet(fed.labels, c.model.num_classes,
-                                              c.data.num_clients, c.data.alpha,
-                                              c.seed));
-  } else if (c.data.partition == "feature_shift") {
-    ASSIGN_OR_RETURN(part, PartitionFeatureShift(
-                               fed.size(), c.data.num_clients,
-                               static_cast<int>(c.data.domains.size()), c.seed));
-  } else {
-    ASSIGN_OR_RETURN(part, PartitionIid(fed.size(), c.data.num_clients, c.seed));
-  }
-  ASSIGN_OR_RETURN(d.train, Subset(fed, part.clients[c.demo.client]));
-  d.test = std::move(test);
-  if (!part.domain.empty()) {
-    const std::string& name = c.data.domains[part.domain[c.demo.client]];
-    ASSIGN_OR_RETURN(Domain domain, ParseDomain(name));
-    ASSIGN_OR_RETURN(d.train, ApplyDomainToAll(d.train, domain, c.seed));
-    ASSIGN_OR_RETURN(d.test, ApplyDomainToAll(d.test, domain, c.seed + 1));
-  }
-  return d;
-}
-
-}  // namespace
 
 absl::StatusOr<FinetuneSummary> RunFinetuneDemo(const RunConfig& c,
                                                 std::ostream& out) {
   SetTorchThreads(c.threads);
-  ASSIGN_OR_RETURN(ClientData data, LoadClientData(c));
+  ASSIGN_OR_RETURN(FederatedImages data, BuildFederatedImages(c));
   ASSIGN_OR_RETURN(NamedTensors pretrained,
                    EnsurePretrained(c, data.holdout, &out));
-  const Examples train = ImagesToExamples(data.train);
+  const ImageSet& client = data.clients[c.demo.client];
+  const Examples train = ImagesToExamples(client);
   const Examples test = ImagesToExamples(data.test);
   SelectiveTrainer trainer(c.train, c.importance);
 
@@ -94,7 +44,7 @@ absl::StatusOr<FinetuneSummary> RunFinetuneDemo(const RunConfig& c,
     out << absl::StrFormat(
         "finetune[%s]: client %d (%d examples), training {%s}; before: "
         "acc %.4f loss %.4f\n",
-        start, c.demo.client, data.train.size(), absl::StrJoin(layers, ", "),
+        start, c.demo.client, client.size(), absl::StrJoin(layers, ", "),
         before.accuracy, before.loss);
     EvalResult ev = before;
     for (int round = 0; round < c.demo.rounds; ++round) {

@@ -7,13 +7,6 @@
 
 namespace layerfl {
 
-uint64_t MixSeed(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 uint64_t UniformInt(std::mt19937_64& rng, uint64_t n) {
   // Largest multiple of n that fits: values at or above it are rejected.
   const uint64_t limit = std::numeric_limits<uint64_t>::max() -

@@ -5,14 +5,15 @@
 #include <random>
 #include <vector>
 
+#include "common/util/seed.h"
+
 namespace layerfl {
 
 // Sampling helpers over std::mt19937_64 whose outputs are fully specified here
 // (unlike std::*_distribution), so a seed gives the same result with every
 // standard library. Only the engine's raw 64-bit outputs are used.
 
-// SplitMix64 finaliser: a bijective 64-bit mix, for deriving seeds.
-uint64_t MixSeed(uint64_t x);
+// MixSeed (seed derivation) comes from common/util/seed.h.
 
 // Uniform integer in [0, n); n must be >= 1. Unbiased (rejection sampling).
 uint64_t UniformInt(std::mt19937_64& rng, uint64_t n);

@@ -1,0 +1,65 @@
+#include "common/data/federated_data.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/data/partition.h"
+#include "common/data/rng.h"
+#include "common/data/transforms.h"
+#include "common/util/status_macros.h"
+
+namespace layerfl {
+
+absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
+  if (c.data.dataset != "fashion_mnist") {
+    return absl::UnimplementedError(absl::StrCat(
+        "data.dataset: image runs need fashion_mnist, got '", c.data.dataset, "'"));
+  }
+  ASSIGN_OR_RETURN(ImageSet train, LoadFashionMnist(c.data.dir, true));
+  ASSIGN_OR_RETURN(ImageSet test, LoadFashionMnist(c.data.dir, false));
+  if (c.data.max_test_examples > 0 && c.data.max_test_examples < test.size()) {
+    std::vector<int64_t> first(c.data.max_test_examples);
+    for (int64_t i = 0; i < c.data.max_test_examples; ++i) first[i] = i;
+    ASSIGN_OR_RETURN(test, Subset(test, first));
+  }
+  ASSIGN_OR_RETURN(auto split, SplitHoldout(train.size(),
+                                            c.data.pretrain_fraction, c.seed));
+  FederatedImages out;
+  ASSIGN_OR_RETURN(out.holdout, Subset(train, split.first));
+  ASSIGN_OR_RETURN(ImageSet fed, Subset(train, split.second));
+  Partition part;
+  if (c.data.partition == "dirichlet") {
+    ASSIGN_OR_RETURN(part, PartitionDirichlet(fed.labels, c.model.num_classes,
+                                              c.data.num_clients, c.data.alpha,
+                                              c.seed));
+  } else if (c.data.partition == "feature_shift") {
+    ASSIGN_OR_RETURN(part, PartitionFeatureShift(
+                               fed.size(), c.data.num_clients,
+                               static_cast<int>(c.data.domains.size()), c.seed));
+  } else {
+    ASSIGN_OR_RETURN(part, PartitionIid(fed.size(), c.data.num_clients, c.seed));
+  }
+  std::vector<Domain> domains;
+  for (const std::string& name : c.data.domains) {
+    ASSIGN_OR_RETURN(Domain d, ParseDomain(name));
+    domains.push_back(d);
+  }
+  for (size_t i = 0; i < part.clients.size(); ++i) {
+    ASSIGN_OR_RETURN(ImageSet client, Subset(fed, part.clients[i]));
+    if (!part.domain.empty()) {
+      ASSIGN_OR_RETURN(client, ApplyDomainToAll(client, domains[part.domain[i]],
+                                                MixSeed(c.seed + i)));
+    }
+    out.clients.push_back(std::move(client));
+  }
+  out.client_domain = part.domain;
+  if (!part.domain.empty()) {
+    for (int64_t i = 0; i < test.size(); ++i) {
+      RETURN_IF_ERROR(ApplyDomain(domains[i % domains.size()], test.rows,
+                                  test.cols, test.mutable_image(i),
+                                  MixSeed(c.seed ^ 0x7e57ULL) + i));
+    }
+  }
+  out.test = std::move(test);
+  return out;
+}
+
+}  // namespace layerfl

@@ -1,0 +1,32 @@
+#ifndef LAYERFL_COMMON_DATA_FEDERATED_DATA_H_
+#define LAYERFL_COMMON_DATA_FEDERATED_DATA_H_
+
+// The federated image task the config describes, assembled once: the
+// training images split into a pretraining hold-out and the clients' part,
+// the clients' partition (with each client's domain transform applied under
+// feature shift), and the test set. Reproducible from config.seed.
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/config/config.h"
+#include "common/data/idx.h"
+
+namespace layerfl {
+
+struct FederatedImages {
+  ImageSet holdout;              // for pretraining only, disjoint from clients
+  std::vector<ImageSet> clients;  // data.num_clients partitions
+  std::vector<int> client_domain;  // index into data.domains; empty unless feature_shift
+  // Test images; under feature shift image i is seen through domain
+  // i % domains, so every domain is evaluated equally.
+  ImageSet test;
+};
+
+// Loads Fashion-MNIST from data.dir and builds the above. Errors name the
+// file or the config field at fault.
+absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& config);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_COMMON_DATA_FEDERATED_DATA_H_

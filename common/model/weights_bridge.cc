@@ -1,0 +1,95 @@
+#include "common/model/weights_bridge.h"
+
+#include <unordered_map>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace layerfl {
+
+Tensor32 ToTensor32(const std::string& name, const at::Tensor& t) {
+  at::Tensor c = t.detach().to(at::kFloat).contiguous().cpu();
+  Tensor32 out;
+  out.name = name;
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  const float* p = c.data_ptr<float>();
+  out.values.assign(p, p + c.numel());
+  return out;
+}
+
+at::Tensor FromTensor32(const Tensor32& t) {
+  return at::from_blob(const_cast<float*>(t.values.data()), t.shape, at::kFloat)
+      .clone();
+}
+
+absl::StatusOr<ModelWeights> ExportWeights(Model& model) {
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : model.Parameters()) {
+    if (t.scalar_type() != at::kFloat) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter '", name, "' is ", at::toString(t.scalar_type()),
+          "; LayerFL ships float32 parameters only"));
+    }
+    by_name[name] = t;
+  }
+  ModelWeights out;
+  for (const LayerGroup& g : model.groups()) {
+    LayerWeights layer;
+    layer.group = g.name;
+    for (const std::string& p : g.param_names) {
+      layer.tensors.push_back(ToTensor32(p, by_name.at(p)));
+    }
+    out.layers.push_back(std::move(layer));
+  }
+  return out;
+}
+
+absl::Status ImportLayers(Model& model, const ModelWeights& weights,
+                          const std::vector<int>& layer_indices) {
+  const std::vector<LayerGroup>& groups = model.groups();
+  if (weights.layers.size() != groups.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights have ", weights.layers.size(),
+                     " layer groups, the model has ", groups.size()));
+  }
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : model.Parameters()) by_name[name] = t;
+  for (int li : layer_indices) {
+    const LayerWeights& layer = weights.layers.at(li);
+    const LayerGroup& g = groups[li];
+    if (layer.group != g.name || layer.tensors.size() != g.param_names.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", li, ": weights hold '", layer.group, "' with ",
+          layer.tensors.size(), " tensors, the model has '", g.name, "' with ",
+          g.param_names.size()));
+    }
+    for (size_t i = 0; i < layer.tensors.size(); ++i) {
+      const Tensor32& t = layer.tensors[i];
+      const at::Tensor& p = by_name.at(g.param_names[i]);
+      if (t.name != g.param_names[i] || !p.sizes().equals(t.shape) ||
+          t.numel() != p.numel()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", t.name, "' does not match model parameter '",
+            g.param_names[i], "' (name or shape)"));
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (int li : layer_indices) {
+    const LayerWeights& layer = weights.layers[li];
+    for (const Tensor32& t : layer.tensors) {
+      by_name.at(t.name).copy_(
+          at::from_blob(const_cast<float*>(t.values.data()), t.shape, at::kFloat));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImportWeights(Model& model, const ModelWeights& weights) {
+  std::vector<int> all(weights.layers.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return ImportLayers(model, weights, all);
+}
+
+}  // namespace layerfl
