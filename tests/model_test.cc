@@ -1,4 +1,5 @@
 #include "common/model/model.h"
+#include "common/model/weights_bridge.h"
 
 #include <cstdio>
 #include <fstream>
@@ -207,6 +208,52 @@ TEST(AssignParametersTest, ShapeMismatchChangesNothing) {
   for (auto& [name, t] : (*model)->Parameters()) {
     if (name == "cls_token") {
       EXPECT_TRUE(torch::equal(t, torch::zeros({1, 1, 8})));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace layerfl
+
+namespace layerfl {
+namespace {
+
+TEST(WeightsBridgeTest, ExportImportRoundTripIsBitIdentical) {
+  auto a = CreateModel(SmallVit(), 1);
+  auto b = CreateModel(SmallVit(), 2);
+  auto exported = ExportWeights(**a);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  ASSERT_EQ(exported->layers.size(), 4u);
+  EXPECT_EQ(exported->layers[0].group, "embed");
+  EXPECT_EQ(exported->layers[3].numel(), 106);
+  EXPECT_EQ(exported->numel(), 544 + 2 * 600 + 106);
+  ASSERT_TRUE(ImportWeights(**b, *exported).ok());
+  NamedTensors pa = (*a)->Parameters(), pb = (*b)->Parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_TRUE(torch::equal(pa[i].second, pb[i].second)) << pa[i].first;
+  }
+}
+
+TEST(WeightsBridgeTest, MismatchRefusedAndNothingChanged) {
+  auto model = CreateModel(SmallVit(), 1);
+  auto w = ExportWeights(**model);
+  NamedTensors before = CloneParameters(**model);
+  ModelWeights bad = *w;
+  bad.layers[1].tensors[0].values.assign(bad.layers[1].tensors[0].values.size(), 5.0f);
+  bad.layers[2].tensors[0].shape = {1, 2};
+  absl::Status s = ImportWeights(**model, bad);
+  EXPECT_THAT(s.message(), HasSubstr("does not match model parameter 'blocks.1.ln1.weight'"));
+  NamedTensors after = CloneParameters(**model);
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(torch::equal(before[i].second, after[i].second));
+  }
+  // Importing one layer touches only that layer.
+  bad = *w;
+  for (auto& t : bad.layers[3].tensors) t.values.assign(t.values.size(), 0.5f);
+  ASSERT_TRUE(ImportLayers(**model, bad, {3}).ok());
+  for (auto& [name, t] : (*model)->Parameters()) {
+    if (name.rfind("head.", 0) == 0 || name.rfind("norm.", 0) == 0) {
+      EXPECT_TRUE(torch::all(t == 0.5).item<bool>()) << name;
     }
   }
 }
