@@ -1,0 +1,173 @@
+#ifndef LAYERFL_SERVER_AGGREGATOR_AGGREGATOR_H_
+#define LAYERFL_SERVER_AGGREGATOR_AGGREGATOR_H_
+
+// Layer-wise streaming aggregation of sparse client updates (DESIGN.md §1.5,
+// §3). Each accepted update is folded into per-layer running weighted sums as
+// it arrives, so memory is O(model) however many clients report. Commit then
+// applies, for every layer that at least one client trained,
+//
+//   w_l += server_lr * (sum_i a_i * delta_il) / (sum_i a_i)
+//
+// over the clients i that trained layer l, with a_i = num_samples_i
+// (weight_by_samples) or 1 (uniform), and bumps that layer's version. Layers
+// that no client trained are left exactly as they were.
+//
+// Every update is validated as a whole before it touches the sums; a refused
+// update leaves the aggregator bit-for-bit as it was, and its status carries a
+// machine-readable RejectReason (see Rejection / ReasonOf).
+//
+// Torch-free. Sums are float32 (sample-count weights are applied as float32,
+// exact up to 2^24 samples); results are deterministic for a given order of
+// Add calls.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/weights/weights.h"
+
+namespace layerfl {
+
+// Why an update (or another client message) was refused. The aggregator
+// itself produces kUnknownLayer, kNotAssigned, kWrongShape, kNonFinite,
+// kDuplicate and kBadSampleCount; kStaleRound and kUnknownClient are for the
+// round engine and transports, which know rounds and clients.
+enum class RejectReason {
+  kUnknownLayer,
+  kNotAssigned,
+  kWrongShape,
+  kNonFinite,
+  kDuplicate,
+  kStaleRound,
+  kUnknownClient,
+  kBadSampleCount,
+};
+
+// "unknown_layer", "not_assigned", "wrong_shape", "non_finite", "duplicate",
+// "stale_round", "unknown_client", "bad_sample_count".
+std::string_view RejectReasonName(RejectReason reason);
+
+// A refusal status whose message is "<reason_name>: <detail>". The code is
+// FailedPrecondition for kStaleRound and kDuplicate (the message was fine, the
+// moment was not) and InvalidArgument for the others.
+absl::Status Rejection(RejectReason reason, std::string detail);
+
+// The reason of a status built by Rejection(), or nullopt for any other status
+// (OK included). Survives the status being copied or re-wrapped with the same
+// code and message, e.g. through a transport.
+std::optional<RejectReason> ReasonOf(const absl::Status& status);
+
+struct AggregatorOptions {
+  // Weight each client's delta by its sample count (FedAvg); false: uniform.
+  // Default: true.
+  bool weight_by_samples = true;
+  // Server step size applied to the averaged delta; finite and > 0.
+  // Default: 1.0 (plain averaging).
+  double server_lr = 1.0;
+
+  // InvalidArgument naming the field when an option is out of range.
+  absl::Status Validate() const;
+};
+
+// What Commit did, layers in model order.
+struct AggregateStats {
+  std::vector<int> contributors;            // per layer; 0 = left unchanged
+  std::vector<std::string> changed_layers;  // groups that were updated
+  int num_clients = 0;                      // updates accepted
+};
+
+// One round's aggregation. Thread-safe: Add, Commit and the accessors may be
+// called concurrently from any thread; the data checks of concurrent Adds run
+// in parallel, only the folding into the sums is serialised.
+class LayerAggregator {
+ public:
+  // Records the structure of `global` (groups, tensor names, shapes); the
+  // values are not read and `global` is not retained, so it may be modified
+  // or destroyed afterwards. Commit must be given a model of this structure,
+  // normally the same object. Invalid `options` make every Add and Commit
+  // fail with Validate()'s error.
+  LayerAggregator(const ModelWeights& global, const AggregatorOptions& options);
+
+  LayerAggregator(const LayerAggregator&) = delete;
+  LayerAggregator& operator=(const LayerAggregator&) = delete;
+
+  // Folds one client's update into the running sums. `update` must hold
+  // exactly the groups in `assigned_groups` (any order), each once, with the
+  // global group's tensors (names, order, shapes) and finite values.
+  // Refusals (Rejection statuses, nothing changed):
+  //   kDuplicate       the client already contributed, or a group appears
+  //                    twice in the update
+  //   kBadSampleCount  num_samples < 1 while weighting by samples
+  //   kUnknownLayer    a group the model does not have
+  //   kNotAssigned     a group not in assigned_groups, or an assigned group
+  //                    missing from the update (no partial uploads)
+  //   kWrongShape      tensor count, name or shape differs from the global
+  //   kNonFinite       a NaN or Inf value
+  // Other errors: InvalidArgument (no reason) when assigned_groups itself
+  // names an unknown group or repeats one (a caller bug); FailedPrecondition
+  // after Commit, or when the options are invalid.
+  absl::Status Add(const std::string& client_id, int64_t num_samples,
+                   const std::vector<LayerDelta>& update,
+                   const std::vector<std::string>& assigned_groups);
+
+  // Number of accepted updates that trained `group` (0 for unknown groups).
+  int contributors(const std::string& group) const;
+  // Clients whose update was accepted, in arrival order.
+  std::vector<std::string> clients() const;
+
+  // Applies the averaged deltas to `global` (see the file comment) and bumps
+  // the versions of the changed layers. All or nothing: on error `global` is
+  // untouched. Errors: FailedPrecondition when `global` does not have the
+  // recorded structure, when already committed, or when the options are
+  // invalid; OutOfRange when an updated weight would overflow to Inf. After
+  // Commit (successful or not) the aggregator is spent: Add and Commit fail.
+  absl::StatusOr<AggregateStats> Commit(ModelWeights& global);
+
+ private:
+  struct TensorSpec {
+    std::string name;
+    std::vector<int64_t> shape;
+    size_t numel = 0;
+  };
+  struct LayerSpec {
+    std::string group;
+    std::vector<TensorSpec> tensors;
+  };
+  struct LayerSum {
+    int contributors = 0;
+    double total_weight = 0.0;
+    std::vector<std::vector<float>> sums;  // per tensor; empty until first use
+  };
+
+  // Checks everything that does not depend on the aggregator's mutable state;
+  // fills `layer_index[k]` with update[k]'s layer.
+  absl::Status Validate(const std::string& client_id, int64_t num_samples,
+                        const std::vector<LayerDelta>& update,
+                        const std::vector<std::string>& assigned_groups,
+                        std::vector<int>& layer_index) const;
+  absl::Status CheckUsable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const AggregatorOptions options_;
+  const absl::Status options_status_;
+  std::vector<LayerSpec> layers_;  // immutable after construction
+  absl::flat_hash_map<std::string, int> index_;
+
+  mutable absl::Mutex mu_;
+  std::vector<LayerSum> sums_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> clients_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> client_set_ ABSL_GUARDED_BY(mu_);
+  bool spent_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_AGGREGATOR_AGGREGATOR_H_
