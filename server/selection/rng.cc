@@ -12,7 +12,7 @@ uint64_t MixSeed(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-uint64_t StableHash(std::string_view s) {
+uint64_t StableHash(absl::string_view s) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : s) {
     h ^= c;

@@ -10,9 +10,10 @@
 
 #include <cstdint>
 #include <random>
-#include <string_view>
 #include <utility>
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace layerfl {
 
@@ -20,7 +21,7 @@ namespace layerfl {
 uint64_t MixSeed(uint64_t x);
 
 // A stable 64-bit hash (FNV-1a, then MixSeed) of a string, e.g. a client id.
-uint64_t StableHash(std::string_view s);
+uint64_t StableHash(absl::string_view s);
 
 class DeterministicRng {
  public:

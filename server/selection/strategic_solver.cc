@@ -5,8 +5,6 @@
 #include <cstring>
 #include <cmath>
 #include <limits>
-#include <cstdio>
-#include <cstdlib>
 #include <cstdlib>
 #include <cstdio>
 #include <utility>
@@ -134,6 +132,7 @@ class Solver {
     std::vector<int64_t> room;  // budget left after the forced-in pairs
     std::vector<int> in;        // forced-in clients per layer
     std::vector<int> lo, hi;    // bounds on n_l implied by the fixings
+    std::vector<int> free_in;   // free pairs per layer
     std::vector<double> mu;     // budget multipliers [N]
     std::vector<double> u;      // split multipliers [N*M]
     double constant = 0;        // scores of the forced-in pairs
@@ -143,6 +142,7 @@ class Solver {
 
   size_t At(int i, int l) const { return static_cast<size_t>(i) * m_ + l; }
   double G(int i, int l) const { return p_.scores[At(i, l)]; }
+  const double* LayerScores(int l) const { return &gt_[static_cast<size_t>(l) * n_]; }
   double ElapsedMs() const {
     return std::chrono::duration<double, std::milli>(Clock::now() - start_)
         .count();
@@ -152,9 +152,11 @@ class Solver {
     return time_up_;
   }
   double CurrentGap() const { return Gap(best_.obj, best_bound_, tol_); }
+  // target_gap applies only where branch and bound does not run.
   bool GapReached() const {
     return best_bound_ - best_.obj <= tol_ ||
-           (o_.target_gap > 0 && CurrentGap() <= o_.target_gap);
+           (!exact_search_ && o_.target_gap > 0 &&
+            CurrentGap() <= o_.target_gap);
   }
 
   // Heuristic.
@@ -165,7 +167,7 @@ class Solver {
   State IndependentStart();
   State ConsensusStart() const;
   void DropToBudget(std::vector<uint8_t>& x, int i, int keep) const;
-  void RepairAndSearch(const std::vector<uint8_t>& relaxed);
+  void RepairAndSearch(const std::vector<uint8_t>& relaxed, int max_passes);
   bool Kick(int l, bool to_all);
   void KickRounds();
 
@@ -189,11 +191,13 @@ class Solver {
   const StrategicProblem& p_;
   const StrategicSolverOptions& o_;
   const int n_, m_;
+  const bool exact_search_;  // branch and bound runs on this instance
   DeterministicRng rng_;
   const Clock::time_point start_;
   bool time_up_ = false;
   std::vector<double> pen_;      // pen_[k] = lambda k (N - k)
   std::vector<double> costs_d_;  // costs as doubles
+  std::vector<double> gt_;       // scores, layer-major
   double tol_ = 0;               // absolute objective tolerance
 
   Knapsack knapsack_;
@@ -207,7 +211,7 @@ class Solver {
   // for layer l; it is kept between calls so re-sorting is nearly linear.
   std::vector<std::vector<int>> perm_;
   std::vector<double> key_;
-  std::vector<std::pair<uint64_t, int>> radix_, radix_tmp_;
+  std::vector<std::pair<uint32_t, int>> radix_, radix_tmp_;
   std::vector<int> chosen_;      // free clients LayerBest puts in the layer
   std::vector<uint8_t> xsel_;    // budget relaxation's selection
   std::vector<int64_t> usage_;   // ... and each client's cost in it
@@ -223,6 +227,8 @@ Solver::Solver(const StrategicProblem& p, const StrategicSolverOptions& o)
       o_(o),
       n_(p.num_clients),
       m_(p.num_layers),
+      exact_search_(static_cast<int64_t>(p.num_clients) * p.num_layers <=
+                    o.max_exact_variables),
       rng_(o.seed),
       start_(Clock::now()) {
   pen_.resize(n_ + 1);
@@ -239,6 +245,10 @@ Solver::Solver(const StrategicProblem& p, const StrategicSolverOptions& o)
     for (int i = 0; i < n_; ++i) perm[i] = i;
   }
   key_.resize(n_);
+  gt_.resize(static_cast<size_t>(n_) * m_);
+  for (int i = 0; i < n_; ++i) {
+    for (int l = 0; l < m_; ++l) gt_[static_cast<size_t>(l) * n_ + i] = G(i, l);
+  }
 }
 
 Solver::State Solver::MakeState(std::vector<uint8_t> x) const {
@@ -277,16 +287,12 @@ bool Solver::BestResponse(State& s, int i) {
   return true;
 }
 
-double g_ls_ms = 0, g_eb_ms = 0, g_es_ms = 0; int64_t g_ls_passes = 0;
 void Solver::LocalSearch(State& s, int max_passes) {
-  const double t0 = ElapsedMs();
-  struct Acc { double t0; const Solver* s; ~Acc() { g_ls_ms += s->ElapsedMs() - t0; } } acc{t0, this};
   std::vector<int> order(n_);
   for (int i = 0; i < n_; ++i) order[i] = i;
   rng_.Shuffle(order);
   for (int pass = 0; pass < max_passes; ++pass) {
     bool improved = false;
-    ++g_ls_passes;
     for (int i : order) improved = BestResponse(s, i) || improved;
     if (!improved || TimeUp()) break;
   }
@@ -352,11 +358,12 @@ void Solver::DropToBudget(std::vector<uint8_t>& x, int i, int keep) const {
   }
 }
 
-void Solver::RepairAndSearch(const std::vector<uint8_t>& relaxed) {
+void Solver::RepairAndSearch(const std::vector<uint8_t>& relaxed,
+                             int max_passes) {
   std::vector<uint8_t> x = relaxed;
   for (int i = 0; i < n_; ++i) DropToBudget(x, i, -1);
   State s = MakeState(std::move(x));
-  LocalSearch(s);
+  LocalSearch(s, max_passes);
   Offer(s);
 }
 
@@ -409,12 +416,14 @@ Solver::Node Solver::MakeRoot() const {
   node.in.assign(m_, 0);
   node.lo.assign(m_, 0);
   node.hi.assign(m_, n_);
+  node.free_in.assign(m_, n_);
   node.free_vars = n_ * m_;
   for (int i = 0; i < n_; ++i) {
     for (int l = 0; l < m_; ++l) {
       if (p_.costs[l] > p_.budgets[i]) {
         node.fix[At(i, l)] = 0;
         --node.free_vars;
+        --node.free_in[l];
       }
     }
   }
@@ -447,7 +456,10 @@ Solver::Node Solver::MakeRoot() const {
 // sort on order-preserving integer images of the keys.
 void Solver::SortLayer(int l) {
   std::vector<int>& p = perm_[l];
-  int64_t moves_left = 2LL * n_ + 64;
+  int descents = 0;
+  for (int a = 1; a < n_; ++a) descents += key_[p[a - 1]] < key_[p[a]];
+  if (descents == 0) return;
+  int64_t moves_left = descents <= 16 ? 4LL * n_ + 64 : -1;
   for (int a = 1; a < n_ && moves_left >= 0; ++a) {
     const int v = p[a];
     const double kv = key_[v];
@@ -459,16 +471,18 @@ void Solver::SortLayer(int l) {
     p[b] = v;
   }
   if (moves_left >= 0) return;
-  // Descending order = ascending order of the complemented image.
+  // Radix sort on the float image (descending = ascending complement), then
+  // an insertion pass on the exact keys to order floats that tie.
   radix_.resize(n_);
   radix_tmp_.resize(n_);
   for (int k = 0; k < n_; ++k) {
-    uint64_t bits;
-    std::memcpy(&bits, &key_[p[k]], sizeof bits);
-    bits = (bits >> 63) ? ~bits : bits | (uint64_t{1} << 63);
+    const float f = static_cast<float>(key_[p[k]]);
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits = (bits >> 31) ? ~bits : bits | (uint32_t{1} << 31);
     radix_[k] = {~bits, p[k]};
   }
-  for (int shift = 0; shift < 64; shift += 8) {
+  for (int shift = 0; shift < 32; shift += 8) {
     size_t count[257] = {0};
     for (const auto& e : radix_) ++count[((e.first >> shift) & 0xff) + 1];
     if (count[((radix_[0].first >> shift) & 0xff) + 1] ==
@@ -476,10 +490,22 @@ void Solver::SortLayer(int l) {
       continue;  // every key has the same byte here
     }
     for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
-    for (const auto& e : radix_) radix_tmp_[count[(e.first >> shift) & 0xff]++] = e;
+    for (const auto& e : radix_) {
+      radix_tmp_[count[(e.first >> shift) & 0xff]++] = e;
+    }
     radix_.swap(radix_tmp_);
   }
   for (int k = 0; k < n_; ++k) p[k] = radix_[k].second;
+  for (int a = 1; a < n_; ++a) {
+    const int v = p[a];
+    const double kv = key_[v];
+    int b = a;
+    while (b > 0 && key_[p[b - 1]] < kv) {
+      p[b] = p[b - 1];
+      --b;
+    }
+    p[b] = v;
+  }
 }
 
 // Layer l's part of a relaxation whose per-client values are key_:
@@ -487,8 +513,7 @@ void Solver::SortLayer(int l) {
 // Leaves the chosen free clients in chosen_.
 double Solver::LayerBest(const Node& node, int l) {
   SortLayer(l);
-  int free = 0;
-  for (int i = 0; i < n_; ++i) free += node.fix[At(i, l)] < 0;
+  const int free = node.free_in[l];
   const int a = node.in[l];
   const int jmin = std::max(0, node.lo[l] - a);
   const int jmax = std::min(free, node.hi[l] - a);
@@ -520,14 +545,15 @@ double Solver::LayerBest(const Node& node, int l) {
 // cost in it in usage_.
 double Solver::EvalBudget(const Node& node, const std::vector<double>& mu) {
   ++evals_;
-  struct Acc { double t0; const Solver* s; ~Acc() { g_eb_ms += s->ElapsedMs() - t0; } } acc{ElapsedMs(), this};
   double value = node.constant;
   usage_.assign(n_, 0);
   xsel_.resize(static_cast<size_t>(n_) * m_);
   for (size_t k = 0; k < xsel_.size(); ++k) xsel_[k] = node.fix[k] == 1;
   for (int i = 0; i < n_; ++i) value += mu[i] * static_cast<double>(node.room[i]);
   for (int l = 0; l < m_; ++l) {
-    for (int i = 0; i < n_; ++i) key_[i] = G(i, l) - mu[i] * costs_d_[l];
+    const double* gl = LayerScores(l);
+    const double c = costs_d_[l];
+    for (int i = 0; i < n_; ++i) key_[i] = gl[i] - mu[i] * c;
     value += LayerBest(node, l);
     for (int i : chosen_) {
       usage_[i] += p_.costs[l];
@@ -579,7 +605,6 @@ double Solver::BudgetDual(Node& node, int iters, double* theta_io) {
 // in zl_.
 double Solver::EvalSplit(const Node& node, const std::vector<double>& u) {
   ++evals_;
-  struct Acc { double t0; const Solver* s; ~Acc() { g_es_ms += s->ElapsedMs() - t0; } } acc{ElapsedMs(), this};
   double value = node.constant;
   xk_.resize(static_cast<size_t>(n_) * m_);
   zl_.resize(xk_.size());
@@ -655,24 +680,23 @@ double Solver::SplitDual(Node& node, int iters, bool* exact,
 // Root bounds with a Lagrangian heuristic (repair the relaxed selection,
 // then best-response dynamics) between chunks of dual steps.
 void Solver::RootBounds(Node& root) {
-  const bool exact_search =
-      static_cast<int64_t>(n_) * m_ <= o_.max_exact_variables;
-  // Stop a phase once its bound moved by less than 1e-6 (relative) over
-  // three chunks: the step size has shrunk to nothing.
-  const auto stalled = [](std::vector<double>& history, double bound) {
+  const bool exact_search = exact_search_;
+  // A phase stops once two chunks closed less than 5% of the remaining gap.
+  const auto stalled = [this](std::vector<double>& history, double bound) {
     history.push_back(bound);
     const size_t k = history.size();
-    return k >= 4 && history[k - 4] - bound <= 1e-6 * std::abs(bound);
+    return k >= 3 && history[k - 3] - bound <= 0.05 * (bound - best_.obj);
   };
   std::vector<double> history;
   double theta = 1.0;
+  const int heuristic_passes = exact_search ? kMaxLocalSearchPasses : 5;
   const int budget_chunks = exact_search ? 4 : kMaxBudgetChunks;
   for (int chunk = 0; chunk < budget_chunks; ++chunk) {
     if (GapReached() || TimeUp()) return;
     const double bound = BudgetDual(root, kBudgetChunk, &theta);
     best_bound_ = std::min(best_bound_, bound);
     if (GapReached()) return;
-    RepairAndSearch(xsel_);
+    RepairAndSearch(xsel_, heuristic_passes);
     if (stalled(history, bound)) break;
     if (theta < 1e-3) theta = 0.25;  // restart a collapsed step size
   }
@@ -710,7 +734,7 @@ void Solver::RootBounds(Node& root) {
     best_bound_ = std::min(best_bound_, bound);
     if (exact) best_bound_ = std::min(best_bound_, best_.obj);
     if (GapReached()) return;
-    RepairAndSearch(zl_);
+    RepairAndSearch(zl_, heuristic_passes);
     if (stalled(history, bound)) break;
     if (theta < 1e-3) theta = 0.25;
   }
@@ -719,6 +743,7 @@ void Solver::RootBounds(Node& root) {
 bool Solver::Fix(Node& node, int i, int l, int8_t v) const {
   node.fix[At(i, l)] = v;
   --node.free_vars;
+  --node.free_in[l];
   if (v == 0) return true;
   node.room[i] -= p_.costs[l];
   ++node.in[l];
@@ -728,6 +753,7 @@ bool Solver::Fix(Node& node, int i, int l, int8_t v) const {
     if (node.fix[At(i, k)] < 0 && p_.costs[k] > node.room[i]) {
       node.fix[At(i, k)] = 0;
       --node.free_vars;
+      --node.free_in[k];
     }
   }
   return true;
@@ -741,8 +767,7 @@ bool Solver::Propagate(Node& node) const {
   while (changed) {
     changed = false;
     for (int l = 0; l < m_; ++l) {
-      int free = 0;
-      for (int i = 0; i < n_; ++i) free += node.fix[At(i, l)] < 0;
+      const int free = node.free_in[l];
       const int a = node.in[l];
       if (a > node.hi[l] || a + free < node.lo[l]) return false;
       if (free == 0 || (a < node.hi[l] && a + free > node.lo[l])) continue;
@@ -828,7 +853,7 @@ void Solver::BranchAndBound(Node root) {
 StrategicSolution Solver::Run() {
   // Starts. On large instances the dynamics from them are capped: the
   // Lagrangian heuristic below starts closer to the optimum.
-  const bool small = static_cast<int64_t>(n_) * m_ <= o_.max_exact_variables;
+  const bool small = exact_search_;
   const int start_passes = small ? kMaxLocalSearchPasses : 10;
   State independent = IndependentStart();
   const double fallback = independent.obj;
@@ -844,20 +869,13 @@ StrategicSolution Solver::Run() {
     Offer(empty);
   }
 
-  const double t0 = ElapsedMs();
   Node root = MakeRoot();
   RootBounds(root);
-  const double t1 = ElapsedMs(); const double g1 = CurrentGap(); const int64_t e1 = evals_;
   if (!GapReached() && !TimeUp()) KickRounds();
-  const double t2 = ElapsedMs();
-  if (getenv("DBG")) fprintf(stderr, "starts %.2f root %.2f (gap %.3g, evals %lld) kicks %.2f (gap %.3g) ", t0, t1 - t0, g1, (long long)e1, t2 - t1, CurrentGap());
-  if (!GapReached() && !TimeUp() &&
-      static_cast<int64_t>(n_) * m_ <= o_.max_exact_variables) {
+  if (exact_search_ && !GapReached() && !TimeUp()) {
     BranchAndBound(std::move(root));
   }
 
-  if (getenv("DBG")) fprintf(stderr, "bb %.2f nodes %lld | ls %.1f ms (%lld passes) evalB %.1f evalS %.1f\n", ElapsedMs() - t2, (long long)nodes_, g_ls_ms, (long long)g_ls_passes, g_eb_ms, g_es_ms);
-  g_ls_ms = g_eb_ms = g_es_ms = 0; g_ls_passes = 0;
   StrategicSolution out;
   out.x = best_.x;
   SolverStats& st = out.stats;

@@ -73,8 +73,9 @@ struct StrategicSolverOptions {
   // Wall-clock limit for the whole solve; the best answer so far is returned
   // when it expires. Default 1000 ms.
   double time_limit_ms = 1000.0;
-  // Stop as soon as (upper_bound - objective) / |objective| <= target_gap.
-  // Default 0: keep going until proven optimal or a limit is reached.
+  // Where branch and bound does not run (N * L > max_exact_variables), stop
+  // as soon as (upper_bound - objective) / |objective| <= target_gap. Default
+  // 0: keep going until the gap closes or a limit is reached.
   double target_gap = 0.0;
   // Branch and bound runs when num_clients * num_layers <= this. Default 4096.
   int max_exact_variables = 4096;

@@ -1,0 +1,121 @@
+#ifndef LAYERFL_SERVER_SELECTION_SELECTION_TYPES_H_
+#define LAYERFL_SERVER_SELECTION_SELECTION_TYPES_H_
+
+// Plain data passed to and returned by the layer-selection strategies
+// (DESIGN.md §2). No torch, gRPC or yaml: the coordinator fills these from its
+// own state and the run config.
+//
+// Thread-compatible value types.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/selection/strategic_solver.h"
+
+namespace layerfl {
+
+class RegulationStats;
+
+// One layer group of the model, in order from input to output.
+struct LayerSpec {
+  std::string name;     // unique, non-empty
+  int64_t cost = 1;     // training cost in the run's cost unit (budget.h), >= 1
+                        // unless frozen
+  bool frozen = false;  // never selected
+  bool common = false;  // selected for every client; counts against its budget
+};
+
+// A client taking part in this round.
+struct ClientInput {
+  std::string id;           // unique, non-empty
+  int64_t budget = 0;       // in cost units, >= 0
+  int64_t num_samples = 0;  // >= 0; weights the running importance estimate
+  // Per-layer scores in layer-table order, each finite and >= 0. Empty when
+  // the client did not report that metric; otherwise exactly one per layer.
+  std::vector<double> sq_grad_norm;  // squared gradient norm (the paper's g_il)
+  std::vector<double> rgn;           // gradient norm / parameter norm
+  std::vector<double> snr;           // mean^2 / variance of the gradient
+};
+
+struct SelectionInput {
+  std::vector<LayerSpec> layers;
+  std::vector<ClientInput> clients;
+  // Optional, not owned, must outlive the Select() call. Its layer names must
+  // equal the layer table's. Score strategies use its running importance for
+  // clients without sq_grad_norm when SelectionOptions allows it.
+  const RegulationStats* stats = nullptr;
+  // Per-round seed: the `random` strategy's draws and the solver's restarts.
+  uint64_t seed = 0;
+};
+
+// Options of every strategy; each strategy reads the fields it needs. The
+// defaults match the run config's `selection` section.
+struct SelectionOptions {
+  // Registry name: full, top, bottom, both, random, rgn, snr, importance,
+  // strategic. Default "strategic".
+  std::string strategy = "strategic";
+  // Weight of the disagreement penalty sum_l n_l (N - n_l), >= 0. Default 1.
+  double lambda = 1.0;
+  // Divide each client's scores by their sum over the selectable (not frozen,
+  // not common) layers before selecting, so lambda means the same across
+  // models. Changes only the strategic objective (per-client rankings are
+  // scale-free). Default true.
+  bool normalize_scores = true;
+  // Strategic solver wall-clock limit, > 0. Default 500 ms.
+  double time_limit_ms = 500.0;
+  // Strategic solver: on instances above max_exact_variables, stop once the
+  // proven relative gap is <= target_gap (>= 0). Smaller instances are solved
+  // to proven optimality unless a limit stops them. Default 0.01.
+  double target_gap = 0.01;
+  // Strategic solver: heuristic kick rounds, >= 1. Default 8.
+  int starts = 8;
+  // Strategic solver: branch and bound runs when clients x selectable layers
+  // <= this, >= 0. Default 4096.
+  int max_exact_variables = 4096;
+  // Strategic solver: branch-and-bound node limit, >= 1. Default 2,000,000.
+  int64_t max_nodes = 2'000'000;
+  // Score strategies: a client without sq_grad_norm is scored with the
+  // regulation statistics' running importance when the input carries stats
+  // that have one; otherwise it is an error. Default true.
+  bool use_running_importance = true;
+
+  // InvalidArgument naming the first bad field, e.g.
+  // "selection.lambda: must be finite and >= 0, got -1".
+  absl::Status Validate() const;
+};
+
+struct SelectionDiagnostics {
+  // kOptimal / kFeasibleGap from the strategic solver; kHeuristic for every
+  // other strategy.
+  SolverStatus status = SolverStatus::kHeuristic;
+  // The strategic objective of the returned selection (options.lambda, the
+  // possibly normalised sq_grad_norm scores, common layers included). NaN
+  // when some client has no such scores.
+  double objective = 0.0;
+  // Proven bound on the objective; NaN for heuristic strategies.
+  double upper_bound = 0.0;
+  // (upper_bound - objective) / |objective| over the selectable layers only,
+  // so that common layers do not dilute it; NaN for heuristic strategies.
+  double gap = 0.0;
+  // Objective of the per-client top-by-score selection (the paper's
+  // fallback); NaN when not computed.
+  double fallback_objective = 0.0;
+  double solve_ms = 0.0;
+  int64_t nodes = 0;
+  bool time_limit_hit = false;
+};
+
+struct SelectionResult {
+  // Per client (input order): the selected layer indices, ascending, common
+  // layers included, frozen never.
+  std::vector<std::vector<int>> layers;
+  // n_l: how many clients selected each layer.
+  std::vector<int> layer_counts;
+  SelectionDiagnostics diagnostics;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SELECTION_SELECTION_TYPES_H_

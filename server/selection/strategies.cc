@@ -1,0 +1,261 @@
+// The registered strategies. Each picks, per client, among the selectable
+// layers within the room its budget leaves after the common layers;
+// selection_internal::Finish adds the common layers and the diagnostics.
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+#include "server/selection/knapsack.h"
+#include "server/selection/rng.h"
+#include "server/selection/selection_internal.h"
+#include "server/selection/strategic_solver.h"
+
+namespace layerfl::selection_internal {
+namespace {
+
+// Walks `order` and takes layers while they fit; stops at the first that
+// does not, so the selection stays contiguous in that order.
+std::vector<int> TakeWhileFits(const std::vector<int>& order,
+                               const std::vector<LayerSpec>& layers,
+                               int64_t room) {
+  std::vector<int> taken;
+  for (int l : order) {
+    if (layers[l].cost > room) break;
+    room -= layers[l].cost;
+    taken.push_back(l);
+  }
+  return taken;
+}
+
+class OrderStrategy : public SelectionStrategy {
+ public:
+  enum class Kind { kFull, kTop, kBottom, kBoth };
+  OrderStrategy(Kind kind, SelectionOptions options)
+      : kind_(kind), options_(std::move(options)) {}
+
+  absl::string_view name() const override {
+    switch (kind_) {
+      case Kind::kFull:
+        return "full";
+      case Kind::kTop:
+        return "top";
+      case Kind::kBottom:
+        return "bottom";
+      case Kind::kBoth:
+        return "both";
+    }
+    return "";
+  }
+
+  absl::StatusOr<SelectionResult> Select(
+      const SelectionInput& input) const override {
+    ASSIGN_OR_RETURN(Round round, PrepareRound(input));
+    const std::vector<int>& s = round.selectable;
+    std::vector<int> order;
+    switch (kind_) {
+      case Kind::kFull:
+      case Kind::kBottom:
+        order = s;
+        break;
+      case Kind::kTop:
+        order.assign(s.rbegin(), s.rend());
+        break;
+      case Kind::kBoth:
+        for (size_t a = 0, b = s.size(); a < b;) {
+          order.push_back(s[a++]);
+          if (a < b) order.push_back(s[--b]);
+        }
+        break;
+    }
+    int64_t total = 0;
+    for (int l : s) total += input.layers[l].cost;
+    std::vector<std::vector<int>> chosen;
+    for (size_t i = 0; i < input.clients.size(); ++i) {
+      if (kind_ == Kind::kFull && round.room[i] < total) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "client '", input.clients[i].id, "': budget ",
+            input.clients[i].budget,
+            " cannot hold every trainable layer (selectable cost ", total,
+            " after the common layers); strategy 'full' trains them all"));
+      }
+      chosen.push_back(TakeWhileFits(order, input.layers, round.room[i]));
+    }
+    return Finish(round, std::move(chosen), options_);
+  }
+
+ private:
+  const Kind kind_;
+  const SelectionOptions options_;
+};
+
+// Each client walks its own uniformly random order, drawn from (round seed,
+// client id), and takes every layer that still fits.
+class RandomStrategy : public SelectionStrategy {
+ public:
+  explicit RandomStrategy(SelectionOptions options)
+      : options_(std::move(options)) {}
+  absl::string_view name() const override { return "random"; }
+
+  absl::StatusOr<SelectionResult> Select(
+      const SelectionInput& input) const override {
+    ASSIGN_OR_RETURN(Round round, PrepareRound(input));
+    std::vector<std::vector<int>> chosen;
+    for (size_t i = 0; i < input.clients.size(); ++i) {
+      DeterministicRng rng(MixSeed(input.seed) ^
+                           StableHash(input.clients[i].id));
+      std::vector<int> order = round.selectable;
+      rng.Shuffle(order);
+      int64_t room = round.room[i];
+      std::vector<int> taken;
+      for (int l : order) {
+        if (input.layers[l].cost <= room) {
+          room -= input.layers[l].cost;
+          taken.push_back(l);
+        }
+      }
+      chosen.push_back(std::move(taken));
+    }
+    return Finish(round, std::move(chosen), options_);
+  }
+
+ private:
+  const SelectionOptions options_;
+};
+
+// Per client, the subset of selectable layers with the largest total score
+// that fits (an exact 0-1 knapsack; with equal costs, the highest scores).
+class ScoreStrategy : public SelectionStrategy {
+ public:
+  ScoreStrategy(std::string name, Metric metric, SelectionOptions options)
+      : name_(std::move(name)), metric_(metric), options_(std::move(options)) {}
+  absl::string_view name() const override { return name_; }
+
+  absl::StatusOr<SelectionResult> Select(
+      const SelectionInput& input) const override {
+    ASSIGN_OR_RETURN(Round round, PrepareRound(input));
+    ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
+                     MetricScores(round, metric_, /*normalize=*/false,
+                                  options_.use_running_importance, name_));
+    std::vector<int64_t> costs;
+    for (int l : round.selectable) costs.push_back(input.layers[l].cost);
+    Knapsack knapsack;
+    std::vector<double> values(round.selectable.size());
+    std::vector<std::vector<int>> chosen;
+    for (size_t i = 0; i < input.clients.size(); ++i) {
+      for (size_t k = 0; k < round.selectable.size(); ++k) {
+        values[k] = scores[i][round.selectable[k]];
+      }
+      const Knapsack::Result r = knapsack.Solve(values, costs, round.room[i]);
+      std::vector<int> taken;
+      for (int k : r.taken) taken.push_back(round.selectable[k]);
+      chosen.push_back(std::move(taken));
+    }
+    return Finish(round, std::move(chosen), options_);
+  }
+
+ private:
+  const std::string name_;
+  const Metric metric_;
+  const SelectionOptions options_;
+};
+
+class StrategicStrategy : public SelectionStrategy {
+ public:
+  explicit StrategicStrategy(SelectionOptions options)
+      : options_(std::move(options)) {}
+  absl::string_view name() const override { return "strategic"; }
+
+  absl::StatusOr<SelectionResult> Select(
+      const SelectionInput& input) const override {
+    ASSIGN_OR_RETURN(Round round, PrepareRound(input));
+    ASSIGN_OR_RETURN(
+        std::vector<std::vector<double>> scores,
+        MetricScores(round, Metric::kSqGradNorm, options_.normalize_scores,
+                     options_.use_running_importance, "strategic"));
+    const int n = static_cast<int>(input.clients.size());
+    const int m = static_cast<int>(round.selectable.size());
+    StrategicProblem problem;
+    problem.num_clients = n;
+    problem.num_layers = m;
+    problem.lambda = options_.lambda;
+    problem.budgets = round.room;
+    for (int l : round.selectable) problem.costs.push_back(input.layers[l].cost);
+    problem.scores.reserve(static_cast<size_t>(n) * m);
+    double constant = 0;  // the common layers' scores
+    for (int i = 0; i < n; ++i) {
+      for (int l : round.selectable) problem.scores.push_back(scores[i][l]);
+      for (int l : round.common) constant += scores[i][l];
+    }
+    StrategicSolverOptions solver;
+    solver.time_limit_ms = options_.time_limit_ms;
+    solver.target_gap = options_.target_gap;
+    solver.num_starts = options_.starts;
+    solver.max_exact_variables = options_.max_exact_variables;
+    solver.max_nodes = options_.max_nodes;
+    solver.seed = input.seed;
+    ASSIGN_OR_RETURN(StrategicSolution solution,
+                     SolveStrategic(problem, solver));
+    std::vector<std::vector<int>> chosen(n);
+    for (int i = 0; i < n; ++i) {
+      for (int k = 0; k < m; ++k) {
+        if (solution.x[static_cast<size_t>(i) * m + k]) {
+          chosen[i].push_back(round.selectable[k]);
+        }
+      }
+    }
+    SelectionResult result = Finish(round, std::move(chosen), options_);
+    SelectionDiagnostics& d = result.diagnostics;
+    const SolverStats& st = solution.stats;
+    d.status = st.status;
+    d.objective = st.objective + constant;
+    d.upper_bound = st.upper_bound + constant;
+    d.gap = st.gap;
+    d.fallback_objective = st.fallback_objective + constant;
+    d.solve_ms = st.solve_ms;
+    d.nodes = st.nodes;
+    d.time_limit_hit = st.time_limit_hit;
+    return result;
+  }
+
+ private:
+  const SelectionOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<SelectionStrategy> NewFullStrategy(const SelectionOptions& o) {
+  return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kFull, o);
+}
+std::unique_ptr<SelectionStrategy> NewTopStrategy(const SelectionOptions& o) {
+  return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kTop, o);
+}
+std::unique_ptr<SelectionStrategy> NewBottomStrategy(const SelectionOptions& o) {
+  return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kBottom, o);
+}
+std::unique_ptr<SelectionStrategy> NewBothStrategy(const SelectionOptions& o) {
+  return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kBoth, o);
+}
+std::unique_ptr<SelectionStrategy> NewRandomStrategy(const SelectionOptions& o) {
+  return std::make_unique<RandomStrategy>(o);
+}
+std::unique_ptr<SelectionStrategy> NewRgnStrategy(const SelectionOptions& o) {
+  return std::make_unique<ScoreStrategy>("rgn", Metric::kRgn, o);
+}
+std::unique_ptr<SelectionStrategy> NewSnrStrategy(const SelectionOptions& o) {
+  return std::make_unique<ScoreStrategy>("snr", Metric::kSnr, o);
+}
+std::unique_ptr<SelectionStrategy> NewImportanceStrategy(
+    const SelectionOptions& o) {
+  return std::make_unique<ScoreStrategy>("importance", Metric::kSqGradNorm, o);
+}
+std::unique_ptr<SelectionStrategy> NewStrategicStrategy(
+    const SelectionOptions& o) {
+  return std::make_unique<StrategicStrategy>(o);
+}
+
+}  // namespace layerfl::selection_internal
