@@ -1,0 +1,592 @@
+#include "server/round/round_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/util/status_macros.h"
+#include "server/selection/rng.h"
+
+namespace layerfl {
+namespace {
+
+enum class Phase { kIdle, kScoring, kTraining };
+
+struct Slot {
+  ClientInfo info;
+  std::vector<double> scores;
+  bool answered = false;  // scores (scoring) or update (training) received
+  bool dropped = false;   // missed a deadline or left
+  std::vector<std::string> layers;
+};
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  return absl::StrFormat("%.17g", v);
+}
+
+bool SameStructure(const ModelWeights& a, const ModelWeights& b,
+                   std::string* why) {
+  if (a.layers.size() != b.layers.size()) {
+    *why = absl::StrCat(a.layers.size(), " layers vs ", b.layers.size());
+    return false;
+  }
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    const LayerWeights& x = a.layers[l];
+    const LayerWeights& y = b.layers[l];
+    if (x.group != y.group || x.tensors.size() != y.tensors.size()) {
+      *why = absl::StrCat("layer ", l, ": '", x.group, "' vs '", y.group, "'");
+      return false;
+    }
+    for (size_t t = 0; t < x.tensors.size(); ++t) {
+      if (x.tensors[t].name != y.tensors[t].name ||
+          x.tensors[t].shape != y.tensors[t].shape) {
+        *why = absl::StrCat("tensor '", x.tensors[t].name, "' vs '",
+                            y.tensors[t].name, "' (name or shape)");
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+class RoundEngineImpl : public RoundEngine {
+ public:
+  RoundEngineImpl(const RoundEngineOptions& options, ModelWeights initial,
+                  Deps deps)
+      : options_(options), deps_(deps), global_(std::move(initial)) {}
+
+  absl::Status Resume() {
+    if (deps_.store == nullptr) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, deps_.store->LoadLatest());
+    if (!ckpt.has_value()) return absl::OkStatus();
+    std::string why;
+    if (!SameStructure(global_, ckpt->weights, &why)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint of round ", ckpt->round,
+          " does not match the configured model: ", why));
+    }
+    RETURN_IF_ERROR(deps_.selector->RestoreState(ckpt->selection_state));
+    absl::MutexLock lock(&mu_);
+    global_ = std::move(ckpt->weights);
+    committed_ = ckpt->round;
+    resumed_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::Status Join(const ClientInfo& client) override {
+    if (client.id.empty()) {
+      return absl::InvalidArgumentError("join: client id is empty");
+    }
+    if (client.num_samples < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("join: client '", client.id,
+                       "': num_samples must be >= 1, got ", client.num_samples));
+    }
+    if (!(client.budget > 0) || !std::isfinite(client.budget)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("join: client '", client.id,
+                       "': budget must be > 0, got ", client.budget));
+    }
+    absl::MutexLock lock(&mu_);
+    joined_[client.id] = client;
+    return absl::OkStatus();
+  }
+
+  void Leave(const std::string& client_id) override {
+    absl::MutexLock lock(&mu_);
+    joined_.erase(client_id);
+    auto it = slots_.find(client_id);
+    if (it != slots_.end() && !it->second.answered) {
+      it->second.dropped = true;
+      MaybeAdvance();
+    }
+  }
+
+  absl::Status StartRound() override {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(fatal_);
+    if (finished_locked()) {
+      return absl::FailedPreconditionError("the run is finished");
+    }
+    if (phase_ != Phase::kIdle) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("round ", running_round(), " is still running"));
+    }
+    if (static_cast<int>(joined_.size()) < options_.min_clients) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("only ", joined_.size(), " clients joined, ",
+                       options_.min_clients, " needed (federated.min_clients)"));
+    }
+    const int64_t round = running_round();
+    std::vector<std::string> ids;
+    for (const auto& [id, info] : joined_) ids.push_back(id);
+    DeterministicRng rng(options_.seed ^ MixSeed(round * 1000003 + attempt_));
+    rng.Shuffle(ids);
+    if (options_.clients_per_round > 0 &&
+        static_cast<int>(ids.size()) > options_.clients_per_round) {
+      ids.resize(options_.clients_per_round);
+    }
+    std::sort(ids.begin(), ids.end());
+    slots_.clear();
+    participants_ = ids;
+    for (const std::string& id : ids) slots_[id].info = joined_[id];
+
+    record_ = RoundRecord();
+    record_.round = round;
+    record_.attempt = attempt_;
+    phase_start_ = deps_.clock->Now();
+    bool score = false;
+    if (deps_.selector->NeedsScores()) {
+      score = (round - 1) % options_.selection_period == 0;
+      for (const std::string& id : ids) {
+        if (!last_scores_.count(id)) score = true;
+      }
+    }
+    if (score) {
+      phase_ = Phase::kScoring;
+      deadline_ = phase_start_ + options_.round_deadline;
+      return absl::OkStatus();
+    }
+    for (auto& [id, slot] : slots_) {
+      auto it = last_scores_.find(id);
+      if (it != last_scores_.end()) slot.scores = it->second;
+    }
+    EnterTraining();
+    return fatal_;
+  }
+
+  Task TaskFor(const std::string& client_id) override {
+    absl::MutexLock lock(&mu_);
+    Task task;
+    if (finished_locked()) {
+      task.kind = TaskKind::kFinished;
+      task.round = committed_;
+      return task;
+    }
+    auto it = slots_.find(client_id);
+    if (phase_ == Phase::kIdle || it == slots_.end() || it->second.answered ||
+        it->second.dropped) {
+      return task;
+    }
+    task.round = running_round();
+    task.deadline = deadline_;
+    if (phase_ == Phase::kScoring) {
+      task.kind = TaskKind::kScore;
+    } else {
+      task.kind = TaskKind::kTrain;
+      task.layers = it->second.layers;
+    }
+    return task;
+  }
+
+  absl::Status SubmitScores(const std::string& client_id, int64_t round,
+                            const std::vector<double>& scores) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(Admit(client_id, round, Phase::kScoring, &slot));
+    if (scores.size() != global_.layers.size()) {
+      return Refuse(RejectReason::kWrongShape,
+                    absl::StrCat("client '", client_id, "' sent ",
+                                 scores.size(), " scores, the model has ",
+                                 global_.layers.size(), " layers"));
+    }
+    for (size_t l = 0; l < scores.size(); ++l) {
+      if (!std::isfinite(scores[l]) || scores[l] < 0) {
+        return Refuse(RejectReason::kNonFinite,
+                      absl::StrCat("client '", client_id, "': score of layer '",
+                                   global_.layers[l].group,
+                                   "' must be finite and >= 0, got ",
+                                   scores[l]));
+      }
+    }
+    slot->scores = scores;
+    slot->answered = true;
+    last_scores_[client_id] = scores;
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
+                            int64_t num_samples,
+                            const std::vector<LayerDelta>& update) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(Admit(client_id, round, Phase::kTraining, &slot));
+    absl::Status added =
+        aggregator_->Add(client_id, num_samples, update, slot->layers);
+    if (!added.ok()) {
+      CountRejection(added);
+      return added;
+    }
+    slot->answered = true;
+    for (const LayerDelta& d : update) {
+      for (const Tensor32& t : d.tensors) {
+        record_.bytes_up += t.numel() * static_cast<int64_t>(sizeof(float));
+      }
+    }
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status Tick() override {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(fatal_);
+    if (phase_ == Phase::kIdle || deps_.clock->Now() < deadline_) {
+      return absl::OkStatus();
+    }
+    for (auto& [id, slot] : slots_) {
+      if (!slot.answered) slot.dropped = true;
+    }
+    MaybeAdvance();
+    return fatal_;
+  }
+
+  int64_t committed_round() const override {
+    absl::MutexLock lock(&mu_);
+    return committed_;
+  }
+  bool round_running() const override {
+    absl::MutexLock lock(&mu_);
+    return phase_ != Phase::kIdle;
+  }
+  bool finished() const override {
+    absl::MutexLock lock(&mu_);
+    return finished_locked();
+  }
+  bool resumed() const override {
+    absl::MutexLock lock(&mu_);
+    return resumed_;
+  }
+  ModelWeights global() const override {
+    absl::MutexLock lock(&mu_);
+    return global_;
+  }
+  std::vector<int64_t> layer_versions() const override {
+    absl::MutexLock lock(&mu_);
+    std::vector<int64_t> v;
+    for (const LayerWeights& l : global_.layers) v.push_back(l.version);
+    return v;
+  }
+  std::vector<RoundRecord> TakeRecords() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<RoundRecord> out;
+    out.swap(records_);
+    return out;
+  }
+  std::map<std::string, int64_t> rejected_total() const override {
+    absl::MutexLock lock(&mu_);
+    return rejected_total_;
+  }
+
+ private:
+  int64_t running_round() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return committed_ + 1;
+  }
+  bool finished_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return committed_ >= options_.rounds;
+  }
+
+  absl::Status Refuse(RejectReason reason, std::string detail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::Status s = Rejection(reason, std::move(detail));
+    CountRejection(s);
+    return s;
+  }
+
+  void CountRejection(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::optional<RejectReason> reason = ReasonOf(s);
+    const std::string name =
+        reason ? std::string(RejectReasonName(*reason)) : "other";
+    ++record_.rejected[name];
+    ++rejected_total_[name];
+  }
+
+  // Checks that a result belongs to the running phase of the running round
+  // and comes from a participant still owed an answer.
+  absl::Status Admit(const std::string& client_id, int64_t round, Phase phase,
+                     Slot** slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!joined_.count(client_id) && !slots_.count(client_id)) {
+      return Refuse(RejectReason::kUnknownClient,
+                    absl::StrCat("client '", client_id, "' has not joined"));
+    }
+    const char* what = phase == Phase::kScoring ? "scores" : "update";
+    if (round != running_round() || phase_ != phase) {
+      return Refuse(
+          RejectReason::kStaleRound,
+          absl::StrCat("client '", client_id, "' sent ", what, " for round ",
+                       round, ", but round ", running_round(), " is ",
+                       phase_ == Phase::kIdle        ? "not running"
+                       : phase_ == Phase::kScoring ? "scoring"
+                                                   : "training"));
+    }
+    auto it = slots_.find(client_id);
+    if (it == slots_.end()) {
+      return Refuse(RejectReason::kNotAssigned,
+                    absl::StrCat("client '", client_id,
+                                 "' is not a participant of round ", round));
+    }
+    if (it->second.dropped) {
+      return Refuse(RejectReason::kStaleRound,
+                    absl::StrCat("client '", client_id, "' was dropped from round ",
+                                 round, " (deadline passed); its ", what,
+                                 " arrived too late"));
+    }
+    if (it->second.answered) {
+      return Refuse(RejectReason::kDuplicate,
+                    absl::StrCat("client '", client_id, "' already sent its ",
+                                 what, " for round ", round));
+    }
+    *slot = &it->second;
+    return absl::OkStatus();
+  }
+
+  // Moves on when nobody is still owed an answer.
+  void MaybeAdvance() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (phase_ == Phase::kIdle) return;
+    int answered = 0;
+    for (const auto& [id, slot] : slots_) {
+      if (!slot.answered && !slot.dropped) return;
+      if (slot.answered) ++answered;
+    }
+    if (answered < options_.min_clients) {
+      Abandon(answered);
+      return;
+    }
+    if (phase_ == Phase::kScoring) {
+      // Only clients that scored go on to train.
+      for (auto& [id, slot] : slots_) {
+        if (!slot.answered) continue;
+        slot.answered = false;
+      }
+      EnterTraining();
+    } else {
+      Commit();
+    }
+  }
+
+  void Abandon(int answered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int64_t round = running_round();
+    phase_ = Phase::kIdle;
+    aggregator_.reset();
+    slots_.clear();
+    participants_.clear();
+    ++attempt_;
+    if (attempt_ > options_.max_round_retries) {
+      fatal_ = absl::DeadlineExceededError(absl::StrCat(
+          "round ", round, " missed its quorum (", answered, " of ",
+          options_.min_clients, " clients answered) ", attempt_,
+          " times (federated.max_round_retries = ", options_.max_round_retries,
+          ")"));
+    }
+  }
+
+  void EnterTraining() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = deps_.clock->Now();
+    if (phase_ == Phase::kScoring) {
+      record_.phase_ms["score"] = absl::ToDoubleMilliseconds(now - phase_start_);
+    }
+    candidates_.clear();
+    std::vector<std::string> ids;
+    for (auto& [id, slot] : slots_) {
+      if (slot.dropped) continue;
+      SelectionCandidate c;
+      c.id = id;
+      c.num_samples = slot.info.num_samples;
+      c.budget = slot.info.budget;
+      c.scores = slot.scores;
+      candidates_.push_back(std::move(c));
+      ids.push_back(id);
+    }
+    absl::StatusOr<SelectionOutcome> outcome =
+        deps_.selector->Select(candidates_, running_round());
+    if (!outcome.ok()) {
+      fatal_ = absl::Status(outcome.status().code(),
+                            absl::StrCat("selection for round ", running_round(),
+                                         " failed: ", outcome.status().message()));
+      phase_ = Phase::kIdle;
+      return;
+    }
+    outcome_ = std::move(*outcome);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      slots_[ids[i]].layers = outcome_.layers[i];
+    }
+    record_.objective = outcome_.objective;
+    record_.upper_bound = outcome_.upper_bound;
+    record_.gap = outcome_.gap;
+    record_.solver_status = outcome_.solver_status;
+    record_.solve_ms = outcome_.solve_ms;
+    aggregator_ = std::make_unique<LayerAggregator>(global_, options_.aggregation);
+    phase_ = Phase::kTraining;
+    phase_start_ = now;
+    deadline_ = now + options_.round_deadline;
+  }
+
+  void Commit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time t0 = deps_.clock->Now();
+    record_.phase_ms["train"] = absl::ToDoubleMilliseconds(t0 - phase_start_);
+    const absl::Time w0 = absl::Now();
+    std::vector<int64_t> before;
+    for (const LayerWeights& l : global_.layers) before.push_back(l.version);
+    absl::StatusOr<AggregateStats> stats = aggregator_->Commit(global_);
+    aggregator_.reset();
+    if (!stats.ok()) {
+      fatal_ = stats.status();
+      phase_ = Phase::kIdle;
+      return;
+    }
+    for (size_t l = 0; l < global_.layers.size(); ++l) {
+      if (global_.layers[l].version != before[l]) {
+        record_.changed_layers.push_back(global_.layers[l].group);
+      }
+    }
+    record_.phase_ms["aggregate"] = absl::ToDoubleMilliseconds(absl::Now() - w0);
+    for (const SelectionCandidate& c : candidates_) {
+      ClientRoundRecord cr;
+      cr.id = c.id;
+      cr.budget = c.budget;
+      cr.layers = slots_[c.id].layers;
+      cr.contributed = slots_[c.id].answered;
+      record_.clients.push_back(std::move(cr));
+    }
+    deps_.selector->OnCommitted(candidates_, outcome_);
+    ++committed_;
+    if (deps_.evaluator != nullptr &&
+        (committed_ % options_.eval_every == 0 || committed_ == options_.rounds)) {
+      const absl::Time e0 = absl::Now();
+      absl::StatusOr<EvalMetrics> eval = deps_.evaluator->Evaluate(global_);
+      if (!eval.ok()) {
+        fatal_ = eval.status();
+        phase_ = Phase::kIdle;
+        return;
+      }
+      record_.evaluated = true;
+      record_.eval = *eval;
+      record_.phase_ms["eval"] = absl::ToDoubleMilliseconds(absl::Now() - e0);
+    }
+    if (deps_.store != nullptr) {
+      const absl::Time c0 = absl::Now();
+      Checkpoint ckpt;
+      ckpt.round = committed_;
+      ckpt.weights = global_;
+      ckpt.selection_state = deps_.selector->SaveState();
+      ckpt.metrics_json = record_.ToJson();
+      absl::Status saved = deps_.store->Save(ckpt);
+      if (!saved.ok()) {
+        // The round is not durable: undo nothing in memory, but stop the run
+        // so that no further round builds on an uncommitted one.
+        fatal_ = absl::Status(saved.code(),
+                              absl::StrCat("checkpoint of round ", committed_,
+                                           " failed: ", saved.message()));
+      }
+      record_.phase_ms["checkpoint"] = absl::ToDoubleMilliseconds(absl::Now() - c0);
+    }
+    records_.push_back(record_);
+    phase_ = Phase::kIdle;
+    attempt_ = 0;
+    slots_.clear();
+    participants_.clear();
+  }
+
+  const RoundEngineOptions options_;
+  const Deps deps_;
+
+  mutable absl::Mutex mu_;
+  ModelWeights global_ ABSL_GUARDED_BY(mu_);
+  int64_t committed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool resumed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
+  int attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time phase_start_ ABSL_GUARDED_BY(mu_);
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> participants_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Slot> slots_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<double>> last_scores_ ABSL_GUARDED_BY(mu_);
+  std::vector<SelectionCandidate> candidates_ ABSL_GUARDED_BY(mu_);
+  SelectionOutcome outcome_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<LayerAggregator> aggregator_ ABSL_GUARDED_BY(mu_);
+  RoundRecord record_ ABSL_GUARDED_BY(mu_);
+  std::vector<RoundRecord> records_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> rejected_total_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+std::string RoundRecord::ToJson() const {
+  std::string out = absl::StrCat("{\"round\":", round, ",\"attempt\":", attempt);
+  if (evaluated) {
+    absl::StrAppend(&out, ",\"accuracy\":", JsonNumber(eval.accuracy),
+                    ",\"loss\":", JsonNumber(eval.loss));
+  }
+  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up, ",\"bytes_down\":",
+                  bytes_down, ",\"changed_layers\":[");
+  for (size_t i = 0; i < changed_layers.size(); ++i) {
+    absl::StrAppend(&out, i ? "," : "", JsonString(changed_layers[i]));
+  }
+  absl::StrAppend(&out, "],\"selection\":{\"objective\":", JsonNumber(objective),
+                  ",\"upper_bound\":", JsonNumber(upper_bound),
+                  ",\"gap\":", JsonNumber(gap), ",\"status\":",
+                  JsonString(solver_status), "},\"clients\":[");
+  for (size_t i = 0; i < clients.size(); ++i) {
+    const ClientRoundRecord& c = clients[i];
+    absl::StrAppend(&out, i ? "," : "", "{\"id\":", JsonString(c.id),
+                    ",\"budget\":", JsonNumber(c.budget), ",\"layers\":[");
+    for (size_t k = 0; k < c.layers.size(); ++k) {
+      absl::StrAppend(&out, k ? "," : "", JsonString(c.layers[k]));
+    }
+    absl::StrAppend(&out, "],\"contributed\":", c.contributed ? "true" : "false",
+                    "}");
+  }
+  absl::StrAppend(&out, "],\"rejected\":{");
+  bool first = true;
+  for (const auto& [reason, count] : rejected) {
+    absl::StrAppend(&out, first ? "" : ",", JsonString(reason), ":", count);
+    first = false;
+  }
+  // Timings last, under one key, so that determinism checks can drop them.
+  absl::StrAppend(&out, "},\"timing_ms\":{");
+  first = true;
+  for (const auto& [phase, ms] : phase_ms) {
+    absl::StrAppend(&out, first ? "" : ",", JsonString(phase), ":", JsonNumber(ms));
+    first = false;
+  }
+  absl::StrAppend(&out, ",\"solve\":", JsonNumber(solve_ms), "}}");
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Create(
+    const RoundEngineOptions& options, ModelWeights initial, Deps deps) {
+  if (deps.clock == nullptr || deps.selector == nullptr) {
+    return absl::InvalidArgumentError("round engine: clock and selector are required");
+  }
+  if (initial.layers.empty()) {
+    return absl::InvalidArgumentError("round engine: the model has no layers");
+  }
+  auto engine = std::make_unique<RoundEngineImpl>(options, std::move(initial), deps);
+  RETURN_IF_ERROR(engine->Resume());
+  return std::unique_ptr<RoundEngine>(std::move(engine));
+}
+
+}  // namespace layerfl

@@ -1,0 +1,198 @@
+#ifndef LAYERFL_SERVER_ROUND_ROUND_ENGINE_H_
+#define LAYERFL_SERVER_ROUND_ROUND_ENGINE_H_
+
+// The coordinator's round state machine (DESIGN.md §1), free of any transport:
+// it knows client ids and messages, never gRPC types. The simulator drives it
+// in-process; the gRPC service is a thin adapter over it.
+//
+// A round goes: sample -> (score) -> select -> train -> aggregate -> evaluate
+// -> commit. Clients pull their task (TaskFor) and push results
+// (SubmitScores / SubmitUpdate); the engine moves to the next phase as soon as
+// every participant has answered, or at the phase deadline (checked by Tick)
+// with the participants that answered, if they reach the quorum. A round that
+// misses its quorum is abandoned (nothing of it is kept) and retried, up to
+// max_round_retries times. Updates are folded into per-layer running sums as
+// they arrive; every update is checked first and a refused one changes
+// nothing. The committed round is written to the checkpoint store before the
+// next round starts.
+//
+// Thread-safe: every method may be called from any thread.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/util/clock.h"
+#include "common/weights/weights.h"
+#include "server/aggregator/aggregator.h"
+#include "server/checkpoint/checkpoint_store.h"
+
+namespace layerfl {
+
+struct ClientInfo {
+  std::string id;
+  int64_t num_samples = 0;  // >= 1
+  double budget = 0.0;      // in the run's cost unit, > 0
+};
+
+// One participant's view of the round handed to the selector.
+struct SelectionCandidate {
+  std::string id;
+  int64_t num_samples = 0;
+  double budget = 0.0;
+  std::vector<double> scores;  // per layer; empty when none were asked for
+};
+
+struct SelectionOutcome {
+  std::vector<std::vector<std::string>> layers;  // per candidate, model order
+  double objective = 0.0;
+  double upper_bound = 0.0;
+  double gap = 0.0;
+  std::string solver_status;
+  double solve_ms = 0.0;
+};
+
+// Picks each participant's layers. Implemented over server/selection by
+// CreateLayerSelector (server/round/selector.h); tests use fakes.
+class LayerSelector {
+ public:
+  virtual ~LayerSelector() = default;
+  // Whether participants must report importance scores before selection.
+  virtual bool NeedsScores() const = 0;
+  // Deterministic given (candidates, round) and the selector's state.
+  virtual absl::StatusOr<SelectionOutcome> Select(
+      const std::vector<SelectionCandidate>& candidates, int64_t round) = 0;
+  // Called once per committed round with what was selected and scored, to
+  // update the regulation statistics.
+  virtual void OnCommitted(const std::vector<SelectionCandidate>& candidates,
+                           const SelectionOutcome& outcome) = 0;
+  // Regulation statistics as bytes, stored with each checkpoint.
+  virtual std::string SaveState() const = 0;
+  virtual absl::Status RestoreState(const std::string& bytes) = 0;
+};
+
+struct EvalMetrics {
+  double accuracy = 0.0;
+  double loss = 0.0;
+};
+
+// Evaluates the global model on held-out data (blocking).
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  virtual absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) = 0;
+};
+
+enum class TaskKind { kWait, kScore, kTrain, kFinished };
+
+struct Task {
+  TaskKind kind = TaskKind::kWait;
+  int64_t round = 0;
+  std::vector<std::string> layers;  // kTrain: the groups to train
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct ClientRoundRecord {
+  std::string id;
+  double budget = 0.0;
+  std::vector<std::string> layers;
+  bool contributed = false;
+};
+
+// What one committed round produced; one JSONL line of metrics.
+struct RoundRecord {
+  int64_t round = 0;
+  int attempt = 0;
+  bool evaluated = false;
+  EvalMetrics eval;
+  std::vector<ClientRoundRecord> clients;
+  std::vector<std::string> changed_layers;
+  double objective = 0.0, upper_bound = 0.0, gap = 0.0, solve_ms = 0.0;
+  std::string solver_status;
+  int64_t bytes_up = 0;    // delta payload bytes accepted this round (float32)
+  int64_t bytes_down = 0;  // weights sent to clients; filled by the transport
+  std::map<std::string, int64_t> rejected;  // reason -> count, this round
+  std::map<std::string, double> phase_ms;   // score/train/aggregate/eval/checkpoint
+  std::string ToJson() const;
+};
+
+struct RoundEngineOptions {
+  int64_t rounds = 20;
+  int clients_per_round = 10;  // 0 = all joined clients
+  int min_clients = 1;
+  int selection_period = 1;
+  int eval_every = 1;
+  absl::Duration round_deadline = absl::Seconds(300);
+  int max_round_retries = 3;
+  AggregatorOptions aggregation;
+  uint64_t seed = 1;
+};
+
+class RoundEngine {
+ public:
+  struct Deps {
+    Clock* clock = nullptr;             // required, not owned
+    LayerSelector* selector = nullptr;  // required, not owned
+    Evaluator* evaluator = nullptr;     // optional, not owned
+    CheckpointStore* store = nullptr;   // optional, not owned
+  };
+
+  // Starts from `initial`, or from the store's latest checkpoint when there
+  // is one (`resumed()` tells). A corrupt latest checkpoint is an error.
+  static absl::StatusOr<std::unique_ptr<RoundEngine>> Create(
+      const RoundEngineOptions& options, ModelWeights initial, Deps deps);
+
+  virtual ~RoundEngine() = default;
+
+  // Registers (or re-registers, e.g. after a reconnect) a client. Clients
+  // joining mid-round take part from the next round.
+  virtual absl::Status Join(const ClientInfo& client) = 0;
+  virtual void Leave(const std::string& client_id) = 0;
+
+  // Begins the next round when none is running and the run is not over.
+  // FailedPrecondition when fewer than min_clients have joined.
+  virtual absl::Status StartRound() = 0;
+
+  // The client's current task: kScore/kTrain while it has one outstanding in
+  // the running round, kFinished once the run is over, else kWait.
+  virtual Task TaskFor(const std::string& client_id) = 0;
+
+  // Results. Refusals (unknown client, stale round, not a participant,
+  // duplicate, malformed update) use aggregator.h's Rejection() so the reason
+  // is machine-readable, are counted in the round's metrics, and change
+  // nothing.
+  virtual absl::Status SubmitScores(const std::string& client_id, int64_t round,
+                                    const std::vector<double>& scores) = 0;
+  virtual absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
+                                    int64_t num_samples,
+                                    const std::vector<LayerDelta>& update) = 0;
+
+  // Enforces the current phase's deadline: drops participants that have not
+  // answered, then moves on (quorum met) or abandons the round for a retry.
+  // An error means the run cannot go on (retries exhausted, evaluation or
+  // checkpoint failure).
+  virtual absl::Status Tick() = 0;
+
+  // Snapshot accessors.
+  virtual int64_t committed_round() const = 0;  // 0 before the first commit
+  virtual bool round_running() const = 0;
+  virtual bool finished() const = 0;
+  virtual bool resumed() const = 0;
+  virtual ModelWeights global() const = 0;
+  // Versions of every layer in model order.
+  virtual std::vector<int64_t> layer_versions() const = 0;
+  // Records of rounds committed since the last call (oldest first).
+  virtual std::vector<RoundRecord> TakeRecords() = 0;
+  // Total refusals by reason over the engine's life.
+  virtual std::map<std::string, int64_t> rejected_total() const = 0;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_ROUND_ROUND_ENGINE_H_

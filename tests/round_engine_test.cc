@@ -1,0 +1,331 @@
+#include "server/round/round_engine.h"
+
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace layerfl {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Two layers "a" (2 values) and "b" (1 value).
+ModelWeights TwoLayers() {
+  ModelWeights w;
+  w.layers.push_back({"a", 0, {{"a.w", {2}, {1.0f, 2.0f}}}});
+  w.layers.push_back({"b", 0, {{"b.w", {1}, {10.0f}}}});
+  return w;
+}
+
+LayerDelta Delta(const std::string& group, std::vector<float> v) {
+  return {group, {{group + ".w", {static_cast<int64_t>(v.size())}, std::move(v)}}};
+}
+
+// Gives every candidate the layers listed for it (default: {"a"}).
+class FakeSelector : public LayerSelector {
+ public:
+  bool NeedsScores() const override { return needs_scores; }
+  absl::StatusOr<SelectionOutcome> Select(
+      const std::vector<SelectionCandidate>& candidates, int64_t round) override {
+    SelectionOutcome out;
+    seen_rounds.push_back(round);
+    for (const SelectionCandidate& c : candidates) {
+      auto it = layers.find(c.id);
+      out.layers.push_back(it == layers.end() ? std::vector<std::string>{"a"}
+                                              : it->second);
+      last_scores[c.id] = c.scores;
+    }
+    out.solver_status = "fake";
+    return out;
+  }
+  void OnCommitted(const std::vector<SelectionCandidate>&,
+                   const SelectionOutcome&) override {
+    ++commits;
+  }
+  std::string SaveState() const override { return std::to_string(commits); }
+  absl::Status RestoreState(const std::string& bytes) override {
+    commits = bytes.empty() ? 0 : std::stoi(bytes);
+    return absl::OkStatus();
+  }
+
+  bool needs_scores = false;
+  std::map<std::string, std::vector<std::string>> layers;
+  std::map<std::string, std::vector<double>> last_scores;
+  std::vector<int64_t> seen_rounds;
+  int commits = 0;
+};
+
+class RoundEngineTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<RoundEngine> Make(RoundEngineOptions opts,
+                                    CheckpointStore* store = nullptr) {
+    RoundEngine::Deps deps;
+    deps.clock = &clock_;
+    deps.selector = &selector_;
+    deps.store = store;
+    auto engine = RoundEngine::Create(opts, TwoLayers(), deps);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+  void JoinAll(RoundEngine& e, std::vector<std::pair<std::string, int64_t>> c) {
+    for (auto& [id, n] : c) ASSERT_TRUE(e.Join({id, n, 2.0}).ok());
+  }
+
+  FakeClock clock_;
+  FakeSelector selector_;
+};
+
+RoundEngineOptions Opts(int clients_per_round, int min_clients) {
+  RoundEngineOptions o;
+  o.rounds = 3;
+  o.clients_per_round = clients_per_round;
+  o.min_clients = min_clients;
+  o.round_deadline = absl::Seconds(10);
+  o.max_round_retries = 1;
+  return o;
+}
+
+TEST_F(RoundEngineTest, WeightedAggregationOverTheRound) {
+  auto e = Make(Opts(0, 2));
+  JoinAll(*e, {{"c1", 1}, {"c2", 3}});
+  selector_.layers["c2"] = {"a", "b"};
+  ASSERT_TRUE(e->StartRound().ok());
+  Task t1 = e->TaskFor("c1");
+  EXPECT_EQ(t1.kind, TaskKind::kTrain);
+  EXPECT_EQ(t1.round, 1);
+  EXPECT_THAT(t1.layers, ElementsAre("a"));
+  EXPECT_THAT(e->TaskFor("c2").layers, ElementsAre("a", "b"));
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {4.0f, 8.0f})}).ok());
+  EXPECT_TRUE(e->round_running());
+  ASSERT_TRUE(e->SubmitUpdate("c2", 1, 3,
+                              {Delta("a", {0.0f, 4.0f}), Delta("b", {2.0f})})
+                  .ok());
+  // a += (1*[4,8] + 3*[0,4]) / 4 = [1, 5]; b += 3*2/3 = 2.
+  EXPECT_FALSE(e->round_running());
+  EXPECT_EQ(e->committed_round(), 1);
+  ModelWeights g = e->global();
+  EXPECT_THAT(g.layers[0].tensors[0].values, ElementsAre(2.0f, 7.0f));
+  EXPECT_THAT(g.layers[1].tensors[0].values, ElementsAre(12.0f));
+  EXPECT_THAT(e->layer_versions(), ElementsAre(1, 1));
+  std::vector<RoundRecord> records = e->TakeRecords();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].bytes_up, 5 * 4);  // 2 + 3 floats
+  EXPECT_THAT(records[0].changed_layers, ElementsAre("a", "b"));
+  EXPECT_THAT(records[0].ToJson(), HasSubstr("\"layers\":[\"a\",\"b\"]"));
+}
+
+TEST_F(RoundEngineTest, UntrainedLayerKeepsItsVersion) {
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 5}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 5, {Delta("a", {1.0f, 1.0f})}).ok());
+  EXPECT_THAT(e->layer_versions(), ElementsAre(1, 0));
+  EXPECT_THAT(e->global().layers[1].tensors[0].values, ElementsAre(10.0f));
+}
+
+TEST_F(RoundEngineTest, StragglerDroppedAtDeadlineAndLateUploadRefused) {
+  auto e = Make(Opts(0, 2));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"slow", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2.0f, 2.0f})}).ok());
+  ASSERT_TRUE(e->SubmitUpdate("c2", 1, 1, {Delta("a", {4.0f, 4.0f})}).ok());
+  EXPECT_TRUE(e->round_running());  // still waiting for "slow"
+  clock_.Advance(absl::Seconds(9));
+  ASSERT_TRUE(e->Tick().ok());
+  EXPECT_TRUE(e->round_running());
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(e->Tick().ok());
+  EXPECT_EQ(e->committed_round(), 1);
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(4.0f, 5.0f));
+  // The straggler's upload for round 1 arrives during round 2 and is refused.
+  ASSERT_TRUE(e->StartRound().ok());
+  absl::Status late = e->SubmitUpdate("slow", 1, 1, {Delta("a", {100.0f, 100.0f})});
+  EXPECT_EQ(ReasonOf(late), RejectReason::kStaleRound);
+  EXPECT_THAT(late.message(), HasSubstr("for round 1, but round 2 is training"));
+  EXPECT_EQ(e->rejected_total().at("stale_round"), 1);
+  auto records = e->TakeRecords();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_FALSE(records[0].clients[2].contributed);
+  EXPECT_EQ(records[0].clients[2].id, "slow");
+}
+
+TEST_F(RoundEngineTest, LateUploadInSameRoundAfterDropRefused) {
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 1}, {"slow", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2.0f, 2.0f})}).ok());
+  // Scoring-free round; make a second phase by dropping at the deadline while
+  // the round is kept open by nothing else: it commits at the deadline.
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(e->Tick().ok());
+  EXPECT_EQ(e->committed_round(), 1);
+  absl::Status late = e->SubmitUpdate("slow", 1, 1, {Delta("a", {9.0f, 9.0f})});
+  EXPECT_EQ(ReasonOf(late), RejectReason::kStaleRound);
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(3.0f, 4.0f));
+}
+
+TEST_F(RoundEngineTest, QuorumMissAbandonsRoundThenRunFails) {
+  auto e = Make(Opts(0, 2));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2.0f, 2.0f})}).ok());
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(e->Tick().ok());  // abandoned, one retry left
+  EXPECT_FALSE(e->round_running());
+  EXPECT_EQ(e->committed_round(), 0);
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(1.0f, 2.0f));
+  EXPECT_THAT(e->layer_versions(), ElementsAre(0, 0));
+  // The retry of round 1: c1's earlier update is not carried over.
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").round, 1);
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  clock_.Advance(absl::Seconds(11));
+  absl::Status fatal = e->Tick();
+  EXPECT_EQ(fatal.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(fatal.message(), HasSubstr("round 1 missed its quorum (0 of 2"));
+  EXPECT_FALSE(e->StartRound().ok());
+}
+
+TEST_F(RoundEngineTest, SamplesClientsPerRoundDeterministically) {
+  auto e1 = Make(Opts(2, 1));
+  auto e2 = Make(Opts(2, 1));
+  for (auto* e : {e1.get(), e2.get()}) {
+    JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}, {"c5", 1}});
+    ASSERT_TRUE(e->StartRound().ok());
+  }
+  std::vector<std::string> p1, p2;
+  for (std::string id : {"c1", "c2", "c3", "c4", "c5"}) {
+    if (e1->TaskFor(id).kind == TaskKind::kTrain) p1.push_back(id);
+    if (e2->TaskFor(id).kind == TaskKind::kTrain) p2.push_back(id);
+  }
+  EXPECT_EQ(p1.size(), 2u);
+  EXPECT_EQ(p1, p2);
+}
+
+TEST_F(RoundEngineTest, ScoringPhaseThenTraining) {
+  selector_.needs_scores = true;
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kScore);
+  // An update during scoring is refused as stale (wrong phase).
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {1, 1})})),
+            RejectReason::kStaleRound);
+  // Bad scores are refused, naming the layer.
+  absl::Status bad = e->SubmitScores("c1", 1, {1.0, -2.0});
+  EXPECT_THAT(bad.message(), HasSubstr("score of layer 'b' must be finite and >= 0"));
+  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0})), RejectReason::kWrongShape);
+  ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
+  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0, 2.0})), RejectReason::kDuplicate);
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kWait);
+  ASSERT_TRUE(e->SubmitScores("c2", 1, {3.0, 4.0}).ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  EXPECT_THAT(selector_.last_scores["c2"], ElementsAre(3.0, 4.0));
+}
+
+TEST_F(RoundEngineTest, ScoringDeadlineDropsSilentClientFromTraining) {
+  selector_.needs_scores = true;
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 1}, {"quiet", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(e->Tick().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  EXPECT_EQ(e->TaskFor("quiet").kind, TaskKind::kWait);
+  EXPECT_EQ(ReasonOf(e->SubmitScores("quiet", 1, {1.0, 1.0})),
+            RejectReason::kStaleRound);
+}
+
+TEST_F(RoundEngineTest, RefusalsChangeNothingAndAreCounted) {
+  auto e = Make(Opts(0, 2));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("ghost", 1, 1, {Delta("a", {1, 1})})),
+            RejectReason::kUnknownClient);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("b", {1})})),
+            RejectReason::kNotAssigned);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("zz", {1})})),
+            RejectReason::kUnknownLayer);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {1, 1, 1})})),
+            RejectReason::kWrongShape);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {NAN, 1})})),
+            RejectReason::kNonFinite);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 7, 1, {Delta("a", {1, 1})})),
+            RejectReason::kStaleRound);
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})}).ok());
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})})),
+            RejectReason::kDuplicate);
+  ASSERT_TRUE(e->SubmitUpdate("c2", 1, 1, {Delta("a", {4, 4})}).ok());
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(4.0f, 5.0f));
+  auto totals = e->rejected_total();
+  EXPECT_EQ(totals["unknown_client"], 1);
+  EXPECT_EQ(totals["not_assigned"], 1);
+  EXPECT_EQ(totals["unknown_layer"], 1);
+  EXPECT_EQ(totals["wrong_shape"], 1);
+  EXPECT_EQ(totals["non_finite"], 1);
+  EXPECT_EQ(totals["stale_round"], 1);
+  EXPECT_EQ(totals["duplicate"], 1);
+  EXPECT_EQ(e->TakeRecords()[0].rejected.size(), 7u);
+}
+
+TEST_F(RoundEngineTest, LeaveMidRoundCountsAsDropped) {
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})}).ok());
+  e->Leave("c2");
+  EXPECT_EQ(e->committed_round(), 1);
+}
+
+TEST_F(RoundEngineTest, FinishesAfterConfiguredRounds) {
+  auto e = Make(Opts(0, 1));
+  JoinAll(*e, {{"c1", 1}});
+  for (int r = 1; r <= 3; ++r) {
+    ASSERT_TRUE(e->StartRound().ok());
+    ASSERT_TRUE(e->SubmitUpdate("c1", r, 1, {Delta("a", {1, 1})}).ok());
+  }
+  EXPECT_TRUE(e->finished());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kFinished);
+  EXPECT_THAT(e->StartRound().message(), HasSubstr("finished"));
+  EXPECT_THAT(e->layer_versions(), ElementsAre(3, 0));
+}
+
+TEST_F(RoundEngineTest, ResumesFromLastCheckpoint) {
+  const std::string dir = ::testing::TempDir() + "/engine_resume";
+  std::filesystem::remove_all(dir);
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok()) << store.status();
+  {
+    auto e = Make(Opts(0, 1), store->get());
+    EXPECT_FALSE(e->resumed());
+    JoinAll(*e, {{"c1", 1}});
+    for (int r = 1; r <= 2; ++r) {
+      ASSERT_TRUE(e->StartRound().ok());
+      ASSERT_TRUE(e->SubmitUpdate("c1", r, 1, {Delta("a", {1, 1})}).ok());
+    }
+  }
+  selector_.commits = -1;
+  auto e = Make(Opts(0, 1), store->get());
+  EXPECT_TRUE(e->resumed());
+  EXPECT_EQ(e->committed_round(), 2);
+  EXPECT_EQ(selector_.commits, 2);  // regulation state restored
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(3.0f, 4.0f));
+  EXPECT_THAT(e->layer_versions(), ElementsAre(2, 0));
+  JoinAll(*e, {{"c1", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").round, 3);
+}
+
+TEST_F(RoundEngineTest, JoinValidatesFields) {
+  auto e = Make(Opts(0, 1));
+  EXPECT_THAT(e->Join({"", 1, 1.0}).message(), HasSubstr("client id is empty"));
+  EXPECT_THAT(e->Join({"x", 0, 1.0}).message(), HasSubstr("num_samples must be >= 1"));
+  EXPECT_THAT(e->Join({"x", 1, -1.0}).message(), HasSubstr("budget must be > 0"));
+  EXPECT_THAT(e->StartRound().message(), HasSubstr("only 0 clients joined"));
+}
+
+}  // namespace
+}  // namespace layerfl
