@@ -696,7 +696,7 @@ void Solver::RootBounds(Node& root) {
     const double bound = BudgetDual(root, kBudgetChunk, &theta);
     best_bound_ = std::min(best_bound_, bound);
     if (GapReached()) return;
-    RepairAndSearch(xsel_, heuristic_passes);
+    if (!o_.bare_branch_and_bound) RepairAndSearch(xsel_, heuristic_passes);
     if (stalled(history, bound)) break;
     if (theta < 1e-3) theta = 0.25;  // restart a collapsed step size
   }
@@ -734,7 +734,7 @@ void Solver::RootBounds(Node& root) {
     best_bound_ = std::min(best_bound_, bound);
     if (exact) best_bound_ = std::min(best_bound_, best_.obj);
     if (GapReached()) return;
-    RepairAndSearch(zl_, heuristic_passes);
+    if (!o_.bare_branch_and_bound) RepairAndSearch(zl_, heuristic_passes);
     if (stalled(history, bound)) break;
     if (theta < 1e-3) theta = 0.25;
   }
@@ -857,12 +857,15 @@ StrategicSolution Solver::Run() {
   const int start_passes = small ? kMaxLocalSearchPasses : 10;
   State independent = IndependentStart();
   const double fallback = independent.obj;
-  LocalSearch(independent, start_passes);
+  const bool heuristics = !o_.bare_branch_and_bound;
+  if (heuristics) LocalSearch(independent, start_passes);
   Offer(independent);
   State consensus = ConsensusStart();
-  LocalSearch(consensus, start_passes);
-  Offer(consensus);
-  if (small) {
+  if (heuristics) {
+    LocalSearch(consensus, start_passes);
+    Offer(consensus);
+  }
+  if (small && heuristics) {
     State empty =
         MakeState(std::vector<uint8_t>(static_cast<size_t>(n_) * m_, 0));
     LocalSearch(empty);
@@ -871,7 +874,7 @@ StrategicSolution Solver::Run() {
 
   Node root = MakeRoot();
   RootBounds(root);
-  if (!GapReached() && !TimeUp()) KickRounds();
+  if (heuristics && !GapReached() && !TimeUp()) KickRounds();
   if (exact_search_ && !GapReached() && !TimeUp()) {
     BranchAndBound(std::move(root));
   }

@@ -86,6 +86,9 @@ struct StrategicSolverOptions {
   int num_starts = 8;
   // Seeds the visiting orders and kicks of the heuristic. Default 0.
   uint64_t seed = 0;
+  // Testing: start branch and bound from the lambda = 0 answer alone, without
+  // best-response dynamics, Lagrangian heuristics or kicks. Default false.
+  bool bare_branch_and_bound = false;
 };
 
 struct SolverStats {
