@@ -191,7 +191,8 @@ absl::StatusOr<int64_t> ResolveClientBudget(const BudgetDistribution& dist,
   if (dist.kind == Kind::kFixed) {
     budget = std::llround(dist.value);
   } else {
-    DeterministicRng rng(MixSeed(seed) ^ StableHash(client_id));
+    DeterministicRng rng(MixSeed(seed) ^
+                         StableHash({client_id.data(), client_id.size()}));
     const int64_t lo = static_cast<int64_t>(std::ceil(dist.min));
     const int64_t hi = static_cast<int64_t>(std::floor(dist.max));
     if (dist.kind == Kind::kUniform) {

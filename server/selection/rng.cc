@@ -5,22 +5,6 @@
 
 namespace layerfl {
 
-uint64_t MixSeed(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-uint64_t StableHash(absl::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return MixSeed(h);
-}
-
 double DeterministicRng::UniformDouble() {
   return static_cast<double>(NextU64() >> 11) * 0x1.0p-53;
 }

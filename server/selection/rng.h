@@ -13,15 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/string_view.h"
+#include "common/util/seed.h"  // MixSeed, StableHash
 
 namespace layerfl {
-
-// SplitMix64 finaliser: a bijective 64-bit mix, used to derive seeds.
-uint64_t MixSeed(uint64_t x);
-
-// A stable 64-bit hash (FNV-1a, then MixSeed) of a string, e.g. a client id.
-uint64_t StableHash(absl::string_view s);
 
 class DeterministicRng {
  public:
