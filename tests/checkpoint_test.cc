@@ -39,7 +39,7 @@ Checkpoint MakeCheckpoint(int64_t round) {
   c.weights.layers.push_back({"head", 2, {Tensor32{"head.b", {}, {0.5f}}}});
   c.weights.layers.push_back({"empty", 0, {}});
   c.selection_state = std::string("sel\0state\xff", 10);
-  c.rng_state = "rng:12345";
+  c.engine_state = "rng:12345";
   c.metrics_json = absl::StrCat("{\"round\":", round, "}");
   return c;
 }
@@ -47,7 +47,7 @@ Checkpoint MakeCheckpoint(int64_t round) {
 void ExpectBitIdentical(const Checkpoint& a, const Checkpoint& b) {
   EXPECT_EQ(a.round, b.round);
   EXPECT_EQ(a.selection_state, b.selection_state);
-  EXPECT_EQ(a.rng_state, b.rng_state);
+  EXPECT_EQ(a.engine_state, b.engine_state);
   EXPECT_EQ(a.metrics_json, b.metrics_json);
   ASSERT_EQ(a.weights.layers.size(), b.weights.layers.size());
   for (size_t l = 0; l < a.weights.layers.size(); ++l) {

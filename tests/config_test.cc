@@ -66,6 +66,7 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.importance.metric, b.importance.metric);
   EXPECT_EQ(a.importance.batches, b.importance.batches);
 
+  EXPECT_EQ(a.pretrain.enabled, b.pretrain.enabled);
   EXPECT_EQ(a.pretrain.checkpoint, b.pretrain.checkpoint);
   EXPECT_EQ(a.pretrain.label_map, b.pretrain.label_map);
   EXPECT_EQ(a.pretrain.epochs, b.pretrain.epochs);
@@ -249,6 +250,7 @@ importance:
   metric: snr
   batches: 8
 pretrain:
+  enabled: false
   checkpoint: /cache/bert_pre.pt
   label_map: [0, 0, 1, 1]
   epochs: 3
@@ -330,6 +332,7 @@ budget:
   want.train.grad_clip = 1.5;
   want.importance.metric = "snr";
   want.importance.batches = 8;
+  want.pretrain.enabled = false;
   want.pretrain.checkpoint = "/cache/bert_pre.pt";
   want.pretrain.label_map = {0, 0, 1, 1};
   want.pretrain.epochs = 3;

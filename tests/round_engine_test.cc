@@ -321,7 +321,10 @@ TEST_F(RoundEngineTest, ResumesFromLastCheckpoint) {
 
 TEST_F(RoundEngineTest, JoinValidatesFields) {
   auto e = Make(Opts(0, 1));
-  EXPECT_THAT(e->Join({"", 1, 1.0}).message(), HasSubstr("client id is empty"));
+  EXPECT_THAT(e->Join({"", 1, 1.0}).message(),
+              HasSubstr("client id must have 1 to 128 characters, got 0"));
+  EXPECT_THAT(e->Join({"a\tb", 1, 1.0}).message(),
+              HasSubstr("client id 'a\\tb' may only hold letters, digits"));
   EXPECT_THAT(e->Join({"x", 0, 1.0}).message(), HasSubstr("num_samples must be >= 1"));
   EXPECT_THAT(e->Join({"x", 1, -1.0}).message(), HasSubstr("budget must be > 0"));
   EXPECT_THAT(e->StartRound().message(), HasSubstr("only 0 clients joined"));

@@ -174,7 +174,7 @@ class TinyLinear : public Model {
     torch::NoGradGuard g;
     linear_->weight.fill_(1.0);  // equal logits for every input
     linear_->bias.fill_(1.0);
-    groups_ = {{"w", {"weight"}, 4, false, false}, {"b", {"bias"}, 2, false, false}};
+    groups_ = {{"w", {"weight"}, 4, false, false, 0}, {"b", {"bias"}, 2, false, false, 0}};
   }
   const std::vector<LayerGroup>& groups() const override { return groups_; }
   NamedTensors Parameters() override {

@@ -271,7 +271,8 @@ std::vector<Field> ImportanceFields(ImportanceConfig* c) {
 }
 
 std::vector<Field> PretrainFields(PretrainConfig* c) {
-  return {Bind("checkpoint", &c->checkpoint), Bind("label_map", &c->label_map),
+  return {Bind("enabled", &c->enabled),
+          Bind("checkpoint", &c->checkpoint), Bind("label_map", &c->label_map),
           Bind("epochs", &c->epochs), Bind("lr", &c->lr),
           Bind("batch_size", &c->batch_size)};
 }

@@ -89,6 +89,8 @@ struct ImportanceConfig {
 };
 
 struct PretrainConfig {
+  // Start from the pretrained ViT (true) or from random initialisation.
+  bool enabled = true;
   // Where the pretrained checkpoint is cached; built when missing.
   std::string checkpoint = "cache/pretrained_vit.pt";
   // The pretraining task: fine class c is trained as label_map[c] (another,

@@ -20,6 +20,10 @@ struct LayerGroup {
   int64_t num_params = 0;                // total elements over param_names
   bool frozen = false;                   // never trained
   bool common = false;                   // trained by every client
+  // Activations kept for this group's backward pass, in floats per example
+  // (an estimate the built-in models give; 0 = unknown). Feeds the "memory"
+  // cost unit.
+  int64_t activation_floats_per_example = 0;
 };
 
 // A group declared by glob patterns over parameter names.

@@ -170,6 +170,27 @@ class ModuleModel : public Model {
   std::vector<LayerGroup> groups_;
 };
 
+// Floats kept for backward per example: T tokens of width D through a block
+// store the LayerNorm inputs/outputs, q/k/v, attention probabilities (H T^2,
+// twice: scores and softmax), the attention output, and the MLP's hidden
+// activations before and after GELU.
+void EstimateActivations(const ModelConfig& c, std::vector<LayerGroup>& groups) {
+  const int64_t t = c.kind == "vit" ? int64_t(c.image_size / c.patch_size) *
+                                              (c.image_size / c.patch_size) +
+                                          1
+                                    : c.max_len;
+  const int64_t d = c.dim, m = c.mlp_dim, h = c.heads;
+  for (LayerGroup& g : groups) {
+    if (g.name == "embed") {
+      g.activation_floats_per_example = t * d;
+    } else if (g.name == "head") {
+      g.activation_floats_per_example = 2 * d + c.num_classes;
+    } else {
+      g.activation_floats_per_example = t * (8 * d + 2 * m) + 2 * h * t * t;
+    }
+  }
+}
+
 template <typename Impl>
 absl::StatusOr<std::unique_ptr<Model>> Finish(
     std::shared_ptr<Impl> module, const ModelConfig& config,
@@ -183,6 +204,7 @@ absl::StatusOr<std::unique_ptr<Model>> Finish(
   if (!groups.ok()) return groups.status();
   absl::Status marked = MarkGroups(config.frozen, config.common, *groups);
   if (!marked.ok()) return marked;
+  EstimateActivations(config, *groups);
   return std::unique_ptr<Model>(
       new ModuleModel<Impl>(std::move(module), std::move(*groups)));
 }

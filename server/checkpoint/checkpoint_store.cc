@@ -175,7 +175,7 @@ size_t EncodedSize(const Checkpoint& c) {
            sizeof(float) * t.values.size();
     }
   }
-  n += 8 + c.selection_state.size() + 8 + c.rng_state.size() + 8 +
+  n += 8 + c.selection_state.size() + 8 + c.engine_state.size() + 8 +
        c.metrics_json.size();
   return n + kCrcSize;
 }
@@ -200,7 +200,7 @@ void Encode(const Checkpoint& c, Sink* sink) {
     }
   }
   e.Str(c.selection_state);
-  e.Str(c.rng_state);
+  e.Str(c.engine_state);
   e.Str(c.metrics_json);
   e.FinishWithCrc();
 }
@@ -636,7 +636,7 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(const std::string& bytes,
     c.weights.layers.push_back(std::move(layer));
   }
   RETURN_IF_ERROR(d.Str(&c.selection_state, "selection state"));
-  RETURN_IF_ERROR(d.Str(&c.rng_state, "rng state"));
+  RETURN_IF_ERROR(d.Str(&c.engine_state, "engine state"));
   RETURN_IF_ERROR(d.Str(&c.metrics_json, "metrics"));
   if (d.remaining() != 0) {
     return d.Error(

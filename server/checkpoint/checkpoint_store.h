@@ -12,7 +12,7 @@
 //   | u32 layer count, per layer: str group, i64 version, u32 tensor count,
 //       per tensor: str name, u32 rank, i64 dims[rank], u64 numel,
 //                   f32 values[numel]
-//   | str selection_state | str rng_state | str metrics_json
+//   | str selection_state | str engine_state | str metrics_json
 //   | u32 CRC-32 (zlib) of every byte before it
 // where str = u64 length + bytes. Every length is checked against the bytes
 // that remain before anything is allocated, so a hostile or damaged file is
@@ -33,7 +33,7 @@ struct Checkpoint {
   int64_t round = 0;            // last committed round, >= 0
   ModelWeights weights;         // with per-layer versions
   std::string selection_state;  // opaque bytes (regulation statistics)
-  std::string rng_state;        // opaque bytes
+  std::string engine_state;     // opaque bytes (the round engine's own state)
   std::string metrics_json;     // opaque
 };
 

@@ -7,7 +7,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/util/status_macros.h"
 #include "server/selection/rng.h"
@@ -88,6 +92,7 @@ class RoundEngineImpl : public RoundEngine {
     }
     RETURN_IF_ERROR(deps_.selector->RestoreState(ckpt->selection_state));
     absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(RestoreEngineState(ckpt->engine_state));
     global_ = std::move(ckpt->weights);
     committed_ = ckpt->round;
     resumed_ = true;
@@ -95,8 +100,16 @@ class RoundEngineImpl : public RoundEngine {
   }
 
   absl::Status Join(const ClientInfo& client) override {
-    if (client.id.empty()) {
-      return absl::InvalidArgumentError("join: client id is empty");
+    if (client.id.empty() || client.id.size() > 128) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "join: client id must have 1 to 128 characters, got ", client.id.size()));
+    }
+    for (char ch : client.id) {
+      if (!absl::ascii_isalnum(ch) && ch != '-' && ch != '_' && ch != '.') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "join: client id '", absl::CHexEscape(client.id),
+            "' may only hold letters, digits, '-', '_' and '.'"));
+      }
     }
     if (client.num_samples < 1) {
       return absl::InvalidArgumentError(
@@ -361,6 +374,42 @@ class RoundEngineImpl : public RoundEngine {
     return absl::OkStatus();
   }
 
+  // The scores each client reported last (reused by rounds that do not
+  // score), one client a line: "<id>\t<score>,<score>,...", doubles printed
+  // with 17 significant digits so they read back exactly.
+  std::string SaveEngineState() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::string out;
+    for (const auto& [id, scores] : last_scores_) {
+      absl::StrAppend(&out, id, "\t");
+      for (size_t i = 0; i < scores.size(); ++i) {
+        absl::StrAppend(&out, i ? "," : "", absl::StrFormat("%.17g", scores[i]));
+      }
+      out += "\n";
+    }
+    return out;
+  }
+
+  absl::Status RestoreEngineState(const std::string& bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    last_scores_.clear();
+    for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> parts = absl::StrSplit(line, '\t');
+      if (parts.size() != 2) {
+        return absl::DataLossError("checkpoint engine state: malformed line");
+      }
+      std::vector<double> scores;
+      for (absl::string_view v : absl::StrSplit(parts[1], ',', absl::SkipEmpty())) {
+        double d = 0;
+        if (!absl::SimpleAtod(v, &d)) {
+          return absl::DataLossError("checkpoint engine state: bad score");
+        }
+        scores.push_back(d);
+      }
+      last_scores_[std::string(parts[0])] = std::move(scores);
+    }
+    return absl::OkStatus();
+  }
+
   // Moves on when nobody is still owed an answer.
   void MaybeAdvance() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (phase_ == Phase::kIdle) return;
@@ -490,6 +539,7 @@ class RoundEngineImpl : public RoundEngine {
       ckpt.round = committed_;
       ckpt.weights = global_;
       ckpt.selection_state = deps_.selector->SaveState();
+      ckpt.engine_state = SaveEngineState();
       ckpt.metrics_json = record_.ToJson();
       absl::Status saved = deps_.store->Save(ckpt);
       if (!saved.ok()) {

@@ -1,0 +1,204 @@
+#include "server/round/selector.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/util/seed.h"
+#include "common/util/status_macros.h"
+#include "server/selection/budget.h"
+#include "server/selection/regulation_stats.h"
+#include "server/selection/selection_strategy.h"
+
+namespace layerfl {
+namespace {
+
+absl::StatusOr<std::vector<int64_t>> CostsFor(
+    const RunConfig& c, const std::vector<LayerGroup>& groups) {
+  ASSIGN_OR_RETURN(CostUnit unit, ParseCostUnit(c.budget.unit));
+  ASSIGN_OR_RETURN(MemoryModel memory,
+                   MemoryModelForOptimizer(c.train.optimizer, c.train.momentum));
+  std::vector<LayerFootprint> footprints;
+  for (const LayerGroup& g : groups) {
+    footprints.push_back(
+        {g.name, g.num_params,
+         g.activation_floats_per_example * c.train.batch_size *
+             static_cast<int64_t>(sizeof(float))});
+  }
+  return LayerCosts(footprints, unit, memory);
+}
+
+// The score vector a strategy reads: rgn and snr rank by their own metric;
+// importance and strategic by importance.metric (sq_grad_norm by default).
+enum class ScoreField { kSqGradNorm, kRgn, kSnr };
+
+class StrategySelector : public LayerSelector {
+ public:
+  StrategySelector(const RunConfig& config, std::vector<LayerSpec> layers,
+                   std::unique_ptr<SelectionStrategy> strategy,
+                   RegulationStats stats)
+      : seed_(config.seed),
+        strategy_name_(config.selection.strategy),
+        layers_(std::move(layers)),
+        strategy_(std::move(strategy)),
+        stats_(std::move(stats)) {
+    needs_scores_ = strategy_name_ == "rgn" || strategy_name_ == "snr" ||
+                    strategy_name_ == "importance" ||
+                    strategy_name_ == "strategic";
+    field_ = strategy_name_ == "rgn"   ? ScoreField::kRgn
+             : strategy_name_ == "snr" ? ScoreField::kSnr
+                                       : ScoreField::kSqGradNorm;
+  }
+
+  bool NeedsScores() const override { return needs_scores_; }
+
+  absl::StatusOr<SelectionOutcome> Select(
+      const std::vector<SelectionCandidate>& candidates,
+      int64_t round) override {
+    SelectionInput input;
+    input.layers = layers_;
+    input.stats = &stats_;
+    input.seed = MixSeed(seed_ ^ MixSeed(static_cast<uint64_t>(round)));
+    for (const SelectionCandidate& c : candidates) {
+      ClientInput client;
+      client.id = c.id;
+      client.budget = static_cast<int64_t>(std::floor(c.budget));
+      client.num_samples = c.num_samples;
+      switch (field_) {
+        case ScoreField::kSqGradNorm:
+          client.sq_grad_norm = c.scores;
+          break;
+        case ScoreField::kRgn:
+          client.rgn = c.scores;
+          break;
+        case ScoreField::kSnr:
+          client.snr = c.scores;
+          break;
+      }
+      input.clients.push_back(std::move(client));
+    }
+    ASSIGN_OR_RETURN(SelectionResult result, strategy_->Select(input));
+    SelectionOutcome out;
+    for (const std::vector<int>& picks : result.layers) {
+      std::vector<std::string> names;
+      for (int l : picks) names.push_back(layers_[l].name);
+      out.layers.push_back(std::move(names));
+    }
+    const SelectionDiagnostics& d = result.diagnostics;
+    out.objective = d.objective;
+    out.upper_bound = d.upper_bound;
+    out.gap = d.gap;
+    out.solver_status = SolverStatusName(d.status);
+    out.solve_ms = d.solve_ms;
+    last_input_ = std::move(input);
+    last_result_ = std::move(result);
+    return out;
+  }
+
+  void OnCommitted(const std::vector<SelectionCandidate>&,
+                   const SelectionOutcome&) override {
+    // The input and result of the selection the engine just committed.
+    absl::Status s = stats_.Update(last_input_, last_result_);
+    (void)s;  // Only fails on a mismatch Select() already ruled out.
+  }
+
+  std::string SaveState() const override { return stats_.Serialize(); }
+
+  absl::Status RestoreState(const std::string& bytes) override {
+    if (bytes.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(RegulationStats restored, RegulationStats::Deserialize(bytes));
+    if (restored.layer_names() != stats_.layer_names()) {
+      return absl::FailedPreconditionError(
+          "checkpointed selection statistics are for other layers");
+    }
+    stats_ = std::move(restored);
+    return absl::OkStatus();
+  }
+
+ private:
+  uint64_t seed_;
+  std::string strategy_name_;
+  std::vector<LayerSpec> layers_;
+  std::unique_ptr<SelectionStrategy> strategy_;
+  RegulationStats stats_;
+  bool needs_scores_ = false;
+  ScoreField field_ = ScoreField::kSqGradNorm;
+  SelectionInput last_input_;
+  SelectionResult last_result_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LayerSelector>> CreateLayerSelector(
+    const RunConfig& config, const std::vector<LayerGroup>& groups) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> costs, CostsFor(config, groups));
+  std::vector<std::string> names, frozen, common;
+  for (const LayerGroup& g : groups) {
+    names.push_back(g.name);
+    if (g.frozen) frozen.push_back(g.name);
+    if (g.common) common.push_back(g.name);
+  }
+  ASSIGN_OR_RETURN(std::vector<LayerSpec> layers,
+                   MakeLayerTable(names, costs, frozen, common));
+  SelectionOptions options;
+  options.strategy = config.selection.strategy;
+  options.lambda = config.selection.lambda;
+  options.normalize_scores = config.selection.normalize_scores;
+  options.time_limit_ms = config.selection.time_limit_ms;
+  options.target_gap = config.selection.target_gap;
+  options.starts = config.selection.starts;
+  ASSIGN_OR_RETURN(std::unique_ptr<SelectionStrategy> strategy,
+                   CreateSelectionStrategy(options.strategy, options));
+  ASSIGN_OR_RETURN(RegulationStats stats, RegulationStats::Create(names));
+  return std::unique_ptr<LayerSelector>(new StrategySelector(
+      config, std::move(layers), std::move(strategy), std::move(stats)));
+}
+
+absl::StatusOr<std::vector<double>> AssignBudgets(
+    const RunConfig& config, const std::vector<LayerGroup>& groups,
+    const std::vector<std::string>& client_ids) {
+  (void)groups;
+  BudgetDistribution dist;
+  ASSIGN_OR_RETURN(dist.kind, ParseBudgetDistribution(config.budget.distribution));
+  if (dist.kind == BudgetDistribution::Kind::kDeclared) {
+    return absl::InvalidArgumentError(
+        "budget.distribution: 'declared' needs clients that declare a budget; "
+        "the simulator's virtual clients do not");
+  }
+  dist.value = config.budget.value;
+  dist.min = config.budget.min;
+  dist.max = config.budget.max;
+  dist.mean = config.budget.mean;
+  dist.std = config.budget.std;
+  RETURN_IF_ERROR(dist.Validate());
+  std::vector<double> out;
+  for (const std::string& id : client_ids) {
+    ASSIGN_OR_RETURN(int64_t b,
+                     ResolveClientBudget(dist, config.seed, id, std::nullopt));
+    out.push_back(static_cast<double>(b));
+  }
+  return out;
+}
+
+std::string ScoreMetricFor(const RunConfig& c) {
+  if (c.selection.strategy == "rgn" || c.selection.strategy == "snr") {
+    return c.selection.strategy;
+  }
+  return c.importance.metric;
+}
+
+RoundEngineOptions ToEngineOptions(const RunConfig& c) {
+  RoundEngineOptions o;
+  o.rounds = c.federated.rounds;
+  o.clients_per_round = c.federated.clients_per_round;
+  o.min_clients = c.federated.min_clients;
+  o.selection_period = c.federated.selection_period;
+  o.eval_every = c.federated.eval_every;
+  o.round_deadline = absl::Seconds(c.federated.round_deadline_s);
+  o.max_round_retries = c.federated.max_round_retries;
+  o.aggregation.weight_by_samples = c.federated.aggregation == "weighted";
+  o.aggregation.server_lr = c.federated.server_lr;
+  o.seed = c.seed;
+  return o;
+}
+
+}  // namespace layerfl

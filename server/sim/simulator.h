@@ -1,0 +1,50 @@
+#ifndef LAYERFL_SERVER_SIM_SIMULATOR_H_
+#define LAYERFL_SERVER_SIM_SIMULATOR_H_
+
+// layerfl-sim: many virtual clients in one process, driven through the same
+// round engine as the coordinator daemon and trained by the same selective
+// trainer as the client daemon. Writes metrics.jsonl and checkpoints under
+// federated.run_dir; resumes from the last checkpoint there when
+// federated.resume is set. Same config and seed -> identical metrics (timings
+// aside) and bit-identical final weights.
+//
+// Blocking; not thread-safe (one simulation per process: it sets LibTorch's
+// thread count).
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/config/config.h"
+#include "common/weights/weights.h"
+
+namespace layerfl {
+
+struct SimOptions {
+  // Stop (as if the process died) after this many rounds committed by this
+  // call; 0 = run to the end. For crash/resume tests.
+  int64_t stop_after_rounds = 0;
+  // Per-round progress lines; null = silent.
+  std::ostream* progress = nullptr;
+};
+
+struct SimResult {
+  int64_t rounds_committed = 0;  // the last committed round number
+  bool resumed = false;
+  double final_accuracy = 0.0;  // last evaluation
+  double best_accuracy = 0.0;
+  double final_loss = 0.0;
+  int64_t bytes_up = 0;    // all rounds run by this call
+  int64_t bytes_down = 0;
+  double wall_seconds = 0.0;
+  ModelWeights final_weights;
+  std::string metrics_path;
+};
+
+absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
+                                        const SimOptions& options);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SIM_SIMULATOR_H_

@@ -1,0 +1,127 @@
+#include "server/sim/simulator.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace layerfl {
+namespace {
+
+using ::testing::HasSubstr;
+
+RunConfig SmallRun(const std::string& name) {
+  RunConfig c;
+  c.seed = 7;
+  c.threads = 1;
+  c.model.dim = 16;
+  c.model.depth = 2;
+  c.model.heads = 2;
+  c.model.mlp_dim = 32;
+  c.pretrain.enabled = false;
+  c.data.num_clients = 6;
+  c.data.partition = "dirichlet";
+  c.data.alpha = 1.0;
+  c.data.max_test_examples = 300;
+  c.train.local_steps = 3;
+  c.train.batch_size = 16;
+  c.importance.batches = 2;
+  c.federated.rounds = 6;
+  c.federated.clients_per_round = 4;
+  c.federated.min_clients = 2;
+  c.federated.selection_period = 2;  // rounds 2, 4, 6 reuse cached scores
+  c.federated.run_dir = ::testing::TempDir() + "/sim_" + name;
+  c.selection.strategy = "strategic";
+  c.selection.lambda = 0.05;
+  c.budget.distribution = "uniform";
+  c.budget.min = 1;
+  c.budget.max = 3;
+  std::filesystem::remove_all(c.federated.run_dir);
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+  return c;
+}
+
+// Metrics lines without their timings (the only part allowed to differ), and
+// optionally without bytes_down: virtual clients that "crashed" with the
+// simulator lose their cached layers and download everything once more.
+std::vector<std::string> MetricsWithoutTiming(const std::string& path,
+                                              bool drop_bytes_down = false) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    line = line.substr(0, line.find(",\"timing_ms\""));
+    if (drop_bytes_down) {
+      const size_t from = line.find(",\"bytes_down\":");
+      line.erase(from, line.find(',', from + 1) - from);
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+void ExpectBitIdentical(const ModelWeights& a, const ModelWeights& b) {
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    EXPECT_EQ(a.layers[l].version, b.layers[l].version) << a.layers[l].group;
+    for (size_t t = 0; t < a.layers[l].tensors.size(); ++t) {
+      const auto& x = a.layers[l].tensors[t].values;
+      const auto& y = b.layers[l].tensors[t].values;
+      ASSERT_EQ(x.size(), y.size());
+      EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(float)))
+          << a.layers[l].tensors[t].name;
+    }
+  }
+}
+
+TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
+  auto a = RunSimulation(SmallRun("det_a"), SimOptions());
+  auto b = RunSimulation(SmallRun("det_b"), SimOptions());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->rounds_committed, 6);
+  std::vector<std::string> ma = MetricsWithoutTiming(a->metrics_path);
+  ASSERT_EQ(ma.size(), 6u);
+  EXPECT_EQ(ma, MetricsWithoutTiming(b->metrics_path));
+  EXPECT_THAT(ma[0], HasSubstr("\"accuracy\":"));
+  EXPECT_THAT(ma[0], HasSubstr("\"clients\":[{\"id\":\"client-"));
+  ExpectBitIdentical(a->final_weights, b->final_weights);
+  // Something was trained and shipped.
+  EXPECT_GT(a->bytes_up, 0);
+  EXPECT_GT(a->bytes_down, a->bytes_up);
+}
+
+TEST(SimulatorTest, CrashAfterThreeRoundsThenResumeEqualsUninterruptedRun) {
+  auto full = RunSimulation(SmallRun("full"), SimOptions());
+  ASSERT_TRUE(full.ok()) << full.status();
+
+  RunConfig c = SmallRun("crash");
+  SimOptions crash;
+  crash.stop_after_rounds = 3;
+  auto first = RunSimulation(c, crash);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->rounds_committed, 3);
+  EXPECT_FALSE(first->resumed);
+
+  auto second = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->resumed);
+  EXPECT_EQ(second->rounds_committed, 6);
+  ExpectBitIdentical(full->final_weights, second->final_weights);
+  EXPECT_EQ(MetricsWithoutTiming(full->metrics_path, true),
+            MetricsWithoutTiming(second->metrics_path, true));
+}
+
+TEST(SimulatorTest, RefusesToOverwriteCheckpointsWithoutResume) {
+  RunConfig c = SmallRun("noresume");
+  SimOptions one;
+  one.stop_after_rounds = 1;
+  ASSERT_TRUE(RunSimulation(c, one).ok());
+  c.federated.resume = false;
+  auto again = RunSimulation(c, one);
+  ASSERT_FALSE(again.ok());
+  EXPECT_THAT(again.status().message(), HasSubstr("federated.resume is false"));
+}
+
+}  // namespace
+}  // namespace layerfl
