@@ -9,6 +9,7 @@
 #include "client/trainer/examples.h"
 #include "client/trainer/pretrain.h"
 #include "client/trainer/trainer.h"
+#include "client/worker/worker.h"
 #include "common/data/federated_data.h"
 #include "common/model/weights_bridge.h"
 #include "common/util/seed.h"
@@ -36,10 +37,9 @@ class TorchEvaluator : public Evaluator {
   const SelectiveTrainer& trainer_;
 };
 
-// A virtual client: its data and the layer versions of its model copy.
+// A virtual client: its worker and the layer versions its copy would hold.
 struct VirtualClient {
-  std::string id;
-  Examples data;
+  std::unique_ptr<LocalWorker> worker;
   std::vector<int64_t> versions;  // -1 = never downloaded
 };
 
@@ -64,6 +64,10 @@ std::string Eta(double seconds) {
 
 }  // namespace
 
+std::string SimClientId(int index) {
+  return absl::StrFormat("client-%03d", index);
+}
+
 absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                                         const SimOptions& options) {
   const auto wall0 = std::chrono::steady_clock::now();
@@ -71,7 +75,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   SetTorchThreads(c.threads);
 
   ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, CreateModel(c.model, c.seed));
+  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
   if (c.model.kind == "vit" && c.pretrain.enabled) {
     ASSIGN_OR_RETURN(NamedTensors pretrained,
                      EnsurePretrained(c, images.holdout, log));
@@ -82,10 +86,10 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   std::vector<VirtualClient> clients(images.clients.size());
   std::vector<std::string> ids;
   for (size_t i = 0; i < clients.size(); ++i) {
-    clients[i].id = absl::StrFormat("client-%03d", i);
-    clients[i].data = ImagesToExamples(images.clients[i]);
+    ids.push_back(SimClientId(static_cast<int>(i)));
+    clients[i].worker = std::make_unique<LocalWorker>(
+        c, ids.back(), model, ImagesToExamples(images.clients[i]));
     clients[i].versions.assign(initial.layers.size(), -1);
-    ids.push_back(clients[i].id);
   }
   images.clients.clear();
   const Examples test = ImagesToExamples(images.test);
@@ -118,7 +122,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                    RoundEngine::Create(ToEngineOptions(c), initial, deps));
   for (size_t i = 0; i < clients.size(); ++i) {
     RETURN_IF_ERROR(engine->Join(
-        {ids[i], clients[i].data.size(), budgets[i]}));
+        {ids[i], clients[i].worker->num_samples(), budgets[i]}));
   }
 
   SimResult result;
@@ -149,34 +153,22 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     // Scoring (when the strategy asks), then training; clients in id order.
     for (int phase = 0; phase < 2 && engine->round_running(); ++phase) {
       for (VirtualClient& client : clients) {
-        Task task = engine->TaskFor(client.id);
+        LocalWorker& worker = *client.worker;
+        Task task = engine->TaskFor(worker.id());
         const TaskKind wanted = phase == 0 ? TaskKind::kScore : TaskKind::kTrain;
         if (task.kind != wanted) continue;
         ModelWeights global = engine->global();
         bytes_down += Sync(client, global);
-        RETURN_IF_ERROR(ImportWeights(*model, global));
-        const uint64_t seed =
-            MixSeed(c.seed ^ MixSeed(StableHash(client.id) + round * 2 + phase));
         if (task.kind == TaskKind::kScore) {
-          ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
-                           trainer.Importance(*model, client.data, seed));
-          RETURN_IF_ERROR(engine->SubmitScores(
-              client.id, task.round, ReportedScores(scores, metric)));
+          ASSIGN_OR_RETURN(std::vector<double> scores,
+                           worker.Score(global, task.round, metric));
+          RETURN_IF_ERROR(engine->SubmitScores(worker.id(), task.round, scores));
           continue;
         }
-        ASSIGN_OR_RETURN(TrainResult r,
-                         trainer.Train(*model, client.data, task.layers, seed));
-        std::vector<LayerDelta> update;
-        for (const GroupDelta& d : r.deltas) {
-          LayerDelta delta;
-          delta.group = d.group;
-          for (const auto& [name, t] : d.tensors) {
-            delta.tensors.push_back(ToTensor32(name, t));
-          }
-          update.push_back(std::move(delta));
-        }
-        RETURN_IF_ERROR(engine->SubmitUpdate(client.id, task.round,
-                                             client.data.size(), update));
+        ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
+                         worker.Train(global, task.round, task.layers));
+        RETURN_IF_ERROR(engine->SubmitUpdate(worker.id(), task.round,
+                                             worker.num_samples(), update));
       }
     }
     RETURN_IF_ERROR(engine->Tick());

@@ -42,6 +42,11 @@ struct SimResult {
   std::string metrics_path;
 };
 
+// The id of the virtual client holding partition `index`: "client-007".
+// Client daemons started with --partition 7 use the same id by default, so a
+// distributed run reproduces the simulation.
+std::string SimClientId(int index);
+
 absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
                                         const SimOptions& options);
 

@@ -1,0 +1,59 @@
+#ifndef LAYERFL_CLIENT_WORKER_WORKER_H_
+#define LAYERFL_CLIENT_WORKER_WORKER_H_
+
+// One client's work on its private data, shared by the client daemon and the
+// simulator's virtual clients so that both compute exactly the same thing:
+// importance scores at the global model, and a sparse update (w_local -
+// w_global of the assigned layers). Random streams depend only on
+// (run seed, client id, round, task), never on the order clients run in.
+//
+// Not thread-safe. Workers may share one model replica (the simulator's
+// virtual clients do, one at a time): every task loads the global weights
+// it is given first.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/trainer/trainer.h"
+#include "common/config/config.h"
+#include "common/model/model.h"
+#include "common/weights/weights.h"
+
+namespace layerfl {
+
+class LocalWorker {
+ public:
+  // `model` is the replica the worker trains (its weights on entry do not
+  // matter: every task starts from the global weights it is given).
+  LocalWorker(const RunConfig& config, std::string client_id,
+              std::shared_ptr<Model> model, Examples data);
+
+  const std::string& id() const { return id_; }
+  int64_t num_samples() const { return data_.size(); }
+  const Model& model() const { return *model_; }
+
+  // Per-layer scores of `metric` ("sq_grad_norm", "rgn" or "snr") at `global`.
+  absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
+                                            int64_t round,
+                                            const std::string& metric);
+
+  // Trains `layers` from `global`; returns their deltas, in model order.
+  absl::StatusOr<std::vector<LayerDelta>> Train(
+      const ModelWeights& global, int64_t round,
+      const std::vector<std::string>& layers);
+
+ private:
+  uint64_t TaskSeed(int64_t round, int task) const;
+
+  uint64_t seed_;
+  std::string id_;
+  std::shared_ptr<Model> model_;
+  Examples data_;
+  SelectiveTrainer trainer_;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_CLIENT_WORKER_WORKER_H_
