@@ -64,6 +64,62 @@ TEST(KnapsackTest, MatchesBruteForce) {
   }
 }
 
+// Exact 0-1 knapsack by dynamic programming over the capacity.
+double DpKnapsack(const std::vector<double>& v, const std::vector<int64_t>& w,
+                  int64_t cap) {
+  std::vector<double> best(cap + 1, 0.0);
+  for (size_t j = 0; j < v.size(); ++j) {
+    if (v[j] <= 0) continue;
+    for (int64_t c = cap; c >= w[j]; --c) {
+      best[c] = std::max(best[c], best[c - w[j]] + v[j]);
+    }
+  }
+  return best[cap];
+}
+
+TEST(KnapsackTest, ManyItemsOfFewSizesMatchDynamicProgramming) {
+  // Layer groups of a model share a few sizes; equal-weight dominance keeps
+  // these fast and must keep them exact.
+  DeterministicRng rng(12);
+  Knapsack knapsack;
+  // Three sizes go through the per-size enumeration, six through branch and
+  // bound with equal-weight dominance.
+  const int64_t sizes[] = {1, 4, 8, 3, 5, 11};
+  for (int trial = 0; trial < 400; ++trial) {
+    const int n = static_cast<int>(rng.UniformInt(20, 48));
+    const int num_sizes = trial % 2 ? 3 : 6;
+    std::vector<double> v(n);
+    std::vector<int64_t> w(n);
+    for (int j = 0; j < n; ++j) {
+      w[j] = sizes[rng.UniformBelow(num_sizes)];
+      v[j] = trial % 4 < 2 ? rng.UniformDouble() * w[j]
+                           : static_cast<double>(rng.UniformInt(0, 3));
+    }
+    const int64_t cap = rng.UniformInt(0, 120);
+    const Knapsack::Result r = knapsack.Solve(v, w, cap, 200000);
+    ASSERT_TRUE(r.proven_optimal) << "trial " << trial;
+    ASSERT_NEAR(r.value, DpKnapsack(v, w, cap), 1e-9) << "trial " << trial;
+    EXPECT_EQ(r.upper_bound, r.value);
+  }
+}
+
+TEST(KnapsackTest, NodeLimitKeepsAFeasibleAnswerAndAValidBound) {
+  DeterministicRng rng(13);
+  Knapsack knapsack;
+  std::vector<double> v(40);
+  std::vector<int64_t> w(40);
+  for (int j = 0; j < 40; ++j) {
+    w[j] = rng.UniformInt(50, 100);
+    v[j] = static_cast<double>(w[j]) + rng.UniformDouble();
+  }
+  const Knapsack::Result r = knapsack.Solve(v, w, 1000, 10);
+  EXPECT_FALSE(r.proven_optimal);
+  int64_t weight = 0;
+  for (int j : r.taken) weight += w[j];
+  EXPECT_LE(weight, 1000);
+  EXPECT_GE(r.upper_bound, DpKnapsack(v, w, 1000));
+}
+
 TEST(KnapsackTest, UniformWeightsTakeHighestScoresLowerIndexOnTies) {
   Knapsack knapsack;
   const Knapsack::Result r =
