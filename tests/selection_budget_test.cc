@@ -50,7 +50,8 @@ TEST(RngTest, UniformDrawsStayInRange) {
 }
 
 TEST(RngTest, NormalQuantileInvertsTheCdf) {
-  for (double p : {1e-12, 1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.999, 1 - 1e-9}) {
+  for (double p :
+       {1e-12, 1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.999, 1 - 1e-9}) {
     EXPECT_NEAR(NormalCdf(NormalQuantile(p)), p, 1e-12 + 1e-9 * p) << p;
   }
   EXPECT_NEAR(NormalQuantile(0.975), 1.959963984540054, 1e-9);
@@ -61,7 +62,8 @@ std::vector<LayerFootprint> Footprints() {
 }
 
 TEST(LayerCostTest, LayersParamsAndMemory) {
-  EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kLayers), ElementsAre(1, 1, 1));
+  EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kLayers),
+              ElementsAre(1, 1, 1));
   EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kParams),
               ElementsAre(1000, 500, 10));
   // SGD with momentum: 4 (weight) + 4 (grad) + 4 (momentum) bytes a param.
@@ -122,8 +124,9 @@ TEST(BudgetTest, FixedAndDeclared) {
       ResolveClientBudget(declared, 1, "client-7", std::nullopt);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(missing.status().message(), HasSubstr("client 'client-7'"));
-  EXPECT_THAT(ResolveClientBudget(declared, 1, "client-8", -5).status().message(),
-              HasSubstr("client 'client-8': declared budget must be >= 0"));
+  EXPECT_THAT(
+      ResolveClientBudget(declared, 1, "client-8", -5).status().message(),
+      HasSubstr("client 'client-8': declared budget must be >= 0"));
 }
 
 TEST(BudgetTest, UniformIsDeterministicPerClientAndCoversTheRange) {

@@ -50,7 +50,8 @@ TEST(RegulationStatsTest, CountsAndSampleWeightedRunningImportance) {
   EXPECT_TRUE(stats.has_importance());
   EXPECT_THAT(stats.importance(), ElementsAre(1, 3, 2));
 
-  ASSERT_TRUE(stats.Update(Round({3, 3, 3}, {3, 3, 3}), Picks({{2}, {2}})).ok());
+  ASSERT_TRUE(
+      stats.Update(Round({3, 3, 3}, {3, 3, 3}), Picks({{2}, {2}})).ok());
   EXPECT_THAT(stats.selection_counts(), ElementsAre(1, 1, 4));
   EXPECT_THAT(stats.last_round_counts(), ElementsAre(0, 0, 2));
   // decay 0.5: 0.5 * old + 0.5 * 3.
@@ -94,8 +95,9 @@ TEST(RegulationStatsTest, SerializeRoundTrip) {
   RegulationStats stats = Fresh();
   ASSERT_TRUE(
       stats.Update(Round({4, 0, 8}, {0, 4, 0}), Picks({{0, 2}, {1, 2}})).ok());
-  ASSERT_TRUE(stats.Update(Round({0.1, 1e-30, 3}, {7, 3, 3}), Picks({{2}, {1, 2}}))
-                  .ok());
+  ASSERT_TRUE(
+      stats.Update(Round({0.1, 1e-30, 3}, {7, 3, 3}), Picks({{2}, {1, 2}}))
+          .ok());
   const std::string bytes = stats.Serialize();
   absl::StatusOr<RegulationStats> back = RegulationStats::Deserialize(bytes);
   ASSERT_TRUE(back.ok()) << back.status();
@@ -109,8 +111,10 @@ TEST(RegulationStatsTest, SerializeRoundTrip) {
   EXPECT_EQ(back->importance(), stats.importance());  // bit-exact
   EXPECT_EQ(back->Serialize(), bytes);
   // Updating the restored copy matches updating the original.
-  ASSERT_TRUE(stats.Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
-  ASSERT_TRUE(back->Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
+  ASSERT_TRUE(
+      stats.Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
+  ASSERT_TRUE(
+      back->Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
   EXPECT_EQ(back->Serialize(), stats.Serialize());
 
   const std::string empty = Fresh().Serialize();
@@ -119,7 +123,8 @@ TEST(RegulationStatsTest, SerializeRoundTrip) {
 
 TEST(RegulationStatsTest, CorruptBytesAreDataLoss) {
   RegulationStats stats = Fresh();
-  ASSERT_TRUE(stats.Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
+  ASSERT_TRUE(
+      stats.Update(Round({1, 2, 3}, {3, 2, 1}), Picks({{0}, {0}})).ok());
   const std::string bytes = stats.Serialize();
   for (size_t k = 0; k < bytes.size(); k += 7) {
     std::string flipped = bytes;
@@ -129,16 +134,16 @@ TEST(RegulationStatsTest, CorruptBytesAreDataLoss) {
         << "byte " << k;
   }
   for (size_t len : {size_t{0}, size_t{5}, size_t{20}, bytes.size() - 1}) {
-    EXPECT_EQ(RegulationStats::Deserialize(bytes.substr(0, len)).status().code(),
-              absl::StatusCode::kDataLoss)
+    EXPECT_EQ(
+        RegulationStats::Deserialize(bytes.substr(0, len)).status().code(),
+        absl::StatusCode::kDataLoss)
         << "length " << len;
   }
   EXPECT_EQ(RegulationStats::Deserialize(bytes + "x").status().code(),
             absl::StatusCode::kDataLoss);
-  EXPECT_THAT(RegulationStats::Deserialize("XXXX" + bytes.substr(4))
-                  .status()
-                  .message(),
-              HasSubstr("bad magic"));
+  EXPECT_THAT(
+      RegulationStats::Deserialize("XXXX" + bytes.substr(4)).status().message(),
+      HasSubstr("bad magic"));
 }
 
 }  // namespace

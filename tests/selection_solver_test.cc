@@ -21,8 +21,8 @@ using ::testing::HasSubstr;
 double Tol(double v) { return 1e-9 * std::max(1.0, std::abs(v)); }
 
 // Exhaustive 0-1 knapsack.
-double BruteKnapsack(const std::vector<double>& v, const std::vector<int64_t>& w,
-                     int64_t cap) {
+double BruteKnapsack(const std::vector<double>& v,
+                     const std::vector<int64_t>& w, int64_t cap) {
   double best = 0;
   const int n = static_cast<int>(v.size());
   for (uint32_t mask = 0; mask < (1u << n); ++mask) {
@@ -136,7 +136,8 @@ StrategicProblem RandomProblem(DeterministicRng& rng, int n, int m, bool unit,
   p.num_clients = n;
   p.num_layers = m;
   p.lambda = lambda;
-  for (int l = 0; l < m; ++l) p.costs.push_back(unit ? 1 : rng.UniformInt(1, 4));
+  for (int l = 0; l < m; ++l)
+    p.costs.push_back(unit ? 1 : rng.UniformInt(1, 4));
   for (int i = 0; i < n; ++i) {
     p.budgets.push_back(rng.UniformInt(0, unit ? m : 2 * m));
   }
@@ -203,7 +204,8 @@ TEST(StrategicSolverTest, ExactAgainstBruteForceOnRandomInstances) {
   EXPECT_GT(total_nodes, 0);
 }
 
-TEST(StrategicSolverTest, BareBranchAndBoundMatchesBruteForceOnLargerInstances) {
+TEST(StrategicSolverTest,
+     BareBranchAndBoundMatchesBruteForceOnLargerInstances) {
   DeterministicRng rng(77);
   int64_t total_nodes = 0;
   for (int trial = 0; trial < 16; ++trial) {
@@ -291,7 +293,8 @@ TEST(StrategicSolverTest, HugeLambdaMakesEveryLayerAllOrNone) {
     for (int l = 0; l < m; ++l) {
       int count = 0;
       for (int i = 0; i < n; ++i) count += got->x[i * m + l];
-      EXPECT_TRUE(count == 0 || count == n) << "trial " << trial << " layer " << l;
+      EXPECT_TRUE(count == 0 || count == n)
+          << "trial " << trial << " layer " << l;
     }
     // And the shared set is the best one every budget can hold.
     EXPECT_GE(got->stats.objective, 0);

@@ -1,6 +1,8 @@
 // The registered strategies: hand-computed answers on tiny instances, a
 // property test over thousands of random instances, input validation.
 
+#include "server/selection/selection_strategy.h"
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -13,7 +15,6 @@
 #include "gtest/gtest.h"
 #include "server/selection/regulation_stats.h"
 #include "server/selection/rng.h"
-#include "server/selection/selection_strategy.h"
 
 namespace layerfl {
 namespace {
@@ -33,7 +34,7 @@ std::unique_ptr<SelectionStrategy> Make(const std::string& name,
 // a: budget 3 (room 2 after the head), b: 2 (room 1), c: 1 (room 0).
 SelectionInput TinyInput() {
   SelectionInput in;
-  in.layers = {{"embed", 1, true, false},  {"block0", 1, false, false},
+  in.layers = {{"embed", 1, true, false},   {"block0", 1, false, false},
                {"block1", 1, false, false}, {"block2", 1, false, false},
                {"block3", 1, false, false}, {"head", 1, false, true}};
   in.clients = {
@@ -91,18 +92,21 @@ TEST(SelectionRegistryTest, InvalidOptionsNameTheField) {
 
 TEST(SelectionStrategyTest, OrderStrategiesHandComputed) {
   const SelectionInput in = TinyInput();
-  EXPECT_THAT(SelectLayers("top", in),
-              ElementsAre(ElementsAre(3, 4, 5), ElementsAre(4, 5), ElementsAre(5)));
-  EXPECT_THAT(SelectLayers("bottom", in),
-              ElementsAre(ElementsAre(1, 2, 5), ElementsAre(1, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("top", in),
+      ElementsAre(ElementsAre(3, 4, 5), ElementsAre(4, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("bottom", in),
+      ElementsAre(ElementsAre(1, 2, 5), ElementsAre(1, 5), ElementsAre(5)));
   // Alternating order: block0, block3, block1, block2.
-  EXPECT_THAT(SelectLayers("both", in),
-              ElementsAre(ElementsAre(1, 4, 5), ElementsAre(1, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("both", in),
+      ElementsAre(ElementsAre(1, 4, 5), ElementsAre(1, 5), ElementsAre(5)));
 }
 
 TEST(SelectionStrategyTest, OrderStrategiesStopAtFirstLayerThatDoesNotFit) {
   SelectionInput in = TinyInput();
-  in.layers[4].cost = 3;  // block3 is expensive
+  in.layers[4].cost = 3;     // block3 is expensive
   in.clients[0].budget = 4;  // room 3
   // top: block3 (3) fits alone.
   EXPECT_THAT(SelectLayers("top", in)[0], ElementsAre(4, 5));
@@ -118,23 +122,27 @@ TEST(SelectionStrategyTest, FullTrainsEveryTrainableLayerOrRefuses) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("client 'a'"));
   for (ClientInput& c : in.clients) c.budget = 5;
-  EXPECT_THAT(SelectLayers("full", in),
-              ElementsAre(ElementsAre(1, 2, 3, 4, 5), ElementsAre(1, 2, 3, 4, 5),
-                          ElementsAre(1, 2, 3, 4, 5)));
+  EXPECT_THAT(
+      SelectLayers("full", in),
+      ElementsAre(ElementsAre(1, 2, 3, 4, 5), ElementsAre(1, 2, 3, 4, 5),
+                  ElementsAre(1, 2, 3, 4, 5)));
 }
 
 TEST(SelectionStrategyTest, ScoreStrategiesHandComputed) {
   const SelectionInput in = TinyInput();
   // a: sq over block0..3 = 1, 5, 3, 2 -> block1, block2.
   // b: 4, 1, 0, 2 -> block0.
-  EXPECT_THAT(SelectLayers("importance", in),
-              ElementsAre(ElementsAre(2, 3, 5), ElementsAre(1, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("importance", in),
+      ElementsAre(ElementsAre(2, 3, 5), ElementsAre(1, 5), ElementsAre(5)));
   // a rgn 4, 3, 2, 1 -> block0, block1; b rgn 1, 2, 3, 4 -> block3.
-  EXPECT_THAT(SelectLayers("rgn", in),
-              ElementsAre(ElementsAre(1, 2, 5), ElementsAre(4, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("rgn", in),
+      ElementsAre(ElementsAre(1, 2, 5), ElementsAre(4, 5), ElementsAre(5)));
   // a snr 1, 2, 3, 4 -> block2, block3; b snr 3, 2, 1, 1 -> block0.
-  EXPECT_THAT(SelectLayers("snr", in),
-              ElementsAre(ElementsAre(3, 4, 5), ElementsAre(1, 5), ElementsAre(5)));
+  EXPECT_THAT(
+      SelectLayers("snr", in),
+      ElementsAre(ElementsAre(3, 4, 5), ElementsAre(1, 5), ElementsAre(5)));
 }
 
 TEST(SelectionStrategyTest, ScoreStrategiesSolveTheKnapsackWithCosts) {
@@ -184,7 +192,8 @@ TEST(SelectionStrategyTest, RandomIsSeededPerRoundAndClient) {
 SelectionInput TwoClientConflict() {
   SelectionInput in;
   in.layers = {{"block0", 1}, {"block1", 1}};
-  in.clients = {{"a", 1, 1, {1.0, 0.6}, {}, {}}, {"b", 1, 1, {0.5, 1.0}, {}, {}}};
+  in.clients = {{"a", 1, 1, {1.0, 0.6}, {}, {}},
+                {"b", 1, 1, {0.5, 1.0}, {}, {}}};
   return in;
 }
 
@@ -305,7 +314,8 @@ TEST(SelectionValidationTest, BadTablesAndIdsAreRefused) {
               HasSubstr("'head': cannot be both frozen and common"));
   in = TinyInput();
   in.layers[1].cost = 0;
-  EXPECT_THAT(ValidateSelectionInput(in).message(), HasSubstr("'block0': cost"));
+  EXPECT_THAT(ValidateSelectionInput(in).message(),
+              HasSubstr("'block0': cost"));
   in = TinyInput();
   in.clients[2].id = "a";
   EXPECT_THAT(ValidateSelectionInput(in).message(),
@@ -317,9 +327,8 @@ TEST(SelectionValidationTest, BadTablesAndIdsAreRefused) {
 
 TEST(SelectionValidationTest, StatsMustDescribeTheSameLayers) {
   SelectionInput in = TinyInput();
-  absl::StatusOr<RegulationStats> stats =
-      RegulationStats::Create({"embed", "block0", "block1", "block2", "blockX",
-                               "head"});
+  absl::StatusOr<RegulationStats> stats = RegulationStats::Create(
+      {"embed", "block0", "block1", "block2", "blockX", "head"});
   ASSERT_TRUE(stats.ok());
   in.stats = &*stats;
   EXPECT_THAT(ValidateSelectionInput(in).message(),
@@ -341,8 +350,8 @@ TEST(SelectionValidationTest, LayerTableAndScoresByName) {
   EXPECT_THAT(MakeLayerTable(names, {1, 1}, {}, {}).status().message(),
               HasSubstr("3 names but 2 costs"));
 
-  absl::StatusOr<std::vector<double>> scores = ScoresByName(
-      *table, {{"head", 3}, {"embed", 1}, {"block0", 2}}, "c1");
+  absl::StatusOr<std::vector<double>> scores =
+      ScoresByName(*table, {{"head", 3}, {"embed", 1}, {"block0", 2}}, "c1");
   ASSERT_TRUE(scores.ok());
   EXPECT_THAT(*scores, ElementsAre(1, 2, 3));
   EXPECT_THAT(
@@ -354,16 +363,15 @@ TEST(SelectionValidationTest, LayerTableAndScoresByName) {
                   .status()
                   .message(),
               HasSubstr("no score for layer 'block0'"));
-  EXPECT_THAT(ScoresByName(*table, {{"head", 3}, {"head", 1}}, "c1")
-                  .status()
-                  .message(),
-              HasSubstr("two scores for layer 'head'"));
-  EXPECT_THAT(ScoresByName(*table,
-                           {{"head", 3}, {"embed", std::nan("")}, {"block0", 1}},
-                           "c1")
-                  .status()
-                  .message(),
-              HasSubstr("'embed' must be finite"));
+  EXPECT_THAT(
+      ScoresByName(*table, {{"head", 3}, {"head", 1}}, "c1").status().message(),
+      HasSubstr("two scores for layer 'head'"));
+  EXPECT_THAT(
+      ScoresByName(*table,
+                   {{"head", 3}, {"embed", std::nan("")}, {"block0", 1}}, "c1")
+          .status()
+          .message(),
+      HasSubstr("'embed' must be finite"));
 }
 
 // Random layer tables (some frozen, some common), costs, budgets that hold
@@ -389,7 +397,8 @@ SelectionInput RandomInput(DeterministicRng& rng) {
     c.budget = common_cost + rng.UniformInt(0, 12);
     c.num_samples = rng.UniformInt(0, 100);
     for (int l = 0; l < num_layers; ++l) {
-      c.sq_grad_norm.push_back(rng.UniformInt(0, 2) == 0 ? 0 : rng.UniformDouble());
+      c.sq_grad_norm.push_back(rng.UniformInt(0, 2) == 0 ? 0
+                                                         : rng.UniformDouble());
       c.rgn.push_back(rng.UniformDouble());
       c.snr.push_back(static_cast<double>(rng.UniformInt(0, 3)));
     }

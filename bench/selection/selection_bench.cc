@@ -96,8 +96,8 @@ SelectionInput MakeRound(const Case& c, uint64_t seed) {
     const int domain = static_cast<int>(rng.UniformBelow(4));
     for (int l = 0; l < c.layers; ++l) {
       const double profile = 0.5 + static_cast<double>(l) / c.layers;
-      const double noise = std::exp(0.5 * NormalQuantile(
-                                              0.001 + 0.998 * rng.UniformDouble()));
+      const double noise =
+          std::exp(0.5 * NormalQuantile(0.001 + 0.998 * rng.UniformDouble()));
       client.sq_grad_norm.push_back(profile * noise *
                                     (favoured[domain][l] ? 3.0 : 1.0));
     }
@@ -109,7 +109,8 @@ SelectionInput MakeRound(const Case& c, uint64_t seed) {
 double ThreadCpuMs() {
   timespec t;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6;
+  return static_cast<double>(t.tv_sec) * 1e3 +
+         static_cast<double>(t.tv_nsec) / 1e6;
 }
 
 double Median(std::vector<double> v) {
@@ -124,7 +125,8 @@ Row Run(const Case& c) {
   absl::StatusOr<std::unique_ptr<SelectionStrategy>> strategy =
       CreateSelectionStrategy("strategic", options);
   if (!strategy.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(strategy.status().message()).c_str());
+    std::fprintf(stderr, "%s\n",
+                 std::string(strategy.status().message()).c_str());
     std::exit(1);
   }
   for (int run = 0; run < c.runs; ++run) {
@@ -156,15 +158,19 @@ Row Run(const Case& c) {
 int Main(bool quick) {
   const double strengths[] = {0.1, 0.3, 1.0, 3.0};
   std::vector<Case> cases;
-  for (double s : strengths) cases.push_back({20, 12, false, s, quick ? 5 : 25});
-  for (double s : strengths) cases.push_back({1000, 48, false, s, quick ? 1 : 3});
-  for (double s : strengths) cases.push_back({1000, 48, true, s, quick ? 1 : 3});
+  for (double s : strengths)
+    cases.push_back({20, 12, false, s, quick ? 5 : 25});
+  for (double s : strengths)
+    cases.push_back({1000, 48, false, s, quick ? 1 : 3});
+  for (double s : strengths)
+    cases.push_back({1000, 48, true, s, quick ? 1 : 3});
 
   std::printf("LayerFL strategic selection solver (plain timer, one thread)\n");
-  std::printf("options: time_limit_ms=500 target_gap=0.01 normalize_scores=true;"
-              " lambda = s / (N * L)\n\n");
-  std::printf("%-9s %-6s %4s %4s %9s %8s %8s %8s %10s %14s\n", "N x L",
-              "costs", "s", "runs", "median_ms", "max_ms", "max_cpu", "optimal",
+  std::printf(
+      "options: time_limit_ms=500 target_gap=0.01 normalize_scores=true;"
+      " lambda = s / (N * L)\n\n");
+  std::printf("%-9s %-6s %4s %4s %9s %8s %8s %8s %10s %14s\n", "N x L", "costs",
+              "s", "runs", "median_ms", "max_ms", "max_cpu", "optimal",
               "max_gap", "obj/topB(min)");
   bool small_ok = true, large_time_ok = true, large_gap_ok = true;
   double small_max = 0, large_max = 0, large_gap = 0;
@@ -203,12 +209,14 @@ int Main(bool quick) {
               large_time_ok ? "met" : "MISSED", large_max);
   std::printf("  1000x48 reported gap <= 1%%:       %s (max %.2e)\n",
               large_gap_ok ? "met" : "MISSED", large_gap);
-  std::printf("times: wall clock per Select() (median, max over the runs) and "
-              "the max thread CPU time;\nthe targets are checked on wall "
-              "clock.\n");
-  std::printf("obj/topB: the solver's objective over that of each client's "
-              "top-by-score layers\n(the paper's fallback); topB<=0 marks runs "
-              "where the fallback's penalty exceeds its score.\n");
+  std::printf(
+      "times: wall clock per Select() (median, max over the runs) and "
+      "the max thread CPU time;\nthe targets are checked on wall "
+      "clock.\n");
+  std::printf(
+      "obj/topB: the solver's objective over that of each client's "
+      "top-by-score layers\n(the paper's fallback); topB<=0 marks runs "
+      "where the fallback's penalty exceeds its score.\n");
   return 0;
 }
 

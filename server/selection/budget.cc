@@ -22,9 +22,9 @@ absl::StatusOr<CostUnit> ParseCostUnit(absl::string_view name) {
   if (name == "layers") return CostUnit::kLayers;
   if (name == "params") return CostUnit::kParams;
   if (name == "memory") return CostUnit::kMemoryBytes;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "budget.unit: unknown cost unit '", name,
-      "'; valid: layers, params, memory"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("budget.unit: unknown cost unit '", name,
+                   "'; valid: layers, params, memory"));
 }
 
 const char* CostUnitName(CostUnit unit) {
@@ -119,15 +119,18 @@ absl::Status BudgetDistribution::Validate() const {
     case Kind::kTruncatedNormal:
       break;
   }
-  if (!std::isfinite(min) || min <= 0) return bad("min", "must be finite and > 0", min);
-  if (!std::isfinite(max) || max < min) return bad("max", "must be finite and >= min", max);
+  if (!std::isfinite(min) || min <= 0)
+    return bad("min", "must be finite and > 0", min);
+  if (!std::isfinite(max) || max < min)
+    return bad("max", "must be finite and >= min", max);
   if (max >= 9e18) return bad("max", "must be < 9e18", max);
   if (std::ceil(min) > std::floor(max)) {
     return bad("max", "[min, max] must contain an integer", max);
   }
   if (kind == Kind::kTruncatedNormal) {
     if (!std::isfinite(mean)) return bad("mean", "must be finite", mean);
-    if (!std::isfinite(std) || std <= 0) return bad("std", "must be finite and > 0", std);
+    if (!std::isfinite(std) || std <= 0)
+      return bad("std", "must be finite and > 0", std);
   }
   return absl::OkStatus();
 }
@@ -139,9 +142,9 @@ absl::StatusOr<BudgetDistribution::Kind> ParseBudgetDistribution(
   if (name == "uniform") return Kind::kUniform;
   if (name == "truncated_normal") return Kind::kTruncatedNormal;
   if (name == "declared") return Kind::kDeclared;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "budget.distribution: unknown distribution '", name,
-      "'; valid: fixed, uniform, truncated_normal, declared"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("budget.distribution: unknown distribution '", name,
+                   "'; valid: fixed, uniform, truncated_normal, declared"));
 }
 
 double TruncatedNormalFromUniform(double mean, double std, double min,
@@ -198,8 +201,8 @@ absl::StatusOr<int64_t> ResolveClientBudget(const BudgetDistribution& dist,
     if (dist.kind == Kind::kUniform) {
       budget = rng.UniformInt(lo, hi);
     } else {
-      const double x = TruncatedNormalFromUniform(dist.mean, dist.std, dist.min,
-                                                  dist.max, rng.UniformDouble());
+      const double x = TruncatedNormalFromUniform(
+          dist.mean, dist.std, dist.min, dist.max, rng.UniformDouble());
       budget = std::min(std::max<int64_t>(std::llround(x), lo), hi);
     }
   }

@@ -45,10 +45,10 @@ struct LayerFootprint {
 // Bytes per parameter while a layer trains. Defaults: fp32 weights and
 // gradients, one optimizer slot (SGD with momentum).
 struct MemoryModel {
-  int64_t weight_bytes = 4;      // per parameter, >= 0
-  int64_t grad_bytes = 4;        // per parameter, >= 0
-  int64_t optimizer_slots = 1;   // state tensors per parameter, >= 0
-  int64_t slot_bytes = 4;        // bytes per state element, >= 0
+  int64_t weight_bytes = 4;     // per parameter, >= 0
+  int64_t grad_bytes = 4;       // per parameter, >= 0
+  int64_t optimizer_slots = 1;  // state tensors per parameter, >= 0
+  int64_t slot_bytes = 4;       // bytes per state element, >= 0
 };
 
 // The memory model of a training optimizer: "sgd" (one slot when momentum >

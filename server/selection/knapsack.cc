@@ -96,8 +96,9 @@ bool Knapsack::SolveByClasses(absl::Span<const double> values,
                               int64_t capacity, Result* result) {
   classes_.clear();
   for (int j : order_) {
-    auto it = std::find_if(classes_.begin(), classes_.end(),
-                           [&](const Class& c) { return c.weight == weights[j]; });
+    auto it =
+        std::find_if(classes_.begin(), classes_.end(),
+                     [&](const Class& c) { return c.weight == weights[j]; });
     if (it == classes_.end()) {
       if (classes_.size() == kMaxClasses) return false;
       classes_.push_back({weights[j], {}, {0.0}});

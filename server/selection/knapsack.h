@@ -23,9 +23,9 @@ namespace layerfl {
 class Knapsack {
  public:
   struct Result {
-    double value = 0.0;        // sum of the taken items' values
-    int64_t weight = 0;        // sum of the taken items' weights
-    std::vector<int> taken;    // item indices, ascending
+    double value = 0.0;          // sum of the taken items' values
+    int64_t weight = 0;          // sum of the taken items' weights
+    std::vector<int> taken;      // item indices, ascending
     bool proven_optimal = true;  // false when node_limit cut the search short
     // No subset within the capacity is worth more: `value` when proven
     // optimal, else the fractional (Dantzig) bound of the whole instance.
@@ -37,8 +37,9 @@ class Knapsack {
   // capacity/weight highest positive values (ties: lower index first). When
   // the search visits more than `node_limit` nodes it returns the best subset
   // found so far (never worse than the greedy-by-density one).
-  Result Solve(absl::Span<const double> values, absl::Span<const int64_t> weights,
-               int64_t capacity, int64_t node_limit = 1 << 20);
+  Result Solve(absl::Span<const double> values,
+               absl::Span<const int64_t> weights, int64_t capacity,
+               int64_t node_limit = 1 << 20);
 
  private:
   double Bound(int k, int64_t room) const;

@@ -137,15 +137,15 @@ absl::Status RegulationStats::Update(const SelectionInput& input,
   }
   for (size_t l = 0; l < num_layers; ++l) {
     if (input.layers[l].name != names_[l]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "regulation stats: layer ", l, " is '", names_[l],
-          "', input has '", input.layers[l].name, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("regulation stats: layer ", l, " is '", names_[l],
+                       "', input has '", input.layers[l].name, "'"));
     }
   }
   if (result.layers.size() != input.clients.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "regulation stats: result has ", result.layers.size(),
-        " clients, input has ", input.clients.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("regulation stats: result has ", result.layers.size(),
+                     " clients, input has ", input.clients.size()));
   }
   std::vector<int> counts(num_layers, 0);
   for (size_t i = 0; i < result.layers.size(); ++i) {
@@ -202,7 +202,8 @@ std::vector<double> RegulationStats::SelectionFrequency() const {
   std::vector<double> f(counts_.size(), 0.0);
   if (client_rounds_ == 0) return f;
   for (size_t l = 0; l < counts_.size(); ++l) {
-    f[l] = static_cast<double>(counts_[l]) / static_cast<double>(client_rounds_);
+    f[l] =
+        static_cast<double>(counts_[l]) / static_cast<double>(client_rounds_);
   }
   return f;
 }
@@ -245,7 +246,8 @@ absl::StatusOr<RegulationStats> RegulationStats::Deserialize(
   uint32_t version = 0, num_layers = 0;
   uint8_t has_importance = 0;
   RegulationStats stats;
-  if (!r.Bytes(4, &magic) || !r.U32(&version)) return corrupt("truncated header");
+  if (!r.Bytes(4, &magic) || !r.U32(&version))
+    return corrupt("truncated header");
   if (version != kVersion) {
     return corrupt(absl::StrCat("unsupported version ", version));
   }

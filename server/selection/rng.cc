@@ -25,7 +25,8 @@ int64_t DeterministicRng::UniformInt(int64_t lo, int64_t hi) {
   if (span == std::numeric_limits<uint64_t>::max()) {
     return static_cast<int64_t>(NextU64());
   }
-  return static_cast<int64_t>(static_cast<uint64_t>(lo) + UniformBelow(span + 1));
+  return static_cast<int64_t>(static_cast<uint64_t>(lo) +
+                              UniformBelow(span + 1));
 }
 
 double NormalCdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
@@ -52,8 +53,8 @@ double NormalQuantile(double p) {
   } else if (p <= 1 - kLow) {
     const double q = p - 0.5;
     const double r = q * q;
-    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
-        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+    x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) *
+        q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
   } else {
     const double q = std::sqrt(-2 * std::log1p(-p));
     x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /

@@ -2,9 +2,9 @@
 #define LAYERFL_SERVER_SELECTION_RNG_H_
 
 // Random numbers that are identical on every platform and standard library.
-// std::mt19937_64's output is fixed by the standard, but the std::*_distribution
-// classes are not, so every draw here is derived from raw 64-bit words by code
-// in this file.
+// std::mt19937_64's output is fixed by the standard, but the
+// std::*_distribution classes are not, so every draw here is derived from raw
+// 64-bit words by code in this file.
 //
 // Thread-compatible: one DeterministicRng per thread.
 

@@ -38,8 +38,7 @@ absl::StatusOr<std::vector<std::vector<double>>> MetricScores(
 // The result for per-client choices among the selectable layers: adds the
 // common layers, sorts, counts, and fills diagnostics.objective (NaN when
 // some client has no scores); the other diagnostics are left heuristic.
-SelectionResult Finish(const Round& round,
-                       std::vector<std::vector<int>> chosen,
+SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
                        const SelectionOptions& options);
 
 // Strategy factories, registered by name in selection_strategy.cc.

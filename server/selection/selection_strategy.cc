@@ -89,8 +89,9 @@ absl::Status SelectionOptions::Validate() const {
         "selection.lambda: must be finite and >= 0, got ", lambda));
   }
   if (!std::isfinite(time_limit_ms) || time_limit_ms <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "selection.time_limit_ms: must be finite and > 0, got ", time_limit_ms));
+    return absl::InvalidArgumentError(
+        absl::StrCat("selection.time_limit_ms: must be finite and > 0, got ",
+                     time_limit_ms));
   }
   if (!std::isfinite(target_gap) || target_gap < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -101,9 +102,9 @@ absl::Status SelectionOptions::Validate() const {
         absl::StrCat("selection.starts: must be >= 1, got ", starts));
   }
   if (max_exact_variables < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "selection.max_exact_variables: must be >= 0, got ",
-        max_exact_variables));
+    return absl::InvalidArgumentError(
+        absl::StrCat("selection.max_exact_variables: must be >= 0, got ",
+                     max_exact_variables));
   }
   if (max_nodes < 1) {
     return absl::InvalidArgumentError(
@@ -148,8 +149,9 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
           "client '", c.id, "': budget must be >= 0, got ", c.budget));
     }
     if (c.num_samples < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "client '", c.id, "': num_samples must be >= 0, got ", c.num_samples));
+      return absl::InvalidArgumentError(
+          absl::StrCat("client '", c.id, "': num_samples must be >= 0, got ",
+                       c.num_samples));
     }
     if (c.budget < common_cost) {
       std::vector<std::string> common;
@@ -169,15 +171,15 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
     const std::vector<std::string>& stat_names = input.stats->layer_names();
     for (const std::string& name : stat_names) {
       if (!names.contains(name)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "regulation stats: unknown layer '", name, "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("regulation stats: unknown layer '", name, "'"));
       }
     }
     for (size_t l = 0; l < input.layers.size(); ++l) {
       if (l >= stat_names.size() || stat_names[l] != input.layers[l].name) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "regulation stats: layer '", input.layers[l].name,
-            "' missing or out of order"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("regulation stats: layer '", input.layers[l].name,
+                         "' missing or out of order"));
       }
     }
   }
@@ -237,8 +239,7 @@ absl::StatusOr<std::vector<std::vector<double>>> MetricScores(
   return scores;
 }
 
-SelectionResult Finish(const Round& round,
-                       std::vector<std::vector<int>> chosen,
+SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
                        const SelectionOptions& options) {
   const SelectionInput& input = *round.input;
   SelectionResult result;
@@ -251,9 +252,9 @@ SelectionResult Finish(const Round& round,
   result.layers = std::move(chosen);
   SelectionDiagnostics& d = result.diagnostics;
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  absl::StatusOr<double> objective =
-      SelectionObjective(input, result.layers, options.lambda,
-                         options.normalize_scores, options.use_running_importance);
+  absl::StatusOr<double> objective = SelectionObjective(
+      input, result.layers, options.lambda, options.normalize_scores,
+      options.use_running_importance);
   d.status = SolverStatus::kHeuristic;
   d.objective = objective.ok() ? *objective : nan;
   d.upper_bound = d.gap = d.fallback_objective = nan;
@@ -290,13 +291,15 @@ absl::StatusOr<double> SelectionObjective(
       ++count[l];
     }
   }
-  for (int l = 0; l < num_layers; ++l) value -= lambda * count[l] * (n - count[l]);
+  for (int l = 0; l < num_layers; ++l)
+    value -= lambda * count[l] * (n - count[l]);
   return value;
 }
 
 absl::StatusOr<std::vector<LayerSpec>> MakeLayerTable(
     absl::Span<const std::string> names, absl::Span<const int64_t> costs,
-    absl::Span<const std::string> frozen, absl::Span<const std::string> common) {
+    absl::Span<const std::string> frozen,
+    absl::Span<const std::string> common) {
   if (names.size() != costs.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "layer table: ", names.size(), " names but ", costs.size(), " costs"));
@@ -360,9 +363,9 @@ absl::StatusOr<std::vector<double>> ScoresByName(
   }
   for (size_t l = 0; l < layers.size(); ++l) {
     if (!seen[l]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "client '", client_id, "': no score for layer '", layers[l].name,
-          "'"));
+      return absl::InvalidArgumentError(absl::StrCat("client '", client_id,
+                                                     "': no score for layer '",
+                                                     layers[l].name, "'"));
     }
   }
   return scores;
@@ -374,9 +377,9 @@ absl::StatusOr<std::unique_ptr<SelectionStrategy>> CreateSelectionStrategy(
   for (const RegistryEntry& entry : kRegistry) {
     if (name == entry.name) return entry.create(options);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown selection strategy '", name, "'; valid: ",
-                   absl::StrJoin(SelectionStrategyNames(), ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown selection strategy '", name,
+      "'; valid: ", absl::StrJoin(SelectionStrategyNames(), ", ")));
 }
 
 std::vector<std::string> SelectionStrategyNames() {

@@ -72,8 +72,8 @@ struct SelectionOptions {
   // Strategic solver: heuristic kick rounds, >= 1. Default 8.
   int starts = 8;
   // Strategic solver: branch and bound runs when clients x selectable layers
-  // <= this, >= 0. Default 4096.
-  int max_exact_variables = 4096;
+  // <= this, >= 0. Default 1024.
+  int max_exact_variables = 1024;
   // Strategic solver: branch-and-bound node limit, >= 1. Default 2,000,000.
   int64_t max_nodes = 2'000'000;
   // Score strategies: a client without sq_grad_norm is scored with the

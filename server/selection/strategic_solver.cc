@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cmath>
-#include <limits>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -48,14 +48,14 @@ absl::Status StrategicProblem::Validate() const {
                      num_clients, " x ", num_layers));
   }
   if (!std::isfinite(lambda) || lambda < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("strategic problem: lambda must be finite and >= 0, got ",
-                     lambda));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "strategic problem: lambda must be finite and >= 0, got ", lambda));
   }
   for (int l = 0; l < num_layers; ++l) {
     if (costs[l] < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "strategic problem: layer ", l, " cost must be >= 1, got ", costs[l]));
+      return absl::InvalidArgumentError(
+          absl::StrCat("strategic problem: layer ", l,
+                       " cost must be >= 1, got ", costs[l]));
     }
   }
   for (int i = 0; i < num_clients; ++i) {
@@ -102,18 +102,20 @@ using Clock = std::chrono::steady_clock;
 // Work per phase. The budget dual has one multiplier per client and converges
 // quickly; the split dual has one per client-layer pair and is stronger when
 // knapsack rounding matters (non-uniform costs), so it runs second.
-constexpr int kBudgetChunk = 25;      // budget-dual steps between heuristics
+constexpr int kBudgetChunk = 25;  // budget-dual steps between heuristics
 constexpr int kMaxBudgetChunks = 40;
-constexpr int kSplitChunk = 20;       // split-dual steps between heuristics
+constexpr int kSplitChunk = 20;  // split-dual steps between heuristics
 constexpr int kMaxSplitChunks = 15;
-constexpr int kRootNodeIters = 50;    // split-dual steps at the B&B root
-constexpr int kNodeIters = 30;        // ... and at every other node
-constexpr int kStallLimit = 5;        // non-improving steps before halving
+constexpr int kRootNodeIters = 50;  // split-dual steps at the B&B root
+constexpr int kNodeIters = 30;      // ... and at every other node
+constexpr int kStallLimit = 5;      // non-improving steps before halving
 // First step-size factor at branch-and-bound nodes. Nodes start from their
 // parent's multipliers; bold first steps (halved on stalls) closed the
 // paper-like instances with far fewer nodes than theta = 1.
 constexpr double kNodeTheta = 3.0;
 constexpr int kMaxLocalSearchPasses = 200;
+// A best response is a heuristic step, so its knapsack may stop early.
+constexpr int64_t kBestResponseNodeLimit = 100'000;
 
 double Gap(double objective, double bound, double tol) {
   if (bound - objective <= tol) return 0.0;
@@ -135,7 +137,6 @@ class Solver {
     std::vector<int8_t> fix;    // [N*M]: -1 free, 0 out, 1 in
     std::vector<int64_t> room;  // budget left after the forced-in pairs
     std::vector<int> in;        // forced-in clients per layer
-    std::vector<int> lo, hi;    // bounds on n_l implied by the fixings
     std::vector<int> free_in;   // free pairs per layer
     std::vector<double> mu;     // budget multipliers [N]
     std::vector<double> u;      // split multipliers [N*M]
@@ -146,7 +147,9 @@ class Solver {
 
   size_t At(int i, int l) const { return static_cast<size_t>(i) * m_ + l; }
   double G(int i, int l) const { return p_.scores[At(i, l)]; }
-  const double* LayerScores(int l) const { return &gt_[static_cast<size_t>(l) * n_]; }
+  const double* LayerScores(int l) const {
+    return &gt_[static_cast<size_t>(l) * n_];
+  }
   double ElapsedMs() const {
     return std::chrono::duration<double, std::milli>(Clock::now() - start_)
         .count();
@@ -185,13 +188,11 @@ class Solver {
   double EvalSplit(const Node& node, const std::vector<double>& u);
   // theta: the step-size factor, kept across calls; null: a fresh one of
   // kNodeTheta.
-  double SplitDual(Node& node, int iters, bool* exact,
-                   double* theta = nullptr);
+  double SplitDual(Node& node, int iters, bool* exact, double* theta = nullptr);
   void RootBounds(Node& root);
 
   // Branch and bound.
   bool Fix(Node& node, int i, int l, int8_t v) const;
-  bool Propagate(Node& node) const;
   void PickBranch(const Node& node, int* bi, int* bl) const;
   void BranchAndBound(Node root);
 
@@ -220,11 +221,11 @@ class Solver {
   std::vector<std::vector<int>> perm_;
   std::vector<double> key_;
   std::vector<std::pair<uint32_t, int>> radix_, radix_tmp_;
-  std::vector<int> chosen_;      // free clients LayerBest puts in the layer
-  std::vector<uint8_t> xsel_;    // budget relaxation's selection
-  std::vector<int64_t> usage_;   // ... and each client's cost in it
-  std::vector<uint8_t> xk_;      // split: knapsack side (within budgets)
-  std::vector<uint8_t> zl_;      // split: layer side
+  std::vector<int> chosen_;     // free clients LayerBest puts in the layer
+  std::vector<uint8_t> xsel_;   // budget relaxation's selection
+  std::vector<int64_t> usage_;  // ... and each client's cost in it
+  std::vector<uint8_t> xk_;     // split: knapsack side (within budgets)
+  std::vector<uint8_t> zl_;     // split: layer side
   std::vector<int> items_;
   std::vector<double> item_values_;
   std::vector<int64_t> item_costs_;
@@ -298,8 +299,16 @@ bool Solver::BestResponse(State& s, int i) {
     w_[l] = G(i, l) - p_.lambda * (n_ - 1 - 2 * others);
     if (xi[l]) current += w_[l];
   }
-  const Knapsack::Result r = knapsack_.Solve(w_, p_.costs, p_.budgets[i]);
+  const Knapsack::Result r =
+      knapsack_.Solve(w_, p_.costs, p_.budgets[i], kBestResponseNodeLimit);
   if (r.value <= current + tol_) return false;
+  size_t same = 0;
+  for (int l : r.taken) same += xi[l];
+  if (same == r.taken.size() &&
+      static_cast<int64_t>(same) ==
+          std::count(xi, xi + m_, static_cast<uint8_t>(1))) {
+    return false;  // the same set, valued in another order
+  }
   for (int l = 0; l < m_; ++l) {
     s.count[l] -= xi[l];
     xi[l] = 0;
@@ -335,8 +344,7 @@ Solver::State Solver::IndependentStart() {
   std::vector<uint8_t> x(static_cast<size_t>(n_) * m_, 0);
   for (int i = 0; i < n_; ++i) {
     const Knapsack::Result r = knapsack_.Solve(
-        absl::MakeConstSpan(&p_.scores[At(i, 0)], m_), p_.costs,
-        p_.budgets[i]);
+        absl::MakeConstSpan(&p_.scores[At(i, 0)], m_), p_.costs, p_.budgets[i]);
     for (int l : r.taken) x[At(i, l)] = 1;
   }
   return MakeState(std::move(x));
@@ -442,8 +450,6 @@ Solver::Node Solver::MakeRoot() const {
   node.fix.assign(static_cast<size_t>(n_) * m_, -1);
   node.room = p_.budgets;
   node.in.assign(m_, 0);
-  node.lo.assign(m_, 0);
-  node.hi.assign(m_, n_);
   node.free_in.assign(m_, n_);
   node.free_vars = n_ * m_;
   for (int i = 0; i < n_; ++i) {
@@ -536,26 +542,24 @@ void Solver::SortLayer(int l) {
   }
 }
 
-// Layer l's part of a relaxation whose per-client values are key_:
-//   max over k in [lo_l, hi_l] of (top k - in_l free keys) - lambda k (N - k).
+// Layer l's part of a relaxation whose per-client values are key_: over k
+// from in_l (the forced-in clients) to in_l + free_l, the forced-in clients
+// plus the k - in_l free ones with the largest keys, less lambda k (N - k).
 // Leaves the chosen free clients in chosen_.
 double Solver::LayerBest(const Node& node, int l) {
   SortLayer(l);
-  const int free = node.free_in[l];
   const int a = node.in[l];
-  const int jmin = std::max(0, node.lo[l] - a);
-  const int jmax = std::min(free, node.hi[l] - a);
+  const int free = node.free_in[l];
   double prefix = 0;
-  double best = -std::numeric_limits<double>::infinity();
-  int best_j = jmin;
+  double best = -pen_[a];
+  int best_j = 0;
   int j = 0;
-  if (jmin == 0) best = -pen_[a];
   for (int i : perm_[l]) {
-    if (j >= jmax) break;
+    if (j >= free) break;
     if (node.fix[At(i, l)] >= 0) continue;
     prefix += key_[i];
     ++j;
-    if (j >= jmin && prefix - pen_[a + j] > best) {
+    if (prefix - pen_[a + j] > best) {
       best = prefix - pen_[a + j];
       best_j = j;
     }
@@ -577,7 +581,8 @@ double Solver::EvalBudget(const Node& node, const std::vector<double>& mu) {
   usage_.assign(n_, 0);
   xsel_.resize(static_cast<size_t>(n_) * m_);
   for (size_t k = 0; k < xsel_.size(); ++k) xsel_[k] = node.fix[k] == 1;
-  for (int i = 0; i < n_; ++i) value += mu[i] * static_cast<double>(node.room[i]);
+  for (int i = 0; i < n_; ++i)
+    value += mu[i] * static_cast<double>(node.room[i]);
   for (int l = 0; l < m_; ++l) {
     const double* gl = LayerScores(l);
     const double c = costs_d_[l];
@@ -667,8 +672,7 @@ double Solver::EvalSplit(const Node& node, const std::vector<double>& u) {
 // bound seen; node.u holds its multipliers and xk_/zl_ the two sides there.
 // *exact is set when the sides agree: the bound is then attained, so it is
 // the node's optimum.
-double Solver::SplitDual(Node& node, int iters, bool* exact,
-                         double* theta_io) {
+double Solver::SplitDual(Node& node, int iters, bool* exact, double* theta_io) {
   *exact = false;
   std::vector<double> u = node.u;
   double best = std::numeric_limits<double>::infinity();
@@ -750,7 +754,8 @@ void Solver::RootBounds(Node& root) {
   // Uniform costs with budgets that are multiples of them make every
   // knapsack's LP integral; the split bound then equals the budget bound.
   bool integral = true;
-  for (int l = 0; l < m_; ++l) integral = integral && p_.costs[l] == p_.costs[0];
+  for (int l = 0; l < m_; ++l)
+    integral = integral && p_.costs[l] == p_.costs[0];
   for (int i = 0; i < n_ && integral && m_ > 0; ++i) {
     integral = p_.budgets[i] % p_.costs[0] == 0;
   }
@@ -785,28 +790,6 @@ bool Solver::Fix(Node& node, int i, int l, int8_t v) const {
       node.fix[At(i, k)] = 0;
       --node.free_vars;
       --node.free_in[k];
-    }
-  }
-  return true;
-}
-
-// Applies the count bounds of every layer: one at its upper bound loses its
-// free pairs, one that needs all of them to reach its lower bound gets them.
-// False when the node holds no feasible selection.
-bool Solver::Propagate(Node& node) const {
-  bool changed = true;
-  while (changed) {
-    changed = false;
-    for (int l = 0; l < m_; ++l) {
-      const int free = node.free_in[l];
-      const int a = node.in[l];
-      if (a > node.hi[l] || a + free < node.lo[l]) return false;
-      if (free == 0 || (a < node.hi[l] && a + free > node.lo[l])) continue;
-      const int8_t v = a == node.hi[l] ? 0 : 1;
-      for (int i = 0; i < n_; ++i) {
-        if (node.fix[At(i, l)] < 0 && !Fix(node, i, l, v)) return false;
-      }
-      changed = true;
     }
   }
   return true;
@@ -869,9 +852,8 @@ void Solver::BranchAndBound(Node root) {
     node.parent_bound = bound;
     Node other = node;
     // Depth-first: the child agreeing with the layer side is explored first.
-    const bool ok_later = Fix(node, bi, bl, relaxed ? 0 : 1) && Propagate(node);
-    const bool ok_first =
-        Fix(other, bi, bl, relaxed ? 1 : 0) && Propagate(other);
+    const bool ok_later = Fix(node, bi, bl, relaxed ? 0 : 1);
+    const bool ok_first = Fix(other, bi, bl, relaxed ? 1 : 0);
     if (ok_later) stack.push_back(std::move(node));
     if (ok_first) stack.push_back(std::move(other));
   }
@@ -960,9 +942,9 @@ absl::StatusOr<StrategicSolution> SolveStrategicBruteForce(
     combinations *= static_cast<double>(subsets[i].size());
   }
   if (combinations > static_cast<double>(max_combinations)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "brute force: ", combinations, " joint selections exceed the limit ",
-        max_combinations));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("brute force: ", combinations,
+                     " joint selections exceed the limit ", max_combinations));
   }
   const auto start = Clock::now();
   std::vector<int> count(m, 0), pick(n, 0), best_pick(n, 0);

@@ -18,17 +18,27 @@
 //    best response to the others is a 0-1 knapsack with those values, and F is
 //    an exact potential: every improving response raises F, so the dynamics
 //    stop at a local optimum. Starts: the lambda = 0 answer (the paper's top-B
-//    fallback), a consensus order, the empty selection, repaired Lagrangian
-//    solutions; kicks move one layer to all-or-none and re-run the dynamics.
-//  * Upper bound: Lagrangian relaxation of the budgets with one multiplier
-//    mu_i >= 0 per client. The relaxed problem separates by layer: for layer l,
-//    take the k clients with the largest g_il - mu_i c_l, for the best k in
-//    0..N after the penalty lambda k (N - k). Any mu gives a valid bound;
-//    projected subgradient steps (Polyak step to the incumbent) lower it.
-//  * Exact: when N * L <= max_exact_variables, depth-first branch and bound on
-//    single x_il, each node bounded by the same Lagrangian (warm-started from
-//    its parent), until the gap closes (status kOptimal), or a node / time limit
-//    stops it (kFeasibleGap with the remaining gap).
+//    fallback), a consensus order (every client walks the layers by total
+//    score per cost), the empty selection, and the Lagrangian relaxations'
+//    selections repaired to fit the budgets; kicks then move one layer to
+//    all-or-none at once (a move no single client would make).
+//  * Upper bounds, two Lagrangian relaxations, each valid for any multipliers
+//    and lowered by projected subgradient steps (Polyak step to the
+//    incumbent):
+//     - budget relaxation, one multiplier mu_i >= 0 per client: the problem
+//       separates by layer; layer l takes the k clients with the largest
+//       g_il - mu_i c_l for the best k after the penalty lambda k (N - k).
+//       Few multipliers, so it converges fast on large instances;
+//     - split relaxation (Lagrangian decomposition), copies z = x with one
+//       multiplier u_il per pair: exact per-client knapsacks on g - u plus
+//       the per-layer problem on u. At least as strong, and exact at
+//       lambda = 0 (u = 0) where the first loses the knapsacks' integrality.
+//  * Exact: when N * L <= max_exact_variables, depth-first branch and bound
+//    on single pairs x_il (where the split relaxation's two sides disagree),
+//    each node bounded by the split relaxation warm-started from its parent,
+//    until the gap closes (status kOptimal) or the node or time limit stops
+//    it (kFeasibleGap; the bound is then the largest bound of an open node).
+//  * Large instances stop once the gap is at most target_gap.
 //
 // The answer is deterministic for a given problem and options unless the time
 // limit binds (SolverStats::time_limit_hit tells).
@@ -77,8 +87,9 @@ struct StrategicSolverOptions {
   // as soon as (upper_bound - objective) / |objective| <= target_gap. Default
   // 0: keep going until the gap closes or a limit is reached.
   double target_gap = 0.0;
-  // Branch and bound runs when num_clients * num_layers <= this. Default 4096.
-  int max_exact_variables = 4096;
+  // Branch and bound runs when num_clients * num_layers <= this. Default 1024
+  // (the paper's 20 clients x up to 48 layers).
+  int max_exact_variables = 1024;
   // Branch-and-bound node limit (a deterministic work limit). Default 2e6.
   int64_t max_nodes = 2'000'000;
   // Randomised kick rounds of the heuristic after the deterministic starts.

@@ -184,7 +184,8 @@ class StrategicStrategy : public SelectionStrategy {
     problem.num_layers = m;
     problem.lambda = options_.lambda;
     problem.budgets = round.room;
-    for (int l : round.selectable) problem.costs.push_back(input.layers[l].cost);
+    for (int l : round.selectable)
+      problem.costs.push_back(input.layers[l].cost);
     problem.scores.reserve(static_cast<size_t>(n) * m);
     double constant = 0;  // the common layers' scores
     for (int i = 0; i < n; ++i) {
@@ -234,13 +235,15 @@ std::unique_ptr<SelectionStrategy> NewFullStrategy(const SelectionOptions& o) {
 std::unique_ptr<SelectionStrategy> NewTopStrategy(const SelectionOptions& o) {
   return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kTop, o);
 }
-std::unique_ptr<SelectionStrategy> NewBottomStrategy(const SelectionOptions& o) {
+std::unique_ptr<SelectionStrategy> NewBottomStrategy(
+    const SelectionOptions& o) {
   return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kBottom, o);
 }
 std::unique_ptr<SelectionStrategy> NewBothStrategy(const SelectionOptions& o) {
   return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kBoth, o);
 }
-std::unique_ptr<SelectionStrategy> NewRandomStrategy(const SelectionOptions& o) {
+std::unique_ptr<SelectionStrategy> NewRandomStrategy(
+    const SelectionOptions& o) {
   return std::make_unique<RandomStrategy>(o);
 }
 std::unique_ptr<SelectionStrategy> NewRgnStrategy(const SelectionOptions& o) {
