@@ -135,7 +135,10 @@ struct FederatedConfig {
 struct SelectionConfig {
   // One of full, top, bottom, both, random, rgn, snr, importance, strategic.
   std::string strategy = "strategic";
-  double lambda = 1.0;  // regulariser weight, >= 0
+  // Regulariser weight, >= 0. With normalised scores (each client's sum to 1)
+  // the useful range is about 0.1 to 3 divided by (clients per round x
+  // selectable layers); 0.02 suits 10 clients x 5 layers.
+  double lambda = 0.02;
   // Divide each client's scores by their sum before selecting.
   bool normalize_scores = true;
   double time_limit_ms = 500.0;  // solver time limit, > 0

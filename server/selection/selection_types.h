@@ -56,8 +56,9 @@ struct SelectionOptions {
   // Registry name: full, top, bottom, both, random, rgn, snr, importance,
   // strategic. Default "strategic".
   std::string strategy = "strategic";
-  // Weight of the disagreement penalty sum_l n_l (N - n_l), >= 0. Default 1.
-  double lambda = 1.0;
+  // Weight of the disagreement penalty sum_l n_l (N - n_l), >= 0. Default
+  // 0.02 (matches the run config).
+  double lambda = 0.02;
   // Divide each client's scores by their sum over the selectable (not frozen,
   // not common) layers before selecting, so lambda means the same across
   // models. Changes only the strategic objective (per-client rankings are
