@@ -1,0 +1,285 @@
+#include "client/daemon/daemon.h"
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+
+namespace layerfl {
+namespace {
+
+class Logger {
+ public:
+  Logger(std::ostream* out, std::string id) : out_(out), id_(std::move(id)) {}
+  void operator()(const std::string& line) {
+    if (out_ == nullptr) return;
+    absl::MutexLock lock(&mu_);
+    *out_ << absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone())
+          << " " << id_ << ": " << line << std::endl;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::ostream* out_;
+  std::string id_;
+};
+
+// Sleeps `d`, waking early when `stop` becomes true.
+void SleepUnlessStopped(absl::Duration d, const std::atomic<bool>* stop) {
+  const absl::Time until = absl::Now() + d;
+  while (absl::Now() < until) {
+    if (stop != nullptr && stop->load()) return;
+    absl::SleepFor(std::min(absl::Milliseconds(50), until - absl::Now()));
+  }
+}
+
+class Backoff {
+ public:
+  explicit Backoff(const DaemonOptions& o)
+      : initial_(o.backoff_initial), max_(o.backoff_max), next_(initial_) {}
+  absl::Duration Next() {
+    std::uniform_real_distribution<double> jitter(0.8, 1.2);
+    const absl::Duration d = std::min(max_, next_) * jitter(rng_);
+    next_ = std::min(max_, next_ * 2);
+    return d;
+  }
+  void Reset() { next_ = initial_; }
+
+ private:
+  absl::Duration initial_, max_, next_;
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+// Calls Heartbeat every period while active, on its own thread.
+class Heartbeater {
+ public:
+  explicit Heartbeater(CoordinatorLink& link)
+      : link_(link), thread_([this] { Loop(); }) {}
+  ~Heartbeater() {
+    stop_.store(true);
+    thread_.join();
+  }
+  void Activate(absl::Duration period) {
+    period_ms_.store(std::max<int64_t>(100, absl::ToInt64Milliseconds(period)));
+    active_.store(true);
+  }
+  void Deactivate() { active_.store(false); }
+
+ private:
+  void Loop() {
+    absl::Time next = absl::Now();
+    while (!stop_.load()) {
+      absl::SleepFor(absl::Milliseconds(50));
+      if (!active_.load() || absl::Now() < next) continue;
+      next = absl::Now() + absl::Milliseconds(period_ms_.load());
+      (void)link_.Heartbeat();  // failures show up on the main loop's calls
+    }
+  }
+
+  CoordinatorLink& link_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> active_{false};
+  std::atomic<int64_t> period_ms_{5000};
+  std::thread thread_;
+};
+
+bool IsUnknownSession(const absl::Status& s) {
+  return absl::StartsWith(s.message(), "unknown_session:");
+}
+
+std::string ReasonOfStatus(const absl::Status& s) {
+  const std::string_view m(s.message().data(), s.message().size());
+  const size_t colon = m.find(':');
+  if (colon != std::string_view::npos && colon < 32 &&
+      m.substr(0, colon).find(' ') == std::string_view::npos) {
+    return std::string(m.substr(0, colon));
+  }
+  return absl::StatusCodeToString(s.code());
+}
+
+}  // namespace
+
+bool IsTransient(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
+                                             ClientWork& work,
+                                             CoordinatorLink& link,
+                                             const std::atomic<bool>* stop) {
+  Logger log(options.log, options.client_id);
+  Backoff backoff(options);
+  Heartbeater heartbeat(link);
+  DaemonResult result;
+  Replica replica;
+  bool joined = false;
+  absl::Time last_ok = absl::Now();
+  std::string last_problem;
+
+  const auto stopped = [&] { return stop != nullptr && stop->load(); };
+  const auto succeeded = [&] {
+    last_ok = absl::Now();
+    backoff.Reset();
+    if (!last_problem.empty()) log("the coordinator answers again");
+    last_problem.clear();
+  };
+  // A transient failure: wait (backoff) and go on, or give up.
+  const auto wait_and_retry = [&](const std::string& what,
+                                  const absl::Status& s) -> absl::Status {
+    if (absl::Now() - last_ok > options.give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "the coordinator was unreachable for ",
+          absl::FormatDuration(options.give_up), " (", what, ": ", s.message(),
+          ")"));
+    }
+    const absl::Duration delay = backoff.Next();
+    const std::string problem = absl::StrCat(what, ": ", s.message());
+    if (problem != last_problem) {
+      log(absl::StrCat(problem, "; retrying with backoff (now ",
+                       absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))),
+                       ")"));
+      last_problem = problem;
+    }
+    SleepUnlessStopped(delay, stop);
+    return absl::OkStatus();
+  };
+  // After a failed call: rejoin, retry, or stop with the error.
+  const auto handle = [&](const std::string& what,
+                          const absl::Status& s) -> absl::Status {
+    if (IsUnknownSession(s)) {
+      log(absl::StrCat(what, ": ", s.message()));
+      joined = false;
+      heartbeat.Deactivate();
+      return absl::OkStatus();
+    }
+    if (IsTransient(s)) return wait_and_retry(what, s);
+    return s;
+  };
+
+  while (!stopped()) {
+    if (!joined) {
+      absl::StatusOr<JoinInfo> info = link.Join({options.client_id, options.token,
+                                                 options.budget, work.num_samples()});
+      if (!info.ok()) {
+        if (!IsTransient(info.status())) {
+          log(absl::StrCat("join refused: ", info.status().message()));
+          return info.status();
+        }
+        if (absl::Status s = wait_and_retry("join", info.status()); !s.ok()) return s;
+        continue;
+      }
+      succeeded();
+      joined = true;
+      ++result.joins;
+      heartbeat.Activate(info->heartbeat);
+      if (replica.run_id != info->run_id && !replica.run_id.empty()) {
+        log(absl::StrCat("run ", info->run_id, " is not the run of the held ",
+                         "weights (", replica.run_id, "); dropping them"));
+        replica = Replica();
+      }
+      log(absl::StrFormat("joined run %s (%d samples, budget %g, %s)",
+                          info->run_id, work.num_samples(), info->budget,
+                          EncodingName(info->encoding)));
+      continue;
+    }
+
+    absl::StatusOr<ClientTask> task = link.GetTask(options.poll);
+    if (!task.ok()) {
+      if (absl::Status s = handle("get task", task.status()); !s.ok()) return s;
+      continue;
+    }
+    succeeded();
+    if (task->kind == ClientTaskKind::kWait) continue;
+    if (task->kind == ClientTaskKind::kFinished) {
+      result.last_round = task->round;
+      log(absl::StrCat("the run is finished (round ", task->round, "); leaving"));
+      heartbeat.Deactivate();
+      (void)link.Leave();
+      return result;
+    }
+
+    const absl::Time task_deadline = absl::Now() + task->time_left;
+    TaskRecord record;
+    record.kind = task->kind;
+    record.round = task->round;
+    absl::StatusOr<TransferStats> fetched = link.Fetch(replica);
+    if (!fetched.ok()) {
+      if (IsUnknownSession(fetched.status()) || IsTransient(fetched.status())) {
+        if (absl::Status s = handle("fetch", fetched.status()); !s.ok()) return s;
+      } else {
+        // Damaged or refused download: nothing was applied; try again.
+        log(absl::StrCat("fetch refused: ", fetched.status().message()));
+        SleepUnlessStopped(backoff.Next(), stop);
+      }
+      continue;
+    }
+    record.download = *fetched;
+    if (replica.committed_round != task->round - 1) {
+      log(absl::StrCat("task for round ", task->round,
+                       " is stale: the model is at round ",
+                       replica.committed_round));
+      continue;
+    }
+    const std::string down = absl::StrFormat(
+        "%d layers, %d bytes", fetched->layers.size(), fetched->wire_bytes);
+    absl::Status sent;
+    if (task->kind == ClientTaskKind::kScore) {
+      absl::StatusOr<std::vector<double>> scores =
+          work.Score(replica.weights, task->round, task->metric);
+      if (!scores.ok()) {
+        log(absl::StrCat("scoring failed: ", scores.status().message()));
+        return scores.status();
+      }
+      sent = link.ReportScores(task->round, *scores);
+      if (sent.ok()) {
+        log(absl::StrFormat("round %d: scored (%s) [fetched %s]", task->round,
+                            task->metric, down));
+      }
+    } else {
+      absl::StatusOr<std::vector<LayerDelta>> update =
+          work.Train(replica.weights, task->round, task->layers);
+      if (!update.ok()) {
+        log(absl::StrCat("training failed: ", update.status().message()));
+        return update.status();
+      }
+      absl::StatusOr<TransferStats> up =
+          link.Upload(task->round, work.num_samples(), *update,
+                      std::max(absl::ZeroDuration(), task_deadline - absl::Now()));
+      sent = up.status();
+      if (up.ok()) {
+        record.upload = *up;
+        log(absl::StrFormat(
+            "round %d: trained [%s], uploaded %d bytes for %d values [fetched %s]",
+            task->round, absl::StrJoin(task->layers, ","), up->wire_bytes,
+            up->numel, down));
+      }
+    }
+    record.outcome = sent.ok() ? "ok" : ReasonOfStatus(sent);
+    result.tasks.push_back(record);
+    if (!sent.ok()) {
+      if (IsUnknownSession(sent) || IsTransient(sent)) {
+        if (absl::Status s = handle("report", sent); !s.ok()) return s;
+      } else {
+        log(absl::StrCat("round ", task->round, ": refused: ", sent.message()));
+      }
+      continue;
+    }
+    succeeded();
+  }
+  heartbeat.Deactivate();
+  if (joined) (void)link.Leave();
+  return absl::CancelledError("the client daemon was asked to stop");
+}
+
+}  // namespace layerfl

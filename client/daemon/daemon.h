@@ -1,0 +1,152 @@
+#ifndef LAYERFL_CLIENT_DAEMON_DAEMON_H_
+#define LAYERFL_CLIENT_DAEMON_DAEMON_H_
+
+// The client daemon's loop (DESIGN.md §1): join the coordinator, long-poll
+// for tasks, keep a replica of the global model up to date by fetching only
+// the layers whose version changed (layer-versioned sync), score or train,
+// report, and repeat until the run is finished. Torch-free: the work itself
+// is injected (ClientWork; LocalWorker in layerfl-client) and so is the
+// transport (CoordinatorLink; gRPC in production, fakes in tests).
+//
+// Failures. A coordinator that is unavailable (down, restarting) is retried
+// with exponential backoff, capped at `backoff_max`, for up to `give_up`
+// without any successful call; an unknown session (the coordinator restarted
+// or dropped this client) leads to joining again; a refused result (stale
+// round, dropped at the deadline) is logged and the loop goes on. A failure
+// of the local work, or a refusal of the join itself, ends the daemon.
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/codec/codec.h"
+#include "common/weights/weights.h"
+
+namespace layerfl {
+
+// One client's local work at a given global model (see client/worker).
+class ClientWork {
+ public:
+  virtual ~ClientWork() = default;
+  virtual int64_t num_samples() const = 0;
+  // Per-layer importance scores of `metric`, model order.
+  virtual absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
+                                                    int64_t round,
+                                                    const std::string& metric) = 0;
+  // The deltas of the trained `layers`, model order.
+  virtual absl::StatusOr<std::vector<LayerDelta>> Train(
+      const ModelWeights& global, int64_t round,
+      const std::vector<std::string>& layers) = 0;
+};
+
+// The client's copy of the global model.
+struct Replica {
+  std::string run_id;           // "" = holds nothing
+  int64_t committed_round = -1; // the round the weights are as of
+  ModelWeights weights;         // layers in model order, with versions
+};
+
+struct JoinParams {
+  std::string client_id;
+  std::string token;
+  double budget = 0.0;  // declared; 0 = none
+  int64_t num_samples = 0;
+};
+
+struct JoinInfo {
+  std::string run_id;
+  Encoding encoding = Encoding::kFloat32;
+  int64_t max_chunk_bytes = 0;
+  absl::Duration heartbeat = absl::Seconds(5);
+  double budget = 0.0;
+};
+
+enum class ClientTaskKind { kWait, kScore, kTrain, kFinished };
+
+struct ClientTask {
+  ClientTaskKind kind = ClientTaskKind::kWait;
+  int64_t round = 0;
+  std::vector<std::string> layers;
+  absl::Duration time_left = absl::ZeroDuration();
+  std::string metric;
+};
+
+struct TransferStats {
+  std::vector<std::string> layers;
+  int64_t wire_bytes = 0;
+  int64_t payload_bytes = 0;
+  int64_t numel = 0;
+};
+
+// The coordinator as the daemon sees it. Join keeps the session for the
+// later calls. Implementations are thread-safe (Heartbeat runs on its own
+// thread). Errors are absl::Status with the coordinator's reason prefix.
+class CoordinatorLink {
+ public:
+  virtual ~CoordinatorLink() = default;
+  virtual absl::StatusOr<JoinInfo> Join(const JoinParams& params) = 0;
+  virtual absl::Status Leave() = 0;
+  virtual absl::Status Heartbeat() = 0;
+  virtual absl::StatusOr<ClientTask> GetTask(absl::Duration wait) = 0;
+  // Brings `replica` up to date: sends the held versions, receives only the
+  // changed layers. All or nothing: on error `replica` is unchanged.
+  virtual absl::StatusOr<TransferStats> Fetch(Replica& replica) = 0;
+  virtual absl::Status ReportScores(int64_t round,
+                                    const std::vector<double>& scores) = 0;
+  // `time_left`: how long the coordinator still waits for this update.
+  virtual absl::StatusOr<TransferStats> Upload(
+      int64_t round, int64_t num_samples, const std::vector<LayerDelta>& update,
+      absl::Duration time_left) = 0;
+};
+
+struct DaemonOptions {
+  std::string client_id;  // required
+  std::string token;      // the run's shared secret; "" = none
+  double budget = 0.0;    // declared budget; 0 = let the coordinator decide
+  absl::Duration poll = absl::Seconds(5);  // GetTask long-poll wait
+  // Reconnect backoff: first delay, cap, and how long without any successful
+  // call before giving up (Unavailable).
+  absl::Duration backoff_initial = absl::Milliseconds(200);
+  absl::Duration backoff_max = absl::Seconds(5);
+  absl::Duration give_up = absl::Seconds(120);
+  // One line per event; null = silent. Not owned.
+  std::ostream* log = nullptr;
+};
+
+struct TaskRecord {
+  ClientTaskKind kind = ClientTaskKind::kWait;
+  int64_t round = 0;
+  TransferStats download;
+  TransferStats upload;  // kTrain
+  std::string outcome;   // "ok" or the refusal's reason
+};
+
+struct DaemonResult {
+  int64_t last_round = 0;  // the coordinator's last committed round
+  int joins = 0;           // 1 + rejoins
+  std::vector<TaskRecord> tasks;
+};
+
+// Runs until the coordinator says the run is finished (OK, after Leave), the
+// coordinator stays unreachable for `give_up` (Unavailable), the local work
+// fails (its error), the join is refused (the refusal), or `stop` becomes
+// true (Cancelled, after Leave). Blocking.
+absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
+                                             ClientWork& work,
+                                             CoordinatorLink& link,
+                                             const std::atomic<bool>* stop);
+
+// Whether a link error means "try again later" (coordinator down, restarting,
+// overloaded, or a deadline passed).
+bool IsTransient(const absl::Status& status);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_CLIENT_DAEMON_DAEMON_H_

@@ -1,0 +1,37 @@
+#ifndef LAYERFL_CLIENT_DAEMON_GRPC_LINK_H_
+#define LAYERFL_CLIENT_DAEMON_GRPC_LINK_H_
+
+// The CoordinatorLink over gRPC (proto/layerfl.proto). Every call has a
+// deadline. Downloads are checked chunk by chunk (common/codec) and applied
+// to the replica only once whole; uploads are sent as chunks of the layers
+// trained, in the run's encoding. Thread-safe.
+
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "client/daemon/daemon.h"
+
+namespace layerfl {
+
+struct GrpcLinkOptions {
+  // The coordinator, "host:port". Required.
+  std::string target;
+  // Deadline of unary calls; GetTask adds its long-poll wait. Default 30 s.
+  absl::Duration rpc_timeout = absl::Seconds(30);
+  // Deadline of a FetchLayers stream. Default 10 min.
+  absl::Duration transfer_timeout = absl::Minutes(10);
+  // Upload chunk payload (capped by what the coordinator accepts). Default
+  // 1 MiB.
+  int64_t chunk_bytes = int64_t{1} << 20;
+  // Largest download chunk payload accepted. Default 4 MiB.
+  int64_t max_chunk_bytes = int64_t{4} << 20;
+  // gRPC's own reconnect backoff cap. Default 5 s.
+  absl::Duration reconnect_backoff_max = absl::Seconds(5);
+};
+
+std::unique_ptr<CoordinatorLink> CreateGrpcLink(const GrpcLinkOptions& options);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_CLIENT_DAEMON_GRPC_LINK_H_

@@ -1,0 +1,117 @@
+// layerfl-client --config FILE --partition I [--coordinator HOST:PORT]:
+// one client daemon of a federated run (see client.h). Exit codes: 0 the run
+// finished (or SIGINT/SIGTERM: the client left cleanly), 1 runtime failure
+// (coordinator unreachable past --give_up_s, join refused, local training
+// failed), 2 bad config or flags.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "client/daemon/client.h"
+
+ABSL_FLAG(std::string, config, "", "run config (YAML); required");
+ABSL_FLAG(int, partition, -1, "this client's data partition; required");
+ABSL_FLAG(std::string, id, "", "client id (default client-%03d of --partition)");
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
+ABSL_FLAG(std::string, token, "", "the run's shared secret (prefer --token_file)");
+ABSL_FLAG(std::string, token_file, "", "file holding the shared secret");
+ABSL_FLAG(double, budget, 0,
+          "declared training budget in the run's cost unit (0: the "
+          "coordinator assigns one)");
+ABSL_FLAG(int64_t, poll_ms, 5000, "GetTask long-poll wait, ms");
+ABSL_FLAG(double, rpc_timeout_s, 30, "deadline of unary calls");
+ABSL_FLAG(double, transfer_timeout_s, 600, "deadline of a model download");
+ABSL_FLAG(int64_t, chunk_kb, 1024, "upload chunk payload, KiB");
+ABSL_FLAG(int64_t, backoff_initial_ms, 200, "first reconnect delay, ms");
+ABSL_FLAG(int64_t, backoff_max_ms, 5000, "largest reconnect delay, ms");
+ABSL_FLAG(double, give_up_s, 120,
+          "exit (code 1) after this long without reaching the coordinator");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void WatchSignals(sigset_t set) {
+  for (;;) {
+    timespec timeout{0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&set, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      g_stop.store(true);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  auto fail_flags = [](const std::string& why) {
+    std::cerr << "layerfl-client: " << why << "\n";
+    return 2;
+  };
+  if (absl::GetFlag(FLAGS_config).empty()) return fail_flags("--config is required");
+  if (absl::GetFlag(FLAGS_partition) < 0) return fail_flags("--partition is required");
+  absl::StatusOr<layerfl::RunConfig> config =
+      layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return fail_flags(std::string(config.status().message()));
+
+  layerfl::ClientOptions options;
+  options.partition = absl::GetFlag(FLAGS_partition);
+  layerfl::DaemonOptions& d = options.daemon;
+  d.client_id = absl::GetFlag(FLAGS_id);
+  d.token = absl::GetFlag(FLAGS_token);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_token_file));
+    std::string token;
+    if (!std::getline(in, token)) {
+      return fail_flags(absl::StrCat("--token_file: cannot read '",
+                                     absl::GetFlag(FLAGS_token_file), "'"));
+    }
+    d.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  d.budget = absl::GetFlag(FLAGS_budget);
+  d.poll = absl::Milliseconds(absl::GetFlag(FLAGS_poll_ms));
+  d.backoff_initial = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));
+  d.backoff_max = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_max_ms));
+  d.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
+  d.log = &std::cerr;
+  options.link.target = absl::GetFlag(FLAGS_coordinator);
+  options.link.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_s));
+  options.link.transfer_timeout = absl::Seconds(absl::GetFlag(FLAGS_transfer_timeout_s));
+  options.link.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
+  options.link.reconnect_backoff_max = d.backoff_max;
+  if (d.budget < 0) return fail_flags("--budget: must be >= 0");
+  if (d.poll <= absl::ZeroDuration() || options.link.rpc_timeout <= absl::ZeroDuration() ||
+      options.link.transfer_timeout <= absl::ZeroDuration() ||
+      d.backoff_initial <= absl::ZeroDuration() || d.backoff_max < d.backoff_initial ||
+      d.give_up <= absl::ZeroDuration()) {
+    return fail_flags("--poll_ms, --rpc_timeout_s, --transfer_timeout_s, "
+                      "--give_up_s and the backoff must be > 0 (max >= initial)");
+  }
+  if (options.link.chunk_bytes < 4 || options.link.chunk_bytes > (3 << 20)) {
+    return fail_flags("--chunk_kb: must be in [1, 3072]");
+  }
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread signals(WatchSignals, set);
+  signals.detach();
+
+  absl::Status status = layerfl::RunClient(*config, options, &g_stop);
+  if (status.ok()) return 0;
+  if (g_stop.load() && status.code() == absl::StatusCode::kCancelled) return 0;
+  std::cerr << "layerfl-client: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}

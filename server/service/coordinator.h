@@ -1,0 +1,46 @@
+#ifndef LAYERFL_SERVER_SERVICE_COORDINATOR_H_
+#define LAYERFL_SERVER_SERVICE_COORDINATOR_H_
+
+// layerfl-coordinator: the round engine of a run config behind the gRPC
+// service. It sets the engine up exactly as layerfl-sim does (model init from
+// the config seed, pretrained start, selector, budgets by client id,
+// evaluator on the test set, checkpoints in federated.run_dir/checkpoints,
+// metrics.jsonl), so that client daemons holding partitions 0..N-1 reproduce
+// the simulation: same config and seed -> bit-identical final weights
+// (float32 encoding, ordered aggregation).
+//
+// Blocking; one per process (it sets LibTorch's thread count).
+
+#include <atomic>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/config/config.h"
+#include "server/service/service.h"
+
+namespace layerfl {
+
+struct CoordinatorOptions {
+  // "host:port" to listen on; port 0 picks a free port. Default all
+  // interfaces, port 50051.
+  std::string listen = "0.0.0.0:50051";
+  // When set, the chosen port is written there (atomically) once listening.
+  std::string port_file;
+  // Transport settings. run_id is ignored (it is kept in
+  // federated.run_dir/run_id); wait_for_clients < 0 means data.num_clients.
+  ServiceOptions service;
+  // Progress and event lines; null = silent. Not owned.
+  std::ostream* log = nullptr;
+};
+
+// Runs the coordinator until the run is over (OK), fails (the error), or
+// `stop` becomes true (Cancelled; the last committed round is on disk).
+// InvalidArgument means the config or options are unusable.
+absl::Status RunCoordinator(const RunConfig& config,
+                            const CoordinatorOptions& options,
+                            const std::atomic<bool>* stop);
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SERVICE_COORDINATOR_H_

@@ -1,0 +1,134 @@
+// layerfl-coordinator --config FILE [--listen HOST:PORT] [transport flags]:
+// serves a federated run to client daemons (see coordinator.h). Exit codes:
+// 0 the run finished (or was stopped by SIGINT/SIGTERM after its last
+// committed round), 1 runtime failure, 2 bad config or flags.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/service/coordinator.h"
+
+ABSL_FLAG(std::string, config, "", "run config (YAML); required");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "address to serve on; port 0 picks a free port");
+ABSL_FLAG(std::string, port_file, "",
+          "write the port actually listened on to this file");
+ABSL_FLAG(std::string, token, "",
+          "shared secret clients must present to join (prefer --token_file)");
+ABSL_FLAG(std::string, token_file, "", "file holding the shared secret");
+ABSL_FLAG(std::string, encoding, "float32",
+          "tensor encoding on the wire: float32, float16 or bfloat16");
+ABSL_FLAG(int64_t, chunk_kb, 1024, "FetchLayers chunk payload, KiB (<= 3072)");
+ABSL_FLAG(int64_t, max_chunk_kb, 2048,
+          "largest upload chunk payload accepted, KiB (<= 3072)");
+ABSL_FLAG(int64_t, max_poll_ms, 10000, "longest GetTask long poll, ms");
+ABSL_FLAG(double, client_timeout_s, 60,
+          "a client not heard from for this long leaves the run");
+ABSL_FLAG(double, heartbeat_s, 5, "heartbeat period told to clients");
+ABSL_FLAG(int64_t, tick_ms, 100, "deadline/round-start check period, ms");
+ABSL_FLAG(bool, ordered_aggregation, true,
+          "add each round's updates in client-id order (bit-identical to "
+          "layerfl-sim; holds early updates in memory)");
+ABSL_FLAG(int, wait_for_clients, -1,
+          "the first round waits for this many clients (-1: data.num_clients)");
+ABSL_FLAG(double, wait_for_clients_s, 60,
+          "...or this long, then starts with federated.min_clients");
+ABSL_FLAG(double, linger_s, 10,
+          "after the last round, keep telling clients FINISHED this long");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+// SIGINT/SIGTERM are blocked in every thread and taken here.
+void WatchSignals(sigset_t set) {
+  for (;;) {
+    timespec timeout{0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&set, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::cerr << "layerfl-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+                << ", stopping" << std::endl;
+      g_stop.store(true);
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  auto fail_flags = [](const std::string& why) {
+    std::cerr << "layerfl-coordinator: " << why << "\n";
+    return 2;
+  };
+  if (absl::GetFlag(FLAGS_config).empty()) return fail_flags("--config is required");
+  absl::StatusOr<layerfl::RunConfig> config =
+      layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return fail_flags(std::string(config.status().message()));
+
+  layerfl::CoordinatorOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.log = &std::cerr;
+  layerfl::ServiceOptions& s = options.service;
+  s.token = absl::GetFlag(FLAGS_token);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_token_file));
+    std::string token;
+    if (!std::getline(in, token)) {
+      return fail_flags(absl::StrCat("--token_file: cannot read '",
+                                     absl::GetFlag(FLAGS_token_file), "'"));
+    }
+    s.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  absl::StatusOr<layerfl::Encoding> encoding =
+      layerfl::ParseEncoding(absl::GetFlag(FLAGS_encoding));
+  if (!encoding.ok()) return fail_flags(absl::StrCat("--", encoding.status().message()));
+  s.encoding = *encoding;
+  s.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
+  s.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_kb) * 1024;
+  s.max_poll = absl::Milliseconds(absl::GetFlag(FLAGS_max_poll_ms));
+  s.client_timeout = absl::Seconds(absl::GetFlag(FLAGS_client_timeout_s));
+  s.heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_s));
+  s.tick = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
+  s.ordered_aggregation = absl::GetFlag(FLAGS_ordered_aggregation);
+  s.wait_for_clients = absl::GetFlag(FLAGS_wait_for_clients);
+  s.wait_for_clients_timeout = absl::Seconds(absl::GetFlag(FLAGS_wait_for_clients_s));
+  s.linger = absl::Seconds(absl::GetFlag(FLAGS_linger_s));
+  {
+    layerfl::ServiceOptions check = s;
+    check.run_id = "x";
+    if (check.wait_for_clients < 0) check.wait_for_clients = 0;
+    absl::Status valid = check.Validate();
+    if (!valid.ok()) return fail_flags(absl::StrCat("--", valid.message()));
+  }
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread signals(WatchSignals, set);
+  signals.detach();
+
+  absl::Status status = layerfl::RunCoordinator(*config, options, &g_stop);
+  if (status.ok()) return 0;
+  if (g_stop.load() && status.code() == absl::StatusCode::kCancelled) {
+    std::cerr << "layerfl-coordinator: stopped; the last committed round is in "
+              << config->federated.run_dir
+              << "/checkpoints (federated.resume: true continues it)\n";
+    return 0;
+  }
+  std::cerr << "layerfl-coordinator: " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}

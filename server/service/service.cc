@@ -1,0 +1,1004 @@
+#include "server/service/service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <random>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/layerfl.grpc.pb.h"
+#include "common/util/status_macros.h"
+#include "proto/wire_convert.h"
+
+namespace layerfl {
+namespace {
+
+namespace wire = ::layerfl::wire::v1;
+
+constexpr int64_t kMaxChunkLimit = int64_t{3} << 20;
+constexpr size_t kMaxTransferRecords = 4096;
+constexpr const char* kServiceReasons[] = {"bad_token", "unknown_session",
+                                           "bad_request", "shutting_down"};
+
+absl::Status BadRequest(std::string detail) {
+  return absl::InvalidArgumentError(absl::StrCat("bad_request: ", detail));
+}
+absl::Status UnknownSession(const std::string& id) {
+  return absl::UnauthenticatedError(absl::StrCat(
+      "unknown_session: client '", id,
+      "' has no live session here (coordinator restarted or client timed "
+      "out); join again"));
+}
+absl::Status ShuttingDown() {
+  return absl::UnavailableError("shutting_down: the coordinator is stopping");
+}
+
+std::string ReasonName(const absl::Status& s) {
+  if (std::optional<RejectReason> r = ReasonOf(s)) {
+    return std::string(RejectReasonName(*r));
+  }
+  if (std::optional<WireError> w = WireErrorOf(s)) {
+    return std::string(WireErrorName(*w));
+  }
+  for (const char* name : kServiceReasons) {
+    if (absl::StartsWith(s.message(), absl::StrCat(name, ":"))) return name;
+  }
+  return "other";
+}
+
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? a[i] : 0;
+    const unsigned char y = i < b.size() ? b[i] : 0;
+    diff |= x ^ y;
+  }
+  return diff == 0;
+}
+
+std::string NewSessionId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return absl::StrFormat("%016x%016x", rng(), rng());
+}
+
+// Runs posted closures one at a time, in order, on its own thread.
+class SerialExecutor {
+ public:
+  SerialExecutor() : thread_([this] { Run(); }) {}
+  ~SerialExecutor() { Stop(); }
+
+  void Post(std::function<void()> fn) {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(fn));
+  }
+
+  // Runs what is queued, then joins the thread.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](SerialExecutor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
+              return e->stopping_ || !e->queue_.empty();
+            },
+            this));
+        if (queue_.empty()) return;
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+struct Session {
+  std::string session;
+  absl::Time last_seen;
+  bool told_finished = false;
+};
+
+struct Snapshot {
+  int64_t committed_round = 0;
+  std::shared_ptr<const ModelWeights> global;
+};
+
+struct Poll {
+  std::string id;
+  grpc::CallbackServerContext* context;
+  grpc::ServerUnaryReactor* reactor;
+  wire::TaskReply* reply;
+  absl::Time expiry;  // wall clock
+};
+
+// A decoded update waiting for the engine thread.
+struct HeldUpload {
+  std::string id;
+  int64_t round = 0;
+  int64_t num_samples = 0;
+  std::vector<LayerDelta> update;
+  TransferRecord record;
+  std::function<void(const absl::Status&)> done;  // finishes the RPC
+};
+
+class CoordinatorServerImpl final : public CoordinatorServer,
+                                    public wire::Coordinator::CallbackService {
+ public:
+  CoordinatorServerImpl(const ServiceOptions& options, ServiceDeps deps)
+      : options_(options), deps_(std::move(deps)) {
+    const ModelWeights global = deps_.engine->global();
+    layouts_ = LayoutsOf(global);
+    for (const LayerLayout& l : layouts_) layer_names_.push_back(l.layer);
+    snapshot_.committed_round = deps_.engine->committed_round();
+    snapshot_.global = std::make_shared<const ModelWeights>(std::move(global));
+    started_at_ = deps_.clock->Now();
+  }
+
+  ~CoordinatorServerImpl() override { Stop(); }
+
+  absl::Status Listen(const std::string& address) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    builder.SetMaxReceiveMessageSize(
+        static_cast<int>(options_.max_chunk_bytes + (64 << 10)));
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on '", address, "'"));
+    }
+    Log(absl::StrCat("listening on port ", port_, ", run ", options_.run_id,
+                     ", ", EncodingName(options_.encoding), ", chunks of ",
+                     options_.chunk_bytes, " bytes, ",
+                     options_.ordered_aggregation ? "ordered" : "arrival-order",
+                     " aggregation"));
+    ticker_ = std::thread([this] { TickerLoop(); });
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+
+  absl::Status Wait() override {
+    absl::MutexLock lock(&done_mu_);
+    done_mu_.Await(absl::Condition(&done_));
+    return result_;
+  }
+
+  void Shutdown() override {
+    SetDone(absl::CancelledError("the coordinator was asked to stop"));
+  }
+
+  ServiceStats stats() const override {
+    absl::MutexLock lock(&stats_mu_);
+    ServiceStats s;
+    s.downloads.assign(downloads_.begin(), downloads_.end());
+    s.uploads.assign(uploads_.begin(), uploads_.end());
+    s.refused = refused_;
+    return s;
+  }
+
+  // --- RPCs (reactor threads) ---
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
+                                 const wire::JoinRequest* request,
+                                 wire::JoinReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (stopping_.load()) return Refuse(reactor, "join", request->client_id(), ShuttingDown());
+    if (!ConstantTimeEquals(request->token(), options_.token)) {
+      return Refuse(reactor, "join", request->client_id(),
+                    absl::UnauthenticatedError(
+                        "bad_token: the token does not match the run's"));
+    }
+    executor_.Post([this, request, reply, reactor] {
+      const std::string& id = request->client_id();
+      ClientInfo info{id, request->num_samples(), 0.0};
+      absl::StatusOr<double> budget = deps_.budget(id, request->budget());
+      absl::Status s = budget.status();
+      if (s.ok()) {
+        info.budget = *budget;
+        s = deps_.engine->Join(info);
+      }
+      if (!s.ok()) {
+        Refuse(reactor, "join", id,
+               ReasonName(s) == "other" ? BadRequest(std::string(s.message())) : s);
+        return;
+      }
+      const std::string session = NewSessionId();
+      {
+        absl::MutexLock lock(&mu_);
+        sessions_[id] = Session{session, deps_.clock->Now(), false};
+      }
+      ever_joined_.insert(id);
+      reply->set_session(session);
+      reply->set_run_id(options_.run_id);
+      reply->set_encoding(ToProto(options_.encoding));
+      reply->set_max_chunk_bytes(static_cast<uint64_t>(options_.max_chunk_bytes));
+      reply->set_heartbeat_ms(absl::ToInt64Milliseconds(options_.heartbeat));
+      reply->set_budget(info.budget);
+      Log(absl::StrFormat("join %s: %d samples, budget %g", id,
+                          info.num_samples, info.budget));
+      reactor->Finish(grpc::Status::OK);
+      AfterOp();
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context,
+                                  const wire::LeaveRequest* request,
+                                  wire::LeaveReply*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    absl::Status s = CheckSession(request->client_id(), request->session());
+    if (!s.ok()) return Refuse(reactor, "leave", request->client_id(), s);
+    {
+      absl::MutexLock lock(&mu_);
+      sessions_.erase(request->client_id());
+    }
+    executor_.Post([this, request, reactor] {
+      deps_.engine->Leave(request->client_id());
+      Log(absl::StrCat("leave ", request->client_id()));
+      reactor->Finish(grpc::Status::OK);
+      AfterOp();
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const wire::HeartbeatRequest* request,
+                                      wire::HeartbeatReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    absl::Status s = CheckSession(request->client_id(), request->session());
+    if (!s.ok()) return Refuse(reactor, "heartbeat", request->client_id(), s);
+    reply->set_committed_round(CurrentSnapshot().committed_round);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* context,
+                                    const wire::GetTaskRequest* request,
+                                    wire::TaskReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (stopping_.load()) return Refuse(reactor, "get_task", request->client_id(), ShuttingDown());
+    absl::Status s = CheckSession(request->client_id(), request->session());
+    if (!s.ok()) return Refuse(reactor, "get_task", request->client_id(), s);
+    const absl::Duration wait = std::clamp(
+        absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(), options_.max_poll);
+    {
+      absl::MutexLock lock(&mu_);
+      polls_.push_back(
+          Poll{request->client_id(), context, reactor, reply, absl::Now() + wait});
+    }
+    executor_.Post([this] { EvaluatePolls(); });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ReportScores(grpc::CallbackServerContext* context,
+                                         const wire::ScoresRequest* request,
+                                         wire::ScoresReply*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (stopping_.load()) return Refuse(reactor, "scores", request->client_id(), ShuttingDown());
+    absl::Status s = CheckSession(request->client_id(), request->session());
+    if (!s.ok()) return Refuse(reactor, "scores", request->client_id(), s);
+    executor_.Post([this, request, reactor] {
+      const std::vector<double> scores(request->scores().begin(),
+                                       request->scores().end());
+      absl::Status st = deps_.engine->SubmitScores(request->client_id(),
+                                                   request->round(), scores);
+      if (!st.ok()) {
+        Refuse(reactor, "scores", request->client_id(), st);
+      } else {
+        Log(absl::StrFormat("round %d: scores from %s", request->round(),
+                            request->client_id()));
+        reactor->Finish(grpc::Status::OK);
+      }
+      AfterOp();
+    });
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<wire::FetchReply>* FetchLayers(
+      grpc::CallbackServerContext* context,
+      const wire::FetchRequest* request) override;
+
+  grpc::ServerReadReactor<wire::UploadMessage>* UploadUpdate(
+      grpc::CallbackServerContext* context, wire::UploadReply* reply) override;
+
+  // --- shared with the stream reactors ---
+
+  absl::Status CheckSession(const std::string& id, const std::string& session) {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() ||
+        !ConstantTimeEquals(it->second.session, session)) {
+      return UnknownSession(id);
+    }
+    it->second.last_seen = deps_.clock->Now();
+    return absl::OkStatus();
+  }
+
+  Snapshot CurrentSnapshot() {
+    absl::MutexLock lock(&mu_);
+    return snapshot_;
+  }
+
+  const ServiceOptions& options() const { return options_; }
+  const std::vector<LayerLayout>& layouts() const { return layouts_; }
+  const std::vector<std::string>& layer_names() const { return layer_names_; }
+  bool stopping() const { return stopping_.load(); }
+
+  void CountDownload(int64_t bytes) { bytes_down_.fetch_add(bytes); }
+
+  void RecordDownload(TransferRecord record) {
+    absl::MutexLock lock(&stats_mu_);
+    if (record.outcome != "ok") ++refused_[record.outcome];
+    downloads_.push_back(std::move(record));
+    if (downloads_.size() > kMaxTransferRecords) downloads_.pop_front();
+  }
+
+  void CountRefusal(const std::string& rpc, const std::string& id,
+                    const absl::Status& s) {
+    {
+      absl::MutexLock lock(&stats_mu_);
+      ++refused_[ReasonName(s)];
+    }
+    Log(absl::StrCat("refused ", rpc, " from ", id, ": ", s.message()));
+  }
+
+  // Called on a reactor thread with a fully decoded, checked update.
+  void SubmitUpload(std::shared_ptr<HeldUpload> upload) {
+    executor_.Post([this, upload] {
+      if (stopping_.load()) {
+        FinishUpload(*upload, ShuttingDown());
+        return;
+      }
+      if (!options_.ordered_aggregation) {
+        SubmitNow(*upload);
+        AfterOp();
+        return;
+      }
+      if (held_.count(upload->id)) {
+        FinishUpload(*upload,
+                     Rejection(RejectReason::kDuplicate,
+                               absl::StrCat("client '", upload->id,
+                                            "' already has an update waiting")));
+        return;
+      }
+      held_[upload->id] = upload;
+      AfterOp();
+    });
+  }
+
+ private:
+  grpc::ServerUnaryReactor* Refuse(grpc::ServerUnaryReactor* reactor,
+                                   const std::string& rpc, const std::string& id,
+                                   const absl::Status& s) {
+    CountRefusal(rpc, id, s);
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+
+  void Log(const std::string& line) {
+    if (deps_.log == nullptr) return;
+    absl::MutexLock lock(&log_mu_);
+    *deps_.log << absl::FormatTime("%H:%M:%E3S", absl::Now(),
+                                   absl::LocalTimeZone())
+               << " coordinator: " << line << std::endl;
+  }
+
+  void SetDone(absl::Status status) {
+    absl::MutexLock lock(&done_mu_);
+    if (done_) return;
+    done_ = true;
+    result_ = std::move(status);
+  }
+
+  bool done() {
+    absl::MutexLock lock(&done_mu_);
+    return done_;
+  }
+
+  // --- engine thread ---
+
+  void FinishUpload(HeldUpload& u, const absl::Status& s) {
+    u.record.outcome = s.ok() ? "ok" : ReasonName(s);
+    if (!s.ok()) CountRefusal("upload", u.id, s);
+    {
+      absl::MutexLock lock(&stats_mu_);
+      uploads_.push_back(u.record);
+      if (uploads_.size() > kMaxTransferRecords) uploads_.pop_front();
+    }
+    u.done(s);
+  }
+
+  void SubmitNow(HeldUpload& u) {
+    absl::Status s =
+        deps_.engine->SubmitUpdate(u.id, u.round, u.num_samples, u.update);
+    if (s.ok()) {
+      Log(absl::StrFormat(
+          "round %d: update from %s, %d layers [%s], %d wire bytes for %d "
+          "values (%.4f of the %s payload)",
+          u.round, u.id, u.record.layers.size(),
+          absl::StrJoin(u.record.layers, ","), u.record.wire_bytes,
+          u.record.numel,
+          u.record.payload_bytes > 0
+              ? static_cast<double>(u.record.wire_bytes) / u.record.payload_bytes
+              : 0.0,
+          EncodingName(options_.encoding)));
+    }
+    u.update.clear();
+    FinishUpload(u, s);
+  }
+
+  // Whether a lower-id client still owes an update for the held one's round.
+  bool Blocked(const HeldUpload& u) {
+    for (const std::string& other : ever_joined_) {
+      if (other >= u.id) break;
+      const Task t = deps_.engine->TaskFor(other);
+      if (t.kind == TaskKind::kTrain && t.round == u.round) return true;
+    }
+    return false;
+  }
+
+  void Drain() {
+    while (!held_.empty()) {
+      auto it = held_.begin();
+      if (Blocked(*it->second)) return;
+      std::shared_ptr<HeldUpload> u = it->second;
+      held_.erase(it);
+      SubmitNow(*u);
+    }
+  }
+
+  void FlushHeld(const absl::Status& instead = absl::OkStatus()) {
+    while (!held_.empty()) {
+      std::shared_ptr<HeldUpload> u = held_.begin()->second;
+      held_.erase(held_.begin());
+      if (instead.ok()) {
+        SubmitNow(*u);
+      } else {
+        FinishUpload(*u, instead);
+      }
+    }
+  }
+
+  void RefreshSnapshot() {
+    const int64_t committed = deps_.engine->committed_round();
+    {
+      absl::MutexLock lock(&mu_);
+      if (committed == snapshot_.committed_round) return;
+    }
+    auto global = std::make_shared<const ModelWeights>(deps_.engine->global());
+    absl::MutexLock lock(&mu_);
+    snapshot_.committed_round = committed;
+    snapshot_.global = std::move(global);
+  }
+
+  void DeliverRecords() {
+    for (RoundRecord& r : deps_.engine->TakeRecords()) {
+      r.bytes_down = bytes_down_.exchange(0);
+      std::string eval;
+      if (r.evaluated) {
+        eval = absl::StrFormat(", accuracy %.4f, loss %.4f", r.eval.accuracy,
+                               r.eval.loss);
+      }
+      int contributed = 0;
+      for (const ClientRoundRecord& c : r.clients) contributed += c.contributed;
+      Log(absl::StrFormat(
+          "round %d committed (attempt %d): %d of %d clients, changed [%s]%s, "
+          "up %d bytes (float32 values), down %d wire bytes",
+          r.round, r.attempt, contributed, r.clients.size(),
+          absl::StrJoin(r.changed_layers, ","), eval, r.bytes_up, r.bytes_down));
+      if (deps_.on_round) deps_.on_round(r);
+    }
+  }
+
+  void MaybeStartRound() {
+    if (deps_.engine->round_running() || deps_.engine->finished()) return;
+    if (!started_any_) {
+      int joined;
+      {
+        absl::MutexLock lock(&mu_);
+        joined = static_cast<int>(sessions_.size());
+      }
+      if (joined < options_.wait_for_clients &&
+          deps_.clock->Now() - started_at_ < options_.wait_for_clients_timeout) {
+        return;
+      }
+    }
+    absl::Status s = deps_.engine->StartRound();
+    if (!s.ok()) {
+      const std::string why(s.message());
+      if (why != last_start_refusal_) Log(absl::StrCat("waiting: ", why));
+      last_start_refusal_ = why;
+      return;
+    }
+    last_start_refusal_.clear();
+    started_any_ = true;
+    const int64_t round = deps_.engine->committed_round() + 1;
+    std::vector<std::string> scoring, training;
+    for (const std::string& id : ever_joined_) {
+      const Task t = deps_.engine->TaskFor(id);
+      if (t.kind == TaskKind::kScore) scoring.push_back(id);
+      if (t.kind == TaskKind::kTrain) {
+        training.push_back(absl::StrCat(id, "[", absl::StrJoin(t.layers, ","), "]"));
+      }
+    }
+    Log(absl::StrFormat("round %d started: %s%s", round,
+                        scoring.empty() ? "" : "scoring " + absl::StrJoin(scoring, " "),
+                        training.empty() ? "" : "training " + absl::StrJoin(training, " ")));
+  }
+
+  void EvaluatePolls() {
+    std::vector<Poll> polls;
+    {
+      absl::MutexLock lock(&mu_);
+      polls.swap(polls_);
+    }
+    const absl::Time now = absl::Now();
+    const bool stopping = stopping_.load();
+    std::vector<Poll> keep;
+    for (Poll& p : polls) {
+      if (stopping) {
+        p.reactor->Finish(ToGrpc(ShuttingDown()));
+        continue;
+      }
+      const Task t = deps_.engine->TaskFor(p.id);
+      if (t.kind == TaskKind::kWait && now < p.expiry &&
+          !p.context->IsCancelled()) {
+        keep.push_back(std::move(p));
+        continue;
+      }
+      switch (t.kind) {
+        case TaskKind::kWait:
+          p.reply->set_kind(wire::TaskReply::WAIT);
+          break;
+        case TaskKind::kScore:
+          p.reply->set_kind(wire::TaskReply::SCORE);
+          p.reply->set_metric(deps_.metric);
+          break;
+        case TaskKind::kTrain:
+          p.reply->set_kind(wire::TaskReply::TRAIN);
+          for (const std::string& l : t.layers) p.reply->add_layers(l);
+          break;
+        case TaskKind::kFinished: {
+          p.reply->set_kind(wire::TaskReply::FINISHED);
+          absl::MutexLock lock(&mu_);
+          auto it = sessions_.find(p.id);
+          if (it != sessions_.end()) it->second.told_finished = true;
+          break;
+        }
+      }
+      p.reply->set_round(t.round);
+      if (t.kind == TaskKind::kScore || t.kind == TaskKind::kTrain) {
+        p.reply->set_deadline_ms(std::max<int64_t>(
+            0, absl::ToInt64Milliseconds(t.deadline - deps_.clock->Now())));
+      }
+      p.reactor->Finish(grpc::Status::OK);
+    }
+    absl::MutexLock lock(&mu_);
+    for (Poll& p : keep) polls_.push_back(std::move(p));
+  }
+
+  // After every engine call: hand held updates over, publish a new global,
+  // deliver committed rounds, start the next round, answer waiting polls.
+  void AfterOp() {
+    if (options_.ordered_aggregation) Drain();
+    RefreshSnapshot();
+    DeliverRecords();
+    if (!done()) MaybeStartRound();
+    EvaluatePolls();
+  }
+
+  void ExpireSessions() {
+    const absl::Time now = deps_.clock->Now();
+    std::vector<std::string> expired;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto it = sessions_.begin(); it != sessions_.end();) {
+        if (now - it->second.last_seen > options_.client_timeout) {
+          expired.push_back(it->first);
+          it = sessions_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (const std::string& id : expired) {
+      deps_.engine->Leave(id);
+      Log(absl::StrCat("client ", id, " timed out (nothing heard for ",
+                       absl::FormatDuration(options_.client_timeout),
+                       "); it left the run"));
+    }
+  }
+
+  void TickOp() {
+    tick_queued_.store(false);
+    if (done()) return;
+    ExpireSessions();
+    absl::Status s;
+    if (held_.empty()) {
+      s = deps_.engine->Tick();
+    } else {
+      // Held updates count as answered: add them before the deadline drops
+      // their senders. Before the deadline Tick would do nothing anyway.
+      const Task t = deps_.engine->TaskFor(held_.begin()->first);
+      if (t.kind != TaskKind::kTrain || deps_.clock->Now() >= t.deadline) {
+        FlushHeld();
+        s = deps_.engine->Tick();
+      }
+    }
+    if (!s.ok()) {
+      Log(absl::StrCat("the run failed: ", s.message()));
+      SetDone(s);
+      AfterOp();
+      return;
+    }
+    AfterOp();
+    if (deps_.engine->finished()) {
+      const absl::Time now = deps_.clock->Now();
+      if (finished_at_ == absl::InfiniteFuture()) {
+        finished_at_ = now;
+        Log(absl::StrCat("the run finished after round ",
+                         deps_.engine->committed_round(),
+                         "; telling the clients"));
+      }
+      bool all_told = true;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const auto& [id, session] : sessions_) {
+          all_told = all_told && session.told_finished;
+        }
+      }
+      if (all_told || now - finished_at_ >= options_.linger) {
+        SetDone(absl::OkStatus());
+      }
+    }
+  }
+
+  void TickerLoop() {
+    while (!ticker_stop_.load()) {
+      absl::SleepFor(options_.tick);
+      if (!tick_queued_.exchange(true)) executor_.Post([this] { TickOp(); });
+    }
+  }
+
+  void Stop() {
+    SetDone(absl::CancelledError("the coordinator was asked to stop"));
+    ticker_stop_.store(true);
+    if (ticker_.joinable()) ticker_.join();
+    stopping_.store(true);
+    executor_.Post([this] {
+      FlushHeld(ShuttingDown());
+      EvaluatePolls();
+    });
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    }
+    executor_.Post([this] {
+      FlushHeld(ShuttingDown());
+      EvaluatePolls();
+    });
+    executor_.Stop();
+    if (server_ != nullptr) server_->Wait();
+  }
+
+  const ServiceOptions options_;
+  const ServiceDeps deps_;
+  std::vector<LayerLayout> layouts_;
+  std::vector<std::string> layer_names_;
+  absl::Time started_at_;
+
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  SerialExecutor executor_;
+  std::thread ticker_;
+  std::atomic<bool> ticker_stop_{false};
+  std::atomic<bool> tick_queued_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> bytes_down_{0};
+
+  absl::Mutex mu_;
+  std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  std::vector<Poll> polls_ ABSL_GUARDED_BY(mu_);
+  Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+
+  // Engine thread only.
+  std::set<std::string> ever_joined_;
+  std::map<std::string, std::shared_ptr<HeldUpload>> held_;
+  bool started_any_ = false;
+  std::string last_start_refusal_;
+  absl::Time finished_at_ = absl::InfiniteFuture();
+
+  mutable absl::Mutex stats_mu_;
+  std::deque<TransferRecord> downloads_ ABSL_GUARDED_BY(stats_mu_);
+  std::deque<TransferRecord> uploads_ ABSL_GUARDED_BY(stats_mu_);
+  std::map<std::string, int64_t> refused_ ABSL_GUARDED_BY(stats_mu_);
+
+  absl::Mutex log_mu_;
+
+  absl::Mutex done_mu_;
+  bool done_ ABSL_GUARDED_BY(done_mu_) = false;
+  absl::Status result_ ABSL_GUARDED_BY(done_mu_);
+};
+
+// Streams the layers the client lacks: a manifest, then the chunks.
+class FetchReactor : public grpc::ServerWriteReactor<wire::FetchReply> {
+ public:
+  FetchReactor(CoordinatorServerImpl* service, const wire::FetchRequest* request)
+      : service_(service) {
+    record_.client = request->client_id();
+    absl::Status s = service->stopping()
+                         ? ShuttingDown()
+                         : service->CheckSession(request->client_id(),
+                                                 request->session());
+    if (!s.ok()) {
+      service->CountRefusal("fetch", request->client_id(), s);
+      Finish(ToGrpc(s));
+      return;
+    }
+    snapshot_ = service->CurrentSnapshot();
+    const ServiceOptions& options = service->options();
+    std::map<std::string, int64_t> held;
+    if (request->run_id() == options.run_id) {
+      for (const wire::LayerVersion& v : request->held()) held[v.layer()] = v.version();
+    }
+    wire::FetchManifest* manifest = message_.mutable_manifest();
+    manifest->set_run_id(options.run_id);
+    manifest->set_committed_round(snapshot_.committed_round);
+    manifest->set_encoding(ToProto(options.encoding));
+    std::vector<LayerSource> sources;
+    for (const LayerWeights& layer : snapshot_.global->layers) {
+      wire::LayerVersion* v = manifest->add_current();
+      v->set_layer(layer.group);
+      v->set_version(layer.version);
+      auto it = held.find(layer.group);
+      if (it != held.end() && it->second == layer.version) continue;
+      manifest->add_sending(layer.group);
+      sources.push_back(SourceOf(layer));
+      record_.layers.push_back(layer.group);
+      record_.numel += layer.numel();
+    }
+    record_.round = snapshot_.committed_round;
+    encoder_.emplace(std::move(sources), options.encoding, options.chunk_bytes,
+                     /*with_specs=*/true);
+    record_.payload_bytes = encoder_->payload_bytes();
+    Send();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      record_.outcome = "cancelled";
+      service_->RecordDownload(std::move(record_));
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    if (!encoder_->Next(&frame_)) {
+      record_.outcome = "ok";
+      service_->RecordDownload(std::move(record_));
+      Finish(grpc::Status::OK);
+      return;
+    }
+    ToProto(std::move(frame_), message_.mutable_chunk());
+    Send();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Send() {
+    const int64_t bytes = WireBytes(message_);
+    record_.wire_bytes += bytes;
+    service_->CountDownload(bytes);
+    StartWrite(&message_);
+  }
+
+  CoordinatorServerImpl* service_;
+  Snapshot snapshot_;  // keeps the weights being sent alive
+  std::optional<LayerStreamEncoder> encoder_;
+  ChunkFrame frame_;
+  wire::FetchReply message_;
+  TransferRecord record_;
+};
+
+// Reads a manifest and the chunks of a sparse update, checking each as it
+// arrives; hands the decoded update to the engine thread.
+class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
+ public:
+  UploadReactor(CoordinatorServerImpl* service, wire::UploadReply* reply)
+      : service_(service), reply_(reply) {
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      EndOfStream();
+      return;
+    }
+    wire_bytes_ += WireBytes(message_);
+    absl::Status s;
+    if (!decoder_.has_value()) {
+      s = Start();
+    } else if (message_.has_chunk()) {
+      s = AddChunk(message_.chunk(), *decoder_);
+    } else {
+      s = BadRequest("a second manifest in one upload");
+    }
+    if (!s.ok()) {
+      Refuse(s);
+      return;
+    }
+    StartRead(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Start() {
+    if (!message_.has_manifest()) {
+      return BadRequest("an upload must start with its manifest");
+    }
+    const wire::UploadManifest& m = message_.manifest();
+    id_ = m.client_id();
+    if (service_->stopping()) return ShuttingDown();
+    RETURN_IF_ERROR(service_->CheckSession(m.client_id(), m.session()));
+    ASSIGN_OR_RETURN(Encoding encoding, FromProto(m.encoding()));
+    const ServiceOptions& options = service_->options();
+    if (encoding != options.encoding) {
+      return WireRefusal(WireError::kBadEncoding,
+                         absl::StrCat("the update is in ", EncodingName(encoding),
+                                      ", the run uses ",
+                                      EncodingName(options.encoding)));
+    }
+    std::vector<ExpectedLayer> expected;
+    std::set<std::string> seen;
+    for (const std::string& layer : m.layers()) {
+      const auto& layouts = service_->layouts();
+      auto it = std::find_if(layouts.begin(), layouts.end(),
+                             [&](const LayerLayout& l) { return l.layer == layer; });
+      if (it == layouts.end()) {
+        return WireRefusal(WireError::kUnknownLayer,
+                           absl::StrCat("the manifest names layer '", layer,
+                                        "', which the model does not have"));
+      }
+      if (!seen.insert(layer).second) {
+        return WireRefusal(WireError::kUnexpectedLayer,
+                           absl::StrCat("the manifest names layer '", layer,
+                                        "' twice"));
+      }
+      expected.push_back({layer, *it});
+      record_.layers.push_back(layer);
+    }
+    DecoderLimits limits;
+    limits.encoding = options.encoding;
+    limits.max_chunk_bytes = options.max_chunk_bytes;
+    decoder_.emplace(std::move(expected), service_->layer_names(), limits);
+    record_.client = id_;
+    record_.round = m.round();
+    round_ = m.round();
+    num_samples_ = m.num_samples();
+    return absl::OkStatus();
+  }
+
+  void EndOfStream() {
+    absl::Status s = decoder_.has_value()
+                         ? decoder_->Finish()
+                         : BadRequest("an upload without a manifest");
+    if (!s.ok()) {
+      Refuse(s);
+      return;
+    }
+    auto held = std::make_shared<HeldUpload>();
+    held->id = id_;
+    held->round = round_;
+    held->num_samples = num_samples_;
+    held->record = record_;
+    held->record.wire_bytes = wire_bytes_;
+    held->record.payload_bytes = decoder_->payload_bytes();
+    held->update = ToDeltas(decoder_->TakeLayers());
+    for (const LayerDelta& d : held->update) {
+      for (const Tensor32& t : d.tensors) held->record.numel += t.numel();
+    }
+    const int64_t wire_bytes = wire_bytes_;
+    held->done = [this, wire_bytes](const absl::Status& status) {
+      reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
+      Finish(ToGrpc(status));
+    };
+    service_->SubmitUpload(std::move(held));
+  }
+
+  void Refuse(const absl::Status& s) {
+    service_->CountRefusal("upload", id_.empty() ? "?" : id_, s);
+    Finish(ToGrpc(s));
+  }
+
+  CoordinatorServerImpl* service_;
+  wire::UploadReply* reply_;
+  wire::UploadMessage message_;
+  std::optional<LayerStreamDecoder> decoder_;
+  std::string id_;
+  int64_t round_ = 0;
+  int64_t num_samples_ = 0;
+  int64_t wire_bytes_ = 0;
+  TransferRecord record_;
+};
+
+grpc::ServerWriteReactor<wire::FetchReply>* CoordinatorServerImpl::FetchLayers(
+    grpc::CallbackServerContext*, const wire::FetchRequest* request) {
+  return new FetchReactor(this, request);
+}
+
+grpc::ServerReadReactor<wire::UploadMessage>* CoordinatorServerImpl::UploadUpdate(
+    grpc::CallbackServerContext*, wire::UploadReply* reply) {
+  return new UploadReactor(this, reply);
+}
+
+}  // namespace
+
+absl::Status ServiceOptions::Validate() const {
+  if (chunk_bytes < 4 || chunk_bytes > kMaxChunkLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk_bytes: must be in [4, ", kMaxChunkLimit, "], got ", chunk_bytes));
+  }
+  if (max_chunk_bytes < 4 || max_chunk_bytes > kMaxChunkLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_chunk_bytes: must be in [4, ", kMaxChunkLimit,
+                     "], got ", max_chunk_bytes));
+  }
+  for (const auto& [name, d] :
+       {std::pair<const char*, absl::Duration>{"max_poll", max_poll},
+        {"client_timeout", client_timeout},
+        {"heartbeat", heartbeat},
+        {"tick", tick},
+        {"linger", linger}}) {
+    if (d <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": must be > 0, got ", absl::FormatDuration(d)));
+    }
+  }
+  if (wait_for_clients < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "wait_for_clients: must be >= 0, got ", wait_for_clients));
+  }
+  if (run_id.empty()) return absl::InvalidArgumentError("run_id: must be set");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const std::string& address, const ServiceOptions& options,
+    ServiceDeps deps) {
+  RETURN_IF_ERROR(options.Validate());
+  if (deps.engine == nullptr || deps.clock == nullptr || !deps.budget) {
+    return absl::InvalidArgumentError(
+        "coordinator server: engine, clock and budget are required");
+  }
+  auto server = std::make_unique<CoordinatorServerImpl>(options, std::move(deps));
+  RETURN_IF_ERROR(server->Listen(address));
+  return std::unique_ptr<CoordinatorServer>(std::move(server));
+}
+
+}  // namespace layerfl

@@ -1,0 +1,146 @@
+#ifndef LAYERFL_SERVER_SERVICE_SERVICE_H_
+#define LAYERFL_SERVER_SERVICE_SERVICE_H_
+
+// The coordinator's gRPC service: a thin adapter from proto/layerfl.proto to
+// the transport-free RoundEngine (DESIGN.md §1, §3). Torch-free.
+//
+// Threads. RPCs run on gRPC's callback API. Reactor threads only check
+// sessions, decode/encode chunks and queue work: every RoundEngine call (which
+// may select layers, commit, evaluate and write a checkpoint) runs on one
+// engine thread, in arrival order, and finishes its RPC from there. A ticker
+// posts a tick every `tick`: session timeouts, round deadlines (engine Tick),
+// starting rounds, and the end of the run.
+//
+// Sessions. Join checks the run's token and hands out a session; every later
+// call names client id + session. An unknown session (the coordinator
+// restarted, or the client timed out) is refused with UNAUTHENTICATED
+// "unknown_session: ...", and the client joins again.
+//
+// Refusals carry a reason name first in the status message: the engine's
+// (RejectReasonName: "stale_round", "duplicate", "not_assigned", ...), the
+// codec's (WireErrorName: "bad_checksum", "truncated", ...), or the service's
+// own: "bad_token", "unknown_session", "bad_request", "shutting_down".
+//
+// Ordered aggregation. The aggregator's float32 running sums depend on the
+// order updates are added. With `ordered_aggregation` the engine thread adds a
+// round's updates in client-id order -- the simulator's order -- holding an
+// update that arrives early until every lower-id participant has answered or
+// been dropped; at the round deadline everything held is added first. Same
+// config and seed then give bit-identical weights to layerfl-sim. The cost:
+// held updates take memory (at most one per participant) until they are added.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/codec/codec.h"
+#include "common/util/clock.h"
+#include "server/round/round_engine.h"
+
+namespace layerfl {
+
+struct ServiceOptions {
+  // Shared secret every Join must present; "" = none. Default "".
+  std::string token;
+  // Encoding of downloads and uploads. Default float32.
+  Encoding encoding = Encoding::kFloat32;
+  // Payload bytes per FetchLayers chunk, in [4, 3 MiB]. Default 1 MiB.
+  int64_t chunk_bytes = int64_t{1} << 20;
+  // Largest upload chunk payload accepted, in [4, 3 MiB]. Default 2 MiB.
+  int64_t max_chunk_bytes = int64_t{2} << 20;
+  // Longest a GetTask long poll is held. Default 10 s.
+  absl::Duration max_poll = absl::Seconds(10);
+  // A client not heard from for this long leaves the run. Default 60 s.
+  absl::Duration client_timeout = absl::Seconds(60);
+  // Heartbeat period told to clients. Default 5 s.
+  absl::Duration heartbeat = absl::Seconds(5);
+  // Ticker period. Default 100 ms.
+  absl::Duration tick = absl::Milliseconds(100);
+  // Add a round's updates in client-id order (see above). Default true.
+  bool ordered_aggregation = true;
+  // The first round this process starts waits until this many clients have
+  // joined, or `wait_for_clients_timeout` passed (then it starts with the
+  // joined clients when they reach federated.min_clients). Default 1.
+  int wait_for_clients = 1;
+  absl::Duration wait_for_clients_timeout = absl::Seconds(60);
+  // After the last round, keep answering FINISHED until every client has
+  // been told or this long. Default 10 s.
+  absl::Duration linger = absl::Seconds(10);
+  // Identifies the run's weights: clients holding layers of another run_id
+  // download everything. Required.
+  std::string run_id;
+
+  // InvalidArgument naming the field.
+  absl::Status Validate() const;
+};
+
+struct ServiceDeps {
+  RoundEngine* engine = nullptr;  // required, not owned
+  Clock* clock = nullptr;         // required: the engine's clock
+  // The budget of a joining client from its id and declared budget (0 =
+  // none declared); an error refuses the join. Required. Called on the
+  // engine thread.
+  std::function<absl::StatusOr<double>(const std::string& id, double declared)>
+      budget;
+  // The importance metric SCORE tasks ask for (ScoreMetricFor(config)).
+  std::string metric = "sq_grad_norm";
+  // Every committed round, bytes_down filled with the wire bytes FetchLayers
+  // sent since the previous commit. Called on the engine thread; optional.
+  std::function<void(const RoundRecord&)> on_round;
+  // One line per event (join, leave, round start/commit, refusal,
+  // timeout); null = silent. Not owned; written under a lock.
+  std::ostream* log = nullptr;
+};
+
+// One FetchLayers or UploadUpdate stream, as measured.
+struct TransferRecord {
+  std::string client;
+  int64_t round = 0;  // downloads: the model's committed round; uploads: the
+                      // round the update is for
+  std::vector<std::string> layers;
+  int64_t wire_bytes = 0;     // messages + gRPC length prefixes
+  int64_t payload_bytes = 0;  // encoded values only
+  int64_t numel = 0;          // values carried
+  std::string outcome;        // "ok", or the refusal's reason name
+};
+
+struct ServiceStats {
+  std::vector<TransferRecord> downloads;
+  std::vector<TransferRecord> uploads;
+  std::map<std::string, int64_t> refused;  // by reason name, all RPCs
+};
+
+class CoordinatorServer {
+ public:
+  // Listens on `address` ("host:port"; port 0 picks a free port, see port())
+  // and starts serving and ticking.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const std::string& address, const ServiceOptions& options,
+      ServiceDeps deps);
+
+  // Stops serving (as Shutdown) and waits for every thread.
+  virtual ~CoordinatorServer() = default;
+
+  virtual int port() const = 0;
+
+  // Blocks until the run is over: OK once the engine finished and every
+  // client was told (or `linger` passed); the engine's error when the run
+  // failed; Cancelled after Shutdown.
+  virtual absl::Status Wait() = 0;
+
+  // Asks the server to stop; Wait returns. Thread-safe, non-blocking.
+  virtual void Shutdown() = 0;
+
+  virtual ServiceStats stats() const = 0;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SERVICE_SERVICE_H_

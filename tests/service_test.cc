@@ -1,0 +1,630 @@
+// The coordinator's gRPC service and the client daemon, in one process: a
+// real server on localhost:0, client daemons as threads over real gRPC
+// channels, a real round engine over a small torch-free model, and fake
+// local work. Covers rounds end to end (bit-identical to an in-process
+// sequential drive), layer-versioned downloads, upload overhead, stragglers
+// dropped at the deadline, every refusal with its reason, and clients
+// reconnecting to a restarted coordinator.
+#include "server/service/service.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "client/daemon/daemon.h"
+#include "client/daemon/grpc_link.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/layerfl.grpc.pb.h"
+#include "proto/wire_convert.h"
+#include "server/checkpoint/checkpoint_store.h"
+#include "server/round/round_engine.h"
+
+namespace layerfl {
+namespace {
+
+namespace wire = ::layerfl::wire::v1;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+Tensor32 MakeTensor(const std::string& name, std::vector<int64_t> shape,
+                    float scale) {
+  Tensor32 t;
+  t.name = name;
+  t.shape = std::move(shape);
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  t.values.resize(n);
+  for (int64_t i = 0; i < n; ++i) t.values[i] = scale * std::sin(0.37f * i);
+  return t;
+}
+
+// embed 16K values, two blocks of 33K, a head of 1.3K.
+ModelWeights SmallModel() {
+  ModelWeights m;
+  m.layers.push_back({"embed", 0, {MakeTensor("embed.w", {256, 64}, 0.1f)}});
+  for (int b = 0; b < 2; ++b) {
+    const std::string p = absl::StrCat("block", b);
+    m.layers.push_back({p, 0,
+                        {MakeTensor(p + ".w", {128, 256}, 0.05f),
+                         MakeTensor(p + ".b", {256}, 0.01f)}});
+  }
+  m.layers.push_back({"head", 0,
+                      {MakeTensor("head.w", {10, 128}, 0.2f),
+                       MakeTensor("head.b", {10}, 0.0f)}});
+  return m;
+}
+
+// Every participant trains block<round % 2> and the head; scores are asked
+// for every round so that the scoring phase runs too.
+class FakeSelector : public LayerSelector {
+ public:
+  bool NeedsScores() const override { return true; }
+  absl::StatusOr<SelectionOutcome> Select(
+      const std::vector<SelectionCandidate>& candidates, int64_t round) override {
+    SelectionOutcome out;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      out.layers.push_back({absl::StrCat("block", round % 2), "head"});
+    }
+    out.solver_status = "fake";
+    return out;
+  }
+  void OnCommitted(const std::vector<SelectionCandidate>&,
+                   const SelectionOutcome&) override {}
+  std::string SaveState() const override { return ""; }
+  absl::Status RestoreState(const std::string&) override { return absl::OkStatus(); }
+};
+
+// Deterministic local work: the update depends on the global weights it is
+// given, the client and the round. Optionally slow, or hanging in one round.
+class FakeWork : public ClientWork {
+ public:
+  FakeWork(std::string id, int64_t samples, absl::Duration delay)
+      : id_(std::move(id)), samples_(samples), delay_(delay) {}
+  void HangIn(int64_t round, absl::Duration how_long) {
+    hang_round_ = round;
+    hang_ = how_long;
+  }
+  int64_t num_samples() const override { return samples_; }
+  absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
+                                            int64_t round,
+                                            const std::string&) override {
+    std::vector<double> s;
+    for (size_t l = 0; l < global.layers.size(); ++l) {
+      s.push_back(1.0 + (samples_ + l + round) % 5);
+    }
+    return s;
+  }
+  absl::StatusOr<std::vector<LayerDelta>> Train(
+      const ModelWeights& global, int64_t round,
+      const std::vector<std::string>& layers) override {
+    absl::SleepFor(delay_);
+    if (round == hang_round_) absl::SleepFor(hang_);
+    std::vector<LayerDelta> out;
+    for (const std::string& name : layers) {
+      const LayerWeights& g = global.layers[global.Find(name)];
+      LayerDelta d;
+      d.group = name;
+      for (const Tensor32& t : g.tensors) {
+        Tensor32 x = t;
+        for (size_t i = 0; i < x.values.size(); ++i) {
+          x.values[i] = 0.001f * t.values[i] +
+                        0.01f * std::sin(static_cast<float>(i % 97) +
+                                         static_cast<float>(round) +
+                                         static_cast<float>(samples_));
+        }
+        d.tensors.push_back(std::move(x));
+      }
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+ private:
+  std::string id_;
+  int64_t samples_;
+  absl::Duration delay_;
+  int64_t hang_round_ = -1;
+  absl::Duration hang_;
+};
+
+RoundEngineOptions EngineOptions(int rounds, absl::Duration deadline) {
+  RoundEngineOptions o;
+  o.rounds = rounds;
+  o.clients_per_round = 0;
+  o.min_clients = 2;
+  o.selection_period = 1;
+  o.round_deadline = deadline;
+  o.max_round_retries = 1;
+  return o;
+}
+
+// An engine behind a server on 127.0.0.1.
+class Coordinator {
+ public:
+  Coordinator(const RoundEngineOptions& engine_options, ServiceOptions options,
+              const std::string& address = "127.0.0.1:0",
+              CheckpointStore* store = nullptr) {
+    RoundEngine::Deps deps;
+    deps.clock = Clock::Real();
+    deps.selector = &selector_;
+    deps.store = store;
+    auto engine = RoundEngine::Create(engine_options, SmallModel(), deps);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    engine_ = std::move(*engine);
+    if (options.run_id.empty()) options.run_id = "test-run";
+    ServiceDeps sdeps;
+    sdeps.engine = engine_.get();
+    sdeps.clock = Clock::Real();
+    sdeps.budget = [](const std::string&, double) -> absl::StatusOr<double> {
+      return 2.0;
+    };
+    sdeps.on_round = [this](const RoundRecord& r) {
+      absl::MutexLock lock(&mu_);
+      records_.push_back(r);
+    };
+    sdeps.log = std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr : nullptr;
+    auto server = CoordinatorServer::Start(address, options, sdeps);
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+  ~Coordinator() { server_.reset(); }
+
+  std::string target() const { return absl::StrCat("127.0.0.1:", server_->port()); }
+  RoundEngine& engine() { return *engine_; }
+  CoordinatorServer& server() { return *server_; }
+  void Stop() { server_.reset(); }
+  std::vector<RoundRecord> records() {
+    absl::MutexLock lock(&mu_);
+    return records_;
+  }
+
+ private:
+  FakeSelector selector_;
+  std::unique_ptr<RoundEngine> engine_;
+  std::unique_ptr<CoordinatorServer> server_;
+  absl::Mutex mu_;
+  std::vector<RoundRecord> records_ ABSL_GUARDED_BY(mu_);
+};
+
+ServiceOptions FastOptions(int wait_for_clients) {
+  ServiceOptions o;
+  o.tick = absl::Milliseconds(20);
+  o.max_poll = absl::Seconds(1);
+  o.heartbeat = absl::Milliseconds(500);
+  o.linger = absl::Seconds(3);
+  o.wait_for_clients = wait_for_clients;
+  o.chunk_bytes = 32 << 10;  // several chunks per layer
+  return o;
+}
+
+// A client daemon on its own thread.
+class DaemonThread {
+ public:
+  DaemonThread(const std::string& target, std::unique_ptr<FakeWork> work,
+               const std::string& id)
+      : work_(std::move(work)) {
+    GrpcLinkOptions link;
+    link.target = target;
+    link.rpc_timeout = absl::Seconds(5);
+    link.chunk_bytes = 16 << 10;
+    link_ = CreateGrpcLink(link);
+    options_.client_id = id;
+    options_.poll = absl::Milliseconds(500);
+    options_.backoff_initial = absl::Milliseconds(50);
+    options_.backoff_max = absl::Milliseconds(300);
+    options_.give_up = absl::Seconds(20);
+    options_.log = std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr : nullptr;
+    thread_ = std::thread([this] {
+      result_ = RunClientDaemon(options_, *work_, *link_, &stop_);
+    });
+  }
+  ~DaemonThread() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  const absl::StatusOr<DaemonResult>& Join() {
+    thread_.join();
+    return result_;
+  }
+
+ private:
+  std::unique_ptr<FakeWork> work_;
+  std::unique_ptr<CoordinatorLink> link_;
+  DaemonOptions options_;
+  std::atomic<bool> stop_{false};
+  absl::StatusOr<DaemonResult> result_ = absl::UnknownError("not run");
+  std::thread thread_;
+};
+
+std::string Id(int i) { return absl::StrCat("client-00", i); }
+int64_t Samples(int i) { return 100 + 37 * i; }
+
+// What layerfl-sim does: one engine, clients in id order, no transport.
+ModelWeights SequentialDrive(int rounds, int clients) {
+  FakeSelector selector;
+  RoundEngine::Deps deps;
+  deps.clock = Clock::Real();
+  deps.selector = &selector;
+  auto engine = RoundEngine::Create(EngineOptions(rounds, absl::Seconds(60)),
+                                    SmallModel(), deps);
+  EXPECT_TRUE(engine.ok());
+  std::vector<std::unique_ptr<FakeWork>> work;
+  for (int i = 0; i < clients; ++i) {
+    work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
+    EXPECT_TRUE((*engine)->Join({Id(i), Samples(i), 2.0}).ok());
+  }
+  while (!(*engine)->finished()) {
+    EXPECT_TRUE((*engine)->StartRound().ok());
+    for (int phase = 0; phase < 2; ++phase) {
+      for (int i = 0; i < clients; ++i) {
+        const Task t = (*engine)->TaskFor(Id(i));
+        const ModelWeights g = (*engine)->global();
+        if (t.kind == TaskKind::kScore && phase == 0) {
+          EXPECT_TRUE((*engine)->SubmitScores(Id(i), t.round,
+                                              *work[i]->Score(g, t.round, "")).ok());
+        } else if (t.kind == TaskKind::kTrain && phase == 1) {
+          EXPECT_TRUE((*engine)->SubmitUpdate(Id(i), t.round, Samples(i),
+                                              *work[i]->Train(g, t.round, t.layers)).ok());
+        }
+      }
+    }
+  }
+  return (*engine)->global();
+}
+
+void ExpectBitIdentical(const ModelWeights& a, const ModelWeights& b) {
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    EXPECT_EQ(a.layers[l].version, b.layers[l].version) << a.layers[l].group;
+    for (size_t t = 0; t < a.layers[l].tensors.size(); ++t) {
+      const auto& x = a.layers[l].tensors[t].values;
+      const auto& y = b.layers[l].tensors[t].values;
+      ASSERT_EQ(x.size(), y.size());
+      EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(float)))
+          << a.layers[l].tensors[t].name;
+    }
+  }
+}
+
+int64_t NumelOf(const ModelWeights& m, const std::vector<std::string>& layers) {
+  int64_t n = 0;
+  for (const std::string& l : layers) n += m.layers[m.Find(l)].numel();
+  return n;
+}
+
+TEST(ServiceTest, RoundsCompleteBitIdenticalToSequentialDrive) {
+  constexpr int kRounds = 4, kClients = 3;
+  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)),
+                          FastOptions(kClients));
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    // Reverse speed: updates arrive highest id first, so the order in which
+    // they are added only matches the simulator's if the service orders them.
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i),
+                                   absl::Milliseconds(60 * (kClients - i))),
+        Id(i)));
+  }
+  std::vector<DaemonResult> results;
+  for (auto& d : daemons) {
+    const absl::StatusOr<DaemonResult>& r = d->Join();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->last_round, kRounds);
+    EXPECT_EQ(r->joins, 1);
+    results.push_back(*r);
+  }
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  EXPECT_EQ(coordinator.engine().committed_round(), kRounds);
+  ExpectBitIdentical(coordinator.engine().global(),
+                     SequentialDrive(kRounds, kClients));
+
+  // Layer-versioned sync: the first download carries every layer; in round
+  // t > 1 a client downloads exactly the layers round t-1 changed.
+  const std::vector<RoundRecord> records = coordinator.records();
+  ASSERT_EQ(records.size(), static_cast<size_t>(kRounds));
+  const ModelWeights model = SmallModel();
+  for (const DaemonResult& r : results) {
+    int64_t round_seen = 0;
+    for (const TaskRecord& t : r.tasks) {
+      EXPECT_EQ(t.outcome, "ok");
+      if (t.round == round_seen) {
+        EXPECT_TRUE(t.download.layers.empty());  // the train task: up to date
+        continue;
+      }
+      round_seen = t.round;
+      const std::vector<std::string> want =
+          t.round == 1 ? std::vector<std::string>{"embed", "block0", "block1", "head"}
+                       : records[t.round - 2].changed_layers;
+      EXPECT_EQ(t.download.layers, want) << "round " << t.round;
+      EXPECT_EQ(t.download.payload_bytes, NumelOf(model, want) * 4);
+      EXPECT_LE(t.download.wire_bytes, t.download.payload_bytes * 1.01 + 200);
+    }
+  }
+  for (size_t t = 1; t < records.size(); ++t) {
+    // A round's bytes_down: every client's download of the changed layers.
+    EXPECT_LT(records[t].bytes_down, records[0].bytes_down) << t;
+  }
+
+  // Sparse uploads: only the selected layers travel, with little overhead.
+  const ServiceStats stats = coordinator.server().stats();
+  ASSERT_EQ(stats.uploads.size(), static_cast<size_t>(kRounds * kClients));
+  double worst = 0;
+  for (const TransferRecord& u : stats.uploads) {
+    EXPECT_EQ(u.outcome, "ok");
+    EXPECT_EQ(u.layers, (std::vector<std::string>{
+                            absl::StrCat("block", u.round % 2), "head"}));
+    EXPECT_EQ(u.numel, NumelOf(model, u.layers));
+    worst = std::max(worst, static_cast<double>(u.wire_bytes) / (u.numel * 4.0));
+  }
+  std::cout << "upload wire bytes / (selected params x 4 bytes), worst: " << worst
+            << "\n";
+  EXPECT_LE(worst, 1.02);
+}
+
+TEST(ServiceTest, Float16HalvesTheBytes) {
+  constexpr int kRounds = 2, kClients = 2;
+  ServiceOptions options = FastOptions(kClients);
+  options.encoding = Encoding::kFloat16;
+  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()), Id(i)));
+  }
+  for (auto& d : daemons) {
+    const absl::StatusOr<DaemonResult>& r = d->Join();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->tasks.front().download.payload_bytes, SmallModel().numel() * 2);
+  }
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  double worst = 0;
+  for (const TransferRecord& u : coordinator.server().stats().uploads) {
+    EXPECT_EQ(u.payload_bytes, u.numel * 2);
+    worst = std::max(worst, static_cast<double>(u.wire_bytes) / (u.numel * 2.0));
+  }
+  std::cout << "float16 upload wire bytes / (selected params x 2 bytes), worst: "
+            << worst << "\n";
+  EXPECT_LE(worst, 1.02);
+}
+
+TEST(ServiceTest, SilentClientDroppedAtDeadlineRoundCompletesAtQuorum) {
+  constexpr int kClients = 3;
+  Coordinator coordinator(EngineOptions(2, absl::Seconds(2)), FastOptions(kClients));
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    auto work = std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration());
+    if (i == 1) work->HangIn(1, absl::Seconds(3));  // stops answering in round 1
+    daemons.push_back(
+        std::make_unique<DaemonThread>(coordinator.target(), std::move(work), Id(i)));
+  }
+  const absl::Time t0 = absl::Now();
+  for (auto& d : daemons) {
+    const absl::StatusOr<DaemonResult>& r = d->Join();
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  const std::vector<RoundRecord> records = coordinator.records();
+  ASSERT_EQ(records.size(), 2u);
+  // Round 1 committed at the deadline with the two clients that answered.
+  ASSERT_EQ(records[0].clients.size(), 3u);
+  EXPECT_TRUE(records[0].clients[0].contributed);
+  EXPECT_FALSE(records[0].clients[1].contributed);
+  EXPECT_TRUE(records[0].clients[2].contributed);
+  EXPECT_GE(records[0].phase_ms.at("train"), 1900);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(15));
+  // Its late update was refused as stale and the daemon went on.
+  const ServiceStats stats = coordinator.server().stats();
+  EXPECT_GE(stats.refused.at("stale_round"), 1);
+  bool late_refused = false;
+  for (const TransferRecord& u : stats.uploads) {
+    if (u.client == Id(1) && u.round == 1) late_refused = u.outcome == "stale_round";
+  }
+  EXPECT_TRUE(late_refused);
+}
+
+// Raw protocol calls, each wrong in one way; the coordinator refuses each with
+// its reason and its state is untouched.
+class RefusalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServiceOptions options = FastOptions(10);  // no round starts
+    options.wait_for_clients_timeout = absl::Hours(1);
+    options.token = "secret";
+    options.max_chunk_bytes = 64 << 10;
+    coordinator_ = std::make_unique<Coordinator>(
+        EngineOptions(1, absl::Seconds(30)), options);
+    channel_ = grpc::CreateChannel(coordinator_->target(),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = wire::Coordinator::NewStub(channel_);
+    wire::JoinRequest join;
+    join.set_client_id("client-000");
+    join.set_token("secret");
+    join.set_num_samples(10);
+    wire::JoinReply reply;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Join(&context, join, &reply).ok());
+    session_ = reply.session();
+  }
+
+  // Sends a manifest for `layers` and `frames`, then closes the stream.
+  grpc::Status Upload(const std::vector<std::string>& layers,
+                      std::vector<ChunkFrame> frames, int64_t round = 1,
+                      Encoding encoding = Encoding::kFloat32) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    wire::UploadReply reply;
+    auto writer = stub_->UploadUpdate(&context, &reply);
+    wire::UploadMessage m;
+    m.mutable_manifest()->set_client_id("client-000");
+    m.mutable_manifest()->set_session(session_);
+    m.mutable_manifest()->set_round(round);
+    m.mutable_manifest()->set_num_samples(10);
+    m.mutable_manifest()->set_encoding(ToProto(encoding));
+    for (const std::string& l : layers) m.mutable_manifest()->add_layers(l);
+    bool open = writer->Write(m);
+    for (ChunkFrame& f : frames) {
+      if (!open) break;
+      ToProto(std::move(f), m.mutable_chunk());
+      open = writer->Write(m);
+    }
+    if (open) writer->WritesDone();
+    return writer->Finish();
+  }
+
+  std::vector<ChunkFrame> Frames(const LayerWeights& layer, int64_t chunk = 8 << 10,
+                                 Encoding encoding = Encoding::kFloat32,
+                                 bool with_specs = false) {
+    return EncodeLayers({SourceOf(layer)}, encoding, chunk, with_specs);
+  }
+
+  void ExpectReason(const grpc::Status& s, const std::string& reason) {
+    EXPECT_FALSE(s.ok());
+    EXPECT_THAT(s.error_message(), StartsWith(reason + ": ")) << s.error_message();
+  }
+
+  const LayerWeights& Layer(const std::string& name) {
+    return model_.layers[model_.Find(name)];
+  }
+
+  ModelWeights model_ = SmallModel();
+  std::unique_ptr<Coordinator> coordinator_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<wire::Coordinator::Stub> stub_;
+  std::string session_;
+};
+
+TEST_F(RefusalTest, EveryBadInputRefusedWithItsReasonAndNothingChanges) {
+  {
+    wire::JoinRequest join;
+    join.set_client_id("client-009");
+    join.set_token("guess");
+    join.set_num_samples(10);
+    wire::JoinReply reply;
+    grpc::ClientContext context;
+    grpc::Status s = stub_->Join(&context, join, &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    ExpectReason(s, "bad_token");
+  }
+  {
+    wire::GetTaskRequest request;
+    request.set_client_id("client-000");
+    request.set_session("forged");
+    wire::TaskReply reply;
+    grpc::ClientContext context;
+    grpc::Status s = stub_->GetTask(&context, request, &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    ExpectReason(s, "unknown_session");
+  }
+  {
+    auto frames = Frames(Layer("block0"));
+    frames[1].crc32 ^= 0x1;
+    ExpectReason(Upload({"block0"}, frames), "bad_checksum");
+  }
+  {
+    auto frames = Frames(Layer("block0"));
+    frames[2].data[7] ^= 0x40;  // a flipped bit in transit
+    ExpectReason(Upload({"block0"}, frames), "bad_checksum");
+  }
+  {
+    auto frames = Frames(Layer("block0"));
+    frames.resize(3);  // the stream ends early
+    grpc::Status s = Upload({"block0"}, frames);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS);
+    ExpectReason(s, "truncated");
+  }
+  ExpectReason(Upload({"block9"}, {}), "unknown_layer");
+  ExpectReason(Upload({"head"}, Frames(Layer("block0"))), "unexpected_layer");
+  {
+    LayerWeights bad = Layer("head");
+    bad.tensors[0] = MakeTensor("head.w", {10, 127}, 0.1f);
+    ExpectReason(Upload({"head"}, Frames(bad, 8 << 10, Encoding::kFloat32, true)),
+                 "wrong_shape");
+  }
+  {
+    auto frames = Frames(Layer("block0"));
+    frames[0].header->payload_bytes -= 4;
+    ExpectReason(Upload({"block0"}, frames), "wrong_length");
+  }
+  ExpectReason(Upload({"block0"}, Frames(Layer("block0"), 96 << 10)),
+               "oversized_chunk");
+  ExpectReason(Upload({"head"}, Frames(Layer("head"), 8 << 10, Encoding::kFloat16),
+                      1, Encoding::kFloat16),
+               "bad_encoding");
+  // A well-formed update for a round that is not running.
+  ExpectReason(Upload({"head"}, Frames(Layer("head")), 7), "stale_round");
+
+  // The coordinator is still serving, and its model is untouched.
+  wire::HeartbeatRequest hb;
+  hb.set_client_id("client-000");
+  hb.set_session(session_);
+  wire::HeartbeatReply reply;
+  grpc::ClientContext context;
+  EXPECT_TRUE(stub_->Heartbeat(&context, hb, &reply).ok());
+  ExpectBitIdentical(coordinator_->engine().global(), SmallModel());
+  const ServiceStats stats = coordinator_->server().stats();
+  for (const char* reason :
+       {"bad_token", "unknown_session", "bad_checksum", "truncated",
+        "unknown_layer", "unexpected_layer", "wrong_shape", "wrong_length",
+        "oversized_chunk", "bad_encoding", "stale_round"}) {
+    EXPECT_GE(stats.refused.count(reason) ? stats.refused.at(reason) : 0, 1)
+        << reason;
+  }
+}
+
+TEST(ServiceTest, ClientsRejoinARestartedCoordinatorAndTheRunGoesOn) {
+  constexpr int kRounds = 4, kClients = 2;
+  const std::string dir = ::testing::TempDir() + "/service_restart";
+  std::filesystem::remove_all(dir);
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok());
+  auto first = std::make_unique<Coordinator>(
+      EngineOptions(kRounds, absl::Seconds(30)), FastOptions(kClients),
+      "127.0.0.1:0", store->get());
+  const std::string target = first->target();
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    daemons.push_back(std::make_unique<DaemonThread>(
+        target,
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::Milliseconds(100)),
+        Id(i)));
+  }
+  // Let it commit two rounds, then kill it and start another coordinator on
+  // the same port, resuming from the checkpoints.
+  const absl::Time limit = absl::Now() + absl::Seconds(20);
+  while (first->engine().committed_round() < 2 && absl::Now() < limit) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GE(first->engine().committed_round(), 2);
+  first->Stop();
+  const int64_t resumed_at = first->engine().committed_round();
+  absl::SleepFor(absl::Milliseconds(500));  // clients see it gone
+  Coordinator second(EngineOptions(kRounds, absl::Seconds(30)),
+                     FastOptions(kClients), target, store->get());
+  EXPECT_TRUE(second.engine().resumed());
+  EXPECT_EQ(second.engine().committed_round(), resumed_at);
+  for (auto& d : daemons) {
+    const absl::StatusOr<DaemonResult>& r = d->Join();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->joins, 2);
+    EXPECT_EQ(r->last_round, kRounds);
+  }
+  ASSERT_TRUE(second.server().Wait().ok());
+  EXPECT_EQ(second.engine().committed_round(), kRounds);
+  // Same run id: after rejoining, clients kept their replica and downloaded
+  // only what changed since -- never the whole model again.
+  for (const TransferRecord& d : second.server().stats().downloads) {
+    EXPECT_LT(d.layers.size(), 4u) << d.client;
+  }
+}
+
+}  // namespace
+}  // namespace layerfl
