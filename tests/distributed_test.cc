@@ -1,0 +1,273 @@
+// Multi-process scenarios on 127.0.0.1 with the real binaries: a coordinator
+// and 4 client daemons finish configs/distributed_test.yaml with the same
+// final weights (bit for bit) and the same metrics as layerfl-sim; downloads
+// carry only changed layers; uploads carry little more than their values;
+// exit codes and shutdown behave.
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/checkpoint/checkpoint_store.h"
+
+namespace layerfl {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kBin = LAYERFL_BIN_DIR;
+const std::string kSource = LAYERFL_SOURCE_DIR;
+
+// A child process with stdout+stderr in `log`.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& log) : log_(log) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* out = std::fopen(log.c_str(), "w");
+      if (out != nullptr) {
+        dup2(fileno(out), 1);
+        dup2(fileno(out), 2);
+      }
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Process() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  // The exit code, or -1 when still running at `deadline` (then killed).
+  int Wait(absl::Time deadline) {
+    while (absl::Now() < deadline) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return -1;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+  std::string Log() const {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// configs/distributed_test.yaml with its own run_dir.
+std::string WriteConfig(const std::string& dir, const std::string& name) {
+  const std::string text =
+      std::regex_replace(ReadFile(kSource + "/configs/distributed_test.yaml"),
+                         std::regex("run_dir: [^\\n]*"), "run_dir: " + dir + "/" + name);
+  const std::string path = dir + "/" + name + ".yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+Checkpoint LatestCheckpoint(const std::string& run_dir) {
+  auto store = CheckpointStore::Open(run_dir + "/checkpoints", 3);
+  EXPECT_TRUE(store.ok()) << store.status();
+  auto latest = (*store)->LoadLatest();
+  EXPECT_TRUE(latest.ok() && latest->has_value()) << run_dir;
+  return **latest;
+}
+
+// metrics.jsonl lines without timings and bytes_down (the transport's).
+std::vector<std::string> Metrics(const std::string& run_dir) {
+  std::vector<std::string> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    line = line.substr(0, line.find(",\"timing_ms\""));
+    line = std::regex_replace(line, std::regex(",\"bytes_down\":[0-9]+"), "");
+    out.push_back(line);
+  }
+  return out;
+}
+
+class DistributedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
+      GTEST_SKIP() << "Fashion-MNIST is not installed (make setup)";
+    }
+    dir_ = ::testing::TempDir() + "/distributed_test";
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const std::string sim_config = WriteConfig(dir_, "sim");
+  const std::string coord_config = WriteConfig(dir_, "coord");
+  const std::string port_file = dir_ + "/port";
+
+  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
+                       "--listen=127.0.0.1:0", "--port_file=" + port_file,
+                       "--tick_ms=20"},
+                      dir_ + "/coordinator.log");
+  // The simulation runs meanwhile, as its own process.
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/sim.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
+                                 absl::StrCat("--partition=", i),
+                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"},
+        absl::StrCat(dir_, "/client", i, ".log")));
+  }
+  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+
+  // The same final weights, bit for bit, and versions.
+  const Checkpoint a = LatestCheckpoint(dir_ + "/coord");
+  const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
+  EXPECT_EQ(a.round, 3);
+  EXPECT_EQ(a.round, b.round);
+  ASSERT_EQ(a.weights.layers.size(), b.weights.layers.size());
+  for (size_t l = 0; l < a.weights.layers.size(); ++l) {
+    const LayerWeights& x = a.weights.layers[l];
+    const LayerWeights& y = b.weights.layers[l];
+    EXPECT_EQ(x.version, y.version) << x.group;
+    ASSERT_EQ(x.tensors.size(), y.tensors.size());
+    for (size_t t = 0; t < x.tensors.size(); ++t) {
+      ASSERT_EQ(x.tensors[t].values.size(), y.tensors[t].values.size());
+      EXPECT_EQ(0, std::memcmp(x.tensors[t].values.data(), y.tensors[t].values.data(),
+                               x.tensors[t].values.size() * sizeof(float)))
+          << x.tensors[t].name;
+    }
+  }
+  EXPECT_EQ(a.selection_state, b.selection_state);
+  // The same rounds: participants, layers, objective, accuracy and loss.
+  EXPECT_EQ(Metrics(dir_ + "/coord"), Metrics(dir_ + "/sim"));
+
+  // Downloads: round 1 carries the whole model to each of the 4 clients;
+  // round t > 1 only the layers round t-1 changed.
+  std::map<std::string, int64_t> numel;
+  for (const LayerWeights& l : a.weights.layers) numel[l.group] = l.numel();
+  std::ifstream in(dir_ + "/coord/metrics.jsonl");
+  std::vector<std::string> previous_changed;
+  int round = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++round;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(line, m, std::regex("\"bytes_down\":([0-9]+)")));
+    const int64_t bytes_down = std::stoll(m[1]);
+    int64_t want = 0;
+    if (round == 1) {
+      for (const auto& [group, n] : numel) want += 4 * n * 4;
+    } else {
+      for (const std::string& g : previous_changed) want += 4 * numel[g] * 4;
+    }
+    std::cout << "round " << round << ": downloaded " << bytes_down
+              << " wire bytes; the changed layers' values weigh " << want << "\n";
+    EXPECT_GE(bytes_down, want);
+    EXPECT_LE(bytes_down, want * 1.02 + 4 * 2 * 1024) << "round " << round;
+    ASSERT_TRUE(std::regex_search(line, m, std::regex("\"changed_layers\":\\[([^\\]]*)\\]")));
+    previous_changed.clear();
+    const std::string list = m[1];
+    const std::regex quoted("\"([^\"]+)\"");
+    for (std::sregex_iterator it(list.begin(), list.end(), quoted), end; it != end;
+         ++it) {
+      previous_changed.push_back((*it)[1]);
+    }
+    EXPECT_LT(previous_changed.size(), numel.size()) << "test needs a sparse round";
+  }
+  EXPECT_EQ(round, 3);
+
+  // Uploads: wire bytes per update / (its values x 4 bytes).
+  const std::string log = coordinator.Log();
+  double worst = 0;
+  int updates = 0;
+  const std::regex update("([0-9]+) wire bytes for ([0-9]+) values");
+  for (std::sregex_iterator it(log.begin(), log.end(), update), end; it != end; ++it) {
+    worst = std::max(worst, std::stod((*it)[1]) / (std::stod((*it)[2]) * 4));
+    ++updates;
+  }
+  std::cout << updates << " updates; upload wire bytes / (selected params x 4 bytes), "
+            << "worst " << worst << "\n";
+  EXPECT_EQ(updates, 12);
+  EXPECT_LE(worst, 1.02);
+}
+
+TEST_F(DistributedTest, ExitCodes) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  // Bad flags or config: 2.
+  Process no_config({kBin + "/layerfl-coordinator", "--config=" + dir_ + "/none.yaml"},
+                    dir_ + "/a.log");
+  EXPECT_EQ(no_config.Wait(deadline), 2);
+  Process bad_encoding({kBin + "/layerfl-coordinator",
+                        "--config=" + WriteConfig(dir_, "x"), "--encoding=fp8"},
+                       dir_ + "/b.log");
+  EXPECT_EQ(bad_encoding.Wait(deadline), 2);
+  EXPECT_THAT(bad_encoding.Log(), ::testing::HasSubstr("encoding"));
+  Process no_partition({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y")},
+                       dir_ + "/c.log");
+  EXPECT_EQ(no_partition.Wait(deadline), 2);
+
+  // No coordinator: the client backs off, then gives up with 1.
+  Process lonely({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),
+                  "--partition=0", "--coordinator=127.0.0.1:1", "--give_up_s=1",
+                  "--backoff_max_ms=300"},
+                 dir_ + "/d.log");
+  EXPECT_EQ(lonely.Wait(deadline), 1) << lonely.Log();
+  EXPECT_THAT(lonely.Log(), ::testing::HasSubstr("unreachable"));
+
+  // SIGTERM: the coordinator stops cleanly with 0.
+  const std::string port_file = dir_ + "/port2";
+  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + WriteConfig(dir_, "w"),
+                       "--listen=127.0.0.1:0", "--port_file=" + port_file},
+                      dir_ + "/e.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  coordinator.Signal(SIGTERM);
+  EXPECT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  EXPECT_THAT(coordinator.Log(), ::testing::HasSubstr("SIGTERM"));
+}
+
+}  // namespace
+}  // namespace layerfl
