@@ -3,6 +3,9 @@
 BUILD ?= build
 CONFIG ?= configs/demo.yaml
 JOBS ?= $(shell nproc)
+# OpenMP threads that spin while waiting stall LibTorch 10-30x when the cores
+# are shared (bench/results/trainer_ompdefault.txt); passive waiting avoids it.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: all setup configure build test demo bench clean
 

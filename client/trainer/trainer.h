@@ -58,7 +58,10 @@ struct EvalResult {
   int64_t examples = 0;
 };
 
-// Sets LibTorch's intra-op thread count (LibTorch starts with 1 here).
+// Sets LibTorch's intra-op thread count (LibTorch starts with 1 here) and
+// tunes malloc for training loops. OpenMP reads OMP_WAIT_POLICY only at
+// start-up: run with OMP_WAIT_POLICY=PASSIVE (the Makefile does) on shared
+// machines, where busy-waiting threads can slow a process 10-30x.
 void SetTorchThreads(int threads);
 
 class SelectiveTrainer {
