@@ -1,0 +1,411 @@
+#include "server/experiments/grid.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/util/status_macros.h"
+#include "server/selection/selection_strategy.h"
+#include "yaml-cpp/yaml.h"
+
+namespace layerfl {
+namespace {
+
+std::string Location(const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null()) return "";
+  return absl::StrCat(" (line ", mark.line + 1, ", column ", mark.column + 1,
+                      ")");
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Scalar:
+      return absl::StrCat("'", node.Scalar(), "'");
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+absl::Status TypeError(const YAML::Node& node, const std::string& path,
+                       const std::string& expected) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ": expected ", expected, ", got ", Describe(node), Location(node)));
+}
+
+bool IsPlainScalar(const YAML::Node& node) {
+  return node.IsScalar() && node.Tag() != "!";
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  std::string* out) {
+  if (!node.IsScalar()) return TypeError(node, path, "a string");
+  *out = node.Scalar();
+  return absl::OkStatus();
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path, int* out) {
+  if (!IsPlainScalar(node) || !absl::SimpleAtoi(node.Scalar(), out)) {
+    return TypeError(node, path, "an integer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  uint64_t* out) {
+  if (!IsPlainScalar(node) || !absl::SimpleAtoi(node.Scalar(), out)) {
+    return TypeError(node, path, "a non-negative integer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  double* out) {
+  if (!IsPlainScalar(node) || !absl::SimpleAtod(node.Scalar(), out) ||
+      !std::isfinite(*out)) {
+    return TypeError(node, path, "a finite number");
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status Read(const YAML::Node& node, const std::string& path,
+                  std::vector<T>* out) {
+  if (!node.IsSequence()) return TypeError(node, path, "a sequence");
+  std::vector<T> values(node.size());
+  for (size_t i = 0; i < node.size(); ++i) {
+    RETURN_IF_ERROR(Read(node[i], absl::StrCat(path, "[", i, "]"), &values[i]));
+  }
+  *out = std::move(values);
+  return absl::OkStatus();
+}
+
+struct Field {
+  const char* name;
+  std::function<absl::Status(const YAML::Node&, const std::string&)> read;
+  bool required = false;
+};
+
+template <typename T>
+Field Bind(const char* name, T* out, bool required = false) {
+  return {name,
+          [out](const YAML::Node& node, const std::string& path) {
+            return Read(node, path, out);
+          },
+          required};
+}
+
+absl::Status ReadMap(const YAML::Node& node, const std::string& path,
+                     const std::vector<Field>& fields) {
+  const std::string where = path.empty() ? "grid" : path;
+  if (!node.IsMap()) return TypeError(node, where, "a map");
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    const YAML::Node& key = entry.first;
+    if (!key.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": keys must be strings, got ", Describe(key), Location(key)));
+    }
+    const std::string field_path =
+        path.empty() ? key.Scalar() : absl::StrCat(path, ".", key.Scalar());
+    const Field* field = nullptr;
+    for (const Field& f : fields) {
+      if (key.Scalar() == f.name) field = &f;
+    }
+    if (field == nullptr) {
+      std::vector<std::string> names;
+      for (const Field& f : fields) names.push_back(f.name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          field_path, ": unknown field", Location(key), "; valid fields of ",
+          where, ": ", absl::StrJoin(names, ", ")));
+    }
+    if (!seen.insert(key.Scalar()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field_path, ": duplicate field", Location(key)));
+    }
+    RETURN_IF_ERROR(field->read(entry.second, field_path));
+  }
+  for (const Field& f : fields) {
+    if (f.required && !seen.count(f.name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path.empty() ? f.name : absl::StrCat(path, ".", f.name),
+                       ": required field is missing"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Names become directory and file names.
+absl::Status CheckName(const std::string& path, const std::string& name) {
+  const bool ok = !name.empty() && name != "." && name != ".." &&
+                  name.find_first_not_of(
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                      "0123456789._-") == std::string::npos;
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      path,
+      ": must be a non-empty name of letters, digits, '.', '_' or '-', "
+      "got '",
+      name, "'"));
+}
+
+// A RunConfig::Validate error about `section.field` is reported as the grid
+// entry's field, e.g. "budget.min: ..." -> "budgets[0].min: ...".
+absl::Status Reword(const absl::Status& status, const std::string& section,
+                    const std::string& entry) {
+  if (status.ok()) return status;
+  const std::string prefix = section + ".";
+  std::string message(status.message());
+  if (absl::StartsWith(message, prefix)) {
+    message = absl::StrCat(entry, ".", message.substr(prefix.size()));
+  } else {
+    message = absl::StrCat(entry, ": ", message);
+  }
+  return absl::Status(status.code(), message);
+}
+
+absl::Status ReadBudgets(const YAML::Node& node, const RunConfig& base,
+                         std::vector<BudgetSetting>* out) {
+  if (!node.IsSequence()) return TypeError(node, "budgets", "a sequence");
+  std::set<std::string> names;
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string path = absl::StrCat("budgets[", i, "]");
+    BudgetSetting s;
+    s.budget = base.budget;
+    BudgetConfig& b = s.budget;
+    RETURN_IF_ERROR(ReadMap(
+        node[i], path,
+        {Bind("name", &s.name, /*required=*/true), Bind("unit", &b.unit),
+         Bind("distribution", &b.distribution), Bind("value", &b.value),
+         Bind("min", &b.min), Bind("max", &b.max), Bind("mean", &b.mean),
+         Bind("std", &b.std)}));
+    RETURN_IF_ERROR(CheckName(path + ".name", s.name));
+    if (!names.insert(s.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".name: duplicate name '", s.name, "'"));
+    }
+    if (b.distribution == "declared") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path,
+          ".distribution: 'declared' budgets come from real clients; "
+          "the simulator needs fixed, uniform or truncated_normal"));
+    }
+    RunConfig c = base;
+    c.budget = b;
+    RETURN_IF_ERROR(Reword(c.Validate(), "budget", path));
+    out->push_back(std::move(s));
+  }
+  if (out->empty()) {
+    return absl::InvalidArgumentError(
+        "budgets: must list at least one setting");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadPartitions(const YAML::Node& node, const RunConfig& base,
+                            std::vector<PartitionSetting>* out) {
+  if (!node.IsSequence()) return TypeError(node, "partitions", "a sequence");
+  std::set<std::string> names;
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string path = absl::StrCat("partitions[", i, "]");
+    PartitionSetting s;
+    s.data = base.data;
+    DataConfig& d = s.data;
+    RETURN_IF_ERROR(ReadMap(
+        node[i], path,
+        {Bind("name", &s.name, /*required=*/true),
+         Bind("partition", &d.partition), Bind("alpha", &d.alpha),
+         Bind("domains", &d.domains), Bind("num_clients", &d.num_clients)}));
+    RETURN_IF_ERROR(CheckName(path + ".name", s.name));
+    if (!names.insert(s.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".name: duplicate name '", s.name, "'"));
+    }
+    RunConfig c = base;
+    c.data = d;
+    RETURN_IF_ERROR(Reword(c.Validate(), "data", path));
+    out->push_back(std::move(s));
+  }
+  if (out->empty()) {
+    return absl::InvalidArgumentError(
+        "partitions: must list at least one setting");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckStrategies(const std::vector<std::string>& strategies) {
+  if (strategies.empty()) {
+    return absl::InvalidArgumentError(
+        "strategies: must list at least one strategy");
+  }
+  const std::vector<std::string> known = SelectionStrategyNames();
+  std::set<std::string> seen;
+  for (size_t i = 0; i < strategies.size(); ++i) {
+    const std::string& s = strategies[i];
+    if (std::find(known.begin(), known.end(), s) == known.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("strategies[", i, "]: unknown strategy '", s,
+                       "'; valid: ", absl::StrJoin(known, ", ")));
+    }
+    if (!seen.insert(s).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("strategies[", i, "]: duplicate strategy '", s, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSeeds(const std::vector<uint64_t>& seeds) {
+  if (seeds.empty()) {
+    return absl::InvalidArgumentError("seeds: must list at least one seed");
+  }
+  std::set<uint64_t> seen;
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    if (!seen.insert(seeds[i]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seeds[", i, "]: duplicate seed ", seeds[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string ResolveBase(const std::string& base, const std::string& base_dir) {
+  namespace fs = std::filesystem;
+  if (base.empty() || fs::path(base).is_absolute() || fs::exists(base) ||
+      base_dir.empty()) {
+    return base;
+  }
+  std::error_code ec;
+  fs::path dir = fs::absolute(base_dir, ec);
+  for (; !ec && !dir.empty(); dir = dir.parent_path()) {
+    if (fs::exists(dir / base)) return (dir / base).string();
+    if (dir == dir.parent_path()) break;
+  }
+  return base;
+}
+
+}  // namespace
+
+BudgetConfig FullBudget(const BudgetConfig& budget) {
+  BudgetConfig b = budget;
+  b.distribution = "fixed";
+  b.value = kUnlimitedBudget;
+  return b;
+}
+
+absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
+    const std::string& yaml_text, const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        e.mark.is_null()
+            ? absl::StrCat("malformed YAML: ", e.msg)
+            : absl::StrCat("malformed YAML at line ", e.mark.line + 1,
+                           ", column ", e.mark.column + 1, ": ", e.msg));
+  }
+  ExperimentGrid grid;
+  YAML::Node budgets, partitions;
+  auto keep = [](YAML::Node* slot) {
+    return [slot](const YAML::Node& node, const std::string&) {
+      *slot = node;
+      return absl::OkStatus();
+    };
+  };
+  RETURN_IF_ERROR(ReadMap(root, "",
+                          {Bind("base", &grid.base_path, /*required=*/true),
+                           Bind("out", &grid.out),
+                           Bind("strategies", &grid.strategies, true),
+                           {"budgets", keep(&budgets), true},
+                           {"partitions", keep(&partitions), true},
+                           Bind("seeds", &grid.seeds, true)}));
+  grid.base_path = ResolveBase(grid.base_path, base_dir);
+  absl::StatusOr<RunConfig> base = LoadRunConfig(grid.base_path);
+  if (!base.ok()) {
+    return absl::Status(base.status().code(),
+                        absl::StrCat("base: ", base.status().message()));
+  }
+  grid.base = *std::move(base);
+  RETURN_IF_ERROR(CheckStrategies(grid.strategies));
+  RETURN_IF_ERROR(ReadBudgets(budgets, grid.base, &grid.budgets));
+  RETURN_IF_ERROR(ReadPartitions(partitions, grid.base, &grid.partitions));
+  RETURN_IF_ERROR(CheckSeeds(grid.seeds));
+  // Every combination must be a valid run (e.g. num_clients against
+  // clients_per_round is checked across sections).
+  RETURN_IF_ERROR(ExpandGrid(grid, grid.out.empty() ? "." : grid.out).status());
+  return grid;
+}
+
+absl::StatusOr<ExperimentGrid> LoadExperimentGrid(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read grid file '", path, "'"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<ExperimentGrid> grid = ParseExperimentGrid(
+      text.str(), std::filesystem::path(path).parent_path().string());
+  if (!grid.ok()) {
+    return absl::Status(grid.status().code(),
+                        absl::StrCat(path, ": ", grid.status().message()));
+  }
+  return grid;
+}
+
+absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
+    const ExperimentGrid& grid, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::vector<ExperimentCell> cells;
+  for (const PartitionSetting& p : grid.partitions) {
+    for (const BudgetSetting& b : grid.budgets) {
+      for (const std::string& strategy : grid.strategies) {
+        for (uint64_t seed : grid.seeds) {
+          ExperimentCell cell;
+          cell.partition = p.name;
+          cell.budget = b.name;
+          cell.strategy = strategy;
+          cell.seed = seed;
+          RunConfig& c = cell.config;
+          c = grid.base;
+          c.seed = seed;
+          c.data = p.data;
+          c.budget = b.budget;
+          if (strategy == "full") c.budget = FullBudget(b.budget);
+          c.selection.strategy = strategy;
+          c.federated.resume = true;
+          c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name / b.name /
+                                 strategy / absl::StrCat("seed", seed))
+                                    .string();
+          absl::Status valid = c.Validate();
+          if (!valid.ok()) {
+            return absl::Status(
+                valid.code(),
+                absl::StrCat("cell ", p.name, "/", b.name, "/", strategy,
+                             "/seed", seed, ": ", valid.message()));
+          }
+          cells.push_back(std::move(cell));
+        }
+      }
+    }
+  }
+  return cells;
+}
+
+}  // namespace layerfl

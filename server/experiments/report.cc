@@ -1,0 +1,401 @@
+#include "server/experiments/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/util/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace layerfl {
+namespace {
+
+// JSON is YAML's flow syntax, so yaml-cpp reads metrics lines.
+absl::StatusOr<YAML::Node> ParseJsonLine(const std::string& line) {
+  try {
+    YAML::Node node = YAML::Load(line);
+    if (!node.IsMap()) return absl::InvalidArgumentError("not a JSON object");
+    return node;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+}
+
+// A JSON number; null (what the engine writes for NaN/Inf) reads as NaN.
+bool ReadNumber(const YAML::Node& node, double* out) {
+  if (!node) return false;
+  if (node.IsNull()) {
+    *out = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
+  return node.IsScalar() && absl::SimpleAtod(node.Scalar(), out);
+}
+
+bool ReadInt(const YAML::Node& node, int64_t* out) {
+  return node && node.IsScalar() && absl::SimpleAtoi(node.Scalar(), out);
+}
+
+absl::StatusOr<RoundMetrics> ParseRound(const std::string& line) {
+  ASSIGN_OR_RETURN(YAML::Node node, ParseJsonLine(line));
+  RoundMetrics m;
+  if (!ReadInt(node["round"], &m.round) || m.round < 1) {
+    return absl::InvalidArgumentError("no positive integer \"round\"");
+  }
+  if (node["accuracy"]) {
+    m.evaluated = true;
+    if (!ReadNumber(node["accuracy"], &m.accuracy)) {
+      return absl::InvalidArgumentError("\"accuracy\" is not a number");
+    }
+    if (node["loss"] && !ReadNumber(node["loss"], &m.loss)) {
+      return absl::InvalidArgumentError("\"loss\" is not a number");
+    }
+  }
+  if (node["bytes_up"] && !ReadInt(node["bytes_up"], &m.bytes_up)) {
+    return absl::InvalidArgumentError("\"bytes_up\" is not an integer");
+  }
+  const YAML::Node timing = node["timing_ms"];
+  if (timing && timing.IsMap() && timing["round"] &&
+      !ReadNumber(timing["round"], &m.round_ms)) {
+    return absl::InvalidArgumentError("\"timing_ms.round\" is not a number");
+  }
+  const YAML::Node clients = node["clients"];
+  if (clients) {
+    if (!clients.IsSequence()) {
+      return absl::InvalidArgumentError("\"clients\" is not an array");
+    }
+    m.num_clients = static_cast<int>(clients.size());
+    for (const YAML::Node& client : clients) {
+      const YAML::Node layers = client["layers"];
+      if (!layers) continue;
+      if (!layers.IsSequence()) {
+        return absl::InvalidArgumentError(
+            "a client's \"layers\" is not an array");
+      }
+      for (const YAML::Node& layer : layers) {
+        if (!layer.IsScalar()) {
+          return absl::InvalidArgumentError("a layer name is not a string");
+        }
+        ++m.layer_counts[layer.Scalar()];
+      }
+    }
+  }
+  return m;
+}
+
+std::string Percent(const MeanStd& m) {
+  if (m.n == 0) return "–";
+  if (m.n == 1) return absl::StrFormat("%.2f", 100.0 * m.mean);
+  return absl::StrFormat("%.2f ± %.2f", 100.0 * m.mean, 100.0 * m.std);
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  return absl::StrFormat("%.10g", v);
+}
+
+template <typename T, typename F>
+std::string JsonArray(const std::vector<T>& values, F format) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    absl::StrAppend(&out, i ? "," : "", format(values[i]));
+  }
+  return out + "]";
+}
+
+std::string JsonMeanStd(const MeanStd& m) {
+  return absl::StrCat("{\"mean\":", JsonNumber(m.mean),
+                      ",\"std\":", JsonNumber(m.std), ",\"n\":", m.n, "}");
+}
+
+std::string CellDir(const std::string& out_dir, const std::string& partition,
+                    const std::string& budget, const std::string& strategy,
+                    uint64_t seed) {
+  return (std::filesystem::path(out_dir) / "runs" / partition / budget /
+          strategy / absl::StrCat("seed", seed))
+      .string();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RoundMetrics>> ReadMetricsFile(
+    const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  }
+  std::vector<RoundMetrics> rounds;
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    absl::StatusOr<RoundMetrics> m = ParseRound(line);
+    if (!m.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_number, ": ", m.status().message()));
+    }
+    // A re-run round replaces what was recorded for it and after it.
+    while (!rounds.empty() && rounds.back().round >= m->round) {
+      rounds.pop_back();
+    }
+    rounds.push_back(*std::move(m));
+  }
+  return rounds;
+}
+
+int64_t LastRecordedRound(const std::string& path) {
+  std::ifstream in(path);
+  std::string last;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  }
+  if (last.empty()) return 0;
+  absl::StatusOr<RoundMetrics> m = ParseRound(last);
+  return m.ok() ? m->round : 0;
+}
+
+CellSummary SummarizeCell(const std::vector<RoundMetrics>& rounds) {
+  CellSummary s;
+  bool any_eval = false;
+  for (const RoundMetrics& r : rounds) {
+    s.rounds = std::max(s.rounds, r.round);
+    s.bytes_up += r.bytes_up;
+    s.wall_seconds += r.round_ms / 1000.0;
+    if (!r.evaluated) continue;
+    s.final_accuracy = r.accuracy;
+    s.best_accuracy =
+        any_eval ? std::max(s.best_accuracy, r.accuracy) : r.accuracy;
+    any_eval = true;
+  }
+  return s;
+}
+
+MeanStd ComputeMeanStd(const std::vector<double>& values) {
+  MeanStd m;
+  m.n = static_cast<int>(values.size());
+  if (values.empty()) return m;
+  double sum = 0;
+  for (double v : values) sum += v;
+  m.mean = sum / m.n;
+  if (m.n < 2) return m;
+  double sq = 0;
+  for (double v : values) sq += (v - m.mean) * (v - m.mean);
+  m.std = std::sqrt(sq / (m.n - 1));
+  return m;
+}
+
+absl::StatusOr<ExperimentReport> BuildReport(
+    const ExperimentGrid& grid, const std::string& out_dir,
+    const std::vector<std::string>& layers) {
+  ExperimentReport report;
+  report.layers = layers;
+  report.rounds = grid.base.federated.rounds;
+  // Per setting and strategy: each finished seed's rounds.
+  struct Finished {
+    uint64_t seed;
+    std::vector<RoundMetrics> rounds;
+  };
+  std::vector<std::vector<std::vector<Finished>>> finished;
+  for (const PartitionSetting& p : grid.partitions) {
+    for (const BudgetSetting& b : grid.budgets) {
+      finished.emplace_back();
+      for (const std::string& strategy : grid.strategies) {
+        finished.back().emplace_back();
+        for (uint64_t seed : grid.seeds) {
+          ++report.cells_total;
+          const std::string path =
+              (std::filesystem::path(
+                   CellDir(out_dir, p.name, b.name, strategy, seed)) /
+               "metrics.jsonl")
+                  .string();
+          if (LastRecordedRound(path) != report.rounds) continue;
+          ASSIGN_OR_RETURN(std::vector<RoundMetrics> rounds,
+                           ReadMetricsFile(path));
+          ++report.cells_done;
+          for (const RoundMetrics& r : rounds) {
+            for (const auto& [layer, count] : r.layer_counts) {
+              if (std::find(report.layers.begin(), report.layers.end(),
+                            layer) == report.layers.end()) {
+                report.layers.push_back(layer);
+              }
+            }
+          }
+          finished.back().back().push_back({seed, std::move(rounds)});
+        }
+      }
+    }
+  }
+
+  size_t setting_index = 0;
+  for (const PartitionSetting& p : grid.partitions) {
+    for (const BudgetSetting& b : grid.budgets) {
+      SettingResult setting;
+      setting.partition = p.name;
+      setting.budget = b.name;
+      for (size_t s = 0; s < grid.strategies.size(); ++s) {
+        const std::vector<Finished>& runs = finished[setting_index][s];
+        StrategyResult row;
+        row.strategy = grid.strategies[s];
+        row.seeds_total = static_cast<int>(grid.seeds.size());
+        row.seeds_done = static_cast<int>(runs.size());
+        std::vector<double> final_acc, best_acc;
+        double mb = 0, wall = 0;
+        for (const Finished& run : runs) {
+          const CellSummary c = SummarizeCell(run.rounds);
+          row.seeds.push_back({run.seed, c});
+          final_acc.push_back(c.final_accuracy);
+          best_acc.push_back(c.best_accuracy);
+          mb += c.bytes_up / 1e6;
+          wall += c.wall_seconds;
+        }
+        row.final_accuracy = ComputeMeanStd(final_acc);
+        row.best_accuracy = ComputeMeanStd(best_acc);
+        if (!runs.empty()) {
+          row.mb_uploaded = mb / runs.size();
+          row.wall_seconds = wall / runs.size();
+          // Rounds every seed evaluated, then the mean accuracy there.
+          std::map<int64_t, std::vector<double>> by_round;
+          for (const Finished& run : runs) {
+            for (const RoundMetrics& r : run.rounds) {
+              if (r.evaluated) by_round[r.round].push_back(r.accuracy);
+            }
+          }
+          for (const auto& [round, accs] : by_round) {
+            if (accs.size() != runs.size()) continue;
+            row.curve_rounds.push_back(round);
+            row.curve_accuracy.push_back(ComputeMeanStd(accs).mean);
+          }
+          const Finished& first = runs.front();
+          row.heatmap_seed = first.seed;
+          for (const RoundMetrics& r : first.rounds) {
+            row.heatmap_rounds.push_back(r.round);
+            std::vector<double> fraction(report.layers.size(), 0.0);
+            for (size_t l = 0; l < report.layers.size(); ++l) {
+              auto it = r.layer_counts.find(report.layers[l]);
+              if (it != r.layer_counts.end() && r.num_clients > 0) {
+                fraction[l] = static_cast<double>(it->second) / r.num_clients;
+              }
+            }
+            row.heatmap_fraction.push_back(std::move(fraction));
+          }
+        }
+        setting.strategies.push_back(std::move(row));
+      }
+      report.settings.push_back(std::move(setting));
+      ++setting_index;
+    }
+  }
+  return report;
+}
+
+std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
+  std::string out = absl::StrCat(
+      "# LayerFL experiment results\n\n", report.cells_done, " of ",
+      report.cells_total, " cells finished, ", report.rounds,
+      " rounds each. Accuracy in % on the held-out test set: mean ± sample "
+      "standard deviation over seeds (final = last evaluated round, best = "
+      "highest evaluated round). MB uploaded: clients' sparse updates over "
+      "the run, mean over seeds. Wall s: the rounds' own time (no data "
+      "loading or pretraining), mean over seeds.\n");
+  for (const SettingResult& setting : report.settings) {
+    absl::StrAppend(&out, "\n## ", setting.partition, " / ", setting.budget,
+                    "\n\n| strategy | seeds | final acc (%) | best acc (%) | "
+                    "MB uploaded | wall s |\n|---|---:|---:|---:|---:|---:|\n");
+    for (const StrategyResult& row : setting.strategies) {
+      const bool any = row.seeds_done > 0;
+      absl::StrAppend(
+          &out, "| ", row.strategy, " | ", row.seeds_done, "/", row.seeds_total,
+          " | ", Percent(row.final_accuracy), " | ", Percent(row.best_accuracy),
+          " | ", any ? absl::StrFormat("%.2f", row.mb_uploaded) : "–", " | ",
+          any ? absl::StrFormat("%.1f", row.wall_seconds) : "–", " |\n");
+    }
+    if (!plots) continue;
+    const std::string tag =
+        absl::StrCat(setting.partition, "_", setting.budget);
+    absl::StrAppend(&out, "\n![accuracy vs round, ", setting.partition, " / ",
+                    setting.budget, "](acc_", tag,
+                    ".png)\n\nLayer-selection "
+                    "heatmaps (first seed):");
+    for (const StrategyResult& row : setting.strategies) {
+      if (row.seeds_done == 0) continue;
+      absl::StrAppend(&out, " [", row.strategy, "](heatmap_", tag, "_",
+                      row.strategy, ".png)");
+    }
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
+
+std::string SummaryJson(const ExperimentReport& report) {
+  auto number = [](double v) { return JsonNumber(v); };
+  auto integer = [](int64_t v) { return absl::StrCat(v); };
+  std::string out = absl::StrCat(
+      "{\n\"rounds\":", report.rounds, ",\"cells_total\":", report.cells_total,
+      ",\"cells_done\":", report.cells_done,
+      ",\n\"layers\":", JsonArray(report.layers, JsonString),
+      ",\n\"settings\":[");
+  for (size_t s = 0; s < report.settings.size(); ++s) {
+    const SettingResult& setting = report.settings[s];
+    absl::StrAppend(&out, s ? ",\n" : "\n",
+                    "{\"partition\":", JsonString(setting.partition),
+                    ",\"budget\":", JsonString(setting.budget),
+                    ",\"strategies\":[");
+    for (size_t k = 0; k < setting.strategies.size(); ++k) {
+      const StrategyResult& row = setting.strategies[k];
+      absl::StrAppend(
+          &out, k ? ",\n" : "\n", "{\"strategy\":", JsonString(row.strategy),
+          ",\"seeds_done\":", row.seeds_done,
+          ",\"seeds_total\":", row.seeds_total,
+          ",\"final_accuracy\":", JsonMeanStd(row.final_accuracy),
+          ",\"best_accuracy\":", JsonMeanStd(row.best_accuracy),
+          ",\"mb_uploaded\":", JsonNumber(row.mb_uploaded),
+          ",\"wall_seconds\":", JsonNumber(row.wall_seconds), ",\"seeds\":[");
+      for (size_t i = 0; i < row.seeds.size(); ++i) {
+        const CellSummary& c = row.seeds[i].summary;
+        absl::StrAppend(&out, i ? "," : "", "{\"seed\":", row.seeds[i].seed,
+                        ",\"final_accuracy\":", JsonNumber(c.final_accuracy),
+                        ",\"best_accuracy\":", JsonNumber(c.best_accuracy),
+                        ",\"bytes_up\":", c.bytes_up,
+                        ",\"wall_seconds\":", JsonNumber(c.wall_seconds), "}");
+      }
+      absl::StrAppend(&out, "],\"curve\":{\"rounds\":",
+                      JsonArray(row.curve_rounds, integer),
+                      ",\"accuracy\":", JsonArray(row.curve_accuracy, number),
+                      "},\"heatmap\":{\"seed\":", row.heatmap_seed,
+                      ",\"rounds\":", JsonArray(row.heatmap_rounds, integer),
+                      ",\"fraction\":[");
+      for (size_t r = 0; r < row.heatmap_fraction.size(); ++r) {
+        absl::StrAppend(&out, r ? "," : "",
+                        JsonArray(row.heatmap_fraction[r], number));
+      }
+      absl::StrAppend(&out, "]}}");
+    }
+    absl::StrAppend(&out, "]}");
+  }
+  absl::StrAppend(&out, "\n]\n}\n");
+  return out;
+}
+
+}  // namespace layerfl
