@@ -74,6 +74,34 @@ TEST(Float16Test, HalfToFloatIsExact) {
   }
 }
 
+TEST(Float16Test, ArrayConversionEqualsScalar) {
+  // Hand-picked edge cases plus a sweep of bit patterns over every exponent.
+  std::vector<float> in = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.0f, 65520.0f,
+                           1e6f, -1e6f, std::ldexp(1.0f, -24), std::ldexp(1.0f, -25),
+                           std::ldexp(3.0f, -26), 1.0f + std::ldexp(1.0f, -11),
+                           1.0f + std::ldexp(3.0f, -11),
+                           std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::denorm_min()};
+  for (uint32_t u = 0; u < 0xffffffffu - 65535u * 7919u; u += 65535u * 7919u / 13u) {
+    if ((u & 0x7f800000u) != 0x7f800000u) in.push_back(FromBits(u));
+  }
+  std::vector<unsigned char> halves(2 * in.size());
+  FloatsToHalves(in.data(), in.size(), halves.data());
+  std::vector<float> back(in.size());
+  HalvesToFloats(halves.data(), in.size(), back.data());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const uint16_t h = static_cast<uint16_t>(halves[2 * i] | (halves[2 * i + 1] << 8));
+    ASSERT_EQ(h, FloatToHalf(in[i])) << in[i];
+    ASSERT_EQ(Bits(back[i]), Bits(HalfToFloat(h))) << in[i];
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  unsigned char h[2];
+  FloatsToHalves(&nan, 1, h);
+  float f;
+  HalvesToFloats(h, 1, &f);
+  EXPECT_TRUE(std::isnan(f));
+}
+
 TEST(BFloat16Test, HandValuesRoundToNearestEven) {
   EXPECT_EQ(FloatToBFloat16(1.0f), 0x3f80);
   EXPECT_EQ(FloatToBFloat16(3.0f), 0x4040);
@@ -394,6 +422,25 @@ TEST(CodecTest, EncodingNamesParse) {
   }
   EXPECT_FALSE(ParseEncoding("fp8").ok());
   EXPECT_EQ(Crc32("123456789"), 0xcbf43926u);  // the CRC-32 check value
+}
+
+TEST(CodecTest, FastCrc32EqualsZlibAtEveryLengthAndAlignment) {
+  std::string bytes(5000, '\0');
+  uint32_t x = 12345;
+  for (char& c : bytes) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 16);
+  }
+  for (size_t len = 0; len < 1100; ++len) {
+    for (size_t offset = 0; offset < 4; ++offset) {
+      const absl::string_view piece(bytes.data() + offset, len);
+      ASSERT_EQ(Crc32(piece, 0x5a5a5a5au), Crc32Portable(piece, 0x5a5a5a5au))
+          << len << " at " << offset;
+    }
+  }
+  // Continuing across pieces equals one pass.
+  EXPECT_EQ(Crc32(absl::string_view(bytes).substr(1000), Crc32(bytes.substr(0, 1000))),
+            Crc32(bytes));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // finished (or SIGINT/SIGTERM: the client left cleanly), 1 runtime failure
 // (coordinator unreachable past --give_up_s, join refused, local training
 // failed), 2 bad config or flags.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -53,6 +54,11 @@ void WatchSignals(sigset_t set) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Keep freed memory for reuse instead of returning it to the kernel: the
+  // same large buffers (chunks, layer tensors) come back every round, and
+  // fresh pages cost a fault and a zero-fill each (bench/transfer).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   absl::ParseCommandLine(argc, argv);
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-client: " << why << "\n";

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include <zlib.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -115,20 +113,6 @@ std::optional<WireError> WireErrorOf(const absl::Status& status) {
     }
   }
   return std::nullopt;
-}
-
-uint32_t Crc32(absl::string_view data, uint32_t crc) {
-  // zlib's length argument is a uInt: feed large buffers in pieces.
-  const auto* p = reinterpret_cast<const Bytef*>(data.data());
-  size_t left = data.size();
-  uLong c = crc;
-  while (left > 0) {
-    const uInt n = static_cast<uInt>(std::min<size_t>(left, 1u << 30));
-    c = crc32(c, p, n);
-    p += n;
-    left -= n;
-  }
-  return static_cast<uint32_t>(c);
 }
 
 uint32_t LayoutFingerprint(const std::vector<TensorSpec>& tensors) {
@@ -377,15 +361,17 @@ absl::Status LayerStreamDecoder::StartLayer(const LayerHeader& h) {
                      " payload bytes, its ", numel, " values in ",
                      EncodingName(limits_.encoding), " take ", want_bytes));
   }
+  // Capacity only: values are appended as chunks arrive (no zero fill).
+  current_numel_.clear();
   for (size_t t = 0; t < specs->size(); ++t) {
     int64_t n = 1;
     for (int64_t d : (*specs)[t].shape) n *= d;
-    current_.tensors[t].values.resize(static_cast<size_t>(n));
+    current_.tensors[t].values.reserve(static_cast<size_t>(n));
+    current_numel_.push_back(static_cast<size_t>(n));
   }
   current_bytes_ = want_bytes;
   current_offset_ = 0;
   tensor_ = 0;
-  element_ = 0;
   in_layer_ = true;
   ++next_;
   return absl::OkStatus();
@@ -445,20 +431,22 @@ absl::Status LayerStreamDecoder::Add(const LayerHeader* header,
                         "its header says %08x",
                         current_.group, offset, Crc32(data), crc32)));
   }
+  // Decoded through a small staging buffer that stays in L1, then appended.
+  constexpr size_t kStage = 2048;
+  float stage[kStage];
   const auto* in = reinterpret_cast<const unsigned char*>(data.data());
   size_t values = data.size() / bpv;
   while (values > 0) {
     Tensor32& t = current_.tensors[tensor_];
-    const size_t avail = t.values.size() - element_;
+    const size_t avail = current_numel_[tensor_] - t.values.size();
     if (avail == 0) {
       ++tensor_;
-      element_ = 0;
       continue;
     }
-    const size_t take = std::min(avail, values);
-    DecodeValues(in, take, limits_.encoding, t.values.data() + element_);
+    const size_t take = std::min({avail, values, kStage});
+    DecodeValues(in, take, limits_.encoding, stage);
+    t.values.insert(t.values.end(), stage, stage + take);
     in += take * bpv;
-    element_ += take;
     values -= take;
   }
   current_offset_ += data.size();

@@ -2,6 +2,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace layerfl {
 namespace {
 
@@ -80,12 +84,55 @@ float BFloat16ToFloat(uint16_t b) {
   return FromBits(static_cast<uint32_t>(b) << 16);
 }
 
+#if defined(__x86_64__)
+namespace {
+
+// F16C converts with the IEEE rounding the scalar code implements (round to
+// nearest even, overflow to Inf, subnormals kept); NaNs stay NaN (their
+// payload may differ from the scalar code's canonical 0x7e00).
+bool HasF16c() {
+  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return has;
+}
+
+__attribute__((target("avx,f16c"))) size_t FloatsToHalvesF16c(
+    const float* in, size_t n, unsigned char* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
+  }
+  return i;
+}
+
+__attribute__((target("avx,f16c"))) size_t HalvesToFloatsF16c(
+    const unsigned char* in, size_t n, float* out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 * i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  return i;
+}
+
+}  // namespace
+#endif
+
 void FloatsToHalves(const float* in, size_t n, unsigned char* out) {
-  for (size_t i = 0; i < n; ++i) Store16(out + 2 * i, FloatToHalf(in[i]));
+  size_t i = 0;
+#if defined(__x86_64__)
+  if (HasF16c()) i = FloatsToHalvesF16c(in, n, out);
+#endif
+  for (; i < n; ++i) Store16(out + 2 * i, FloatToHalf(in[i]));
 }
 
 void HalvesToFloats(const unsigned char* in, size_t n, float* out) {
-  for (size_t i = 0; i < n; ++i) out[i] = HalfToFloat(Load16(in + 2 * i));
+  size_t i = 0;
+#if defined(__x86_64__)
+  if (HasF16c()) i = HalvesToFloatsF16c(in, n, out);
+#endif
+  for (; i < n; ++i) out[i] = HalfToFloat(Load16(in + 2 * i));
 }
 
 void FloatsToBFloat16s(const float* in, size_t n, unsigned char* out) {

@@ -18,7 +18,9 @@ uint16_t FloatToBFloat16(float f);
 float BFloat16ToFloat(uint16_t b);
 
 // Array forms; `out` holds n elements. Unaligned byte buffers are fine for the
-// 16-bit side (read and written as little-endian 2-byte values).
+// 16-bit side (read and written as little-endian 2-byte values). The float16
+// ones use the CPU's F16C instructions where available: same values as the
+// scalar functions (NaN payloads aside).
 void FloatsToHalves(const float* in, size_t n, unsigned char* out);
 void HalvesToFloats(const unsigned char* in, size_t n, float* out);
 void FloatsToBFloat16s(const float* in, size_t n, unsigned char* out);

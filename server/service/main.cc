@@ -2,6 +2,7 @@
 // serves a federated run to client daemons (see coordinator.h). Exit codes:
 // 0 the run finished (or was stopped by SIGINT/SIGTERM after its last
 // committed round), 1 runtime failure, 2 bad config or flags.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -66,6 +67,11 @@ void WatchSignals(sigset_t set) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Keep freed memory for reuse instead of returning it to the kernel: the
+  // same large buffers (chunks, layer tensors) come back every round, and
+  // fresh pages cost a fault and a zero-fill each (bench/transfer).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   absl::ParseCommandLine(argc, argv);
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-coordinator: " << why << "\n";

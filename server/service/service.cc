@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "proto/layerfl.grpc.pb.h"
 #include "common/util/status_macros.h"
 #include "proto/wire_convert.h"
@@ -124,10 +125,54 @@ struct Session {
   bool told_finished = false;
 };
 
+// One layer of the global model as FetchLayers sends it: the serialized
+// FetchReply{chunk} messages, encoded and checksummed once per layer version
+// and shared by every client's download.
+struct EncodedLayer {
+  std::string layer;
+  int64_t version = 0;
+  int64_t numel = 0;
+  int64_t payload_bytes = 0;
+  std::vector<std::string> messages;
+};
+
+// The committed global model as clients download it.
 struct Snapshot {
   int64_t committed_round = 0;
-  std::shared_ptr<const ModelWeights> global;
+  std::vector<std::shared_ptr<const EncodedLayer>> layers;  // model order
 };
+
+// Encodes `global`'s layers, reusing those of `previous` whose version did not
+// change.
+std::vector<std::shared_ptr<const EncodedLayer>> EncodeSnapshot(
+    const ModelWeights& global, const Snapshot* previous, Encoding encoding,
+    int64_t chunk_bytes) {
+  std::vector<std::shared_ptr<const EncodedLayer>> out;
+  for (size_t l = 0; l < global.layers.size(); ++l) {
+    const LayerWeights& layer = global.layers[l];
+    if (previous != nullptr && l < previous->layers.size() &&
+        previous->layers[l]->layer == layer.group &&
+        previous->layers[l]->version == layer.version) {
+      out.push_back(previous->layers[l]);
+      continue;
+    }
+    auto encoded = std::make_shared<EncodedLayer>();
+    encoded->layer = layer.group;
+    encoded->version = layer.version;
+    encoded->numel = layer.numel();
+    LayerStreamEncoder encoder({SourceOf(layer)}, encoding, chunk_bytes,
+                               /*with_specs=*/true);
+    encoded->payload_bytes = encoder.payload_bytes();
+    ChunkFrame frame;
+    wire::FetchReply reply;
+    while (encoder.Next(&frame)) {
+      ToProto(std::move(frame), reply.mutable_chunk());
+      encoded->messages.push_back(reply.SerializeAsString());
+    }
+    out.push_back(std::move(encoded));
+  }
+  return out;
+}
 
 struct Poll {
   std::string id;
@@ -147,8 +192,12 @@ struct HeldUpload {
   std::function<void(const absl::Status&)> done;  // finishes the RPC
 };
 
-class CoordinatorServerImpl final : public CoordinatorServer,
-                                    public wire::Coordinator::CallbackService {
+// FetchLayers is a raw method: it writes the snapshot's pre-serialized
+// messages without copying them.
+using CallbackBase = wire::Coordinator::WithRawCallbackMethod_FetchLayers<
+    wire::Coordinator::CallbackService>;
+
+class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBase {
  public:
   CoordinatorServerImpl(const ServiceOptions& options, ServiceDeps deps)
       : options_(options), deps_(std::move(deps)) {
@@ -156,7 +205,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     layouts_ = LayoutsOf(global);
     for (const LayerLayout& l : layouts_) layer_names_.push_back(l.layer);
     snapshot_.committed_round = deps_.engine->committed_round();
-    snapshot_.global = std::make_shared<const ModelWeights>(std::move(global));
+    snapshot_.layers = EncodeSnapshot(global, nullptr, options_.encoding,
+                                      options_.chunk_bytes);
     started_at_ = deps_.clock->Now();
   }
 
@@ -321,9 +371,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     return reactor;
   }
 
-  grpc::ServerWriteReactor<wire::FetchReply>* FetchLayers(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchLayers(
       grpc::CallbackServerContext* context,
-      const wire::FetchRequest* request) override;
+      const grpc::ByteBuffer* request) override;
 
   grpc::ServerReadReactor<wire::UploadMessage>* UploadUpdate(
       grpc::CallbackServerContext* context, wire::UploadReply* reply) override;
@@ -486,16 +536,18 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     }
   }
 
+  // After a commit: re-encode the layers that changed (once, here on the
+  // engine thread, for every client that will download them).
   void RefreshSnapshot() {
     const int64_t committed = deps_.engine->committed_round();
-    {
-      absl::MutexLock lock(&mu_);
-      if (committed == snapshot_.committed_round) return;
-    }
-    auto global = std::make_shared<const ModelWeights>(deps_.engine->global());
+    Snapshot previous = CurrentSnapshot();
+    if (committed == previous.committed_round) return;
+    Snapshot next;
+    next.committed_round = committed;
+    next.layers = EncodeSnapshot(deps_.engine->global(), &previous,
+                                 options_.encoding, options_.chunk_bytes);
     absl::MutexLock lock(&mu_);
-    snapshot_.committed_round = committed;
-    snapshot_.global = std::move(global);
+    snapshot_ = std::move(next);
   }
 
   void DeliverRecords() {
@@ -746,48 +798,57 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   absl::Status result_ ABSL_GUARDED_BY(done_mu_);
 };
 
-// Streams the layers the client lacks: a manifest, then the chunks.
-class FetchReactor : public grpc::ServerWriteReactor<wire::FetchReply> {
+// Streams the layers the client lacks: a manifest, then the snapshot's
+// serialized chunks, handed to gRPC without a copy.
+class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FetchReactor(CoordinatorServerImpl* service, const wire::FetchRequest* request)
+  FetchReactor(CoordinatorServerImpl* service, const grpc::ByteBuffer* raw)
       : service_(service) {
-    record_.client = request->client_id();
-    absl::Status s = service->stopping()
-                         ? ShuttingDown()
-                         : service->CheckSession(request->client_id(),
-                                                 request->session());
+    wire::FetchRequest request;
+    grpc::ByteBuffer copy(*raw);  // shares the slices
+    grpc::ProtoBufferReader reader(&copy);
+    absl::Status s = request.ParseFromZeroCopyStream(&reader)
+                         ? absl::OkStatus()
+                         : BadRequest("a FetchRequest that does not parse");
+    record_.client = request.client_id();
+    if (s.ok()) {
+      s = service->stopping() ? ShuttingDown()
+                              : service->CheckSession(request.client_id(),
+                                                      request.session());
+    }
     if (!s.ok()) {
-      service->CountRefusal("fetch", request->client_id(), s);
+      service->CountRefusal("fetch", request.client_id(), s);
       Finish(ToGrpc(s));
       return;
     }
     snapshot_ = service->CurrentSnapshot();
     const ServiceOptions& options = service->options();
     std::map<std::string, int64_t> held;
-    if (request->run_id() == options.run_id) {
-      for (const wire::LayerVersion& v : request->held()) held[v.layer()] = v.version();
+    if (request.run_id() == options.run_id) {
+      for (const wire::LayerVersion& v : request.held()) held[v.layer()] = v.version();
     }
-    wire::FetchManifest* manifest = message_.mutable_manifest();
+    wire::FetchReply reply;
+    wire::FetchManifest* manifest = reply.mutable_manifest();
     manifest->set_run_id(options.run_id);
     manifest->set_committed_round(snapshot_.committed_round);
     manifest->set_encoding(ToProto(options.encoding));
-    std::vector<LayerSource> sources;
-    for (const LayerWeights& layer : snapshot_.global->layers) {
+    for (const std::shared_ptr<const EncodedLayer>& layer : snapshot_.layers) {
       wire::LayerVersion* v = manifest->add_current();
-      v->set_layer(layer.group);
-      v->set_version(layer.version);
-      auto it = held.find(layer.group);
-      if (it != held.end() && it->second == layer.version) continue;
-      manifest->add_sending(layer.group);
-      sources.push_back(SourceOf(layer));
-      record_.layers.push_back(layer.group);
-      record_.numel += layer.numel();
+      v->set_layer(layer->layer);
+      v->set_version(layer->version);
+      auto it = held.find(layer->layer);
+      if (it != held.end() && it->second == layer->version) continue;
+      manifest->add_sending(layer->layer);
+      sending_.push_back(layer);
+      record_.layers.push_back(layer->layer);
+      record_.numel += layer->numel;
+      record_.payload_bytes += layer->payload_bytes;
     }
     record_.round = snapshot_.committed_round;
-    encoder_.emplace(std::move(sources), options.encoding, options.chunk_bytes,
-                     /*with_specs=*/true);
-    record_.payload_bytes = encoder_->payload_bytes();
-    Send();
+    const std::string bytes = reply.SerializeAsString();
+    grpc::Slice slice(bytes);
+    buffer_ = grpc::ByteBuffer(&slice, 1);
+    Send(static_cast<int64_t>(bytes.size()));
   }
 
   void OnWriteDone(bool ok) override {
@@ -797,31 +858,44 @@ class FetchReactor : public grpc::ServerWriteReactor<wire::FetchReply> {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
-    if (!encoder_->Next(&frame_)) {
+    while (layer_ < sending_.size() &&
+           message_ >= sending_[layer_]->messages.size()) {
+      ++layer_;
+      message_ = 0;
+    }
+    if (layer_ >= sending_.size()) {
       record_.outcome = "ok";
       service_->RecordDownload(std::move(record_));
       Finish(grpc::Status::OK);
       return;
     }
-    ToProto(std::move(frame_), message_.mutable_chunk());
-    Send();
+    // The slice keeps the encoded layer alive until gRPC is done with it.
+    const std::string& bytes = sending_[layer_]->messages[message_++];
+    auto* owner = new std::shared_ptr<const EncodedLayer>(sending_[layer_]);
+    grpc::Slice slice(
+        const_cast<char*>(bytes.data()), bytes.size(),
+        [](void* p) { delete static_cast<std::shared_ptr<const EncodedLayer>*>(p); },
+        owner);
+    buffer_ = grpc::ByteBuffer(&slice, 1);
+    Send(static_cast<int64_t>(bytes.size()));
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void Send() {
-    const int64_t bytes = WireBytes(message_);
+  void Send(int64_t message_bytes) {
+    const int64_t bytes = message_bytes + 5;  // + gRPC's length prefix
     record_.wire_bytes += bytes;
     service_->CountDownload(bytes);
-    StartWrite(&message_);
+    StartWrite(&buffer_);
   }
 
   CoordinatorServerImpl* service_;
-  Snapshot snapshot_;  // keeps the weights being sent alive
-  std::optional<LayerStreamEncoder> encoder_;
-  ChunkFrame frame_;
-  wire::FetchReply message_;
+  Snapshot snapshot_;
+  std::vector<std::shared_ptr<const EncodedLayer>> sending_;
+  size_t layer_ = 0;
+  size_t message_ = 0;
+  grpc::ByteBuffer buffer_;
   TransferRecord record_;
 };
 
@@ -947,8 +1021,8 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   TransferRecord record_;
 };
 
-grpc::ServerWriteReactor<wire::FetchReply>* CoordinatorServerImpl::FetchLayers(
-    grpc::CallbackServerContext*, const wire::FetchRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* CoordinatorServerImpl::FetchLayers(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
   return new FetchReactor(this, request);
 }
 
