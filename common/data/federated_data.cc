@@ -20,8 +20,12 @@ absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
     for (int64_t i = 0; i < c.data.max_test_examples; ++i) first[i] = i;
     ASSIGN_OR_RETURN(test, Subset(test, first));
   }
+  // The hold-out does not depend on the run seed: one cached pretrained
+  // checkpoint then serves every seed without ever having seen a client's
+  // images.
   ASSIGN_OR_RETURN(auto split, SplitHoldout(train.size(),
-                                            c.data.pretrain_fraction, c.seed));
+                                            c.data.pretrain_fraction,
+                                            kPretrainSplitSeed));
   FederatedImages out;
   ASSIGN_OR_RETURN(out.holdout, Subset(train, split.first));
   ASSIGN_OR_RETURN(ImageSet fed, Subset(train, split.second));

@@ -14,8 +14,13 @@
 
 namespace layerfl {
 
+// Seed of the pretraining hold-out split, fixed across runs.
+inline constexpr uint64_t kPretrainSplitSeed = 0x4c61796572464cULL;
+
 struct FederatedImages {
-  ImageSet holdout;              // for pretraining only, disjoint from clients
+  // For pretraining only, disjoint from every client's data; the same images
+  // whatever config.seed is.
+  ImageSet holdout;
   std::vector<ImageSet> clients;  // data.num_clients partitions
   std::vector<int> client_domain;  // index into data.domains; empty unless feature_shift
   // Test images; under feature shift image i is seen through domain
