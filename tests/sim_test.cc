@@ -112,6 +112,31 @@ TEST(SimulatorTest, CrashAfterThreeRoundsThenResumeEqualsUninterruptedRun) {
             MetricsWithoutTiming(second->metrics_path, true));
 }
 
+TEST(SimulatorTest, MetricsLineLostInACrashIsRestoredFromTheCheckpoint) {
+  RunConfig c = SmallRun("lostline");
+  SimOptions crash;
+  crash.stop_after_rounds = 2;
+  auto first = RunSimulation(c, crash);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // The crash hit after round 2's checkpoint, before its metrics line.
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(first->metrics_path);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+  ASSERT_EQ(lines.size(), 2u);
+  {
+    std::ofstream out(first->metrics_path, std::ios::trunc);
+    out << lines[0] << "\n";
+  }
+  auto second = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(second.ok()) << second.status();
+  std::vector<std::string> after = MetricsWithoutTiming(second->metrics_path);
+  ASSERT_EQ(after.size(), 6u);
+  EXPECT_EQ(after[1].substr(0, 40), lines[1].substr(0, 40));
+  EXPECT_THAT(after[1], HasSubstr("\"round\":2,"));
+}
+
 TEST(SimulatorTest, RefusesToOverwriteCheckpointsWithoutResume) {
   RunConfig c = SmallRun("noresume");
   SimOptions one;

@@ -23,6 +23,8 @@ ABSL_FLAG(std::string, python, "/usr/bin/python3",
           "python3 with matplotlib, for the plots");
 ABSL_FLAG(std::string, plot_script, LAYERFL_PLOT_SCRIPT,
           "plot script; empty = no plots");
+ABSL_FLAG(bool, rounds, false,
+          "with --jobs 1: print every round's progress line (make demo does)");
 ABSL_FLAG(int, cell, -1,
           "internal: run only this cell (what --jobs workers do)");
 
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
   options.python = absl::GetFlag(FLAGS_python);
   options.plot_script = absl::GetFlag(FLAGS_plot_script);
   options.progress = &std::cout;
+  if (absl::GetFlag(FLAGS_rounds)) options.round_progress = &std::cout;
 
   if (const int cell = absl::GetFlag(FLAGS_cell); cell >= 0) {
     absl::StatusOr<std::vector<layerfl::ExperimentCell>> cells =

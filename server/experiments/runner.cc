@@ -300,7 +300,7 @@ std::string ExperimentOutDir(const ExperimentGrid& grid,
   return "runs/experiments";
 }
 
-absl::Status RunExperimentCell(const ExperimentCell& cell) {
+absl::Status RunExperimentCell(const ExperimentCell& cell, std::ostream* echo) {
   const RunConfig& c = cell.config;
   std::error_code ec;
   fs::create_directories(c.federated.run_dir, ec);
@@ -319,7 +319,8 @@ absl::Status RunExperimentCell(const ExperimentCell& cell) {
   }
   std::ofstream log(LogPath(cell), std::ios::app);
   SimOptions sim;
-  sim.progress = &log;
+  sim.progress = echo != nullptr ? echo : &log;
+  if (echo != nullptr) *echo << "--- " << CellName(cell) << "\n";
   absl::StatusOr<SimResult> result = RunSimulation(c, sim);
   if (!result.ok()) {
     log << "error: " << result.status().message() << "\n";
@@ -416,7 +417,7 @@ absl::StatusOr<ExperimentOutcome> RunExperiments(
     if (options.jobs == 1) {
       for (size_t k = 0; k < todo.size(); ++k) {
         const auto cell0 = Clock::now();
-        const absl::Status s = RunExperimentCell(*todo[k]);
+        const absl::Status s = RunExperimentCell(*todo[k], options.round_progress);
         done(k, s.ok() ? std::string() : std::string(s.message()),
              SecondsSince(cell0));
       }

@@ -56,6 +56,8 @@ struct ExperimentOptions {
   std::string plot_script;
   // One line per finished cell and a final summary; null = silent.
   std::ostream* progress = nullptr;
+  // jobs == 1 only: also echo each round's progress line here (the demo does).
+  std::ostream* round_progress = nullptr;
 };
 
 struct ExperimentOutcome {
@@ -78,7 +80,10 @@ absl::StatusOr<ExperimentOutcome> RunExperiments(
 
 // Runs (or continues) one cell in this process, the simulator's progress
 // lines appended to the cell's log.txt. What a worker process does.
-absl::Status RunExperimentCell(const ExperimentCell& cell);
+// `echo`, when set, receives the simulator's per-round lines instead of the
+// cell's log.txt.
+absl::Status RunExperimentCell(const ExperimentCell& cell,
+                               std::ostream* echo = nullptr);
 
 // The output directory RunExperiments uses for these options.
 std::string ExperimentOutDir(const ExperimentGrid& grid,

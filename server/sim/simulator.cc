@@ -1,6 +1,7 @@
 #include "server/sim/simulator.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -134,6 +135,23 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   if (!metrics) {
     return absl::UnavailableError(
         absl::StrCat("cannot write '", result.metrics_path, "'"));
+  }
+  if (result.resumed) {
+    // A crash between the checkpoint of round R and its metrics line loses
+    // that line; the checkpoint keeps the round's record, so write it back.
+    std::ifstream in(result.metrics_path);
+    int64_t last = 0;
+    for (std::string line; std::getline(in, line);) {
+      long long r = 0;
+      if (std::sscanf(line.c_str(), "{\"round\":%lld", &r) == 1) last = r;
+    }
+    if (last < engine->committed_round()) {
+      ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, store->LoadLatest());
+      if (ckpt.has_value() && ckpt->round == last + 1) {
+        metrics << ckpt->metrics_json << "\n";
+        metrics.flush();
+      }
+    }
   }
   if (log && result.resumed) {
     *log << "sim: resumed from round " << engine->committed_round() << " in "
