@@ -1,18 +1,20 @@
 # The README's two commands. Both install what they need first (scripts/setup.sh
 # is idempotent and skips apt when everything is present).
 BUILD ?= build
-CONFIG ?= configs/demo.yaml
 JOBS ?= $(shell nproc)
 # OpenMP threads that spin while waiting stall LibTorch 10-30x when the cores
 # are shared (bench/results/trainer_ompdefault.txt); passive waiting avoids it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all setup configure build test demo bench clean
+.PHONY: all setup setup-plots configure build test demo experiments bench clean
 
 all: build
 
 setup:
 	bash scripts/setup.sh
+
+setup-plots:
+	bash scripts/setup.sh --plots
 
 configure: setup
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
@@ -23,8 +25,15 @@ build: configure
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-demo: build
-	./$(BUILD)/bin/layerfl-finetune --config $(CONFIG)
+# The federated demo: strategic selection vs the `top` baseline, 20 clients,
+# per-round progress, then runs/demo/results.md and plots. Starts afresh.
+demo: build setup-plots
+	rm -rf runs/demo
+	./$(BUILD)/bin/layerfl-experiments --grid configs/demo_grid.yaml --rounds
+
+# The paper-style comparison (81 runs, ~35 min on 2 cores); resumable.
+experiments: build setup-plots
+	./$(BUILD)/bin/layerfl-experiments --grid configs/experiments/paper.yaml --jobs 2
 
 bench: build
 	bash bench/run_all.sh $(BUILD)

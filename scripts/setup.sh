@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything LayerFL needs to build, test and run its demo on Debian 12.
+# Installs everything LayerFL needs to build and test on Debian 12 (with
+# --plots, also what the demo's and experiments' plots need).
 # Idempotent: packages already present are skipped, and apt is not touched at all
 # when nothing is missing. Run as root (CI and the README's commands do).
 set -euo pipefail
@@ -14,6 +15,11 @@ PACKAGES=(
   python3-torch
   iproute2 openssl
 )
+
+# --plots: also what the experiment plots need (make demo, make experiments).
+if [[ "${1:-}" == "--plots" ]]; then
+  PACKAGES+=(python3-matplotlib)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -384,9 +384,9 @@ TEST(ConfigParse, EmptyListsAreAccepted) {
   EXPECT_TRUE(config->pretrain.label_map.empty());
 }
 
-TEST(ConfigDemoFile, ParsesAndKeepsDefaults) {
+TEST(ConfigReferenceFile, ListsEveryFieldAtItsDefault) {
   absl::StatusOr<RunConfig> config =
-      LoadRunConfig(std::string(LAYERFL_SOURCE_DIR) + "/configs/demo.yaml");
+      LoadRunConfig(std::string(LAYERFL_SOURCE_DIR) + "/configs/reference.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
   ExpectConfigEq(*config, RunConfig());
 }

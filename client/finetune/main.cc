@@ -5,7 +5,7 @@
 #include "absl/flags/parse.h"
 #include "client/finetune/finetune.h"
 
-ABSL_FLAG(std::string, config, "configs/demo.yaml", "run config (YAML)");
+ABSL_FLAG(std::string, config, "configs/reference.yaml", "run config (YAML)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);

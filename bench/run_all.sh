@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every benchmark against the build in $1 (default build/) and writes
+# their results under bench/results/. Each prints ratios measured in the same
+# run; expect ~10 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+"$BUILD/bin/selection_bench" | tee bench/results/selection.txt
+"$BUILD/bin/aggregation_bench" | tee bench/results/aggregation.txt
+bash bench/trainer/run.sh "$BUILD"
+if [[ -x bench/transfer/run.sh ]]; then bash bench/transfer/run.sh "$BUILD"; fi
