@@ -580,6 +580,36 @@ TEST_F(RefusalTest, EveryBadInputRefusedWithItsReasonAndNothingChanges) {
   }
 }
 
+TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
+  ServiceOptions options = FastOptions(5);
+  options.client_timeout = absl::Milliseconds(300);
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
+  auto stub = wire::Coordinator::NewStub(
+      grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
+  wire::JoinRequest join;
+  join.set_client_id("client-000");
+  join.set_num_samples(10);
+  wire::JoinReply joined;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+  }
+  wire::HeartbeatRequest hb;
+  hb.set_client_id("client-000");
+  hb.set_session(joined.session());
+  wire::HeartbeatReply reply;
+  for (int i = 0; i < 5; ++i) {  // heartbeats keep the session alive
+    absl::SleepFor(absl::Milliseconds(150));
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Heartbeat(&context, hb, &reply).ok()) << i;
+  }
+  absl::SleepFor(absl::Milliseconds(700));  // silence: timed out
+  grpc::ClientContext context;
+  const grpc::Status s = stub->Heartbeat(&context, hb, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(s.error_message(), StartsWith("unknown_session: "));
+}
+
 TEST(ServiceTest, ClientsRejoinARestartedCoordinatorAndTheRunGoesOn) {
   constexpr int kRounds = 4, kClients = 2;
   const std::string dir = ::testing::TempDir() + "/service_restart";
