@@ -13,7 +13,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch
-  iproute2 openssl
+  iproute2 openssl docker-compose
 )
 
 # --plots: also what the experiment plots need (make demo, make experiments).

@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Checks deploy/docker-compose.yml and deploy/Dockerfile without a Docker engine.
+
+  deploy_compose_test.py SOURCE_DIR BIN_DIR
+
+1. The compose file is valid: `docker-compose config` (Debian's docker-compose,
+   which parses, interpolates and validates against the compose schema with no
+   engine) must accept it; without docker-compose it falls back to a plain YAML
+   parse and says so.
+2. The Dockerfile: Debian 12 (bookworm) stages `build` and `runtime`; the build
+   stage installs exactly scripts/setup.sh's build packages and copies sources
+   that exist; the runtime stage installs a package for every shared library
+   the built daemons link directly (readelf NEEDED -> ldd -> dpkg -S), copies
+   binaries that are CMake targets, sets OMP_WAIT_POLICY=PASSIVE; every apt
+   package name is known to apt-cache (where apt lists exist).
+3. Every command, flag and path the compose file names exists: each service's
+   binary is installed by the Dockerfile and built here, each --flag is listed
+   by the built binary's help, --config paths map (through the Dockerfile's
+   COPY) to config files in the repository, --token_file is the service's
+   secret, the clients dial the coordinator by service name and port, the
+   client partitions are exactly 0..data.num_clients-1 of that config, the
+   dataset volume lands on the config's data.dir, and deploy/make_secrets.sh
+   makes the secret and certificates the compose file mounts.
+Exit 0 pass, 1 fail, 77 skipped (no Python yaml module).
+"""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import yaml
+except ImportError:
+    print("SKIP: no Python yaml module (python3-yaml, which scripts/setup.sh's "
+          "docker-compose and python3-torch bring)")
+    sys.exit(77)
+
+SRC, BIN = sys.argv[1], sys.argv[2]
+DEPLOY = os.path.join(SRC, "deploy")
+COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
+DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
+# In scripts/setup.sh but not needed to build the daemons: the dataset (a
+# volume), the Python side, the test tools.
+SETUP_ONLY = {"dataset-fashion-mnist", "python3-torch", "iproute2", "openssl",
+              "docker-compose"}
+# Runtime libraries loaded through another library, named on purpose:
+# libtorch1.13 accepts any BLAS, LayerFL wants OpenBLAS with OpenMP (setup.sh).
+RUNTIME_EXTRA = {"libopenblas0-openmp"}
+DATA_DIR_DEFAULT = "/usr/share/datasets/fashion-mnist"  # common/config/config.h
+
+failures = []
+
+
+passed = 0
+
+
+def check(ok, what, quiet=False):
+    """Records one check; prints it unless it passed and `quiet`."""
+    global passed
+    if not ok or not quiet:
+        print(("ok    " if ok else "FAIL  ") + what)
+    if ok:
+        passed += 1
+    else:
+        failures.append(what)
+    return ok
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+
+
+# ---- 1. the compose file is valid -------------------------------------------
+tmp = tempfile.mkdtemp(prefix="deploy_compose_test.")
+secrets_dir, certs_dir = os.path.join(tmp, "secrets"), os.path.join(tmp, "certs")
+r = run(["bash", os.path.join(DEPLOY, "make_secrets.sh"), secrets_dir, certs_dir])
+check(r.returncode == 0, "deploy/make_secrets.sh runs: " + (r.stderr.strip() or "exit 0"))
+env = dict(os.environ, LAYERFL_SECRETS=secrets_dir, LAYERFL_CERTS=certs_dir)
+for var in ("DOCKER_HOST", "DOCKER_CONTEXT", "COMPOSE_FILE", "LAYERFL_DATA"):
+    env.pop(var, None)
+
+compose_bin = shutil.which("docker-compose")
+if compose_bin:
+    r = run([compose_bin, "-f", COMPOSE, "config"], env=env, cwd=DEPLOY)
+    if not check(r.returncode == 0, "docker-compose config accepts the file"):
+        print(r.stderr)
+        sys.exit(1)
+    compose = yaml.safe_load(r.stdout)
+    print("      (validated by " + run([compose_bin, "version", "--short"]).stdout.strip()
+          + " 'docker-compose config', no engine)")
+else:
+    print("NOTE  docker-compose is not installed (scripts/setup.sh installs it): "
+          "falling back to a plain YAML parse, no compose schema validation")
+    text = open(COMPOSE).read()
+
+    def interpolate(m):
+        return env.get(m.group(1)) or m.group(2)
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", interpolate, text)
+    compose = yaml.safe_load(text)
+    for s in compose.get("services", {}).values():
+        if isinstance(s.get("build"), dict):
+            s["build"]["context"] = os.path.normpath(
+                os.path.join(DEPLOY, s["build"]["context"]))
+    for s in compose.get("secrets", {}).values():
+        s["file"] = os.path.normpath(os.path.join(DEPLOY, s["file"]))
+
+services = compose.get("services", {})
+check(isinstance(services, dict) and services, "the compose file has services")
+
+# ---- 2. the Dockerfile ------------------------------------------------------
+lines = []
+for raw in open(DOCKERFILE).read().replace("\\\n", " ").splitlines():
+    raw = raw.strip()
+    if raw and not raw.startswith("#"):
+        lines.append(raw)
+stages = {}  # name -> list of (INSTRUCTION, rest)
+order = []
+for line in lines:
+    instr, _, rest = line.partition(" ")
+    instr = instr.upper()
+    if instr == "FROM":
+        m = re.match(r"(\S+)\s+AS\s+(\S+)", rest, re.I)
+        check(m is not None, "FROM names its stage: " + line)
+        name = m.group(2) if m else rest
+        stages[name] = [("FROM", m.group(1) if m else rest)]
+        order.append(name)
+    elif order:
+        stages[order[-1]].append((instr, rest.strip()))
+check(order == ["build", "runtime"], "Dockerfile stages are build, runtime: %s" % order)
+for name in order:
+    image = stages[name][0][1]
+    check(re.fullmatch(r"debian:bookworm(-slim)?", image) is not None,
+          "stage %s is Debian 12: FROM %s" % (name, image))
+
+
+def apt_packages(stage):
+    pkgs = []
+    for instr, rest in stages.get(stage, []):
+        if instr == "RUN" and "apt-get install" in rest:
+            for cmd in rest.split("&&"):
+                if "apt-get install" in cmd:
+                    pkgs += [w for w in shlex.split(cmd.split("apt-get install", 1)[1])
+                             if not w.startswith("-")]
+    return pkgs
+
+
+setup = open(os.path.join(SRC, "scripts", "setup.sh")).read()
+m = re.search(r"^PACKAGES=\((.*?)^\)", setup, re.S | re.M)
+setup_pkgs = set(re.sub(r"#.*", "", m.group(1)).split()) if m else set()
+check("docker-compose" in setup_pkgs, "scripts/setup.sh installs docker-compose")
+build_pkgs = apt_packages("build")
+check(set(build_pkgs) == setup_pkgs - SETUP_ONLY,
+      "build stage installs setup.sh's build packages (missing %s, extra %s)"
+      % (sorted(setup_pkgs - SETUP_ONLY - set(build_pkgs)),
+         sorted(set(build_pkgs) - setup_pkgs)))
+for instr, rest in stages.get("build", []):
+    if instr == "COPY":
+        for src in shlex.split(rest)[:-1]:
+            check(os.path.exists(os.path.join(SRC, src)), "build stage COPY %s exists" % src)
+build_cmds = " ".join(rest for instr, rest in stages.get("build", []) if instr == "RUN")
+check("-G Ninja" in build_cmds and "cmake --build" in build_cmds,
+      "build stage builds with CMake + Ninja")
+
+# Binaries: COPY --from=build <build tree path> <dest>, each a CMake target.
+targets = set()
+for root, _, files in os.walk(SRC):
+    if os.path.relpath(root, SRC).split(os.sep)[0].startswith(("build", ".git")):
+        continue
+    if "CMakeLists.txt" in files:
+        targets |= set(re.findall(r"add_executable\(\s*([\w.+-]+)",
+                                  open(os.path.join(root, "CMakeLists.txt")).read()))
+installed = {}  # basename -> absolute path in the image
+copies = []     # (image dest dir, repo source)
+workdir = "/"
+runtime_env = {}
+for instr, rest in stages.get("runtime", []):
+    words = shlex.split(rest)
+    if instr == "COPY" and words and words[0] == "--from=build":
+        for src in words[1:-1]:
+            name = os.path.basename(src)
+            check(name in targets, "runtime binary %s is a CMake target" % name)
+            dest = words[-1] if not words[-1].endswith("/") else words[-1] + name
+            installed[name] = dest
+    elif instr == "COPY":
+        for src in words[:-1]:
+            check(os.path.exists(os.path.join(SRC, src)), "runtime COPY %s exists" % src)
+            copies.append((words[-1].rstrip("/"), src.rstrip("/")))
+    elif instr == "ENV":
+        for kv in words:
+            k, _, v = kv.partition("=")
+            runtime_env[k] = v
+    elif instr == "WORKDIR":
+        workdir = rest
+check(runtime_env.get("OMP_WAIT_POLICY") == "PASSIVE",
+      "runtime stage sets OMP_WAIT_POLICY=PASSIVE")
+check(set(installed) == {"layerfl-coordinator", "layerfl-client"},
+      "runtime stage holds the two daemons: %s" % sorted(installed))
+for name, dest in installed.items():
+    check(os.path.dirname(dest) in ("/usr/local/bin", "/usr/bin"),
+          "%s is installed on PATH (%s)" % (name, dest))
+
+# Runtime packages cover every library the daemons link directly.
+runtime_pkgs = set(apt_packages("runtime"))
+check(not [p for p in runtime_pkgs if p.endswith("-dev") or p in ("cmake", "ninja-build")],
+      "runtime stage installs no build tools or -dev packages")
+check(RUNTIME_EXTRA <= runtime_pkgs, "runtime stage installs %s" % sorted(RUNTIME_EXTRA))
+for name in sorted(installed):
+    path = os.path.join(BIN, name)
+    if not check(os.access(path, os.X_OK), "%s is built (%s)" % (name, path)):
+        continue
+    needed = re.findall(r"\(NEEDED\).*\[(.+)\]", run(["readelf", "-d", path]).stdout)
+    resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", run(["ldd", path]).stdout, re.M))
+    # One dpkg -S for all: each library by its path and its real path.
+    paths = {lib: [p for p in (resolved.get(lib), os.path.realpath(resolved.get(lib) or ""))
+                   if p] for lib in needed}
+    found = dict(reversed(line.split(": ", 1)) for line in run(
+        ["dpkg", "-S"] + sorted({p for ps in paths.values() for p in ps})).stdout.splitlines()
+        if ": " in line)
+    owners = set()
+    for lib in needed:
+        owner = next((found[p].split(":")[0] for p in paths[lib] if p in found), None)
+        if check(owner is not None, "%s: %s belongs to a Debian package (%s)"
+                 % (name, lib, owner), quiet=True):
+            owners.add(owner)
+    check(owners <= runtime_pkgs, "%s: runtime stage installs the packages of its %d "
+          "linked libraries (missing %s)" % (name, len(needed), sorted(owners - runtime_pkgs)))
+
+if os.listdir("/var/lib/apt/lists") if os.path.isdir("/var/lib/apt/lists") else False:
+    wanted = set(build_pkgs) | runtime_pkgs
+    known = set(re.findall(r"^Package: (\S+)", run(
+        ["apt-cache", "show", "--no-all-versions"] + sorted(wanted)).stdout, re.M))
+    check(wanted <= known, "apt-cache knows all %d package names (unknown: %s)"
+          % (len(wanted), sorted(wanted - known)))
+else:
+    print("NOTE  no apt lists here: package names not checked against apt-cache")
+
+
+# ---- 3. commands, flags and paths of the compose file -----------------------
+def help_flags(binary):
+    """The flags the built binary's help lists (its own, not Abseil's)."""
+    r = run([binary, "--help"])
+    out = r.stdout + r.stderr
+    # Abseil's --help lists only flags of a file named after the program;
+    # the daemons' flags live in main.cc, which --helpfull shows.
+    if "No flags matched" in out or "--" not in out:
+        r = run([binary, "--helpfull"])
+        out = r.stdout + r.stderr
+    flags, own = set(), False
+    for line in out.splitlines():
+        m = re.match(r"\s*Flags from (\S+):", line)
+        if m:
+            own = "absl/" not in m.group(1)
+            continue
+        m = re.match(r"\s+--(\w+) ", line)
+        if m and own:
+            flags.add(m.group(1))
+    return flags
+
+
+def image_path_to_repo(path):
+    for dest, src in copies:
+        if path == dest or path.startswith(dest + "/"):
+            return os.path.join(SRC, src + path[len(dest):])
+    return None
+
+
+flag_cache = {}
+coordinator_service, coordinator_port, coordinator_config = None, None, None
+clients = []  # (service, config path, partition, coordinator target)
+images = {s.get("image") for s in services.values()}
+check(len(images) == 1 and None not in images, "every service runs one image: %s" % images)
+built = [n for n, s in services.items() if "build" in s]
+for n in built:
+    b = services[n]["build"]
+    dockerfile = os.path.join(b.get("context", ""), b.get("dockerfile", "Dockerfile"))
+    check(os.path.samefile(b["context"], SRC) and os.path.samefile(dockerfile, DOCKERFILE),
+          "service %s builds deploy/Dockerfile from the repository root" % n)
+check(len(built) == 1, "one service builds the image: %s" % built)
+top_secrets = compose.get("secrets", {}) or {}
+
+for n, s in sorted(services.items()):
+    cmd = s.get("command")
+    if isinstance(cmd, str):
+        cmd = shlex.split(cmd)
+    if not check(isinstance(cmd, list) and cmd, "service %s has a command" % n):
+        continue
+    check("entrypoint" not in s, "service %s keeps the image's entrypoint" % n)
+    binary = cmd[0]
+    if not check(binary in installed, "service %s runs %s, which the image installs"
+                 % (n, binary)):
+        continue
+    if binary not in flag_cache:
+        flag_cache[binary] = help_flags(os.path.join(BIN, binary))
+        check(len(flag_cache[binary]) > 5, "%s --help lists its flags (%d)"
+              % (binary, len(flag_cache[binary])))
+    args, i = {}, 1
+    while i < len(cmd):
+        a = cmd[i]
+        if not check(a.startswith("--"), "service %s: '%s' is a flag" % (n, a), quiet=True):
+            i += 1
+            continue
+        name, eq, value = a[2:].partition("=")
+        if not eq and i + 1 < len(cmd) and not cmd[i + 1].startswith("--"):
+            value, i = cmd[i + 1], i + 1
+        check(name in flag_cache[binary], "service %s: %s accepts --%s" % (n, binary, name))
+        args[name] = value
+        i += 1
+    secret_names = [x if isinstance(x, str) else x.get("source")
+                    for x in s.get("secrets", []) or []]
+    config, config_yaml = args.get("config"), None
+    repo_config = image_path_to_repo(config) if config else None
+    if check(repo_config is not None and os.path.isfile(repo_config),
+             "service %s: --config=%s is %s in the repository"
+             % (n, config, os.path.relpath(repo_config, SRC) if repo_config else "nowhere")):
+        config_yaml = yaml.safe_load(open(repo_config)) or {}
+    if "token_file" in args:
+        m = re.fullmatch(r"/run/secrets/([\w.-]+)", args["token_file"])
+        check(m is not None and m.group(1) in secret_names and m.group(1) in top_secrets,
+              "service %s: --token_file=%s is its secret" % (n, args["token_file"]))
+    for sec in secret_names:
+        f = (top_secrets.get(sec) or {}).get("file", "")
+        check(os.path.isfile(f) and os.path.getsize(f) > 0,
+              "secret %s: %s is made by make_secrets.sh" % (sec, os.path.relpath(f, tmp)))
+    data_dir = ((config_yaml or {}).get("data") or {}).get("dir", DATA_DIR_DEFAULT)
+    mounts = {}
+    for v in s.get("volumes", []) or []:
+        if isinstance(v, str):
+            parts = v.split(":")
+            v = {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
+        mounts[v.get("target")] = v
+    data_mount = mounts.get(data_dir)
+    if check(data_mount is not None and data_mount.get("read_only"),
+             "service %s: the dataset is a read-only volume at data.dir %s" % (n, data_dir)):
+        src = data_mount.get("source")
+        if not os.path.isdir(src):
+            print("NOTE  %s (the dataset volume's host side) is not here" % src)
+    for target, v in mounts.items():
+        src = v.get("source", "")
+        if src.startswith("/") and src.startswith(certs_dir):
+            check(os.path.isfile(os.path.join(src, "ca.pem")),
+                  "service %s: certificates volume %s -> %s holds make_secrets.sh's ca.pem"
+                  % (n, os.path.relpath(src, tmp), target))
+    if binary == "layerfl-coordinator":
+        check(coordinator_service is None, "one coordinator service")
+        coordinator_service, coordinator_config = n, config
+        coordinator_port = args.get("listen", "0.0.0.0:50051").rsplit(":", 1)[1]
+        run_dir = ((config_yaml or {}).get("federated") or {}).get("run_dir", "runs/demo")
+        state = os.path.normpath(os.path.join(workdir, run_dir))
+        check(any(state == t or state.startswith(t + "/") for t in mounts
+                  if (mounts[t].get("type") == "volume" or not mounts[t].get("read_only"))),
+              "service %s: federated.run_dir (%s) is on a writable volume" % (n, state))
+    else:
+        num_clients = ((config_yaml or {}).get("data") or {}).get("num_clients")
+        clients.append((n, config, int(args.get("partition", -1)),
+                        args.get("coordinator", ""), num_clients))
+
+check(coordinator_service is not None, "a coordinator service")
+partitions = sorted(c[2] for c in clients)
+for n, config, _, target, num_clients in clients:
+    check(config == coordinator_config, "service %s uses the coordinator's config" % n)
+    check(target == "%s:%s" % (coordinator_service, coordinator_port),
+          "service %s dials the coordinator by service name: %s" % (n, target))
+if clients:
+    check(partitions == list(range(clients[0][4] or 0)),
+          "client partitions %s are 0..data.num_clients-1 (%s)" % (partitions, clients[0][4]))
+check(len(clients) >= 2, "several client services (%d)" % len(clients))
+r = run(["openssl", "verify", "-CAfile", os.path.join(certs_dir, "ca.pem"),
+         os.path.join(certs_dir, "coordinator.pem"), os.path.join(certs_dir, "client.pem")])
+check(r.returncode == 0, "make_secrets.sh's certificates verify against its CA")
+r = run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+         os.path.join(certs_dir, "coordinator.pem")])
+san = r.stdout.strip().splitlines()[-1].strip() if r.stdout.strip() else ""
+check("DNS:%s," % coordinator_service in san + ",",
+      "the coordinator certificate names the service: %s" % san)
+for script in ("make_secrets.sh", "netns_trial.sh"):
+    check(run(["bash", "-n", os.path.join(DEPLOY, script)]).returncode == 0,
+          "deploy/%s parses (bash -n)" % script)
+
+shutil.rmtree(tmp, ignore_errors=True)
+print("%d of %d checks failed" % (len(failures), len(failures) + passed) if failures
+      else "all %d deploy checks passed" % passed)
+sys.exit(1 if failures else 0)
