@@ -3,12 +3,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "common/util/flags.h"
 #include "client/finetune/finetune.h"
 
 ABSL_FLAG(std::string, config, "configs/reference.yaml", "run config (YAML)");
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  layerfl::ParseFlags(argc, argv, "layerfl-finetune --config FILE");
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) {

@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/util/flags.h"
 #include "server/experiments/grid.h"
 #include "server/experiments/runner.h"
 
@@ -29,9 +30,9 @@ ABSL_FLAG(int, cell, -1,
           "internal: run only this cell (what --jobs workers do)");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  layerfl::ParseFlags(
+      argc, argv,
       "layerfl-experiments --grid FILE [--out DIR] [--jobs N] [--report_only]");
-  absl::ParseCommandLine(argc, argv);
   const std::string grid_path = absl::GetFlag(FLAGS_grid);
   if (grid_path.empty()) {
     std::cerr << "layerfl-experiments: --grid FILE is required\n";

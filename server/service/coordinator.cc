@@ -9,36 +9,16 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/pretrain.h"
 #include "client/trainer/trainer.h"
-#include "common/data/federated_data.h"
-#include "common/model/weights_bridge.h"
 #include "common/util/status_macros.h"
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
 #include "server/selection/budget.h"
+#include "server/setup/run_setup.h"
 
 namespace layerfl {
 namespace {
-
-// The same evaluation as layerfl-sim's.
-class TorchEvaluator : public Evaluator {
- public:
-  TorchEvaluator(Model& model, Examples test, const SelectiveTrainer& trainer)
-      : model_(model), test_(std::move(test)), trainer_(trainer) {}
-  absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) override {
-    RETURN_IF_ERROR(ImportWeights(model_, weights));
-    ASSIGN_OR_RETURN(EvalResult r, trainer_.Evaluate(model_, test_));
-    return EvalMetrics{r.accuracy, r.loss};
-  }
-
- private:
-  Model& model_;
-  const Examples test_;
-  const SelectiveTrainer& trainer_;
-};
 
 absl::Status WriteFileAtomically(const std::string& path,
                                  const std::string& text) {
@@ -90,22 +70,11 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   }
   SetTorchThreads(c.threads);
 
-  // Exactly the simulator's set-up, in the same order.
-  ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
-  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
-  if (c.pretrain.enabled) {
-    ASSIGN_OR_RETURN(NamedTensors pretrained,
-                     EnsurePretrained(c, images.holdout, log));
-    RETURN_IF_ERROR(LoadPretrained(*model, pretrained, c.pretrain.checkpoint));
-  }
-  ASSIGN_OR_RETURN(ModelWeights initial, ExportWeights(*model));
-  images.clients.clear();
-  images.holdout = ImageSet();
-  Examples test = ImagesToExamples(images.test);
-
-  const std::vector<LayerGroup> groups = model->groups();
-  ASSIGN_OR_RETURN(std::unique_ptr<LayerSelector> selector,
-                   CreateLayerSelector(c, groups));
+  // Exactly the simulator's set-up (server/setup), so that a distributed run
+  // ends with the simulator's weights.
+  ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
+  core.images.clients.clear();
+  const std::vector<LayerGroup> groups = core.model->groups();
   BudgetDistribution dist;
   ASSIGN_OR_RETURN(dist.kind, ParseBudgetDistribution(c.budget.distribution));
   dist.value = c.budget.value;
@@ -116,55 +85,18 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   RETURN_IF_ERROR(dist.Validate());
 
   const std::filesystem::path run_dir(c.federated.run_dir);
-  const std::string ckpt_dir = (run_dir / "checkpoints").string();
-  if (!c.federated.resume && std::filesystem::exists(ckpt_dir) &&
-      !std::filesystem::is_empty(ckpt_dir)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "federated.resume is false but '", ckpt_dir,
-        "' holds checkpoints; set federated.resume: true to continue that run, "
-        "or choose another federated.run_dir"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store,
-                   CheckpointStore::Open(ckpt_dir, c.federated.keep_checkpoints));
-
-  SelectiveTrainer trainer(c.train, c.importance);
-  TorchEvaluator evaluator(*model, std::move(test), trainer);
-  RoundEngine::Deps deps;
-  deps.clock = Clock::Real();
-  deps.selector = selector.get();
-  deps.evaluator = &evaluator;
-  deps.store = store.get();
+  RoundEngine::Deps deps = core.EngineDeps();
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
-                   RoundEngine::Create(ToEngineOptions(c), initial, deps));
+                   RoundEngine::Create(ToEngineOptions(c), core.initial, deps));
   ASSIGN_OR_RETURN(service.run_id, RunId(run_dir, engine->resumed()));
   if (log != nullptr && engine->resumed()) {
     *log << "coordinator: resumed from round " << engine->committed_round()
-         << " in " << ckpt_dir << std::endl;
+         << " in " << core.checkpoint_dir << std::endl;
   }
 
-  const std::string metrics_path = (run_dir / "metrics.jsonl").string();
-  std::ofstream metrics(metrics_path,
-                        engine->resumed() ? std::ios::app : std::ios::trunc);
-  if (!metrics) {
-    return absl::UnavailableError(absl::StrCat("cannot write '", metrics_path, "'"));
-  }
-  if (engine->resumed()) {
-    // As layerfl-sim: a crash between the checkpoint of round R and its
-    // metrics line loses that line; the checkpoint keeps the record.
-    std::ifstream in(metrics_path);
-    int64_t last = 0;
-    for (std::string line; std::getline(in, line);) {
-      long long r = 0;
-      if (std::sscanf(line.c_str(), "{\"round\":%lld", &r) == 1) last = r;
-    }
-    if (last < engine->committed_round()) {
-      ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, store->LoadLatest());
-      if (ckpt.has_value() && ckpt->round == last + 1) {
-        metrics << ckpt->metrics_json << "\n";
-        metrics.flush();
-      }
-    }
-  }
+  std::string metrics_path;
+  ASSIGN_OR_RETURN(std::ofstream metrics,
+                   OpenMetrics(c, *engine, *core.store, &metrics_path));
 
   ServiceDeps sdeps;
   sdeps.engine = engine.get();
@@ -210,7 +142,7 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   server.reset();  // stops serving before the engine goes away
   if (result.ok() && log != nullptr) {
     *log << "coordinator: run finished at round " << engine->committed_round()
-         << "; checkpoints in " << ckpt_dir << ", metrics in " << metrics_path
+         << "; checkpoints in " << core.checkpoint_dir << ", metrics in " << metrics_path
          << std::endl;
   }
   return result;

@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/util/flags.h"
 #include "server/service/coordinator.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
   // fresh pages cost a fault and a zero-fill each (bench/transfer).
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  absl::ParseCommandLine(argc, argv);
+  layerfl::ParseFlags(argc, argv,
+                      "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-coordinator: " << why << "\n";
     return 2;

@@ -5,12 +5,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
+#include "common/util/flags.h"
 #include "server/sim/simulator.h"
 
 ABSL_FLAG(std::string, config, "configs/demo.yaml", "run config (YAML)");
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  layerfl::ParseFlags(argc, argv, "layerfl-sim --config FILE");
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) {

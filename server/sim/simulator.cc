@@ -8,35 +8,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/trainer/examples.h"
-#include "client/trainer/pretrain.h"
 #include "client/trainer/trainer.h"
 #include "client/worker/worker.h"
-#include "common/data/federated_data.h"
-#include "common/model/weights_bridge.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
-#include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
+#include "server/setup/run_setup.h"
 
 namespace layerfl {
 namespace {
-
-class TorchEvaluator : public Evaluator {
- public:
-  TorchEvaluator(Model& model, const Examples& test, const SelectiveTrainer& t)
-      : model_(model), test_(test), trainer_(t) {}
-  absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) override {
-    RETURN_IF_ERROR(ImportWeights(model_, weights));
-    ASSIGN_OR_RETURN(EvalResult r, trainer_.Evaluate(model_, test_));
-    return EvalMetrics{r.accuracy, r.loss};
-  }
-
- private:
-  Model& model_;
-  const Examples& test_;
-  const SelectiveTrainer& trainer_;
-};
 
 // A virtual client: its worker and the layer versions its copy would hold.
 struct VirtualClient {
@@ -75,52 +56,22 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   std::ostream* log = options.progress;
   SetTorchThreads(c.threads);
 
-  ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
-  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
-  if (c.model.kind == "vit" && c.pretrain.enabled) {
-    ASSIGN_OR_RETURN(NamedTensors pretrained,
-                     EnsurePretrained(c, images.holdout, log));
-    RETURN_IF_ERROR(LoadPretrained(*model, pretrained, c.pretrain.checkpoint));
-  }
-  ASSIGN_OR_RETURN(ModelWeights initial, ExportWeights(*model));
-
-  std::vector<VirtualClient> clients(images.clients.size());
+  ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
+  std::vector<VirtualClient> clients(core.images.clients.size());
   std::vector<std::string> ids;
   for (size_t i = 0; i < clients.size(); ++i) {
     ids.push_back(SimClientId(static_cast<int>(i)));
+    // Every virtual client trains the one shared replica, one at a time.
     clients[i].worker = std::make_unique<LocalWorker>(
-        c, ids.back(), model, ImagesToExamples(images.clients[i]));
-    clients[i].versions.assign(initial.layers.size(), -1);
+        c, ids.back(), core.model, ImagesToExamples(core.images.clients[i]));
+    clients[i].versions.assign(core.initial.layers.size(), -1);
   }
-  images.clients.clear();
-  const Examples test = ImagesToExamples(images.test);
-
-  ASSIGN_OR_RETURN(std::unique_ptr<LayerSelector> selector,
-                   CreateLayerSelector(c, model->groups()));
+  core.images.clients.clear();
   ASSIGN_OR_RETURN(std::vector<double> budgets,
-                   AssignBudgets(c, model->groups(), ids));
-
-  const std::filesystem::path run_dir(c.federated.run_dir);
-  const std::string ckpt_dir = (run_dir / "checkpoints").string();
-  if (!c.federated.resume && std::filesystem::exists(ckpt_dir) &&
-      !std::filesystem::is_empty(ckpt_dir)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "federated.resume is false but '", ckpt_dir,
-        "' holds checkpoints; set federated.resume: true to continue that run, "
-        "or choose another federated.run_dir"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store,
-                   CheckpointStore::Open(ckpt_dir, c.federated.keep_checkpoints));
-
-  SelectiveTrainer trainer(c.train, c.importance);
-  TorchEvaluator evaluator(*model, test, trainer);
-  RoundEngine::Deps deps;
-  deps.clock = Clock::Real();
-  deps.selector = selector.get();
-  deps.evaluator = &evaluator;
-  deps.store = store.get();
+                   AssignBudgets(c, core.model->groups(), ids));
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
-                   RoundEngine::Create(ToEngineOptions(c), initial, deps));
+                   RoundEngine::Create(ToEngineOptions(c), core.initial,
+                                       core.EngineDeps()));
   for (size_t i = 0; i < clients.size(); ++i) {
     RETURN_IF_ERROR(engine->Join(
         {ids[i], clients[i].worker->num_samples(), budgets[i]}));
@@ -128,34 +79,11 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
 
   SimResult result;
   result.resumed = engine->resumed();
-  result.metrics_path = (run_dir / "metrics.jsonl").string();
-  std::ofstream metrics(result.metrics_path, result.resumed
-                                                 ? std::ios::app
-                                                 : std::ios::trunc);
-  if (!metrics) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot write '", result.metrics_path, "'"));
-  }
-  if (result.resumed) {
-    // A crash between the checkpoint of round R and its metrics line loses
-    // that line; the checkpoint keeps the round's record, so write it back.
-    std::ifstream in(result.metrics_path);
-    int64_t last = 0;
-    for (std::string line; std::getline(in, line);) {
-      long long r = 0;
-      if (std::sscanf(line.c_str(), "{\"round\":%lld", &r) == 1) last = r;
-    }
-    if (last < engine->committed_round()) {
-      ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, store->LoadLatest());
-      if (ckpt.has_value() && ckpt->round == last + 1) {
-        metrics << ckpt->metrics_json << "\n";
-        metrics.flush();
-      }
-    }
-  }
+  ASSIGN_OR_RETURN(std::ofstream metrics,
+                   OpenMetrics(c, *engine, *core.store, &result.metrics_path));
   if (log && result.resumed) {
     *log << "sim: resumed from round " << engine->committed_round() << " in "
-         << ckpt_dir << "\n";
+         << core.checkpoint_dir << "\n";
   }
   const std::string metric = ScoreMetricFor(c);
   const int64_t first_round = engine->committed_round() + 1;

@@ -1,0 +1,106 @@
+#include "server/setup/run_setup.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "client/trainer/examples.h"
+#include "client/trainer/pretrain.h"
+#include "client/trainer/trainer.h"
+#include "common/model/weights_bridge.h"
+#include "common/util/status_macros.h"
+#include "server/round/selector.h"
+
+namespace layerfl {
+namespace {
+
+class TorchEvaluator : public Evaluator {
+ public:
+  TorchEvaluator(std::shared_ptr<Model> model, Examples test,
+                 const RunConfig& config)
+      : model_(std::move(model)),
+        test_(std::move(test)),
+        trainer_(config.train, config.importance) {}
+
+  absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) override {
+    RETURN_IF_ERROR(ImportWeights(*model_, weights));
+    ASSIGN_OR_RETURN(EvalResult r, trainer_.Evaluate(*model_, test_));
+    return EvalMetrics{r.accuracy, r.loss};
+  }
+
+ private:
+  std::shared_ptr<Model> model_;
+  const Examples test_;
+  const SelectiveTrainer trainer_;
+};
+
+}  // namespace
+
+RoundEngine::Deps RunCore::EngineDeps() const {
+  RoundEngine::Deps deps;
+  deps.clock = Clock::Real();
+  deps.selector = selector.get();
+  deps.evaluator = evaluator.get();
+  deps.store = store.get();
+  return deps;
+}
+
+absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log) {
+  RunCore core;
+  ASSIGN_OR_RETURN(core.images, BuildFederatedImages(c));
+  ASSIGN_OR_RETURN(core.model, CreateModel(c.model, c.seed));
+  if (c.model.kind == "vit" && c.pretrain.enabled) {
+    ASSIGN_OR_RETURN(NamedTensors pretrained,
+                     EnsurePretrained(c, core.images.holdout, log));
+    RETURN_IF_ERROR(
+        LoadPretrained(*core.model, pretrained, c.pretrain.checkpoint));
+  }
+  core.images.holdout = ImageSet();
+  ASSIGN_OR_RETURN(core.initial, ExportWeights(*core.model));
+  ASSIGN_OR_RETURN(core.selector, CreateLayerSelector(c, core.model->groups()));
+
+  const std::filesystem::path run_dir(c.federated.run_dir);
+  core.checkpoint_dir = (run_dir / "checkpoints").string();
+  if (!c.federated.resume && std::filesystem::exists(core.checkpoint_dir) &&
+      !std::filesystem::is_empty(core.checkpoint_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "federated.resume is false but '", core.checkpoint_dir,
+        "' holds checkpoints; set federated.resume: true to continue that run, "
+        "or choose another federated.run_dir"));
+  }
+  ASSIGN_OR_RETURN(core.store, CheckpointStore::Open(
+                                   core.checkpoint_dir,
+                                   c.federated.keep_checkpoints));
+  core.evaluator = std::make_unique<TorchEvaluator>(
+      core.model, ImagesToExamples(core.images.test), c);
+  return core;
+}
+
+absl::StatusOr<std::ofstream> OpenMetrics(const RunConfig& c,
+                                          const RoundEngine& engine,
+                                          CheckpointStore& store,
+                                          std::string* path) {
+  *path = (std::filesystem::path(c.federated.run_dir) / "metrics.jsonl").string();
+  int64_t last = 0;
+  if (engine.resumed()) {
+    std::ifstream in(*path);
+    for (std::string line; std::getline(in, line);) {
+      long long r = 0;
+      if (std::sscanf(line.c_str(), "{\"round\":%lld", &r) == 1) last = r;
+    }
+  }
+  std::ofstream metrics(*path, engine.resumed() ? std::ios::app : std::ios::trunc);
+  if (!metrics) {
+    return absl::UnavailableError(absl::StrCat("cannot write '", *path, "'"));
+  }
+  if (engine.resumed() && last < engine.committed_round()) {
+    ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, store.LoadLatest());
+    if (ckpt.has_value() && ckpt->round == last + 1) {
+      metrics << ckpt->metrics_json << "\n";
+      metrics.flush();
+    }
+  }
+  return metrics;
+}
+
+}  // namespace layerfl
