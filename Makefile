@@ -30,6 +30,8 @@ test: build
 demo: build setup-plots
 	rm -rf runs/demo
 	./$(BUILD)/bin/layerfl-experiments --grid configs/demo_grid.yaml --rounds
+	@echo; echo "strategic selection vs the top baseline (runs/demo/results.md, plots in runs/demo/):"
+	@sed -n '/^| strategy/,/^$$/p' runs/demo/results.md
 
 # The paper-style comparison (81 runs, ~35 min on 2 cores); resumable.
 experiments: build setup-plots

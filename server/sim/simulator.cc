@@ -153,7 +153,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
             record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
                              : std::string("  -   "),
             record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
-            Eta(eta));
+            Eta(eta))
+             << std::flush;
       }
     }
     metrics.flush();
