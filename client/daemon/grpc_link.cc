@@ -31,8 +31,19 @@ class GrpcLink : public CoordinatorLink {
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 static_cast<int>(absl::ToInt64Milliseconds(options.reconnect_backoff_max)));
-    channel_ = grpc::CreateCustomChannel(options.target,
-                                         grpc::InsecureChannelCredentials(), args);
+    std::shared_ptr<grpc::ChannelCredentials> credentials =
+        grpc::InsecureChannelCredentials();
+    if (options.tls.enabled) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = options.tls.ca_pem;
+      ssl.pem_private_key = options.tls.key_pem;
+      ssl.pem_cert_chain = options.tls.cert_pem;
+      credentials = grpc::SslCredentials(ssl);
+      if (!options.tls.server_name.empty()) {
+        args.SetSslTargetNameOverride(options.tls.server_name);
+      }
+    }
+    channel_ = grpc::CreateCustomChannel(options.target, credentials, args);
     stub_ = wire::Coordinator::NewStub(channel_);
   }
 

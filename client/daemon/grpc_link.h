@@ -14,6 +14,20 @@
 
 namespace layerfl {
 
+// TLS to the coordinator, PEM contents (not paths).
+struct ClientTls {
+  // Off by default (insecure channel). On: the coordinator's certificate is
+  // verified against `ca_pem` ("" = the system's roots).
+  bool enabled = false;
+  std::string ca_pem;
+  // Client certificate chain and key for mutual TLS; both "" = none.
+  std::string cert_pem;
+  std::string key_pem;
+  // The name the coordinator's certificate must carry; "" = the target's
+  // host.
+  std::string server_name;
+};
+
 struct GrpcLinkOptions {
   // The coordinator, "host:port". Required.
   std::string target;
@@ -28,6 +42,8 @@ struct GrpcLinkOptions {
   int64_t max_chunk_bytes = int64_t{4} << 20;
   // gRPC's own reconnect backoff cap. Default 5 s.
   absl::Duration reconnect_backoff_max = absl::Seconds(5);
+  // Default: no TLS.
+  ClientTls tls;
 };
 
 std::unique_ptr<CoordinatorLink> CreateGrpcLink(const GrpcLinkOptions& options);

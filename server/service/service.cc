@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -214,7 +215,18 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
 
   absl::Status Listen(const std::string& address) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    std::shared_ptr<grpc::ServerCredentials> credentials =
+        grpc::InsecureServerCredentials();
+    if (!options_.tls.cert_pem.empty()) {
+      grpc::SslServerCredentialsOptions ssl(
+          options_.tls.client_ca_pem.empty()
+              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      ssl.pem_root_certs = options_.tls.client_ca_pem;
+      ssl.pem_key_cert_pairs.push_back({options_.tls.key_pem, options_.tls.cert_pem});
+      credentials = grpc::SslServerCredentials(ssl);
+    }
+    builder.AddListeningPort(address, credentials, &port_);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(
         static_cast<int>(options_.max_chunk_bytes + (64 << 10)));
@@ -223,7 +235,11 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       return absl::UnavailableError(
           absl::StrCat("cannot listen on '", address, "'"));
     }
-    Log(absl::StrCat("listening on port ", port_, ", run ", options_.run_id,
+    Log(absl::StrCat("listening on port ", port_,
+                     options_.tls.cert_pem.empty() ? " (insecure)"
+                     : options_.tls.client_ca_pem.empty() ? " (TLS)"
+                                                          : " (mutual TLS)",
+                     ", run ", options_.run_id,
                      ", ", EncodingName(options_.encoding), ", chunks of ",
                      options_.chunk_bytes, " bytes, ",
                      options_.ordered_aggregation ? "ordered" : "arrival-order",
@@ -233,6 +249,19 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   }
 
   int port() const override { return port_; }
+
+  // Constant time in the token's bytes; an unknown id is compared against a
+  // dummy so that it takes as long as a known one.
+  bool TokenMatches(const std::string& id, const std::string& token) const {
+    if (options_.client_tokens.empty()) {
+      return ConstantTimeEquals(token, options_.token);
+    }
+    auto it = options_.client_tokens.find(id);
+    static const std::string kNoSuchClient(64, '\0');
+    const bool known = it != options_.client_tokens.end();
+    const bool equal = ConstantTimeEquals(token, known ? it->second : kNoSuchClient);
+    return known && equal;
+  }
 
   absl::Status Wait() override {
     absl::MutexLock lock(&done_mu_);
@@ -260,7 +289,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
                                  wire::JoinReply* reply) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (stopping_.load()) return Refuse(reactor, "join", request->client_id(), ShuttingDown());
-    if (!ConstantTimeEquals(request->token(), options_.token)) {
+    if (!TokenMatches(request->client_id(), request->token())) {
       return Refuse(reactor, "join", request->client_id(),
                     absl::UnauthenticatedError(
                         "bad_token: the token does not match the run's"));
@@ -1059,7 +1088,52 @@ absl::Status ServiceOptions::Validate() const {
         "wait_for_clients: must be >= 0, got ", wait_for_clients));
   }
   if (run_id.empty()) return absl::InvalidArgumentError("run_id: must be set");
+  if (!token.empty() && !client_tokens.empty()) {
+    return absl::InvalidArgumentError(
+        "token, client_tokens: a shared token and per-client tokens are exclusive");
+  }
+  for (const auto& [id, t] : client_tokens) {
+    if (id.empty() || t.empty()) {
+      return absl::InvalidArgumentError(
+          "client_tokens: ids and tokens must be non-empty");
+    }
+  }
+  if (tls.cert_pem.empty() != tls.key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "tls: the certificate and the key go together");
+  }
+  if (!tls.client_ca_pem.empty() && tls.cert_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.client_ca_pem: mutual TLS needs the server certificate and key");
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
+    const std::string& text, const std::string& source) {
+  std::map<std::string, std::string> tokens;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    const size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (fields.empty()) continue;
+    if (fields.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ":", line_no, ": expected 'client_id token', got ",
+          fields.size(), " fields"));
+    }
+    if (!tokens.emplace(std::string(fields[0]), std::string(fields[1])).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ":", line_no, ": client '", fields[0], "' listed twice"));
+    }
+  }
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": no client tokens"));
+  }
+  return tokens;
 }
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(

@@ -46,9 +46,26 @@
 
 namespace layerfl {
 
+// TLS for the coordinator's listening port, PEM contents (not paths).
+struct ServerTls {
+  // Server certificate chain and private key; both "" = no TLS (insecure,
+  // the default), both set = TLS.
+  std::string cert_pem;
+  std::string key_pem;
+  // When set (requires TLS): every client must present a certificate signed
+  // by one of these CAs (mutual TLS); others fail the handshake.
+  std::string client_ca_pem;
+};
+
 struct ServiceOptions {
   // Shared secret every Join must present; "" = none. Default "".
   std::string token;
+  // Per-client secrets, client id -> token; when non-empty a Join must
+  // present the token of its own id, and an unknown id is refused
+  // ("bad_token"). Exclusive with `token`. Default empty.
+  std::map<std::string, std::string> client_tokens;
+  // Default: no TLS.
+  ServerTls tls;
   // Encoding of downloads and uploads. Default float32.
   Encoding encoding = Encoding::kFloat32;
   // Payload bytes per FetchLayers chunk, in [4, 3 MiB]. Default 1 MiB.
@@ -116,6 +133,12 @@ struct ServiceStats {
   std::vector<TransferRecord> uploads;
   std::map<std::string, int64_t> refused;  // by reason name, all RPCs
 };
+
+// Parses a per-client tokens file's `text`: one "client_id token" pair per
+// line, blank lines and `#` comments ignored. InvalidArgument
+// "SOURCE:LINE: ..." on a malformed line, a duplicate id or no pair at all.
+absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
+    const std::string& text, const std::string& source);
 
 class CoordinatorServer {
  public:
