@@ -5,6 +5,9 @@
 // dir; without openssl the TLS tests skip.
 #include <cmath>
 #include <cstdlib>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -330,6 +333,44 @@ TEST(ClientTokensTest, SharedAndPerClientTokensAreExclusive) {
   EXPECT_TRUE(o.Validate().ok());
   o.tls.cert_pem = "x";
   EXPECT_FALSE(o.Validate().ok());  // no key
+}
+
+// Runs `command` with stderr captured; exit code and stderr.
+std::pair<int, std::string> RunCommand(const std::string& command) {
+  const std::filesystem::path err = std::filesystem::temp_directory_path() /
+                                    absl::StrCat("layerfl-security-err-", getpid());
+  const int status = std::system(absl::StrCat(command, " 2> '", err.string(), "'").c_str());
+  std::string text = ReadFile(err);
+  std::filesystem::remove(err);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+TEST(SecurityFlagsTest, BadFilesAndFlagCombinationsExitTwoNamingThem) {
+  const std::string bin = LAYERFL_BIN_DIR;
+  const std::string config =
+      absl::StrCat(" --config ", LAYERFL_SOURCE_DIR, "/configs/distributed.yaml");
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    absl::StrCat("layerfl-security-flags-", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string tokens = (dir / "tokens.txt").string();
+  std::ofstream(tokens) << "# comment\nclient-000 alpha\nclient-001\n";
+  const std::string coordinator = bin + "/layerfl-coordinator" + config;
+  const std::string client = bin + "/layerfl-client" + config + " --partition 0";
+  for (const auto& [command, expect] :
+       {std::pair<std::string, std::string>{
+            coordinator + " --tokens_file " + tokens, tokens + ":3:"},
+        {coordinator + " --tokens_file /no/such/tokens", "--tokens_file: cannot read '/no/such/tokens'"},
+        {coordinator + " --tokens_file " + tokens + " --token x", "--tokens_file and --token/--token_file"},
+        {coordinator + " --tls_cert /no/such.pem --tls_key /no/such.key", "--tls_cert: cannot read '/no/such.pem'"},
+        {coordinator + " --tls_client_ca /no/ca.pem", "--tls_client_ca: cannot read '/no/ca.pem'"},
+        {client + " --tls_ca /no/ca.pem", "--tls_ca: cannot read '/no/ca.pem'"},
+        {client + " --tls_ca " + tokens + " --tls_cert /no/c.pem --tls_key " + tokens,
+         "--tls_cert: cannot read '/no/c.pem'"}}) {
+    const auto [code, err] = RunCommand(command);
+    EXPECT_EQ(code, 2) << command << "\n" << err;
+    EXPECT_THAT(err, HasSubstr(expect)) << command;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -10,7 +10,10 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -24,7 +27,17 @@ ABSL_FLAG(int, partition, -1, "this client's data partition; required");
 ABSL_FLAG(std::string, id, "", "client id (default client-%03d of --partition)");
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, token, "", "the run's shared secret (prefer --token_file)");
-ABSL_FLAG(std::string, token_file, "", "file holding the shared secret");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the run's shared secret, or this client's own token "
+          "when the coordinator has --tokens_file");
+ABSL_FLAG(std::string, tls_ca, "",
+          "CA certificates (PEM) to verify the coordinator with; set = TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "client certificate chain (PEM) for mutual TLS (needs --tls_ca)");
+ABSL_FLAG(std::string, tls_key, "", "client private key (PEM) for mutual TLS");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name the coordinator's certificate must carry (default the host "
+          "of --coordinator)");
 ABSL_FLAG(double, budget, 0,
           "declared training budget in the run's cost unit (0: the "
           "coordinator assigns one)");
@@ -40,6 +53,16 @@ ABSL_FLAG(double, give_up_s, 120,
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+// The whole file; nullopt when it cannot be read.
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return out.str();
+}
 
 void WatchSignals(sigset_t set) {
   for (;;) {
@@ -97,6 +120,27 @@ int main(int argc, char** argv) {
   options.link.transfer_timeout = absl::Seconds(absl::GetFlag(FLAGS_transfer_timeout_s));
   options.link.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
   options.link.reconnect_backoff_max = d.backoff_max;
+  layerfl::ClientTls& tls = options.link.tls;
+  for (const auto& [flag, path, pem] :
+       {std::tuple<const char*, std::string, std::string*>{
+            "tls_ca", absl::GetFlag(FLAGS_tls_ca), &tls.ca_pem},
+        {"tls_cert", absl::GetFlag(FLAGS_tls_cert), &tls.cert_pem},
+        {"tls_key", absl::GetFlag(FLAGS_tls_key), &tls.key_pem}}) {
+    if (path.empty()) continue;
+    std::optional<std::string> text = ReadWholeFile(path);
+    if (!text || text->empty()) {
+      return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
+    }
+    *pem = *std::move(text);
+  }
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  tls.enabled = !tls.ca_pem.empty();
+  if (tls.cert_pem.empty() != tls.key_pem.empty()) {
+    return fail_flags("--tls_cert and --tls_key go together");
+  }
+  if (!tls.enabled && (!tls.cert_pem.empty() || !tls.server_name.empty())) {
+    return fail_flags("--tls_cert, --tls_key and --tls_server_name need --tls_ca");
+  }
   if (d.budget < 0) return fail_flags("--budget: must be >= 0");
   if (d.poll <= absl::ZeroDuration() || options.link.rpc_timeout <= absl::ZeroDuration() ||
       options.link.transfer_timeout <= absl::ZeroDuration() ||

@@ -9,7 +9,10 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -27,6 +30,16 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, token, "",
           "shared secret clients must present to join (prefer --token_file)");
 ABSL_FLAG(std::string, token_file, "", "file holding the shared secret");
+ABSL_FLAG(std::string, tokens_file, "",
+          "per-client secrets: one 'client_id token' per line, # comments; "
+          "a client must present its own id's token (exclusive with "
+          "--token/--token_file)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "server certificate chain (PEM); with --tls_key serves TLS");
+ABSL_FLAG(std::string, tls_key, "", "server private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "CA certificates (PEM) client certificates must chain to; set = "
+          "mutual TLS (clients without a valid certificate are refused)");
 ABSL_FLAG(std::string, encoding, "float32",
           "tensor encoding on the wire: float32, float16 or bfloat16");
 ABSL_FLAG(int64_t, chunk_kb, 1024, "FetchLayers chunk payload, KiB (<= 3072)");
@@ -50,6 +63,16 @@ ABSL_FLAG(double, linger_s, 10,
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+// The whole file; nullopt when it cannot be read.
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return out.str();
+}
 
 // SIGINT/SIGTERM are blocked in every thread and taken here.
 void WatchSignals(sigset_t set) {
@@ -98,6 +121,38 @@ int main(int argc, char** argv) {
                                      absl::GetFlag(FLAGS_token_file), "'"));
     }
     s.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  if (!absl::GetFlag(FLAGS_tokens_file).empty()) {
+    if (!absl::GetFlag(FLAGS_token).empty() || !absl::GetFlag(FLAGS_token_file).empty()) {
+      return fail_flags("--tokens_file and --token/--token_file are exclusive");
+    }
+    const std::string path = absl::GetFlag(FLAGS_tokens_file);
+    std::optional<std::string> text = ReadWholeFile(path);
+    if (!text) return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
+    absl::StatusOr<std::map<std::string, std::string>> tokens =
+        layerfl::ParseClientTokens(*text, path);
+    if (!tokens.ok()) {
+      return fail_flags(absl::StrCat("--tokens_file: ", tokens.status().message()));
+    }
+    s.client_tokens = *std::move(tokens);
+  }
+  for (const auto& [flag, path, pem] :
+       {std::tuple<const char*, std::string, std::string*>{
+            "tls_cert", absl::GetFlag(FLAGS_tls_cert), &s.tls.cert_pem},
+        {"tls_key", absl::GetFlag(FLAGS_tls_key), &s.tls.key_pem},
+        {"tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca), &s.tls.client_ca_pem}}) {
+    if (path.empty()) continue;
+    std::optional<std::string> text = ReadWholeFile(path);
+    if (!text || text->empty()) {
+      return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
+    }
+    *pem = *std::move(text);
+  }
+  if (s.tls.cert_pem.empty() != s.tls.key_pem.empty()) {
+    return fail_flags("--tls_cert and --tls_key go together");
+  }
+  if (!s.tls.client_ca_pem.empty() && s.tls.cert_pem.empty()) {
+    return fail_flags("--tls_client_ca (mutual TLS) needs --tls_cert and --tls_key");
   }
   absl::StatusOr<layerfl::Encoding> encoding =
       layerfl::ParseEncoding(absl::GetFlag(FLAGS_encoding));
