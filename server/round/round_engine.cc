@@ -162,7 +162,6 @@ class RoundEngineImpl : public RoundEngine {
     }
     std::sort(ids.begin(), ids.end());
     slots_.clear();
-    participants_ = ids;
     for (const std::string& id : ids) slots_[id].info = joined_[id];
 
     record_ = RoundRecord();
@@ -439,7 +438,6 @@ class RoundEngineImpl : public RoundEngine {
     phase_ = Phase::kIdle;
     aggregator_.reset();
     slots_.clear();
-    participants_.clear();
     ++attempt_;
     if (attempt_ > options_.max_round_retries) {
       fatal_ = absl::DeadlineExceededError(absl::StrCat(
@@ -555,7 +553,6 @@ class RoundEngineImpl : public RoundEngine {
     phase_ = Phase::kIdle;
     attempt_ = 0;
     slots_.clear();
-    participants_.clear();
   }
 
   const RoundEngineOptions options_;
@@ -571,7 +568,6 @@ class RoundEngineImpl : public RoundEngine {
   absl::Time phase_start_ ABSL_GUARDED_BY(mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> participants_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<double>> last_scores_ ABSL_GUARDED_BY(mu_);
   std::vector<SelectionCandidate> candidates_ ABSL_GUARDED_BY(mu_);
