@@ -255,6 +255,8 @@ TEST_F(RoundEngineTest, RefusalsChangeNothingAndAreCounted) {
             RejectReason::kNonFinite);
   EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 7, 1, {Delta("a", {1, 1})})),
             RejectReason::kStaleRound);
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, int64_t{1} << 62, {Delta("a", {1, 1})})),
+            RejectReason::kBadSampleCount);
   ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})}).ok());
   EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})})),
             RejectReason::kDuplicate);
@@ -268,7 +270,8 @@ TEST_F(RoundEngineTest, RefusalsChangeNothingAndAreCounted) {
   EXPECT_EQ(totals["non_finite"], 1);
   EXPECT_EQ(totals["stale_round"], 1);
   EXPECT_EQ(totals["duplicate"], 1);
-  EXPECT_EQ(e->TakeRecords()[0].rejected.size(), 7u);
+  EXPECT_EQ(totals["bad_sample_count"], 1);
+  EXPECT_EQ(e->TakeRecords()[0].rejected.size(), 8u);
 }
 
 TEST_F(RoundEngineTest, LeaveMidRoundCountsAsDropped) {
@@ -325,7 +328,10 @@ TEST_F(RoundEngineTest, JoinValidatesFields) {
               HasSubstr("client id must have 1 to 128 characters, got 0"));
   EXPECT_THAT(e->Join({"a\tb", 1, 1.0}).message(),
               HasSubstr("client id 'a\\tb' may only hold letters, digits"));
-  EXPECT_THAT(e->Join({"x", 0, 1.0}).message(), HasSubstr("num_samples must be >= 1"));
+  EXPECT_THAT(e->Join({"x", 0, 1.0}).message(),
+              HasSubstr("num_samples must be in [1, 10^12], got 0"));
+  EXPECT_THAT(e->Join({"x", int64_t{1} << 62, 1.0}).message(),
+              HasSubstr("num_samples must be in [1, 10^12]"));
   EXPECT_THAT(e->Join({"x", 1, -1.0}).message(), HasSubstr("budget must be > 0"));
   EXPECT_THAT(e->StartRound().message(), HasSubstr("only 0 clients joined"));
 }

@@ -111,10 +111,12 @@ class RoundEngineImpl : public RoundEngine {
             "' may only hold letters, digits, '-', '_' and '.'"));
       }
     }
-    if (client.num_samples < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("join: client '", client.id,
-                       "': num_samples must be >= 1, got ", client.num_samples));
+    // Sample counts weight the average: an absurd one would let one client
+    // outweigh every other, so they are capped at 10^12.
+    if (client.num_samples < 1 || client.num_samples > 1'000'000'000'000) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "join: client '", client.id,
+          "': num_samples must be in [1, 10^12], got ", client.num_samples));
     }
     if (!(client.budget > 0) || !std::isfinite(client.budget)) {
       return absl::InvalidArgumentError(
@@ -245,6 +247,11 @@ class RoundEngineImpl : public RoundEngine {
     absl::MutexLock lock(&mu_);
     Slot* slot = nullptr;
     RETURN_IF_ERROR(Admit(client_id, round, Phase::kTraining, &slot));
+    if (num_samples > 1'000'000'000'000) {
+      return Refuse(RejectReason::kBadSampleCount,
+                    absl::StrCat("client '", client_id, "': num_samples ",
+                                 num_samples, " is above 10^12"));
+    }
     absl::Status added =
         aggregator_->Add(client_id, num_samples, update, slot->layers);
     if (!added.ok()) {

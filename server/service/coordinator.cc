@@ -1,5 +1,6 @@
 #include "server/service/coordinator.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -105,6 +106,13 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   sdeps.log = log;
   sdeps.budget = [&c, &groups, dist](const std::string& id,
                                      double declared) -> absl::StatusOr<double> {
+    // A declared budget is a client's word: it must be a sane number before
+    // it is converted (1e15 bytes is far above any device's memory).
+    if (!std::isfinite(declared) || declared > 1e15) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "client '", id, "': declared budget must be finite and <= 1e15, got ",
+          declared));
+    }
     if (dist.kind != BudgetDistribution::Kind::kDeclared && declared <= 0) {
       // The simulator's own assignment, keyed by client id.
       ASSIGN_OR_RETURN(std::vector<double> b, AssignBudgets(c, groups, {id}));

@@ -191,6 +191,9 @@ struct HeldUpload {
   std::vector<LayerDelta> update;
   TransferRecord record;
   std::function<void(const absl::Status&)> done;  // finishes the RPC
+  // Set by the reactor's OnCancel: a client that cancelled (or died) before
+  // its update reached the engine contributes nothing.
+  std::shared_ptr<std::atomic<bool>> cancelled;
 };
 
 // FetchLayers is a raw method: it writes the snapshot's pre-serialized
@@ -515,6 +518,14 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   }
 
   void SubmitNow(HeldUpload& u) {
+    if (u.cancelled != nullptr && u.cancelled->load()) {
+      const absl::Status cancelled = absl::CancelledError(
+          "cancelled: the client cancelled the upload before it was applied");
+      CountRefusal("upload", u.id, cancelled);
+      u.update.clear();
+      FinishUpload(u, cancelled);
+      return;
+    }
     absl::Status s =
         deps_.engine->SubmitUpdate(u.id, u.round, u.num_samples, u.update);
     if (s.ok()) {
@@ -958,6 +969,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     StartRead(&message_);
   }
 
+  // The client cancelled or its connection died: whatever arrived is
+  // discarded, unless the engine already accepted the complete update.
+  void OnCancel() override { cancelled_->store(true); }
+
   void OnDone() override { delete this; }
 
  private:
@@ -1011,6 +1026,9 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     absl::Status s = decoder_.has_value()
                          ? decoder_->Finish()
                          : BadRequest("an upload without a manifest");
+    if (s.ok() && cancelled_->load()) {
+      s = absl::CancelledError("cancelled: the client cancelled the upload");
+    }
     if (!s.ok()) {
       Refuse(s);
       return;
@@ -1021,6 +1039,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     held->num_samples = num_samples_;
     held->record = record_;
     held->record.wire_bytes = wire_bytes_;
+    held->cancelled = cancelled_;
     held->record.payload_bytes = decoder_->payload_bytes();
     held->update = ToDeltas(decoder_->TakeLayers());
     for (const LayerDelta& d : held->update) {
@@ -1043,6 +1062,8 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   wire::UploadReply* reply_;
   wire::UploadMessage message_;
   std::optional<LayerStreamDecoder> decoder_;
+  std::shared_ptr<std::atomic<bool>> cancelled_ =
+      std::make_shared<std::atomic<bool>>(false);
   std::string id_;
   int64_t round_ = 0;
   int64_t num_samples_ = 0;
