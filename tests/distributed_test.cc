@@ -126,7 +126,7 @@ class DistributedTest : public ::testing::Test {
     if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
       GTEST_SKIP() << "Fashion-MNIST is not installed (make setup)";
     }
-    dir_ = ::testing::TempDir() + "/distributed_test";
+    dir_ = ::testing::TempDir() + "/distributed_test_" + std::to_string(getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -231,6 +231,78 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
             << "worst " << worst << "\n";
   EXPECT_EQ(updates, 12);
   EXPECT_LE(worst, 1.02);
+}
+
+// The coordinator process is SIGKILLed after its first committed round and
+// started again on the same port and run_dir: it resumes from the last
+// checkpoint, the clients reconnect and rejoin, and the run ends with the
+// simulator's weights bit for bit, as if nothing had happened.
+TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  const std::string sim_config = WriteConfig(dir_, "sim_k");
+  const std::string coord_config = WriteConfig(dir_, "coord_k");
+  const std::string port_file = dir_ + "/port_k";
+  const std::string metrics = dir_ + "/coord_k/metrics.jsonl";
+  auto lines = [&] {
+    std::ifstream in(metrics);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  };
+
+  auto first = std::make_unique<Process>(
+      std::vector<std::string>{kBin + "/layerfl-coordinator", "--config=" + coord_config,
+                               "--listen=127.0.0.1:0", "--port_file=" + port_file,
+                               "--tick_ms=20"},
+      dir_ + "/coordinator_k1.log");
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/sim_k.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(port_file)) << first->Log();
+  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
+                                 absl::StrCat("--partition=", i),
+                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000",
+                                 "--backoff_max_ms=300", "--give_up_s=60"},
+        absl::StrCat(dir_, "/client_k", i, ".log")));
+  }
+  while (lines() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  first->Signal(SIGKILL);
+  EXPECT_EQ(first->Wait(deadline), 128 + SIGKILL);
+  const int committed_at_kill = lines();
+  ASSERT_GE(committed_at_kill, 1) << first->Log();
+  ASSERT_LT(committed_at_kill, 3) << "the run ended before the kill";
+
+  Process second({kBin + "/layerfl-coordinator", "--config=" + coord_config,
+                  "--listen=127.0.0.1:" + port, "--tick_ms=20"},
+                 dir_ + "/coordinator_k2.log");
+  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+  ASSERT_EQ(second.Wait(deadline), 0) << second.Log();
+  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+  EXPECT_THAT(second.Log(), ::testing::HasSubstr("resumed from round"));
+
+  const Checkpoint a = LatestCheckpoint(dir_ + "/coord_k");
+  const Checkpoint b = LatestCheckpoint(dir_ + "/sim_k");
+  EXPECT_EQ(a.round, 3);
+  EXPECT_EQ(a.round, b.round);
+  ASSERT_EQ(a.weights.layers.size(), b.weights.layers.size());
+  for (size_t l = 0; l < a.weights.layers.size(); ++l) {
+    const LayerWeights& x = a.weights.layers[l];
+    const LayerWeights& y = b.weights.layers[l];
+    EXPECT_EQ(x.version, y.version) << x.group;
+    ASSERT_EQ(x.tensors.size(), y.tensors.size());
+    for (size_t t = 0; t < x.tensors.size(); ++t) {
+      ASSERT_EQ(x.tensors[t].values.size(), y.tensors[t].values.size());
+      EXPECT_EQ(0, std::memcmp(x.tensors[t].values.data(), y.tensors[t].values.data(),
+                               x.tensors[t].values.size() * sizeof(float)))
+          << x.tensors[t].name;
+    }
+  }
+  EXPECT_EQ(Metrics(dir_ + "/coord_k"), Metrics(dir_ + "/sim_k"));
 }
 
 TEST_F(DistributedTest, ExitCodes) {
