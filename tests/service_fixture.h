@@ -1,7 +1,6 @@
-// Helpers shared by fuzz_test and fault_test: the small torch-free model,
-// fake selector and local work, an engine behind a real server on
-// 127.0.0.1:0, and client daemons on threads. Copied from service_test.cc
-// (which keeps its own copy, unchanged).
+// Helpers shared by service_test, fuzz_test and fault_test: the small
+// torch-free model, fake selector and local work, an engine behind a real
+// server on 127.0.0.1:0, and client daemons on threads.
 #ifndef LAYERFL_TESTS_SERVICE_FIXTURE_H_
 #define LAYERFL_TESTS_SERVICE_FIXTURE_H_
 
