@@ -153,23 +153,27 @@ absl::StatusOr<std::unique_ptr<LayerSelector>> CreateLayerSelector(
       config, std::move(layers), std::move(strategy), std::move(stats)));
 }
 
-absl::StatusOr<std::vector<double>> AssignBudgets(
-    const RunConfig& config, const std::vector<LayerGroup>& groups,
-    const std::vector<std::string>& client_ids) {
-  (void)groups;
+absl::StatusOr<BudgetDistribution> BudgetDistributionFromConfig(
+    const RunConfig& config) {
   BudgetDistribution dist;
   ASSIGN_OR_RETURN(dist.kind, ParseBudgetDistribution(config.budget.distribution));
-  if (dist.kind == BudgetDistribution::Kind::kDeclared) {
-    return absl::InvalidArgumentError(
-        "budget.distribution: 'declared' needs clients that declare a budget; "
-        "the simulator's virtual clients do not");
-  }
   dist.value = config.budget.value;
   dist.min = config.budget.min;
   dist.max = config.budget.max;
   dist.mean = config.budget.mean;
   dist.std = config.budget.std;
   RETURN_IF_ERROR(dist.Validate());
+  return dist;
+}
+
+absl::StatusOr<std::vector<double>> AssignBudgets(
+    const RunConfig& config, const std::vector<std::string>& client_ids) {
+  ASSIGN_OR_RETURN(BudgetDistribution dist, BudgetDistributionFromConfig(config));
+  if (dist.kind == BudgetDistribution::Kind::kDeclared) {
+    return absl::InvalidArgumentError(
+        "budget.distribution: 'declared' needs clients that declare a budget; "
+        "the simulator's virtual clients do not");
+  }
   std::vector<double> out;
   for (const std::string& id : client_ids) {
     ASSIGN_OR_RETURN(int64_t b,

@@ -13,6 +13,7 @@
 #include "common/config/config.h"
 #include "common/layers/layer_groups.h"
 #include "server/round/round_engine.h"
+#include "server/selection/budget.h"
 
 namespace layerfl {
 
@@ -21,12 +22,15 @@ namespace layerfl {
 absl::StatusOr<std::unique_ptr<LayerSelector>> CreateLayerSelector(
     const RunConfig& config, const std::vector<LayerGroup>& groups);
 
+// The budget section as a BudgetDistribution (validated).
+absl::StatusOr<BudgetDistribution> BudgetDistributionFromConfig(
+    const RunConfig& config);
+
 // One budget per client id, in budget.unit, drawn from budget.distribution
 // (deterministic in config.seed and the id). "declared" is refused here: such
 // budgets come from the clients themselves.
 absl::StatusOr<std::vector<double>> AssignBudgets(
-    const RunConfig& config, const std::vector<LayerGroup>& groups,
-    const std::vector<std::string>& client_ids);
+    const RunConfig& config, const std::vector<std::string>& client_ids);
 
 RoundEngineOptions ToEngineOptions(const RunConfig& config);
 

@@ -75,15 +75,7 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   // ends with the simulator's weights.
   ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
   core.images.clients.clear();
-  const std::vector<LayerGroup> groups = core.model->groups();
-  BudgetDistribution dist;
-  ASSIGN_OR_RETURN(dist.kind, ParseBudgetDistribution(c.budget.distribution));
-  dist.value = c.budget.value;
-  dist.min = c.budget.min;
-  dist.max = c.budget.max;
-  dist.mean = c.budget.mean;
-  dist.std = c.budget.std;
-  RETURN_IF_ERROR(dist.Validate());
+  ASSIGN_OR_RETURN(BudgetDistribution dist, BudgetDistributionFromConfig(c));
 
   const std::filesystem::path run_dir(c.federated.run_dir);
   RoundEngine::Deps deps = core.EngineDeps();
@@ -104,8 +96,8 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   sdeps.clock = deps.clock;
   sdeps.metric = ScoreMetricFor(c);
   sdeps.log = log;
-  sdeps.budget = [&c, &groups, dist](const std::string& id,
-                                     double declared) -> absl::StatusOr<double> {
+  sdeps.budget = [&c, dist](const std::string& id,
+                            double declared) -> absl::StatusOr<double> {
     // A declared budget is a client's word: it must be a sane number before
     // it is converted (1e15 bytes is far above any device's memory).
     if (!std::isfinite(declared) || declared > 1e15) {
@@ -113,11 +105,8 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
           "client '", id, "': declared budget must be finite and <= 1e15, got ",
           declared));
     }
-    if (dist.kind != BudgetDistribution::Kind::kDeclared && declared <= 0) {
-      // The simulator's own assignment, keyed by client id.
-      ASSIGN_OR_RETURN(std::vector<double> b, AssignBudgets(c, groups, {id}));
-      return b[0];
-    }
+    // No declaration: the configured draw keyed by client id, the simulator's
+    // own assignment (and an error under budget.distribution: declared).
     std::optional<int64_t> d;
     if (declared > 0) d = static_cast<int64_t>(declared);
     ASSIGN_OR_RETURN(int64_t b, ResolveClientBudget(dist, c.seed, id, d));

@@ -68,7 +68,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   }
   core.images.clients.clear();
   ASSIGN_OR_RETURN(std::vector<double> budgets,
-                   AssignBudgets(c, core.model->groups(), ids));
+                   AssignBudgets(c, ids));
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
                    RoundEngine::Create(ToEngineOptions(c), core.initial,
                                        core.EngineDeps()));
