@@ -10,8 +10,6 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
-#include <optional>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -19,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/data/file.h"
 #include "common/util/flags.h"
 #include "client/daemon/client.h"
 
@@ -53,16 +52,6 @@ ABSL_FLAG(double, give_up_s, 120,
 namespace {
 
 std::atomic<bool> g_stop{false};
-
-// The whole file; nullopt when it cannot be read.
-std::optional<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return out.str();
-}
 
 void WatchSignals(sigset_t set) {
   for (;;) {
@@ -127,8 +116,8 @@ int main(int argc, char** argv) {
         {"tls_cert", absl::GetFlag(FLAGS_tls_cert), &tls.cert_pem},
         {"tls_key", absl::GetFlag(FLAGS_tls_key), &tls.key_pem}}) {
     if (path.empty()) continue;
-    std::optional<std::string> text = ReadWholeFile(path);
-    if (!text || text->empty()) {
+    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
+    if (!text.ok() || text->empty()) {
       return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
     }
     *pem = *std::move(text);

@@ -9,8 +9,6 @@
 #include <atomic>
 #include <fstream>
 #include <iostream>
-#include <optional>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -19,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/data/file.h"
 #include "common/util/flags.h"
 #include "server/service/coordinator.h"
 
@@ -63,16 +62,6 @@ ABSL_FLAG(double, linger_s, 10,
 namespace {
 
 std::atomic<bool> g_stop{false};
-
-// The whole file; nullopt when it cannot be read.
-std::optional<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) return std::nullopt;
-  return out.str();
-}
 
 // SIGINT/SIGTERM are blocked in every thread and taken here.
 void WatchSignals(sigset_t set) {
@@ -127,8 +116,8 @@ int main(int argc, char** argv) {
       return fail_flags("--tokens_file and --token/--token_file are exclusive");
     }
     const std::string path = absl::GetFlag(FLAGS_tokens_file);
-    std::optional<std::string> text = ReadWholeFile(path);
-    if (!text) return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
+    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
+    if (!text.ok()) return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
     absl::StatusOr<std::map<std::string, std::string>> tokens =
         layerfl::ParseClientTokens(*text, path);
     if (!tokens.ok()) {
@@ -142,8 +131,8 @@ int main(int argc, char** argv) {
         {"tls_key", absl::GetFlag(FLAGS_tls_key), &s.tls.key_pem},
         {"tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca), &s.tls.client_ca_pem}}) {
     if (path.empty()) continue;
-    std::optional<std::string> text = ReadWholeFile(path);
-    if (!text || text->empty()) {
+    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
+    if (!text.ok() || text->empty()) {
       return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
     }
     *pem = *std::move(text);
