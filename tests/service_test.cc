@@ -3,8 +3,8 @@
 // channels, a real round engine over a small torch-free model, and fake
 // local work. Covers rounds end to end (bit-identical to an in-process
 // sequential drive), layer-versioned downloads, upload overhead, stragglers
-// dropped at the deadline, every refusal with its reason, and clients
-// reconnecting to a restarted coordinator.
+// dropped at the deadline, and clients reconnecting to a restarted
+// coordinator. Bad input over the wire: wire_refusal_test.cc.
 #include "server/service/service.h"
 
 #include <cmath>
@@ -33,7 +33,6 @@ namespace {
 namespace wire = ::layerfl::wire::v1;
 // The small model, fakes, in-process coordinator and daemon threads.
 using namespace ::layerfl::fixture;  // NOLINT(build/namespaces)
-using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 // What layerfl-sim does: one engine, clients in id order, no transport.
@@ -205,155 +204,6 @@ TEST(ServiceTest, SilentClientDroppedAtDeadlineRoundCompletesAtQuorum) {
     if (u.client == Id(1) && u.round == 1) late_refused = u.outcome == "stale_round";
   }
   EXPECT_TRUE(late_refused);
-}
-
-// Raw protocol calls, each wrong in one way; the coordinator refuses each with
-// its reason and its state is untouched.
-class RefusalTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ServiceOptions options = FastOptions(10);  // no round starts
-    options.wait_for_clients_timeout = absl::Hours(1);
-    options.token = "secret";
-    options.max_chunk_bytes = 64 << 10;
-    coordinator_ = std::make_unique<Coordinator>(
-        EngineOptions(1, absl::Seconds(30)), options);
-    channel_ = grpc::CreateChannel(coordinator_->target(),
-                                   grpc::InsecureChannelCredentials());
-    stub_ = wire::Coordinator::NewStub(channel_);
-    wire::JoinRequest join;
-    join.set_client_id("client-000");
-    join.set_token("secret");
-    join.set_num_samples(10);
-    wire::JoinReply reply;
-    grpc::ClientContext context;
-    ASSERT_TRUE(stub_->Join(&context, join, &reply).ok());
-    session_ = reply.session();
-  }
-
-  // Sends a manifest for `layers` and `frames`, then closes the stream.
-  grpc::Status Upload(const std::vector<std::string>& layers,
-                      std::vector<ChunkFrame> frames, int64_t round = 1,
-                      Encoding encoding = Encoding::kFloat32) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    wire::UploadReply reply;
-    auto writer = stub_->UploadUpdate(&context, &reply);
-    wire::UploadMessage m;
-    m.mutable_manifest()->set_client_id("client-000");
-    m.mutable_manifest()->set_session(session_);
-    m.mutable_manifest()->set_round(round);
-    m.mutable_manifest()->set_num_samples(10);
-    m.mutable_manifest()->set_encoding(ToProto(encoding));
-    for (const std::string& l : layers) m.mutable_manifest()->add_layers(l);
-    bool open = writer->Write(m);
-    for (ChunkFrame& f : frames) {
-      if (!open) break;
-      ToProto(std::move(f), m.mutable_chunk());
-      open = writer->Write(m);
-    }
-    if (open) writer->WritesDone();
-    return writer->Finish();
-  }
-
-  std::vector<ChunkFrame> Frames(const LayerWeights& layer, int64_t chunk = 8 << 10,
-                                 Encoding encoding = Encoding::kFloat32,
-                                 bool with_specs = false) {
-    return EncodeLayers({SourceOf(layer)}, encoding, chunk, with_specs);
-  }
-
-  void ExpectReason(const grpc::Status& s, const std::string& reason) {
-    EXPECT_FALSE(s.ok());
-    EXPECT_THAT(s.error_message(), StartsWith(reason + ": ")) << s.error_message();
-  }
-
-  const LayerWeights& Layer(const std::string& name) {
-    return model_.layers[model_.Find(name)];
-  }
-
-  ModelWeights model_ = SmallModel();
-  std::unique_ptr<Coordinator> coordinator_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<wire::Coordinator::Stub> stub_;
-  std::string session_;
-};
-
-TEST_F(RefusalTest, EveryBadInputRefusedWithItsReasonAndNothingChanges) {
-  {
-    wire::JoinRequest join;
-    join.set_client_id("client-009");
-    join.set_token("guess");
-    join.set_num_samples(10);
-    wire::JoinReply reply;
-    grpc::ClientContext context;
-    grpc::Status s = stub_->Join(&context, join, &reply);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-    ExpectReason(s, "bad_token");
-  }
-  {
-    wire::GetTaskRequest request;
-    request.set_client_id("client-000");
-    request.set_session("forged");
-    wire::TaskReply reply;
-    grpc::ClientContext context;
-    grpc::Status s = stub_->GetTask(&context, request, &reply);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-    ExpectReason(s, "unknown_session");
-  }
-  {
-    auto frames = Frames(Layer("block0"));
-    frames[1].crc32 ^= 0x1;
-    ExpectReason(Upload({"block0"}, frames), "bad_checksum");
-  }
-  {
-    auto frames = Frames(Layer("block0"));
-    frames[2].data[7] ^= 0x40;  // a flipped bit in transit
-    ExpectReason(Upload({"block0"}, frames), "bad_checksum");
-  }
-  {
-    auto frames = Frames(Layer("block0"));
-    frames.resize(3);  // the stream ends early
-    grpc::Status s = Upload({"block0"}, frames);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS);
-    ExpectReason(s, "truncated");
-  }
-  ExpectReason(Upload({"block9"}, {}), "unknown_layer");
-  ExpectReason(Upload({"head"}, Frames(Layer("block0"))), "unexpected_layer");
-  {
-    LayerWeights bad = Layer("head");
-    bad.tensors[0] = MakeTensor("head.w", {10, 127}, 0.1f);
-    ExpectReason(Upload({"head"}, Frames(bad, 8 << 10, Encoding::kFloat32, true)),
-                 "wrong_shape");
-  }
-  {
-    auto frames = Frames(Layer("block0"));
-    frames[0].header->payload_bytes -= 4;
-    ExpectReason(Upload({"block0"}, frames), "wrong_length");
-  }
-  ExpectReason(Upload({"block0"}, Frames(Layer("block0"), 96 << 10)),
-               "oversized_chunk");
-  ExpectReason(Upload({"head"}, Frames(Layer("head"), 8 << 10, Encoding::kFloat16),
-                      1, Encoding::kFloat16),
-               "bad_encoding");
-  // A well-formed update for a round that is not running.
-  ExpectReason(Upload({"head"}, Frames(Layer("head")), 7), "stale_round");
-
-  // The coordinator is still serving, and its model is untouched.
-  wire::HeartbeatRequest hb;
-  hb.set_client_id("client-000");
-  hb.set_session(session_);
-  wire::HeartbeatReply reply;
-  grpc::ClientContext context;
-  EXPECT_TRUE(stub_->Heartbeat(&context, hb, &reply).ok());
-  ExpectBitIdentical(coordinator_->engine().global(), SmallModel());
-  const ServiceStats stats = coordinator_->server().stats();
-  for (const char* reason :
-       {"bad_token", "unknown_session", "bad_checksum", "truncated",
-        "unknown_layer", "unexpected_layer", "wrong_shape", "wrong_length",
-        "oversized_chunk", "bad_encoding", "stale_round"}) {
-    EXPECT_GE(stats.refused.count(reason) ? stats.refused.at(reason) : 0, 1)
-        << reason;
-  }
 }
 
 TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
