@@ -276,6 +276,7 @@ TEST_F(Certs, MutualTlsRefusesClientsWithoutAValidCertificate) {
   GrpcLinkOptions link = Link(coordinator, "");
   absl::StatusOr<DaemonResult> r = RunDaemon(link, "client-001", absl::Seconds(1));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("TLS is on")) << r.status();
 }
 
 TEST_F(Certs, TlsServerRefusesAPlaintextClientAndAnUntrustedServerIsRefused) {

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/util/status_macros.h"
@@ -56,7 +57,7 @@ class GrpcLink : public CoordinatorLink {
     wire::JoinReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    RETURN_IF_ERROR(FromGrpc(stub_->Join(&context, request, &reply)));
+    RETURN_IF_ERROR(Checked(stub_->Join(&context, request, &reply)));
     JoinInfo info;
     info.run_id = reply.run_id();
     ASSIGN_OR_RETURN(info.encoding, FromProto(reply.encoding()));
@@ -78,7 +79,7 @@ class GrpcLink : public CoordinatorLink {
     wire::LeaveReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return FromGrpc(stub_->Leave(&context, request, &reply));
+    return Checked(stub_->Leave(&context, request, &reply));
   }
 
   absl::Status Heartbeat() override {
@@ -87,7 +88,7 @@ class GrpcLink : public CoordinatorLink {
     wire::HeartbeatReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return FromGrpc(stub_->Heartbeat(&context, request, &reply));
+    return Checked(stub_->Heartbeat(&context, request, &reply));
   }
 
   absl::StatusOr<ClientTask> GetTask(absl::Duration wait) override {
@@ -97,7 +98,7 @@ class GrpcLink : public CoordinatorLink {
     wire::TaskReply reply;
     grpc::ClientContext context;
     SetDeadline(context, wait + options_.rpc_timeout);
-    RETURN_IF_ERROR(FromGrpc(stub_->GetTask(&context, request, &reply)));
+    RETURN_IF_ERROR(Checked(stub_->GetTask(&context, request, &reply)));
     ClientTask task;
     switch (reply.kind()) {
       case wire::TaskReply::SCORE:
@@ -143,7 +144,7 @@ class GrpcLink : public CoordinatorLink {
       return s;
     };
     if (!reader->Read(&message)) {
-      RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+      RETURN_IF_ERROR(Checked(reader->Finish()));
       return BadStream("FetchLayers ended before its manifest");
     }
     if (!message.has_manifest()) {
@@ -185,7 +186,7 @@ class GrpcLink : public CoordinatorLink {
       absl::Status s = AddChunk(message.chunk(), decoder);
       if (!s.ok()) return fail(s);
     }
-    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    RETURN_IF_ERROR(Checked(reader->Finish()));
     RETURN_IF_ERROR(decoder.Finish());
     stats.payload_bytes = decoder.payload_bytes();
     std::vector<LayerWeights> received = decoder.TakeLayers();
@@ -242,7 +243,7 @@ class GrpcLink : public CoordinatorLink {
     wire::ScoresReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return FromGrpc(stub_->ReportScores(&context, request, &reply));
+    return Checked(stub_->ReportScores(&context, request, &reply));
   }
 
   absl::StatusOr<TransferStats> Upload(int64_t round, int64_t num_samples,
@@ -287,7 +288,7 @@ class GrpcLink : public CoordinatorLink {
       open = writer->Write(message);
     }
     if (open) writer->WritesDone();
-    RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+    RETURN_IF_ERROR(Checked(writer->Finish()));
     return stats;
   }
 
@@ -297,6 +298,23 @@ class GrpcLink : public CoordinatorLink {
     absl::MutexLock lock(&mu_);
     request.set_client_id(id_);
     request.set_session(session_);
+  }
+
+  // The call's status as an absl::Status. gRPC reports a refused TLS
+  // handshake (untrusted or missing certificate, wrong server name) to the
+  // caller only as "failed to connect"; with TLS on, say so.
+  absl::Status Checked(const grpc::Status& status) const {
+    absl::Status s = FromGrpc(status);
+    if (options_.tls.enabled && s.code() == absl::StatusCode::kUnavailable &&
+        absl::StrContains(s.message(), "failed to connect")) {
+      return absl::UnavailableError(absl::StrCat(
+          s.message(),
+          " [TLS is on: a refused handshake looks like this too; check "
+          "--tls_ca, --tls_cert/--tls_key and --tls_server_name; gRPC's "
+          "\"Handshake failed\" log line here or on the coordinator names the "
+          "cause]"));
+    }
+    return s;
   }
 
   const GrpcLinkOptions options_;
