@@ -12,6 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/config/config.h"
+#include "common/data/federated_data.h"
 #include "common/data/file.h"
 #include "common/data/idx.h"
 #include "common/data/partition.h"
@@ -238,6 +240,87 @@ TEST(IdxTest, SubsetCopiesInOrderAndRejectsBadIndex) {
   absl::StatusOr<ImageSet> bad = Subset(set, {0, 3});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("indices[1] = 3"));
+}
+
+ImageSet HandSet() {
+  ImageSet set;
+  set.rows = 2;
+  set.cols = 3;
+  set.pixels = {0, 1, 2, 3, 4, 5, 250, 251, 252, 253, 254, 255};
+  set.labels = {9, 0};
+  return set;
+}
+
+TEST(IdxTest, WriteIdxBytesByHandAndReadBack) {
+  const std::string images = TempPath("w-images"), labels = TempPath("w-labels");
+  ASSERT_TRUE(WriteIdx(HandSet(), images, labels).ok());
+  std::ifstream in(images, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  EXPECT_EQ(bytes, IdxImages(2, 2, 3, HandSet().pixels));
+  std::ifstream lin(labels, std::ios::binary);
+  const std::string lbytes((std::istreambuf_iterator<char>(lin)),
+                           std::istreambuf_iterator<char>());
+  EXPECT_EQ(lbytes, IdxLabels(2, {9, 0}));
+  absl::StatusOr<ImageSet> back = ReadIdx(images, labels);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->pixels, HandSet().pixels);
+  EXPECT_EQ(back->labels, HandSet().labels);
+  EXPECT_FALSE(std::filesystem::exists(images + ".tmp"));
+}
+
+TEST(IdxTest, WriteIdxRefusesWhatIdxCannotHold) {
+  ImageSet big_label = HandSet();
+  big_label.labels[1] = 300;
+  absl::Status s = WriteIdx(big_label, TempPath("a"), TempPath("b"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("label 300 of example 1"));
+  ImageSet short_pixels = HandSet();
+  short_pixels.pixels.pop_back();
+  s = WriteIdx(short_pixels, TempPath("a"), TempPath("b"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("11 pixel bytes for 2 images of 2x3"));
+  s = WriteIdx(HandSet(), "/nonexistent-dir/x", TempPath("b"));
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message(), HasSubstr("/nonexistent-dir/x.tmp"));
+}
+
+TEST(ClientImagesTest, WrittenSetLoadsBackAndIsCheckedAgainstTheModel) {
+  const std::string dir = TempPath("client-images/client-004");
+  std::filesystem::remove_all(TempPath("client-images"));
+  ImageSet set;
+  set.rows = set.cols = 28;
+  set.pixels.assign(3 * 28 * 28, 7);
+  set.labels = {1, 9, 0};
+  ASSERT_TRUE(WriteClientImages(set, dir).ok());
+  RunConfig c;
+  absl::StatusOr<ImageSet> back = LoadClientImages(dir, c);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->labels, set.labels);
+  EXPECT_EQ(back->pixels, set.pixels);
+
+  c.model.num_classes = 5;  // label 9 no longer fits
+  absl::Status s = LoadClientImages(dir, c).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("train-labels-idx1-ubyte"),
+                                 HasSubstr("label 9 of example 1"),
+                                 HasSubstr("model.num_classes")));
+  c = RunConfig();
+  c.model.image_size = 32;
+  c.model.patch_size = 8;
+  s = LoadClientImages(dir, c).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("train-images-idx3-ubyte"),
+                                 HasSubstr("28x28"), HasSubstr("model.image_size")));
+  s = LoadClientImages(TempPath("client-images/nobody"), RunConfig()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(s.message(), HasSubstr("nobody/train-images-idx3-ubyte"));
+}
+
+TEST(ClientImagesTest, PartitionClientIdIsZeroPadded) {
+  EXPECT_EQ(PartitionClientId(7), "client-007");
+  EXPECT_EQ(PartitionClientId(123), "client-123");
+  EXPECT_EQ(PartitionClientId(1234), "client-1234");
 }
 
 TEST(FashionMnistTest, LoadsPlainNameFirstThenGz) {

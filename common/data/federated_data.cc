@@ -1,6 +1,9 @@
 #include "common/data/federated_data.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/data/partition.h"
 #include "common/data/rng.h"
 #include "common/data/transforms.h"
@@ -64,6 +67,47 @@ absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
   }
   out.test = std::move(test);
   return out;
+}
+
+std::string PartitionClientId(int index) {
+  return absl::StrFormat("client-%03d", index);
+}
+
+namespace {
+constexpr char kImagesName[] = "train-images-idx3-ubyte";
+constexpr char kLabelsName[] = "train-labels-idx1-ubyte";
+}  // namespace
+
+absl::StatusOr<ImageSet> LoadClientImages(const std::string& dir,
+                                          const RunConfig& c) {
+  ASSIGN_OR_RETURN(ImageSet set, LoadFashionMnist(dir, true));
+  const std::string where = (std::filesystem::path(dir) / kImagesName).string();
+  if (set.rows != c.model.image_size || set.cols != c.model.image_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": the images are ", set.rows, "x", set.cols,
+        ", the model takes ", c.model.image_size, "x", c.model.image_size,
+        " (model.image_size)"));
+  }
+  for (int64_t i = 0; i < set.size(); ++i) {
+    if (set.labels[i] < 0 || set.labels[i] >= c.model.num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          (std::filesystem::path(dir) / kLabelsName).string(), ": label ",
+          set.labels[i], " of example ", i, " is outside [0, ",
+          c.model.num_classes, ") (model.num_classes)"));
+    }
+  }
+  return set;
+}
+
+absl::Status WriteClientImages(const ImageSet& images, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create directory ", dir, ": ", ec.message()));
+  }
+  const std::filesystem::path d(dir);
+  return WriteIdx(images, (d / kImagesName).string(), (d / kLabelsName).string());
 }
 
 }  // namespace layerfl

@@ -6,6 +6,7 @@
 // the clients' partition (with each client's domain transform applied under
 // feature shift), and the test set. Reproducible from config.seed.
 
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,22 @@ struct FederatedImages {
 // Loads Fashion-MNIST from data.dir and builds the above. Errors name the
 // file or the config field at fault.
 absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& config);
+
+// The id of the client holding partition `index`: "client-007". The
+// simulator, layerfl-client and layerfl-partition all name clients this way.
+std::string PartitionClientId(int index);
+
+// A client's own training images in `dir`: train-images-idx3-ubyte and
+// train-labels-idx1-ubyte, each plain or .gz (the layout of Fashion-MNIST and
+// of what WriteClientImages writes). Errors name the file: NotFound,
+// the IDX reader's errors, and InvalidArgument when the images are not
+// model.image_size square or a label is outside [0, model.num_classes).
+absl::StatusOr<ImageSet> LoadClientImages(const std::string& dir,
+                                          const RunConfig& config);
+
+// Writes `images` into `dir` (created if missing) in the layout
+// LoadClientImages reads.
+absl::Status WriteClientImages(const ImageSet& images, const std::string& dir);
 
 }  // namespace layerfl
 

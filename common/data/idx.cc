@@ -1,7 +1,10 @@
 #include "common/data/idx.h"
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -84,7 +87,75 @@ absl::StatusOr<std::string> FindFile(const std::string& dir,
                    gz.string(), ")"));
 }
 
+void AppendBigEndian32(std::string& s, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    s.push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+}
+
+// `bytes` to `path` through `path`.tmp and a rename.
+absl::Status WriteWhole(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    if (!out.good()) {
+      const int err = errno;
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      return absl::Status(absl::ErrnoToStatusCode(err),
+                          absl::StrCat("cannot write ", tmp, ": ",
+                                       std::strerror(err)));
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status WriteIdx(const ImageSet& set, const std::string& images_path,
+                      const std::string& labels_path) {
+  if (set.size() < 1 || set.rows < 1 || set.cols < 1 ||
+      set.rows > kMaxIdxImageSide || set.cols > kMaxIdxImageSide) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WriteIdx ", images_path, ": need >= 1 image of [1, ", kMaxIdxImageSide,
+        "] per side, got ", set.size(), " of ", set.rows, "x", set.cols));
+  }
+  if (static_cast<int64_t>(set.pixels.size()) != set.size() * set.image_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WriteIdx ", images_path, ": ", set.pixels.size(), " pixel bytes for ",
+        set.size(), " images of ", set.rows, "x", set.cols));
+  }
+  std::string labels;
+  labels.reserve(8 + set.labels.size());
+  AppendBigEndian32(labels, kLabelMagic);
+  AppendBigEndian32(labels, static_cast<uint32_t>(set.size()));
+  for (size_t i = 0; i < set.labels.size(); ++i) {
+    if (set.labels[i] < 0 || set.labels[i] > 255) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WriteIdx ", labels_path, ": label ", set.labels[i],
+                       " of example ", i, " is outside [0, 255]"));
+    }
+    labels.push_back(static_cast<char>(set.labels[i]));
+  }
+  std::string images;
+  images.reserve(16 + set.pixels.size());
+  AppendBigEndian32(images, kImageMagic);
+  AppendBigEndian32(images, static_cast<uint32_t>(set.size()));
+  AppendBigEndian32(images, static_cast<uint32_t>(set.rows));
+  AppendBigEndian32(images, static_cast<uint32_t>(set.cols));
+  images.append(set.pixels.begin(), set.pixels.end());
+  RETURN_IF_ERROR(WriteWhole(images_path, images));
+  return WriteWhole(labels_path, labels);
+}
 
 absl::StatusOr<ImageSet> ReadIdx(const std::string& images_path,
                                  const std::string& labels_path) {

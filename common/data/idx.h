@@ -50,6 +50,14 @@ absl::StatusOr<ImageSet> ReadIdx(const std::string& images_path,
 // name with ".gz". NotFound lists both candidates when neither exists.
 absl::StatusOr<ImageSet> LoadFashionMnist(const std::string& dir, bool train);
 
+// Writes `set` as an IDX image file and an IDX label file (plain, the format
+// ReadIdx reads), each through a temporary file renamed into place, so a
+// reader never sees half a file. InvalidArgument when the set is empty, its
+// pixels do not match size() * rows * cols, or a label is outside [0, 255];
+// the errno-derived code naming the path when a file cannot be written.
+absl::Status WriteIdx(const ImageSet& set, const std::string& images_path,
+                      const std::string& labels_path);
+
 // Copies the examples at `indices` (in that order, repeats allowed) into a new
 // set with the same rows/cols. InvalidArgument when an index is outside
 // [0, set.size()).

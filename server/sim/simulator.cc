@@ -10,6 +10,7 @@
 #include "client/trainer/examples.h"
 #include "client/trainer/trainer.h"
 #include "client/worker/worker.h"
+#include "common/data/federated_data.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
 #include "server/round/round_engine.h"
@@ -47,7 +48,7 @@ std::string Eta(double seconds) {
 }  // namespace
 
 std::string SimClientId(int index) {
-  return absl::StrFormat("client-%03d", index);
+  return PartitionClientId(index);
 }
 
 absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
