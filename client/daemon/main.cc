@@ -4,13 +4,11 @@
 // (coordinator unreachable past --give_up_s, join refused, local training
 // failed), 2 bad config or flags.
 #include <malloc.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <atomic>
 #include <fstream>
 #include <iostream>
-#include <thread>
+#include <memory>
 #include <tuple>
 
 #include "absl/flags/flag.h"
@@ -19,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/data/file.h"
 #include "common/util/flags.h"
+#include "common/util/signals.h"
 #include "client/daemon/client.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
@@ -52,17 +51,6 @@ ABSL_FLAG(double, give_up_s, 120,
 namespace {
 
 std::atomic<bool> g_stop{false};
-
-void WatchSignals(sigset_t set) {
-  for (;;) {
-    timespec timeout{0, 200 * 1000 * 1000};
-    const int sig = sigtimedwait(&set, nullptr, &timeout);
-    if (sig == SIGINT || sig == SIGTERM) {
-      g_stop.store(true);
-      return;
-    }
-  }
-}
 
 }  // namespace
 
@@ -142,13 +130,12 @@ int main(int argc, char** argv) {
     return fail_flags("--chunk_kb: must be in [1, 3072]");
   }
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread signals(WatchSignals, set);
-  signals.detach();
+  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
+      layerfl::SignalWatcher::Start([](int) { g_stop.store(true); });
+  if (!signals.ok()) {
+    std::cerr << "layerfl-client: " << signals.status().message() << "\n";
+    return 1;
+  }
 
   absl::Status status = layerfl::RunClient(*config, options, &g_stop);
   if (status.ok()) return 0;

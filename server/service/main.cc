@@ -3,13 +3,12 @@
 // 0 the run finished (or was stopped by SIGINT/SIGTERM after its last
 // committed round), 1 runtime failure, 2 bad config or flags.
 #include <malloc.h>
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
 #include <fstream>
 #include <iostream>
-#include <thread>
+#include <memory>
 #include <tuple>
 
 #include "absl/flags/flag.h"
@@ -19,6 +18,7 @@
 #include "absl/time/time.h"
 #include "common/data/file.h"
 #include "common/util/flags.h"
+#include "common/util/signals.h"
 #include "server/service/coordinator.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
@@ -62,20 +62,6 @@ ABSL_FLAG(double, linger_s, 10,
 namespace {
 
 std::atomic<bool> g_stop{false};
-
-// SIGINT/SIGTERM are blocked in every thread and taken here.
-void WatchSignals(sigset_t set) {
-  for (;;) {
-    timespec timeout{0, 200 * 1000 * 1000};
-    const int sig = sigtimedwait(&set, nullptr, &timeout);
-    if (sig == SIGINT || sig == SIGTERM) {
-      std::cerr << "layerfl-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-                << ", stopping" << std::endl;
-      g_stop.store(true);
-      return;
-    }
-  }
-}
 
 }  // namespace
 
@@ -165,13 +151,16 @@ int main(int argc, char** argv) {
     if (!valid.ok()) return fail_flags(absl::StrCat("--", valid.message()));
   }
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread signals(WatchSignals, set);
-  signals.detach();
+  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
+      layerfl::SignalWatcher::Start([](int sig) {
+        std::cerr << "layerfl-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+                  << ", stopping" << std::endl;
+        g_stop.store(true);
+      });
+  if (!signals.ok()) {
+    std::cerr << "layerfl-coordinator: " << signals.status().message() << "\n";
+    return 1;
+  }
 
   absl::Status status = layerfl::RunCoordinator(*config, options, &g_stop);
   if (status.ok()) return 0;
