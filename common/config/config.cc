@@ -5,224 +5,48 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <limits>
 #include <set>
 #include <sstream>
 #include <system_error>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/config/yaml_read.h"
 #include "common/util/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
 namespace layerfl {
 namespace {
 
-std::string Location(const YAML::Mark& mark) {
-  if (mark.is_null()) return "";
-  return absl::StrCat(" (line ", mark.line + 1, ", column ", mark.column + 1,
-                      ")");
-}
-
-// A plain scalar that reads as a finite number is shown as is; anything else
-// is quoted, so that 'abc' and '0.1' (a quoted string) read as strings.
-std::string Describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null";
-    case YAML::NodeType::Sequence:
-      return "a sequence";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Scalar: {
-      double d = 0;
-      if (node.Tag() == "?" && absl::SimpleAtod(node.Scalar(), &d) &&
-          std::isfinite(d)) {
-        return node.Scalar();
-      }
-      return absl::StrCat("'", node.Scalar(), "'");
-    }
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "nothing";
-}
-
-absl::Status TypeError(const YAML::Node& node, const std::string& path,
-                       absl::string_view expected) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ": expected ", expected,
-                                                 ", got ", Describe(node),
-                                                 Location(node.Mark())));
-}
-
-// True for a scalar written without quotes (numbers must not be quoted).
-bool IsPlainScalar(const YAML::Node& node) {
-  return node.IsScalar() && node.Tag() != "!";
-}
-
-template <typename Int>
-absl::Status ReadInteger(const YAML::Node& node, const std::string& path,
-                         Int* out) {
-  if (!IsPlainScalar(node)) return TypeError(node, path, "an integer");
-  Int value = 0;
-  if (absl::SimpleAtoi(node.Scalar(), &value)) {
-    *out = value;
-    return absl::OkStatus();
-  }
-  // An integer that does not fit gets its own message.
-  const std::string& text = node.Scalar();
-  const size_t sign = text.find_first_not_of("+-") == 1 ? 1 : 0;
-  if (text.size() > sign &&
-      text.find_first_not_of("0123456789", sign) == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": expected an integer in [", std::numeric_limits<Int>::min(),
-        ", ", std::numeric_limits<Int>::max(), "], got ", text,
-        Location(node.Mark())));
-  }
-  return TypeError(node, path, "an integer");
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path, int* out) {
-  return ReadInteger(node, path, out);
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  int64_t* out) {
-  return ReadInteger(node, path, out);
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  uint64_t* out) {
-  return ReadInteger(node, path, out);
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  double* out) {
-  double value = 0;
-  if (!IsPlainScalar(node) || !absl::SimpleAtod(node.Scalar(), &value)) {
-    return TypeError(node, path, "a number");
-  }
-  if (!std::isfinite(value)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected a finite number, got ", node.Scalar(),
-                     Location(node.Mark())));
-  }
-  *out = value;
-  return absl::OkStatus();
-}
-
-// YAML 1.2 booleans only: true/false (also True, TRUE, ...), unquoted; the
-// YAML 1.1 spellings yes/no/on/off are refused as ambiguous.
-absl::Status Read(const YAML::Node& node, const std::string& path, bool* out) {
-  if (IsPlainScalar(node)) {
-    const std::string& text = node.Scalar();
-    if (text == "true" || text == "True" || text == "TRUE") {
-      *out = true;
-      return absl::OkStatus();
-    }
-    if (text == "false" || text == "False" || text == "FALSE") {
-      *out = false;
-      return absl::OkStatus();
-    }
-  }
-  return TypeError(node, path, "a boolean (true or false)");
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  std::string* out) {
-  if (!node.IsScalar()) return TypeError(node, path, "a string");
-  *out = node.Scalar();
-  return absl::OkStatus();
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  LayerGroupPattern* out);
-
-template <typename T>
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  std::vector<T>* out) {
-  if (!node.IsSequence()) return TypeError(node, path, "a sequence");
-  std::vector<T> values(node.size());
-  for (size_t i = 0; i < node.size(); ++i) {
-    RETURN_IF_ERROR(Read(node[i], absl::StrCat(path, "[", i, "]"), &values[i]));
-  }
-  *out = std::move(values);
-  return absl::OkStatus();
-}
-
-using FieldReader =
-    std::function<absl::Status(const YAML::Node&, const std::string&)>;
-
-struct Field {
-  const char* name;
-  FieldReader read;
-};
-
-template <typename T>
-Field Bind(const char* name, T* out) {
-  return {name, [out](const YAML::Node& node, const std::string& path) {
-            return Read(node, path, out);
-          }};
-}
-
-std::string Join(const std::string& path, absl::string_view key) {
-  return path.empty() ? std::string(key) : absl::StrCat(path, ".", key);
-}
-
-// Reads a map whose keys must all be among `fields`. A null node (a section
-// with every line commented out) keeps all defaults.
-absl::Status ReadMap(const YAML::Node& node, const std::string& path,
-                     const std::vector<Field>& fields) {
-  if (node.IsNull()) return absl::OkStatus();
-  const std::string where = path.empty() ? "config" : path;
-  if (!node.IsMap()) return TypeError(node, where, "a map");
-  std::set<std::string> seen;
-  for (const auto& entry : node) {
-    const YAML::Node& key = entry.first;
-    if (!key.IsScalar()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": keys must be strings, got ", Describe(key),
-                       Location(key.Mark())));
-    }
-    const std::string field_path = Join(path, key.Scalar());
-    const Field* field = nullptr;
-    for (const Field& f : fields) {
-      if (key.Scalar() == f.name) field = &f;
-    }
-    if (field == nullptr) {
-      std::vector<std::string> names;
-      for (const Field& f : fields) names.push_back(f.name);
-      return absl::InvalidArgumentError(absl::StrCat(
-          field_path, ": unknown field", Location(key.Mark()),
-          "; valid fields of ", where, ": ", absl::StrJoin(names, ", ")));
-    }
-    if (!seen.insert(key.Scalar()).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field_path, ": duplicate field", Location(key.Mark())));
-    }
-    RETURN_IF_ERROR(field->read(entry.second, field_path));
-  }
-  return absl::OkStatus();
-}
+using yaml_read::Bind;
+using yaml_read::Field;
+using yaml_read::ReadMap;
+using yaml_read::Style;
 
 template <typename Section>
 Field BindSection(const char* name, Section* out,
                   std::vector<Field> (*fields)(Section*)) {
-  return {name, [out, fields](const YAML::Node& node, const std::string& path) {
-            return ReadMap(node, path, fields(out));
+  return {name, [out, fields](const YAML::Node& node, const std::string& path,
+                              const Style& style) {
+            return ReadMap(node, path, fields(out), style);
           }};
 }
 
+}  // namespace
+
+// Outside the unnamed namespace, so that yaml_read's sequence reader finds it
+// next to LayerGroupPattern.
 absl::Status Read(const YAML::Node& node, const std::string& path,
-                  LayerGroupPattern* out) {
-  if (node.IsNull()) return TypeError(node, path, "a map");
+                  LayerGroupPattern* out, const Style& style) {
+  if (node.IsNull()) return yaml_read::TypeError(node, path, "a map", style);
   return ReadMap(node, path,
-                 {Bind("name", &out->name), Bind("patterns", &out->patterns)});
+                 {Bind("name", &out->name), Bind("patterns", &out->patterns)},
+                 style);
 }
+
+namespace {
 
 std::vector<Field> ModelFields(ModelConfig* c) {
   return {Bind("kind", &c->kind),
@@ -335,7 +159,7 @@ absl::Status ParseInto(const std::string& yaml_text, RunConfig* config) {
           absl::StrCat("expected one YAML document, got ", docs.size()));
     }
     if (docs.empty()) return absl::OkStatus();
-    return ReadMap(docs[0], "", RunFields(config));
+    return ReadMap(docs[0], "", RunFields(config), Style());
   } catch (const YAML::Exception& e) {
     std::string where =
         e.mark.is_null()

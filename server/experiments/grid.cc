@@ -1,17 +1,15 @@
 #include "server/experiments/grid.h"
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/config/yaml_read.h"
 #include "common/util/status_macros.h"
 #include "server/selection/selection_strategy.h"
 #include "yaml-cpp/yaml.h"
@@ -19,135 +17,26 @@
 namespace layerfl {
 namespace {
 
-std::string Location(const YAML::Node& node) {
-  const YAML::Mark mark = node.Mark();
-  if (mark.is_null()) return "";
-  return absl::StrCat(" (line ", mark.line + 1, ", column ", mark.column + 1,
-                      ")");
-}
+using yaml_read::Bind;
 
-std::string Describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null";
-    case YAML::NodeType::Sequence:
-      return "a sequence";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Scalar:
-      return absl::StrCat("'", node.Scalar(), "'");
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "nothing";
-}
-
-absl::Status TypeError(const YAML::Node& node, const std::string& path,
-                       const std::string& expected) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ": expected ", expected, ", got ", Describe(node), Location(node)));
-}
-
-bool IsPlainScalar(const YAML::Node& node) {
-  return node.IsScalar() && node.Tag() != "!";
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  std::string* out) {
-  if (!node.IsScalar()) return TypeError(node, path, "a string");
-  *out = node.Scalar();
-  return absl::OkStatus();
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path, int* out) {
-  if (!IsPlainScalar(node) || !absl::SimpleAtoi(node.Scalar(), out)) {
-    return TypeError(node, path, "an integer");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  uint64_t* out) {
-  if (!IsPlainScalar(node) || !absl::SimpleAtoi(node.Scalar(), out)) {
-    return TypeError(node, path, "a non-negative integer");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  double* out) {
-  if (!IsPlainScalar(node) || !absl::SimpleAtod(node.Scalar(), out) ||
-      !std::isfinite(*out)) {
-    return TypeError(node, path, "a finite number");
-  }
-  return absl::OkStatus();
-}
-
-template <typename T>
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  std::vector<T>* out) {
-  if (!node.IsSequence()) return TypeError(node, path, "a sequence");
-  std::vector<T> values(node.size());
-  for (size_t i = 0; i < node.size(); ++i) {
-    RETURN_IF_ERROR(Read(node[i], absl::StrCat(path, "[", i, "]"), &values[i]));
-  }
-  *out = std::move(values);
-  return absl::OkStatus();
-}
-
-struct Field {
-  const char* name;
-  std::function<absl::Status(const YAML::Node&, const std::string&)> read;
-  bool required = false;
-};
-
-template <typename T>
-Field Bind(const char* name, T* out, bool required = false) {
-  return {name,
-          [out](const YAML::Node& node, const std::string& path) {
-            return Read(node, path, out);
-          },
-          required};
+// The grid's wording of YAML errors, e.g. "seeds[1]: expected a non-negative
+// integer, got '-2'".
+yaml_read::Style GridStyle() {
+  yaml_read::Style style;
+  style.root = "grid";
+  style.null_map_is_empty = false;
+  style.detailed_numbers = false;
+  return style;
 }
 
 absl::Status ReadMap(const YAML::Node& node, const std::string& path,
-                     const std::vector<Field>& fields) {
-  const std::string where = path.empty() ? "grid" : path;
-  if (!node.IsMap()) return TypeError(node, where, "a map");
-  std::set<std::string> seen;
-  for (const auto& entry : node) {
-    const YAML::Node& key = entry.first;
-    if (!key.IsScalar()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": keys must be strings, got ", Describe(key), Location(key)));
-    }
-    const std::string field_path =
-        path.empty() ? key.Scalar() : absl::StrCat(path, ".", key.Scalar());
-    const Field* field = nullptr;
-    for (const Field& f : fields) {
-      if (key.Scalar() == f.name) field = &f;
-    }
-    if (field == nullptr) {
-      std::vector<std::string> names;
-      for (const Field& f : fields) names.push_back(f.name);
-      return absl::InvalidArgumentError(absl::StrCat(
-          field_path, ": unknown field", Location(key), "; valid fields of ",
-          where, ": ", absl::StrJoin(names, ", ")));
-    }
-    if (!seen.insert(key.Scalar()).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field_path, ": duplicate field", Location(key)));
-    }
-    RETURN_IF_ERROR(field->read(entry.second, field_path));
-  }
-  for (const Field& f : fields) {
-    if (f.required && !seen.count(f.name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path.empty() ? f.name : absl::StrCat(path, ".", f.name),
-                       ": required field is missing"));
-    }
-  }
-  return absl::OkStatus();
+                     const std::vector<yaml_read::Field>& fields) {
+  return yaml_read::ReadMap(node, path, fields, GridStyle());
+}
+
+absl::Status TypeError(const YAML::Node& node, const std::string& path,
+                       absl::string_view expected) {
+  return yaml_read::TypeError(node, path, expected, GridStyle());
 }
 
 // Names become directory and file names.
@@ -323,7 +212,8 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
   ExperimentGrid grid;
   YAML::Node budgets, partitions;
   auto keep = [](YAML::Node* slot) {
-    return [slot](const YAML::Node& node, const std::string&) {
+    return [slot](const YAML::Node& node, const std::string&,
+                  const yaml_read::Style&) {
       *slot = node;
       return absl::OkStatus();
     };
