@@ -167,13 +167,25 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   }
   ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
   const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  // Clients 2 and 3 train on their own copies of their data, as on separate
+  // machines (layerfl-partition writes them); 0 and 1 build theirs from the
+  // shared dataset. Either way the run must equal the simulation.
+  Process partition({kBin + "/layerfl-partition", "--config=" + coord_config,
+                     "--out=" + dir_ + "/private", "--clients=2,3"},
+                    dir_ + "/partition.log");
+  ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
   std::vector<std::unique_ptr<Process>> clients;
   for (int i = 0; i < 4; ++i) {
-    clients.push_back(std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
-                                 absl::StrCat("--partition=", i),
-                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"},
-        absl::StrCat(dir_, "/client", i, ".log")));
+    const std::string id = absl::StrCat("client-00", i);
+    std::vector<std::string> argv = {kBin + "/layerfl-client", "--config=" + coord_config,
+                                     "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
+    if (i < 2) {
+      argv.push_back(absl::StrCat("--partition=", i));
+    } else {
+      argv.push_back("--id=" + id);
+      argv.push_back("--data_dir=" + dir_ + "/private/" + id);
+    }
+    clients.push_back(std::make_unique<Process>(argv, absl::StrCat(dir_, "/client", i, ".log")));
   }
   for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
   ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
@@ -312,6 +324,21 @@ TEST_F(DistributedTest, ExitCodes) {
   Process no_partition({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y")},
                        dir_ + "/c.log");
   EXPECT_EQ(no_partition.Wait(deadline), 2);
+  EXPECT_THAT(no_partition.Log(), ::testing::HasSubstr("--partition or --data_dir"));
+  Process both({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y2"),
+                "--partition=0", "--data_dir=" + dir_},
+               dir_ + "/c2.log");
+  EXPECT_EQ(both.Wait(deadline), 2);
+  EXPECT_THAT(both.Log(), ::testing::HasSubstr("not both"));
+  // A data directory without the training files: 2, naming the missing file.
+  Process empty_dir({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
+                     "--id=client-009", "--data_dir=" + dir_ + "/nothing-here",
+                     "--coordinator=127.0.0.1:1", "--give_up_s=1"},
+                    dir_ + "/c3.log");
+  EXPECT_EQ(empty_dir.Wait(deadline), 2) << empty_dir.Log();
+  EXPECT_THAT(empty_dir.Log(),
+              ::testing::HasSubstr("data_dir: IDX file not found: " + dir_ +
+                                   "/nothing-here/train-images-idx3-ubyte"));
 
   // No coordinator: the client backs off, then gives up with 1.
   Process lonely({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),

@@ -1,7 +1,6 @@
 #include "client/daemon/client.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "client/trainer/examples.h"
 #include "client/trainer/trainer.h"
 #include "client/worker/worker.h"
@@ -35,10 +34,15 @@ class WorkerWork : public ClientWork {
 
 absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
                        const std::atomic<bool>* stop) {
-  if (options.partition < 0 || options.partition >= c.data.num_clients) {
+  const bool own_data = !options.data_dir.empty();
+  if (!own_data && (options.partition < 0 || options.partition >= c.data.num_clients)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "partition: must be in [0, data.num_clients = ", c.data.num_clients,
         "), got ", options.partition));
+  }
+  if (own_data && options.daemon.client_id.empty()) {
+    return absl::InvalidArgumentError(
+        "id: a client with its own data_dir needs an id");
   }
   if (c.model.kind != "vit") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -48,16 +52,25 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
   DaemonOptions daemon = options.daemon;
-  if (daemon.client_id.empty()) {
-    daemon.client_id = absl::StrFormat("client-%03d", options.partition);
-  }
+  if (daemon.client_id.empty()) daemon.client_id = PartitionClientId(options.partition);
   SetTorchThreads(c.threads);
-  ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
+  ImageSet images;
+  if (own_data) {
+    absl::StatusOr<ImageSet> loaded = LoadClientImages(options.data_dir, c);
+    if (!loaded.ok()) {
+      // A missing or malformed data directory is the operator's input.
+      return absl::InvalidArgumentError(
+          absl::StrCat("data_dir: ", loaded.status().message()));
+    }
+    images = *std::move(loaded);
+  } else {
+    ASSIGN_OR_RETURN(FederatedImages all, BuildFederatedImages(c));
+    images = std::move(all.clients[options.partition]);
+  }
   ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
   WorkerWork work(std::make_unique<LocalWorker>(
-      c, daemon.client_id, std::move(model),
-      ImagesToExamples(images.clients[options.partition])));
-  images = FederatedImages();
+      c, daemon.client_id, std::move(model), ImagesToExamples(images)));
+  images = ImageSet();
   std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
   absl::StatusOr<DaemonResult> result = RunClientDaemon(daemon, work, *link, stop);
   return result.status();

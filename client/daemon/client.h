@@ -1,11 +1,15 @@
 #ifndef LAYERFL_CLIENT_DAEMON_CLIENT_H_
 #define LAYERFL_CLIENT_DAEMON_CLIENT_H_
 
-// layerfl-client: one client of a run, holding partition `partition` of the
-// run config's data, built exactly as layerfl-sim builds its virtual client
-// (BuildFederatedImages(config).clients[partition], id "client-%03d" by
-// default), working through LocalWorker, so that a distributed run
-// reproduces the simulation. Blocking; one per process.
+// layerfl-client: one client of a run, working through LocalWorker on either
+//   - its own training images in `data_dir` (LoadClientImages: the files
+//     layerfl-partition writes, or any IDX pair of the model's image size),
+//     the way a deployment keeps each client's data on its own machine; or
+//   - partition `partition` of the run config's data, built exactly as
+//     layerfl-sim builds its virtual client (BuildFederatedImages(config)
+//     .clients[partition]), so that a distributed run reproduces the
+//     simulation without copying data around.
+// Blocking; one per process.
 
 #include <atomic>
 #include <ostream>
@@ -19,8 +23,12 @@
 namespace layerfl {
 
 struct ClientOptions {
-  int partition = 0;      // index into the run's client partitions
-  DaemonOptions daemon;   // client_id "" = SimClientId(partition)
+  // The client's own data directory; "" = use `partition`.
+  std::string data_dir;
+  // Index into the run's client partitions when data_dir is "".
+  int partition = 0;
+  // client_id "" = PartitionClientId(partition); required with data_dir.
+  DaemonOptions daemon;
   GrpcLinkOptions link;
 };
 

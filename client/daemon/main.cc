@@ -1,4 +1,5 @@
-// layerfl-client --config FILE --partition I [--coordinator HOST:PORT]:
+// layerfl-client --config FILE (--id ID --data_dir DIR | --partition I)
+// [--coordinator HOST:PORT]:
 // one client daemon of a federated run (see client.h). Exit codes: 0 the run
 // finished (or SIGINT/SIGTERM: the client left cleanly), 1 runtime failure
 // (coordinator unreachable past --give_up_s, join refused, local training
@@ -21,8 +22,15 @@
 #include "client/daemon/client.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
-ABSL_FLAG(int, partition, -1, "this client's data partition; required");
-ABSL_FLAG(std::string, id, "", "client id (default client-%03d of --partition)");
+ABSL_FLAG(std::string, data_dir, "",
+          "this client's own training data: a directory with train-images-idx3-ubyte "
+          "and train-labels-idx1-ubyte (plain or .gz; layerfl-partition writes them); "
+          "needs --id");
+ABSL_FLAG(int, partition, -1,
+          "instead of --data_dir: build partition I of the config's dataset (as "
+          "layerfl-sim does)");
+ABSL_FLAG(std::string, id, "",
+          "client id (default client-%03d of --partition; required with --data_dir)");
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, token, "", "the run's shared secret (prefer --token_file)");
 ABSL_FLAG(std::string, token_file, "",
@@ -61,19 +69,28 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   layerfl::ParseFlags(argc, argv,
-                      "layerfl-client --config FILE --partition I --coordinator HOST:PORT [flags]");
+                      "layerfl-client --config FILE (--id ID --data_dir DIR | --partition I) "
+                      "--coordinator HOST:PORT [flags]");
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-client: " << why << "\n";
     return 2;
   };
   if (absl::GetFlag(FLAGS_config).empty()) return fail_flags("--config is required");
-  if (absl::GetFlag(FLAGS_partition) < 0) return fail_flags("--partition is required");
+  const bool own_data = !absl::GetFlag(FLAGS_data_dir).empty();
+  if (own_data == (absl::GetFlag(FLAGS_partition) >= 0)) {
+    return fail_flags(own_data ? "--data_dir or --partition, not both"
+                               : "--partition or --data_dir is required");
+  }
+  if (own_data && absl::GetFlag(FLAGS_id).empty()) {
+    return fail_flags("--data_dir needs --id (the client id the coordinator knows)");
+  }
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) return fail_flags(std::string(config.status().message()));
 
   layerfl::ClientOptions options;
-  options.partition = absl::GetFlag(FLAGS_partition);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.partition = own_data ? 0 : absl::GetFlag(FLAGS_partition);
   layerfl::DaemonOptions& d = options.daemon;
   d.client_id = absl::GetFlag(FLAGS_id);
   d.token = absl::GetFlag(FLAGS_token);

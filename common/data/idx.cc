@@ -83,7 +83,7 @@ absl::StatusOr<std::string> FindFile(const std::string& dir,
   if (std::filesystem::exists(plain, ec)) return plain.string();
   if (std::filesystem::exists(gz, ec)) return gz.string();
   return absl::NotFoundError(
-      absl::StrCat("Fashion-MNIST file not found: ", plain.string(), " (nor ",
+      absl::StrCat("IDX file not found: ", plain.string(), " (nor ",
                    gz.string(), ")"));
 }
 
