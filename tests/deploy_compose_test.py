@@ -18,9 +18,12 @@
    by the built binary's help, --config paths map (through the Dockerfile's
    COPY) to config files in the repository, --token_file is the service's
    secret, the clients dial the coordinator by service name and port, the
-   client partitions are exactly 0..data.num_clients-1 of that config, the
-   dataset volume lands on the config's data.dir, and deploy/make_secrets.sh
-   makes the secret and certificates the compose file mounts.
+   client ids are exactly client-000..data.num_clients-1 of that config, each
+   client mounts only its own share (read-only, at its --data_dir, from the
+   directory the layerfl-partition service writes), the dataset volume lands
+   on the config's data.dir for the coordinator and the partition service,
+   and deploy/make_secrets.sh makes the secret and certificates the compose
+   file mounts.
 Exit 0 pass, 1 fail, 77 skipped (no Python yaml module).
 """
 import os
@@ -196,8 +199,8 @@ for instr, rest in stages.get("runtime", []):
         workdir = rest
 check(runtime_env.get("OMP_WAIT_POLICY") == "PASSIVE",
       "runtime stage sets OMP_WAIT_POLICY=PASSIVE")
-check(set(installed) == {"layerfl-coordinator", "layerfl-client"},
-      "runtime stage holds the two daemons: %s" % sorted(installed))
+check(set(installed) == {"layerfl-coordinator", "layerfl-client", "layerfl-partition"},
+      "runtime stage holds the two daemons and layerfl-partition: %s" % sorted(installed))
 for name, dest in installed.items():
     check(os.path.dirname(dest) in ("/usr/local/bin", "/usr/bin"),
           "%s is installed on PATH (%s)" % (name, dest))
@@ -269,7 +272,9 @@ def image_path_to_repo(path):
 
 flag_cache = {}
 coordinator_service, coordinator_port, coordinator_config = None, None, None
-clients = []  # (service, config path, partition, coordinator target)
+clients = []  # (service, config path, client id, coordinator target, num_clients)
+partition_services = []
+client_shares, written_shares = set(), set()
 images = {s.get("image") for s in services.values()}
 check(len(images) == 1 and None not in images, "every service runs one image: %s" % images)
 built = [n for n, s in services.items() if "build" in s]
@@ -294,7 +299,7 @@ for n, s in sorted(services.items()):
         continue
     if binary not in flag_cache:
         flag_cache[binary] = help_flags(os.path.join(BIN, binary))
-        check(len(flag_cache[binary]) > 5, "%s --help lists its flags (%d)"
+        check(len(flag_cache[binary]) >= 3, "%s --help lists its flags (%d)"
               % (binary, len(flag_cache[binary])))
     args, i = {}, 1
     while i < len(cmd):
@@ -332,11 +337,27 @@ for n, s in sorted(services.items()):
             v = {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
         mounts[v.get("target")] = v
     data_mount = mounts.get(data_dir)
-    if check(data_mount is not None and data_mount.get("read_only"),
-             "service %s: the dataset is a read-only volume at data.dir %s" % (n, data_dir)):
+    if binary == "layerfl-client":
+        # A client sees its own share only: a read-only volume at --data_dir
+        # whose host side is <shares>/<its id>, and not the whole dataset.
+        own = mounts.get(args.get("data_dir"))
+        check(own is not None and own.get("read_only") and
+              os.path.basename(os.path.normpath(own.get("source", ""))) == args.get("id"),
+              "service %s: --data_dir=%s is a read-only volume of its own share (%s)"
+              % (n, args.get("data_dir"), own.get("source") if own else "no volume"))
+        check(data_mount is None, "service %s does not see the whole dataset" % n)
+        if own is not None:
+            client_shares.add(os.path.dirname(os.path.normpath(own.get("source", ""))))
+    elif check(data_mount is not None and data_mount.get("read_only"),
+               "service %s: the dataset is a read-only volume at data.dir %s" % (n, data_dir)):
         src = data_mount.get("source")
         if not os.path.isdir(src):
             print("NOTE  %s (the dataset volume's host side) is not here" % src)
+    if binary == "layerfl-partition":
+        out = mounts.get(args.get("out"))
+        if check(out is not None and not out.get("read_only"),
+                 "service %s: --out=%s is a writable volume" % (n, args.get("out"))):
+            written_shares.add(os.path.normpath(out.get("source", "")))
     for target, v in mounts.items():
         src = v.get("source", "")
         if src.startswith("/") and src.startswith(certs_dir):
@@ -352,20 +373,28 @@ for n, s in sorted(services.items()):
         check(any(state == t or state.startswith(t + "/") for t in mounts
                   if (mounts[t].get("type") == "volume" or not mounts[t].get("read_only"))),
               "service %s: federated.run_dir (%s) is on a writable volume" % (n, state))
-    else:
+    elif binary == "layerfl-client":
         num_clients = ((config_yaml or {}).get("data") or {}).get("num_clients")
-        clients.append((n, config, int(args.get("partition", -1)),
+        clients.append((n, config, args.get("id", ""),
                         args.get("coordinator", ""), num_clients))
+    else:
+        check(config == coordinator_config or coordinator_config is None,
+              "service %s uses the coordinator's config" % n)
+        partition_services.append(n)
 
 check(coordinator_service is not None, "a coordinator service")
-partitions = sorted(c[2] for c in clients)
+ids = sorted(c[2] for c in clients)
 for n, config, _, target, num_clients in clients:
     check(config == coordinator_config, "service %s uses the coordinator's config" % n)
     check(target == "%s:%s" % (coordinator_service, coordinator_port),
           "service %s dials the coordinator by service name: %s" % (n, target))
 if clients:
-    check(partitions == list(range(clients[0][4] or 0)),
-          "client partitions %s are 0..data.num_clients-1 (%s)" % (partitions, clients[0][4]))
+    check(ids == ["client-%03d" % i for i in range(clients[0][4] or 0)],
+          "client ids %s are client-000..data.num_clients-1 (%s), the ids "
+          "layerfl-partition names the shares by" % (ids, clients[0][4]))
+check(partition_services and client_shares and client_shares == written_shares,
+      "the clients' shares (%s) are where the layerfl-partition service %s writes them (%s)"
+      % (sorted(client_shares), partition_services, sorted(written_shares)))
 check(len(clients) >= 2, "several client services (%d)" % len(clients))
 r = run(["openssl", "verify", "-CAfile", os.path.join(certs_dir, "ca.pem"),
          os.path.join(certs_dir, "coordinator.pem"), os.path.join(certs_dir, "client.pem")])
