@@ -10,7 +10,7 @@
 # daemons on 10.77.0.10-13 with a shared token file, over a copy of
 # configs/distributed_test.yaml (no pretraining, 10 rounds, min_clients 2).
 # Once a round is committed it SIGKILLs client 3 (the coordinator drops it
-# after --client_timeout_s 4), then checks that the run still finishes: the
+# after transport.client_timeout_s 4), then checks that the run still finishes: the
 # coordinator exits 0, the final round is committed in its run_dir's
 # metrics.jsonl, the killed client contributed to no round that started after
 # the kill, the other clients exit 0, and every client's traffic went over its
@@ -120,13 +120,21 @@ sed -e "s|^\( *run_dir:\).*|\1 $TMP/run|" \
     -e "s|^\( *round_deadline_s:\).*|\1 20|" \
     "$SRC/configs/distributed_test.yaml" > "$TMP/config.yaml"
 grep -q "run_dir: $TMP/run" "$TMP/config.yaml" || { echo "FAIL: config rewrite"; exit 1; }
+# Short timeouts so that the killed client leaves the run within seconds.
+cat >> "$TMP/config.yaml" <<EOF
+transport:
+  wait_for_clients: $CLIENTS
+  wait_for_clients_s: 30
+  client_timeout_s: 4
+  heartbeat_s: 1
+  linger_s: 3
+EOF
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TMP/token"
 
 # Each process: `ip netns exec` execs env, env execs the daemon: one pid.
 ip netns exec "$TAG-c" env OMP_WAIT_POLICY=PASSIVE "$BIN/layerfl-coordinator" \
   --config="$TMP/config.yaml" --listen="$SUBNET.1:$PORT" --token_file="$TMP/token" \
-  --wait_for_clients=$CLIENTS --wait_for_clients_s=30 --tick_ms=50 \
-  --client_timeout_s=4 --heartbeat_s=1 --linger_s=3 > "$TMP/coordinator.log" 2>&1 &
+  --tick_ms=50 > "$TMP/coordinator.log" 2>&1 &
 COORD=$!
 CLIENT_PIDS=()
 for ((i = 0; i < CLIENTS; ++i)); do

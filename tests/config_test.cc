@@ -104,6 +104,17 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.budget.max, b.budget.max);
   EXPECT_EQ(a.budget.mean, b.budget.mean);
   EXPECT_EQ(a.budget.std, b.budget.std);
+
+  EXPECT_EQ(a.transport.encoding, b.transport.encoding);
+  EXPECT_EQ(a.transport.chunk_kb, b.transport.chunk_kb);
+  EXPECT_EQ(a.transport.max_chunk_kb, b.transport.max_chunk_kb);
+  EXPECT_EQ(a.transport.ordered_aggregation, b.transport.ordered_aggregation);
+  EXPECT_EQ(a.transport.wait_for_clients, b.transport.wait_for_clients);
+  EXPECT_EQ(a.transport.wait_for_clients_s, b.transport.wait_for_clients_s);
+  EXPECT_EQ(a.transport.client_timeout_s, b.transport.client_timeout_s);
+  EXPECT_EQ(a.transport.heartbeat_s, b.transport.heartbeat_s);
+  EXPECT_EQ(a.transport.max_poll_s, b.transport.max_poll_s);
+  EXPECT_EQ(a.transport.linger_s, b.transport.linger_s);
 }
 
 // Parses `yaml`, expects InvalidArgument, and returns the message.
@@ -199,6 +210,16 @@ TEST(ConfigDefaults, DocumentedDefaults) {
   EXPECT_EQ(c.budget.max, 4.0);
   EXPECT_EQ(c.budget.mean, 2.5);
   EXPECT_EQ(c.budget.std, 1.0);
+  EXPECT_EQ(c.transport.encoding, "float32");
+  EXPECT_EQ(c.transport.chunk_kb, 1024);
+  EXPECT_EQ(c.transport.max_chunk_kb, 2048);
+  EXPECT_TRUE(c.transport.ordered_aggregation);
+  EXPECT_EQ(c.transport.wait_for_clients, 0);
+  EXPECT_EQ(c.transport.wait_for_clients_s, 60.0);
+  EXPECT_EQ(c.transport.client_timeout_s, 60.0);
+  EXPECT_EQ(c.transport.heartbeat_s, 5.0);
+  EXPECT_EQ(c.transport.max_poll_s, 10.0);
+  EXPECT_EQ(c.transport.linger_s, 10.0);
 }
 
 TEST(ConfigParse, FullFileSetsEveryField) {
@@ -288,6 +309,17 @@ budget:
   max: 5e8
   mean: -3
   std: 0.25
+transport:
+  encoding: bfloat16
+  chunk_kb: 64
+  max_chunk_kb: 3072
+  ordered_aggregation: false
+  wait_for_clients: 12
+  wait_for_clients_s: 90.5
+  client_timeout_s: 30
+  heartbeat_s: 2.5
+  max_poll_s: 4
+  linger_s: 1.5
 )";
   absl::StatusOr<RunConfig> parsed = ParseRunConfig(yaml);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -366,6 +398,16 @@ budget:
   want.budget.max = 5e8;
   want.budget.mean = -3;
   want.budget.std = 0.25;
+  want.transport.encoding = "bfloat16";
+  want.transport.chunk_kb = 64;
+  want.transport.max_chunk_kb = 3072;
+  want.transport.ordered_aggregation = false;
+  want.transport.wait_for_clients = 12;
+  want.transport.wait_for_clients_s = 90.5;
+  want.transport.client_timeout_s = 30;
+  want.transport.heartbeat_s = 2.5;
+  want.transport.max_poll_s = 4;
+  want.transport.linger_s = 1.5;
   ExpectConfigEq(*parsed, want);
 }
 
@@ -396,7 +438,8 @@ TEST(ConfigUnknownKeys, TopLevel) {
   EXPECT_THAT(msg, HasSubstr("sede: unknown field"));
   EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
   EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
-                             "pretrain, demo, federated, selection, budget"));
+                             "pretrain, demo, federated, selection, budget, "
+                             "transport"));
 }
 
 TEST(ConfigUnknownKeys, InSection) {
@@ -923,7 +966,36 @@ INSTANTIATE_TEST_SUITE_P(
                 {"budget.std: must be > 0, got 0"}},
         BadCase{"BudgetStdNegative",
                 "budget:\n  std: -1\n",
-                {"budget.std: must be > 0, got -1"}}),
+                {"budget.std: must be > 0, got -1"}},
+        BadCase{"TransportEncoding",
+                "transport:\n  encoding: fp8\n",
+                {"transport.encoding: must be one of float32, float16, "
+                 "bfloat16, got 'fp8'"}},
+        BadCase{"TransportChunkZero",
+                "transport:\n  chunk_kb: 0\n",
+                {"transport.chunk_kb: must be in [1, 3072], got 0"}},
+        BadCase{"TransportMaxChunkTooBig",
+                "transport:\n  max_chunk_kb: 4096\n",
+                {"transport.max_chunk_kb: must be in [1, 3072], got 4096"}},
+        BadCase{"TransportWaitForClientsNegative",
+                "transport:\n  wait_for_clients: -1\n",
+                {"transport.wait_for_clients: must be >= 0, got -1"}},
+        BadCase{"TransportWaitSecondsZero",
+                "transport:\n  wait_for_clients_s: 0\n",
+                {"transport.wait_for_clients_s: must be > 0, got 0"}},
+        BadCase{"TransportClientTimeoutNegative",
+                "transport:\n  client_timeout_s: -5\n",
+                {"transport.client_timeout_s: must be > 0, got -5"}},
+        BadCase{"TransportHeartbeatNotBelowTimeout",
+                "transport:\n  client_timeout_s: 4\n  heartbeat_s: 4\n",
+                {"transport.heartbeat_s: must be < transport.client_timeout_s "
+                 "(4), got 4"}},
+        BadCase{"TransportMaxPollZero",
+                "transport:\n  max_poll_s: 0\n",
+                {"transport.max_poll_s: must be > 0, got 0"}},
+        BadCase{"TransportLingerNotANumber",
+                "transport:\n  linger_s: .inf\n",
+                {"transport.linger_s: expected a number, got '.inf'"}}),
     CaseName);
 
 TEST(ConfigAccepts, ValidVariants) {

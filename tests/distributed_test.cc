@@ -91,10 +91,14 @@ std::string ReadFile(const std::string& path) {
 }
 
 // configs/distributed_test.yaml with its own run_dir.
-std::string WriteConfig(const std::string& dir, const std::string& name) {
+// configs/distributed_test.yaml with run_dir <dir>/<name>, and `extra` (YAML)
+// appended.
+std::string WriteConfig(const std::string& dir, const std::string& name,
+                        const std::string& extra = "") {
   const std::string text =
       std::regex_replace(ReadFile(kSource + "/configs/distributed_test.yaml"),
-                         std::regex("run_dir: [^\\n]*"), "run_dir: " + dir + "/" + name);
+                         std::regex("run_dir: [^\\n]*"), "run_dir: " + dir + "/" + name) +
+      extra;
   const std::string path = dir + "/" + name + ".yaml";
   std::ofstream(path) << text;
   return path;
@@ -317,10 +321,12 @@ TEST_F(DistributedTest, ExitCodes) {
                     dir_ + "/a.log");
   EXPECT_EQ(no_config.Wait(deadline), 2);
   Process bad_encoding({kBin + "/layerfl-coordinator",
-                        "--config=" + WriteConfig(dir_, "x"), "--encoding=fp8"},
+                        "--config=" + WriteConfig(dir_, "x", "transport:\n  encoding: fp8\n")},
                        dir_ + "/b.log");
   EXPECT_EQ(bad_encoding.Wait(deadline), 2);
-  EXPECT_THAT(bad_encoding.Log(), ::testing::HasSubstr("encoding"));
+  EXPECT_THAT(bad_encoding.Log(),
+              ::testing::HasSubstr("transport.encoding: must be one of float32, float16, "
+                                   "bfloat16, got 'fp8'"));
   Process no_partition({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y")},
                        dir_ + "/c.log");
   EXPECT_EQ(no_partition.Wait(deadline), 2);

@@ -137,6 +137,19 @@ std::vector<Field> BudgetFields(BudgetConfig* c) {
           Bind("std", &c->std)};
 }
 
+std::vector<Field> TransportFields(TransportConfig* c) {
+  return {Bind("encoding", &c->encoding),
+          Bind("chunk_kb", &c->chunk_kb),
+          Bind("max_chunk_kb", &c->max_chunk_kb),
+          Bind("ordered_aggregation", &c->ordered_aggregation),
+          Bind("wait_for_clients", &c->wait_for_clients),
+          Bind("wait_for_clients_s", &c->wait_for_clients_s),
+          Bind("client_timeout_s", &c->client_timeout_s),
+          Bind("heartbeat_s", &c->heartbeat_s),
+          Bind("max_poll_s", &c->max_poll_s),
+          Bind("linger_s", &c->linger_s)};
+}
+
 std::vector<Field> RunFields(RunConfig* c) {
   return {Bind("seed", &c->seed),
           Bind("threads", &c->threads),
@@ -148,7 +161,8 @@ std::vector<Field> RunFields(RunConfig* c) {
           BindSection("demo", &c->demo, &DemoFields),
           BindSection("federated", &c->federated, &FederatedFields),
           BindSection("selection", &c->selection, &SelectionFields),
-          BindSection("budget", &c->budget, &BudgetFields)};
+          BindSection("budget", &c->budget, &BudgetFields),
+          BindSection("transport", &c->transport, &TransportFields)};
 }
 
 absl::Status ParseInto(const std::string& yaml_text, RunConfig* config) {
@@ -518,6 +532,29 @@ absl::Status ValidateBudget(const BudgetConfig& b) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateTransport(const TransportConfig& t) {
+  RETURN_IF_ERROR(CheckOneOf("transport.encoding", t.encoding,
+                             {"float32", "float16", "bfloat16"}));
+  for (const auto& [path, kb] :
+       {std::pair<const char*, int64_t>{"transport.chunk_kb", t.chunk_kb},
+        {"transport.max_chunk_kb", t.max_chunk_kb}}) {
+    if (kb < 1 || kb > 3072) return Bad(path, "must be in [1, 3072]", kb);
+  }
+  RETURN_IF_ERROR(CheckAtLeast("transport.wait_for_clients", t.wait_for_clients, 0));
+  RETURN_IF_ERROR(CheckPositive("transport.wait_for_clients_s", t.wait_for_clients_s));
+  RETURN_IF_ERROR(CheckPositive("transport.client_timeout_s", t.client_timeout_s));
+  RETURN_IF_ERROR(CheckPositive("transport.heartbeat_s", t.heartbeat_s));
+  if (!(t.heartbeat_s < t.client_timeout_s)) {
+    return Bad("transport.heartbeat_s",
+               absl::StrCat("must be < transport.client_timeout_s (",
+                            t.client_timeout_s, ")"),
+               t.heartbeat_s);
+  }
+  RETURN_IF_ERROR(CheckPositive("transport.max_poll_s", t.max_poll_s));
+  RETURN_IF_ERROR(CheckPositive("transport.linger_s", t.linger_s));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunConfig::Validate() const {
@@ -531,6 +568,7 @@ absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(ValidateFederated(federated, data));
   RETURN_IF_ERROR(ValidateSelection(selection));
   RETURN_IF_ERROR(ValidateBudget(budget));
+  RETURN_IF_ERROR(ValidateTransport(transport));
   return absl::OkStatus();
 }
 

@@ -161,6 +161,32 @@ struct BudgetConfig {
   double std = 1.0;    // truncated_normal std (before truncation), > 0
 };
 
+// How layerfl-coordinator and its clients talk. The simulator has no
+// transport and ignores this section; with encoding float32 and ordered
+// aggregation a distributed run ends bit-identical to it.
+struct TransportConfig {
+  // Tensor values on the wire: "float32", "float16" or "bfloat16" (the
+  // latter two round every value sent, both ways: they change the results).
+  std::string encoding = "float32";
+  int64_t chunk_kb = 1024;      // download chunk payload, KiB, in [1, 3072]
+  int64_t max_chunk_kb = 2048;  // largest upload chunk accepted, KiB, in [1, 3072]
+  // Add each round's updates in client-id order (bit-identical to the
+  // simulator; early updates wait in memory for their turn), or false: fold
+  // each in as it arrives (O(model) memory; sums in arrival order).
+  bool ordered_aggregation = true;
+  // The first round waits until this many clients joined (0 = every one of
+  // data.num_clients), >= 0, or wait_for_clients_s passed; then it starts
+  // with whoever joined once federated.min_clients are there.
+  int wait_for_clients = 0;
+  double wait_for_clients_s = 60.0;  // > 0
+  double client_timeout_s = 60.0;    // a client silent this long leaves the run, > 0
+  double heartbeat_s = 5.0;          // heartbeat period told to clients, > 0, < client_timeout_s
+  double max_poll_s = 10.0;          // longest a task long-poll is held, > 0
+  // After the last round, keep telling clients the run is over until each
+  // has heard it, or this long, > 0.
+  double linger_s = 10.0;
+};
+
 struct RunConfig {
   uint64_t seed = 1;  // every random draw derives from it
   int threads = 2;    // LibTorch intra-op threads, >= 1
@@ -173,6 +199,7 @@ struct RunConfig {
   FederatedConfig federated;
   SelectionConfig selection;
   BudgetConfig budget;
+  TransportConfig transport;
 
   // Checks every field; the first violation is returned as InvalidArgument
   // "<field.path>: <rule>, got <value>".

@@ -57,12 +57,32 @@ absl::StatusOr<std::string> RunId(const std::filesystem::path& run_dir,
 
 }  // namespace
 
+absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
+                                                ServiceOptions s) {
+  const TransportConfig& t = c.transport;
+  absl::StatusOr<Encoding> encoding = ParseEncoding(t.encoding);
+  if (!encoding.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport.encoding: ", encoding.status().message()));
+  }
+  s.encoding = *encoding;
+  s.chunk_bytes = t.chunk_kb * 1024;
+  s.max_chunk_bytes = t.max_chunk_kb * 1024;
+  s.ordered_aggregation = t.ordered_aggregation;
+  s.wait_for_clients = t.wait_for_clients > 0 ? t.wait_for_clients : c.data.num_clients;
+  s.wait_for_clients_timeout = absl::Seconds(t.wait_for_clients_s);
+  s.client_timeout = absl::Seconds(t.client_timeout_s);
+  s.heartbeat = absl::Seconds(t.heartbeat_s);
+  s.max_poll = absl::Seconds(t.max_poll_s);
+  s.linger = absl::Seconds(t.linger_s);
+  return s;
+}
+
 absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& options,
                             const std::atomic<bool>* stop) {
   std::ostream* log = options.log;
-  ServiceOptions service = options.service;
+  ASSIGN_OR_RETURN(ServiceOptions service, TransportOptions(c, options.service));
   service.run_id = "pending";
-  if (service.wait_for_clients < 0) service.wait_for_clients = c.data.num_clients;
   RETURN_IF_ERROR(service.Validate());
   if (c.model.kind != "vit") {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -27,12 +27,20 @@ struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";
   // When set, the chosen port is written there (atomically) once listening.
   std::string port_file;
-  // Transport settings. run_id is ignored (it is kept in
-  // federated.run_dir/run_id); wait_for_clients < 0 means data.num_clients.
+  // Who may join (token / client_tokens, tls) and the ticker period. The
+  // transport fields (encoding, chunk sizes, ordered aggregation, waits,
+  // timeouts) are replaced by the config's `transport` section
+  // (TransportOptions); run_id is kept in federated.run_dir/run_id.
   ServiceOptions service;
   // Progress and event lines; null = silent. Not owned.
   std::ostream* log = nullptr;
 };
+
+// `base` with the transport fields set from config.transport
+// (wait_for_clients 0 -> data.num_clients). InvalidArgument naming the
+// transport field for an encoding the codec does not know.
+absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& config,
+                                                ServiceOptions base);
 
 // Runs the coordinator until the run is over (OK), fails (the error), or
 // `stop` becomes true (Cancelled; the last committed round is on disk).

@@ -1,4 +1,4 @@
-// layerfl-coordinator --config FILE [--listen HOST:PORT] [transport flags]:
+// layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]:
 // serves a federated run to client daemons (see coordinator.h). Exit codes:
 // 0 the run finished (or was stopped by SIGINT/SIGTERM after its last
 // committed round), 1 runtime failure, 2 bad config or flags.
@@ -39,25 +39,9 @@ ABSL_FLAG(std::string, tls_key, "", "server private key (PEM)");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "CA certificates (PEM) client certificates must chain to; set = "
           "mutual TLS (clients without a valid certificate are refused)");
-ABSL_FLAG(std::string, encoding, "float32",
-          "tensor encoding on the wire: float32, float16 or bfloat16");
-ABSL_FLAG(int64_t, chunk_kb, 1024, "FetchLayers chunk payload, KiB (<= 3072)");
-ABSL_FLAG(int64_t, max_chunk_kb, 2048,
-          "largest upload chunk payload accepted, KiB (<= 3072)");
-ABSL_FLAG(int64_t, max_poll_ms, 10000, "longest GetTask long poll, ms");
-ABSL_FLAG(double, client_timeout_s, 60,
-          "a client not heard from for this long leaves the run");
-ABSL_FLAG(double, heartbeat_s, 5, "heartbeat period told to clients");
 ABSL_FLAG(int64_t, tick_ms, 100, "deadline/round-start check period, ms");
-ABSL_FLAG(bool, ordered_aggregation, true,
-          "add each round's updates in client-id order (bit-identical to "
-          "layerfl-sim; holds early updates in memory)");
-ABSL_FLAG(int, wait_for_clients, -1,
-          "the first round waits for this many clients (-1: data.num_clients)");
-ABSL_FLAG(double, wait_for_clients_s, 60,
-          "...or this long, then starts with federated.min_clients");
-ABSL_FLAG(double, linger_s, 10,
-          "after the last round, keep telling clients FINISHED this long");
+// The transport settings (encoding, chunk sizes, ordered aggregation, waits,
+// timeouts) are part of the run: the config's `transport` section.
 
 namespace {
 
@@ -129,25 +113,12 @@ int main(int argc, char** argv) {
   if (!s.tls.client_ca_pem.empty() && s.tls.cert_pem.empty()) {
     return fail_flags("--tls_client_ca (mutual TLS) needs --tls_cert and --tls_key");
   }
-  absl::StatusOr<layerfl::Encoding> encoding =
-      layerfl::ParseEncoding(absl::GetFlag(FLAGS_encoding));
-  if (!encoding.ok()) return fail_flags(absl::StrCat("--", encoding.status().message()));
-  s.encoding = *encoding;
-  s.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
-  s.max_chunk_bytes = absl::GetFlag(FLAGS_max_chunk_kb) * 1024;
-  s.max_poll = absl::Milliseconds(absl::GetFlag(FLAGS_max_poll_ms));
-  s.client_timeout = absl::Seconds(absl::GetFlag(FLAGS_client_timeout_s));
-  s.heartbeat = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_s));
   s.tick = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
-  s.ordered_aggregation = absl::GetFlag(FLAGS_ordered_aggregation);
-  s.wait_for_clients = absl::GetFlag(FLAGS_wait_for_clients);
-  s.wait_for_clients_timeout = absl::Seconds(absl::GetFlag(FLAGS_wait_for_clients_s));
-  s.linger = absl::Seconds(absl::GetFlag(FLAGS_linger_s));
   {
-    layerfl::ServiceOptions check = s;
-    check.run_id = "x";
-    if (check.wait_for_clients < 0) check.wait_for_clients = 0;
-    absl::Status valid = check.Validate();
+    absl::StatusOr<layerfl::ServiceOptions> check = layerfl::TransportOptions(*config, s);
+    if (!check.ok()) return fail_flags(std::string(check.status().message()));
+    check->run_id = "x";
+    absl::Status valid = check->Validate();
     if (!valid.ok()) return fail_flags(absl::StrCat("--", valid.message()));
   }
 
