@@ -251,6 +251,22 @@ ImageSet HandSet() {
   return set;
 }
 
+TEST(FileTest, WriteFileAtomicallyReplacesCreatesParentsAndNamesFailures) {
+  const std::string dir = TempPath("atomic/a/b");
+  std::filesystem::remove_all(TempPath("atomic"));
+  const std::string path = dir + "/f.bin";
+  ASSERT_TRUE(WriteFileAtomically(path, std::string("one\0two", 7)).ok());
+  EXPECT_EQ(*ReadFileToString(path), std::string("one\0two", 7));
+  ASSERT_TRUE(WriteFileAtomically(path, "3").ok());
+  EXPECT_EQ(*ReadFileToString(path), "3");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  // A parent that is a file: the error names the path, nothing is left.
+  absl::Status s = WriteFileAtomically(path + "/below", "x");
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message(), HasSubstr(path));
+  EXPECT_EQ(*ReadFileToString(path), "3");
+}
+
 TEST(IdxTest, WriteIdxBytesByHandAndReadBack) {
   const std::string images = TempPath("w-images"), labels = TempPath("w-labels");
   ASSERT_TRUE(WriteIdx(HandSet(), images, labels).ok());
@@ -280,9 +296,11 @@ TEST(IdxTest, WriteIdxRefusesWhatIdxCannotHold) {
   s = WriteIdx(short_pixels, TempPath("a"), TempPath("b"));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("11 pixel bytes for 2 images of 2x3"));
-  s = WriteIdx(HandSet(), "/nonexistent-dir/x", TempPath("b"));
+  // The images path lies below a regular file: cannot be written.
+  WriteFile(TempPath("plain-file"), "x");
+  s = WriteIdx(HandSet(), TempPath("plain-file") + "/x", TempPath("b"));
   EXPECT_FALSE(s.ok());
-  EXPECT_THAT(s.message(), HasSubstr("/nonexistent-dir/x.tmp"));
+  EXPECT_THAT(s.message(), HasSubstr(TempPath("plain-file")));
 }
 
 TEST(ClientImagesTest, WrittenSetLoadsBackAndIsCheckedAgainstTheModel) {

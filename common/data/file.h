@@ -2,6 +2,7 @@
 #define LAYERFL_COMMON_DATA_FILE_H_
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -11,6 +12,13 @@ namespace layerfl {
 // Errors: NotFound when the file does not exist, PermissionDenied (or the
 // errno-derived code) when it cannot be opened or read; messages name `path`.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+// Replaces the file at `path` with `bytes` so that a reader (or a crash) sees
+// the old file or the new one, never half of one: writes `path`.tmp, syncs
+// it, renames it over `path` and syncs the directory. Missing parent
+// directories are created. Errors carry the errno-derived code and name the
+// path; the temporary file is removed.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes);
 
 // True when `bytes` starts with the gzip magic bytes 0x1f 0x8b.
 bool IsGzip(const std::string& bytes);

@@ -1,10 +1,7 @@
 #include "common/data/idx.h"
 
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -93,32 +90,6 @@ void AppendBigEndian32(std::string& s, uint32_t v) {
   }
 }
 
-// `bytes` to `path` through `path`.tmp and a rename.
-absl::Status WriteWhole(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out.good()) {
-      const int err = errno;
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      return absl::Status(absl::ErrnoToStatusCode(err),
-                          absl::StrCat("cannot write ", tmp, ": ",
-                                       std::strerror(err)));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    return absl::InternalError(
-        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status WriteIdx(const ImageSet& set, const std::string& images_path,
@@ -153,8 +124,8 @@ absl::Status WriteIdx(const ImageSet& set, const std::string& images_path,
   AppendBigEndian32(images, static_cast<uint32_t>(set.rows));
   AppendBigEndian32(images, static_cast<uint32_t>(set.cols));
   images.append(set.pixels.begin(), set.pixels.end());
-  RETURN_IF_ERROR(WriteWhole(images_path, images));
-  return WriteWhole(labels_path, labels);
+  RETURN_IF_ERROR(WriteFileAtomically(images_path, images));
+  return WriteFileAtomically(labels_path, labels);
 }
 
 absl::StatusOr<ImageSet> ReadIdx(const std::string& images_path,

@@ -1,18 +1,16 @@
 #include "common/model/model.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/data/file.h"
 #include "common/model/model_internal.h"
 
 namespace layerfl {
@@ -148,33 +146,7 @@ absl::Status SaveTensors(const NamedTensors& tensors, const std::string& path) {
                              out.size());
   Put(out, &crc, sizeof(crc));
 
-  const std::filesystem::path target(path);
-  if (target.has_parent_path()) {
-    std::error_code ec;
-    std::filesystem::create_directories(target.parent_path(), ec);
-  }
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot write '", tmp, "': ", std::strerror(errno)));
-  }
-  const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size() &&
-                  std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("cannot write '", path, "': ", std::strerror(errno)));
-  }
-  const std::string dir =
-      target.has_parent_path() ? target.parent_path().string() : ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, out);
 }
 
 absl::StatusOr<NamedTensors> LoadTensors(const std::string& path) {

@@ -22,6 +22,7 @@
 #include "client/trainer/pretrain.h"
 #include "client/trainer/trainer.h"
 #include "common/data/federated_data.h"
+#include "common/data/file.h"
 #include "common/model/model.h"
 #include "common/util/status_macros.h"
 #include "server/experiments/report.h"
@@ -158,25 +159,6 @@ std::string LastLine(const std::string& path) {
     if (!line.empty()) last = line;
   }
   return last;
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      return absl::UnavailableError(absl::StrCat("cannot write '", tmp, "'"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot write '", path, "': ", ec.message()));
-  }
-  return absl::OkStatus();
 }
 
 // Plots, or why not.
@@ -431,13 +413,13 @@ absl::StatusOr<ExperimentOutcome> RunExperiments(
                    BuildReport(grid, outcome.out_dir, layers));
   outcome.summary_path = (fs::path(outcome.out_dir) / "summary.json").string();
   outcome.results_path = (fs::path(outcome.out_dir) / "results.md").string();
-  RETURN_IF_ERROR(WriteFile(outcome.summary_path, SummaryJson(report)));
+  RETURN_IF_ERROR(WriteFileAtomically(outcome.summary_path, SummaryJson(report)));
   outcome.plotted =
       report.cells_done > 0 && Plot(options, outcome.summary_path,
                                     outcome.out_dir, &outcome.plot_message);
   if (report.cells_done == 0)
     outcome.plot_message = "no finished cells to plot";
-  RETURN_IF_ERROR(WriteFile(outcome.results_path,
+  RETURN_IF_ERROR(WriteFileAtomically(outcome.results_path,
                             ResultsMarkdown(report, outcome.plotted)));
   if (log) {
     if (!outcome.plotted)

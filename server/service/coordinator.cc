@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/trainer/trainer.h"
+#include "common/data/file.h"
 #include "common/util/status_macros.h"
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
@@ -20,25 +21,6 @@
 
 namespace layerfl {
 namespace {
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.good()) {
-      return absl::UnavailableError(absl::StrCat("cannot write '", tmp, "'"));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot rename '", tmp, "': ", ec.message()));
-  }
-  return absl::OkStatus();
-}
 
 // The run's id, kept in run_dir/run_id: reused when resuming, new otherwise.
 absl::StatusOr<std::string> RunId(const std::filesystem::path& run_dir,
