@@ -109,6 +109,7 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.transport.chunk_kb, b.transport.chunk_kb);
   EXPECT_EQ(a.transport.max_chunk_kb, b.transport.max_chunk_kb);
   EXPECT_EQ(a.transport.ordered_aggregation, b.transport.ordered_aggregation);
+  EXPECT_EQ(a.transport.max_held_mb, b.transport.max_held_mb);
   EXPECT_EQ(a.transport.wait_for_clients, b.transport.wait_for_clients);
   EXPECT_EQ(a.transport.wait_for_clients_s, b.transport.wait_for_clients_s);
   EXPECT_EQ(a.transport.client_timeout_s, b.transport.client_timeout_s);
@@ -214,6 +215,7 @@ TEST(ConfigDefaults, DocumentedDefaults) {
   EXPECT_EQ(c.transport.chunk_kb, 1024);
   EXPECT_EQ(c.transport.max_chunk_kb, 2048);
   EXPECT_TRUE(c.transport.ordered_aggregation);
+  EXPECT_EQ(c.transport.max_held_mb, 1024);
   EXPECT_EQ(c.transport.wait_for_clients, 0);
   EXPECT_EQ(c.transport.wait_for_clients_s, 60.0);
   EXPECT_EQ(c.transport.client_timeout_s, 60.0);
@@ -314,6 +316,7 @@ transport:
   chunk_kb: 64
   max_chunk_kb: 3072
   ordered_aggregation: false
+  max_held_mb: 0
   wait_for_clients: 12
   wait_for_clients_s: 90.5
   client_timeout_s: 30
@@ -402,6 +405,7 @@ transport:
   want.transport.chunk_kb = 64;
   want.transport.max_chunk_kb = 3072;
   want.transport.ordered_aggregation = false;
+  want.transport.max_held_mb = 0;
   want.transport.wait_for_clients = 12;
   want.transport.wait_for_clients_s = 90.5;
   want.transport.client_timeout_s = 30;
@@ -977,6 +981,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"TransportMaxChunkTooBig",
                 "transport:\n  max_chunk_kb: 4096\n",
                 {"transport.max_chunk_kb: must be in [1, 3072], got 4096"}},
+        BadCase{"TransportMaxHeldNegative",
+                "transport:\n  max_held_mb: -1\n",
+                {"transport.max_held_mb: must be in [0, 2^30], got -1"}},
         BadCase{"TransportWaitForClientsNegative",
                 "transport:\n  wait_for_clients: -1\n",
                 {"transport.wait_for_clients: must be >= 0, got -1"}},

@@ -151,13 +151,20 @@ class DistributedTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
+  // Logs and run directories stay for a failed test only.
+  void TearDown() override {
+    if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
+  }
   std::string dir_;
 };
 
 TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(90);
   const std::string sim_config = WriteConfig(dir_, "sim");
-  const std::string coord_config = WriteConfig(dir_, "coord");
+  // Every update that waits for its turn waits on disk (run_dir/held): the
+  // run must still equal the simulation.
+  const std::string coord_config =
+      WriteConfig(dir_, "coord", "transport:\n  max_held_mb: 0\n");
   const std::string port_file = dir_ + "/port";
 
   Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,

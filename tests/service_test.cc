@@ -7,9 +7,12 @@
 // coordinator. Bad input over the wire: wire_refusal_test.cc.
 #include "server/service/service.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -25,6 +28,7 @@
 #include "proto/wire_convert.h"
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
+#include "server/service/held_spill.h"
 #include "tests/service_fixture.h"
 
 namespace layerfl {
@@ -33,6 +37,7 @@ namespace {
 namespace wire = ::layerfl::wire::v1;
 // The small model, fakes, in-process coordinator and daemon threads.
 using namespace ::layerfl::fixture;  // NOLINT(build/namespaces)
+using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 // What layerfl-sim does: one engine, clients in id order, no transport.
@@ -142,6 +147,81 @@ TEST(ServiceTest, RoundsCompleteBitIdenticalToSequentialDrive) {
   std::cout << "upload wire bytes / (selected params x 4 bytes), worst: " << worst
             << "\n";
   EXPECT_LE(worst, 1.02);
+}
+
+TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
+  constexpr int kRounds = 3, kClients = 3;
+  const std::string spill_dir = ::testing::TempDir() + "/spill_" + std::to_string(getpid());
+  std::filesystem::remove_all(spill_dir);
+  ServiceOptions options = FastOptions(kClients);
+  // Room for one waiting update (block + head: 34314 values) in memory.
+  const int64_t one_update = (128 * 256 + 256 + 10 * 128 + 10) * 4;
+  options.max_held_bytes = one_update;
+  options.spill_dir = spill_dir;
+  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    // Highest id first: client-002 waits in memory, client-001 on disk.
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i),
+                                   absl::Milliseconds(80 * (kClients - i))),
+        Id(i)));
+  }
+  for (auto& d : daemons) ASSERT_TRUE(d->Join().ok());
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  ExpectBitIdentical(coordinator.engine().global(), SequentialDrive(kRounds, kClients));
+  const ServiceStats stats = coordinator.server().stats();
+  std::cout << "spilled " << stats.spilled << " updates; peak held in memory "
+            << stats.peak_held_bytes << " bytes (limit " << one_update << ")\n";
+  EXPECT_GE(stats.spilled, 1);
+  EXPECT_LE(stats.peak_held_bytes, one_update);
+  EXPECT_TRUE(std::filesystem::is_empty(spill_dir));
+  std::filesystem::remove_all(spill_dir);
+}
+
+TEST(HeldSpillTest, ValuesRoundTripBitForBitAndDamageIsNamed) {
+  const std::string path = ::testing::TempDir() + "/held-test.bin";
+  const ModelWeights m = SmallModel();
+  std::vector<LayerDelta> update;
+  for (const char* name : {"block1", "head"}) {
+    update.push_back({name, m.layers[m.Find(name)].tensors});
+  }
+  update[1].tensors[0].values[5] = -0.0f;
+  const std::vector<LayerDelta> original = update;
+  EXPECT_EQ(UpdateValueBytes(update), (128 * 256 + 256 + 10 * 128 + 10) * 4);
+  ASSERT_TRUE(SpillValues(update, path).ok());
+  EXPECT_EQ(UpdateValueBytes(update), 0);  // out of memory
+  EXPECT_EQ(update[0].tensors[0].shape, original[0].tensors[0].shape);
+  ASSERT_TRUE(RestoreValues(update, path).ok());
+  EXPECT_FALSE(std::filesystem::exists(path));
+  for (size_t l = 0; l < update.size(); ++l) {
+    for (size_t t = 0; t < update[l].tensors.size(); ++t) {
+      const auto& a = update[l].tensors[t].values;
+      const auto& b = original[l].tensors[t].values;
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+    }
+  }
+  // A flipped bit on disk, a cut file, a missing file: each named.
+  ASSERT_TRUE(SpillValues(update, path).ok());
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.put('\x5a');
+  }
+  absl::Status s = RestoreValues(update, path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(path));
+  EXPECT_THAT(s.message(), HasSubstr("CRC-32"));
+  update = original;
+  ASSERT_TRUE(SpillValues(update, path).ok());
+  std::filesystem::resize_file(path, 4000);
+  s = RestoreValues(update, path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr("has 4000 bytes, expected"));
+  s = RestoreValues(update, path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ServiceTest, Float16HalvesTheBytes) {

@@ -142,6 +142,7 @@ std::vector<Field> TransportFields(TransportConfig* c) {
           Bind("chunk_kb", &c->chunk_kb),
           Bind("max_chunk_kb", &c->max_chunk_kb),
           Bind("ordered_aggregation", &c->ordered_aggregation),
+          Bind("max_held_mb", &c->max_held_mb),
           Bind("wait_for_clients", &c->wait_for_clients),
           Bind("wait_for_clients_s", &c->wait_for_clients_s),
           Bind("client_timeout_s", &c->client_timeout_s),
@@ -539,6 +540,9 @@ absl::Status ValidateTransport(const TransportConfig& t) {
        {std::pair<const char*, int64_t>{"transport.chunk_kb", t.chunk_kb},
         {"transport.max_chunk_kb", t.max_chunk_kb}}) {
     if (kb < 1 || kb > 3072) return Bad(path, "must be in [1, 3072]", kb);
+  }
+  if (t.max_held_mb < 0 || t.max_held_mb > (int64_t{1} << 30)) {
+    return Bad("transport.max_held_mb", "must be in [0, 2^30]", t.max_held_mb);
   }
   RETURN_IF_ERROR(CheckAtLeast("transport.wait_for_clients", t.wait_for_clients, 0));
   RETURN_IF_ERROR(CheckPositive("transport.wait_for_clients_s", t.wait_for_clients_s));

@@ -174,6 +174,9 @@ struct TransportConfig {
   // simulator; early updates wait in memory for their turn), or false: fold
   // each in as it arrives (O(model) memory; sums in arrival order).
   bool ordered_aggregation = true;
+  // Ordered aggregation: updates waiting for their turn beyond this many MiB
+  // of values wait on disk (federated.run_dir/held) instead of memory, >= 0.
+  int64_t max_held_mb = 1024;
   // The first round waits until this many clients joined (0 = every one of
   // data.num_clients), >= 0, or wait_for_clients_s passed; then it starts
   // with whoever joined once federated.min_clients are there.

@@ -51,6 +51,8 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   s.chunk_bytes = t.chunk_kb * 1024;
   s.max_chunk_bytes = t.max_chunk_kb * 1024;
   s.ordered_aggregation = t.ordered_aggregation;
+  s.max_held_bytes = t.max_held_mb << 20;
+  s.spill_dir = (std::filesystem::path(c.federated.run_dir) / "held").string();
   s.wait_for_clients = t.wait_for_clients > 0 ? t.wait_for_clients : c.data.num_clients;
   s.wait_for_clients_timeout = absl::Seconds(t.wait_for_clients_s);
   s.client_timeout = absl::Seconds(t.client_timeout_s);

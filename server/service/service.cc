@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <random>
 #include <set>
 #include <thread>
@@ -20,6 +22,7 @@
 #include "proto/layerfl.grpc.pb.h"
 #include "common/util/status_macros.h"
 #include "proto/wire_convert.h"
+#include "server/service/held_spill.h"
 
 namespace layerfl {
 namespace {
@@ -191,6 +194,10 @@ struct HeldUpload {
   std::vector<LayerDelta> update;
   TransferRecord record;
   std::function<void(const absl::Status&)> done;  // finishes the RPC
+  // Ordered aggregation: value bytes held in memory while waiting (0 when
+  // spilled), and the file holding the values when spilled.
+  int64_t held_bytes = 0;
+  std::string spill_path;
   // Set by the reactor's OnCancel: a client that cancelled (or died) before
   // its update reached the engine contributes nothing.
   std::shared_ptr<std::atomic<bool>> cancelled;
@@ -282,6 +289,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     s.downloads.assign(downloads_.begin(), downloads_.end());
     s.uploads.assign(uploads_.begin(), uploads_.end());
     s.refused = refused_;
+    s.spilled = spilled_;
+    s.peak_held_bytes = peak_held_bytes_;
     return s;
   }
 
@@ -470,7 +479,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
                                             "' already has an update waiting")));
         return;
       }
-      held_[upload->id] = upload;
+      Hold(upload);
       AfterOp();
     });
   }
@@ -544,6 +553,54 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     FinishUpload(u, s);
   }
 
+  // Keeps `u` until its turn: in memory while the held updates stay within
+  // max_held_bytes, else in a file under spill_dir (in memory if that fails).
+  void Hold(std::shared_ptr<HeldUpload> u) {
+    const int64_t bytes = UpdateValueBytes(u->update);
+    if (!options_.spill_dir.empty() && held_bytes_ + bytes > options_.max_held_bytes) {
+      const std::string path = absl::StrCat(options_.spill_dir, "/held-", ++spill_seq_, ".bin");
+      absl::Status s = SpillValues(u->update, path);
+      if (s.ok()) {
+        u->spill_path = path;
+        Log(absl::StrFormat("round %d: the update of %s waits for its turn on disk "
+                            "(%d bytes already wait in memory)",
+                            u->round, u->id, held_bytes_));
+        absl::MutexLock lock(&stats_mu_);
+        ++spilled_;
+      } else {
+        Log(absl::StrCat("cannot spill the update of ", u->id, " (kept in memory): ",
+                         s.message()));
+      }
+    }
+    if (u->spill_path.empty()) {
+      u->held_bytes = bytes;
+      held_bytes_ += bytes;
+      absl::MutexLock lock(&stats_mu_);
+      peak_held_bytes_ = std::max(peak_held_bytes_, held_bytes_);
+    }
+    held_[u->id] = std::move(u);
+  }
+
+  // Removes the first held update from held_ with its values back in memory;
+  // an update whose spilled values cannot be read back is refused here.
+  std::shared_ptr<HeldUpload> TakeFirstHeld() {
+    std::shared_ptr<HeldUpload> u = held_.begin()->second;
+    held_.erase(held_.begin());
+    held_bytes_ -= u->held_bytes;
+    u->held_bytes = 0;
+    if (!u->spill_path.empty()) {
+      absl::Status s = RestoreValues(u->update, u->spill_path);
+      u->spill_path.clear();
+      if (!s.ok()) {
+        FinishUpload(*u, absl::InternalError(absl::StrCat(
+                             "spill_lost: the update waited on disk and could not be "
+                             "read back (", s.message(), "); send it again")));
+        return nullptr;
+      }
+    }
+    return u;
+  }
+
   // Whether a lower-id client still owes an update for the held one's round.
   bool Blocked(const HeldUpload& u) {
     for (const std::string& other : ever_joined_) {
@@ -556,22 +613,21 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
 
   void Drain() {
     while (!held_.empty()) {
-      auto it = held_.begin();
-      if (Blocked(*it->second)) return;
-      std::shared_ptr<HeldUpload> u = it->second;
-      held_.erase(it);
-      SubmitNow(*u);
+      if (Blocked(*held_.begin()->second)) return;
+      if (std::shared_ptr<HeldUpload> u = TakeFirstHeld()) SubmitNow(*u);
     }
   }
 
   void FlushHeld(const absl::Status& instead = absl::OkStatus()) {
     while (!held_.empty()) {
-      std::shared_ptr<HeldUpload> u = held_.begin()->second;
-      held_.erase(held_.begin());
-      if (instead.ok()) {
-        SubmitNow(*u);
-      } else {
+      if (!instead.ok()) {
+        std::shared_ptr<HeldUpload> u = held_.begin()->second;
+        held_.erase(held_.begin());
+        held_bytes_ -= u->held_bytes;
+        if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
         FinishUpload(*u, instead);
+      } else if (std::shared_ptr<HeldUpload> u = TakeFirstHeld()) {
+        SubmitNow(*u);
       }
     }
   }
@@ -822,6 +878,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   // Engine thread only.
   std::set<std::string> ever_joined_;
   std::map<std::string, std::shared_ptr<HeldUpload>> held_;
+  int64_t held_bytes_ = 0;  // value bytes of held_ in memory
+  int64_t spill_seq_ = 0;
   bool started_any_ = false;
   std::string last_start_refusal_;
   absl::Time finished_at_ = absl::InfiniteFuture();
@@ -830,6 +888,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   std::deque<TransferRecord> downloads_ ABSL_GUARDED_BY(stats_mu_);
   std::deque<TransferRecord> uploads_ ABSL_GUARDED_BY(stats_mu_);
   std::map<std::string, int64_t> refused_ ABSL_GUARDED_BY(stats_mu_);
+  int64_t spilled_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t peak_held_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
 
   absl::Mutex log_mu_;
 
@@ -1104,6 +1164,10 @@ absl::Status ServiceOptions::Validate() const {
           name, ": must be > 0, got ", absl::FormatDuration(d)));
     }
   }
+  if (max_held_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_held_bytes: must be >= 0, got ", max_held_bytes));
+  }
   if (wait_for_clients < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "wait_for_clients: must be >= 0, got ", wait_for_clients));
@@ -1164,6 +1228,21 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (deps.engine == nullptr || deps.clock == nullptr || !deps.budget) {
     return absl::InvalidArgumentError(
         "coordinator server: engine, clock and budget are required");
+  }
+  if (!options.spill_dir.empty()) {
+    // Held updates of an earlier process belong to a round that restarts.
+    std::error_code ec;
+    std::filesystem::create_directories(options.spill_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spill_dir: cannot create ", options.spill_dir, ": ", ec.message()));
+    }
+    for (const auto& entry : std::filesystem::directory_iterator(options.spill_dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (absl::StartsWith(name, "held-") && absl::EndsWith(name, ".bin")) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
   }
   auto server = std::make_unique<CoordinatorServerImpl>(options, std::move(deps));
   RETURN_IF_ERROR(server->Listen(address));

@@ -82,6 +82,13 @@ struct ServiceOptions {
   absl::Duration tick = absl::Milliseconds(100);
   // Add a round's updates in client-id order (see above). Default true.
   bool ordered_aggregation = true;
+  // Ordered aggregation: once the updates waiting for their turn hold this
+  // many value bytes, the next ones wait in files under `spill_dir` instead
+  // of memory (read back when their turn comes). Default 1 GiB.
+  int64_t max_held_bytes = int64_t{1} << 30;
+  // Where spilled updates wait; "" = always in memory. Created at start,
+  // leftovers of an earlier process removed. Default "".
+  std::string spill_dir;
   // The first round this process starts waits until this many clients have
   // joined, or `wait_for_clients_timeout` passed (then it starts with the
   // joined clients when they reach federated.min_clients). Default 1.
@@ -132,6 +139,10 @@ struct ServiceStats {
   std::vector<TransferRecord> downloads;
   std::vector<TransferRecord> uploads;
   std::map<std::string, int64_t> refused;  // by reason name, all RPCs
+  // Ordered aggregation: updates that waited on disk, and the most value
+  // bytes that waited in memory at once.
+  int64_t spilled = 0;
+  int64_t peak_held_bytes = 0;
 };
 
 // Parses a per-client tokens file's `text`: one "client_id token" pair per
