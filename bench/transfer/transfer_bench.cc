@@ -2,9 +2,11 @@
 // parameter model over gRPC on loopback (coordinator service + client link,
 // chunks checked and decoded into float32 tensors), divided by raw TCP
 // loopback throughput of the same float32 bytes measured in the same run.
-// Also the codec alone (encode + check + decode in memory) for context.
+// Also the codec alone (encode + check + decode in memory) for context, and
+// a held update of the whole model spilled to disk and read back (ordered
+// aggregation beyond transport.max_held_mb) next to receiving it over TCP.
 //
-//   transfer_bench [--reps N] [--quick]
+//   transfer_bench [--reps N] [--quick] [--spill_only] [--spill_dir DIR]
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -24,6 +27,7 @@
 #include "client/daemon/grpc_link.h"
 #include "common/codec/codec.h"
 #include "server/round/round_engine.h"
+#include "server/service/held_spill.h"
 #include "server/service/service.h"
 
 namespace layerfl {
@@ -232,6 +236,34 @@ Timing CodecOnly(const ModelWeights& model, Encoding encoding, int reps) {
   return Summarise(times);
 }
 
+// One held update of the whole model to disk and back (ordered aggregation
+// beyond transport.max_held_mb), interleaved with raw TCP carrying the same
+// bytes: what waiting on disk costs next to receiving the update at all.
+void SpillVsReceive(const ModelWeights& model, RawTcp& tcp, size_t bytes, int reps,
+                    const std::string& dir) {
+  std::vector<LayerDelta> update;
+  for (const LayerWeights& l : model.layers) update.push_back({l.group, l.tensors});
+  const std::string path = dir + "/held-bench.bin";
+  std::vector<double> t_tcp, t_spill;
+  for (int r = 0; r < reps; ++r) {
+    t_tcp.push_back(tcp.Once());
+    const auto t0 = Steady::now();
+    if (!SpillValues(update, path).ok() || !RestoreValues(update, path).ok()) {
+      std::fprintf(stderr, "spill failed in %s\n", dir.c_str());
+      std::exit(1);
+    }
+    t_spill.push_back(Seconds(t0, Steady::now()));
+  }
+  const Timing a = Summarise(t_tcp), b = Summarise(t_spill);
+  std::printf(
+      "held update on disk (SpillValues + RestoreValues, %.1f MB, CRC both ways, in %s):\n"
+      "  spill + restore %.1f ms best, %.1f ms median; raw TCP receipt %.1f ms best, "
+      "%.1f ms median\n"
+      "  receipt / spill round trip: %.2f best, %.2f median\n",
+      bytes / 1e6, dir.c_str(), b.best * 1e3, b.median * 1e3, a.best * 1e3,
+      a.median * 1e3, a.best / b.best, a.median / b.median);
+}
+
 }  // namespace
 }  // namespace layerfl
 
@@ -239,15 +271,23 @@ int main(int argc, char** argv) {
   using namespace layerfl;
   int reps = 9;
   int only = -1;  // --case I: run only the I-th gRPC case (for profiling)
+  bool spill_only = false;
+  std::string spill_dir = "/tmp";
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
+    if (std::strcmp(argv[i], "--spill_only") == 0) {
+      spill_only = true;
+    } else if (std::strcmp(argv[i], "--spill_dir") == 0 && i + 1 < argc) {
+      spill_dir = argv[++i];
+    } else if (std::strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
       only = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--quick") == 0) {
       reps = 2;
     } else if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--quick] [--case I]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--reps N] [--quick] [--case I] [--spill_only] [--spill_dir D]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -276,6 +316,10 @@ int main(int argc, char** argv) {
 
   RawTcp tcp(raw);
   tcp.Once();
+  if (spill_only) {
+    SpillVsReceive(model, tcp, raw.size(), reps, spill_dir);
+    return 0;
+  }
   std::printf("%-9s %6s %8s | %8s %8s | %9s %8s | %6s %6s | %9s %6s | %9s\n",
               "encoding", "chunk", "wire MB", "TCP MB/s", "(median)", "gRPC MB/s",
               "(median)", "ratio", "(med)", "Mparam/s", "ratio", "encode ms");
@@ -324,5 +368,7 @@ int main(int argc, char** argv) {
                 std::string(EncodingName(e)).c_str(), params / t.best / 1e6,
                 raw.size() / t.best / 1e6);
   }
+  std::printf("\n");
+  SpillVsReceive(model, tcp, raw.size(), reps, spill_dir);
   return 0;
 }
