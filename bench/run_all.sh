@@ -9,4 +9,5 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 "$BUILD/bin/selection_bench" | tee bench/results/selection.txt
 "$BUILD/bin/aggregation_bench" | tee bench/results/aggregation.txt
 bash bench/trainer/run.sh "$BUILD"
-if [[ -x bench/transfer/run.sh ]]; then bash bench/transfer/run.sh "$BUILD"; fi
+# Broadcast vs raw TCP, the codec alone, and a held update spilled to disk.
+"$BUILD/bin/transfer_bench" --reps 15 --spill_dir "$BUILD" | tee bench/results/transfer.txt
