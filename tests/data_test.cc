@@ -335,6 +335,59 @@ TEST(ClientImagesTest, WrittenSetLoadsBackAndIsCheckedAgainstTheModel) {
   EXPECT_THAT(s.message(), HasSubstr("nobody/train-images-idx3-ubyte"));
 }
 
+TEST(FederatedTextTest, PartitionsEncodesWithOneVocabularyAndNamesBadLabels) {
+  const std::string train = TempPath("fed_train.tsv"), test = TempPath("fed_test.tsv");
+  WriteFile(train, "0\tred apple\n1\tblue sky\n0\tred red car\n1\tsky sky\n0\tapple\n1\tblue\n");
+  WriteFile(test, "1\tblue apple\n0\tgreen\n");
+  RunConfig c;
+  c.model.kind = "text";
+  c.model.num_classes = 2;
+  c.model.vocab_size = 6;
+  c.model.max_len = 3;
+  c.pretrain.label_map.clear();
+  c.data.dataset = "tsv";
+  c.data.train_tsv = train;
+  c.data.test_tsv = test;
+  c.data.num_clients = 2;
+  c.data.partition = "iid";
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  absl::StatusOr<FederatedText> text = BuildFederatedText(c);
+  ASSERT_TRUE(text.ok()) << text.status();
+  // Words by count, ties alphabetical: red 3, sky 3, apple 2, blue 2, car 1.
+  EXPECT_THAT(text->vocab, ElementsAre("<pad>", "<unk>", "red", "sky", "apple", "blue"));
+  ASSERT_EQ(text->clients.size(), 2u);
+  EXPECT_EQ(text->clients[0].size() + text->clients[1].size(), 6);
+  EXPECT_EQ(text->clients[0].size(), 3);
+  // Test set: "blue apple" -> blue 5, apple 4, pad; "green" -> unk, pad, pad.
+  EXPECT_EQ(text->test.max_len, 3);
+  EXPECT_THAT(text->test.tokens, ElementsAre(5, 4, 0, 1, 0, 0));
+  EXPECT_THAT(text->test.labels, ElementsAre(1, 0));
+  // Each client's examples are training lines, encoded with the same words.
+  std::multiset<std::vector<int32_t>> all;
+  for (const TextSet& t : text->clients) {
+    for (int64_t i = 0; i < t.size(); ++i) {
+      all.insert({t.tokens.begin() + i * 3, t.tokens.begin() + (i + 1) * 3});
+    }
+  }
+  EXPECT_EQ(all.count({2, 4, 0}), 1u);  // red apple
+  EXPECT_EQ(all.count({2, 2, 1}), 1u);  // red red car (car beyond the vocabulary)
+
+  RunConfig three = c;
+  three.model.num_classes = 3;
+  three.pretrain.label_map.clear();
+  WriteFile(test, "1\tblue apple\n2\tgreen\n");
+  EXPECT_TRUE(BuildFederatedText(three).ok());
+  absl::Status s = BuildFederatedText(c).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr(test), HasSubstr("example 2 has label 2"),
+                                 HasSubstr("model.num_classes = 2")));
+  c.data.num_clients = 7;  // more clients than training lines
+  WriteFile(test, "1\tblue apple\n");
+  s = BuildFederatedText(c).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr(train));
+}
+
 TEST(ClientImagesTest, PartitionClientIdIsZeroPadded) {
   EXPECT_EQ(PartitionClientId(7), "client-007");
   EXPECT_EQ(PartitionClientId(123), "client-123");

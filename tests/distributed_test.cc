@@ -321,6 +321,51 @@ TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun)
   EXPECT_EQ(Metrics(dir_ + "/coord_k"), Metrics(dir_ + "/sim_k"));
 }
 
+// A text run (configs/text.yaml: Transformer encoder, TSV fixture): the
+// coordinator and 4 clients holding their partitions end like the simulator.
+TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  std::string text = ReadFile(kSource + "/configs/text.yaml");
+  text = std::regex_replace(text, std::regex("_tsv: tests/"), "_tsv: " + kSource + "/tests/");
+  text = std::regex_replace(text, std::regex("rounds: 6"), "rounds: 3");
+  text = std::regex_replace(text, std::regex("threads: 2"), "threads: 1");
+  const auto write = [&](const std::string& name) {
+    const std::string path = dir_ + "/" + name + ".yaml";
+    std::ofstream(path) << std::regex_replace(text, std::regex("run_dir: [^\\n]*"),
+                                              "run_dir: " + dir_ + "/" + name);
+    return path;
+  };
+  const std::string sim_config = write("text_sim"), coord_config = write("text_coord");
+  const std::string port_file = dir_ + "/text_port";
+  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
+                       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+                      dir_ + "/text_coordinator.log");
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/text_sim.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
+                                 absl::StrCat("--partition=", i),
+                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"},
+        absl::StrCat(dir_, "/text_client", i, ".log")));
+  }
+  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+  const Checkpoint a = LatestCheckpoint(dir_ + "/text_coord");
+  const Checkpoint b = LatestCheckpoint(dir_ + "/text_sim");
+  EXPECT_EQ(a.round, 3);
+  EXPECT_EQ(a.round, b.round);
+  ExpectSameWeights(a.weights, b.weights);
+  EXPECT_EQ(Metrics(dir_ + "/text_coord"), Metrics(dir_ + "/text_sim"));
+  EXPECT_THAT(Metrics(dir_ + "/text_coord").back(), ::testing::HasSubstr("\"accuracy\":"));
+}
+
 TEST_F(DistributedTest, ExitCodes) {
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   // Bad flags or config: 2.
@@ -352,6 +397,13 @@ TEST_F(DistributedTest, ExitCodes) {
   EXPECT_THAT(empty_dir.Log(),
               ::testing::HasSubstr("data_dir: IDX file not found: " + dir_ +
                                    "/nothing-here/train-images-idx3-ubyte"));
+
+  // layerfl-partition writes image shares only.
+  Process text_shares({kBin + "/layerfl-partition", "--config=" + kSource + "/configs/text.yaml",
+                       "--out=" + dir_ + "/shares"},
+                      dir_ + "/c4.log");
+  EXPECT_EQ(text_shares.Wait(deadline), 2);
+  EXPECT_THAT(text_shares.Log(), ::testing::HasSubstr("data.dataset"));
 
   // No coordinator: the client backs off, then gives up with 1.
   Process lonely({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),

@@ -1,7 +1,10 @@
 #include "server/sim/simulator.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -135,6 +138,50 @@ TEST(SimulatorTest, MetricsLineLostInACrashIsRestoredFromTheCheckpoint) {
   ASSERT_EQ(after.size(), 6u);
   EXPECT_EQ(after[1].substr(0, 40), lines[1].substr(0, 40));
   EXPECT_THAT(after[1], HasSubstr("\"round\":2,"));
+}
+
+// A text run (data.dataset tsv, the Transformer encoder) of configs/text.yaml
+// on the 4-topic fixture: it learns (chance is 0.25), loss falls, and only
+// the budgeted layers travel.
+TEST(SimulatorTest, TextRunLearnsTheTopics) {
+  const std::string src = LAYERFL_SOURCE_DIR;
+  absl::StatusOr<RunConfig> loaded = LoadRunConfig(src + "/configs/text.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  RunConfig c = *loaded;
+  c.threads = 1;
+  c.federated.rounds = 4;
+  c.data.train_tsv = src + "/" + c.data.train_tsv;
+  c.data.test_tsv = src + "/" + c.data.test_tsv;
+  c.federated.run_dir = ::testing::TempDir() + "/sim_text";
+  std::filesystem::remove_all(c.federated.run_dir);
+  absl::StatusOr<SimResult> r = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rounds_committed, 4);
+  EXPECT_GE(r->final_accuracy, 0.9);
+  const std::vector<std::string> lines = MetricsWithoutTiming(r->metrics_path);
+  ASSERT_EQ(lines.size(), 4u);
+  double first_loss = 0;
+  ASSERT_EQ(std::sscanf(lines[0].c_str(), "{\"round\":1,\"attempt\":0,\"accuracy\":%*f,"
+                                          "\"loss\":%lf", &first_loss), 1);
+  EXPECT_LT(r->final_loss, first_loss);
+  // Budget 2 of the 4 groups: every client of every round trains two.
+  const std::regex client_layers("\"layers\":\\[(\"[a-z0-9]+\",?)+\\]");
+  int records = 0;
+  for (const std::string& line : lines) {
+    for (auto m = std::sregex_iterator(line.begin(), line.end(), client_layers);
+         m != std::sregex_iterator(); ++m) {
+      const std::string layers = m->str();
+      EXPECT_EQ(std::count(layers.begin(), layers.end(), ','), 1) << layers;
+      ++records;
+    }
+  }
+  EXPECT_EQ(records, 4 * 4);
+  // The same text run with an image-only partition is refused by name.
+  c.data.partition = "feature_shift";
+  c.federated.run_dir += "_bad";
+  absl::StatusOr<SimResult> bad = RunSimulation(c, SimOptions());
+  EXPECT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("data.partition"));
 }
 
 TEST(SimulatorTest, RefusesToOverwriteCheckpointsWithoutResume) {

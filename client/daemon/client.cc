@@ -44,9 +44,10 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError(
         "id: a client with its own data_dir needs an id");
   }
-  if (c.model.kind != "vit") {
+  if (own_data && c.data.dataset != "fashion_mnist") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model.kind: the client runs image tasks (vit), got '", c.model.kind, "'"));
+        "data_dir: a client's own data is IDX images; data.dataset '", c.data.dataset,
+        "' runs take --partition"));
   }
   if (options.link.target.empty()) {
     return absl::InvalidArgumentError("coordinator: an address is required");
@@ -54,7 +55,7 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
   DaemonOptions daemon = options.daemon;
   if (daemon.client_id.empty()) daemon.client_id = PartitionClientId(options.partition);
   SetTorchThreads(c.threads);
-  ImageSet images;
+  Examples examples;
   if (own_data) {
     absl::StatusOr<ImageSet> loaded = LoadClientImages(options.data_dir, c);
     if (!loaded.ok()) {
@@ -62,15 +63,14 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
       return absl::InvalidArgumentError(
           absl::StrCat("data_dir: ", loaded.status().message()));
     }
-    images = *std::move(loaded);
+    examples = ImagesToExamples(*loaded);
   } else {
-    ASSIGN_OR_RETURN(FederatedImages all, BuildFederatedImages(c));
-    images = std::move(all.clients[options.partition]);
+    ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, options.partition));
+    examples = std::move(task.clients[0]);
   }
   ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
-  WorkerWork work(std::make_unique<LocalWorker>(
-      c, daemon.client_id, std::move(model), ImagesToExamples(images)));
-  images = ImageSet();
+  WorkerWork work(std::make_unique<LocalWorker>(c, daemon.client_id, std::move(model),
+                                                std::move(examples)));
   std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
   absl::StatusOr<DaemonResult> result = RunClientDaemon(daemon, work, *link, stop);
   return result.status();

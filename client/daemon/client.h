@@ -4,11 +4,11 @@
 // layerfl-client: one client of a run, working through LocalWorker on either
 //   - its own training images in `data_dir` (LoadClientImages: the files
 //     layerfl-partition writes, or any IDX pair of the model's image size),
-//     the way a deployment keeps each client's data on its own machine; or
-//   - partition `partition` of the run config's data, built exactly as
-//     layerfl-sim builds its virtual client (BuildFederatedImages(config)
-//     .clients[partition]), so that a distributed run reproduces the
-//     simulation without copying data around.
+//     the way a deployment keeps each client's data on its own machine
+//     (image runs); or
+//   - partition `partition` of the run config's data (images or text), built
+//     exactly as layerfl-sim builds its virtual client (BuildTaskExamples),
+//     so that a distributed run reproduces the simulation.
 // Blocking; one per process.
 
 #include <atomic>

@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/data/federated_data.h"
+#include "common/util/status_macros.h"
+
 namespace layerfl {
 
 Examples ImagesToExamples(const ImageSet& set) {
@@ -23,6 +27,34 @@ Examples TextToExamples(const TextSet& set) {
   std::vector<int64_t> labels(set.labels.begin(), set.labels.end());
   e.labels = at::from_blob(labels.data(), {n}, at::kLong).clone();
   return e;
+}
+
+absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which) {
+  if (which != kAllClients && which != kNoClients &&
+      (which < 0 || which >= c.data.num_clients)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "partition: must be in [0, data.num_clients = ", c.data.num_clients, "), got ",
+        which));
+  }
+  const auto wanted = [which](size_t i) {
+    return which == kAllClients || static_cast<size_t>(which) == i;
+  };
+  TaskExamples out;
+  if (c.data.dataset == "tsv") {
+    ASSIGN_OR_RETURN(FederatedText text, BuildFederatedText(c));
+    for (size_t i = 0; i < text.clients.size(); ++i) {
+      if (wanted(i)) out.clients.push_back(TextToExamples(text.clients[i]));
+    }
+    out.test = TextToExamples(text.test);
+    return out;
+  }
+  ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
+  for (size_t i = 0; i < images.clients.size(); ++i) {
+    if (wanted(i)) out.clients.push_back(ImagesToExamples(images.clients[i]));
+  }
+  out.test = ImagesToExamples(images.test);
+  out.holdout = std::move(images.holdout);
+  return out;
 }
 
 }  // namespace layerfl

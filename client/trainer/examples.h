@@ -3,7 +3,11 @@
 
 // Conversion of the torch-free data sets into tensors the trainer consumes.
 
+#include <vector>
+
+#include "absl/status/statusor.h"
 #include "client/trainer/trainer.h"
+#include "common/config/config.h"
 #include "common/data/idx.h"
 #include "common/data/text.h"
 
@@ -18,6 +22,28 @@ Examples ImagesToExamples(const ImageSet& set);
 
 // Token ids -> int64 [N, max_len]; labels int64.
 Examples TextToExamples(const TextSet& set);
+
+// The federated task of a config as the trainer's examples, built the same
+// way for the simulator, the coordinator and a client daemon: image runs
+// (data.dataset fashion_mnist: BuildFederatedImages) or text runs (tsv:
+// BuildFederatedText).
+struct TaskExamples {
+  // Client partitions: all of them in order, one, or none (see `which`).
+  std::vector<Examples> clients;
+  Examples test;
+  // Image runs: the pretraining hold-out, disjoint from every client's data
+  // (empty for text runs).
+  ImageSet holdout;
+};
+
+inline constexpr int kAllClients = -1;
+inline constexpr int kNoClients = -2;
+
+// `which`: kAllClients, kNoClients, or one partition index in
+// [0, data.num_clients) (then clients holds just that one). Errors name the
+// file or config field (BuildFederatedImages, BuildFederatedText);
+// InvalidArgument for a partition index out of range.
+absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config, int which);
 
 }  // namespace layerfl
 

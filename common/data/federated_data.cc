@@ -69,6 +69,65 @@ absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
   return out;
 }
 
+namespace {
+
+absl::Status CheckTextLabels(const std::vector<LabeledText>& examples,
+                             const std::string& path, int num_classes) {
+  for (size_t i = 0; i < examples.size(); ++i) {
+    if (examples[i].label >= num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": example ", i + 1, " has label ", examples[i].label,
+          ", outside [0, model.num_classes = ", num_classes, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<FederatedText> BuildFederatedText(const RunConfig& c) {
+  if (c.data.dataset != "tsv") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.dataset: text runs need tsv, got '", c.data.dataset, "'"));
+  }
+  if (c.data.partition == "feature_shift") {
+    return absl::InvalidArgumentError(
+        "data.partition: feature_shift transforms images; text runs take iid or "
+        "dirichlet");
+  }
+  ASSIGN_OR_RETURN(std::vector<LabeledText> train, ReadTsv(c.data.train_tsv));
+  ASSIGN_OR_RETURN(std::vector<LabeledText> test, ReadTsv(c.data.test_tsv));
+  RETURN_IF_ERROR(CheckTextLabels(train, c.data.train_tsv, c.model.num_classes));
+  RETURN_IF_ERROR(CheckTextLabels(test, c.data.test_tsv, c.model.num_classes));
+  if (c.data.max_test_examples > 0 &&
+      c.data.max_test_examples < static_cast<int64_t>(test.size())) {
+    test.resize(c.data.max_test_examples);
+  }
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Build(train, c.model.vocab_size));
+  std::vector<int> labels;
+  labels.reserve(train.size());
+  for (const LabeledText& t : train) labels.push_back(t.label);
+  absl::StatusOr<Partition> part =
+      c.data.partition == "dirichlet"
+          ? PartitionDirichlet(labels, c.model.num_classes, c.data.num_clients,
+                               c.data.alpha, c.seed)
+          : PartitionIid(static_cast<int64_t>(train.size()), c.data.num_clients, c.seed);
+  if (!part.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(c.data.train_tsv, ": ", part.status().message()));
+  }
+  FederatedText out;
+  for (const std::vector<int64_t>& indices : part->clients) {
+    std::vector<LabeledText> mine;
+    mine.reserve(indices.size());
+    for (int64_t i : indices) mine.push_back(train[i]);
+    out.clients.push_back(EncodeAll(tokenizer, mine, c.model.max_len));
+  }
+  out.test = EncodeAll(tokenizer, test, c.model.max_len);
+  out.vocab = tokenizer.vocab();
+  return out;
+}
+
 std::string PartitionClientId(int index) {
   return absl::StrFormat("client-%03d", index);
 }

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/config/config.h"
 #include "common/data/idx.h"
+#include "common/data/text.h"
 
 namespace layerfl {
 
@@ -32,6 +33,22 @@ struct FederatedImages {
 // Loads Fashion-MNIST from data.dir and builds the above. Errors name the
 // file or the config field at fault.
 absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& config);
+
+// The federated text-classification task (data.dataset tsv): the training
+// file split into the clients' partitions (iid or dirichlet, from
+// config.seed), the test file, both encoded with one tokenizer built from the
+// training file (model.vocab_size words, model.max_len tokens per example).
+struct FederatedText {
+  std::vector<TextSet> clients;  // data.num_clients partitions
+  TextSet test;
+  std::vector<std::string> vocab;  // the tokenizer's words, id order
+};
+
+// Reads data.train_tsv and data.test_tsv and builds the above. Errors name
+// the file (and line) or the config field at fault: a label outside
+// [0, model.num_classes), feature_shift (an image-only partition), a
+// training file with fewer examples than clients.
+absl::StatusOr<FederatedText> BuildFederatedText(const RunConfig& config);
 
 // The id of the client holding partition `index`: "client-007". The
 // simulator, layerfl-client and layerfl-partition all name clients this way.

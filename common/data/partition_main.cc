@@ -32,6 +32,12 @@ int main(int argc, char** argv) {
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) return fail(std::string(config.status().message()), 2);
 
+  if (config->data.dataset != "fashion_mnist") {
+    return fail(absl::StrCat("data.dataset: layerfl-partition writes image shares "
+                             "(fashion_mnist), got '", config->data.dataset,
+                             "'; text clients take --partition"),
+                2);
+  }
   std::vector<int> which;
   if (absl::GetFlag(FLAGS_clients).empty()) {
     for (int i = 0; i < config->data.num_clients; ++i) which.push_back(i);

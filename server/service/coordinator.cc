@@ -68,17 +68,11 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   ASSIGN_OR_RETURN(ServiceOptions service, TransportOptions(c, options.service));
   service.run_id = "pending";
   RETURN_IF_ERROR(service.Validate());
-  if (c.model.kind != "vit") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.kind: the coordinator runs image tasks (vit), got '",
-        c.model.kind, "'"));
-  }
   SetTorchThreads(c.threads);
 
   // Exactly the simulator's set-up (server/setup), so that a distributed run
-  // ends with the simulator's weights.
-  ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
-  core.images.clients.clear();
+  // ends with the simulator's weights; the clients' data stays with them.
+  ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log, kNoClients));
   ASSIGN_OR_RETURN(BudgetDistribution dist, BudgetDistributionFromConfig(c));
 
   const std::filesystem::path run_dir(c.federated.run_dir);

@@ -45,17 +45,18 @@ RoundEngine::Deps RunCore::EngineDeps() const {
   return deps;
 }
 
-absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log) {
+absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
+                                   int which) {
   RunCore core;
-  ASSIGN_OR_RETURN(core.images, BuildFederatedImages(c));
+  ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, which));
+  core.clients = std::move(task.clients);
   ASSIGN_OR_RETURN(core.model, CreateModel(c.model, c.seed));
   if (c.model.kind == "vit" && c.pretrain.enabled) {
-    ASSIGN_OR_RETURN(NamedTensors pretrained,
-                     EnsurePretrained(c, core.images.holdout, log));
+    ASSIGN_OR_RETURN(NamedTensors pretrained, EnsurePretrained(c, task.holdout, log));
     RETURN_IF_ERROR(
         LoadPretrained(*core.model, pretrained, c.pretrain.checkpoint));
   }
-  core.images.holdout = ImageSet();
+  task.holdout = ImageSet();
   ASSIGN_OR_RETURN(core.initial, ExportWeights(*core.model));
   ASSIGN_OR_RETURN(core.selector, CreateLayerSelector(c, core.model->groups()));
 
@@ -71,8 +72,8 @@ absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log) {
   ASSIGN_OR_RETURN(core.store, CheckpointStore::Open(
                                    core.checkpoint_dir,
                                    c.federated.keep_checkpoints));
-  core.evaluator = std::make_unique<TorchEvaluator>(
-      core.model, ImagesToExamples(core.images.test), c);
+  core.evaluator =
+      std::make_unique<TorchEvaluator>(core.model, std::move(task.test), c);
   return core;
 }
 

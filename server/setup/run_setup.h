@@ -13,11 +13,12 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/config/config.h"
-#include "common/data/federated_data.h"
+#include "client/trainer/examples.h"
 #include "common/model/model.h"
 #include "common/weights/weights.h"
 #include "server/checkpoint/checkpoint_store.h"
@@ -26,21 +27,26 @@
 namespace layerfl {
 
 struct RunCore {
-  FederatedImages images;        // clients' data, test set (holdout dropped)
+  // The clients' training examples, partition order (PrepareRun's `which`).
+  std::vector<Examples> clients;
   std::shared_ptr<Model> model;  // the coordinator's replica (evaluation)
   ModelWeights initial;          // pretrained start, versions 0
   std::unique_ptr<LayerSelector> selector;
   std::unique_ptr<CheckpointStore> store;   // federated.run_dir/checkpoints
-  std::unique_ptr<Evaluator> evaluator;     // on images.test, uses `model`
+  std::unique_ptr<Evaluator> evaluator;     // on the test set, uses `model`
   std::string checkpoint_dir;
 
   // Deps for RoundEngine::Create (the real clock).
   RoundEngine::Deps EngineDeps() const;
 };
 
-// Builds the above. Refuses (FailedPrecondition) a run_dir holding
+// Builds the above for an image (ViT, pretrained start from the hold-out
+// when pretrain.enabled) or a text run (its model's own initialisation);
+// `which` as BuildTaskExamples: the simulator wants kAllClients, the
+// coordinator kNoClients. Refuses (FailedPrecondition) a run_dir holding
 // checkpoints when federated.resume is false.
-absl::StatusOr<RunCore> PrepareRun(const RunConfig& config, std::ostream* log);
+absl::StatusOr<RunCore> PrepareRun(const RunConfig& config, std::ostream* log,
+                                   int which = kAllClients);
 
 // Opens federated.run_dir/metrics.jsonl: truncated for a new run, appended to
 // when `engine` resumed — and then, if a crash lost the line of the last

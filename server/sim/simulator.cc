@@ -58,16 +58,16 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   SetTorchThreads(c.threads);
 
   ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
-  std::vector<VirtualClient> clients(core.images.clients.size());
+  std::vector<VirtualClient> clients(core.clients.size());
   std::vector<std::string> ids;
   for (size_t i = 0; i < clients.size(); ++i) {
     ids.push_back(SimClientId(static_cast<int>(i)));
     // Every virtual client trains the one shared replica, one at a time.
     clients[i].worker = std::make_unique<LocalWorker>(
-        c, ids.back(), core.model, ImagesToExamples(core.images.clients[i]));
+        c, ids.back(), core.model, std::move(core.clients[i]));
     clients[i].versions.assign(core.initial.layers.size(), -1);
   }
-  core.images.clients.clear();
+  core.clients.clear();
   ASSIGN_OR_RETURN(std::vector<double> budgets,
                    AssignBudgets(c, ids));
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
