@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Checks deploy/docker-compose.yml and deploy/Dockerfile without a Docker engine.
+"""Checks deploy/ (Dockerfile, docker-compose.yml, Kubernetes manifests)
+without a Docker engine or a cluster.
 
-  deploy_compose_test.py SOURCE_DIR BIN_DIR
+  deploy_test.py SOURCE_DIR BIN_DIR
 
 1. The compose file is valid: `docker-compose config` (Debian's docker-compose,
    which parses, interpolates and validates against the compose schema with no
@@ -24,6 +25,15 @@
    on the config's data.dir for the coordinator and the partition service,
    and deploy/make_secrets.sh makes the secret and certificates the compose
    file mounts.
+4. Kubernetes (deploy/kustomization.yaml, deploy/k8s/): `kubectl kustomize`
+   builds them (where kubectl is installed; else the files are read as
+   they are); every resource file is listed; the secret holds exactly what
+   make_secrets.sh makes; every container runs the image with installed
+   binaries and flags their help lists, reading secrets, configs, data and
+   state from mounted volumes; the Service selects the coordinator and
+   carries its --listen port; the clients dial the Service by name with the
+   certificate's name, one per partition (an Indexed Job of
+   data.num_clients), each seeing only its own share.
 Exit 0 pass, 1 fail, 77 skipped (no Python yaml module).
 """
 import os
@@ -77,7 +87,7 @@ def run(argv, **kw):
 
 
 # ---- 1. the compose file is valid -------------------------------------------
-tmp = tempfile.mkdtemp(prefix="deploy_compose_test.")
+tmp = tempfile.mkdtemp(prefix="deploy_test.")
 secrets_dir, certs_dir = os.path.join(tmp, "secrets"), os.path.join(tmp, "certs")
 r = run(["bash", os.path.join(DEPLOY, "make_secrets.sh"), secrets_dir, certs_dir])
 check(r.returncode == 0, "deploy/make_secrets.sh runs: " + (r.stderr.strip() or "exit 0"))
@@ -407,6 +417,176 @@ check("DNS:%s," % coordinator_service in san + ",",
 for script in ("make_secrets.sh", "netns_trial.sh"):
     check(run(["bash", "-n", os.path.join(DEPLOY, script)]).returncode == 0,
           "deploy/%s parses (bash -n)" % script)
+
+# ---- 4. Kubernetes ----------------------------------------------------------
+KUSTOMIZATION = os.path.join(DEPLOY, "kustomization.yaml")
+kust = yaml.safe_load(open(KUSTOMIZATION))
+resources = kust.get("resources", [])
+k8s_files = sorted("k8s/" + f for f in os.listdir(os.path.join(DEPLOY, "k8s"))
+                   if f.endswith(".yaml"))
+check(sorted(resources) == k8s_files,
+      "kustomization lists every file of deploy/k8s: %s" % resources)
+generated = {}  # secret name -> set of keys
+for g in kust.get("secretGenerator", []):
+    keys = set()
+    for f in g.get("files", []):
+        key, eq, path = f.partition("=")
+        path = path if eq else key
+        key = os.path.basename(key)
+        made = os.path.join(tmp, path)  # secrets/..., certs/... as make_secrets.sh wrote them
+        check(os.path.isfile(made), "secret %s: %s is made by make_secrets.sh" % (g["name"], path))
+        keys.add(key)
+    generated[g["name"]] = keys
+kubectl = shutil.which("kubectl")
+docs = None
+if kubectl:
+    staged = os.path.join(tmp, "kustomize")
+    shutil.copytree(os.path.join(DEPLOY, "k8s"), os.path.join(staged, "k8s"))
+    shutil.copy(KUSTOMIZATION, staged)
+    shutil.copytree(secrets_dir, os.path.join(staged, "secrets"))
+    shutil.copytree(certs_dir, os.path.join(staged, "certs"))
+    r = run([kubectl, "kustomize", staged])
+    if check(r.returncode == 0, "kubectl kustomize builds deploy/: " + (r.stderr.strip() or "ok")):
+        docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+else:
+    print("NOTE  kubectl is not installed: reading deploy/k8s as written (no kustomize build)")
+if docs is None:
+    docs = [d for f in resources for d in yaml.safe_load_all(open(os.path.join(DEPLOY, f))) if d]
+    for d in docs:
+        d.setdefault("metadata", {}).setdefault("namespace", kust.get("namespace"))
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], []).append(d)
+namespaces = {d["metadata"]["name"] for d in by_kind.get("Namespace", [])}
+for d in docs:
+    if d["kind"] != "Namespace":
+        check(d["metadata"].get("namespace") in namespaces,
+              "%s/%s is in the layerfl namespace" % (d["kind"], d["metadata"]["name"]), quiet=True)
+
+
+def shell_commands(container):
+    """The command lines a container runs: its command, or each part of an
+    `sh -c` script split at && and ;, with `exec` dropped."""
+    cmd = container.get("command", []) + container.get("args", [])
+    if cmd[:2] == ["sh", "-c"] and len(cmd) == 3:
+        out = []
+        script = cmd[2].replace('$(printf %03d "$JOB_COMPLETION_INDEX")', "{index:03}")
+        for part in re.split(r"&&|;", script):
+            words = shlex.split(part)
+            if words and words[0] == "exec":
+                words = words[1:]
+            if words:
+                out.append(words)
+        return out
+    return [cmd]
+
+
+def flag_args(binary, words, where):
+    args = {}
+    for w in words[1:]:
+        name, eq, value = w[2:].partition("=")
+        if check(w.startswith("--") and eq, "%s: '%s' is a --flag=value" % (where, w), quiet=True):
+            check(name in flag_cache.setdefault(binary, help_flags(os.path.join(BIN, binary))),
+                  "%s: %s accepts --%s" % (where, binary, name), quiet=True)
+            args[name] = value
+    return args
+
+
+services_k8s = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
+coordinator_target, k8s_cert_name, client_job = None, None, None
+for d in by_kind.get("StatefulSet", []) + by_kind.get("Job", []):
+    name = "%s/%s" % (d["kind"], d["metadata"]["name"])
+    spec = d["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    if d["kind"] == "StatefulSet":
+        sel = spec["selector"]["matchLabels"]
+        check(all(labels.get(k) == v for k, v in sel.items()),
+              "%s: its selector matches its pods" % name)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    claims = {c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])}
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        where = "%s container %s" % (name, c["name"])
+        check(c.get("image") in images, "%s runs the compose file's image %s"
+              % (where, c.get("image")))
+        mounts = {}
+        for m in c.get("volumeMounts", []):
+            check(m["name"] in volumes or m["name"] in claims,
+                  "%s: volume %s is defined" % (where, m["name"]), quiet=True)
+            mounts[m["mountPath"]] = m
+
+        def mounted(path):
+            hits = [mp for mp in mounts if path == mp or path.startswith(mp + "/")]
+            return mounts[max(hits, key=len)] if hits else None
+        for words in shell_commands(c):
+            binary = words[0]
+            if binary not in installed:
+                check(binary in ("cp", "mv", "mkdir"), "%s: %s is a shell helper or an "
+                      "installed binary" % (where, binary))
+                continue
+            args = flag_args(binary, words, where)
+            config = args.get("config")
+            repo_config = image_path_to_repo(config) if config else None
+            cfg = {}
+            if check(repo_config is not None and os.path.isfile(repo_config),
+                     "%s: --config=%s is in the repository" % (where, config)):
+                cfg = yaml.safe_load(open(repo_config)) or {}
+            data_dir = (cfg.get("data") or {}).get("dir", DATA_DIR_DEFAULT)
+            for flag in ("token_file", "tls_cert", "tls_key", "tls_ca", "tls_client_ca"):
+                if flag in args:
+                    m = mounted(args[flag])
+                    secret = (volumes.get(m["name"], {}).get("secret") or {}).get("secretName") if m else None
+                    check(secret in generated and os.path.basename(args[flag]) in generated[secret],
+                          "%s: --%s=%s is a key of a generated secret" % (where, flag, args[flag]))
+            if binary == "layerfl-coordinator":
+                port = args.get("listen", "0.0.0.0:50051").rsplit(":", 1)[1]
+                named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                check(str(named.get("grpc")) == port, "%s: port grpc is --listen's %s" % (where, port))
+                run_dir = ((cfg.get("federated") or {}).get("run_dir", "runs/demo"))
+                state = mounted(os.path.normpath(os.path.join(workdir, run_dir)))
+                check(state is not None and state["name"] in claims and not state.get("readOnly"),
+                      "%s: federated.run_dir is on its persistent volume" % where)
+                check(mounted(data_dir) is not None, "%s: the test set is mounted at %s"
+                      % (where, data_dir))
+                for svc in services_k8s.values():
+                    sel = svc["spec"].get("selector", {})
+                    if all(labels.get(k) == v for k, v in sel.items()):
+                        sp = svc["spec"]["ports"][0]
+                        check(sp.get("targetPort") == "grpc", "Service %s targets port grpc"
+                              % svc["metadata"]["name"])
+                        coordinator_target = "%s:%s" % (svc["metadata"]["name"], sp["port"])
+                        check(spec.get("serviceName") == svc["metadata"]["name"],
+                              "%s: serviceName is the Service %s" % (name, svc["metadata"]["name"]))
+                check(spec.get("replicas") == 1, "%s: one coordinator" % name)
+            elif binary == "layerfl-partition":
+                check(args.get("clients") == "$JOB_COMPLETION_INDEX",
+                      "%s: writes the share of the pod's completion index" % where)
+                check(mounted(data_dir) is not None, "%s: the dataset is mounted at %s"
+                      % (where, data_dir))
+            elif binary == "layerfl-client":
+                client_job = (d, args, cfg)
+                m = mounted(args.get("data_dir", ""))
+                check(m is not None and m.get("readOnly"),
+                      "%s: --data_dir is a read-only volume" % where)
+                check(mounted(data_dir) is None, "%s does not see the whole dataset" % where)
+                check(args.get("id") == "client-{index:03}",
+                      "%s: the id is client-<completion index, 3 digits>, as "
+                      "layerfl-partition names the shares: %s" % (where, args.get("id")))
+                k8s_cert_name = args.get("tls_server_name")
+if client_job:
+    d, args, cfg = client_job
+    check(coordinator_target is not None and args.get("coordinator") == coordinator_target,
+          "the clients dial the coordinator Service: %s (Service %s)"
+          % (args.get("coordinator"), coordinator_target))
+    check("DNS:%s," % k8s_cert_name in san + ",",
+          "the clients check the coordinator certificate's name %s (%s)" % (k8s_cert_name, san))
+    n = (cfg.get("data") or {}).get("num_clients")
+    check(d["spec"].get("completionMode") == "Indexed" and d["spec"].get("completions") == n
+          and d["spec"].get("parallelism") == n,
+          "the client Job runs data.num_clients (%s) indexed pods" % n)
+    script = d["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    check("JOB_COMPLETION_INDEX" in script, "client pods take their partition from the index")
+check(coordinator_target is not None, "a Service selects the coordinator")
 
 shutil.rmtree(tmp, ignore_errors=True)
 print("%d of %d checks failed" % (len(failures), len(failures) + passed) if failures
