@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <regex>
@@ -155,6 +156,50 @@ class DistributedTest : public ::testing::Test {
   void TearDown() override {
     if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
   }
+
+  // layerfl-sim on <dir>/<tag>_sim.yaml's run and, meanwhile, a
+  // layerfl-coordinator on <tag>_coord.yaml with 4 layerfl-client processes
+  // (common flags plus client_flags(i)), all to exit 0; then both runs end
+  // with the same weights, versions, selection state and metrics.
+  void RunAndCompareWithTheSimulator(
+      const std::string& sim_config, const std::string& coord_config,
+      const std::string& sim_dir, const std::string& coord_dir,
+      const std::function<std::vector<std::string>(int)>& client_flags,
+      absl::Time deadline) {
+    const std::string port_file = coord_dir + ".port";
+    Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
+                         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+                        coord_dir + ".coordinator.log");
+    // The simulation runs meanwhile, as its own process.
+    Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, sim_dir + ".sim.log");
+    while (!fs::exists(port_file) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+    const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+    std::vector<std::unique_ptr<Process>> clients;
+    for (int i = 0; i < 4; ++i) {
+      std::vector<std::string> argv = {kBin + "/layerfl-client", "--config=" + coord_config,
+                                       "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
+      for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
+      clients.push_back(
+          std::make_unique<Process>(argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+    }
+    for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+    ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+    ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+
+    // The same final weights, bit for bit, and versions.
+    const Checkpoint a = LatestCheckpoint(coord_dir);
+    const Checkpoint b = LatestCheckpoint(sim_dir);
+    EXPECT_EQ(a.round, 3);
+    EXPECT_EQ(a.round, b.round);
+    ExpectSameWeights(a.weights, b.weights);
+    EXPECT_EQ(a.selection_state, b.selection_state);
+    // The same rounds: participants, layers, objective, accuracy and loss.
+    EXPECT_EQ(Metrics(coord_dir), Metrics(sim_dir));
+  }
+
   std::string dir_;
 };
 
@@ -165,19 +210,6 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   // run must still equal the simulation.
   const std::string coord_config =
       WriteConfig(dir_, "coord", "transport:\n  max_held_mb: 0\n");
-  const std::string port_file = dir_ + "/port";
-
-  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
-                       "--listen=127.0.0.1:0", "--port_file=" + port_file,
-                       "--tick_ms=20"},
-                      dir_ + "/coordinator.log");
-  // The simulation runs meanwhile, as its own process.
-  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/sim.log");
-  while (!fs::exists(port_file) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
   // Clients 2 and 3 train on their own copies of their data, as on separate
   // machines (layerfl-partition writes them); 0 and 1 build theirs from the
   // shared dataset. Either way the run must equal the simulation.
@@ -185,32 +217,16 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
                      "--out=" + dir_ + "/private", "--clients=2,3"},
                     dir_ + "/partition.log");
   ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    const std::string id = absl::StrCat("client-00", i);
-    std::vector<std::string> argv = {kBin + "/layerfl-client", "--config=" + coord_config,
-                                     "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
-    if (i < 2) {
-      argv.push_back(absl::StrCat("--partition=", i));
-    } else {
-      argv.push_back("--id=" + id);
-      argv.push_back("--data_dir=" + dir_ + "/private/" + id);
-    }
-    clients.push_back(std::make_unique<Process>(argv, absl::StrCat(dir_, "/client", i, ".log")));
-  }
-  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
-  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
-  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
-
-  // The same final weights, bit for bit, and versions.
+  RunAndCompareWithTheSimulator(
+      sim_config, coord_config, dir_ + "/sim", dir_ + "/coord",
+      [this](int i) -> std::vector<std::string> {
+        if (i < 2) return {absl::StrCat("--partition=", i)};
+        const std::string id = absl::StrCat("client-00", i);
+        return {"--id=" + id, "--data_dir=" + dir_ + "/private/" + id};
+      },
+      deadline);
+  if (HasFatalFailure()) return;
   const Checkpoint a = LatestCheckpoint(dir_ + "/coord");
-  const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
-  EXPECT_EQ(a.round, 3);
-  EXPECT_EQ(a.round, b.round);
-  ExpectSameWeights(a.weights, b.weights);
-  EXPECT_EQ(a.selection_state, b.selection_state);
-  // The same rounds: participants, layers, objective, accuracy and loss.
-  EXPECT_EQ(Metrics(dir_ + "/coord"), Metrics(dir_ + "/sim"));
 
   // Downloads: round 1 carries the whole model to each of the 4 clients;
   // round t > 1 only the layers round t-1 changed.
@@ -247,7 +263,7 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   EXPECT_EQ(round, 3);
 
   // Uploads: wire bytes per update / (its values x 4 bytes).
-  const std::string log = coordinator.Log();
+  const std::string log = ReadFile(dir_ + "/coord.coordinator.log");
   double worst = 0;
   int updates = 0;
   const std::regex update("([0-9]+) wire bytes for ([0-9]+) values");
@@ -335,34 +351,10 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
                                               "run_dir: " + dir_ + "/" + name);
     return path;
   };
-  const std::string sim_config = write("text_sim"), coord_config = write("text_coord");
-  const std::string port_file = dir_ + "/text_port";
-  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
-                       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-                      dir_ + "/text_coordinator.log");
-  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/text_sim.log");
-  while (!fs::exists(port_file) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    clients.push_back(std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
-                                 absl::StrCat("--partition=", i),
-                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"},
-        absl::StrCat(dir_, "/text_client", i, ".log")));
-  }
-  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
-  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
-  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
-  const Checkpoint a = LatestCheckpoint(dir_ + "/text_coord");
-  const Checkpoint b = LatestCheckpoint(dir_ + "/text_sim");
-  EXPECT_EQ(a.round, 3);
-  EXPECT_EQ(a.round, b.round);
-  ExpectSameWeights(a.weights, b.weights);
-  EXPECT_EQ(Metrics(dir_ + "/text_coord"), Metrics(dir_ + "/text_sim"));
+  RunAndCompareWithTheSimulator(
+      write("text_sim"), write("text_coord"), dir_ + "/text_sim", dir_ + "/text_coord",
+      [](int i) -> std::vector<std::string> { return {absl::StrCat("--partition=", i)}; },
+      deadline);
   EXPECT_THAT(Metrics(dir_ + "/text_coord").back(), ::testing::HasSubstr("\"accuracy\":"));
 }
 

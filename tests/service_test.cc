@@ -161,7 +161,8 @@ TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
   Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
   std::vector<std::unique_ptr<DaemonThread>> daemons;
   for (int i = 0; i < kClients; ++i) {
-    // Highest id first: client-002 waits in memory, client-001 on disk.
+    // Highest id first: client-002 waits in memory, client-001 on disk,
+    // client-000's is applied at once, then the two waiting ones.
     daemons.push_back(std::make_unique<DaemonThread>(
         coordinator.target(),
         std::make_unique<FakeWork>(Id(i), Samples(i),
@@ -174,7 +175,10 @@ TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
   const ServiceStats stats = coordinator.server().stats();
   std::cout << "spilled " << stats.spilled << " updates; peak held in memory "
             << stats.peak_held_bytes << " bytes (limit " << one_update << ")\n";
+  // At most one update a round waits on disk (arrival order may vary
+  // under load); an update whose turn it is never goes there.
   EXPECT_GE(stats.spilled, 1);
+  EXPECT_LE(stats.spilled, kRounds);
   EXPECT_LE(stats.peak_held_bytes, one_update);
   EXPECT_TRUE(std::filesystem::is_empty(spill_dir));
   std::filesystem::remove_all(spill_dir);

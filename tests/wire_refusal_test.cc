@@ -10,11 +10,19 @@
 //     engine fed those two updates directly would: nothing of the refused
 //     input was mixed into the aggregate.
 // Every test runs with ordered aggregation (the default, updates applied in
-// client-id order) and without it (applied on arrival).
+// client-id order) and without it (applied on arrival). Ordered, every
+// waiting update waits on disk (max_held_bytes 0), and the round finishes
+// with client-001's update arriving first: it waits, on disk, for
+// client-000's.
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -98,6 +106,12 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     options.max_chunk_bytes = 64 << 10;
     options.client_timeout = absl::Minutes(10);
     options.ordered_aggregation = GetParam();
+    options.max_held_bytes = 0;
+    spill_dir_ = absl::StrCat(::testing::TempDir(), "/wire_spill_", getpid(), "_",
+                              ::testing::UnitTest::GetInstance()->random_seed(), "_",
+                              spill_counter_++);
+    std::filesystem::remove_all(spill_dir_);
+    options.spill_dir = spill_dir_;
     coordinator_ = std::make_unique<Coordinator>(
         EngineOptions(1, absl::Seconds(60)), options);
     stub_ = wire::Coordinator::NewStub(grpc::CreateChannel(
@@ -248,15 +262,40 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     EXPECT_EQ(reply.committed_round(), 0);
   }
 
+  void TearDown() override { std::filesystem::remove_all(spill_dir_); }
+
+  // Ordered aggregation: client-001 sends its valid update first, on a
+  // thread; it waits on disk for client-000 (asserted: one more spilled
+  // update, nothing committed). Returns the thread; `status` gets its result.
+  std::thread UploadBWhileItWaits(grpc::Status* status) {
+    const int64_t spilled = coordinator_->server().stats().spilled;
+    std::thread t([this, status] { *status = UploadValid(b_, -0.2f); });
+    for (int i = 0; i < 500 && coordinator_->server().stats().spilled == spilled; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_EQ(coordinator_->server().stats().spilled, spilled + 1);
+    EXPECT_EQ(coordinator_->engine().committed_round(), 0);
+    return t;
+  }
+
   // Client-000 (unless it already has) and client-001 send their valid
-  // updates; round 1 commits exactly as Reference() does.
+  // updates (ordered: client-001's first, waiting on disk); round 1 commits
+  // exactly as Reference() does.
   void FinishRoundLikeTheReference(bool a_already_uploaded = false) {
+    const bool b_first = GetParam() && !a_already_uploaded;
+    grpc::Status b_status;
+    std::thread b;
+    if (b_first) b = UploadBWhileItWaits(&b_status);
     if (!a_already_uploaded) {
       grpc::Status s = UploadValid(a_, 0.3f);
-      ASSERT_TRUE(s.ok()) << s.error_message();
+      EXPECT_TRUE(s.ok()) << s.error_message();
     }
-    grpc::Status s = UploadValid(b_, -0.2f);
-    ASSERT_TRUE(s.ok()) << s.error_message();
+    if (b_first) {
+      b.join();
+    } else {
+      b_status = UploadValid(b_, -0.2f);
+    }
+    ASSERT_TRUE(b_status.ok()) << b_status.error_message();
     for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1; ++i) {
       absl::SleepFor(absl::Milliseconds(10));
     }
@@ -277,6 +316,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   std::unique_ptr<wire::Coordinator::Stub> stub_;
   Peer a_, b_;
   std::map<std::string, int64_t> counted_;
+  std::string spill_dir_;
+  static inline int spill_counter_ = 0;
 };
 
 constexpr auto kInvalid = grpc::StatusCode::INVALID_ARGUMENT;
@@ -576,6 +617,52 @@ TEST_P(WireRefusalTest, UpdateDuringScoring) {
   ToTraining();
   ExpectCommittedStateUnchanged();
   FinishRoundLikeTheReference();
+}
+
+TEST_P(WireRefusalTest, DuplicateWhileWaiting) {
+  if (!GetParam()) GTEST_SKIP() << "only ordered aggregation keeps updates waiting";
+  ToTraining();
+  grpc::Status first;
+  std::thread b = UploadBWhileItWaits(&first);
+  ExpectRefused(UploadValid(b_, 0.7f), grpc::StatusCode::FAILED_PRECONDITION,
+                "duplicate", "already has an update waiting");
+  ExpectCommittedStateUnchanged();
+  grpc::Status a = UploadValid(a_, 0.3f);
+  EXPECT_TRUE(a.ok()) << a.error_message();
+  b.join();
+  EXPECT_TRUE(first.ok()) << first.error_message();
+  // Client-000 then client-001's first update: exactly the reference.
+  for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(coordinator_->engine().committed_round(), 1);
+  ExpectBitIdentical(coordinator_->engine().global(), Reference());
+}
+
+TEST_P(WireRefusalTest, WaitingUpdateDamagedOnDisk) {
+  if (!GetParam()) GTEST_SKIP() << "only ordered aggregation keeps updates waiting";
+  ToTraining();
+  grpc::Status b_status;
+  std::thread b = UploadBWhileItWaits(&b_status);
+  // The file it waits in is damaged (one byte) before its turn.
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(spill_dir_)) {
+    files.push_back(e.path());
+  }
+  ASSERT_EQ(files.size(), 1u);
+  {
+    std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096);
+    f.put('\x7f');
+  }
+  grpc::Status a = UploadValid(a_, 0.3f);
+  EXPECT_TRUE(a.ok()) << a.error_message();
+  b.join();
+  ExpectRefused(b_status, grpc::StatusCode::INTERNAL, "spill_lost", "CRC-32");
+  EXPECT_TRUE(std::filesystem::is_empty(spill_dir_));
+  ExpectCommittedStateUnchanged();  // client-001 still owes its update
+  // Sent again, it completes the round exactly as the reference.
+  FinishRoundLikeTheReference(/*a_already_uploaded=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Aggregation, WireRefusalTest, ::testing::Bool(),

@@ -159,13 +159,7 @@ absl::StatusOr<ImageSet> LoadClientImages(const std::string& dir,
 }
 
 absl::Status WriteClientImages(const ImageSet& images, const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("cannot create directory ", dir, ": ", ec.message()));
-  }
-  const std::filesystem::path d(dir);
+  const std::filesystem::path d(dir);  // WriteFileAtomically creates it
   return WriteIdx(images, (d / kImagesName).string(), (d / kLabelsName).string());
 }
 

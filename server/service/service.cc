@@ -32,7 +32,8 @@ namespace wire = ::layerfl::wire::v1;
 constexpr int64_t kMaxChunkLimit = int64_t{3} << 20;
 constexpr size_t kMaxTransferRecords = 4096;
 constexpr const char* kServiceReasons[] = {"bad_token", "unknown_session",
-                                           "bad_request", "shutting_down"};
+                                           "bad_request", "shutting_down",
+                                           "spill_lost"};
 
 absl::Status BadRequest(std::string detail) {
   return absl::InvalidArgumentError(absl::StrCat("bad_request: ", detail));
@@ -477,6 +478,11 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
                      Rejection(RejectReason::kDuplicate,
                                absl::StrCat("client '", upload->id,
                                             "' already has an update waiting")));
+        return;
+      }
+      if (!Blocked(*upload)) {  // its turn already: no need to wait
+        SubmitNow(*upload);
+        AfterOp();
         return;
       }
       Hold(upload);
@@ -1234,13 +1240,16 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     std::error_code ec;
     std::filesystem::create_directories(options.spill_dir, ec);
     if (ec) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "spill_dir: cannot create ", options.spill_dir, ": ", ec.message()));
+      return absl::Status(absl::ErrnoToStatusCode(ec.value()),
+                          absl::StrCat("spill_dir: cannot create ", options.spill_dir,
+                                       ": ", ec.message()));
     }
-    for (const auto& entry : std::filesystem::directory_iterator(options.spill_dir, ec)) {
-      const std::string name = entry.path().filename().string();
+    for (std::filesystem::directory_iterator it(options.spill_dir, ec), end;
+         !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      std::error_code ignored;
       if (absl::StartsWith(name, "held-") && absl::EndsWith(name, ".bin")) {
-        std::filesystem::remove(entry.path(), ec);
+        std::filesystem::remove(it->path(), ignored);
       }
     }
   }

@@ -19,7 +19,9 @@
 // Refusals carry a reason name first in the status message: the engine's
 // (RejectReasonName: "stale_round", "duplicate", "not_assigned", ...), the
 // codec's (WireErrorName: "bad_checksum", "truncated", ...), or the service's
-// own: "bad_token", "unknown_session", "bad_request", "shutting_down".
+// own: "bad_token", "unknown_session", "bad_request", "shutting_down",
+// "spill_lost" (an update that waited on disk could not be read back; the
+// client may send it again).
 //
 // Ordered aggregation. The aggregator's float32 running sums depend on the
 // order updates are added. With `ordered_aggregation` the engine thread adds a
@@ -27,7 +29,8 @@
 // update that arrives early until every lower-id participant has answered or
 // been dropped; at the round deadline everything held is added first. Same
 // config and seed then give bit-identical weights to layerfl-sim. The cost:
-// held updates take memory (at most one per participant) until they are added.
+// held updates wait (at most one per participant) until they are added: in
+// memory up to max_held_bytes, then in files under spill_dir.
 
 #include <cstdint>
 #include <functional>
