@@ -42,43 +42,39 @@ ModelWeights ReferenceRun(int rounds, int clients,
                           const std::function<bool(int, int64_t)>& skip) {
   FakeSelector selector;
   FakeClock clock;
-  RoundEngine::Deps deps;
-  deps.clock = &clock;
-  deps.selector = &selector;
-  auto engine =
-      RoundEngine::Create(EngineOptions(rounds, kDeadline), SmallModel(), deps);
-  EXPECT_TRUE(engine.ok());
+  std::unique_ptr<RoundEngine> engine =
+      DirectEngine(EngineOptions(rounds, kDeadline), &selector, &clock);
   std::vector<std::unique_ptr<FakeWork>> work;
   for (int i = 0; i < clients; ++i) {
     work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
-    EXPECT_TRUE((*engine)->Join({Id(i), Samples(i), 2.0}).ok());
+    EXPECT_TRUE(engine->Join({Id(i), Samples(i), 2.0}).ok());
   }
-  while (!(*engine)->finished()) {
-    EXPECT_TRUE((*engine)->StartRound().ok());
+  while (!engine->finished()) {
+    EXPECT_TRUE(engine->StartRound().ok());
     bool skipped = false;
     for (int phase = 0; phase < 2; ++phase) {
       for (int i = 0; i < clients; ++i) {
-        const Task t = (*engine)->TaskFor(Id(i));
-        const ModelWeights g = (*engine)->global();
+        const Task t = engine->TaskFor(Id(i));
+        const ModelWeights g = engine->global();
         if (t.kind == TaskKind::kScore && phase == 0) {
-          EXPECT_TRUE((*engine)->SubmitScores(Id(i), t.round,
+          EXPECT_TRUE(engine->SubmitScores(Id(i), t.round,
                                               *work[i]->Score(g, t.round, "")).ok());
         } else if (t.kind == TaskKind::kTrain && phase == 1) {
           if (skip(i, t.round)) {
             skipped = true;
             continue;
           }
-          EXPECT_TRUE((*engine)->SubmitUpdate(Id(i), t.round, Samples(i),
+          EXPECT_TRUE(engine->SubmitUpdate(Id(i), t.round, Samples(i),
                                               *work[i]->Train(g, t.round, t.layers)).ok());
         }
       }
     }
     if (skipped) {
       clock.Advance(kDeadline + absl::Seconds(1));
-      EXPECT_TRUE((*engine)->Tick().ok());
+      EXPECT_TRUE(engine->Tick().ok());
     }
   }
-  return (*engine)->global();
+  return engine->global();
 }
 
 // A client speaking the protocol by hand, so that it can misbehave.

@@ -139,6 +139,20 @@ inline RoundEngineOptions EngineOptions(int rounds, absl::Duration deadline) {
   return o;
 }
 
+// An engine over SmallModel() with no transport, as layerfl-sim drives one
+// (the references the served runs must match). `selector` and `clock` must
+// outlive it.
+inline std::unique_ptr<RoundEngine> DirectEngine(const RoundEngineOptions& options,
+                                                 LayerSelector* selector,
+                                                 Clock* clock = Clock::Real()) {
+  RoundEngine::Deps deps;
+  deps.clock = clock;
+  deps.selector = selector;
+  auto engine = RoundEngine::Create(options, SmallModel(), deps);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
 // An engine behind a server on 127.0.0.1.
 class Coordinator {
  public:

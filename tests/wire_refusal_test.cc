@@ -65,21 +65,17 @@ std::vector<double> Scores(double base) { return {base, base + 1, base + 2, base
 // updates were applied: an engine fed directly, no transport.
 ModelWeights Reference() {
   FakeSelector selector;
-  RoundEngine::Deps deps;
-  deps.clock = Clock::Real();
-  deps.selector = &selector;
-  auto engine = RoundEngine::Create(EngineOptions(1, absl::Seconds(60)),
-                                    SmallModel(), deps);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  EXPECT_TRUE((*engine)->Join({"client-000", kSamplesA, 2.0}).ok());
-  EXPECT_TRUE((*engine)->Join({"client-001", kSamplesB, 2.0}).ok());
-  EXPECT_TRUE((*engine)->StartRound().ok());
-  EXPECT_TRUE((*engine)->SubmitScores("client-000", 1, Scores(1)).ok());
-  EXPECT_TRUE((*engine)->SubmitScores("client-001", 1, Scores(2)).ok());
-  EXPECT_TRUE((*engine)->SubmitUpdate("client-000", 1, kSamplesA, ValidUpdate(0.3f)).ok());
-  EXPECT_TRUE((*engine)->SubmitUpdate("client-001", 1, kSamplesB, ValidUpdate(-0.2f)).ok());
-  EXPECT_EQ((*engine)->committed_round(), 1);
-  return (*engine)->global();
+  std::unique_ptr<RoundEngine> engine =
+      DirectEngine(EngineOptions(1, absl::Seconds(60)), &selector);
+  EXPECT_TRUE(engine->Join({"client-000", kSamplesA, 2.0}).ok());
+  EXPECT_TRUE(engine->Join({"client-001", kSamplesB, 2.0}).ok());
+  EXPECT_TRUE(engine->StartRound().ok());
+  EXPECT_TRUE(engine->SubmitScores("client-000", 1, Scores(1)).ok());
+  EXPECT_TRUE(engine->SubmitScores("client-001", 1, Scores(2)).ok());
+  EXPECT_TRUE(engine->SubmitUpdate("client-000", 1, kSamplesA, ValidUpdate(0.3f)).ok());
+  EXPECT_TRUE(engine->SubmitUpdate("client-001", 1, kSamplesB, ValidUpdate(-0.2f)).ok());
+  EXPECT_EQ(engine->committed_round(), 1);
+  return engine->global();
 }
 
 struct Peer {
