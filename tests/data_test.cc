@@ -372,6 +372,31 @@ TEST(FederatedTextTest, PartitionsEncodesWithOneVocabularyAndNamesBadLabels) {
   EXPECT_EQ(all.count({2, 4, 0}), 1u);  // red apple
   EXPECT_EQ(all.count({2, 2, 1}), 1u);  // red red car (car beyond the vocabulary)
 
+  // A client's own copy of its lines and the run's vocabulary (what
+  // layerfl-partition writes) encodes to exactly its partition.
+  absl::StatusOr<TextShares> shares = BuildTextShares(c);
+  ASSERT_TRUE(shares.ok()) << shares.status();
+  EXPECT_EQ(shares->vocab, text->vocab);
+  const std::string dir = TempPath("text-share/client-001");
+  std::filesystem::remove_all(TempPath("text-share"));
+  ASSERT_TRUE(WriteClientText(shares->clients[1], shares->vocab, dir).ok());
+  absl::StatusOr<TextSet> own = LoadClientText(dir, c);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->tokens, text->clients[1].tokens);
+  EXPECT_EQ(own->labels, text->clients[1].labels);
+  RunConfig small_vocab = c;
+  small_vocab.model.vocab_size = 4;
+  absl::Status bad = LoadClientText(dir, small_vocab).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), AllOf(HasSubstr(dir + "/vocab.txt"), HasSubstr("6 words"),
+                                   HasSubstr("model.vocab_size")));
+  WriteFile(dir + "/vocab.txt", "red\nsky\n");
+  bad = LoadClientText(dir, c).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr(dir + "/vocab.txt"));
+  std::filesystem::remove(dir + "/vocab.txt");
+  EXPECT_EQ(LoadClientText(dir, c).status().code(), absl::StatusCode::kNotFound);
+
   RunConfig three = c;
   three.model.num_classes = 3;
   three.pretrain.label_map.clear();

@@ -338,7 +338,7 @@ TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun)
 }
 
 // A text run (configs/text.yaml: Transformer encoder, TSV fixture): the
-// coordinator and 4 clients holding their partitions end like the simulator.
+// coordinator and 4 clients, two on their own data, end like the simulator.
 TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   std::string text = ReadFile(kSource + "/configs/text.yaml");
@@ -351,9 +351,20 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
                                               "run_dir: " + dir_ + "/" + name);
     return path;
   };
+  // Clients 0 and 1 hold their own lines and the run's vocabulary
+  // (layerfl-partition); 2 and 3 build their partitions from the shared files.
+  const std::string coord_config = write("text_coord");
+  Process partition({kBin + "/layerfl-partition", "--config=" + coord_config,
+                     "--out=" + dir_ + "/text_private", "--clients=0,1"},
+                    dir_ + "/text_partition.log");
+  ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
   RunAndCompareWithTheSimulator(
-      write("text_sim"), write("text_coord"), dir_ + "/text_sim", dir_ + "/text_coord",
-      [](int i) -> std::vector<std::string> { return {absl::StrCat("--partition=", i)}; },
+      write("text_sim"), coord_config, dir_ + "/text_sim", dir_ + "/text_coord",
+      [this](int i) -> std::vector<std::string> {
+        if (i >= 2) return {absl::StrCat("--partition=", i)};
+        const std::string id = absl::StrCat("client-00", i);
+        return {"--id=" + id, "--data_dir=" + dir_ + "/text_private/" + id};
+      },
       deadline);
   EXPECT_THAT(Metrics(dir_ + "/text_coord").back(), ::testing::HasSubstr("\"accuracy\":"));
 }
@@ -390,12 +401,12 @@ TEST_F(DistributedTest, ExitCodes) {
               ::testing::HasSubstr("data_dir: IDX file not found: " + dir_ +
                                    "/nothing-here/train-images-idx3-ubyte"));
 
-  // layerfl-partition writes image shares only.
-  Process text_shares({kBin + "/layerfl-partition", "--config=" + kSource + "/configs/text.yaml",
-                       "--out=" + dir_ + "/shares"},
-                      dir_ + "/c4.log");
-  EXPECT_EQ(text_shares.Wait(deadline), 2);
-  EXPECT_THAT(text_shares.Log(), ::testing::HasSubstr("data.dataset"));
+  // layerfl-partition: a partition the config does not have.
+  Process no_such_client({kBin + "/layerfl-partition", "--config=" + WriteConfig(dir_, "y4"),
+                          "--out=" + dir_ + "/shares", "--clients=4"},
+                         dir_ + "/c4.log");
+  EXPECT_EQ(no_such_client.Wait(deadline), 2);
+  EXPECT_THAT(no_such_client.Log(), ::testing::HasSubstr("--clients: '4'"));
 
   // No coordinator: the client backs off, then gives up with 1.
   Process lonely({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),

@@ -44,11 +44,6 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError(
         "id: a client with its own data_dir needs an id");
   }
-  if (own_data && c.data.dataset != "fashion_mnist") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data_dir: a client's own data is IDX images; data.dataset '", c.data.dataset,
-        "' runs take --partition"));
-  }
   if (options.link.target.empty()) {
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
@@ -57,13 +52,19 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
   SetTorchThreads(c.threads);
   Examples examples;
   if (own_data) {
-    absl::StatusOr<ImageSet> loaded = LoadClientImages(options.data_dir, c);
-    if (!loaded.ok()) {
-      // A missing or malformed data directory is the operator's input.
-      return absl::InvalidArgumentError(
-          absl::StrCat("data_dir: ", loaded.status().message()));
+    // A missing or malformed data directory is the operator's input.
+    const auto bad_dir = [](const absl::Status& s) {
+      return absl::InvalidArgumentError(absl::StrCat("data_dir: ", s.message()));
+    };
+    if (c.data.dataset == "tsv") {
+      absl::StatusOr<TextSet> loaded = LoadClientText(options.data_dir, c);
+      if (!loaded.ok()) return bad_dir(loaded.status());
+      examples = TextToExamples(*loaded);
+    } else {
+      absl::StatusOr<ImageSet> loaded = LoadClientImages(options.data_dir, c);
+      if (!loaded.ok()) return bad_dir(loaded.status());
+      examples = ImagesToExamples(*loaded);
     }
-    examples = ImagesToExamples(*loaded);
   } else {
     ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, options.partition));
     examples = std::move(task.clients[0]);

@@ -2,10 +2,10 @@
 #define LAYERFL_CLIENT_DAEMON_CLIENT_H_
 
 // layerfl-client: one client of a run, working through LocalWorker on either
-//   - its own training images in `data_dir` (LoadClientImages: the files
-//     layerfl-partition writes, or any IDX pair of the model's image size),
-//     the way a deployment keeps each client's data on its own machine
-//     (image runs); or
+//   - its own training data in `data_dir`, the way a deployment keeps each
+//     client's data on its own machine: IDX images (LoadClientImages) for
+//     image runs, train.tsv + the run's vocab.txt (LoadClientText) for text
+//     runs, as layerfl-partition writes them; or
 //   - partition `partition` of the run config's data (images or text), built
 //     exactly as layerfl-sim builds its virtual client (BuildTaskExamples),
 //     so that a distributed run reproduces the simulation.

@@ -24,8 +24,8 @@
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
 ABSL_FLAG(std::string, data_dir, "",
           "this client's own training data: a directory with train-images-idx3-ubyte "
-          "and train-labels-idx1-ubyte (plain or .gz; layerfl-partition writes them); "
-          "needs --id");
+          "and train-labels-idx1-ubyte (plain or .gz) for image runs, or train.tsv and "
+          "the run's vocab.txt for text runs (layerfl-partition writes them); needs --id");
 ABSL_FLAG(int, partition, -1,
           "instead of --data_dir: build partition I of the config's dataset (as "
           "layerfl-sim does)");

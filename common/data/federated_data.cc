@@ -4,6 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/data/file.h"
 #include "common/data/partition.h"
 #include "common/data/rng.h"
 #include "common/data/transforms.h"
@@ -85,7 +88,7 @@ absl::Status CheckTextLabels(const std::vector<LabeledText>& examples,
 
 }  // namespace
 
-absl::StatusOr<FederatedText> BuildFederatedText(const RunConfig& c) {
+absl::StatusOr<TextShares> BuildTextShares(const RunConfig& c) {
   if (c.data.dataset != "tsv") {
     return absl::InvalidArgumentError(absl::StrCat(
         "data.dataset: text runs need tsv, got '", c.data.dataset, "'"));
@@ -116,15 +119,27 @@ absl::StatusOr<FederatedText> BuildFederatedText(const RunConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat(c.data.train_tsv, ": ", part.status().message()));
   }
-  FederatedText out;
+  TextShares out;
   for (const std::vector<int64_t>& indices : part->clients) {
     std::vector<LabeledText> mine;
     mine.reserve(indices.size());
     for (int64_t i : indices) mine.push_back(train[i]);
+    out.clients.push_back(std::move(mine));
+  }
+  out.test = std::move(test);
+  out.vocab = tokenizer.vocab();
+  return out;
+}
+
+absl::StatusOr<FederatedText> BuildFederatedText(const RunConfig& c) {
+  ASSIGN_OR_RETURN(TextShares shares, BuildTextShares(c));
+  ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::FromVocab(shares.vocab));
+  FederatedText out;
+  for (const std::vector<LabeledText>& mine : shares.clients) {
     out.clients.push_back(EncodeAll(tokenizer, mine, c.model.max_len));
   }
-  out.test = EncodeAll(tokenizer, test, c.model.max_len);
-  out.vocab = tokenizer.vocab();
+  out.test = EncodeAll(tokenizer, shares.test, c.model.max_len);
+  out.vocab = std::move(shares.vocab);
   return out;
 }
 
@@ -156,6 +171,42 @@ absl::StatusOr<ImageSet> LoadClientImages(const std::string& dir,
     }
   }
   return set;
+}
+
+namespace {
+constexpr char kTextName[] = "train.tsv";
+constexpr char kVocabName[] = "vocab.txt";
+}  // namespace
+
+absl::StatusOr<TextSet> LoadClientText(const std::string& dir, const RunConfig& c) {
+  const std::filesystem::path d(dir);
+  const std::string text_path = (d / kTextName).string();
+  const std::string vocab_path = (d / kVocabName).string();
+  ASSIGN_OR_RETURN(std::vector<LabeledText> examples, ReadTsv(text_path));
+  RETURN_IF_ERROR(CheckTextLabels(examples, text_path, c.model.num_classes));
+  ASSIGN_OR_RETURN(std::string vocab_text, ReadFileToString(vocab_path));
+  std::vector<std::string> words = absl::StrSplit(vocab_text, '\n', absl::SkipEmpty());
+  if (static_cast<int>(words.size()) > c.model.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        vocab_path, ": ", words.size(), " words, the model embeds ",
+        c.model.vocab_size, " (model.vocab_size)"));
+  }
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromVocab(std::move(words));
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(vocab_path, ": ", tokenizer.status().message()));
+  }
+  return EncodeAll(*tokenizer, examples, c.model.max_len);
+}
+
+absl::Status WriteClientText(const std::vector<LabeledText>& examples,
+                             const std::vector<std::string>& vocab,
+                             const std::string& dir) {
+  std::string tsv;
+  for (const LabeledText& e : examples) absl::StrAppend(&tsv, e.label, "\t", e.text, "\n");
+  const std::filesystem::path d(dir);  // WriteFileAtomically creates it
+  RETURN_IF_ERROR(WriteFileAtomically((d / kTextName).string(), tsv));
+  return WriteFileAtomically((d / kVocabName).string(), absl::StrJoin(vocab, "\n") + "\n");
 }
 
 absl::Status WriteClientImages(const ImageSet& images, const std::string& dir) {

@@ -44,7 +44,17 @@ struct FederatedText {
   std::vector<std::string> vocab;  // the tokenizer's words, id order
 };
 
-// Reads data.train_tsv and data.test_tsv and builds the above. Errors name
+// The text task before encoding: each client's lines of the training file
+// (partition order), the test lines, and the vocabulary built from the
+// whole training file (id order). What layerfl-partition writes out.
+struct TextShares {
+  std::vector<std::vector<LabeledText>> clients;
+  std::vector<LabeledText> test;
+  std::vector<std::string> vocab;
+};
+absl::StatusOr<TextShares> BuildTextShares(const RunConfig& config);
+
+// Reads data.train_tsv and data.test_tsv and builds the above, encoded. Errors name
 // the file (and line) or the config field at fault: a label outside
 // [0, model.num_classes), feature_shift (an image-only partition), a
 // training file with fewer examples than clients.
@@ -65,6 +75,19 @@ absl::StatusOr<ImageSet> LoadClientImages(const std::string& dir,
 // Writes `images` into `dir` (created if missing) in the layout
 // LoadClientImages reads.
 absl::Status WriteClientImages(const ImageSet& images, const std::string& dir);
+
+// A text client's own data in `dir`: train.tsv (label<TAB>text lines) and
+// vocab.txt (the run's vocabulary, one word a line in id order, as
+// BuildTextShares makes it), encoded with model.max_len. Errors name the
+// file: ReadTsv's, a label outside [0, model.num_classes), a vocabulary
+// larger than model.vocab_size or not starting <pad>, <unk>.
+absl::StatusOr<TextSet> LoadClientText(const std::string& dir, const RunConfig& config);
+
+// Writes a text client's lines and the run's vocabulary into `dir` in the
+// layout LoadClientText reads.
+absl::Status WriteClientText(const std::vector<LabeledText>& examples,
+                             const std::vector<std::string>& vocab,
+                             const std::string& dir);
 
 }  // namespace layerfl
 

@@ -1,6 +1,7 @@
-// layerfl-partition: writes each client's share of the run config's image
-// task into its own directory, so that a client machine holds only its own
-// data (layerfl-client --data_dir). The shares are exactly those layerfl-sim
+// layerfl-partition: writes each client's share of the run config's task
+// into its own directory, so that a client machine holds only its own data
+// (layerfl-client --data_dir): IDX images for image runs, train.tsv plus the
+// run's vocab.txt for text runs. The shares are exactly those layerfl-sim
 // and `layerfl-client --partition i` build from the config and its seed.
 #include <iostream>
 #include <string>
@@ -32,12 +33,6 @@ int main(int argc, char** argv) {
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) return fail(std::string(config.status().message()), 2);
 
-  if (config->data.dataset != "fashion_mnist") {
-    return fail(absl::StrCat("data.dataset: layerfl-partition writes image shares "
-                             "(fashion_mnist), got '", config->data.dataset,
-                             "'; text clients take --partition"),
-                2);
-  }
   std::vector<int> which;
   if (absl::GetFlag(FLAGS_clients).empty()) {
     for (int i = 0; i < config->data.num_clients; ++i) which.push_back(i);
@@ -52,6 +47,22 @@ int main(int argc, char** argv) {
       which.push_back(i);
     }
   }
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (config->data.dataset == "tsv") {
+    absl::StatusOr<layerfl::TextShares> shares = layerfl::BuildTextShares(*config);
+    if (!shares.ok()) {
+      return fail(std::string(shares.status().message()),
+                  shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    }
+    for (int i : which) {
+      const std::string dir = absl::StrCat(out, "/", layerfl::PartitionClientId(i));
+      absl::Status s = layerfl::WriteClientText(shares->clients[i], shares->vocab, dir);
+      if (!s.ok()) return fail(std::string(s.message()), 1);
+      std::cout << dir << ": " << shares->clients[i].size() << " lines, "
+                << shares->vocab.size() << " words\n";
+    }
+    return 0;
+  }
   absl::StatusOr<layerfl::FederatedImages> images =
       layerfl::BuildFederatedImages(*config);
   if (!images.ok()) {
@@ -59,8 +70,7 @@ int main(int argc, char** argv) {
                 images.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
   }
   for (int i : which) {
-    const std::string dir =
-        absl::StrCat(absl::GetFlag(FLAGS_out), "/", layerfl::PartitionClientId(i));
+    const std::string dir = absl::StrCat(out, "/", layerfl::PartitionClientId(i));
     absl::Status s = layerfl::WriteClientImages(images->clients[i], dir);
     if (!s.ok()) return fail(std::string(s.message()), 1);
     std::cout << dir << ": " << images->clients[i].size() << " images\n";
