@@ -615,8 +615,11 @@ TEST_P(WireRefusalTest, UpdateDuringScoring) {
   FinishRoundLikeTheReference();
 }
 
-TEST_P(WireRefusalTest, DuplicateWhileWaiting) {
-  if (!GetParam()) GTEST_SKIP() << "only ordered aggregation keeps updates waiting";
+// Refusals that concern an update waiting for its turn: ordered aggregation
+// only (on arrival nothing waits).
+class WaitingRefusalTest : public WireRefusalTest {};
+
+TEST_P(WaitingRefusalTest, DuplicateWhileWaiting) {
   ToTraining();
   grpc::Status first;
   std::thread b = UploadBWhileItWaits(&first);
@@ -635,8 +638,7 @@ TEST_P(WireRefusalTest, DuplicateWhileWaiting) {
   ExpectBitIdentical(coordinator_->engine().global(), Reference());
 }
 
-TEST_P(WireRefusalTest, WaitingUpdateDamagedOnDisk) {
-  if (!GetParam()) GTEST_SKIP() << "only ordered aggregation keeps updates waiting";
+TEST_P(WaitingRefusalTest, WaitingUpdateDamagedOnDisk) {
   ToTraining();
   grpc::Status b_status;
   std::thread b = UploadBWhileItWaits(&b_status);
@@ -665,6 +667,8 @@ INSTANTIATE_TEST_SUITE_P(Aggregation, WireRefusalTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? "Ordered" : "OnArrival";
                          });
+INSTANTIATE_TEST_SUITE_P(Aggregation, WaitingRefusalTest, ::testing::Values(true),
+                         [](const ::testing::TestParamInfo<bool>&) { return "Ordered"; });
 
 }  // namespace
 }  // namespace layerfl
