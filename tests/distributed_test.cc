@@ -206,21 +206,31 @@ class DistributedTest : public ::testing::Test {
 TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(90);
   const std::string sim_config = WriteConfig(dir_, "sim");
-  // Every update that waits for its turn waits on disk (run_dir/held): the
-  // run must still equal the simulation.
+  // The coordinator sees the test images only (its pretrained start, if
+  // any, would be cached; this config has none), and every update that
+  // waits for its turn waits on disk (run_dir/held): the run must still
+  // equal the simulation.
+  const std::string test_only = dir_ + "/test_only";
+  fs::create_directories(test_only);
+  for (const char* f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+    fs::create_symlink(std::string("/usr/share/datasets/fashion-mnist/") + f,
+                       test_only + "/" + f);
+  }
   const std::string coord_config =
       WriteConfig(dir_, "coord", "transport:\n  max_held_mb: 0\n");
-  // Clients 2 and 3 train on their own copies of their data, as on separate
-  // machines (layerfl-partition writes them); 0 and 1 build theirs from the
-  // shared dataset. Either way the run must equal the simulation.
-  Process partition({kBin + "/layerfl-partition", "--config=" + coord_config,
-                     "--out=" + dir_ + "/private", "--clients=2,3"},
+  const std::string with_test_only = std::regex_replace(
+      ReadFile(coord_config), std::regex("\ndata:\n"), "\ndata:\n  dir: " + test_only + "\n");
+  std::ofstream(coord_config) << with_test_only;
+  ASSERT_THAT(ReadFile(coord_config), ::testing::HasSubstr("  dir: " + test_only));
+  // The clients train on their own copies of their data, as on separate
+  // machines (layerfl-partition writes them from the full dataset).
+  Process partition({kBin + "/layerfl-partition", "--config=" + sim_config,
+                     "--out=" + dir_ + "/private"},
                     dir_ + "/partition.log");
   ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
   RunAndCompareWithTheSimulator(
       sim_config, coord_config, dir_ + "/sim", dir_ + "/coord",
       [this](int i) -> std::vector<std::string> {
-        if (i < 2) return {absl::StrCat("--partition=", i)};
         const std::string id = absl::StrCat("client-00", i);
         return {"--id=" + id, "--data_dir=" + dir_ + "/private/" + id};
       },

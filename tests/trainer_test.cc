@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "client/trainer/pretrain.h"
+
 namespace layerfl {
 namespace {
 
@@ -251,6 +253,25 @@ TEST(EvaluateTest, CountsCorrectPredictions) {
   // loss = (log(1+e^-2) * 2 + log(1+e^1)) / 3
   const double expected = (2 * std::log1p(std::exp(-2.0)) + std::log1p(std::exp(1.0))) / 3;
   EXPECT_NEAR(r->loss, expected, 1e-6);
+}
+
+}  // namespace
+}  // namespace layerfl
+
+namespace layerfl {
+namespace {
+
+// A coordinator that skipped the training images (its checkpoint was cached)
+// and then finds the checkpoint gone is refused by name, not trained on
+// nothing.
+TEST(PretrainTest, MissingCheckpointWithoutHoldoutIsRefusedByName) {
+  RunConfig c;
+  c.pretrain.checkpoint = ::testing::TempDir() + "/no_such_pretrained.pt";
+  absl::StatusOr<NamedTensors> r = EnsurePretrained(c, ImageSet(), nullptr);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("pretrain.checkpoint: '" +
+                                                         c.pretrain.checkpoint + "'"));
+  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("no hold-out images"));
 }
 
 }  // namespace

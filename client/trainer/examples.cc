@@ -29,7 +29,8 @@ Examples TextToExamples(const TextSet& set) {
   return e;
 }
 
-absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which) {
+absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which,
+                                               bool with_holdout) {
   if (which != kAllClients && which != kNoClients &&
       (which < 0 || which >= c.data.num_clients)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -46,6 +47,11 @@ absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which) {
       if (wanted(i)) out.clients.push_back(TextToExamples(text.clients[i]));
     }
     out.test = TextToExamples(text.test);
+    return out;
+  }
+  if (which == kNoClients && !with_holdout) {
+    ASSIGN_OR_RETURN(ImageSet test, BuildTestImages(c));
+    out.test = ImagesToExamples(test);
     return out;
   }
   ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));

@@ -40,10 +40,13 @@ inline constexpr int kAllClients = -1;
 inline constexpr int kNoClients = -2;
 
 // `which`: kAllClients, kNoClients, or one partition index in
-// [0, data.num_clients) (then clients holds just that one). Errors name the
-// file or config field (BuildFederatedImages, BuildFederatedText);
-// InvalidArgument for a partition index out of range.
-absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config, int which);
+// [0, data.num_clients) (then clients holds just that one). An image run
+// with kNoClients and !with_holdout reads the test images only (a
+// coordinator whose pretrained start is cached needs no training images).
+// Errors name the file or config field (BuildFederatedImages,
+// BuildFederatedText); InvalidArgument for a partition index out of range.
+absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config, int which,
+                                               bool with_holdout = true);
 
 }  // namespace layerfl
 

@@ -35,6 +35,11 @@ absl::StatusOr<NamedTensors> EnsurePretrained(const RunConfig& config,
         "pretrain.checkpoint: '", path,
         "' does not exist and only the built-in ViT can be pretrained here"));
   }
+  if (holdout.size() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pretrain.checkpoint: '", path,
+        "' does not exist and no hold-out images were loaded to build it"));
+  }
   ImageSet data = holdout;
   const std::vector<int>& map = config.pretrain.label_map;
   int classes = config.model.num_classes;

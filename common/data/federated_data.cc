@@ -14,18 +14,50 @@
 
 namespace layerfl {
 
-absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
+namespace {
+
+absl::StatusOr<std::vector<Domain>> ParseDomains(const RunConfig& c) {
+  std::vector<Domain> domains;
+  for (const std::string& name : c.data.domains) {
+    ASSIGN_OR_RETURN(Domain d, ParseDomain(name));
+    domains.push_back(d);
+  }
+  return domains;
+}
+
+absl::Status CheckImageDataset(const RunConfig& c) {
   if (c.data.dataset != "fashion_mnist") {
     return absl::UnimplementedError(absl::StrCat(
         "data.dataset: image runs need fashion_mnist, got '", c.data.dataset, "'"));
   }
-  ASSIGN_OR_RETURN(ImageSet train, LoadFashionMnist(c.data.dir, true));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ImageSet> BuildTestImages(const RunConfig& c) {
+  RETURN_IF_ERROR(CheckImageDataset(c));
   ASSIGN_OR_RETURN(ImageSet test, LoadFashionMnist(c.data.dir, false));
   if (c.data.max_test_examples > 0 && c.data.max_test_examples < test.size()) {
     std::vector<int64_t> first(c.data.max_test_examples);
     for (int64_t i = 0; i < c.data.max_test_examples; ++i) first[i] = i;
     ASSIGN_OR_RETURN(test, Subset(test, first));
   }
+  if (c.data.partition == "feature_shift") {
+    ASSIGN_OR_RETURN(std::vector<Domain> domains, ParseDomains(c));
+    for (int64_t i = 0; i < test.size(); ++i) {
+      RETURN_IF_ERROR(ApplyDomain(domains[i % domains.size()], test.rows,
+                                  test.cols, test.mutable_image(i),
+                                  MixSeed(c.seed ^ 0x7e57ULL) + i));
+    }
+  }
+  return test;
+}
+
+absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
+  RETURN_IF_ERROR(CheckImageDataset(c));
+  ASSIGN_OR_RETURN(ImageSet train, LoadFashionMnist(c.data.dir, true));
+  ASSIGN_OR_RETURN(ImageSet test, BuildTestImages(c));
   // The hold-out does not depend on the run seed: one cached pretrained
   // checkpoint then serves every seed without ever having seen a client's
   // images.
@@ -47,11 +79,7 @@ absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
   } else {
     ASSIGN_OR_RETURN(part, PartitionIid(fed.size(), c.data.num_clients, c.seed));
   }
-  std::vector<Domain> domains;
-  for (const std::string& name : c.data.domains) {
-    ASSIGN_OR_RETURN(Domain d, ParseDomain(name));
-    domains.push_back(d);
-  }
+  ASSIGN_OR_RETURN(std::vector<Domain> domains, ParseDomains(c));
   for (size_t i = 0; i < part.clients.size(); ++i) {
     ASSIGN_OR_RETURN(ImageSet client, Subset(fed, part.clients[i]));
     if (!part.domain.empty()) {
@@ -61,13 +89,6 @@ absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& c) {
     out.clients.push_back(std::move(client));
   }
   out.client_domain = part.domain;
-  if (!part.domain.empty()) {
-    for (int64_t i = 0; i < test.size(); ++i) {
-      RETURN_IF_ERROR(ApplyDomain(domains[i % domains.size()], test.rows,
-                                  test.cols, test.mutable_image(i),
-                                  MixSeed(c.seed ^ 0x7e57ULL) + i));
-    }
-  }
   out.test = std::move(test);
   return out;
 }

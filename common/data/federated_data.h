@@ -30,6 +30,11 @@ struct FederatedImages {
   ImageSet test;
 };
 
+// The test images alone, exactly as BuildFederatedImages makes them (first
+// data.max_test_examples; under feature shift each seen through its
+// domain): all an evaluator needs, without the training images.
+absl::StatusOr<ImageSet> BuildTestImages(const RunConfig& config);
+
 // Loads Fashion-MNIST from data.dir and builds the above. Errors name the
 // file or the config field at fault.
 absl::StatusOr<FederatedImages> BuildFederatedImages(const RunConfig& config);

@@ -48,10 +48,13 @@ RoundEngine::Deps RunCore::EngineDeps() const {
 absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
                                    int which) {
   RunCore core;
-  ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, which));
+  // The pretraining hold-out is needed only to build a missing checkpoint.
+  const bool pretrain = c.model.kind == "vit" && c.pretrain.enabled;
+  const bool need_holdout = pretrain && !std::filesystem::exists(c.pretrain.checkpoint);
+  ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, which, need_holdout));
   core.clients = std::move(task.clients);
   ASSIGN_OR_RETURN(core.model, CreateModel(c.model, c.seed));
-  if (c.model.kind == "vit" && c.pretrain.enabled) {
+  if (pretrain) {
     ASSIGN_OR_RETURN(NamedTensors pretrained, EnsurePretrained(c, task.holdout, log));
     RETURN_IF_ERROR(
         LoadPretrained(*core.model, pretrained, c.pretrain.checkpoint));

@@ -43,7 +43,8 @@ struct RunCore {
 // Builds the above for an image (ViT, pretrained start from the hold-out
 // when pretrain.enabled) or a text run (its model's own initialisation);
 // `which` as BuildTaskExamples: the simulator wants kAllClients, the
-// coordinator kNoClients. Refuses (FailedPrecondition) a run_dir holding
+// coordinator kNoClients (then, unless a missing pretrained checkpoint must
+// be built, only the test set is read). Refuses (FailedPrecondition) a run_dir holding
 // checkpoints when federated.resume is false.
 absl::StatusOr<RunCore> PrepareRun(const RunConfig& config, std::ostream* log,
                                    int which = kAllClients);
