@@ -136,7 +136,9 @@ std::vector<std::string> Metrics(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     line = line.substr(0, line.find(",\"timing_ms\""));
+    // Transport only: what went over the wire (the simulator has no wire).
     line = std::regex_replace(line, std::regex(",\"bytes_down\":[0-9]+"), "");
+    line = std::regex_replace(line, std::regex(",\"wire_bytes_up\":[0-9]+"), "");
     out.push_back(line);
   }
   return out;
@@ -237,6 +239,9 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
       deadline);
   if (HasFatalFailure()) return;
   const Checkpoint a = LatestCheckpoint(dir_ + "/coord");
+  EXPECT_THAT(ReadFile(dir_ + "/coord/metrics.jsonl"), ::testing::HasSubstr("\"wire_bytes_up\":"));
+  EXPECT_THAT(ReadFile(dir_ + "/sim/metrics.jsonl"),
+              ::testing::Not(::testing::HasSubstr("\"wire_bytes_up\":")));
 
   // Downloads: round 1 carries the whole model to each of the 4 clients;
   // round t > 1 only the layers round t-1 changed.

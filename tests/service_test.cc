@@ -143,6 +143,15 @@ TEST(ServiceTest, RoundsCompleteBitIdenticalToSequentialDrive) {
   std::cout << "upload wire bytes / (selected params x 4 bytes), worst: " << worst
             << "\n";
   EXPECT_LE(worst, 1.02);
+  // Each round's record carries the wire bytes of exactly its uploads.
+  for (const RoundRecord& r : records) {
+    int64_t wire = 0;
+    for (const TransferRecord& u : stats.uploads) {
+      if (u.round == r.round) wire += u.wire_bytes;
+    }
+    EXPECT_EQ(r.wire_bytes_up, wire) << "round " << r.round;
+    EXPECT_THAT(r.ToJson(), HasSubstr(absl::StrCat("\"wire_bytes_up\":", wire)));
+  }
 }
 
 TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
@@ -249,6 +258,11 @@ TEST(ServiceTest, Float16HalvesTheBytes) {
   std::cout << "float16 upload wire bytes / (selected params x 2 bytes), worst: "
             << worst << "\n";
   EXPECT_LE(worst, 1.02);
+  // metrics: about half the float32 payload went over the wire.
+  for (const RoundRecord& r : coordinator.records()) {
+    EXPECT_GT(r.wire_bytes_up, r.bytes_up / 2) << r.round;
+    EXPECT_LE(r.wire_bytes_up, r.bytes_up / 2 * 1.02) << r.round;
+  }
 }
 
 TEST(ServiceTest, SilentClientDroppedAtDeadlineRoundCompletesAtQuorum) {

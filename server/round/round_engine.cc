@@ -593,8 +593,9 @@ std::string RoundRecord::ToJson() const {
     absl::StrAppend(&out, ",\"accuracy\":", JsonNumber(eval.accuracy),
                     ",\"loss\":", JsonNumber(eval.loss));
   }
-  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up, ",\"bytes_down\":",
-                  bytes_down, ",\"changed_layers\":[");
+  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up, ",\"bytes_down\":", bytes_down);
+  if (wire_bytes_up >= 0) absl::StrAppend(&out, ",\"wire_bytes_up\":", wire_bytes_up);
+  absl::StrAppend(&out, ",\"changed_layers\":[");
   for (size_t i = 0; i < changed_layers.size(); ++i) {
     absl::StrAppend(&out, i ? "," : "", JsonString(changed_layers[i]));
   }

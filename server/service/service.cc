@@ -544,6 +544,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     absl::Status s =
         deps_.engine->SubmitUpdate(u.id, u.round, u.num_samples, u.update);
     if (s.ok()) {
+      wire_bytes_up_ += u.record.wire_bytes;
       Log(absl::StrFormat(
           "round %d: update from %s, %d layers [%s], %d wire bytes for %d "
           "values (%.4f of the %s payload)",
@@ -655,6 +656,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   void DeliverRecords() {
     for (RoundRecord& r : deps_.engine->TakeRecords()) {
       r.bytes_down = bytes_down_.exchange(0);
+      r.wire_bytes_up = wire_bytes_up_;
+      wire_bytes_up_ = 0;
       std::string eval;
       if (r.evaluated) {
         eval = absl::StrFormat(", accuracy %.4f, loss %.4f", r.eval.accuracy,
@@ -664,9 +667,10 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       for (const ClientRoundRecord& c : r.clients) contributed += c.contributed;
       Log(absl::StrFormat(
           "round %d committed (attempt %d): %d of %d clients, changed [%s]%s, "
-          "up %d bytes (float32 values), down %d wire bytes",
+          "up %d wire bytes (%d as float32 values), down %d wire bytes",
           r.round, r.attempt, contributed, r.clients.size(),
-          absl::StrJoin(r.changed_layers, ","), eval, r.bytes_up, r.bytes_down));
+          absl::StrJoin(r.changed_layers, ","), eval, r.wire_bytes_up, r.bytes_up,
+          r.bytes_down));
       if (deps_.on_round) deps_.on_round(r);
     }
   }
@@ -875,6 +879,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   std::atomic<bool> tick_queued_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> bytes_down_{0};
+  int64_t wire_bytes_up_ = 0;  // engine thread: accepted uploads since the last commit
 
   absl::Mutex mu_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
