@@ -384,6 +384,14 @@ TEST(FederatedTextTest, PartitionsEncodesWithOneVocabularyAndNamesBadLabels) {
   ASSERT_TRUE(own.ok()) << own.status();
   EXPECT_EQ(own->tokens, text->clients[1].tokens);
   EXPECT_EQ(own->labels, text->clients[1].labels);
+  // A text ending in '\r' (ReadTsv keeps all but the last one of a line)
+  // comes back with the same tokens.
+  const std::string cr_dir = TempPath("text-share/client-cr");
+  ASSERT_TRUE(WriteClientText({{1, "red\r"}, {0, "\r"}}, shares->vocab, cr_dir).ok());
+  absl::StatusOr<TextSet> cr = LoadClientText(cr_dir, c);
+  ASSERT_TRUE(cr.ok()) << cr.status();
+  EXPECT_THAT(cr->tokens, ElementsAre(2, 0, 0, 0, 0, 0));
+  EXPECT_THAT(cr->labels, ElementsAre(1, 0));
   RunConfig small_vocab = c;
   small_vocab.model.vocab_size = 4;
   absl::Status bad = LoadClientText(dir, small_vocab).status();

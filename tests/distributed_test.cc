@@ -381,7 +381,10 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
         return {"--id=" + id, "--data_dir=" + dir_ + "/text_private/" + id};
       },
       deadline);
-  EXPECT_THAT(Metrics(dir_ + "/text_coord").back(), ::testing::HasSubstr("\"accuracy\":"));
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> metrics = Metrics(dir_ + "/text_coord");
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_THAT(metrics.back(), ::testing::HasSubstr("\"accuracy\":"));
 }
 
 TEST_F(DistributedTest, ExitCodes) {

@@ -272,6 +272,7 @@ TEST(PretrainTest, MissingCheckpointWithoutHoldoutIsRefusedByName) {
   EXPECT_THAT(r.status().message(), ::testing::HasSubstr("pretrain.checkpoint: '" +
                                                          c.pretrain.checkpoint + "'"));
   EXPECT_THAT(r.status().message(), ::testing::HasSubstr("no hold-out images"));
+  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("data.pretrain_fraction"));
 }
 
 }  // namespace

@@ -647,8 +647,8 @@ TEST_P(WaitingRefusalTest, WaitingUpdateDamagedOnDisk) {
   for (const auto& e : std::filesystem::directory_iterator(spill_dir_)) {
     files.push_back(e.path());
   }
-  ASSERT_EQ(files.size(), 1u);
-  {
+  EXPECT_EQ(files.size(), 1u);  // (no ASSERT: client-001's call must be joined)
+  if (!files.empty()) {
     std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(4096);
     f.put('\x7f');

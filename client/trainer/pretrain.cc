@@ -38,7 +38,8 @@ absl::StatusOr<NamedTensors> EnsurePretrained(const RunConfig& config,
   if (holdout.size() == 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pretrain.checkpoint: '", path,
-        "' does not exist and no hold-out images were loaded to build it"));
+        "' does not exist and there are no hold-out images to build it from "
+        "(data.pretrain_fraction is 0, or only the test images were read)"));
   }
   ImageSet data = holdout;
   const std::vector<int>& map = config.pretrain.label_map;

@@ -224,7 +224,15 @@ absl::Status WriteClientText(const std::vector<LabeledText>& examples,
                              const std::vector<std::string>& vocab,
                              const std::string& dir) {
   std::string tsv;
-  for (const LabeledText& e : examples) absl::StrAppend(&tsv, e.label, "\t", e.text, "\n");
+  for (const LabeledText& e : examples) {
+    // ReadTsv drops one trailing '\r' per line: a text that ends in one
+    // ends in a space instead (both only separate words; same tokens).
+    const bool cr = !e.text.empty() && e.text.back() == '\r';
+    absl::StrAppend(&tsv, e.label, "\t",
+                    cr ? absl::string_view(e.text).substr(0, e.text.size() - 1)
+                       : absl::string_view(e.text),
+                    cr ? " \n" : "\n");
+  }
   const std::filesystem::path d(dir);  // WriteFileAtomically creates it
   RETURN_IF_ERROR(WriteFileAtomically((d / kTextName).string(), tsv));
   return WriteFileAtomically((d / kVocabName).string(), absl::StrJoin(vocab, "\n") + "\n");

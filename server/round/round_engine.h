@@ -117,8 +117,8 @@ struct RoundRecord {
   std::string solver_status;
   int64_t bytes_up = 0;    // delta payload bytes accepted this round (float32)
   int64_t bytes_down = 0;  // weights sent to clients; filled by the transport
-  // Wire bytes of the updates the transport accepted since the previous
-  // commit (float16/bfloat16 halve them); -1 = no transport (the
+  // Wire bytes of the updates the transport accepted in the committed
+  // attempt (float16/bfloat16 halve them); -1 = no transport (the
   // simulator), and then left out of the JSON.
   int64_t wire_bytes_up = -1;
   std::map<std::string, int64_t> rejected;  // reason -> count, this round

@@ -697,6 +697,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     }
     last_start_refusal_.clear();
     started_any_ = true;
+    wire_bytes_up_ = 0;  // a retried round counts its own attempt only
     const int64_t round = deps_.engine->committed_round() + 1;
     std::vector<std::string> scoring, training;
     for (const std::string& id : ever_joined_) {
@@ -879,7 +880,7 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   std::atomic<bool> tick_queued_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> bytes_down_{0};
-  int64_t wire_bytes_up_ = 0;  // engine thread: accepted uploads since the last commit
+  int64_t wire_bytes_up_ = 0;  // engine thread: accepted uploads of this attempt
 
   absl::Mutex mu_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
