@@ -1,5 +1,3 @@
-#include "common/util/signals.h"
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/util/signals.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

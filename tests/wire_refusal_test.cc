@@ -14,19 +14,18 @@
 // waiting update waits on disk (max_held_bytes 0), and the round finishes
 // with client-001's update arriving first: it waits, on disk, for
 // client-000's.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <cmath>
 #include <limits>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "grpcpp/grpcpp.h"
 #include "proto/layerfl.grpc.pb.h"
@@ -59,7 +58,9 @@ std::vector<LayerDelta> ValidUpdate(float scale) {
   return out;
 }
 
-std::vector<double> Scores(double base) { return {base, base + 1, base + 2, base + 3}; }
+std::vector<double> Scores(double base) {
+  return {base, base + 1, base + 2, base + 3};
+}
 
 // What the committed model must be after round 1 when exactly the two valid
 // updates were applied: an engine fed directly, no transport.
@@ -72,8 +73,11 @@ ModelWeights Reference() {
   EXPECT_TRUE(engine->StartRound().ok());
   EXPECT_TRUE(engine->SubmitScores("client-000", 1, Scores(1)).ok());
   EXPECT_TRUE(engine->SubmitScores("client-001", 1, Scores(2)).ok());
-  EXPECT_TRUE(engine->SubmitUpdate("client-000", 1, kSamplesA, ValidUpdate(0.3f)).ok());
-  EXPECT_TRUE(engine->SubmitUpdate("client-001", 1, kSamplesB, ValidUpdate(-0.2f)).ok());
+  EXPECT_TRUE(
+      engine->SubmitUpdate("client-000", 1, kSamplesA, ValidUpdate(0.3f)).ok());
+  EXPECT_TRUE(
+      engine->SubmitUpdate("client-001", 1, kSamplesB, ValidUpdate(-0.2f))
+          .ok());
   EXPECT_EQ(engine->committed_round(), 1);
   return engine->global();
 }
@@ -103,9 +107,10 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     options.client_timeout = absl::Minutes(10);
     options.ordered_aggregation = GetParam();
     options.max_held_bytes = 0;
-    spill_dir_ = absl::StrCat(::testing::TempDir(), "/wire_spill_", getpid(), "_",
-                              ::testing::UnitTest::GetInstance()->random_seed(), "_",
-                              spill_counter_++);
+    spill_dir_ =
+        absl::StrCat(::testing::TempDir(), "/wire_spill_", getpid(), "_",
+                     ::testing::UnitTest::GetInstance()->random_seed(), "_",
+                     spill_counter_++);
     std::filesystem::remove_all(spill_dir_);
     options.spill_dir = spill_dir_;
     coordinator_ = std::make_unique<Coordinator>(
@@ -121,7 +126,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   }
 
   void Deadline(grpc::ClientContext* c) {
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    c->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(10));
   }
 
   Peer JoinAs(const std::string& id, int64_t samples) {
@@ -199,7 +205,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   }
 
   // One UploadUpdate stream: the manifest, the frames, then the close.
-  grpc::Status Upload(const Manifest& manifest, std::vector<ChunkFrame> frames) {
+  grpc::Status Upload(const Manifest& manifest,
+                      std::vector<ChunkFrame> frames) {
     grpc::ClientContext context;
     Deadline(&context);
     wire::UploadReply reply;
@@ -230,7 +237,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   // The call was refused with `code` and a message "<reason>: ...", and the
   // service counted one more refusal under `reason`.
   void ExpectRefused(const grpc::Status& s, grpc::StatusCode code,
-                     const std::string& reason, const std::string& detail = "") {
+                     const std::string& reason,
+                     const std::string& detail = "") {
     EXPECT_EQ(s.error_code(), code) << s.error_message();
     EXPECT_THAT(s.error_message(), StartsWith(reason + ": "));
     if (!detail.empty()) {
@@ -266,7 +274,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   std::thread UploadBWhileItWaits(grpc::Status* status) {
     const int64_t spilled = coordinator_->server().stats().spilled;
     std::thread t([this, status] { *status = UploadValid(b_, -0.2f); });
-    for (int i = 0; i < 500 && coordinator_->server().stats().spilled == spilled; ++i) {
+    for (int i = 0;
+         i < 500 && coordinator_->server().stats().spilled == spilled; ++i) {
       absl::SleepFor(absl::Milliseconds(10));
     }
     EXPECT_EQ(coordinator_->server().stats().spilled, spilled + 1);
@@ -292,7 +301,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
       b_status = UploadValid(b_, -0.2f);
     }
     ASSERT_TRUE(b_status.ok()) << b_status.error_message();
-    for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1; ++i) {
+    for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1;
+         ++i) {
       absl::SleepFor(absl::Milliseconds(10));
     }
     ASSERT_EQ(coordinator_->engine().committed_round(), 1);
@@ -304,7 +314,8 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     const std::vector<RoundRecord> records = coordinator_->records();
     ASSERT_EQ(records.size(), 1u);
     int contributed = 0;
-    for (const ClientRoundRecord& c : records[0].clients) contributed += c.contributed;
+    for (const ClientRoundRecord& c : records[0].clients)
+      contributed += c.contributed;
     EXPECT_EQ(contributed, 2);
   }
 
@@ -405,13 +416,16 @@ TEST_P(WireRefusalTest, OversizedChunk) {
   ToTraining();
   const std::vector<LayerDelta> u = ValidUpdate(0.3f);
   // 96 KiB chunks; the coordinator accepts 64 KiB.
-  ExpectRefused(Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 96 << 10)),
-                kInvalid, "oversized_chunk", "65536");
+  ExpectRefused(
+      Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 96 << 10)),
+      kInvalid, "oversized_chunk", "65536");
   // A message beyond the transport's own cap (max_chunk_bytes + 64 KiB) is
   // stopped by gRPC before the service sees it: RESOURCE_EXHAUSTED, with
   // gRPC's message naming both sizes (and not in the service's counts).
-  grpc::Status s = Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 256 << 10));
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  grpc::Status s =
+      Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 256 << 10));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("larger than max"));
   ExpectCommittedStateUnchanged();
   FinishRoundLikeTheReference();
@@ -443,8 +457,9 @@ TEST_P(WireRefusalTest, WrongShape) {
   ToTraining();
   std::vector<LayerDelta> u = ValidUpdate(0.3f);
   u[1].tensors[0] = MakeTensor("head.w", {10, 127}, 0.3f);
-  ExpectRefused(Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 16 << 10, true)),
-                kInvalid, "wrong_shape", "head");
+  ExpectRefused(
+      Upload(ManifestOf(a_, u), Frames(u, Encoding::kFloat32, 16 << 10, true)),
+      kInvalid, "wrong_shape", "head");
   ExpectCommittedStateUnchanged();
   FinishRoundLikeTheReference();
 }
@@ -631,7 +646,8 @@ TEST_P(WaitingRefusalTest, DuplicateWhileWaiting) {
   b.join();
   EXPECT_TRUE(first.ok()) << first.error_message();
   // Client-000 then client-001's first update: exactly the reference.
-  for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1; ++i) {
+  for (int i = 0; i < 500 && coordinator_->engine().committed_round() < 1;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   ASSERT_EQ(coordinator_->engine().committed_round(), 1);
@@ -667,8 +683,11 @@ INSTANTIATE_TEST_SUITE_P(Aggregation, WireRefusalTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? "Ordered" : "OnArrival";
                          });
-INSTANTIATE_TEST_SUITE_P(Aggregation, WaitingRefusalTest, ::testing::Values(true),
-                         [](const ::testing::TestParamInfo<bool>&) { return "Ordered"; });
+INSTANTIATE_TEST_SUITE_P(Aggregation, WaitingRefusalTest,
+                         ::testing::Values(true),
+                         [](const ::testing::TestParamInfo<bool>&) {
+                           return "Ordered";
+                         });
 
 }  // namespace
 }  // namespace layerfl

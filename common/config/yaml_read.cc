@@ -88,8 +88,8 @@ absl::Status Read(const YAML::Node& node, const std::string& path, int* out,
   return ReadInteger(node, path, out, style);
 }
 
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  int64_t* out, const Style& style) {
+absl::Status Read(const YAML::Node& node, const std::string& path, int64_t* out,
+                  const Style& style) {
   return ReadInteger(node, path, out, style);
 }
 
@@ -98,8 +98,8 @@ absl::Status Read(const YAML::Node& node, const std::string& path,
   return ReadInteger(node, path, out, style);
 }
 
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  double* out, const Style& style) {
+absl::Status Read(const YAML::Node& node, const std::string& path, double* out,
+                  const Style& style) {
   double value = 0;
   if (!IsPlainScalar(node) || !absl::SimpleAtod(node.Scalar(), &value)) {
     return TypeError(node, path,

@@ -59,12 +59,12 @@ std::string Join(const std::string& path, absl::string_view key);
 // Each reads `node` into *out; on error *out is unchanged.
 absl::Status Read(const YAML::Node& node, const std::string& path, int* out,
                   const Style& style);
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  int64_t* out, const Style& style);
+absl::Status Read(const YAML::Node& node, const std::string& path, int64_t* out,
+                  const Style& style);
 absl::Status Read(const YAML::Node& node, const std::string& path,
                   uint64_t* out, const Style& style);
-absl::Status Read(const YAML::Node& node, const std::string& path,
-                  double* out, const Style& style);
+absl::Status Read(const YAML::Node& node, const std::string& path, double* out,
+                  const Style& style);
 // YAML 1.2 booleans only: true/false (also True, TRUE, ...), unquoted; the
 // YAML 1.1 spellings yes/no/on/off are refused as ambiguous.
 absl::Status Read(const YAML::Node& node, const std::string& path, bool* out,

@@ -16,18 +16,21 @@
 #include "common/util/flags.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
-ABSL_FLAG(std::string, out, "",
-          "output directory; client i's data goes to <out>/client-%03d/; required");
+ABSL_FLAG(
+    std::string, out, "",
+    "output directory; client i's data goes to <out>/client-%03d/; required");
 ABSL_FLAG(std::string, clients, "",
           "comma-separated partition indices to write (default: all)");
 
 int main(int argc, char** argv) {
-  layerfl::ParseFlags(argc, argv, "layerfl-partition --config FILE --out DIR [--clients 0,3]");
+  layerfl::ParseFlags(
+      argc, argv, "layerfl-partition --config FILE --out DIR [--clients 0,3]");
   auto fail = [](const std::string& why, int code) {
     std::cerr << "layerfl-partition: " << why << "\n";
     return code;
   };
-  if (absl::GetFlag(FLAGS_config).empty()) return fail("--config is required", 2);
+  if (absl::GetFlag(FLAGS_config).empty())
+    return fail("--config is required", 2);
   if (absl::GetFlag(FLAGS_out).empty()) return fail("--out is required", 2);
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
@@ -37,26 +40,33 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_clients).empty()) {
     for (int i = 0; i < config->data.num_clients; ++i) which.push_back(i);
   } else {
-    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_clients), ',')) {
+    for (absl::string_view part :
+         absl::StrSplit(absl::GetFlag(FLAGS_clients), ',')) {
       int i = -1;
-      if (!absl::SimpleAtoi(part, &i) || i < 0 || i >= config->data.num_clients) {
-        return fail(absl::StrCat("--clients: '", part, "' is not a partition in [0, ",
-                                 "data.num_clients = ", config->data.num_clients, ")"),
-                    2);
+      if (!absl::SimpleAtoi(part, &i) || i < 0 ||
+          i >= config->data.num_clients) {
+        return fail(
+            absl::StrCat("--clients: '", part, "' is not a partition in [0, ",
+                         "data.num_clients = ", config->data.num_clients, ")"),
+            2);
       }
       which.push_back(i);
     }
   }
   const std::string out = absl::GetFlag(FLAGS_out);
   if (config->data.dataset == "tsv") {
-    absl::StatusOr<layerfl::TextShares> shares = layerfl::BuildTextShares(*config);
+    absl::StatusOr<layerfl::TextShares> shares =
+        layerfl::BuildTextShares(*config);
     if (!shares.ok()) {
-      return fail(std::string(shares.status().message()),
-                  shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+      return fail(
+          std::string(shares.status().message()),
+          shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
     }
     for (int i : which) {
-      const std::string dir = absl::StrCat(out, "/", layerfl::PartitionClientId(i));
-      absl::Status s = layerfl::WriteClientText(shares->clients[i], shares->vocab, dir);
+      const std::string dir =
+          absl::StrCat(out, "/", layerfl::PartitionClientId(i));
+      absl::Status s =
+          layerfl::WriteClientText(shares->clients[i], shares->vocab, dir);
       if (!s.ok()) return fail(std::string(s.message()), 1);
       std::cout << dir << ": " << shares->clients[i].size() << " lines, "
                 << shares->vocab.size() << " words\n";
@@ -66,11 +76,13 @@ int main(int argc, char** argv) {
   absl::StatusOr<layerfl::FederatedImages> images =
       layerfl::BuildFederatedImages(*config);
   if (!images.ok()) {
-    return fail(std::string(images.status().message()),
-                images.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    return fail(
+        std::string(images.status().message()),
+        images.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
   }
   for (int i : which) {
-    const std::string dir = absl::StrCat(out, "/", layerfl::PartitionClientId(i));
+    const std::string dir =
+        absl::StrCat(out, "/", layerfl::PartitionClientId(i));
     absl::Status s = layerfl::WriteClientImages(images->clients[i], dir);
     if (!s.ok()) return fail(std::string(s.message()), 1);
     std::cout << dir << ": " << images->clients[i].size() << " images\n";

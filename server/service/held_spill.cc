@@ -18,14 +18,16 @@ int64_t UpdateValueBytes(const std::vector<LayerDelta>& update) {
   return n * static_cast<int64_t>(sizeof(float));
 }
 
-absl::Status SpillValues(std::vector<LayerDelta>& update, const std::string& path) {
+absl::Status SpillValues(std::vector<LayerDelta>& update,
+                         const std::string& path) {
   uint32_t crc = 0;
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
-        const absl::string_view bytes(reinterpret_cast<const char*>(t.values.data()),
-                                      t.values.size() * sizeof(float));
+        const absl::string_view bytes(
+            reinterpret_cast<const char*>(t.values.data()),
+            t.values.size() * sizeof(float));
         crc = Crc32(bytes, crc);
         out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
       }
@@ -43,7 +45,8 @@ absl::Status SpillValues(std::vector<LayerDelta>& update, const std::string& pat
   return absl::OkStatus();
 }
 
-absl::Status RestoreValues(std::vector<LayerDelta>& update, const std::string& path) {
+absl::Status RestoreValues(std::vector<LayerDelta>& update,
+                           const std::string& path) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   std::remove(path.c_str());
   if (!bytes.ok()) return bytes.status();
@@ -55,10 +58,12 @@ absl::Status RestoreValues(std::vector<LayerDelta>& update, const std::string& p
       numel += n;
     }
   }
-  const size_t want = static_cast<size_t>(numel) * sizeof(float) + sizeof(uint32_t);
+  const size_t want =
+      static_cast<size_t>(numel) * sizeof(float) + sizeof(uint32_t);
   if (bytes->size() != want) {
     return absl::DataLossError(absl::StrCat("spilled update ", path, " has ",
-                                            bytes->size(), " bytes, expected ", want));
+                                            bytes->size(), " bytes, expected ",
+                                            want));
   }
   uint32_t stored = 0;
   std::memcpy(&stored, bytes->data() + want - sizeof(stored), sizeof(stored));

@@ -20,13 +20,15 @@ int64_t UpdateValueBytes(const std::vector<LayerDelta>& update);
 // Writes the values of `update` to `path` and frees them from memory (the
 // tensors keep names and shapes). On error (naming the path) `update` is
 // unchanged and no file is left.
-absl::Status SpillValues(std::vector<LayerDelta>& update, const std::string& path);
+absl::Status SpillValues(std::vector<LayerDelta>& update,
+                         const std::string& path);
 
 // Reads back what SpillValues wrote into the same `update` and removes the
 // file. DataLoss naming the path when its size or CRC does not match the
 // shapes (a damaged or foreign file); the error codes of ReadFileToString
 // when it cannot be read.
-absl::Status RestoreValues(std::vector<LayerDelta>& update, const std::string& path);
+absl::Status RestoreValues(std::vector<LayerDelta>& update,
+                           const std::string& path);
 
 }  // namespace layerfl
 
