@@ -114,7 +114,7 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     std::filesystem::remove_all(spill_dir_);
     options.spill_dir = spill_dir_;
     coordinator_ = std::make_unique<Coordinator>(
-        EngineOptions(1, absl::Seconds(60)), options);
+        EngineOptions(1, round_deadline_), options);
     stub_ = wire::Coordinator::NewStub(grpc::CreateChannel(
         coordinator_->target(), grpc::InsecureChannelCredentials()));
     a_ = JoinAs("client-000", kSamplesA);
@@ -325,6 +325,7 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
   std::map<std::string, int64_t> counted_;
   std::string spill_dir_;
   static inline int spill_counter_ = 0;
+  absl::Duration round_deadline_ = absl::Seconds(60);
 };
 
 constexpr auto kInvalid = grpc::StatusCode::INVALID_ARGUMENT;
@@ -679,7 +680,43 @@ TEST_P(WaitingRefusalTest, WaitingUpdateDamagedOnDisk) {
   FinishRoundLikeTheReference(/*a_already_uploaded=*/true);
 }
 
+// A round whose first attempt misses its quorum (client-001 never answers
+// before the 1 s deadline) is tried again from scoring; the abandoned
+// attempt's update leaves nothing behind: not in the weights, not in the
+// committed record's wire bytes.
+class RetriedRoundTest : public WireRefusalTest {
+ protected:
+  RetriedRoundTest() { round_deadline_ = absl::Seconds(1); }
+};
+
+TEST_P(RetriedRoundTest, AnAbandonedAttemptLeavesNothingBehind) {
+  ToTraining();
+  ASSERT_TRUE(UploadValid(a_, 0.9f).ok());  // attempt 0 only
+  const wire::TaskReply again = AwaitTask(a_);
+  ASSERT_EQ(again.kind(), wire::TaskReply::SCORE);
+  EXPECT_EQ(again.round(), 1);
+  ExpectCommittedStateUnchanged();
+  ASSERT_EQ(AwaitTask(b_).kind(), wire::TaskReply::SCORE);
+  ToTraining();
+  FinishRoundLikeTheReference();  // weights: attempt 1's two updates only
+  const std::vector<RoundRecord> records = coordinator_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].attempt, 1);
+  const ServiceStats stats = coordinator_->server().stats();
+  int64_t ok_wire = 0;
+  for (const TransferRecord& u : stats.uploads) {
+    if (u.outcome == "ok") ok_wire += u.wire_bytes;
+  }
+  ASSERT_GE(stats.uploads.size(), 3u);
+  EXPECT_EQ(stats.uploads[0].client, "client-000");  // the abandoned one
+  EXPECT_EQ(records[0].wire_bytes_up, ok_wire - stats.uploads[0].wire_bytes);
+}
+
 INSTANTIATE_TEST_SUITE_P(Aggregation, WireRefusalTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "Ordered" : "OnArrival";
+                         });
+INSTANTIATE_TEST_SUITE_P(Aggregation, RetriedRoundTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? "Ordered" : "OnArrival";
                          });
