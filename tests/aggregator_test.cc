@@ -14,6 +14,7 @@
 #include "common/weights/weights.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/weights_matchers.h"
 
 namespace layerfl {
 namespace {
@@ -52,28 +53,6 @@ LayerDelta BlockDelta(std::vector<float> w, std::vector<float> b) {
 }
 LayerDelta HeadDelta(std::vector<float> v) {
   return D("head", {T("head.w", {2}, std::move(v))});
-}
-
-// Bit-for-bit equality of two models (values compared as bytes).
-void ExpectBitIdentical(const ModelWeights& a, const ModelWeights& b) {
-  ASSERT_EQ(a.layers.size(), b.layers.size());
-  for (size_t l = 0; l < a.layers.size(); ++l) {
-    const LayerWeights& x = a.layers[l];
-    const LayerWeights& y = b.layers[l];
-    EXPECT_EQ(x.group, y.group);
-    EXPECT_EQ(x.version, y.version) << x.group;
-    ASSERT_EQ(x.tensors.size(), y.tensors.size());
-    for (size_t t = 0; t < x.tensors.size(); ++t) {
-      EXPECT_EQ(x.tensors[t].name, y.tensors[t].name);
-      EXPECT_EQ(x.tensors[t].shape, y.tensors[t].shape);
-      ASSERT_EQ(x.tensors[t].values.size(), y.tensors[t].values.size());
-      if (x.tensors[t].values.empty()) continue;
-      EXPECT_EQ(
-          0, std::memcmp(x.tensors[t].values.data(), y.tensors[t].values.data(),
-                         4 * x.tensors[t].values.size()))
-          << x.tensors[t].name;
-    }
-  }
 }
 
 TEST(RejectionTest, NamesCodesAndRoundTrip) {

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/checkpoint/checkpoint_store.h"
+#include "tests/weights_matchers.h"
 
 namespace layerfl {
 namespace {
@@ -49,23 +50,7 @@ void ExpectBitIdentical(const Checkpoint& a, const Checkpoint& b) {
   EXPECT_EQ(a.selection_state, b.selection_state);
   EXPECT_EQ(a.engine_state, b.engine_state);
   EXPECT_EQ(a.metrics_json, b.metrics_json);
-  ASSERT_EQ(a.weights.layers.size(), b.weights.layers.size());
-  for (size_t l = 0; l < a.weights.layers.size(); ++l) {
-    const LayerWeights& x = a.weights.layers[l];
-    const LayerWeights& y = b.weights.layers[l];
-    EXPECT_EQ(x.group, y.group);
-    EXPECT_EQ(x.version, y.version);
-    ASSERT_EQ(x.tensors.size(), y.tensors.size());
-    for (size_t t = 0; t < x.tensors.size(); ++t) {
-      EXPECT_EQ(x.tensors[t].name, y.tensors[t].name);
-      EXPECT_EQ(x.tensors[t].shape, y.tensors[t].shape);
-      ASSERT_EQ(x.tensors[t].values.size(), y.tensors[t].values.size());
-      if (x.tensors[t].values.empty()) continue;
-      EXPECT_EQ(
-          0, std::memcmp(x.tensors[t].values.data(), y.tensors[t].values.data(),
-                         4 * x.tensors[t].values.size()));
-    }
-  }
+  ExpectBitIdentical(a.weights, b.weights);
 }
 
 class CheckpointTest : public ::testing::Test {

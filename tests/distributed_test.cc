@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/checkpoint/checkpoint_store.h"
+#include "tests/weights_matchers.h"
 
 namespace layerfl {
 namespace {
@@ -113,23 +114,6 @@ Checkpoint LatestCheckpoint(const std::string& run_dir) {
   return **latest;
 }
 
-// Bit-identical values and equal versions, layer by layer.
-void ExpectSameWeights(const ModelWeights& a, const ModelWeights& b) {
-  ASSERT_EQ(a.layers.size(), b.layers.size());
-  for (size_t l = 0; l < a.layers.size(); ++l) {
-    const LayerWeights& x = a.layers[l];
-    const LayerWeights& y = b.layers[l];
-    EXPECT_EQ(x.version, y.version) << x.group;
-    ASSERT_EQ(x.tensors.size(), y.tensors.size());
-    for (size_t t = 0; t < x.tensors.size(); ++t) {
-      ASSERT_EQ(x.tensors[t].values.size(), y.tensors[t].values.size());
-      EXPECT_EQ(0, std::memcmp(x.tensors[t].values.data(), y.tensors[t].values.data(),
-                               x.tensors[t].values.size() * sizeof(float)))
-          << x.tensors[t].name;
-    }
-  }
-}
-
 // metrics.jsonl lines without timings and bytes_down (the transport's).
 std::vector<std::string> Metrics(const std::string& run_dir) {
   std::vector<std::string> out;
@@ -196,7 +180,7 @@ class DistributedTest : public ::testing::Test {
     const Checkpoint b = LatestCheckpoint(sim_dir);
     EXPECT_EQ(a.round, 3);
     EXPECT_EQ(a.round, b.round);
-    ExpectSameWeights(a.weights, b.weights);
+    ExpectBitIdentical(a.weights, b.weights);
     EXPECT_EQ(a.selection_state, b.selection_state);
     // The same rounds: participants, layers, objective, accuracy and loss.
     EXPECT_EQ(Metrics(coord_dir), Metrics(sim_dir));
@@ -348,7 +332,7 @@ TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun)
   const Checkpoint b = LatestCheckpoint(dir_ + "/sim_k");
   EXPECT_EQ(a.round, 3);
   EXPECT_EQ(a.round, b.round);
-  ExpectSameWeights(a.weights, b.weights);
+  ExpectBitIdentical(a.weights, b.weights);
   EXPECT_EQ(Metrics(dir_ + "/coord_k"), Metrics(dir_ + "/sim_k"));
 }
 

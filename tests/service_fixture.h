@@ -23,6 +23,7 @@
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
 #include "server/service/service.h"
+#include "tests/weights_matchers.h"
 
 namespace layerfl {
 namespace fixture {
@@ -253,20 +254,6 @@ class DaemonThread {
 
 inline std::string Id(int i) { return absl::StrCat("client-00", i); }
 inline int64_t Samples(int i) { return 100 + 37 * i; }
-
-inline void ExpectBitIdentical(const ModelWeights& a, const ModelWeights& b) {
-  ASSERT_EQ(a.layers.size(), b.layers.size());
-  for (size_t l = 0; l < a.layers.size(); ++l) {
-    EXPECT_EQ(a.layers[l].version, b.layers[l].version) << a.layers[l].group;
-    for (size_t t = 0; t < a.layers[l].tensors.size(); ++t) {
-      const auto& x = a.layers[l].tensors[t].values;
-      const auto& y = b.layers[l].tensors[t].values;
-      ASSERT_EQ(x.size(), y.size());
-      EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(float)))
-          << a.layers[l].tensors[t].name;
-    }
-  }
-}
 
 }  // namespace fixture
 }  // namespace layerfl

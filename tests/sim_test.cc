@@ -9,6 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/weights_matchers.h"
+
 namespace layerfl {
 namespace {
 
@@ -61,20 +63,6 @@ std::vector<std::string> MetricsWithoutTiming(const std::string& path,
     out.push_back(line);
   }
   return out;
-}
-
-void ExpectBitIdentical(const ModelWeights& a, const ModelWeights& b) {
-  ASSERT_EQ(a.layers.size(), b.layers.size());
-  for (size_t l = 0; l < a.layers.size(); ++l) {
-    EXPECT_EQ(a.layers[l].version, b.layers[l].version) << a.layers[l].group;
-    for (size_t t = 0; t < a.layers[l].tensors.size(); ++t) {
-      const auto& x = a.layers[l].tensors[t].values;
-      const auto& y = b.layers[l].tensors[t].values;
-      ASSERT_EQ(x.size(), y.size());
-      EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(float)))
-          << a.layers[l].tensors[t].name;
-    }
-  }
 }
 
 TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
