@@ -384,6 +384,11 @@ TEST(FaultTest, CoordinatorRestartedMidRunFinalWeightsEqualUninterrupted) {
   EXPECT_EQ(second.engine().committed_round(), kRounds);
   ExpectBitIdentical(second.engine().global(),
                      ReferenceRun(kRounds, kClients, [](int, int64_t) { return false; }));
+  // Same run id: after rejoining, clients kept their replica and downloaded
+  // only what changed since -- never the whole model again.
+  for (const TransferRecord& d : second.server().stats().downloads) {
+    EXPECT_LT(d.layers.size(), 4u) << d.client;
+  }
   EXPECT_LT(absl::Now() - t0, absl::Seconds(25));
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);

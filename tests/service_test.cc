@@ -3,8 +3,8 @@
 // channels, a real round engine over a small torch-free model, and fake
 // local work. Covers rounds end to end (bit-identical to an in-process
 // sequential drive), layer-versioned downloads, upload overhead, stragglers
-// dropped at the deadline, and clients reconnecting to a restarted
-// coordinator. Bad input over the wire: wire_refusal_test.cc.
+// dropped at the deadline. Bad input over the wire: wire_refusal_test.cc;
+// a restarted coordinator: fault_test.cc.
 #include "server/service/service.h"
 
 #include <unistd.h>
@@ -328,52 +328,6 @@ TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
   const grpc::Status s = stub->Heartbeat(&context, hb, &reply);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(s.error_message(), StartsWith("unknown_session: "));
-}
-
-TEST(ServiceTest, ClientsRejoinARestartedCoordinatorAndTheRunGoesOn) {
-  constexpr int kRounds = 4, kClients = 2;
-  const std::string dir = ::testing::TempDir() + "/service_restart";
-  std::filesystem::remove_all(dir);
-  auto store = CheckpointStore::Open(dir, 2);
-  ASSERT_TRUE(store.ok());
-  auto first = std::make_unique<Coordinator>(
-      EngineOptions(kRounds, absl::Seconds(30)), FastOptions(kClients),
-      "127.0.0.1:0", store->get());
-  const std::string target = first->target();
-  std::vector<std::unique_ptr<DaemonThread>> daemons;
-  for (int i = 0; i < kClients; ++i) {
-    daemons.push_back(std::make_unique<DaemonThread>(
-        target,
-        std::make_unique<FakeWork>(Id(i), Samples(i), absl::Milliseconds(100)),
-        Id(i)));
-  }
-  // Let it commit two rounds, then kill it and start another coordinator on
-  // the same port, resuming from the checkpoints.
-  const absl::Time limit = absl::Now() + absl::Seconds(20);
-  while (first->engine().committed_round() < 2 && absl::Now() < limit) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  ASSERT_GE(first->engine().committed_round(), 2);
-  first->Stop();
-  const int64_t resumed_at = first->engine().committed_round();
-  absl::SleepFor(absl::Milliseconds(500));  // clients see it gone
-  Coordinator second(EngineOptions(kRounds, absl::Seconds(30)),
-                     FastOptions(kClients), target, store->get());
-  EXPECT_TRUE(second.engine().resumed());
-  EXPECT_EQ(second.engine().committed_round(), resumed_at);
-  for (auto& d : daemons) {
-    const absl::StatusOr<DaemonResult>& r = d->Join();
-    ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->joins, 2);
-    EXPECT_EQ(r->last_round, kRounds);
-  }
-  ASSERT_TRUE(second.server().Wait().ok());
-  EXPECT_EQ(second.engine().committed_round(), kRounds);
-  // Same run id: after rejoining, clients kept their replica and downloaded
-  // only what changed since -- never the whole model again.
-  for (const TransferRecord& d : second.server().stats().downloads) {
-    EXPECT_LT(d.layers.size(), 4u) << d.client;
-  }
 }
 
 }  // namespace
