@@ -267,6 +267,21 @@ TEST(FileTest, WriteFileAtomicallyReplacesCreatesParentsAndNamesFailures) {
   EXPECT_EQ(*ReadFileToString(path), "3");
 }
 
+TEST(FileTest, FlagFilesNameTheFlagAndPath) {
+  const std::string path = TempPath("flag-token.txt");
+  WriteFile(path, "  s3cret \nsecond line\n");
+  EXPECT_EQ(*ReadFlagFileLine("token_file", path), "s3cret");
+  EXPECT_EQ(*ReadFlagFile("tls_ca", path), "  s3cret \nsecond line\n");
+  WriteFile(path, "");
+  absl::Status s = ReadFlagFile("tls_ca", path).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "--tls_ca: cannot read '" + path + "'");
+  EXPECT_EQ(ReadFlagFileLine("token_file", path).status().message(),
+            "--token_file: cannot read '" + path + "'");
+  EXPECT_EQ(ReadFlagFileLine("token_file", path + ".missing").status().message(),
+            "--token_file: cannot read '" + path + ".missing'");
+}
+
 TEST(IdxTest, WriteIdxBytesByHandAndReadBack) {
   const std::string images = TempPath("w-images"), labels = TempPath("w-labels");
   ASSERT_TRUE(WriteIdx(HandSet(), images, labels).ok());

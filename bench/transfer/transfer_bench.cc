@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/daemon/grpc_link.h"
 #include "common/codec/codec.h"
+#include "common/util/memory.h"
 #include "server/round/round_engine.h"
 #include "server/service/held_spill.h"
 #include "server/service/service.h"
@@ -292,8 +292,7 @@ int main(int argc, char** argv) {
     }
   }
   // As layerfl-coordinator and layerfl-client do: freed buffers are reused.
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  RetainFreedMemory();
   const ModelWeights model = BigModel();
   const int64_t params = model.numel();
   std::vector<char> raw(static_cast<size_t>(params) * 4);

@@ -4,20 +4,18 @@
 // finished (or SIGINT/SIGTERM: the client left cleanly), 1 runtime failure
 // (coordinator unreachable past --give_up_s, join refused, local training
 // failed), 2 bad config or flags.
-#include <malloc.h>
 
 #include <atomic>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/data/file.h"
 #include "common/util/flags.h"
+#include "common/util/memory.h"
 #include "common/util/signals.h"
 #include "client/daemon/client.h"
 
@@ -63,11 +61,7 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Keep freed memory for reuse instead of returning it to the kernel: the
-  // same large buffers (chunks, layer tensors) come back every round, and
-  // fresh pages cost a fault and a zero-fill each (bench/transfer).
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  layerfl::RetainFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-client --config FILE (--id ID --data_dir DIR | --partition I) "
                       "--coordinator HOST:PORT [flags]");
@@ -95,13 +89,10 @@ int main(int argc, char** argv) {
   d.client_id = absl::GetFlag(FLAGS_id);
   d.token = absl::GetFlag(FLAGS_token);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_token_file));
-    std::string token;
-    if (!std::getline(in, token)) {
-      return fail_flags(absl::StrCat("--token_file: cannot read '",
-                                     absl::GetFlag(FLAGS_token_file), "'"));
-    }
-    d.token = std::string(absl::StripAsciiWhitespace(token));
+    absl::StatusOr<std::string> token =
+        layerfl::ReadFlagFileLine("token_file", absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return fail_flags(std::string(token.status().message()));
+    d.token = *std::move(token);
   }
   d.budget = absl::GetFlag(FLAGS_budget);
   d.poll = absl::Milliseconds(absl::GetFlag(FLAGS_poll_ms));
@@ -121,10 +112,8 @@ int main(int argc, char** argv) {
         {"tls_cert", absl::GetFlag(FLAGS_tls_cert), &tls.cert_pem},
         {"tls_key", absl::GetFlag(FLAGS_tls_key), &tls.key_pem}}) {
     if (path.empty()) continue;
-    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
-    if (!text.ok() || text->empty()) {
-      return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
-    }
+    absl::StatusOr<std::string> text = layerfl::ReadFlagFile(flag, path);
+    if (!text.ok()) return fail_flags(std::string(text.status().message()));
     *pem = *std::move(text);
   }
   tls.server_name = absl::GetFlag(FLAGS_tls_server_name);

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 #include <fcntl.h>
@@ -95,6 +96,26 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes
     ::close(dfd);
   }
   return absl::OkStatus();
+}
+
+namespace {
+absl::Status CannotRead(absl::string_view flag, const std::string& path) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, ": cannot read '", path, "'"));
+}
+}  // namespace
+
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok() || text->empty()) return CannotRead(flag, path);
+  return text;
+}
+
+absl::StatusOr<std::string> ReadFlagFileLine(absl::string_view flag,
+                                             const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok() || text->empty()) return CannotRead(flag, path);
+  return std::string(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
 }
 
 bool IsGzip(const std::string& bytes) {

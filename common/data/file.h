@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace layerfl {
 
@@ -19,6 +20,14 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // directories are created. Errors carry the errno-derived code and name the
 // path; the temporary file is removed.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes);
+
+// The file a daemon's flag names (a secret, a certificate): all of it
+// (ReadFlagFile), or its first line without surrounding whitespace
+// (ReadFlagFileLine, a token). InvalidArgument "--<flag>: cannot read
+// '<path>'" when it cannot be read, or for ReadFlagFile is empty.
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path);
+absl::StatusOr<std::string> ReadFlagFileLine(absl::string_view flag,
+                                             const std::string& path);
 
 // True when `bytes` starts with the gzip magic bytes 0x1f 0x8b.
 bool IsGzip(const std::string& bytes);

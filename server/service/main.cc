@@ -2,22 +2,20 @@
 // serves a federated run to client daemons (see coordinator.h). Exit codes:
 // 0 the run finished (or was stopped by SIGINT/SIGTERM after its last
 // committed round), 1 runtime failure, 2 bad config or flags.
-#include <malloc.h>
 #include <signal.h>
 
 #include <atomic>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/data/file.h"
 #include "common/util/flags.h"
+#include "common/util/memory.h"
 #include "common/util/signals.h"
 #include "server/service/coordinator.h"
 
@@ -50,11 +48,7 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Keep freed memory for reuse instead of returning it to the kernel: the
-  // same large buffers (chunks, layer tensors) come back every round, and
-  // fresh pages cost a fault and a zero-fill each (bench/transfer).
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  layerfl::RetainFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");
   auto fail_flags = [](const std::string& why) {
@@ -73,13 +67,10 @@ int main(int argc, char** argv) {
   layerfl::ServiceOptions& s = options.service;
   s.token = absl::GetFlag(FLAGS_token);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_token_file));
-    std::string token;
-    if (!std::getline(in, token)) {
-      return fail_flags(absl::StrCat("--token_file: cannot read '",
-                                     absl::GetFlag(FLAGS_token_file), "'"));
-    }
-    s.token = std::string(absl::StripAsciiWhitespace(token));
+    absl::StatusOr<std::string> token =
+        layerfl::ReadFlagFileLine("token_file", absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return fail_flags(std::string(token.status().message()));
+    s.token = *std::move(token);
   }
   if (!absl::GetFlag(FLAGS_tokens_file).empty()) {
     if (!absl::GetFlag(FLAGS_token).empty() || !absl::GetFlag(FLAGS_token_file).empty()) {
@@ -101,10 +92,8 @@ int main(int argc, char** argv) {
         {"tls_key", absl::GetFlag(FLAGS_tls_key), &s.tls.key_pem},
         {"tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca), &s.tls.client_ca_pem}}) {
     if (path.empty()) continue;
-    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
-    if (!text.ok() || text->empty()) {
-      return fail_flags(absl::StrCat("--", flag, ": cannot read '", path, "'"));
-    }
+    absl::StatusOr<std::string> text = layerfl::ReadFlagFile(flag, path);
+    if (!text.ok()) return fail_flags(std::string(text.status().message()));
     *pem = *std::move(text);
   }
   if (s.tls.cert_pem.empty() != s.tls.key_pem.empty()) {
