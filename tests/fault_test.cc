@@ -35,48 +35,6 @@ using ::testing::StartsWith;
 
 constexpr absl::Duration kDeadline = absl::Milliseconds(1500);
 
-// The engine alone on a fake clock: every client scores, then trains in id
-// order; `skip(client, round)` leaves that client's update out (the engine
-// then drops it at the train deadline).
-ModelWeights ReferenceRun(int rounds, int clients,
-                          const std::function<bool(int, int64_t)>& skip) {
-  FakeSelector selector;
-  FakeClock clock;
-  std::unique_ptr<RoundEngine> engine =
-      DirectEngine(EngineOptions(rounds, kDeadline), &selector, &clock);
-  std::vector<std::unique_ptr<FakeWork>> work;
-  for (int i = 0; i < clients; ++i) {
-    work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
-    EXPECT_TRUE(engine->Join({Id(i), Samples(i), 2.0}).ok());
-  }
-  while (!engine->finished()) {
-    EXPECT_TRUE(engine->StartRound().ok());
-    bool skipped = false;
-    for (int phase = 0; phase < 2; ++phase) {
-      for (int i = 0; i < clients; ++i) {
-        const Task t = engine->TaskFor(Id(i));
-        const ModelWeights g = engine->global();
-        if (t.kind == TaskKind::kScore && phase == 0) {
-          EXPECT_TRUE(engine->SubmitScores(Id(i), t.round,
-                                              *work[i]->Score(g, t.round, "")).ok());
-        } else if (t.kind == TaskKind::kTrain && phase == 1) {
-          if (skip(i, t.round)) {
-            skipped = true;
-            continue;
-          }
-          EXPECT_TRUE(engine->SubmitUpdate(Id(i), t.round, Samples(i),
-                                              *work[i]->Train(g, t.round, t.layers)).ok());
-        }
-      }
-    }
-    if (skipped) {
-      clock.Advance(kDeadline + absl::Seconds(1));
-      EXPECT_TRUE(engine->Tick().ok());
-    }
-  }
-  return engine->global();
-}
-
 // A client speaking the protocol by hand, so that it can misbehave.
 class RawClient {
  public:
@@ -251,7 +209,7 @@ void KilledMidUpload(int cancel_after_from_end) {
     }
   }
   ExpectBitIdentical(coordinator.engine().global(),
-                     ReferenceRun(1, kClients, [](int i, int64_t) { return i == 1; }));
+                     SequentialDrive(1, kClients, [](int i, int64_t) { return i == 1; }));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(20));
 }
 
@@ -338,7 +296,7 @@ TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
   // The weights are those of a run where its round-1 update never existed:
   // it was mixed into no round (its rounds 2 and 3 updates were).
   ExpectBitIdentical(coordinator.engine().global(),
-                     ReferenceRun(kRounds, kClients,
+                     SequentialDrive(kRounds, kClients,
                                   [](int i, int64_t round) { return i == 1 && round == 1; }));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(25));
 }
@@ -383,7 +341,7 @@ TEST(FaultTest, CoordinatorRestartedMidRunFinalWeightsEqualUninterrupted) {
   ASSERT_TRUE(waited.ok()) << waited;
   EXPECT_EQ(second.engine().committed_round(), kRounds);
   ExpectBitIdentical(second.engine().global(),
-                     ReferenceRun(kRounds, kClients, [](int, int64_t) { return false; }));
+                     SequentialDrive(kRounds, kClients));
   // Same run id: after rejoining, clients kept their replica and downloaded
   // only what changed since -- never the whole model again.
   for (const TransferRecord& d : second.server().stats().downloads) {

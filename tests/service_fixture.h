@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -55,6 +56,10 @@ inline ModelWeights SmallModel() {
                        MakeTensor("head.b", {10}, 0.0f)}});
   return m;
 }
+
+// Client i of the fixtures: its id and sample count.
+inline std::string Id(int i) { return absl::StrCat("client-00", i); }
+inline int64_t Samples(int i) { return 100 + 37 * i; }
 
 // Every participant trains block<round % 2> and the head; scores are asked
 // for every round so that the scoring phase runs too.
@@ -154,6 +159,52 @@ inline std::unique_ptr<RoundEngine> DirectEngine(const RoundEngineOptions& optio
   return engine.ok() ? std::move(*engine) : nullptr;
 }
 
+// What layerfl-sim does: one engine, clients in id order, no transport, on
+// a fake clock. skip(i, round): client i sends no update in that round (it
+// is dropped at the train deadline, and the round commits without it).
+inline ModelWeights SequentialDrive(
+    int rounds, int clients,
+    const std::function<bool(int, int64_t)>& skip = [](int, int64_t) { return false; }) {
+  const absl::Duration deadline = absl::Seconds(60);
+  FakeSelector selector;
+  FakeClock clock;
+  std::unique_ptr<RoundEngine> engine =
+      DirectEngine(EngineOptions(rounds, deadline), &selector, &clock);
+  std::vector<std::unique_ptr<FakeWork>> work;
+  for (int i = 0; i < clients; ++i) {
+    work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
+    EXPECT_TRUE(engine->Join({Id(i), Samples(i), 2.0}).ok());
+  }
+  while (!engine->finished()) {
+    EXPECT_TRUE(engine->StartRound().ok());
+    bool skipped = false;
+    for (int phase = 0; phase < 2; ++phase) {
+      for (int i = 0; i < clients; ++i) {
+        const Task t = engine->TaskFor(Id(i));
+        const ModelWeights g = engine->global();
+        if (t.kind == TaskKind::kScore && phase == 0) {
+          EXPECT_TRUE(
+              engine->SubmitScores(Id(i), t.round, *work[i]->Score(g, t.round, "")).ok());
+        } else if (t.kind == TaskKind::kTrain && phase == 1) {
+          if (skip(i, t.round)) {
+            skipped = true;
+            continue;
+          }
+          EXPECT_TRUE(engine
+                          ->SubmitUpdate(Id(i), t.round, Samples(i),
+                                         *work[i]->Train(g, t.round, t.layers))
+                          .ok());
+        }
+      }
+    }
+    if (skipped) {
+      clock.Advance(deadline + absl::Seconds(1));
+      EXPECT_TRUE(engine->Tick().ok());
+    }
+  }
+  return engine->global();
+}
+
 // An engine behind a server on 127.0.0.1.
 class Coordinator {
  public:
@@ -251,9 +302,6 @@ class DaemonThread {
   absl::StatusOr<DaemonResult> result_ = absl::UnknownError("not run");
   std::thread thread_;
 };
-
-inline std::string Id(int i) { return absl::StrCat("client-00", i); }
-inline int64_t Samples(int i) { return 100 + 37 * i; }
 
 }  // namespace fixture
 }  // namespace layerfl

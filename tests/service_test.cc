@@ -40,35 +40,6 @@ using namespace ::layerfl::fixture;  // NOLINT(build/namespaces)
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// What layerfl-sim does: one engine, clients in id order, no transport.
-ModelWeights SequentialDrive(int rounds, int clients) {
-  FakeSelector selector;
-  std::unique_ptr<RoundEngine> engine =
-      DirectEngine(EngineOptions(rounds, absl::Seconds(60)), &selector);
-  std::vector<std::unique_ptr<FakeWork>> work;
-  for (int i = 0; i < clients; ++i) {
-    work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
-    EXPECT_TRUE(engine->Join({Id(i), Samples(i), 2.0}).ok());
-  }
-  while (!engine->finished()) {
-    EXPECT_TRUE(engine->StartRound().ok());
-    for (int phase = 0; phase < 2; ++phase) {
-      for (int i = 0; i < clients; ++i) {
-        const Task t = engine->TaskFor(Id(i));
-        const ModelWeights g = engine->global();
-        if (t.kind == TaskKind::kScore && phase == 0) {
-          EXPECT_TRUE(engine->SubmitScores(Id(i), t.round,
-                                              *work[i]->Score(g, t.round, "")).ok());
-        } else if (t.kind == TaskKind::kTrain && phase == 1) {
-          EXPECT_TRUE(engine->SubmitUpdate(Id(i), t.round, Samples(i),
-                                              *work[i]->Train(g, t.round, t.layers)).ok());
-        }
-      }
-    }
-  }
-  return engine->global();
-}
-
 int64_t NumelOf(const ModelWeights& m, const std::vector<std::string>& layers) {
   int64_t n = 0;
   for (const std::string& l : layers) n += m.layers[m.Find(l)].numel();
