@@ -588,24 +588,26 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     held_[u->id] = std::move(u);
   }
 
-  // Removes the first held update from held_ with its values back in memory;
-  // an update whose spilled values cannot be read back is refused here.
-  std::shared_ptr<HeldUpload> TakeFirstHeld() {
+  // Removes the first held update from held_.
+  std::shared_ptr<HeldUpload> PopFirstHeld() {
     std::shared_ptr<HeldUpload> u = held_.begin()->second;
     held_.erase(held_.begin());
     held_bytes_ -= u->held_bytes;
     u->held_bytes = 0;
-    if (!u->spill_path.empty()) {
-      absl::Status s = RestoreValues(u->update, u->spill_path);
-      u->spill_path.clear();
-      if (!s.ok()) {
-        FinishUpload(*u, absl::InternalError(absl::StrCat(
-                             "spill_lost: the update waited on disk and could not be "
-                             "read back (", s.message(), "); send it again")));
-        return nullptr;
-      }
-    }
     return u;
+  }
+
+  // Brings a spilled update's values back into memory (and removes its
+  // file); an update that cannot be read back is refused here (false).
+  bool Restore(HeldUpload& u) {
+    if (u.spill_path.empty()) return true;
+    absl::Status s = RestoreValues(u.update, u.spill_path);
+    u.spill_path.clear();
+    if (s.ok()) return true;
+    FinishUpload(u, absl::InternalError(absl::StrCat(
+                        "spill_lost: the update waited on disk and could not be "
+                        "read back (", s.message(), "); send it again")));
+    return false;
   }
 
   // Whether a lower-id client still owes an update for the held one's round.
@@ -621,19 +623,18 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   void Drain() {
     while (!held_.empty()) {
       if (Blocked(*held_.begin()->second)) return;
-      if (std::shared_ptr<HeldUpload> u = TakeFirstHeld()) SubmitNow(*u);
+      std::shared_ptr<HeldUpload> u = PopFirstHeld();
+      if (Restore(*u)) SubmitNow(*u);
     }
   }
 
   void FlushHeld(const absl::Status& instead = absl::OkStatus()) {
     while (!held_.empty()) {
+      std::shared_ptr<HeldUpload> u = PopFirstHeld();
       if (!instead.ok()) {
-        std::shared_ptr<HeldUpload> u = held_.begin()->second;
-        held_.erase(held_.begin());
-        held_bytes_ -= u->held_bytes;
         if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
         FinishUpload(*u, instead);
-      } else if (std::shared_ptr<HeldUpload> u = TakeFirstHeld()) {
+      } else if (Restore(*u)) {
         SubmitNow(*u);
       }
     }
