@@ -35,11 +35,6 @@ class WorkerWork : public ClientWork {
 absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
                        const std::atomic<bool>* stop) {
   const bool own_data = !options.data_dir.empty();
-  if (!own_data && (options.partition < 0 || options.partition >= c.data.num_clients)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "partition: must be in [0, data.num_clients = ", c.data.num_clients,
-        "), got ", options.partition));
-  }
   if (own_data && options.daemon.client_id.empty()) {
     return absl::InvalidArgumentError(
         "id: a client with its own data_dir needs an id");
@@ -66,6 +61,7 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
       examples = ImagesToExamples(*loaded);
     }
   } else {
+    // Refuses a partition outside [0, data.num_clients), naming it.
     ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, options.partition));
     examples = std::move(task.clients[0]);
   }
