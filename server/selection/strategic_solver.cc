@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/selection/knapsack.h"
+#include "server/selection/depth_knapsack.h"
 #include "server/selection/rng.h"
 
 namespace layerfl {
@@ -32,10 +32,18 @@ absl::Status StrategicProblem::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "strategic problem: negative size ", num_clients, " x ", num_layers));
   }
-  if (static_cast<int>(costs.size()) != num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("strategic problem: ", costs.size(), " costs for ",
-                     num_layers, " layers"));
+  const size_t pairs = static_cast<size_t>(num_clients) * num_layers;
+  if (costs.size() != static_cast<size_t>(num_layers) &&
+      costs.size() != pairs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "strategic problem: ", costs.size(), " costs for ", num_layers,
+        " layers (one per layer, or one per client and layer)"));
+  }
+  if (!depths.empty() && depths.size() != static_cast<size_t>(num_layers) &&
+      depths.size() != pairs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "strategic problem: ", depths.size(), " depths for ", num_layers,
+        " layers (none, one per layer, or one per client and layer)"));
   }
   if (static_cast<int>(budgets.size()) != num_clients) {
     return absl::InvalidArgumentError(
@@ -51,11 +59,18 @@ absl::Status StrategicProblem::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "strategic problem: lambda must be finite and >= 0, got ", lambda));
   }
-  for (int l = 0; l < num_layers; ++l) {
-    if (costs[l] < 1) {
+  for (size_t k = 0; k < costs.size(); ++k) {
+    if (costs[k] < 1) {
       return absl::InvalidArgumentError(
-          absl::StrCat("strategic problem: layer ", l,
-                       " cost must be >= 1, got ", costs[l]));
+          absl::StrCat("strategic problem: layer ", k % num_layers,
+                       " cost must be >= 1, got ", costs[k]));
+    }
+  }
+  for (size_t k = 0; k < depths.size(); ++k) {
+    if (depths[k] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("strategic problem: layer ", k % num_layers,
+                       " depth must be >= 0, got ", depths[k]));
     }
   }
   for (int i = 0; i < num_clients; ++i) {
@@ -74,6 +89,17 @@ absl::Status StrategicProblem::Validate() const {
     }
   }
   return absl::OkStatus();
+}
+
+int64_t StrategicProblem::SelectionCost(int i, const uint8_t* x_i) const {
+  int64_t sum = 0, deepest = 0;
+  for (int l = 0; l < num_layers; ++l) {
+    if (x_i[l]) {
+      sum += cost(i, l);
+      deepest = std::max(deepest, depth(i, l));
+    }
+  }
+  return sum + deepest;
 }
 
 double StrategicObjective(const StrategicProblem& p,
@@ -136,6 +162,8 @@ class Solver {
   struct Node {
     std::vector<int8_t> fix;    // [N*M]: -1 free, 0 out, 1 in
     std::vector<int64_t> room;  // budget left after the forced-in pairs
+                                // costs
+    std::vector<int64_t> base;  // deepest forced-in depth per client
     std::vector<int> in;        // forced-in clients per layer
     std::vector<int> free_in;   // free pairs per layer
     std::vector<double> mu;     // budget multipliers [N]
@@ -147,6 +175,15 @@ class Solver {
 
   size_t At(int i, int l) const { return static_cast<size_t>(i) * m_ + l; }
   double G(int i, int l) const { return p_.scores[At(i, l)]; }
+  int64_t C(int i, int l) const { return c_[At(i, l)]; }
+  int64_t D(int i, int l) const { return d_[At(i, l)]; }
+  absl::Span<const int64_t> Costs(int i) const {
+    return absl::MakeConstSpan(&c_[At(i, 0)], m_);
+  }
+  absl::Span<const int64_t> Depths(int i) const {
+    return absl::MakeConstSpan(&d_[At(i, 0)], m_);
+  }
+  int64_t Singleton(int i, int l) const { return C(i, l) + D(i, l); }
   const double* LayerScores(int l) const {
     return &gt_[static_cast<size_t>(l) * n_];
   }
@@ -180,6 +217,10 @@ class Solver {
   void KickRounds();
 
   // Bounds.
+  // What client i's free pairs may cost in the budget relaxation.
+  static int64_t BudgetRoom(const Node& node, int i) {
+    return node.room[i] - node.base[i];
+  }
   Node MakeRoot() const;
   void SortLayer(int l);
   double LayerBest(const Node& node, int l);
@@ -203,12 +244,13 @@ class Solver {
   DeterministicRng rng_;
   const Clock::time_point start_;
   bool time_up_ = false;
-  std::vector<double> pen_;      // pen_[k] = lambda k (N - k)
-  std::vector<double> costs_d_;  // costs as doubles
-  std::vector<double> gt_;       // scores, layer-major
-  double tol_ = 0;               // absolute objective tolerance
+  std::vector<double> pen_;     // pen_[k] = lambda k (N - k)
+  std::vector<int64_t> c_, d_;  // costs and depths, [N*M] client-major
+  bool has_depth_ = false;
+  std::vector<double> gt_;  // scores, layer-major
+  double tol_ = 0;          // absolute objective tolerance
 
-  Knapsack knapsack_;
+  DepthKnapsack knapsack_;
   std::vector<double> w_;
   std::vector<int> count_;
   State best_;
@@ -228,7 +270,7 @@ class Solver {
   std::vector<uint8_t> zl_;     // split: layer side
   std::vector<int> items_;
   std::vector<double> item_values_;
-  std::vector<int64_t> item_costs_;
+  std::vector<int64_t> item_costs_, item_depths_;
 };
 
 Solver::Solver(const StrategicProblem& p, const StrategicSolverOptions& o)
@@ -248,7 +290,15 @@ Solver::Solver(const StrategicProblem& p, const StrategicSolverOptions& o)
   for (double g : p_.scores) scale += g;
   scale += p_.lambda * static_cast<double>(n_) * n_ * m_ / 4;
   tol_ = 1e-10 * scale;
-  costs_d_.assign(p_.costs.begin(), p_.costs.end());
+  c_.resize(static_cast<size_t>(n_) * m_);
+  d_.resize(c_.size());
+  for (int i = 0; i < n_; ++i) {
+    for (int l = 0; l < m_; ++l) {
+      c_[At(i, l)] = p_.cost(i, l);
+      d_[At(i, l)] = p_.depth(i, l);
+      has_depth_ = has_depth_ || d_[At(i, l)] > 0;
+    }
+  }
   perm_.assign(m_, std::vector<int>(n_));
   for (auto& perm : perm_) {
     for (int i = 0; i < n_; ++i) perm[i] = i;
@@ -299,8 +349,8 @@ bool Solver::BestResponse(State& s, int i) {
     w_[l] = G(i, l) - p_.lambda * (n_ - 1 - 2 * others);
     if (xi[l]) current += w_[l];
   }
-  const Knapsack::Result r =
-      knapsack_.Solve(w_, p_.costs, p_.budgets[i], kBestResponseNodeLimit);
+  const Knapsack::Result r = knapsack_.Solve(
+      w_, Costs(i), Depths(i), 0, p_.budgets[i], kBestResponseNodeLimit);
   if (r.value <= current + tol_) return false;
   size_t same = 0;
   for (int l : r.taken) same += xi[l];
@@ -343,32 +393,38 @@ void Solver::Offer(const State& s) {
 Solver::State Solver::IndependentStart() {
   std::vector<uint8_t> x(static_cast<size_t>(n_) * m_, 0);
   for (int i = 0; i < n_; ++i) {
-    const Knapsack::Result r = knapsack_.Solve(
-        absl::MakeConstSpan(&p_.scores[At(i, 0)], m_), p_.costs, p_.budgets[i]);
+    const Knapsack::Result r =
+        knapsack_.Solve(absl::MakeConstSpan(&p_.scores[At(i, 0)], m_), Costs(i),
+                        Depths(i), 0, p_.budgets[i]);
     for (int l : r.taken) x[At(i, l)] = 1;
   }
   return MakeState(std::move(x));
 }
 
-// Every client walks one shared order (total score per unit cost) and takes
-// what fits, so the selections are nested: a consensus start.
+// Every client walks one shared order (total score per total singleton
+// cost) and takes what fits, so the selections are nested: a consensus start.
 Solver::State Solver::ConsensusStart() const {
-  std::vector<double> total(m_, 0);
+  std::vector<double> total(m_, 0), cost(m_, 0);
   for (int i = 0; i < n_; ++i) {
-    for (int l = 0; l < m_; ++l) total[l] += G(i, l);
+    for (int l = 0; l < m_; ++l) {
+      total[l] += G(i, l);
+      cost[l] += static_cast<double>(Singleton(i, l));
+    }
   }
   std::vector<int> order(m_);
   for (int l = 0; l < m_; ++l) order[l] = l;
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return total[a] * costs_d_[b] > total[b] * costs_d_[a];
+    return total[a] * cost[b] > total[b] * cost[a];
   });
   std::vector<uint8_t> x(static_cast<size_t>(n_) * m_, 0);
   for (int i = 0; i < n_; ++i) {
-    int64_t room = p_.budgets[i];
+    int64_t sum = 0, deepest = 0;
     for (int l : order) {
-      if (total[l] > 0 && p_.costs[l] <= room) {
+      const int64_t d = std::max(deepest, D(i, l));
+      if (total[l] > 0 && sum + C(i, l) + d <= p_.budgets[i]) {
         x[At(i, l)] = 1;
-        room -= p_.costs[l];
+        sum += C(i, l);
+        deepest = d;
       }
     }
   }
@@ -377,20 +433,38 @@ Solver::State Solver::ConsensusStart() const {
 
 // Drops client i's least dense layers (never `keep`, if it can help it) until
 // its selection fits its budget.
+// "Least dense" is score per cost saved by the drop (its cost, plus the
+// depth it alone reaches below the others).
 void Solver::DropToBudget(std::vector<uint8_t>& x, int i, int keep) const {
-  int64_t used = 0;
-  for (int l = 0; l < m_; ++l) used += x[At(i, l)] ? p_.costs[l] : 0;
+  uint8_t* xi = &x[At(i, 0)];
+  int64_t used = p_.SelectionCost(i, xi);
   while (used > p_.budgets[i]) {
+    // The two deepest selected depths: dropping the deepest saves the gap.
+    int64_t d1 = 0, d2 = 0;
+    int deepest = -1;
+    for (int l = 0; l < m_; ++l) {
+      if (!xi[l]) continue;
+      if (D(i, l) > d1 || deepest < 0) {
+        d2 = d1;
+        d1 = D(i, l);
+        deepest = l;
+      } else {
+        d2 = std::max(d2, D(i, l));
+      }
+    }
+    const auto saved = [&](int l) {
+      return static_cast<double>(C(i, l) + (l == deepest ? d1 - d2 : 0));
+    };
     int worst = -1;
     for (int l = 0; l < m_; ++l) {
-      if (!x[At(i, l)] || l == keep) continue;
-      if (worst < 0 || G(i, l) * costs_d_[worst] < G(i, worst) * costs_d_[l]) {
+      if (!xi[l] || l == keep) continue;
+      if (worst < 0 || G(i, l) * saved(worst) < G(i, worst) * saved(l)) {
         worst = l;
       }
     }
     if (worst < 0) worst = keep;
-    x[At(i, worst)] = 0;
-    used -= p_.costs[worst];
+    xi[worst] = 0;
+    used = p_.SelectionCost(i, xi);
   }
 }
 
@@ -413,7 +487,7 @@ bool Solver::Kick(int l, bool to_all) {
   for (int i = 0; i < n_; ++i) {
     if (!to_all) {
       x[At(i, l)] = 0;
-    } else if (p_.costs[l] <= p_.budgets[i]) {
+    } else if (Singleton(i, l) <= p_.budgets[i]) {
       x[At(i, l)] = 1;
       DropToBudget(x, i, l);
     }
@@ -449,12 +523,13 @@ Solver::Node Solver::MakeRoot() const {
   Node node;
   node.fix.assign(static_cast<size_t>(n_) * m_, -1);
   node.room = p_.budgets;
+  node.base.assign(n_, 0);
   node.in.assign(m_, 0);
   node.free_in.assign(m_, n_);
   node.free_vars = n_ * m_;
   for (int i = 0; i < n_; ++i) {
     for (int l = 0; l < m_; ++l) {
-      if (p_.costs[l] > p_.budgets[i]) {
+      if (Singleton(i, l) > p_.budgets[i]) {
         node.fix[At(i, l)] = 0;
         --node.free_vars;
         --node.free_in[l];
@@ -462,7 +537,7 @@ Solver::Node Solver::MakeRoot() const {
     }
   }
   // mu_i starts at the break density of client i's lambda = 0 knapsack (its
-  // LP dual when the penalty is ignored).
+  // LP dual when the penalty and the depth are ignored).
   node.mu.assign(n_, 0.0);
   std::vector<int> order;
   for (int i = 0; i < n_; ++i) {
@@ -471,15 +546,16 @@ Solver::Node Solver::MakeRoot() const {
       if (G(i, l) > 0) order.push_back(l);
     }
     std::sort(order.begin(), order.end(), [&](int a, int b) {
-      return G(i, a) * costs_d_[b] > G(i, b) * costs_d_[a];
+      return G(i, a) * static_cast<double>(C(i, b)) >
+             G(i, b) * static_cast<double>(C(i, a));
     });
     int64_t room = p_.budgets[i];
     for (int l : order) {
-      if (p_.costs[l] > room) {
-        node.mu[i] = G(i, l) / costs_d_[l];
+      if (C(i, l) > room) {
+        node.mu[i] = G(i, l) / static_cast<double>(C(i, l));
         break;
       }
-      room -= p_.costs[l];
+      room -= C(i, l);
     }
   }
   return node;
@@ -573,8 +649,10 @@ double Solver::LayerBest(const Node& node, int l) {
 }
 
 // Budget relaxation: L(mu) = sum_i mu_i room_i + sum_l LayerBest with keys
-// g_il - mu_i c_l. Leaves the relaxed selection in xsel_ and each client's
-// cost in it in usage_.
+// g_il - mu_i c_il, where room_i is what the forced-in pairs leave, their
+// depth included (the free pairs' depth is dropped: a looser constraint).
+// Leaves the relaxed selection in xsel_ and each client's cost in it in
+// usage_.
 double Solver::EvalBudget(const Node& node, const std::vector<double>& mu) {
   ++evals_;
   double value = node.constant;
@@ -582,14 +660,15 @@ double Solver::EvalBudget(const Node& node, const std::vector<double>& mu) {
   xsel_.resize(static_cast<size_t>(n_) * m_);
   for (size_t k = 0; k < xsel_.size(); ++k) xsel_[k] = node.fix[k] == 1;
   for (int i = 0; i < n_; ++i)
-    value += mu[i] * static_cast<double>(node.room[i]);
+    value += mu[i] * static_cast<double>(BudgetRoom(node, i));
   for (int l = 0; l < m_; ++l) {
     const double* gl = LayerScores(l);
-    const double c = costs_d_[l];
-    for (int i = 0; i < n_; ++i) key_[i] = gl[i] - mu[i] * c;
+    for (int i = 0; i < n_; ++i) {
+      key_[i] = gl[i] - mu[i] * static_cast<double>(C(i, l));
+    }
     value += LayerBest(node, l);
     for (int i : chosen_) {
-      usage_[i] += p_.costs[l];
+      usage_[i] += C(i, l);
       xsel_[At(i, l)] = 1;
     }
   }
@@ -616,13 +695,13 @@ double Solver::BudgetDual(Node& node, int iters, double* theta_io) {
     }
     double norm2 = 0;
     for (int i = 0; i < n_; ++i) {
-      const double s = static_cast<double>(node.room[i] - usage_[i]);
+      const double s = static_cast<double>(BudgetRoom(node, i) - usage_[i]);
       if (s < 0 || mu[i] > 0) norm2 += s * s;
     }
     if (norm2 == 0 || best <= best_.obj + tol_) break;
     const double step = theta * (value - best_.obj) / norm2;
     for (int i = 0; i < n_; ++i) {
-      const double s = static_cast<double>(node.room[i] - usage_[i]);
+      const double s = static_cast<double>(BudgetRoom(node, i) - usage_[i]);
       mu[i] = std::max(0.0, mu[i] - step * s);
     }
   }
@@ -647,15 +726,17 @@ double Solver::EvalSplit(const Node& node, const std::vector<double>& u) {
     items_.clear();
     item_values_.clear();
     item_costs_.clear();
+    item_depths_.clear();
     for (int l = 0; l < m_; ++l) {
       if (node.fix[At(i, l)] < 0) {
         items_.push_back(l);
         item_values_.push_back(G(i, l) - u[At(i, l)]);
-        item_costs_.push_back(p_.costs[l]);
+        item_costs_.push_back(C(i, l));
+        item_depths_.push_back(D(i, l));
       }
     }
-    const Knapsack::Result r =
-        knapsack_.Solve(item_values_, item_costs_, node.room[i]);
+    const Knapsack::Result r = knapsack_.Solve(
+        item_values_, item_costs_, item_depths_, node.base[i], node.room[i]);
     value += r.upper_bound;  // the knapsack optimum, or a bound on it
     for (int k : r.taken) xk_[At(i, items_[k])] = 1;
   }
@@ -742,7 +823,7 @@ void Solver::RootBounds(Node& root) {
   root.u.resize(static_cast<size_t>(n_) * m_);
   for (int i = 0; i < n_; ++i) {
     for (int l = 0; l < m_; ++l) {
-      root.u[At(i, l)] = G(i, l) - root.mu[i] * costs_d_[l];
+      root.u[At(i, l)] = G(i, l) - root.mu[i] * static_cast<double>(C(i, l));
     }
   }
   const std::vector<double> zero(root.u.size(), 0.0);
@@ -751,13 +832,15 @@ void Solver::RootBounds(Node& root) {
   best_bound_ = std::min(best_bound_, at_zero);
   if (at_zero < EvalSplit(root, root.u)) root.u = zero;
 
-  // Uniform costs with budgets that are multiples of them make every
-  // knapsack's LP integral; the split bound then equals the budget bound.
-  bool integral = true;
-  for (int l = 0; l < m_; ++l)
-    integral = integral && p_.costs[l] == p_.costs[0];
+  // Uniform costs with budgets that are multiples of them (and no depth)
+  // make every knapsack's LP integral; the split bound then equals the budget
+  // bound.
+  bool integral = !has_depth_;
+  for (size_t k = 0; k < c_.size() && integral; ++k) {
+    integral = c_[k] == c_[0];
+  }
   for (int i = 0; i < n_ && integral && m_ > 0; ++i) {
-    integral = p_.budgets[i] % p_.costs[0] == 0;
+    integral = p_.budgets[i] % c_[0] == 0;
   }
   if (integral && !exact_search) return;
   history.clear();
@@ -781,12 +864,14 @@ bool Solver::Fix(Node& node, int i, int l, int8_t v) const {
   --node.free_vars;
   --node.free_in[l];
   if (v == 0) return true;
-  node.room[i] -= p_.costs[l];
+  node.room[i] -= C(i, l);
+  node.base[i] = std::max(node.base[i], D(i, l));
   ++node.in[l];
   node.constant += G(i, l);
-  if (node.room[i] < 0) return false;
+  if (node.room[i] < node.base[i]) return false;
   for (int k = 0; k < m_; ++k) {
-    if (node.fix[At(i, k)] < 0 && p_.costs[k] > node.room[i]) {
+    if (node.fix[At(i, k)] < 0 &&
+        C(i, k) + std::max(node.base[i], D(i, k)) > node.room[i]) {
       node.fix[At(i, k)] = 0;
       --node.free_vars;
       --node.free_in[k];
@@ -933,11 +1018,11 @@ absl::StatusOr<StrategicSolution> SolveStrategicBruteForce(
   double combinations = 1;
   for (int i = 0; i < n; ++i) {
     for (uint32_t mask = 0; mask < (1u << m); ++mask) {
-      int64_t cost = 0;
-      for (int l = 0; l < m; ++l) {
-        if (mask >> l & 1) cost += problem.costs[l];
+      std::vector<uint8_t> xi(m);
+      for (int l = 0; l < m; ++l) xi[l] = mask >> l & 1;
+      if (problem.SelectionCost(i, xi.data()) <= problem.budgets[i]) {
+        subsets[i].push_back(mask);
       }
-      if (cost <= problem.budgets[i]) subsets[i].push_back(mask);
     }
     combinations *= static_cast<double>(subsets[i].size());
   }

@@ -6,16 +6,22 @@
 // both are removed before the solver sees the problem):
 //
 //   maximise   F(x) = sum_i sum_l x_il g_il  -  lambda * sum_l n_l (N - n_l)
-//   subject to sum_l c_l x_il <= B_i  for every client i,  x_il in {0, 1},
+//   subject to sum_l c_il x_il + max_{l: x_il = 1} d_il <= B_i  for every
+//              client i (the max is 0 for an empty selection),  x_il in {0,1},
 //
 // with n_l = sum_i x_il. (sum_l n_l (N - n_l) equals the paper's
-// sum_l sum_{i<j} (x_il - x_jl)^2.)
+// sum_l sum_{i<j} (x_il - x_jl)^2.) The max term is the depth part of the
+// cost model (cost_model.h): d_il is what client i's backward pass costs when
+// layer l is the lowest it trains; with no depths the constraint is the
+// paper's additive knapsack. Costs and depths may differ per client (each
+// client's own measured profile).
 //
 // SolveStrategic always returns a feasible x together with a proven upper
 // bound on the optimum:
 //  * Heuristic: best-response dynamics. Client i adding layer l when m other
 //    clients hold it changes F by g_il - lambda (N - 1 - 2m), so each client's
-//    best response to the others is a 0-1 knapsack with those values, and F is
+//    best response to the others is a (depth-aware) knapsack with those
+//    values (depth_knapsack.h), and F is
 //    an exact potential: every improving response raises F, so the dynamics
 //    stop at a local optimum. Starts: the lambda = 0 answer (the paper's top-B
 //    fallback), a consensus order (every client walks the layers by total
@@ -27,8 +33,9 @@
 //    incumbent):
 //     - budget relaxation, one multiplier mu_i >= 0 per client: the problem
 //       separates by layer; layer l takes the k clients with the largest
-//       g_il - mu_i c_l for the best k after the penalty lambda k (N - k).
-//       Few multipliers, so it converges fast on large instances;
+//       g_il - mu_i c_il for the best k after the penalty lambda k (N - k).
+//       The depth term is dropped there (a looser constraint, so still a
+//       bound). Few multipliers, so it converges fast on large instances;
 //     - split relaxation (Lagrangian decomposition), copies z = x with one
 //       multiplier u_il per pair: exact per-client knapsacks on g - u plus
 //       the per-layer problem on u. At least as strong, and exact at
@@ -66,7 +73,12 @@ const char* SolverStatusName(SolverStatus status);
 struct StrategicProblem {
   int num_clients = 0;
   int num_layers = 0;
-  std::vector<int64_t> costs;    // [num_layers], each >= 1
+  // c_il: [num_layers] (the same for every client) or
+  // [num_clients * num_layers] (client-major), each >= 1.
+  std::vector<int64_t> costs;
+  // d_il: empty (all 0), [num_layers] or [num_clients * num_layers], each
+  // >= 0.
+  std::vector<int64_t> depths;
   std::vector<int64_t> budgets;  // [num_clients], each >= 0
   // [num_clients * num_layers], client-major: scores[i * num_layers + l];
   // finite and >= 0.
@@ -74,6 +86,19 @@ struct StrategicProblem {
   double lambda = 0.0;  // finite, >= 0
 
   double score(int i, int l) const { return scores[i * num_layers + l]; }
+  int64_t cost(int i, int l) const {
+    return costs.size() == static_cast<size_t>(num_layers)
+               ? costs[l]
+               : costs[static_cast<size_t>(i) * num_layers + l];
+  }
+  int64_t depth(int i, int l) const {
+    if (depths.empty()) return 0;
+    return depths.size() == static_cast<size_t>(num_layers)
+               ? depths[l]
+               : depths[static_cast<size_t>(i) * num_layers + l];
+  }
+  // Client i's cost of the selection x_i (x_i: num_layers flags).
+  int64_t SelectionCost(int i, const uint8_t* x_i) const;
 
   // InvalidArgument naming the first bad field (and client / layer index).
   absl::Status Validate() const;
