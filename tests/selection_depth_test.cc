@@ -14,6 +14,7 @@
 #include "server/selection/cost_model.h"
 #include "server/selection/depth_knapsack.h"
 #include "server/selection/rng.h"
+#include "server/selection/selection_strategy.h"
 #include "server/selection/strategic_solver.h"
 
 namespace layerfl {
@@ -283,6 +284,189 @@ TEST(StrategicDepthTest, RejectsBadDepths) {
   p.depths = {};
   p.costs = {1, 1, 1};
   EXPECT_THAT(p.Validate().message(), HasSubstr("3 costs for 2 layers"));
+}
+
+// embed, block0, block1 and a common head; F = 1, w = 1, a = 1 for all.
+SelectionInput DepthInput(double budget) {
+  SelectionInput in;
+  in.layers = {{"embed", 1, false, false},
+               {"block0", 1, false, false},
+               {"block1", 1, false, false},
+               {"head", 1, false, true}};
+  auto model = std::make_shared<CostModel>();
+  model->fixed = 1;
+  model->per_layer = {1, 1, 1, 1};
+  model->depth = {1, 1, 1, 1};
+  ClientInput c;
+  c.id = "a";
+  c.budget = budget;
+  c.sq_grad_norm = {4, 1, 2, 1};
+  c.cost = model;
+  in.clients.push_back(c);
+  return in;
+}
+
+std::vector<int> Select(const std::string& name, const SelectionInput& in) {
+  SelectionOptions options;
+  absl::StatusOr<std::unique_ptr<SelectionStrategy>> s =
+      CreateSelectionStrategy(name, options);
+  EXPECT_TRUE(s.ok()) << s.status();
+  absl::StatusOr<SelectionResult> r = (*s)->Select(in);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? r->layers[0] : std::vector<int>{};
+}
+
+TEST(DepthStrategyTest, HandComputedOrderStrategies) {
+  // Budget 7; the head alone costs F + w + a = 3, leaving 4.
+  const SelectionInput in = DepthInput(7);
+  // top: block1 (cost 1 + depth 1), block0 (1 + 1 + depth 2 = 4), embed
+  // would make 3 + depth 3 = 6 > 4.
+  EXPECT_THAT(Select("top", in), ::testing::ElementsAre(1, 2, 3));
+  // bottom: embed alone reaches the whole depth (1 + 3 = 4); block0 would
+  // make 5.
+  EXPECT_THAT(Select("bottom", in), ::testing::ElementsAre(0, 3));
+  // importance: embed's score 4 beats block0 + block1 (3).
+  EXPECT_THAT(Select("importance", in), ::testing::ElementsAre(0, 3));
+  // Both cost exactly the budget by the model.
+  EXPECT_DOUBLE_EQ(in.clients[0].cost->Cost({1, 2, 3}), 7);
+  EXPECT_DOUBLE_EQ(in.clients[0].cost->Cost({0, 3}), 7);
+  // One more and embed takes block1 along: 1 + 1 + depth 3 = 5 of room 5
+  // (block0 would make 6), the whole model cost F + 3 + 4 = 8.
+  EXPECT_THAT(Select("importance", DepthInput(8)),
+              ::testing::ElementsAre(0, 2, 3));
+  EXPECT_DOUBLE_EQ(in.clients[0].cost->Cost({0, 2, 3}), 8);
+  // The head alone needs 3: a budget of 2 is refused, naming the cost.
+  SelectionOptions options;
+  absl::StatusOr<std::unique_ptr<SelectionStrategy>> top =
+      CreateSelectionStrategy("top", options);
+  ASSERT_TRUE(top.ok());
+  EXPECT_THAT((*top)->Select(DepthInput(2)).status().message(),
+              HasSubstr("client 'a': budget 2 cannot hold the common layers "
+                        "(head: cost 3)"));
+  SelectionInput bad = DepthInput(7);
+  auto model = std::make_shared<CostModel>(*bad.clients[0].cost);
+  model->depth.pop_back();
+  bad.clients[0].cost = model;
+  EXPECT_THAT((*top)->Select(bad).status().message(),
+              HasSubstr("client 'a': cost.depth: 3 values for 4 layer groups"));
+}
+
+// A random run with per-client cost models; `integral` keeps every value an
+// integer (one tick = one unit), otherwise they are real numbers.
+SelectionInput RandomCostInput(DeterministicRng& rng, int n, int m,
+                               bool integral) {
+  SelectionInput in;
+  const auto draw = [&](int lo, int hi) {
+    return integral ? static_cast<double>(rng.UniformInt(lo, hi))
+                    : lo + (hi - lo) * rng.UniformDouble();
+  };
+  for (int l = 0; l < m; ++l) {
+    in.layers.push_back({"g" + std::to_string(l), 1, false, false});
+  }
+  in.layers[0].frozen = rng.UniformInt(0, 2) == 0;
+  if (rng.UniformInt(0, 1) == 0) in.layers[m - 1].common = true;
+  for (int i = 0; i < n; ++i) {
+    auto model = std::make_shared<CostModel>();
+    model->fixed = draw(0, 3);
+    for (int l = 0; l < m; ++l) {
+      model->per_layer.push_back(draw(1, 4));
+      model->depth.push_back(draw(0, 3));
+    }
+    ClientInput c;
+    c.id = "c" + std::to_string(i);
+    c.cost = model;
+    const std::vector<int> common =
+        in.layers[m - 1].common ? std::vector<int>{m - 1} : std::vector<int>{};
+    c.budget = model->Cost(common) + draw(0, 4 * m);
+    for (int l = 0; l < m; ++l) {
+      c.sq_grad_norm.push_back(rng.UniformInt(0, 3) == 0 ? 0
+                                                         : rng.UniformDouble());
+    }
+    in.clients.push_back(c);
+  }
+  return in;
+}
+
+// The best strategic objective over every per-client subset within its
+// real cost.
+double BruteStrategic(const SelectionInput& in, const SelectionOptions& o) {
+  const int n = static_cast<int>(in.clients.size());
+  const int m = static_cast<int>(in.layers.size());
+  std::vector<std::vector<std::vector<int>>> feasible(n);
+  for (int i = 0; i < n; ++i) {
+    for (uint32_t mask = 0; mask < (1u << m); ++mask) {
+      std::vector<int> set;
+      bool ok = true;
+      for (int l = 0; l < m; ++l) {
+        const bool in_set = mask >> l & 1;
+        if (in.layers[l].frozen && in_set) ok = false;
+        if (in.layers[l].common && !in_set) ok = false;
+        if (in_set) set.push_back(l);
+      }
+      if (ok && in.clients[i].cost->Cost(set) <= in.clients[i].budget) {
+        feasible[i].push_back(set);
+      }
+    }
+  }
+  double best = -1e300;
+  std::vector<size_t> idx(n, 0);
+  while (true) {
+    std::vector<std::vector<int>> layers(n);
+    for (int i = 0; i < n; ++i) layers[i] = feasible[i][idx[i]];
+    absl::StatusOr<double> v = SelectionObjective(in, layers, o.lambda,
+                                                  o.normalize_scores);
+    if (v.ok()) best = std::max(best, *v);
+    int i = 0;
+    while (i < n && ++idx[i] == feasible[i].size()) idx[i++] = 0;
+    if (i == n) break;
+  }
+  return best;
+}
+
+TEST(DepthStrategyTest, StrategicEqualsBruteForceUnderCostModels) {
+  DeterministicRng rng(77);
+  const double lambdas[] = {0.0, 0.02, 0.2, 5.0};
+  for (int trial = 0; trial < 300; ++trial) {
+    const SelectionInput in = RandomCostInput(
+        rng, static_cast<int>(rng.UniformInt(1, 3)),
+        static_cast<int>(rng.UniformInt(2, 4)), /*integral=*/true);
+    SelectionOptions o;
+    o.lambda = lambdas[trial % 4];
+    o.time_limit_ms = 10000;
+    absl::StatusOr<std::unique_ptr<SelectionStrategy>> s =
+        CreateSelectionStrategy("strategic", o);
+    ASSERT_TRUE(s.ok());
+    absl::StatusOr<SelectionResult> r = (*s)->Select(in);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->diagnostics.status, SolverStatus::kOptimal);
+    const double want = BruteStrategic(in, o);
+    EXPECT_NEAR(r->diagnostics.objective, want, Tol(want)) << "trial " << trial;
+  }
+}
+
+TEST(DepthStrategyTest, EveryStrategyStaysWithinRealCostBudgets) {
+  DeterministicRng rng(5);
+  int nonempty = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const SelectionInput in =
+        RandomCostInput(rng, 6, 6, /*integral=*/trial % 2 == 0);
+    SelectionOptions o;
+    for (const std::string& name : SelectionStrategyNames()) {
+      if (name == "full" || name == "rgn" || name == "snr") continue;
+      absl::StatusOr<std::unique_ptr<SelectionStrategy>> s =
+          CreateSelectionStrategy(name, o);
+      ASSERT_TRUE(s.ok());
+      absl::StatusOr<SelectionResult> r = (*s)->Select(in);
+      ASSERT_TRUE(r.ok()) << name << ": " << r.status();
+      for (size_t i = 0; i < in.clients.size(); ++i) {
+        const double cost = in.clients[i].cost->Cost(r->layers[i]);
+        EXPECT_LE(cost, in.clients[i].budget)
+            << name << " trial " << trial << " client " << i;
+        nonempty += r->layers[i].size() > 1;
+      }
+    }
+  }
+  EXPECT_GT(nonempty, 1000);
 }
 
 }  // namespace

@@ -18,8 +18,8 @@ using ::testing::HasSubstr;
 SelectionInput Round(std::vector<double> a, std::vector<double> b) {
   SelectionInput in;
   in.layers = {{"embed", 1}, {"block0", 1}, {"head", 1, false, true}};
-  in.clients = {{"a", 3, 1, std::move(a), {}, {}},
-                {"b", 3, 3, std::move(b), {}, {}}};
+  in.clients = {{"a", 3, 1, std::move(a), {}, {}, nullptr},
+                {"b", 3, 3, std::move(b), {}, {}, nullptr}};
   return in;
 }
 

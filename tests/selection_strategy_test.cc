@@ -38,9 +38,9 @@ SelectionInput TinyInput() {
                {"block1", 1, false, false}, {"block2", 1, false, false},
                {"block3", 1, false, false}, {"head", 1, false, true}};
   in.clients = {
-      {"a", 3, 10, {9, 1, 5, 3, 2, 7}, {0, 4, 3, 2, 1, 0}, {1, 1, 2, 3, 4, 1}},
-      {"b", 2, 30, {0, 4, 1, 0, 2, 1}, {0, 1, 2, 3, 4, 0}, {4, 3, 2, 1, 1, 1}},
-      {"c", 1, 20, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1}},
+      {"a", 3, 10, {9, 1, 5, 3, 2, 7}, {0, 4, 3, 2, 1, 0}, {1, 1, 2, 3, 4, 1}, nullptr},
+      {"b", 2, 30, {0, 4, 1, 0, 2, 1}, {0, 1, 2, 3, 4, 0}, {4, 3, 2, 1, 1, 1}, nullptr},
+      {"c", 1, 20, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1}, nullptr},
   };
   return in;
 }
@@ -148,7 +148,7 @@ TEST(SelectionStrategyTest, ScoreStrategiesHandComputed) {
 TEST(SelectionStrategyTest, ScoreStrategiesSolveTheKnapsackWithCosts) {
   SelectionInput in;
   in.layers = {{"l0", 3}, {"l1", 2}, {"l2", 2}};
-  in.clients = {{"a", 4, 1, {5, 3, 3}, {}, {}}};
+  in.clients = {{"a", 4, 1, {5, 3, 3}, {}, {}, nullptr}};
   // Greedy by score takes l0 (5) and stops; the knapsack takes l1 + l2 (6).
   EXPECT_THAT(SelectLayers("importance", in), ElementsAre(ElementsAre(1, 2)));
 }
@@ -192,8 +192,8 @@ TEST(SelectionStrategyTest, RandomIsSeededPerRoundAndClient) {
 SelectionInput TwoClientConflict() {
   SelectionInput in;
   in.layers = {{"block0", 1}, {"block1", 1}};
-  in.clients = {{"a", 1, 1, {1.0, 0.6}, {}, {}},
-                {"b", 1, 1, {0.5, 1.0}, {}, {}}};
+  in.clients = {{"a", 1, 1, {1.0, 0.6}, {}, {}, nullptr},
+                {"b", 1, 1, {0.5, 1.0}, {}, {}, nullptr}};
   return in;
 }
 
@@ -292,7 +292,7 @@ TEST(SelectionValidationTest, BadBudgetsNameTheClient) {
   SelectionInput in = TinyInput();
   in.clients[1].budget = -2;
   EXPECT_THAT(ValidateSelectionInput(in).message(),
-              HasSubstr("client 'b': budget must be >= 0, got -2"));
+              HasSubstr("client 'b': budget must be finite and >= 0, got -2"));
   in.clients[1].budget = 0;  // cannot hold the head
   const absl::Status s = ValidateSelectionInput(in);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

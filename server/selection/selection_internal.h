@@ -13,13 +13,32 @@
 
 namespace layerfl::selection_internal {
 
-// A validated input with the layer classes and budgets left after the common
-// layers.
+// One client's costs of the selectable layers in the solver's form
+// (strategic_solver.h): a set S of them costs sum_{k in S} costs[k] +
+// max_{k in S} depths[k] on top of what the common layers cost, in integer
+// ticks. Costs are rounded up and room down, so a set that fits in ticks fits
+// in the real unit.
+struct ClientCosts {
+  int64_t room = 0;              // budget - cost of the common layers, >= 0
+  std::vector<int64_t> costs;    // [selectable], >= 1
+  std::vector<int64_t> depths;   // [selectable], >= 0; all 0 when additive
+
+  // Cost in ticks of the selectable positions `picks` (indices into
+  // Round::selectable).
+  int64_t SetCost(const std::vector<int>& picks) const;
+};
+
+// A validated input with the layer classes and, per client, the room its
+// budget leaves after the common layers and the costs of the others.
 struct Round {
   const SelectionInput* input = nullptr;
   std::vector<int> common;      // layer indices, ascending
   std::vector<int> selectable;  // neither frozen nor common, ascending
-  std::vector<int64_t> room;    // per client: budget - cost of common layers
+  std::vector<ClientCosts> clients;
+  bool has_depth = false;  // some client's cost has a depth part
+  // Real cost units per tick: 1 when every cost and budget is an integer
+  // (layers, params, bytes), else the largest budget / 2^24.
+  double tick = 1.0;
 };
 
 absl::StatusOr<Round> PrepareRound(const SelectionInput& input);

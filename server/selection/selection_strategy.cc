@@ -116,6 +116,7 @@ absl::Status SelectionOptions::Validate() const {
 absl::Status ValidateSelectionInput(const SelectionInput& input) {
   absl::flat_hash_set<absl::string_view> names;
   int64_t common_cost = 0;
+  std::vector<int> common_layers;
   for (const LayerSpec& layer : input.layers) {
     if (layer.name.empty()) {
       return absl::InvalidArgumentError("layer table: empty layer name");
@@ -136,6 +137,9 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
         __builtin_add_overflow(common_cost, layer.cost, &common_cost)) {
       return absl::InvalidArgumentError("layer table: common cost overflows");
     }
+    if (layer.common) {
+      common_layers.push_back(static_cast<int>(&layer - input.layers.data()));
+    }
   }
   absl::flat_hash_set<absl::string_view> ids;
   for (const ClientInput& c : input.clients) {
@@ -144,24 +148,29 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
       return absl::InvalidArgumentError(
           absl::StrCat("duplicate client '", c.id, "'"));
     }
-    if (c.budget < 0) {
+    if (!std::isfinite(c.budget) || c.budget < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "client '", c.id, "': budget must be >= 0, got ", c.budget));
+          "client '", c.id, "': budget must be finite and >= 0, got ",
+          c.budget));
+    }
+    double client_common_cost = static_cast<double>(common_cost);
+    if (c.cost != nullptr) {
+      RETURN_IF_ERROR(c.cost->Validate(input.layers.size(),
+                                       absl::StrCat("client '", c.id, "': cost")));
+      client_common_cost = c.cost->Cost(common_layers);
     }
     if (c.num_samples < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("client '", c.id, "': num_samples must be >= 0, got ",
                        c.num_samples));
     }
-    if (c.budget < common_cost) {
+    if (c.budget < client_common_cost) {
       std::vector<std::string> common;
-      for (const LayerSpec& layer : input.layers) {
-        if (layer.common) common.push_back(layer.name);
-      }
+      for (int l : common_layers) common.push_back(input.layers[l].name);
       return absl::InvalidArgumentError(absl::StrCat(
           "client '", c.id, "': budget ", c.budget,
           " cannot hold the common layers (", absl::StrJoin(common, ", "),
-          ": cost ", common_cost, ")"));
+          ": cost ", client_common_cost, ")"));
     }
     for (Metric m : {Metric::kSqGradNorm, Metric::kRgn, Metric::kSnr}) {
       RETURN_IF_ERROR(CheckScores(c, m, input.layers));
@@ -188,22 +197,101 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
 
 namespace selection_internal {
 
+int64_t ClientCosts::SetCost(const std::vector<int>& picks) const {
+  int64_t sum = 0, deepest = 0;
+  for (int k : picks) {
+    sum += costs[k];
+    deepest = std::max(deepest, depths[k]);
+  }
+  return sum + deepest;
+}
+
+namespace {
+
+// A client's costs in the real unit, in the solver's form (see ClientCosts).
+struct RealCosts {
+  double room = 0;
+  std::vector<double> costs, depths;
+};
+
+RealCosts ClientRealCosts(const SelectionInput& input, const ClientInput& c,
+                          const std::vector<int>& common,
+                          const std::vector<int>& selectable) {
+  CostModel additive;
+  const CostModel* model = c.cost.get();
+  if (model == nullptr) {
+    std::vector<double> costs;
+    for (const LayerSpec& layer : input.layers) {
+      costs.push_back(static_cast<double>(layer.cost));
+    }
+    additive = AdditiveCostModel(costs);
+    model = &additive;
+  }
+  RealCosts out;
+  // With common layers, their set is paid anyway and the others add their
+  // own part and the depth below the lowest common layer; without, the
+  // first selected layer brings the fixed part.
+  const double paid = common.empty() ? 0.0 : model->Cost(common);
+  const double paid_depth = common.empty() ? 0.0 : model->DepthFrom(common[0]);
+  out.room = c.budget - paid;
+  for (int l : selectable) {
+    out.costs.push_back(model->per_layer[l]);
+    out.depths.push_back(
+        common.empty() ? model->fixed + model->DepthFrom(l)
+                       : std::max(0.0, model->DepthFrom(l) - paid_depth));
+  }
+  return out;
+}
+
+bool IsIntegral(double v) {
+  return v == std::floor(v) && std::abs(v) < 9.0e15;
+}
+
+// Rounded up (costs) and clamped far above any room: an unaffordable cost
+// stays unaffordable without overflowing.
+int64_t CeilTicks(double v, double tick) {
+  return static_cast<int64_t>(std::min(std::ceil(v / tick), 0x1p60));
+}
+
+}  // namespace
+
 absl::StatusOr<Round> PrepareRound(const SelectionInput& input) {
   RETURN_IF_ERROR(ValidateSelectionInput(input));
   Round round;
   round.input = &input;
-  int64_t common_cost = 0;
   for (int l = 0; l < static_cast<int>(input.layers.size()); ++l) {
     const LayerSpec& layer = input.layers[l];
     if (layer.common) {
       round.common.push_back(l);
-      common_cost += layer.cost;
     } else if (!layer.frozen) {
       round.selectable.push_back(l);
     }
   }
+  std::vector<RealCosts> real;
+  bool integral = true;
+  double max_room = 0;
   for (const ClientInput& c : input.clients) {
-    round.room.push_back(c.budget - common_cost);
+    real.push_back(
+        ClientRealCosts(input, c, round.common, round.selectable));
+    const RealCosts& r = real.back();
+    integral = integral && IsIntegral(r.room);
+    for (double v : r.costs) integral = integral && IsIntegral(v);
+    for (double v : r.depths) {
+      integral = integral && IsIntegral(v);
+      round.has_depth = round.has_depth || v > 0;
+    }
+    max_room = std::max(max_room, r.room);
+  }
+  round.tick = integral || max_room <= 0 ? 1.0 : max_room / 0x1p24;
+  for (const RealCosts& r : real) {
+    ClientCosts c;
+    c.room = static_cast<int64_t>(
+        std::max(0.0, std::floor(r.room / round.tick)));
+    for (double v : r.costs) {
+      c.costs.push_back(std::max<int64_t>(1, CeilTicks(v, round.tick)));
+    }
+    for (double v : r.depths) c.depths.push_back(CeilTicks(v, round.tick));
+    round.clients.push_back(std::move(c));
   }
   return round;
 }

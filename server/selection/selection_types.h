@@ -8,10 +8,12 @@
 // Thread-compatible value types.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "server/selection/cost_model.h"
 #include "server/selection/strategic_solver.h"
 
 namespace layerfl {
@@ -21,8 +23,9 @@ class RegulationStats;
 // One layer group of the model, in order from input to output.
 struct LayerSpec {
   std::string name;     // unique, non-empty
-  int64_t cost = 1;     // training cost in the run's cost unit (budget.h), >= 1
-                        // unless frozen
+  int64_t cost = 1;     // additive training cost in the run's cost unit
+                        // (budget.h), >= 1 unless frozen; clients with their
+                        // own CostModel ignore it
   bool frozen = false;  // never selected
   bool common = false;  // selected for every client; counts against its budget
 };
@@ -30,13 +33,17 @@ struct LayerSpec {
 // A client taking part in this round.
 struct ClientInput {
   std::string id;           // unique, non-empty
-  int64_t budget = 0;       // in cost units, >= 0
+  double budget = 0;        // in cost units, finite and >= 0
   int64_t num_samples = 0;  // >= 0; weights the running importance estimate
   // Per-layer scores in layer-table order, each finite and >= 0. Empty when
   // the client did not report that metric; otherwise exactly one per layer.
   std::vector<double> sq_grad_norm;  // squared gradient norm (the paper's g_il)
   std::vector<double> rgn;           // gradient norm / parameter norm
   std::vector<double> snr;           // mean^2 / variance of the gradient
+  // What training a set of layers costs this client (cost_model.h), one entry
+  // per layer of the table, in the budget's unit; shared, not copied, when
+  // many clients have the same. Null: the layer table's additive costs.
+  std::shared_ptr<const CostModel> cost;
 };
 
 struct SelectionInput {

@@ -1,5 +1,6 @@
 // The registered strategies. Each picks, per client, among the selectable
-// layers within the room its budget leaves after the common layers;
+// layers within the room its budget leaves after the common layers, under
+// the client's cost (additive, or depth-aware from its cost model);
 // selection_internal::Finish adds the common layers and the diagnostics.
 
 #include <algorithm>
@@ -10,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/util/status_macros.h"
-#include "server/selection/knapsack.h"
+#include "server/selection/depth_knapsack.h"
 #include "server/selection/rng.h"
 #include "server/selection/selection_internal.h"
 #include "server/selection/strategic_solver.h"
@@ -18,18 +19,32 @@
 namespace layerfl::selection_internal {
 namespace {
 
-// Walks `order` and takes layers while they fit; stops at the first that
-// does not, so the selection stays contiguous in that order.
-std::vector<int> TakeWhileFits(const std::vector<int>& order,
-                               const std::vector<LayerSpec>& layers,
-                               int64_t room) {
+// Walks `order` (positions in Round::selectable) and takes the layers that
+// fit the client's room under its cost; with `contiguous`, stops at the
+// first that does not, so the selection stays contiguous in that order.
+// Returns layer indices.
+std::vector<int> TakeWhileFits(const Round& round, size_t client,
+                               const std::vector<int>& order, bool contiguous) {
+  const ClientCosts& c = round.clients[client];
   std::vector<int> taken;
-  for (int l : order) {
-    if (layers[l].cost > room) break;
-    room -= layers[l].cost;
-    taken.push_back(l);
+  int64_t sum = 0, deepest = 0;
+  for (int k : order) {
+    const int64_t d = std::max(deepest, c.depths[k]);
+    if (sum + c.costs[k] + d > c.room) {
+      if (contiguous) break;
+      continue;
+    }
+    sum += c.costs[k];
+    deepest = d;
+    taken.push_back(round.selectable[k]);
   }
   return taken;
+}
+
+std::vector<int> Positions(size_t n) {
+  std::vector<int> order(n);
+  for (size_t k = 0; k < n; ++k) order[k] = static_cast<int>(k);
+  return order;
 }
 
 class OrderStrategy : public SelectionStrategy {
@@ -55,7 +70,7 @@ class OrderStrategy : public SelectionStrategy {
   absl::StatusOr<SelectionResult> Select(
       const SelectionInput& input) const override {
     ASSIGN_OR_RETURN(Round round, PrepareRound(input));
-    const std::vector<int>& s = round.selectable;
+    const std::vector<int> s = Positions(round.selectable.size());
     std::vector<int> order;
     switch (kind_) {
       case Kind::kFull:
@@ -72,18 +87,18 @@ class OrderStrategy : public SelectionStrategy {
         }
         break;
     }
-    int64_t total = 0;
-    for (int l : s) total += input.layers[l].cost;
     std::vector<std::vector<int>> chosen;
     for (size_t i = 0; i < input.clients.size(); ++i) {
-      if (kind_ == Kind::kFull && round.room[i] < total) {
+      const ClientCosts& c = round.clients[i];
+      if (kind_ == Kind::kFull && c.room < c.SetCost(s)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "client '", input.clients[i].id, "': budget ",
             input.clients[i].budget,
-            " cannot hold every trainable layer (selectable cost ", total,
+            " cannot hold every trainable layer (selectable cost ",
+            static_cast<double>(c.SetCost(s)) * round.tick,
             " after the common layers); strategy 'full' trains them all"));
       }
-      chosen.push_back(TakeWhileFits(order, input.layers, round.room[i]));
+      chosen.push_back(TakeWhileFits(round, i, order, /*contiguous=*/true));
     }
     return Finish(round, std::move(chosen), options_);
   }
@@ -108,17 +123,9 @@ class RandomStrategy : public SelectionStrategy {
     for (size_t i = 0; i < input.clients.size(); ++i) {
       DeterministicRng rng(MixSeed(input.seed) ^
                            StableHash(input.clients[i].id));
-      std::vector<int> order = round.selectable;
+      std::vector<int> order = Positions(round.selectable.size());
       rng.Shuffle(order);
-      int64_t room = round.room[i];
-      std::vector<int> taken;
-      for (int l : order) {
-        if (input.layers[l].cost <= room) {
-          room -= input.layers[l].cost;
-          taken.push_back(l);
-        }
-      }
-      chosen.push_back(std::move(taken));
+      chosen.push_back(TakeWhileFits(round, i, order, /*contiguous=*/false));
     }
     return Finish(round, std::move(chosen), options_);
   }
@@ -141,16 +148,16 @@ class ScoreStrategy : public SelectionStrategy {
     ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
                      MetricScores(round, metric_, /*normalize=*/false,
                                   options_.use_running_importance, name_));
-    std::vector<int64_t> costs;
-    for (int l : round.selectable) costs.push_back(input.layers[l].cost);
-    Knapsack knapsack;
+    DepthKnapsack knapsack;
     std::vector<double> values(round.selectable.size());
     std::vector<std::vector<int>> chosen;
     for (size_t i = 0; i < input.clients.size(); ++i) {
       for (size_t k = 0; k < round.selectable.size(); ++k) {
         values[k] = scores[i][round.selectable[k]];
       }
-      const Knapsack::Result r = knapsack.Solve(values, costs, round.room[i]);
+      const ClientCosts& c = round.clients[i];
+      const Knapsack::Result r =
+          knapsack.Solve(values, c.costs, c.depths, 0, c.room);
       std::vector<int> taken;
       for (int k : r.taken) taken.push_back(round.selectable[k]);
       chosen.push_back(std::move(taken));
@@ -183,9 +190,15 @@ class StrategicStrategy : public SelectionStrategy {
     problem.num_clients = n;
     problem.num_layers = m;
     problem.lambda = options_.lambda;
-    problem.budgets = round.room;
-    for (int l : round.selectable)
-      problem.costs.push_back(input.layers[l].cost);
+    for (const ClientCosts& c : round.clients) {
+      problem.budgets.push_back(c.room);
+      problem.costs.insert(problem.costs.end(), c.costs.begin(),
+                           c.costs.end());
+      if (round.has_depth) {
+        problem.depths.insert(problem.depths.end(), c.depths.begin(),
+                              c.depths.end());
+      }
+    }
     problem.scores.reserve(static_cast<size_t>(n) * m);
     double constant = 0;  // the common layers' scores
     for (int i = 0; i < n; ++i) {
