@@ -413,8 +413,8 @@ double BruteStrategic(const SelectionInput& in, const SelectionOptions& o) {
   while (true) {
     std::vector<std::vector<int>> layers(n);
     for (int i = 0; i < n; ++i) layers[i] = feasible[i][idx[i]];
-    absl::StatusOr<double> v = SelectionObjective(in, layers, o.lambda,
-                                                  o.normalize_scores);
+    absl::StatusOr<double> v =
+        SelectionObjective(in, layers, o.lambda, o.normalize_scores);
     if (v.ok()) best = std::max(best, *v);
     int i = 0;
     while (i < n && ++idx[i] == feasible[i].size()) idx[i++] = 0;

@@ -19,9 +19,9 @@ namespace layerfl::selection_internal {
 // ticks. Costs are rounded up and room down, so a set that fits in ticks fits
 // in the real unit.
 struct ClientCosts {
-  int64_t room = 0;              // budget - cost of the common layers, >= 0
-  std::vector<int64_t> costs;    // [selectable], >= 1
-  std::vector<int64_t> depths;   // [selectable], >= 0; all 0 when additive
+  int64_t room = 0;             // budget - cost of the common layers, >= 0
+  std::vector<int64_t> costs;   // [selectable], >= 1
+  std::vector<int64_t> depths;  // [selectable], >= 0; all 0 when additive
 
   // Cost in ticks of the selectable positions `picks` (indices into
   // Round::selectable).

@@ -149,14 +149,14 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
           absl::StrCat("duplicate client '", c.id, "'"));
     }
     if (!std::isfinite(c.budget) || c.budget < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "client '", c.id, "': budget must be finite and >= 0, got ",
-          c.budget));
+      return absl::InvalidArgumentError(
+          absl::StrCat("client '", c.id,
+                       "': budget must be finite and >= 0, got ", c.budget));
     }
     double client_common_cost = static_cast<double>(common_cost);
     if (c.cost != nullptr) {
-      RETURN_IF_ERROR(c.cost->Validate(input.layers.size(),
-                                       absl::StrCat("client '", c.id, "': cost")));
+      RETURN_IF_ERROR(c.cost->Validate(
+          input.layers.size(), absl::StrCat("client '", c.id, "': cost")));
       client_common_cost = c.cost->Cost(common_layers);
     }
     if (c.num_samples < 0) {
@@ -236,16 +236,14 @@ RealCosts ClientRealCosts(const SelectionInput& input, const ClientInput& c,
   out.room = c.budget - paid;
   for (int l : selectable) {
     out.costs.push_back(model->per_layer[l]);
-    out.depths.push_back(
-        common.empty() ? model->fixed + model->DepthFrom(l)
-                       : std::max(0.0, model->DepthFrom(l) - paid_depth));
+    out.depths.push_back(common.empty()
+                             ? model->fixed + model->DepthFrom(l)
+                             : std::max(0.0, model->DepthFrom(l) - paid_depth));
   }
   return out;
 }
 
-bool IsIntegral(double v) {
-  return v == std::floor(v) && std::abs(v) < 9.0e15;
-}
+bool IsIntegral(double v) { return v == std::floor(v) && std::abs(v) < 9.0e15; }
 
 // Rounded up (costs) and clamped far above any room: an unaffordable cost
 // stays unaffordable without overflowing.
@@ -271,8 +269,7 @@ absl::StatusOr<Round> PrepareRound(const SelectionInput& input) {
   bool integral = true;
   double max_room = 0;
   for (const ClientInput& c : input.clients) {
-    real.push_back(
-        ClientRealCosts(input, c, round.common, round.selectable));
+    real.push_back(ClientRealCosts(input, c, round.common, round.selectable));
     const RealCosts& r = real.back();
     integral = integral && IsIntegral(r.room);
     for (double v : r.costs) integral = integral && IsIntegral(v);
@@ -285,8 +282,8 @@ absl::StatusOr<Round> PrepareRound(const SelectionInput& input) {
   round.tick = integral || max_room <= 0 ? 1.0 : max_room / 0x1p24;
   for (const RealCosts& r : real) {
     ClientCosts c;
-    c.room = static_cast<int64_t>(
-        std::max(0.0, std::floor(r.room / round.tick)));
+    c.room =
+        static_cast<int64_t>(std::max(0.0, std::floor(r.room / round.tick)));
     for (double v : r.costs) {
       c.costs.push_back(std::max<int64_t>(1, CeilTicks(v, round.tick)));
     }

@@ -192,8 +192,7 @@ class StrategicStrategy : public SelectionStrategy {
     problem.lambda = options_.lambda;
     for (const ClientCosts& c : round.clients) {
       problem.budgets.push_back(c.room);
-      problem.costs.insert(problem.costs.end(), c.costs.begin(),
-                           c.costs.end());
+      problem.costs.insert(problem.costs.end(), c.costs.begin(), c.costs.end());
       if (round.has_depth) {
         problem.depths.insert(problem.depths.end(), c.depths.begin(),
                               c.depths.end());
