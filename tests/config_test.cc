@@ -199,7 +199,7 @@ TEST(ConfigDefaults, DocumentedDefaults) {
   EXPECT_EQ(c.federated.keep_checkpoints, 3);
   EXPECT_TRUE(c.federated.resume);
   EXPECT_EQ(c.selection.strategy, "strategic");
-  EXPECT_EQ(c.selection.lambda, 0.02);
+  EXPECT_EQ(c.selection.lambda, 0.2);
   EXPECT_TRUE(c.selection.normalize_scores);
   EXPECT_EQ(c.selection.time_limit_ms, 500.0);
   EXPECT_EQ(c.selection.target_gap, 0.01);

@@ -413,8 +413,9 @@ double BruteStrategic(const SelectionInput& in, const SelectionOptions& o) {
   while (true) {
     std::vector<std::vector<int>> layers(n);
     for (int i = 0; i < n; ++i) layers[i] = feasible[i][idx[i]];
+    const double lambda = o.lambda / std::max(1.0, n - 1.0);
     absl::StatusOr<double> v =
-        SelectionObjective(in, layers, o.lambda, o.normalize_scores);
+        SelectionObjective(in, layers, lambda, o.normalize_scores);
     if (v.ok()) best = std::max(best, *v);
     int i = 0;
     while (i < n && ++idx[i] == feasible[i].size()) idx[i++] = 0;
@@ -467,6 +468,41 @@ TEST(DepthStrategyTest, EveryStrategyStaysWithinRealCostBudgets) {
     }
   }
   EXPECT_GT(nonempty, 1000);
+}
+
+TEST(LambdaScaleTest, ALoneLayerCostsLambdaWhateverTheNumberOfClients) {
+  // Client 0 holds 15% of its score mass on g0 and 85% on g1; the others
+  // cannot train anything (budget 0), so g0 would be client 0's alone: it
+  // is worth taking iff 0.15 > lambda, for any N.
+  for (int n : {2, 5, 20}) {
+    for (double lambda : {0.1, 0.2}) {
+      SelectionInput in;
+      in.layers = {{"g0", 1, false, false}, {"g1", 1, false, false}};
+      for (int i = 0; i < n; ++i) {
+        ClientInput c;
+        c.id = "c" + std::to_string(i);
+        c.budget = i == 0 ? 2 : 0;
+        c.sq_grad_norm = i == 0 ? std::vector<double>{0.3, 1.7}
+                                : std::vector<double>{1, 1};
+        in.clients.push_back(c);
+      }
+      SelectionOptions o;
+      o.lambda = lambda;
+      absl::StatusOr<std::unique_ptr<SelectionStrategy>> s =
+          CreateSelectionStrategy("strategic", o);
+      ASSERT_TRUE(s.ok());
+      absl::StatusOr<SelectionResult> r = (*s)->Select(in);
+      ASSERT_TRUE(r.ok()) << r.status();
+      if (lambda < 0.15) {
+        EXPECT_THAT(r->layers[0], ::testing::ElementsAre(0, 1)) << n;
+      } else {
+        EXPECT_THAT(r->layers[0], ::testing::ElementsAre(1)) << n;
+      }
+      // Alone on both: 0.15 + 0.85 - 2 lambda, or 0.85 - lambda.
+      EXPECT_NEAR(r->diagnostics.objective,
+                  lambda < 0.15 ? 1 - 2 * lambda : 0.85 - lambda, 1e-12);
+    }
+  }
 }
 
 }  // namespace

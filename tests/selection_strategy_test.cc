@@ -248,7 +248,12 @@ TEST(SelectionStrategyTest, HeuristicStrategiesReportObjectiveWithoutBound) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->diagnostics.status, SolverStatus::kHeuristic);
   EXPECT_TRUE(std::isnan(r->diagnostics.upper_bound));
-  // a: 3 + 2 + 7, b: 2 + 1, c: 1; n = (0, 0, 0, 1, 2, 3) over 3 clients.
+  // a: 3 + 2 + 7, b: 2 + 1, c: 1; n = (0, 0, 0, 1, 2, 3) over 3 clients;
+  // lambda is normalised by N - 1 = 2.
+  EXPECT_NEAR(r->diagnostics.objective, 16 - 0.5 / 2 * (1 * 2 + 2 * 1), 1e-12);
+  o.normalize_lambda = false;
+  r = Make("top", o)->Select(TinyInput());
+  ASSERT_TRUE(r.ok());
   EXPECT_NEAR(r->diagnostics.objective, 16 - 0.5 * (1 * 2 + 2 * 1), 1e-12);
 }
 
@@ -452,7 +457,9 @@ TEST(SelectionPropertyTest, BudgetsHeldCommonAlwaysFrozenNever) {
       EXPECT_EQ(counts, r->layer_counts) << strategy->name();
       if (strategy->name() == "strategic") {
         EXPECT_GE(r->diagnostics.upper_bound + 1e-9, r->diagnostics.objective);
-        EXPECT_NEAR(*SelectionObjective(in, r->layers, o.lambda, true),
+        const double lambda =
+            o.lambda / std::max(1.0, in.clients.size() - 1.0);
+        EXPECT_NEAR(*SelectionObjective(in, r->layers, lambda, true),
                     r->diagnostics.objective, 1e-9);
         // Never worse than the paper's top-B fallback.
         EXPECT_GE(r->diagnostics.objective + 1e-9,

@@ -122,6 +122,7 @@ Row Run(const Case& c) {
   Row row;
   SelectionOptions options;  // the config defaults: 500 ms, 1% gap
   options.lambda = c.strength / (static_cast<double>(c.clients) * c.layers);
+  options.normalize_lambda = false;  // the instance generator sets the raw weight
   absl::StatusOr<std::unique_ptr<SelectionStrategy>> strategy =
       CreateSelectionStrategy("strategic", options);
   if (!strategy.ok()) {

@@ -13,7 +13,8 @@ Examples ImagesToExamples(const ImageSet& set) {
   const int64_t n = set.size();
   at::Tensor raw = at::from_blob(const_cast<uint8_t*>(set.pixels.data()),
                                  {n, 1, set.rows, set.cols}, at::kByte);
-  e.inputs = (raw.to(at::kFloat) / 255.0 - kFashionMnistMean) / kFashionMnistStd;
+  e.inputs =
+      (raw.to(at::kFloat) / 255.0 - kFashionMnistMean) / kFashionMnistStd;
   std::vector<int64_t> labels(set.labels.begin(), set.labels.end());
   e.labels = at::from_blob(labels.data(), {n}, at::kLong).clone();
   return e;
@@ -34,8 +35,8 @@ absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which,
   if (which != kAllClients && which != kNoClients &&
       (which < 0 || which >= c.data.num_clients)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "partition: must be in [0, data.num_clients = ", c.data.num_clients, "), got ",
-        which));
+        "partition: must be in [0, data.num_clients = ", c.data.num_clients,
+        "), got ", which));
   }
   const auto wanted = [which](size_t i) {
     return which == kAllClients || static_cast<size_t>(which) == i;

@@ -45,7 +45,8 @@ inline constexpr int kNoClients = -2;
 // coordinator whose pretrained start is cached needs no training images).
 // Errors name the file or config field (BuildFederatedImages,
 // BuildFederatedText); InvalidArgument for a partition index out of range.
-absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config, int which,
+absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config,
+                                               int which,
                                                bool with_holdout = true);
 
 }  // namespace layerfl

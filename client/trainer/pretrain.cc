@@ -1,10 +1,10 @@
 #include "client/trainer/pretrain.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -73,9 +73,9 @@ absl::StatusOr<NamedTensors> EnsurePretrained(const RunConfig& config,
     ASSIGN_OR_RETURN(TrainResult r,
                      trainer.Train(*model, examples, all, config.seed + epoch));
     ASSIGN_OR_RETURN(EvalResult ev, trainer.Evaluate(*model, examples));
-    const double secs = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - start)
-                            .count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     if (log) {
       *log << absl::StrFormat(
           "pretrain: epoch %d/%d  loss %.4f  train-acc %.4f  %.1fs\n",

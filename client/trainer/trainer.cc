@@ -1,16 +1,17 @@
 #include "client/trainer/trainer.h"
 
 #include <malloc.h>
+#include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <unordered_map>
 #include <unordered_set>
 
-#include <torch/torch.h>
-
 #include "absl/strings/str_cat.h"
+#include "client/trainer/memory_meter.h"
 
 namespace layerfl {
 namespace {
@@ -21,7 +22,8 @@ std::vector<int64_t> Permutation(int64_t n, std::mt19937_64& rng) {
   std::vector<int64_t> idx(n);
   for (int64_t i = 0; i < n; ++i) idx[i] = i;
   for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+    const int64_t j =
+        static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
     std::swap(idx[i], idx[j]);
   }
   return idx;
@@ -38,9 +40,8 @@ class BatchSampler {
       order_ = Permutation(n_, rng_);
       pos_ = 0;
     }
-    torch::Tensor idx = torch::from_blob(order_.data() + pos_, {batch_},
-                                         torch::kLong)
-                            .clone();
+    torch::Tensor idx =
+        torch::from_blob(order_.data() + pos_, {batch_}, torch::kLong).clone();
     pos_ += batch_;
     return idx;
   }
@@ -53,6 +54,11 @@ class BatchSampler {
   std::vector<int64_t> order_;
   int64_t pos_ = 0;
 };
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 absl::Status TorchError(const char* what, const c10::Error& e) {
   return absl::InternalError(
@@ -67,7 +73,8 @@ std::vector<std::vector<std::pair<std::string, torch::Tensor>>> GroupParams(
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> out;
   for (const LayerGroup& g : model.groups()) {
     out.emplace_back();
-    for (const std::string& p : g.param_names) out.back().emplace_back(p, by_name[p]);
+    for (const std::string& p : g.param_names)
+      out.back().emplace_back(p, by_name[p]);
   }
   return out;
 }
@@ -101,10 +108,10 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
     return std::make_unique<torch::optim::AdamW>(
         params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
   }
-  return std::make_unique<torch::optim::SGD>(
-      params, torch::optim::SGDOptions(c.lr)
-                  .momentum(c.momentum)
-                  .weight_decay(c.weight_decay));
+  return std::make_unique<torch::optim::SGD>(params,
+                                             torch::optim::SGDOptions(c.lr)
+                                                 .momentum(c.momentum)
+                                                 .weight_decay(c.weight_decay));
 }
 
 }  // namespace
@@ -146,6 +153,8 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
     }
   }
 
+  const auto start = std::chrono::steady_clock::now();
+  TensorMemoryMeter meter;
   RequiresGradRestorer restore(model);
   try {
     auto group_params = GroupParams(model);
@@ -204,6 +213,8 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
       }
       result.deltas.push_back(std::move(delta));
     }
+    result.usage.seconds = SecondsSince(start);
+    result.usage.peak_bytes = ParameterBytes(model) + meter.peak_bytes();
     return result;
   } catch (const c10::Error& e) {
     return TorchError("train", e);
@@ -211,11 +222,14 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
 }
 
 absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
-    Model& model, const Examples& data, uint64_t seed) const {
+    Model& model, const Examples& data, uint64_t seed,
+    ResourceUsage* usage) const {
   if (data.size() == 0) {
     return absl::InvalidArgumentError("importance: no local examples");
   }
   const std::vector<LayerGroup>& all = model.groups();
+  const auto start = std::chrono::steady_clock::now();
+  TensorMemoryMeter meter;
   RequiresGradRestorer restore(model);
   try {
     auto group_params = GroupParams(model);
@@ -281,6 +295,10 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
       }
       out.push_back(std::move(s));
     }
+    if (usage != nullptr) {
+      usage->seconds = SecondsSince(start);
+      usage->peak_bytes = ParameterBytes(model) + meter.peak_bytes();
+    }
     return out;
   } catch (const c10::Error& e) {
     return TorchError("importance", e);
@@ -302,8 +320,7 @@ absl::StatusOr<EvalResult> SelectiveTrainer::Evaluate(Model& model,
       torch::Tensor logits = model.Forward(data.inputs.narrow(0, start, len));
       torch::Tensor labels = data.labels.narrow(0, start, len);
       loss_sum += torch::cross_entropy_loss(logits, labels,
-                                            /*weight=*/{},
-                                            at::Reduction::Sum)
+                                            /*weight=*/{}, at::Reduction::Sum)
                       .item<double>();
       correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
     }
@@ -315,6 +332,14 @@ absl::StatusOr<EvalResult> SelectiveTrainer::Evaluate(Model& model,
   } catch (const c10::Error& e) {
     return TorchError("evaluate", e);
   }
+}
+
+int64_t ParameterBytes(Model& model) {
+  int64_t bytes = 0;
+  for (auto& [name, t] : model.Parameters()) {
+    bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
 }
 
 std::vector<double> ReportedScores(const std::vector<LayerScores>& scores,

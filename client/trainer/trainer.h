@@ -9,11 +9,11 @@
 // here and returned as an absl::Status. Not thread-safe; the Model passed in
 // must not be used concurrently.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,12 +37,22 @@ struct GroupDelta {
   NamedTensors tensors;
 };
 
+// What a call cost on this machine: wall-clock seconds, and the peak
+// training memory: the bytes of every model parameter plus the peak of the
+// tensor bytes the call allocated beyond what existed before it (activations,
+// gradients, optimizer state, copies; counted exactly by TensorMemoryMeter).
+struct ResourceUsage {
+  double seconds = 0.0;
+  int64_t peak_bytes = 0;
+};
+
 struct TrainResult {
   std::vector<GroupDelta> deltas;  // one per trained group, in model order
   int steps = 0;
   double first_loss = 0.0;  // mean loss of the first step's batch
   double last_loss = 0.0;   // mean loss of the last step's batch
   int64_t trained_params = 0;
+  ResourceUsage usage;
 };
 
 struct LayerScores {
@@ -67,7 +77,8 @@ void SetTorchThreads(int threads);
 class SelectiveTrainer {
  public:
   // `train` and `importance` are copied; they must have passed Validate().
-  SelectiveTrainer(const TrainConfig& train, const ImportanceConfig& importance);
+  SelectiveTrainer(const TrainConfig& train,
+                   const ImportanceConfig& importance);
 
   // Trains exactly the groups named in `groups` (every other parameter has
   // requires_grad=false, so no gradient is computed for it) for
@@ -82,9 +93,10 @@ class SelectiveTrainer {
   // Scores every non-frozen group at the model's current weights over
   // importance.batches batches (frozen groups score 0). All three metrics are
   // returned; importance.metric says which one a client reports.
-  absl::StatusOr<std::vector<LayerScores>> Importance(Model& model,
-                                                      const Examples& data,
-                                                      uint64_t seed) const;
+  // `usage`, when given, receives what the scoring pass cost.
+  absl::StatusOr<std::vector<LayerScores>> Importance(
+      Model& model, const Examples& data, uint64_t seed,
+      ResourceUsage* usage = nullptr) const;
 
   // Accuracy and mean loss over all examples, in batches; no gradients.
   absl::StatusOr<EvalResult> Evaluate(Model& model, const Examples& data,
@@ -94,6 +106,9 @@ class SelectiveTrainer {
   TrainConfig train_;
   ImportanceConfig importance_;
 };
+
+// Bytes of every parameter of `model` (what training holds anyway).
+int64_t ParameterBytes(Model& model);
 
 // Picks the metric named by importance.metric out of `scores`.
 std::vector<double> ReportedScores(const std::vector<LayerScores>& scores,

@@ -135,10 +135,13 @@ struct FederatedConfig {
 struct SelectionConfig {
   // One of full, top, bottom, both, random, rgn, snr, importance, strategic.
   std::string strategy = "strategic";
-  // Regulariser weight, >= 0. With normalised scores (each client's sum to 1)
-  // the useful range is about 0.1 to 3 divided by (clients per round x
-  // selectable layers); 0.02 suits 10 clients x 5 layers.
-  double lambda = 0.02;
+  // Regulariser weight, >= 0, normalised by the number of participants: the
+  // penalty is lambda / (N - 1) * sum_l n_l (N - n_l), so one client taking a
+  // layer none of the other N - 1 take costs lambda (and joining one all of
+  // them take gains lambda) whatever N. With normalised scores a client's
+  // whole score mass is 1: lambda = 0.2 gives up such a lone layer unless it
+  // holds more than 20% of the client's mass. Used by strategic, rgn, snr.
+  double lambda = 0.2;
   // Divide each client's scores by their sum before selecting.
   bool normalize_scores = true;
   double time_limit_ms = 500.0;  // solver time limit, > 0

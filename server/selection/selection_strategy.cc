@@ -324,6 +324,12 @@ absl::StatusOr<std::vector<std::vector<double>>> MetricScores(
   return scores;
 }
 
+double EffectiveLambda(const SelectionOptions& options, size_t num_clients) {
+  if (!options.normalize_lambda) return options.lambda;
+  return options.lambda /
+         std::max(1.0, static_cast<double>(num_clients) - 1.0);
+}
+
 SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
                        const SelectionOptions& options) {
   const SelectionInput& input = *round.input;
@@ -338,7 +344,8 @@ SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
   SelectionDiagnostics& d = result.diagnostics;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   absl::StatusOr<double> objective = SelectionObjective(
-      input, result.layers, options.lambda, options.normalize_scores,
+      input, result.layers, EffectiveLambda(options, input.clients.size()),
+      options.normalize_scores,
       options.use_running_importance);
   d.status = SolverStatus::kHeuristic;
   d.objective = objective.ok() ? *objective : nan;

@@ -9,12 +9,15 @@
 //   bottom      the layers nearest the input, while they fit
 //   both        alternately from the input and the output end, while they fit
 //   random      a uniformly random order per client; every layer that fits
-//   rgn         max total rgn score within the budget (0-1 knapsack)
-//   snr         max total snr score within the budget
+//   rgn         the strategic problem on the rgn scores (gradient norm /
+//               parameter norm) with the same regulariser; lambda = 0 is each
+//               client's max total rgn within its budget
+//   snr         the same on the snr scores (mean^2 / variance)
 //   importance  max total sq_grad_norm within the budget, no regulariser
 //   strategic   the paper's problem: max sum_i sum_l x_il g_il
-//               - lambda sum_l n_l (N - n_l) within every budget (exact solver
-//               on small instances, bounded heuristic on large ones)
+//               - lambda' sum_l n_l (N - n_l) within every budget (exact
+//               solver on small instances, bounded heuristic on large ones;
+//               lambda' = SelectionOptions::lambda, normalised by N - 1)
 //
 // Common layers are selected for every client and count against its budget;
 // frozen layers are never selected. "While they fit" means the walk stops at
@@ -71,7 +74,7 @@ absl::Status ValidateSelectionInput(const SelectionInput& input);
 // The strategic objective of any selection (per-client layer indices):
 // sum of the clients' sq_grad_norm (divided per client by their sum over the
 // selectable layers when `normalize_scores`) over their layers, minus lambda
-// sum_l n_l (N - n_l). Scores come from the input, or from the running
+// sum_l n_l (N - n_l) (lambda raw: not divided by N - 1 here). Scores come from the input, or from the running
 // importance when `use_running_importance` and a client has none.
 absl::StatusOr<double> SelectionObjective(
     const SelectionInput& input, const std::vector<std::vector<int>>& layers,

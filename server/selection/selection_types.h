@@ -63,9 +63,18 @@ struct SelectionOptions {
   // Registry name: full, top, bottom, both, random, rgn, snr, importance,
   // strategic. Default "strategic".
   std::string strategy = "strategic";
-  // Weight of the disagreement penalty sum_l n_l (N - n_l), >= 0. Default
-  // 0.02 (matches the run config).
-  double lambda = 0.02;
+  // Weight of the disagreement penalty, >= 0. With normalize_lambda the
+  // penalty is lambda / (N - 1) * sum_l n_l (N - n_l) for N clients, so that
+  // one client taking a layer none of the other N - 1 take costs lambda, and
+  // joining a layer all of them take gains lambda, whatever N; with
+  // normalised scores a client's whole score mass is 1, so lambda = 0.1
+  // gives up such a lone layer unless it carries more than 10% of the
+  // client's mass. Used by strategic, rgn and snr; importance is lambda = 0.
+  // Default 0.2.
+  double lambda = 0.2;
+  // Divide lambda by (N - 1) as above. false: lambda multiplies the raw
+  // sum_l n_l (N - n_l) (the paper's form; layerfl-solve). Default true.
+  bool normalize_lambda = true;
   // Divide each client's scores by their sum over the selectable (not frozen,
   // not common) layers before selecting, so lambda means the same across
   // models. Changes only the strategic objective (per-client rankings are
@@ -98,9 +107,10 @@ struct SelectionDiagnostics {
   // kOptimal / kFeasibleGap from the strategic solver; kHeuristic for every
   // other strategy.
   SolverStatus status = SolverStatus::kHeuristic;
-  // The strategic objective of the returned selection (options.lambda, the
-  // possibly normalised sq_grad_norm scores, common layers included). NaN
-  // when some client has no such scores.
+  // The strategic objective of the returned selection (the effective
+  // lambda, the possibly normalised scores of the strategy's metric:
+  // sq_grad_norm, or rgn / snr for those strategies; common layers
+  // included). NaN when some client has no such scores.
   double objective = 0.0;
   // Proven bound on the objective; NaN for heuristic strategies.
   double upper_bound = 0.0;

@@ -171,25 +171,26 @@ class ScoreStrategy : public SelectionStrategy {
   const SelectionOptions options_;
 };
 
+// The paper's regularised problem on one metric's scores: strategic on
+// sq_grad_norm, rgn and snr on theirs.
 class StrategicStrategy : public SelectionStrategy {
  public:
-  explicit StrategicStrategy(SelectionOptions options)
-      : options_(std::move(options)) {}
-  absl::string_view name() const override { return "strategic"; }
+  StrategicStrategy(std::string name, Metric metric, SelectionOptions options)
+      : name_(std::move(name)), metric_(metric), options_(std::move(options)) {}
+  absl::string_view name() const override { return name_; }
 
   absl::StatusOr<SelectionResult> Select(
       const SelectionInput& input) const override {
     ASSIGN_OR_RETURN(Round round, PrepareRound(input));
-    ASSIGN_OR_RETURN(
-        std::vector<std::vector<double>> scores,
-        MetricScores(round, Metric::kSqGradNorm, options_.normalize_scores,
-                     options_.use_running_importance, "strategic"));
+    ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
+                     MetricScores(round, metric_, options_.normalize_scores,
+                                  options_.use_running_importance, name_));
     const int n = static_cast<int>(input.clients.size());
     const int m = static_cast<int>(round.selectable.size());
     StrategicProblem problem;
     problem.num_clients = n;
     problem.num_layers = m;
-    problem.lambda = options_.lambda;
+    problem.lambda = EffectiveLambda(options_, input.clients.size());
     for (const ClientCosts& c : round.clients) {
       problem.budgets.push_back(c.room);
       problem.costs.insert(problem.costs.end(), c.costs.begin(), c.costs.end());
@@ -236,6 +237,8 @@ class StrategicStrategy : public SelectionStrategy {
   }
 
  private:
+  const std::string name_;
+  const Metric metric_;
   const SelectionOptions options_;
 };
 
@@ -259,10 +262,10 @@ std::unique_ptr<SelectionStrategy> NewRandomStrategy(
   return std::make_unique<RandomStrategy>(o);
 }
 std::unique_ptr<SelectionStrategy> NewRgnStrategy(const SelectionOptions& o) {
-  return std::make_unique<ScoreStrategy>("rgn", Metric::kRgn, o);
+  return std::make_unique<StrategicStrategy>("rgn", Metric::kRgn, o);
 }
 std::unique_ptr<SelectionStrategy> NewSnrStrategy(const SelectionOptions& o) {
-  return std::make_unique<ScoreStrategy>("snr", Metric::kSnr, o);
+  return std::make_unique<StrategicStrategy>("snr", Metric::kSnr, o);
 }
 std::unique_ptr<SelectionStrategy> NewImportanceStrategy(
     const SelectionOptions& o) {
@@ -270,7 +273,8 @@ std::unique_ptr<SelectionStrategy> NewImportanceStrategy(
 }
 std::unique_ptr<SelectionStrategy> NewStrategicStrategy(
     const SelectionOptions& o) {
-  return std::make_unique<StrategicStrategy>(o);
+  return std::make_unique<StrategicStrategy>("strategic", Metric::kSqGradNorm,
+                                             o);
 }
 
 }  // namespace layerfl::selection_internal

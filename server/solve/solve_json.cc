@@ -190,6 +190,7 @@ absl::StatusOr<std::string> Solve(const Json& root) {
 
   SelectionOptions options;
   options.normalize_scores = false;
+  options.normalize_lambda = false;
   options.use_running_importance = false;
   ASSIGN_OR_RETURN(const Json* lambda, Required(root, "lambda"));
   ASSIGN_OR_RETURN(options.lambda, NonNegative(*lambda, "lambda"));

@@ -1,0 +1,210 @@
+#include "client/trainer/profile.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/util/status_macros.h"
+
+namespace layerfl {
+namespace {
+
+struct Measured {
+  double seconds = 0;  // median per step
+  int64_t bytes = 0;   // peak
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+absl::StatusOr<Measured> MeasureSet(const SelectiveTrainer& trainer,
+                                    Model& model, const Examples& data,
+                                    const std::vector<std::string>& groups,
+                                    const ProfileOptions& o) {
+  std::vector<double> times;
+  Measured m;
+  for (int r = 0; r <= o.reps; ++r) {
+    ASSIGN_OR_RETURN(TrainResult result,
+                     trainer.Train(model, data, groups, 1000 + r));
+    if (r == 0) continue;  // warm-up
+    times.push_back(result.usage.seconds / o.steps);
+    m.bytes = std::max(m.bytes, result.usage.peak_bytes);
+  }
+  m.seconds = Median(times);
+  return m;
+}
+
+std::string Machine() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::string cpu = "unknown-cpu";
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  for (char& c : cpu) {
+    if (c == ' ') c = '_';
+  }
+  return absl::StrCat(host, "/", cpu);
+}
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingProfile> ProfileTraining(
+    Model& model, const Examples& data, const TrainConfig& train,
+    const ImportanceConfig& importance, const ProfileOptions& options) {
+  if (options.steps < 1 || options.reps < 1) {
+    return absl::InvalidArgumentError("profile: steps and reps must be >= 1");
+  }
+  TrainConfig measured = train;
+  measured.lr = 0;  // the weights stay where they are
+  measured.local_steps = options.steps;
+  measured.local_epochs = 0;
+  const SelectiveTrainer trainer(measured, importance);
+  const std::vector<LayerGroup>& all = model.groups();
+  const int g = static_cast<int>(all.size());
+  std::vector<int> trainable;
+  for (int l = 0; l < g; ++l) {
+    if (!all[l].frozen) trainable.push_back(l);
+  }
+  const int k = static_cast<int>(trainable.size());
+
+  TrainingProfile p;
+  for (const LayerGroup& group : all) p.groups.push_back(group.name);
+  p.batch_size = train.batch_size;
+  p.machine = Machine();
+  p.step_per_group_s.assign(g, 0);
+  p.step_depth_s.assign(g, 0);
+  p.per_group_bytes.assign(g, 0);
+  p.depth_bytes.assign(g, 0);
+
+  ASSIGN_OR_RETURN(Measured none,
+                   MeasureSet(trainer, model, data, {}, options));
+  std::vector<Measured> single(k), suffix(k);
+  for (int j = 0; j < k; ++j) {
+    ASSIGN_OR_RETURN(single[j], MeasureSet(trainer, model, data,
+                                           {all[trainable[j]].name}, options));
+  }
+  for (int j = 0; j + 1 < k; ++j) {
+    std::vector<std::string> names;
+    for (int i = j; i < k; ++i) names.push_back(all[trainable[i]].name);
+    ASSIGN_OR_RETURN(suffix[j],
+                     MeasureSet(trainer, model, data, names, options));
+  }
+  if (k > 0) suffix[k - 1] = single[k - 1];
+
+  // One unit at a time: the same differences for seconds and for bytes.
+  const auto decompose = [&](auto get, double fixed, std::vector<double>& w,
+                             std::vector<double>& a) {
+    std::vector<double> rest(k, 0), wt(k, 0), depth(k + 1, 0);
+    for (int j = 0; j < k; ++j) {
+      rest[j] = std::max(0.0, get(suffix[j]) - get(single[j]));
+    }
+    for (int j = k - 1; j >= 1; --j) {
+      wt[j] = std::max(0.0, rest[j - 1] - rest[j]);
+      depth[j] = std::max(depth[j + 1], get(single[j]) - fixed - wt[j]);
+    }
+    if (k > 0) {
+      depth[0] = depth[1 < k ? 1 : k];
+      wt[0] = std::max(0.0, get(single[0]) - fixed - depth[0]);
+    }
+    for (int j = 0; j < k; ++j) {
+      w[trainable[j]] = wt[j];
+      a[trainable[j]] = depth[j] - depth[j + 1];
+    }
+  };
+  p.step_fixed_s = none.seconds;
+  decompose([](const Measured& m) { return m.seconds; }, none.seconds,
+            p.step_per_group_s, p.step_depth_s);
+  std::vector<double> wb(g, 0), ab(g, 0);
+  decompose([](const Measured& m) { return static_cast<double>(m.bytes); },
+            static_cast<double>(none.bytes), wb, ab);
+  p.fixed_bytes = none.bytes;
+  for (int l = 0; l < g; ++l) {
+    p.per_group_bytes[l] = static_cast<int64_t>(std::ceil(wb[l]));
+    p.depth_bytes[l] = static_cast<int64_t>(std::ceil(ab[l]));
+  }
+
+  std::vector<double> scoring;
+  for (int r = 0; r <= options.reps; ++r) {
+    ResourceUsage usage;
+    ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
+                     trainer.Importance(model, data, 2000 + r, &usage));
+    (void)scores;
+    if (r == 0) continue;
+    scoring.push_back(usage.seconds);
+    p.scoring_peak_bytes = std::max(p.scoring_peak_bytes, usage.peak_bytes);
+  }
+  p.scoring_s = Median(scoring);
+  RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
+absl::StatusOr<TrainingProfile> CachedTrainingProfile(
+    const std::string& cache_dir, Model& model, const Examples& data,
+    const TrainConfig& train, const ImportanceConfig& importance, int threads,
+    const ProfileOptions& options) {
+  std::string key = absl::StrCat(
+      Machine(), "|batch=", train.batch_size, "|threads=", threads,
+      "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
+      "|scoring=", importance.batches, "|steps=", options.steps, "|groups=");
+  for (const LayerGroup& group : model.groups()) {
+    absl::StrAppend(&key, group.name, ":", group.num_params,
+                    group.frozen ? "f" : "", ",");
+  }
+  const std::string path =
+      cache_dir.empty()
+          ? std::string()
+          : absl::StrFormat("%s/profile-%016x.txt", cache_dir, Fnv1a(key));
+  if (!path.empty()) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (in) {
+      absl::StatusOr<TrainingProfile> cached =
+          TrainingProfile::Parse(text.str());
+      if (cached.ok()) {
+        cached->machine = Machine();
+        return cached;
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(TrainingProfile p,
+                   ProfileTraining(model, data, train, importance, options));
+  p.threads = threads;
+  if (!path.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(cache_dir, ec);
+    const std::string tmp = path + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
+    out << p.Serialize();
+    out.close();
+    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      std::remove(tmp.c_str());  // the profile is still good; only uncached
+    }
+  }
+  return p;
+}
+
+}  // namespace layerfl

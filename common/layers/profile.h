@@ -1,0 +1,53 @@
+#ifndef LAYERFL_COMMON_LAYERS_PROFILE_H_
+#define LAYERFL_COMMON_LAYERS_PROFILE_H_
+
+// What training costs on one machine, per layer group, as the trainer
+// measured it (client/trainer/profile.h) in the form of the depth-aware cost
+// model (server/selection/cost_model.h): a step that trains the set S of
+// groups takes
+//   step_fixed_s + sum_{l in S} step_per_group_s[l]
+//                + sum_{l >= min(S)} step_depth_s[l]   seconds
+// and peaks at the same expression over the *_bytes fields. The client
+// reports it at Join; the coordinator turns it into that client's costs.
+// Torch-free plain data.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace layerfl {
+
+struct TrainingProfile {
+  // What was profiled: the groups in model order and the batch size.
+  std::vector<std::string> groups;
+  int batch_size = 0;
+  int threads = 0;
+  std::string machine;  // host and CPU, informative
+
+  double step_fixed_s = 0;               // forward + loss of one step
+  std::vector<double> step_per_group_s;  // weight gradients + optimizer
+  std::vector<double> step_depth_s;      // backward through the group
+  double scoring_s = 0;  // one whole scoring pass (importance.batches)
+
+  int64_t fixed_bytes = 0;               // weights + forward working set
+  std::vector<int64_t> per_group_bytes;  // gradients + optimizer state
+  std::vector<int64_t> depth_bytes;      // activations kept for backward
+  int64_t scoring_peak_bytes = 0;        // peak of the scoring pass
+
+  // InvalidArgument naming the field ("profile.step_depth_s[2]: must be
+  // finite and >= 0, got -1") when a vector does not have one entry per
+  // group, a value is negative or not finite, or batch_size < 1.
+  absl::Status Validate() const;
+
+  // A one-line text form (key=value fields, lists comma-separated) for the
+  // per-machine cache file; Parse reads it back exactly (doubles round-trip).
+  std::string Serialize() const;
+  static absl::StatusOr<TrainingProfile> Parse(const std::string& text);
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_COMMON_LAYERS_PROFILE_H_

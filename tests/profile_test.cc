@@ -1,0 +1,188 @@
+// The trainer's measurements: exact tensor-memory counting, and the
+// per-machine training profile against what training each set of groups
+// really takes.
+
+#include "client/trainer/profile.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_join.h"
+#include "client/trainer/memory_meter.h"
+#include "client/trainer/trainer.h"
+
+namespace layerfl {
+namespace {
+
+ModelConfig SmallVit() {
+  ModelConfig c;
+  c.dim = 16;
+  c.depth = 3;
+  c.heads = 2;
+  c.mlp_dim = 32;
+  c.num_classes = 10;
+  return c;
+}
+
+Examples RandomImages(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  return {torch::randn({n, 1, 28, 28}),
+          torch::randint(0, 10, {n}, torch::kLong)};
+}
+
+TrainConfig Sgd(int steps, int batch) {
+  TrainConfig t;
+  t.optimizer = "sgd";
+  t.lr = 0.05;
+  t.momentum = 0.9;
+  t.local_steps = steps;
+  t.batch_size = batch;
+  return t;
+}
+
+TEST(TensorMemoryMeterTest, CountsEveryTensorByteExactly) {
+  TensorMemoryMeter meter;
+  {
+    torch::Tensor a = torch::empty({1000}, torch::kFloat);  // 4000 bytes
+    EXPECT_EQ(meter.current_bytes(), 4000);
+    torch::Tensor b = torch::empty({250}, torch::kDouble);  // 2000 bytes
+    EXPECT_EQ(meter.current_bytes(), 6000);
+  }
+  EXPECT_EQ(meter.current_bytes(), 0);
+  EXPECT_EQ(meter.peak_bytes(), 6000);
+  meter.ResetPeak();
+  torch::Tensor c = torch::empty({10}, torch::kFloat);
+  EXPECT_EQ(meter.peak_bytes(), 40);
+}
+
+// Every subset of groups as names.
+std::vector<std::vector<int>> AllSets(int g) {
+  std::vector<std::vector<int>> sets;
+  for (int mask = 1; mask < (1 << g); ++mask) {
+    std::vector<int> s;
+    for (int l = 0; l < g; ++l) {
+      if (mask >> l & 1) s.push_back(l);
+    }
+    sets.push_back(s);
+  }
+  return sets;
+}
+
+double Predict(const std::vector<double>& w, const std::vector<double>& a,
+               double fixed, const std::vector<int>& set) {
+  double v = fixed;
+  for (int l : set) v += w[l];
+  for (size_t l = set[0]; l < a.size(); ++l) v += a[l];
+  return v;
+}
+
+TEST(TrainingProfileTest, PredictsThePeakMemoryOfEverySet) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  const Examples data = RandomImages(64, 1);
+  const TrainConfig train = Sgd(5, 16);
+  ImportanceConfig importance;
+  absl::StatusOr<TrainingProfile> p =
+      ProfileTraining(**model, data, train, importance);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->Validate().ok());
+  const int g = static_cast<int>(p->groups.size());
+  std::vector<double> wb(p->per_group_bytes.begin(), p->per_group_bytes.end());
+  std::vector<double> ab(p->depth_bytes.begin(), p->depth_bytes.end());
+  const SelectiveTrainer trainer(train, importance);
+  double worst = 0;
+  for (const std::vector<int>& set : AllSets(g)) {
+    std::vector<std::string> names;
+    for (int l : set) names.push_back(p->groups[l]);
+    absl::StatusOr<TrainResult> r = trainer.Train(**model, data, names, 7);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const double predicted =
+        Predict(wb, ab, static_cast<double>(p->fixed_bytes), set);
+    const double ratio = r->usage.peak_bytes / predicted;
+    worst = std::max(worst, ratio);
+    // The guarantee budgets rely on: never above the prediction...
+    EXPECT_LE(r->usage.peak_bytes, predicted) << absl::StrJoin(names, ",");
+    // ...and not a loose bound either (exact here: the depth-aware form is
+    // how LibTorch's training memory adds up).
+    EXPECT_GE(ratio, 0.99) << absl::StrJoin(names, ",");
+  }
+  RecordProperty("worst_measured_over_predicted_ppm",
+                 static_cast<int>(worst * 1e6));
+}
+
+TEST(TrainingProfileTest, IsCachedPerMachineAndModel) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  const Examples data = RandomImages(32, 2);
+  const std::string dir = testing::TempDir() + "/profile_cache";
+  std::filesystem::remove_all(dir);
+  ImportanceConfig importance;
+  absl::StatusOr<TrainingProfile> first = CachedTrainingProfile(
+      dir, **model, data, Sgd(5, 16), importance, /*threads=*/1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 1);
+  absl::StatusOr<TrainingProfile> again = CachedTrainingProfile(
+      dir, **model, data, Sgd(5, 16), importance, /*threads=*/1);
+  ASSERT_TRUE(again.ok());
+  // Read back, not re-measured: times are noisy, so equal values prove it.
+  EXPECT_EQ(again->Serialize(), first->Serialize());
+  // Another batch size is another profile.
+  absl::StatusOr<TrainingProfile> other = CachedTrainingProfile(
+      dir, **model, data, Sgd(5, 8), importance, /*threads=*/1);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->batch_size, 8);
+  files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 2);
+  // A damaged file is measured again, not trusted.
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ofstream(e.path()) << "groups=embed batch_size=zero";
+  }
+  absl::StatusOr<TrainingProfile> remeasured = CachedTrainingProfile(
+      dir, **model, data, Sgd(5, 16), importance, /*threads=*/1);
+  ASSERT_TRUE(remeasured.ok()) << remeasured.status();
+  EXPECT_EQ(remeasured->fixed_bytes, first->fixed_bytes);
+}
+
+TEST(TrainingProfileTest, SerializeParseRoundTripAndRefusals) {
+  TrainingProfile p;
+  p.groups = {"embed", "head"};
+  p.batch_size = 32;
+  p.threads = 2;
+  p.step_fixed_s = 0.1 / 3;
+  p.step_per_group_s = {1e-3, 2.5e-4};
+  p.step_depth_s = {0, 7e-4};
+  p.scoring_s = 0.05;
+  p.fixed_bytes = 1000;
+  p.per_group_bytes = {10, 20};
+  p.depth_bytes = {0, 30};
+  p.scoring_peak_bytes = 2000;
+  absl::StatusOr<TrainingProfile> q = TrainingProfile::Parse(p.Serialize());
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->Serialize(), p.Serialize());
+  EXPECT_EQ(q->step_fixed_s, p.step_fixed_s);  // bit-exact
+  p.step_depth_s = {0};
+  EXPECT_THAT(
+      std::string(p.Validate().message()),
+      ::testing::HasSubstr("profile.step_depth_s: 1 values for 2 groups"));
+  p.step_depth_s = {0, -1};
+  EXPECT_THAT(std::string(p.Validate().message()),
+              ::testing::HasSubstr(
+                  "profile.step_depth_s[1]: must be finite and >= 0, got -1"));
+}
+
+}  // namespace
+}  // namespace layerfl
