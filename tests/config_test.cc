@@ -431,8 +431,8 @@ TEST(ConfigParse, EmptyListsAreAccepted) {
 }
 
 TEST(ConfigReferenceFile, ListsEveryFieldAtItsDefault) {
-  absl::StatusOr<RunConfig> config =
-      LoadRunConfig(std::string(LAYERFL_SOURCE_DIR) + "/configs/reference.yaml");
+  absl::StatusOr<RunConfig> config = LoadRunConfig(
+      std::string(LAYERFL_SOURCE_DIR) + "/configs/reference.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
   ExpectConfigEq(*config, RunConfig());
 }
@@ -443,7 +443,7 @@ TEST(ConfigUnknownKeys, TopLevel) {
   EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
   EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
                              "pretrain, demo, federated, selection, budget, "
-                             "transport"));
+                             "devices, profile, transport"));
 }
 
 TEST(ConfigUnknownKeys, InSection) {
@@ -939,10 +939,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Starts",
                 "selection:\n  starts: 0\n",
                 {"selection.starts: must be >= 1, got 0"}},
-        BadCase{"BudgetUnit",
-                "budget:\n  unit: flops\n",
-                {"budget.unit: must be one of layers, params, memory, got "
-                 "'flops'"}},
+        BadCase{
+            "BudgetUnit",
+            "budget:\n  unit: flops\n",
+            {"budget.unit: must be one of layers, params, time, memory, got "
+             "'flops'"}},
         BadCase{"BudgetDistribution",
                 "budget:\n  distribution: normal\n",
                 {"budget.distribution: must be one of fixed, uniform, "
@@ -953,6 +954,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BudgetValueNegativeUnusedByDistribution",
                 "budget:\n  distribution: declared\n  value: -2\n",
                 {"budget.value: must be > 0, got -2"}},
+        BadCase{"DevicesSpeedZero",
+                "devices:\n  speed_min: 0\n",
+                {"devices.speed_min: must be > 0, got 0"}},
+        BadCase{"DevicesSpeedMaxBelowMin",
+                "devices:\n  speed_min: 2\n  speed_max: 1\n",
+                {"devices.speed_max: must be >= devices.speed_min (2), got 1"}},
+        BadCase{"ProfileStepsZero",
+                "profile:\n  steps: 0\n",
+                {"profile.steps: must be >= 1, got 0"}},
         BadCase{"BudgetMinZero",
                 "budget:\n  min: 0\n",
                 {"budget.min: must be > 0, got 0"}},

@@ -58,24 +58,16 @@ TEST(RngTest, NormalQuantileInvertsTheCdf) {
 }
 
 std::vector<LayerFootprint> Footprints() {
-  return {{"embed", 1000, 4096}, {"block0", 500, 2048}, {"head", 10, 0}};
+  return {{"embed", 1000}, {"block0", 500}, {"head", 10}};
 }
 
-TEST(LayerCostTest, LayersParamsAndMemory) {
+TEST(LayerCostTest, LayersAndParams) {
   EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kLayers),
               ElementsAre(1, 1, 1));
   EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kParams),
               ElementsAre(1000, 500, 10));
-  // SGD with momentum: 4 (weight) + 4 (grad) + 4 (momentum) bytes a param.
-  EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kMemoryBytes),
-              ElementsAre(12 * 1000 + 4096, 12 * 500 + 2048, 120));
-  absl::StatusOr<MemoryModel> adam = MemoryModelForOptimizer("adam", 0);
-  ASSERT_TRUE(adam.ok());
-  EXPECT_EQ(LayerTrainingBytes({"x", 10, 7}, *adam), 16 * 10 + 7);
-  EXPECT_EQ(MemoryModelForOptimizer("sgd", 0)->optimizer_slots, 0);
-  EXPECT_EQ(MemoryModelForOptimizer("sgd", 0.9)->optimizer_slots, 1);
-  EXPECT_THAT(MemoryModelForOptimizer("lion", 0).status().message(),
-              HasSubstr("'lion'"));
+  // The profiled units carry per-client cost models; the table is neutral.
+  EXPECT_THAT(*LayerCosts(Footprints(), CostUnit::kTime), ElementsAre(1, 1, 1));
 }
 
 TEST(LayerCostTest, BadFootprintsNameTheLayer) {
@@ -84,21 +76,85 @@ TEST(LayerCostTest, BadFootprintsNameTheLayer) {
   EXPECT_THAT(LayerCosts(bad, CostUnit::kParams).status().message(),
               HasSubstr("layer 'block0'"));
   EXPECT_TRUE(LayerCosts(bad, CostUnit::kLayers).ok());
-  bad = Footprints();
-  bad[2].activation_bytes = -1;
-  EXPECT_THAT(LayerCosts(bad, CostUnit::kMemoryBytes).status().message(),
-              HasSubstr("layer 'head'"));
-  bad = Footprints();
-  bad[0].num_params = int64_t{1} << 62;
-  EXPECT_THAT(LayerCosts(bad, CostUnit::kMemoryBytes).status().message(),
-              HasSubstr("overflows"));
+}
+
+TEST(BudgetTest, ContinuousDrawsAreRealNumbersWithinBounds) {
+  BudgetDistribution d;
+  d.continuous = true;
+  d.kind = BudgetDistribution::Kind::kUniform;
+  d.min = 0.5;
+  d.max = 1.5;
+  int fractional = 0;
+  for (int k = 0; k < 200; ++k) {
+    const double b =
+        *ResolveClientBudget(d, 3, "c" + std::to_string(k), std::nullopt);
+    EXPECT_GE(b, 0.5);
+    EXPECT_LE(b, 1.5);
+    fractional += b != std::floor(b);
+  }
+  EXPECT_GT(fractional, 190);
+  d.kind = BudgetDistribution::Kind::kFixed;
+  d.value = 0.75;
+  EXPECT_EQ(*ResolveClientBudget(d, 3, "a", std::nullopt), 0.75);
+  EXPECT_EQ(*ResolveClientBudget(d, 3, "a", 0.5), 0.5);  // declared caps it
+}
+
+TrainingProfile HandProfile() {
+  TrainingProfile p;
+  p.groups = {"embed", "block0", "head"};
+  p.batch_size = 32;
+  p.step_fixed_s = 0.01;
+  p.step_per_group_s = {0.004, 0.002, 0.001};
+  p.step_depth_s = {0, 0.003, 0.0005};
+  p.scoring_s = 0.2;
+  p.fixed_bytes = 1000;
+  p.per_group_bytes = {300, 200, 100};
+  p.depth_bytes = {0, 50, 25};
+  return p;
+}
+
+TEST(CostModelFromProfileTest, TimeAndMemoryByHand) {
+  // 10 steps on a device half as fast, in a round that scores.
+  absl::StatusOr<CostModel> time =
+      CostModelFromProfile(HandProfile(), CostUnit::kTime, {10, true, 0.5});
+  ASSERT_TRUE(time.ok()) << time.status();
+  EXPECT_DOUBLE_EQ(time->fixed, 20 * 0.01 + 0.2 / 0.5);
+  EXPECT_DOUBLE_EQ(time->per_layer[0], 20 * 0.004);
+  EXPECT_DOUBLE_EQ(time->depth[1], 20 * 0.003);
+  // Training block0 + head: 0.6 + 0.04 + 0.02 + (0.06 + 0.01).
+  EXPECT_NEAR(time->Cost({1, 2}), 0.6 + 0.04 + 0.02 + 0.06 + 0.01, 1e-12);
+  absl::StatusOr<CostModel> no_score =
+      CostModelFromProfile(HandProfile(), CostUnit::kTime, {10, false, 1});
+  EXPECT_DOUBLE_EQ(no_score->fixed, 0.1);
+  absl::StatusOr<CostModel> memory =
+      CostModelFromProfile(HandProfile(), CostUnit::kMemory, {10, true, 0.5});
+  ASSERT_TRUE(memory.ok());
+  // Memory does not depend on steps or speed: 1000 + 200 + 100 + 50 + 25.
+  EXPECT_DOUBLE_EQ(memory->Cost({1, 2}), 1375);
+  EXPECT_DOUBLE_EQ(BudgetInCostUnits(CostUnit::kMemory, 2), 2 * 1048576.0);
+  EXPECT_DOUBLE_EQ(BudgetInCostUnits(CostUnit::kTime, 2), 2);
+  EXPECT_THAT(CostModelFromProfile(HandProfile(), CostUnit::kLayers, {})
+                  .status()
+                  .message(),
+              HasSubstr("not measured by a profile"));
+  EXPECT_THAT(
+      CostModelFromProfile(HandProfile(), CostUnit::kTime, {1, false, 0})
+          .status()
+          .message(),
+      HasSubstr("speed"));
+  TrainingProfile bad = HandProfile();
+  bad.depth_bytes.pop_back();
+  EXPECT_THAT(
+      CostModelFromProfile(bad, CostUnit::kMemory, {}).status().message(),
+      HasSubstr("profile.depth_bytes: 2 values for 3 groups"));
 }
 
 TEST(LayerCostTest, ParseNames) {
-  EXPECT_EQ(*ParseCostUnit("memory"), CostUnit::kMemoryBytes);
+  EXPECT_EQ(*ParseCostUnit("memory"), CostUnit::kMemory);
+  EXPECT_EQ(*ParseCostUnit("time"), CostUnit::kTime);
   EXPECT_EQ(std::string(CostUnitName(CostUnit::kParams)), "params");
   EXPECT_THAT(ParseCostUnit("bytes").status().message(),
-              HasSubstr("valid: layers, params, memory"));
+              HasSubstr("valid: layers, params, time, memory"));
   EXPECT_EQ(*ParseBudgetDistribution("truncated_normal"),
             BudgetDistribution::Kind::kTruncatedNormal);
   EXPECT_THAT(ParseBudgetDistribution("normal").status().message(),

@@ -96,8 +96,10 @@ std::vector<Field> ImportanceFields(ImportanceConfig* c) {
 
 std::vector<Field> PretrainFields(PretrainConfig* c) {
   return {Bind("enabled", &c->enabled),
-          Bind("checkpoint", &c->checkpoint), Bind("label_map", &c->label_map),
-          Bind("epochs", &c->epochs), Bind("lr", &c->lr),
+          Bind("checkpoint", &c->checkpoint),
+          Bind("label_map", &c->label_map),
+          Bind("epochs", &c->epochs),
+          Bind("lr", &c->lr),
           Bind("batch_size", &c->batch_size)};
 }
 
@@ -137,6 +139,15 @@ std::vector<Field> BudgetFields(BudgetConfig* c) {
           Bind("std", &c->std)};
 }
 
+std::vector<Field> DevicesFields(DevicesConfig* c) {
+  return {Bind("speed_min", &c->speed_min), Bind("speed_max", &c->speed_max)};
+}
+
+std::vector<Field> ProfileFields(ProfileConfig* c) {
+  return {Bind("cache_dir", &c->cache_dir), Bind("steps", &c->steps),
+          Bind("reps", &c->reps)};
+}
+
 std::vector<Field> TransportFields(TransportConfig* c) {
   return {Bind("encoding", &c->encoding),
           Bind("chunk_kb", &c->chunk_kb),
@@ -163,6 +174,8 @@ std::vector<Field> RunFields(RunConfig* c) {
           BindSection("federated", &c->federated, &FederatedFields),
           BindSection("selection", &c->selection, &SelectionFields),
           BindSection("budget", &c->budget, &BudgetFields),
+          BindSection("devices", &c->devices, &DevicesFields),
+          BindSection("profile", &c->profile, &ProfileFields),
           BindSection("transport", &c->transport, &TransportFields)};
 }
 
@@ -516,8 +529,8 @@ absl::Status ValidateSelection(const SelectionConfig& s) {
 // The numeric bounds are checked for every distribution, so that switching
 // the distribution never exposes an invalid default.
 absl::Status ValidateBudget(const BudgetConfig& b) {
-  RETURN_IF_ERROR(
-      CheckOneOf("budget.unit", b.unit, {"layers", "params", "memory"}));
+  RETURN_IF_ERROR(CheckOneOf("budget.unit", b.unit,
+                             {"layers", "params", "time", "memory"}));
   RETURN_IF_ERROR(
       CheckOneOf("budget.distribution", b.distribution,
                  {"fixed", "uniform", "truncated_normal", "declared"}));
@@ -544,9 +557,12 @@ absl::Status ValidateTransport(const TransportConfig& t) {
   if (t.max_held_mb < 0 || t.max_held_mb > (int64_t{1} << 30)) {
     return Bad("transport.max_held_mb", "must be in [0, 2^30]", t.max_held_mb);
   }
-  RETURN_IF_ERROR(CheckAtLeast("transport.wait_for_clients", t.wait_for_clients, 0));
-  RETURN_IF_ERROR(CheckPositive("transport.wait_for_clients_s", t.wait_for_clients_s));
-  RETURN_IF_ERROR(CheckPositive("transport.client_timeout_s", t.client_timeout_s));
+  RETURN_IF_ERROR(
+      CheckAtLeast("transport.wait_for_clients", t.wait_for_clients, 0));
+  RETURN_IF_ERROR(
+      CheckPositive("transport.wait_for_clients_s", t.wait_for_clients_s));
+  RETURN_IF_ERROR(
+      CheckPositive("transport.client_timeout_s", t.client_timeout_s));
   RETURN_IF_ERROR(CheckPositive("transport.heartbeat_s", t.heartbeat_s));
   if (!(t.heartbeat_s < t.client_timeout_s)) {
     return Bad("transport.heartbeat_s",
@@ -572,6 +588,16 @@ absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(ValidateFederated(federated, data));
   RETURN_IF_ERROR(ValidateSelection(selection));
   RETURN_IF_ERROR(ValidateBudget(budget));
+  RETURN_IF_ERROR(CheckPositive("devices.speed_min", devices.speed_min));
+  RETURN_IF_ERROR(CheckFinite("devices.speed_max", devices.speed_max));
+  if (!(devices.speed_max >= devices.speed_min)) {
+    return Bad(
+        "devices.speed_max",
+        absl::StrCat("must be >= devices.speed_min (", devices.speed_min, ")"),
+        devices.speed_max);
+  }
+  RETURN_IF_ERROR(CheckAtLeast("profile.steps", profile.steps, 1));
+  RETURN_IF_ERROR(CheckAtLeast("profile.reps", profile.reps, 1));
   RETURN_IF_ERROR(ValidateTransport(transport));
   return absl::OkStatus();
 }

@@ -96,14 +96,14 @@ struct PretrainConfig {
   // The pretraining task: fine class c is trained as label_map[c] (another,
   // coarser task than the federated one). Empty = the identity.
   std::vector<int> label_map = {0, 1, 2, 1, 2, 3, 0, 3, 4, 3};
-  int epochs = 2;        // >= 1
-  double lr = 1e-3;      // Adam learning rate, > 0
-  int batch_size = 64;   // >= 1
+  int epochs = 2;       // >= 1
+  double lr = 1e-3;     // Adam learning rate, > 0
+  int batch_size = 64;  // >= 1
 };
 
 // The single-client fine-tuning demo (make demo, until the federated demo).
 struct DemoConfig {
-  int client = 0;                         // partition index, in [0, num_clients)
+  int client = 0;  // partition index, in [0, num_clients)
   std::vector<std::string> layers = {"block3", "head"};  // groups to train
   int rounds = 5;  // train/evaluate cycles of local_steps each, >= 1
 };
@@ -152,7 +152,12 @@ struct SelectionConfig {
 // Each client's training budget. The numeric bounds are checked whatever the
 // distribution, so defaults of fields a distribution does not use stay valid.
 struct BudgetConfig {
-  std::string unit = "layers";  // "layers", "params" or "memory" (bytes)
+  // "layers", "params", "time" (seconds of client compute per round: the
+  // scoring pass when the round scores plus the local steps) or "memory" (MiB
+  // of peak training memory); time and memory are depth-aware and come from
+  // each client's measured training profile. Their draws are real numbers;
+  // layers and params round to integers.
+  std::string unit = "layers";
   // "fixed" (every client gets `value`), "uniform" in [min, max],
   // "truncated_normal" (mean, std) truncated to [min, max], or "declared"
   // (each client states its own).
@@ -164,6 +169,26 @@ struct BudgetConfig {
   double std = 1.0;    // truncated_normal std (before truncation), > 0
 };
 
+// Heterogeneous simulated devices (layerfl-sim, layerfl-experiments): each
+// virtual client's speed relative to this machine, log-uniform in
+// [speed_min, speed_max] from (seed, client id). A time cost is the measured
+// profile's divided by the speed. Real clients measure their own machine and
+// ignore this section.
+struct DevicesConfig {
+  double speed_min = 1.0;  // > 0
+  double speed_max = 1.0;  // >= speed_min
+};
+
+// The per-machine training profile behind the time and memory units
+// (client/trainer/profile.h).
+struct ProfileConfig {
+  // Profiles are cached here per machine, model, batch size and threads; ""
+  // measures at every start.
+  std::string cache_dir = "cache";
+  int steps = 4;  // steps per measured training call, >= 1
+  int reps = 3;   // measured calls per layer set, >= 1
+};
+
 // How layerfl-coordinator and its clients talk. The simulator has no
 // transport and ignores this section; with encoding float32 and ordered
 // aggregation a distributed run ends bit-identical to it.
@@ -171,8 +196,9 @@ struct TransportConfig {
   // Tensor values on the wire: "float32", "float16" or "bfloat16" (the
   // latter two round every value sent, both ways: they change the results).
   std::string encoding = "float32";
-  int64_t chunk_kb = 1024;      // download chunk payload, KiB, in [1, 3072]
-  int64_t max_chunk_kb = 2048;  // largest upload chunk accepted, KiB, in [1, 3072]
+  int64_t chunk_kb = 1024;  // download chunk payload, KiB, in [1, 3072]
+  int64_t max_chunk_kb =
+      2048;  // largest upload chunk accepted, KiB, in [1, 3072]
   // Add each round's updates in client-id order (bit-identical to the
   // simulator; early updates wait in memory for their turn), or false: fold
   // each in as it arrives (O(model) memory; sums in arrival order).
@@ -185,9 +211,11 @@ struct TransportConfig {
   // with whoever joined once federated.min_clients are there.
   int wait_for_clients = 0;
   double wait_for_clients_s = 60.0;  // > 0
-  double client_timeout_s = 60.0;    // a client silent this long leaves the run, > 0
-  double heartbeat_s = 5.0;          // heartbeat period told to clients, > 0, < client_timeout_s
-  double max_poll_s = 10.0;          // longest a task long-poll is held, > 0
+  double client_timeout_s =
+      60.0;  // a client silent this long leaves the run, > 0
+  double heartbeat_s =
+      5.0;  // heartbeat period told to clients, > 0, < client_timeout_s
+  double max_poll_s = 10.0;  // longest a task long-poll is held, > 0
   // After the last round, keep telling clients the run is over until each
   // has heard it, or this long, > 0.
   double linger_s = 10.0;
@@ -205,6 +233,8 @@ struct RunConfig {
   FederatedConfig federated;
   SelectionConfig selection;
   BudgetConfig budget;
+  DevicesConfig devices;
+  ProfileConfig profile;
   TransportConfig transport;
 
   // Checks every field; the first violation is returned as InvalidArgument

@@ -5,11 +5,11 @@
 #include <set>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -27,6 +27,7 @@ struct Slot {
   bool answered = false;  // scores (scoring) or update (training) received
   bool dropped = false;   // missed a deadline or left
   std::vector<std::string> layers;
+  ClientUsage usage;
 };
 
 std::string JsonString(const std::string& s) {
@@ -86,9 +87,9 @@ class RoundEngineImpl : public RoundEngine {
     if (!ckpt.has_value()) return absl::OkStatus();
     std::string why;
     if (!SameStructure(global_, ckpt->weights, &why)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "checkpoint of round ", ckpt->round,
-          " does not match the configured model: ", why));
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint of round ", ckpt->round,
+                       " does not match the configured model: ", why));
     }
     RETURN_IF_ERROR(deps_.selector->RestoreState(ckpt->selection_state));
     absl::MutexLock lock(&mu_);
@@ -101,14 +102,15 @@ class RoundEngineImpl : public RoundEngine {
 
   absl::Status Join(const ClientInfo& client) override {
     if (client.id.empty() || client.id.size() > 128) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "join: client id must have 1 to 128 characters, got ", client.id.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("join: client id must have 1 to 128 characters, got ",
+                       client.id.size()));
     }
     for (char ch : client.id) {
       if (!absl::ascii_isalnum(ch) && ch != '-' && ch != '_' && ch != '.') {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "join: client id '", absl::CHexEscape(client.id),
-            "' may only hold letters, digits, '-', '_' and '.'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("join: client id '", absl::CHexEscape(client.id),
+                         "' may only hold letters, digits, '-', '_' and '.'"));
       }
     }
     // Sample counts weight the average: an absurd one would let one client
@@ -149,9 +151,9 @@ class RoundEngineImpl : public RoundEngine {
           absl::StrCat("round ", running_round(), " is still running"));
     }
     if (static_cast<int>(joined_.size()) < options_.min_clients) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("only ", joined_.size(), " clients joined, ",
-                       options_.min_clients, " needed (federated.min_clients)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "only ", joined_.size(), " clients joined, ", options_.min_clients,
+          " needed (federated.min_clients)"));
     }
     const int64_t round = running_round();
     std::vector<std::string> ids;
@@ -167,6 +169,7 @@ class RoundEngineImpl : public RoundEngine {
     for (const std::string& id : ids) slots_[id].info = joined_[id];
 
     record_ = RoundRecord();
+    record_.budget_unit = options_.budget_unit;
     record_.round = round;
     record_.attempt = attempt_;
     phase_start_ = deps_.clock->Now();
@@ -227,11 +230,11 @@ class RoundEngineImpl : public RoundEngine {
     }
     for (size_t l = 0; l < scores.size(); ++l) {
       if (!std::isfinite(scores[l]) || scores[l] < 0) {
-        return Refuse(RejectReason::kNonFinite,
-                      absl::StrCat("client '", client_id, "': score of layer '",
-                                   global_.layers[l].group,
-                                   "' must be finite and >= 0, got ",
-                                   scores[l]));
+        return Refuse(
+            RejectReason::kNonFinite,
+            absl::StrCat("client '", client_id, "': score of layer '",
+                         global_.layers[l].group,
+                         "' must be finite and >= 0, got ", scores[l]));
       }
     }
     slot->scores = scores;
@@ -265,6 +268,30 @@ class RoundEngineImpl : public RoundEngine {
       }
     }
     MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status ReportUsage(const std::string& client_id, int64_t round,
+                           const ClientUsage& usage) override {
+    for (double v : {usage.score_s, usage.train_s,
+                     static_cast<double>(usage.peak_bytes)}) {
+      if (!std::isfinite(v) || v > 1e15) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "client '", client_id, "': usage must be finite, got ", v));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = slots_.find(client_id);
+    if (phase_ == Phase::kIdle || round != running_round() ||
+        it == slots_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("client '", client_id, "': usage for round ", round,
+                       ", which it is not taking part in"));
+    }
+    ClientUsage& u = it->second.usage;
+    if (usage.score_s >= 0) u.score_s = usage.score_s;
+    if (usage.train_s >= 0) u.train_s = usage.train_s;
+    if (usage.peak_bytes >= 0) u.peak_bytes = usage.peak_bytes;
     return absl::OkStatus();
   }
 
@@ -333,7 +360,8 @@ class RoundEngineImpl : public RoundEngine {
     return s;
   }
 
-  void CountRejection(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void CountRejection(const absl::Status& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::optional<RejectReason> reason = ReasonOf(s);
     const std::string name =
         reason ? std::string(RejectReasonName(*reason)) : "other";
@@ -355,7 +383,7 @@ class RoundEngineImpl : public RoundEngine {
           RejectReason::kStaleRound,
           absl::StrCat("client '", client_id, "' sent ", what, " for round ",
                        round, ", but round ", running_round(), " is ",
-                       phase_ == Phase::kIdle        ? "not running"
+                       phase_ == Phase::kIdle      ? "not running"
                        : phase_ == Phase::kScoring ? "scoring"
                                                    : "training"));
     }
@@ -366,10 +394,11 @@ class RoundEngineImpl : public RoundEngine {
                                  "' is not a participant of round ", round));
     }
     if (it->second.dropped) {
-      return Refuse(RejectReason::kStaleRound,
-                    absl::StrCat("client '", client_id, "' was dropped from round ",
-                                 round, " (deadline passed); its ", what,
-                                 " arrived too late"));
+      return Refuse(
+          RejectReason::kStaleRound,
+          absl::StrCat("client '", client_id, "' was dropped from round ",
+                       round, " (deadline passed); its ", what,
+                       " arrived too late"));
     }
     if (it->second.answered) {
       return Refuse(RejectReason::kDuplicate,
@@ -388,7 +417,8 @@ class RoundEngineImpl : public RoundEngine {
     for (const auto& [id, scores] : last_scores_) {
       absl::StrAppend(&out, id, "\t");
       for (size_t i = 0; i < scores.size(); ++i) {
-        absl::StrAppend(&out, i ? "," : "", absl::StrFormat("%.17g", scores[i]));
+        absl::StrAppend(&out, i ? "," : "",
+                        absl::StrFormat("%.17g", scores[i]));
       }
       out += "\n";
     }
@@ -398,13 +428,15 @@ class RoundEngineImpl : public RoundEngine {
   absl::Status RestoreEngineState(const std::string& bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     last_scores_.clear();
-    for (absl::string_view line : absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
+    for (absl::string_view line :
+         absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> parts = absl::StrSplit(line, '\t');
       if (parts.size() != 2) {
         return absl::DataLossError("checkpoint engine state: malformed line");
       }
       std::vector<double> scores;
-      for (absl::string_view v : absl::StrSplit(parts[1], ',', absl::SkipEmpty())) {
+      for (absl::string_view v :
+           absl::StrSplit(parts[1], ',', absl::SkipEmpty())) {
         double d = 0;
         if (!absl::SimpleAtod(v, &d)) {
           return absl::DataLossError("checkpoint engine state: bad score");
@@ -457,8 +489,10 @@ class RoundEngineImpl : public RoundEngine {
 
   void EnterTraining() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const absl::Time now = deps_.clock->Now();
-    if (phase_ == Phase::kScoring) {
-      record_.phase_ms["score"] = absl::ToDoubleMilliseconds(now - phase_start_);
+    const bool scored = phase_ == Phase::kScoring;
+    if (scored) {
+      record_.phase_ms["score"] =
+          absl::ToDoubleMilliseconds(now - phase_start_);
     }
     candidates_.clear();
     std::vector<std::string> ids;
@@ -469,15 +503,19 @@ class RoundEngineImpl : public RoundEngine {
       c.num_samples = slot.info.num_samples;
       c.budget = slot.info.budget;
       c.scores = slot.scores;
+      c.scored = scored;
+      c.profile = slot.info.profile;
+      c.speed = slot.info.speed;
       candidates_.push_back(std::move(c));
       ids.push_back(id);
     }
     absl::StatusOr<SelectionOutcome> outcome =
         deps_.selector->Select(candidates_, running_round());
     if (!outcome.ok()) {
-      fatal_ = absl::Status(outcome.status().code(),
-                            absl::StrCat("selection for round ", running_round(),
-                                         " failed: ", outcome.status().message()));
+      fatal_ =
+          absl::Status(outcome.status().code(),
+                       absl::StrCat("selection for round ", running_round(),
+                                    " failed: ", outcome.status().message()));
       phase_ = Phase::kIdle;
       return;
     }
@@ -490,7 +528,8 @@ class RoundEngineImpl : public RoundEngine {
     record_.gap = outcome_.gap;
     record_.solver_status = outcome_.solver_status;
     record_.solve_ms = outcome_.solve_ms;
-    aggregator_ = std::make_unique<LayerAggregator>(global_, options_.aggregation);
+    aggregator_ =
+        std::make_unique<LayerAggregator>(global_, options_.aggregation);
     phase_ = Phase::kTraining;
     phase_start_ = now;
     deadline_ = now + options_.round_deadline;
@@ -514,19 +553,25 @@ class RoundEngineImpl : public RoundEngine {
         record_.changed_layers.push_back(global_.layers[l].group);
       }
     }
-    record_.phase_ms["aggregate"] = absl::ToDoubleMilliseconds(absl::Now() - w0);
-    for (const SelectionCandidate& c : candidates_) {
+    record_.phase_ms["aggregate"] =
+        absl::ToDoubleMilliseconds(absl::Now() - w0);
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      const SelectionCandidate& c = candidates_[i];
+      const Slot& slot = slots_[c.id];
       ClientRoundRecord cr;
       cr.id = c.id;
       cr.budget = c.budget;
-      cr.layers = slots_[c.id].layers;
-      cr.contributed = slots_[c.id].answered;
+      cr.layers = slot.layers;
+      cr.contributed = slot.answered;
+      cr.scores = c.scores;
+      if (i < outcome_.costs.size()) cr.cost = outcome_.costs[i];
+      cr.usage = slot.usage;
       record_.clients.push_back(std::move(cr));
     }
     deps_.selector->OnCommitted(candidates_, outcome_);
     ++committed_;
-    if (deps_.evaluator != nullptr &&
-        (committed_ % options_.eval_every == 0 || committed_ == options_.rounds)) {
+    if (deps_.evaluator != nullptr && (committed_ % options_.eval_every == 0 ||
+                                       committed_ == options_.rounds)) {
       const absl::Time e0 = absl::Now();
       absl::StatusOr<EvalMetrics> eval = deps_.evaluator->Evaluate(global_);
       if (!eval.ok()) {
@@ -554,7 +599,8 @@ class RoundEngineImpl : public RoundEngine {
                               absl::StrCat("checkpoint of round ", committed_,
                                            " failed: ", saved.message()));
       }
-      record_.phase_ms["checkpoint"] = absl::ToDoubleMilliseconds(absl::Now() - c0);
+      record_.phase_ms["checkpoint"] =
+          absl::ToDoubleMilliseconds(absl::Now() - c0);
     }
     records_.push_back(record_);
     phase_ = Phase::kIdle;
@@ -588,21 +634,25 @@ class RoundEngineImpl : public RoundEngine {
 }  // namespace
 
 std::string RoundRecord::ToJson() const {
-  std::string out = absl::StrCat("{\"round\":", round, ",\"attempt\":", attempt);
+  std::string out =
+      absl::StrCat("{\"round\":", round, ",\"attempt\":", attempt);
   if (evaluated) {
     absl::StrAppend(&out, ",\"accuracy\":", JsonNumber(eval.accuracy),
                     ",\"loss\":", JsonNumber(eval.loss));
   }
-  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up, ",\"bytes_down\":", bytes_down);
-  if (wire_bytes_up >= 0) absl::StrAppend(&out, ",\"wire_bytes_up\":", wire_bytes_up);
+  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up,
+                  ",\"bytes_down\":", bytes_down);
+  if (wire_bytes_up >= 0)
+    absl::StrAppend(&out, ",\"wire_bytes_up\":", wire_bytes_up);
   absl::StrAppend(&out, ",\"changed_layers\":[");
   for (size_t i = 0; i < changed_layers.size(); ++i) {
     absl::StrAppend(&out, i ? "," : "", JsonString(changed_layers[i]));
   }
-  absl::StrAppend(&out, "],\"selection\":{\"objective\":", JsonNumber(objective),
+  absl::StrAppend(&out,
+                  "],\"selection\":{\"objective\":", JsonNumber(objective),
                   ",\"upper_bound\":", JsonNumber(upper_bound),
-                  ",\"gap\":", JsonNumber(gap), ",\"status\":",
-                  JsonString(solver_status), "},\"clients\":[");
+                  ",\"gap\":", JsonNumber(gap),
+                  ",\"status\":", JsonString(solver_status), "},\"clients\":[");
   for (size_t i = 0; i < clients.size(); ++i) {
     const ClientRoundRecord& c = clients[i];
     absl::StrAppend(&out, i ? "," : "", "{\"id\":", JsonString(c.id),
@@ -610,8 +660,17 @@ std::string RoundRecord::ToJson() const {
     for (size_t k = 0; k < c.layers.size(); ++k) {
       absl::StrAppend(&out, k ? "," : "", JsonString(c.layers[k]));
     }
-    absl::StrAppend(&out, "],\"contributed\":", c.contributed ? "true" : "false",
-                    "}");
+    absl::StrAppend(&out,
+                    "],\"contributed\":", c.contributed ? "true" : "false");
+    if (!c.scores.empty()) {
+      absl::StrAppend(&out, ",\"scores\":[");
+      for (size_t k = 0; k < c.scores.size(); ++k) {
+        absl::StrAppend(&out, k ? "," : "", JsonNumber(c.scores[k]));
+      }
+      absl::StrAppend(&out, "]");
+    }
+    if (c.cost >= 0) absl::StrAppend(&out, ",\"cost\":", JsonNumber(c.cost));
+    absl::StrAppend(&out, "}");
   }
   absl::StrAppend(&out, "],\"rejected\":{");
   bool first = true;
@@ -623,22 +682,55 @@ std::string RoundRecord::ToJson() const {
   absl::StrAppend(&out, "},\"timing_ms\":{");
   first = true;
   for (const auto& [phase, ms] : phase_ms) {
-    absl::StrAppend(&out, first ? "" : ",", JsonString(phase), ":", JsonNumber(ms));
+    absl::StrAppend(&out, first ? "" : ",", JsonString(phase), ":",
+                    JsonNumber(ms));
     first = false;
   }
-  absl::StrAppend(&out, ",\"solve\":", JsonNumber(solve_ms), "}}");
+  absl::StrAppend(&out, ",\"solve\":", JsonNumber(solve_ms), "}");
+  // Each client's measured usage, and measured / budget in a profiled unit.
+  absl::StrAppend(&out, ",\"usage\":[");
+  bool any = false;
+  for (const ClientRoundRecord& c : clients) {
+    const ClientUsage& u = c.usage;
+    if (u.score_s < 0 && u.train_s < 0 && u.peak_bytes < 0) continue;
+    absl::StrAppend(&out, any ? "," : "", "{\"id\":", JsonString(c.id));
+    any = true;
+    if (u.score_s >= 0)
+      absl::StrAppend(&out, ",\"score_s\":", JsonNumber(u.score_s));
+    if (u.train_s >= 0)
+      absl::StrAppend(&out, ",\"train_s\":", JsonNumber(u.train_s));
+    if (u.peak_bytes >= 0) {
+      absl::StrAppend(
+          &out, ",\"peak_mb\":", JsonNumber(u.peak_bytes / (1024.0 * 1024.0)));
+    }
+    double measured = -1;
+    if (budget_unit == "time" && u.train_s >= 0) {
+      measured = u.train_s + std::max(0.0, u.score_s);
+    } else if (budget_unit == "memory" && u.peak_bytes >= 0) {
+      measured = u.peak_bytes / (1024.0 * 1024.0);
+    }
+    if (measured >= 0 && c.budget > 0) {
+      absl::StrAppend(
+          &out, ",\"measured\":", JsonNumber(measured),
+          ",\"measured_over_budget\":", JsonNumber(measured / c.budget));
+    }
+    absl::StrAppend(&out, "}");
+  }
+  absl::StrAppend(&out, "]}");
   return out;
 }
 
 absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Create(
     const RoundEngineOptions& options, ModelWeights initial, Deps deps) {
   if (deps.clock == nullptr || deps.selector == nullptr) {
-    return absl::InvalidArgumentError("round engine: clock and selector are required");
+    return absl::InvalidArgumentError(
+        "round engine: clock and selector are required");
   }
   if (initial.layers.empty()) {
     return absl::InvalidArgumentError("round engine: the model has no layers");
   }
-  auto engine = std::make_unique<RoundEngineImpl>(options, std::move(initial), deps);
+  auto engine =
+      std::make_unique<RoundEngineImpl>(options, std::move(initial), deps);
   RETURN_IF_ERROR(engine->Resume());
   return std::unique_ptr<RoundEngine>(std::move(engine));
 }

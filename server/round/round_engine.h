@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/layers/profile.h"
 #include "common/util/clock.h"
 #include "common/weights/weights.h"
 #include "server/aggregator/aggregator.h"
@@ -39,6 +40,11 @@ struct ClientInfo {
   std::string id;
   int64_t num_samples = 0;  // >= 1
   double budget = 0.0;      // in the run's cost unit, > 0
+  // What training costs on the client's machine (budget units time and
+  // memory need it); null when it reported none. Shared, immutable.
+  std::shared_ptr<const TrainingProfile> profile;
+  // Device speed relative to the profiled machine (simulated devices), > 0.
+  double speed = 1.0;
 };
 
 // One participant's view of the round handed to the selector.
@@ -47,10 +53,16 @@ struct SelectionCandidate {
   int64_t num_samples = 0;
   double budget = 0.0;
   std::vector<double> scores;  // per layer; empty when none were asked for
+  bool scored = false;         // `scores` come from this round's scoring pass
+  std::shared_ptr<const TrainingProfile> profile;
+  double speed = 1.0;
 };
 
 struct SelectionOutcome {
   std::vector<std::vector<std::string>> layers;  // per candidate, model order
+  // Per candidate: the cost of its selection by its own cost model, in the
+  // budget's unit (memory in MiB); empty when the selector does not say.
+  std::vector<double> costs;
   double objective = 0.0;
   double upper_bound = 0.0;
   double gap = 0.0;
@@ -98,11 +110,22 @@ struct Task {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
+// What a participant measured its round took (ReportUsage); -1 = not
+// reported.
+struct ClientUsage {
+  double score_s = -1;      // the scoring pass
+  double train_s = -1;      // the local training
+  int64_t peak_bytes = -1;  // peak training memory
+};
+
 struct ClientRoundRecord {
   std::string id;
   double budget = 0.0;
   std::vector<std::string> layers;
   bool contributed = false;
+  std::vector<double> scores;  // as reported this round; empty if none
+  double cost = -1;            // predicted cost of `layers`; -1 unknown
+  ClientUsage usage;
 };
 
 // What one committed round produced; one JSONL line of metrics.
@@ -122,7 +145,12 @@ struct RoundRecord {
   // simulator), and then left out of the JSON.
   int64_t wire_bytes_up = -1;
   std::map<std::string, int64_t> rejected;  // reason -> count, this round
-  std::map<std::string, double> phase_ms;   // score/train/aggregate/eval/checkpoint
+  std::map<std::string, double>
+      phase_ms;  // score/train/aggregate/eval/checkpoint
+  // "time" or "memory": the usage entries add measured / budget in that unit.
+  std::string budget_unit;
+  // One JSON line. Everything measured (timings, each client's usage) comes
+  // last, after "timing_ms", so that determinism checks can cut it off.
   std::string ToJson() const;
 };
 
@@ -136,6 +164,7 @@ struct RoundEngineOptions {
   int max_round_retries = 3;
   AggregatorOptions aggregation;
   uint64_t seed = 1;
+  std::string budget_unit = "layers";  // copied into every RoundRecord
 };
 
 class RoundEngine {
@@ -176,6 +205,15 @@ class RoundEngine {
   virtual absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                                     int64_t num_samples,
                                     const std::vector<LayerDelta>& update) = 0;
+
+  // What a participant of the running round measured (a client's word, for
+  // the metrics only): its fields >= 0 replace the ones recorded so far.
+  // Send it before the scores or update it belongs to. Not a participant of
+  // `round`, or a negative / non-finite value where one is given:
+  // InvalidArgument / FailedPrecondition; never counted as a refusal, never
+  // touches the model.
+  virtual absl::Status ReportUsage(const std::string& client_id, int64_t round,
+                                   const ClientUsage& usage) = 0;
 
   // Enforces the current phase's deadline: drops participants that have not
   // answered, then moves on (quorum met) or abandons the round for a retry.

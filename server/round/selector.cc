@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
 #include "server/selection/budget.h"
@@ -15,16 +16,19 @@ namespace {
 absl::StatusOr<std::vector<int64_t>> CostsFor(
     const RunConfig& c, const std::vector<LayerGroup>& groups) {
   ASSIGN_OR_RETURN(CostUnit unit, ParseCostUnit(c.budget.unit));
-  ASSIGN_OR_RETURN(MemoryModel memory,
-                   MemoryModelForOptimizer(c.train.optimizer, c.train.momentum));
   std::vector<LayerFootprint> footprints;
-  for (const LayerGroup& g : groups) {
-    footprints.push_back(
-        {g.name, g.num_params,
-         g.activation_floats_per_example * c.train.batch_size *
-             static_cast<int64_t>(sizeof(float))});
-  }
-  return LayerCosts(footprints, unit, memory);
+  for (const LayerGroup& g : groups)
+    footprints.push_back({g.name, g.num_params});
+  return LayerCosts(footprints, unit);
+}
+
+// Local steps of a client with `num_samples` examples (train.local_epochs
+// counts batches of its own data).
+int StepsFor(const TrainConfig& t, int64_t num_samples) {
+  if (t.local_epochs <= 0) return t.local_steps;
+  const int64_t batch =
+      std::min<int64_t>(t.batch_size, std::max<int64_t>(num_samples, 1));
+  return static_cast<int>(t.local_epochs * ((num_samples + batch - 1) / batch));
 }
 
 // The score vector a strategy reads: rgn and snr rank by their own metric;
@@ -37,6 +41,8 @@ class StrategySelector : public LayerSelector {
                    std::unique_ptr<SelectionStrategy> strategy,
                    RegulationStats stats)
       : seed_(config.seed),
+        train_(config.train),
+        unit_(*ParseCostUnit(config.budget.unit)),
         strategy_name_(config.selection.strategy),
         layers_(std::move(layers)),
         strategy_(std::move(strategy)),
@@ -61,8 +67,12 @@ class StrategySelector : public LayerSelector {
     for (const SelectionCandidate& c : candidates) {
       ClientInput client;
       client.id = c.id;
-      client.budget = static_cast<int64_t>(std::floor(c.budget));
+      client.budget = IsProfiledUnit(unit_) ? BudgetInCostUnits(unit_, c.budget)
+                                            : std::floor(c.budget);
       client.num_samples = c.num_samples;
+      if (IsProfiledUnit(unit_)) {
+        ASSIGN_OR_RETURN(client.cost, CostFor(c));
+      }
       switch (field_) {
         case ScoreField::kSqGradNorm:
           client.sq_grad_norm = c.scores;
@@ -78,10 +88,20 @@ class StrategySelector : public LayerSelector {
     }
     ASSIGN_OR_RETURN(SelectionResult result, strategy_->Select(input));
     SelectionOutcome out;
-    for (const std::vector<int>& picks : result.layers) {
+    for (size_t i = 0; i < result.layers.size(); ++i) {
+      const std::vector<int>& picks = result.layers[i];
       std::vector<std::string> names;
-      for (int l : picks) names.push_back(layers_[l].name);
+      double cost = 0;
+      for (int l : picks) {
+        names.push_back(layers_[l].name);
+        cost += static_cast<double>(layers_[l].cost);
+      }
+      const CostModel* model = input.clients[i].cost.get();
+      if (model != nullptr) {
+        cost = model->Cost(picks) / BudgetInCostUnits(unit_, 1.0);
+      }
       out.layers.push_back(std::move(names));
+      out.costs.push_back(cost);
     }
     const SelectionDiagnostics& d = result.diagnostics;
     out.objective = d.objective;
@@ -103,9 +123,39 @@ class StrategySelector : public LayerSelector {
 
   std::string SaveState() const override { return stats_.Serialize(); }
 
+  // The candidate's cost model in a profiled unit, from its own profile.
+  absl::StatusOr<std::shared_ptr<const CostModel>> CostFor(
+      const SelectionCandidate& c) const {
+    if (c.profile == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "client '", c.id, "': budget.unit '", CostUnitName(unit_),
+          "' needs the client's training profile; it reported none"));
+    }
+    std::vector<std::string> names;
+    for (const LayerSpec& l : layers_) names.push_back(l.name);
+    if (c.profile->groups != names) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("client '", c.id,
+                       "': its training profile is for other layer groups (",
+                       absl::StrJoin(c.profile->groups, ","), ")"));
+    }
+    RoundWork work;
+    work.steps = StepsFor(train_, c.num_samples);
+    work.scores = c.scored;
+    work.speed = c.speed;
+    absl::StatusOr<CostModel> model =
+        CostModelFromProfile(*c.profile, unit_, work);
+    if (!model.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("client '", c.id, "': ", model.status().message()));
+    }
+    return std::make_shared<const CostModel>(std::move(*model));
+  }
+
   absl::Status RestoreState(const std::string& bytes) override {
     if (bytes.empty()) return absl::OkStatus();
-    ASSIGN_OR_RETURN(RegulationStats restored, RegulationStats::Deserialize(bytes));
+    ASSIGN_OR_RETURN(RegulationStats restored,
+                     RegulationStats::Deserialize(bytes));
     if (restored.layer_names() != stats_.layer_names()) {
       return absl::FailedPreconditionError(
           "checkpointed selection statistics are for other layers");
@@ -116,6 +166,8 @@ class StrategySelector : public LayerSelector {
 
  private:
   uint64_t seed_;
+  TrainConfig train_;
+  CostUnit unit_;
   std::string strategy_name_;
   std::vector<LayerSpec> layers_;
   std::unique_ptr<SelectionStrategy> strategy_;
@@ -156,7 +208,10 @@ absl::StatusOr<std::unique_ptr<LayerSelector>> CreateLayerSelector(
 absl::StatusOr<BudgetDistribution> BudgetDistributionFromConfig(
     const RunConfig& config) {
   BudgetDistribution dist;
-  ASSIGN_OR_RETURN(dist.kind, ParseBudgetDistribution(config.budget.distribution));
+  ASSIGN_OR_RETURN(dist.kind,
+                   ParseBudgetDistribution(config.budget.distribution));
+  ASSIGN_OR_RETURN(CostUnit unit, ParseCostUnit(config.budget.unit));
+  dist.continuous = IsProfiledUnit(unit);
   dist.value = config.budget.value;
   dist.min = config.budget.min;
   dist.max = config.budget.max;
@@ -168,7 +223,8 @@ absl::StatusOr<BudgetDistribution> BudgetDistributionFromConfig(
 
 absl::StatusOr<std::vector<double>> AssignBudgets(
     const RunConfig& config, const std::vector<std::string>& client_ids) {
-  ASSIGN_OR_RETURN(BudgetDistribution dist, BudgetDistributionFromConfig(config));
+  ASSIGN_OR_RETURN(BudgetDistribution dist,
+                   BudgetDistributionFromConfig(config));
   if (dist.kind == BudgetDistribution::Kind::kDeclared) {
     return absl::InvalidArgumentError(
         "budget.distribution: 'declared' needs clients that declare a budget; "
@@ -176,9 +232,9 @@ absl::StatusOr<std::vector<double>> AssignBudgets(
   }
   std::vector<double> out;
   for (const std::string& id : client_ids) {
-    ASSIGN_OR_RETURN(int64_t b,
+    ASSIGN_OR_RETURN(double b,
                      ResolveClientBudget(dist, config.seed, id, std::nullopt));
-    out.push_back(static_cast<double>(b));
+    out.push_back(b);
   }
   return out;
 }
@@ -202,6 +258,7 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.aggregation.weight_by_samples = c.federated.aggregation == "weighted";
   o.aggregation.server_lr = c.federated.server_lr;
   o.seed = c.seed;
+  o.budget_unit = c.budget.unit;
   return o;
 }
 

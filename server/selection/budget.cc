@@ -4,27 +4,19 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
 #include "server/selection/rng.h"
 
 namespace layerfl {
-namespace {
-
-// a * b + c with overflow detection; false on overflow.
-bool MulAdd(int64_t a, int64_t b, int64_t c, int64_t* out) {
-  int64_t product;
-  if (__builtin_mul_overflow(a, b, &product)) return false;
-  return !__builtin_add_overflow(product, c, out);
-}
-
-}  // namespace
 
 absl::StatusOr<CostUnit> ParseCostUnit(absl::string_view name) {
   if (name == "layers") return CostUnit::kLayers;
   if (name == "params") return CostUnit::kParams;
-  if (name == "memory") return CostUnit::kMemoryBytes;
+  if (name == "time") return CostUnit::kTime;
+  if (name == "memory") return CostUnit::kMemory;
   return absl::InvalidArgumentError(
       absl::StrCat("budget.unit: unknown cost unit '", name,
-                   "'; valid: layers, params, memory"));
+                   "'; valid: layers, params, time, memory"));
 }
 
 const char* CostUnitName(CostUnit unit) {
@@ -33,44 +25,24 @@ const char* CostUnitName(CostUnit unit) {
       return "layers";
     case CostUnit::kParams:
       return "params";
-    case CostUnit::kMemoryBytes:
+    case CostUnit::kTime:
+      return "time";
+    case CostUnit::kMemory:
       return "memory";
   }
   return "unknown";
 }
 
-absl::StatusOr<MemoryModel> MemoryModelForOptimizer(absl::string_view optimizer,
-                                                    double momentum) {
-  MemoryModel memory;
-  if (optimizer == "sgd") {
-    memory.optimizer_slots = momentum > 0 ? 1 : 0;
-  } else if (optimizer == "adam" || optimizer == "adamw") {
-    memory.optimizer_slots = 2;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown optimizer '", optimizer, "'; valid: sgd, adam, adamw"));
-  }
-  return memory;
-}
-
-int64_t LayerTrainingBytes(const LayerFootprint& layer,
-                           const MemoryModel& memory) {
-  const int64_t per_param = memory.weight_bytes + memory.grad_bytes +
-                            memory.optimizer_slots * memory.slot_bytes;
-  return layer.num_params * per_param + layer.activation_bytes;
+bool IsProfiledUnit(CostUnit unit) {
+  return unit == CostUnit::kTime || unit == CostUnit::kMemory;
 }
 
 absl::StatusOr<std::vector<int64_t>> LayerCosts(
-    absl::Span<const LayerFootprint> layers, CostUnit unit,
-    const MemoryModel& memory) {
-  if (memory.weight_bytes < 0 || memory.grad_bytes < 0 ||
-      memory.optimizer_slots < 0 || memory.slot_bytes < 0) {
-    return absl::InvalidArgumentError("memory model: byte counts must be >= 0");
-  }
+    absl::Span<const LayerFootprint> layers, CostUnit unit) {
   std::vector<int64_t> costs;
   costs.reserve(layers.size());
   for (const LayerFootprint& layer : layers) {
-    if (unit == CostUnit::kLayers) {
+    if (unit != CostUnit::kParams) {
       costs.push_back(1);
       continue;
     }
@@ -79,25 +51,46 @@ absl::StatusOr<std::vector<int64_t>> LayerCosts(
           absl::StrCat("layer '", layer.name,
                        "': num_params must be >= 1, got ", layer.num_params));
     }
-    if (layer.activation_bytes < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer '", layer.name, "': activation_bytes must be >= 0, got ",
-          layer.activation_bytes));
-    }
-    if (unit == CostUnit::kParams) {
-      costs.push_back(layer.num_params);
-      continue;
-    }
-    int64_t per_param, bytes;
-    if (!MulAdd(memory.optimizer_slots, memory.slot_bytes,
-                memory.weight_bytes + memory.grad_bytes, &per_param) ||
-        !MulAdd(layer.num_params, per_param, layer.activation_bytes, &bytes)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer '", layer.name, "': memory cost overflows"));
-    }
-    costs.push_back(std::max<int64_t>(bytes, 1));
+    costs.push_back(layer.num_params);
   }
   return costs;
+}
+
+absl::StatusOr<CostModel> CostModelFromProfile(const TrainingProfile& profile,
+                                               CostUnit unit,
+                                               const RoundWork& work) {
+  RETURN_IF_ERROR(profile.Validate());
+  if (!IsProfiledUnit(unit)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget.unit '", CostUnitName(unit), "' is not measured by a profile"));
+  }
+  if (work.steps < 1 || !(work.speed > 0) || !std::isfinite(work.speed)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("round work: steps must be >= 1 and speed finite and > 0, "
+                     "got ",
+                     work.steps, " and ", work.speed));
+  }
+  CostModel m;
+  if (unit == CostUnit::kTime) {
+    const double per_step = work.steps / work.speed;
+    m.fixed = per_step * profile.step_fixed_s +
+              (work.scores ? profile.scoring_s / work.speed : 0.0);
+    for (double w : profile.step_per_group_s)
+      m.per_layer.push_back(per_step * w);
+    for (double a : profile.step_depth_s) m.depth.push_back(per_step * a);
+    return m;
+  }
+  m.fixed = static_cast<double>(profile.fixed_bytes);
+  for (int64_t b : profile.per_group_bytes) {
+    m.per_layer.push_back(static_cast<double>(b));
+  }
+  for (int64_t b : profile.depth_bytes)
+    m.depth.push_back(static_cast<double>(b));
+  return m;
+}
+
+double BudgetInCostUnits(CostUnit unit, double budget) {
+  return unit == CostUnit::kMemory ? budget * kBytesPerMiB : budget;
 }
 
 absl::Status BudgetDistribution::Validate() const {
@@ -171,10 +164,10 @@ double TruncatedNormalFromUniform(double mean, double std, double min,
   return std::min(std::max(mean + std * z, min), max);
 }
 
-absl::StatusOr<int64_t> ResolveClientBudget(const BudgetDistribution& dist,
-                                            uint64_t seed,
-                                            absl::string_view client_id,
-                                            std::optional<int64_t> declared) {
+absl::StatusOr<double> ResolveClientBudget(const BudgetDistribution& dist,
+                                           uint64_t seed,
+                                           absl::string_view client_id,
+                                           std::optional<double> declared) {
   if (absl::Status s = dist.Validate(); !s.ok()) return s;
   if (declared.has_value() && *declared < 0) {
     return absl::InvalidArgumentError(
@@ -190,20 +183,25 @@ absl::StatusOr<int64_t> ResolveClientBudget(const BudgetDistribution& dist,
     }
     return *declared;
   }
-  int64_t budget = 0;
+  double budget = 0;
   if (dist.kind == Kind::kFixed) {
-    budget = std::llround(dist.value);
+    budget = dist.continuous ? dist.value : std::llround(dist.value);
   } else {
     DeterministicRng rng(MixSeed(seed) ^
                          StableHash({client_id.data(), client_id.size()}));
     const int64_t lo = static_cast<int64_t>(std::ceil(dist.min));
     const int64_t hi = static_cast<int64_t>(std::floor(dist.max));
     if (dist.kind == Kind::kUniform) {
-      budget = rng.UniformInt(lo, hi);
+      budget = dist.continuous
+                   ? dist.min + (dist.max - dist.min) * rng.UniformDouble()
+                   : static_cast<double>(rng.UniformInt(lo, hi));
     } else {
       const double x = TruncatedNormalFromUniform(
           dist.mean, dist.std, dist.min, dist.max, rng.UniformDouble());
-      budget = std::min(std::max<int64_t>(std::llround(x), lo), hi);
+      budget = dist.continuous
+                   ? x
+                   : static_cast<double>(
+                         std::min(std::max<int64_t>(std::llround(x), lo), hi));
     }
   }
   if (declared.has_value()) budget = std::min(budget, *declared);

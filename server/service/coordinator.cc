@@ -53,7 +53,8 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   s.ordered_aggregation = t.ordered_aggregation;
   s.max_held_bytes = t.max_held_mb << 20;
   s.spill_dir = (std::filesystem::path(c.federated.run_dir) / "held").string();
-  s.wait_for_clients = t.wait_for_clients > 0 ? t.wait_for_clients : c.data.num_clients;
+  s.wait_for_clients =
+      t.wait_for_clients > 0 ? t.wait_for_clients : c.data.num_clients;
   s.wait_for_clients_timeout = absl::Seconds(t.wait_for_clients_s);
   s.client_timeout = absl::Seconds(t.client_timeout_s);
   s.heartbeat = absl::Seconds(t.heartbeat_s);
@@ -62,10 +63,12 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   return s;
 }
 
-absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& options,
+absl::Status RunCoordinator(const RunConfig& c,
+                            const CoordinatorOptions& options,
                             const std::atomic<bool>* stop) {
   std::ostream* log = options.log;
-  ASSIGN_OR_RETURN(ServiceOptions service, TransportOptions(c, options.service));
+  ASSIGN_OR_RETURN(ServiceOptions service,
+                   TransportOptions(c, options.service));
   service.run_id = "pending";
   RETURN_IF_ERROR(service.Validate());
   SetTorchThreads(c.threads);
@@ -105,10 +108,9 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
     }
     // No declaration: the configured draw keyed by client id, the simulator's
     // own assignment (and an error under budget.distribution: declared).
-    std::optional<int64_t> d;
-    if (declared > 0) d = static_cast<int64_t>(declared);
-    ASSIGN_OR_RETURN(int64_t b, ResolveClientBudget(dist, c.seed, id, d));
-    return static_cast<double>(b);
+    std::optional<double> d;
+    if (declared > 0) d = declared;
+    return ResolveClientBudget(dist, c.seed, id, d);
   };
   sdeps.on_round = [&metrics](const RoundRecord& record) {
     metrics << record.ToJson() << "\n";
@@ -137,8 +139,8 @@ absl::Status RunCoordinator(const RunConfig& c, const CoordinatorOptions& option
   server.reset();  // stops serving before the engine goes away
   if (result.ok() && log != nullptr) {
     *log << "coordinator: run finished at round " << engine->committed_round()
-         << "; checkpoints in " << core.checkpoint_dir << ", metrics in " << metrics_path
-         << std::endl;
+         << "; checkpoints in " << core.checkpoint_dir << ", metrics in "
+         << metrics_path << std::endl;
   }
   return result;
 }
