@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +38,10 @@
 namespace layerfl {
 
 struct ClientInfo {
+  ClientInfo() = default;
+  ClientInfo(std::string id_in, int64_t num_samples_in, double budget_in)
+      : id(std::move(id_in)), num_samples(num_samples_in), budget(budget_in) {}
+
   std::string id;
   int64_t num_samples = 0;  // >= 1
   double budget = 0.0;      // in the run's cost unit, > 0
