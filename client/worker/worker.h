@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/trainer/profile.h"
 #include "client/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/model/model.h"
@@ -44,6 +45,14 @@ class LocalWorker {
       const ModelWeights& global, int64_t round,
       const std::vector<std::string>& layers);
 
+  // What the last Score / Train call cost on this machine.
+  const ResourceUsage& last_score_usage() const { return score_usage_; }
+  const ResourceUsage& last_train_usage() const { return train_usage_; }
+
+  // This machine's training profile for the run (profile.* of the config),
+  // cached in profile.cache_dir; measured on this worker's data.
+  absl::StatusOr<TrainingProfile> Profile();
+
  private:
   uint64_t TaskSeed(int64_t round, int task) const;
 
@@ -52,6 +61,8 @@ class LocalWorker {
   std::shared_ptr<Model> model_;
   Examples data_;
   SelectiveTrainer trainer_;
+  RunConfig config_;
+  ResourceUsage score_usage_, train_usage_;
 };
 
 }  // namespace layerfl

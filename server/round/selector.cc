@@ -239,6 +239,20 @@ absl::StatusOr<std::vector<double>> AssignBudgets(
   return out;
 }
 
+double DeviceSpeed(const RunConfig& c, const std::string& client_id) {
+  const double lo = c.devices.speed_min, hi = c.devices.speed_max;
+  if (!(hi > lo)) return lo;
+  const uint64_t bits =
+      MixSeed(c.seed ^ MixSeed(StableHash("device-speed:" + client_id)));
+  const double u = static_cast<double>(bits >> 11) * 0x1p-53;
+  return std::exp(std::log(lo) + u * (std::log(hi) - std::log(lo)));
+}
+
+bool NeedsProfiles(const RunConfig& c) {
+  absl::StatusOr<CostUnit> unit = ParseCostUnit(c.budget.unit);
+  return unit.ok() && IsProfiledUnit(*unit);
+}
+
 std::string ScoreMetricFor(const RunConfig& c) {
   if (c.selection.strategy == "rgn" || c.selection.strategy == "snr") {
     return c.selection.strategy;

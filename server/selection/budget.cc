@@ -117,7 +117,7 @@ absl::Status BudgetDistribution::Validate() const {
   if (!std::isfinite(max) || max < min)
     return bad("max", "must be finite and >= min", max);
   if (max >= 9e18) return bad("max", "must be < 9e18", max);
-  if (std::ceil(min) > std::floor(max)) {
+  if (!continuous && std::ceil(min) > std::floor(max)) {
     return bad("max", "[min, max] must contain an integer", max);
   }
   if (kind == Kind::kTruncatedNormal) {

@@ -73,9 +73,20 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
                    RoundEngine::Create(ToEngineOptions(c), core.initial,
                                        core.EngineDeps()));
+  // Under a time or memory budget every virtual client gets this machine's
+  // profile (measured once, cached) and its device's speed.
+  std::shared_ptr<const TrainingProfile> profile;
+  if (NeedsProfiles(c) && !clients.empty()) {
+    ASSIGN_OR_RETURN(TrainingProfile p, clients[0].worker->Profile());
+    profile = std::make_shared<const TrainingProfile>(std::move(p));
+  }
+  std::vector<double> speeds;
   for (size_t i = 0; i < clients.size(); ++i) {
-    RETURN_IF_ERROR(engine->Join(
-        {ids[i], clients[i].worker->num_samples(), budgets[i]}));
+    speeds.push_back(DeviceSpeed(c, ids[i]));
+    ClientInfo info(ids[i], clients[i].worker->num_samples(), budgets[i]);
+    info.profile = profile;
+    info.speed = speeds.back();
+    RETURN_IF_ERROR(engine->Join(info));
   }
 
   SimResult result;
@@ -99,7 +110,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     const int64_t round = engine->committed_round() + 1;
     // Scoring (when the strategy asks), then training; clients in id order.
     for (int phase = 0; phase < 2 && engine->round_running(); ++phase) {
-      for (VirtualClient& client : clients) {
+      for (size_t k = 0; k < clients.size(); ++k) {
+        VirtualClient& client = clients[k];
         LocalWorker& worker = *client.worker;
         Task task = engine->TaskFor(worker.id());
         const TaskKind wanted = phase == 0 ? TaskKind::kScore : TaskKind::kTrain;
@@ -109,11 +121,18 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         if (task.kind == TaskKind::kScore) {
           ASSIGN_OR_RETURN(std::vector<double> scores,
                            worker.Score(global, task.round, metric));
+          ClientUsage usage;  // on the simulated device: time / its speed
+          usage.score_s = worker.last_score_usage().seconds / speeds[k];
+          RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
           RETURN_IF_ERROR(engine->SubmitScores(worker.id(), task.round, scores));
           continue;
         }
         ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
                          worker.Train(global, task.round, task.layers));
+        ClientUsage usage;
+        usage.train_s = worker.last_train_usage().seconds / speeds[k];
+        usage.peak_bytes = worker.last_train_usage().peak_bytes;
+        RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
         RETURN_IF_ERROR(engine->SubmitUpdate(worker.id(), task.round,
                                              worker.num_samples(), update));
       }
