@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <set>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "nlohmann/json.hpp"
 #include "tests/weights_matchers.h"
 
 namespace layerfl {
@@ -63,6 +66,63 @@ std::vector<std::string> MetricsWithoutTiming(const std::string& path,
     out.push_back(line);
   }
   return out;
+}
+
+// Every client's measured peak training memory stays within its memory
+// budget, round after round, while budgets differ enough that clients train
+// different numbers of layers.
+TEST(SimulatorTest, MeasuredPeakMemoryWithinEveryBudget) {
+  RunConfig c = SmallRun("memory");
+  c.budget.unit = "memory";
+  c.budget.min = 0.4;  // MiB
+  c.budget.max = 1.2;
+  c.devices.speed_min = 0.5;  // speeds change time, never memory
+  c.profile.cache_dir = ::testing::TempDir() + "/sim_memory_profile";
+  absl::StatusOr<SimResult> r = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::ifstream in(r->metrics_path);
+  int checked = 0;
+  std::set<size_t> sizes;
+  double worst = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json rec = nlohmann::json::parse(line);
+    std::map<std::string, double> budget;
+    for (const auto& client : rec["clients"]) {
+      budget[client["id"]] = client["budget"];
+      sizes.insert(client["layers"].size());
+      // The predicted cost of what it was given fits its budget.
+      EXPECT_LE(client["cost"].get<double>(), client["budget"].get<double>());
+    }
+    for (const auto& u : rec["usage"]) {
+      if (!u.contains("peak_mb")) continue;
+      const double peak = u["peak_mb"];
+      EXPECT_LE(peak, budget[u["id"]]) << line;
+      EXPECT_DOUBLE_EQ(u["measured"].get<double>(), peak);
+      worst = std::max(worst, u["measured_over_budget"].get<double>());
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 6 * 2);
+  EXPECT_GE(sizes.size(), 3u) << "budgets should make selections differ";
+  RecordProperty("worst_peak_over_budget_ppm", static_cast<int>(worst * 1e6));
+}
+
+TEST(SimulatorTest, TimeBudgetRunLogsMeasuredOverBudget) {
+  RunConfig c = SmallRun("time");
+  c.budget.unit = "time";
+  c.budget.min = 0.05;
+  c.budget.max = 0.2;
+  c.federated.rounds = 2;
+  c.profile.cache_dir = ::testing::TempDir() + "/sim_time_profile";
+  absl::StatusOr<SimResult> r = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::ifstream in(r->metrics_path);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  const nlohmann::json rec = nlohmann::json::parse(line);
+  ASSERT_FALSE(rec["usage"].empty());
+  EXPECT_TRUE(rec["usage"][0].contains("train_s"));
+  EXPECT_TRUE(rec["usage"][0].contains("measured_over_budget"));
 }
 
 TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
