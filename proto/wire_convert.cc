@@ -78,6 +78,42 @@ int64_t WireBytes(const google::protobuf::MessageLite& message) {
   return static_cast<int64_t>(message.ByteSizeLong()) + 5;
 }
 
+void ToProto(const TrainingProfile& p, wire::v1::TrainingProfile* out) {
+  for (const std::string& g : p.groups) out->add_groups(g);
+  out->set_batch_size(p.batch_size);
+  out->set_threads(p.threads);
+  out->set_machine(p.machine);
+  out->set_step_fixed_s(p.step_fixed_s);
+  for (double v : p.step_per_group_s) out->add_step_per_group_s(v);
+  for (double v : p.step_depth_s) out->add_step_depth_s(v);
+  out->set_scoring_s(p.scoring_s);
+  out->set_fixed_bytes(p.fixed_bytes);
+  for (int64_t v : p.per_group_bytes) out->add_per_group_bytes(v);
+  for (int64_t v : p.depth_bytes) out->add_depth_bytes(v);
+  out->set_scoring_peak_bytes(p.scoring_peak_bytes);
+}
+
+absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in) {
+  TrainingProfile p;
+  p.groups.assign(in.groups().begin(), in.groups().end());
+  p.batch_size = in.batch_size();
+  p.threads = in.threads();
+  p.machine = in.machine();
+  p.step_fixed_s = in.step_fixed_s();
+  p.step_per_group_s.assign(in.step_per_group_s().begin(),
+                            in.step_per_group_s().end());
+  p.step_depth_s.assign(in.step_depth_s().begin(), in.step_depth_s().end());
+  p.scoring_s = in.scoring_s();
+  p.fixed_bytes = in.fixed_bytes();
+  p.per_group_bytes.assign(in.per_group_bytes().begin(),
+                           in.per_group_bytes().end());
+  p.depth_bytes.assign(in.depth_bytes().begin(), in.depth_bytes().end());
+  p.scoring_peak_bytes = in.scoring_peak_bytes();
+  absl::Status s = p.Validate();
+  if (!s.ok()) return s;
+  return p;
+}
+
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),

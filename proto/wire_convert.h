@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/codec/codec.h"
+#include "common/layers/profile.h"
 #include "grpcpp/support/status.h"
 #include "proto/layerfl.pb.h"
 
@@ -28,6 +29,11 @@ absl::Status AddChunk(const wire::v1::Chunk& chunk,
 // Bytes a message takes on the wire inside gRPC: the serialized message and
 // gRPC's 5-byte length prefix (HTTP/2 framing not counted).
 int64_t WireBytes(const google::protobuf::MessageLite& message);
+
+// A training profile both ways; FromProto validates it (InvalidArgument
+// naming the field).
+void ToProto(const TrainingProfile& profile, wire::v1::TrainingProfile* out);
+absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in);
 
 grpc::Status ToGrpc(const absl::Status& status);
 absl::Status FromGrpc(const grpc::Status& status);

@@ -1,5 +1,7 @@
 #include "client/daemon/client.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "client/trainer/examples.h"
 #include "client/trainer/trainer.h"
@@ -15,9 +17,9 @@ class WorkerWork : public ClientWork {
   explicit WorkerWork(std::unique_ptr<LocalWorker> worker)
       : worker_(std::move(worker)) {}
   int64_t num_samples() const override { return worker_->num_samples(); }
-  absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
-                                            int64_t round,
-                                            const std::string& metric) override {
+  absl::StatusOr<std::vector<double>> Score(
+      const ModelWeights& global, int64_t round,
+      const std::string& metric) override {
     return worker_->Score(global, round, metric);
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
@@ -25,12 +27,52 @@ class WorkerWork : public ClientWork {
       const std::vector<std::string>& layers) override {
     return worker_->Train(global, round, layers);
   }
+  WorkCost LastScoreCost() const override {
+    return {worker_->last_score_usage().seconds,
+            worker_->last_score_usage().peak_bytes};
+  }
+  WorkCost LastTrainCost() const override {
+    return {worker_->last_train_usage().seconds,
+            worker_->last_train_usage().peak_bytes};
+  }
+  absl::StatusOr<TrainingProfile> Profile() { return worker_->Profile(); }
 
  private:
   std::unique_ptr<LocalWorker> worker_;
 };
 
 }  // namespace
+
+absl::StatusOr<DeclaredLimits> DeclaredBudget(const RunConfig& c, double budget,
+                                              double budget_s,
+                                              double budget_mb) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"budget", budget},
+        {"budget_s", budget_s},
+        {"budget_mb", budget_mb}}) {
+    if (!std::isfinite(value) || value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": must be finite and >= 0, got ", value));
+    }
+  }
+  DeclaredLimits out;
+  out.budget = budget;
+  out.max_time_s = budget_s;
+  out.max_memory_mb = budget_mb;
+  const double own = c.budget.unit == "time"     ? budget_s
+                     : c.budget.unit == "memory" ? budget_mb
+                                                 : 0;
+  if (own > 0) {
+    if (budget > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--budget and --", c.budget.unit == "time" ? "budget_s" : "budget_mb",
+          ": both declare this run's budget (budget.unit ", c.budget.unit,
+          "); give one"));
+    }
+    out.budget = own;
+  }
+  return out;
+}
 
 absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
                        const std::atomic<bool>* stop) {
@@ -39,17 +81,19 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError(
         "id: a client with its own data_dir needs an id");
   }
-  if (options.link.target.empty()) {
+  if (options.link.target.empty() && options.print_profile == nullptr) {
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
   DaemonOptions daemon = options.daemon;
-  if (daemon.client_id.empty()) daemon.client_id = PartitionClientId(options.partition);
+  if (daemon.client_id.empty())
+    daemon.client_id = PartitionClientId(options.partition);
   SetTorchThreads(c.threads);
   Examples examples;
   if (own_data) {
     // A missing or malformed data directory is the operator's input.
     const auto bad_dir = [](const absl::Status& s) {
-      return absl::InvalidArgumentError(absl::StrCat("data_dir: ", s.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("data_dir: ", s.message()));
     };
     if (c.data.dataset == "tsv") {
       absl::StatusOr<TextSet> loaded = LoadClientText(options.data_dir, c);
@@ -62,14 +106,34 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     }
   } else {
     // Refuses a partition outside [0, data.num_clients), naming it.
-    ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, options.partition));
+    ASSIGN_OR_RETURN(TaskExamples task,
+                     BuildTaskExamples(c, options.partition));
     examples = std::move(task.clients[0]);
   }
   ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
-  WorkerWork work(std::make_unique<LocalWorker>(c, daemon.client_id, std::move(model),
-                                                std::move(examples)));
+  WorkerWork work(std::make_unique<LocalWorker>(
+      c, daemon.client_id, std::move(model), std::move(examples)));
+  if (options.print_profile != nullptr) {
+    ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
+    *options.print_profile << profile.Serialize() << std::flush;
+    return absl::OkStatus();
+  }
+  if (NeedsProfiles(c) || daemon.max_time_s > 0 || daemon.max_memory_mb > 0) {
+    // Measured once on this machine (cached in profile.cache_dir) and sent at
+    // Join: the coordinator's costs for this client come from it.
+    ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
+    if (daemon.log != nullptr) {
+      *daemon.log << "profiled training on " << profile.machine << ": step "
+                  << profile.step_fixed_s << " s fixed, peak "
+                  << profile.fixed_bytes / (1024.0 * 1024.0) << " MiB fixed"
+                  << std::endl;
+    }
+    daemon.profile =
+        std::make_shared<const TrainingProfile>(std::move(profile));
+  }
   std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
-  absl::StatusOr<DaemonResult> result = RunClientDaemon(daemon, work, *link, stop);
+  absl::StatusOr<DaemonResult> result =
+      RunClientDaemon(daemon, work, *link, stop);
   return result.status();
 }
 

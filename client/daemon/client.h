@@ -30,7 +30,29 @@ struct ClientOptions {
   // client_id "" = PartitionClientId(partition); required with data_dir.
   DaemonOptions daemon;
   GrpcLinkOptions link;
+  // Set: only measure this machine's training profile (cached as for a run),
+  // write it here as one key=value line and return, without connecting.
+  std::ostream* print_profile = nullptr;
 };
+
+// What a client declares from its flags: `budget` in the run's unit;
+// `budget_s` (seconds of compute per round) and `budget_mb` (MiB of peak
+// training memory) by this machine's measured profile. A real-unit flag in
+// the run's own unit is the budget; in the other unit it is a cap the
+// coordinator also holds the client's selections to. 0 = not given. A
+// negative value, or --budget together with the real-unit flag of the run's
+// own unit, is InvalidArgument naming the flags.
+struct DeclaredLimits {
+  double budget = 0;         // in the run's unit; 0 = none
+  double max_time_s = 0;     // 0 = no cap
+  double max_memory_mb = 0;  // 0 = no cap
+  bool needs_profile(const RunConfig& c) const {
+    return NeedsProfiles(c) || max_time_s > 0 || max_memory_mb > 0;
+  }
+};
+absl::StatusOr<DeclaredLimits> DeclaredBudget(const RunConfig& config,
+                                              double budget, double budget_s,
+                                              double budget_mb);
 
 // InvalidArgument: the config or options are unusable. Otherwise as
 // RunClientDaemon.

@@ -138,17 +138,18 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
   const auto wait_and_retry = [&](const std::string& what,
                                   const absl::Status& s) -> absl::Status {
     if (absl::Now() - last_ok > options.give_up) {
-      return absl::UnavailableError(absl::StrCat(
-          "the coordinator was unreachable for ",
-          absl::FormatDuration(options.give_up), " (", what, ": ", s.message(),
-          ")"));
+      return absl::UnavailableError(
+          absl::StrCat("the coordinator was unreachable for ",
+                       absl::FormatDuration(options.give_up), " (", what, ": ",
+                       s.message(), ")"));
     }
     const absl::Duration delay = backoff.Next();
     const std::string problem = absl::StrCat(what, ": ", s.message());
     if (problem != last_problem) {
-      log(absl::StrCat(problem, "; retrying with backoff (now ",
-                       absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))),
-                       ")"));
+      log(absl::StrCat(
+          problem, "; retrying with backoff (now ",
+          absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1))),
+          ")"));
       last_problem = problem;
     }
     SleepUnlessStopped(delay, stop);
@@ -169,14 +170,16 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
 
   while (!stopped()) {
     if (!joined) {
-      absl::StatusOr<JoinInfo> info = link.Join({options.client_id, options.token,
-                                                 options.budget, work.num_samples()});
+      absl::StatusOr<JoinInfo> info = link.Join(
+          {options.client_id, options.token, options.budget, work.num_samples(),
+           options.profile, options.max_time_s, options.max_memory_mb});
       if (!info.ok()) {
         if (!IsTransient(info.status())) {
           log(absl::StrCat("join refused: ", info.status().message()));
           return info.status();
         }
-        if (absl::Status s = wait_and_retry("join", info.status()); !s.ok()) return s;
+        if (absl::Status s = wait_and_retry("join", info.status()); !s.ok())
+          return s;
         continue;
       }
       succeeded();
@@ -203,7 +206,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     if (task->kind == ClientTaskKind::kWait) continue;
     if (task->kind == ClientTaskKind::kFinished) {
       result.last_round = task->round;
-      log(absl::StrCat("the run is finished (round ", task->round, "); leaving"));
+      log(absl::StrCat("the run is finished (round ", task->round,
+                       "); leaving"));
       heartbeat.Deactivate();
       (void)link.Leave();
       return result;
@@ -216,7 +220,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     absl::StatusOr<TransferStats> fetched = link.Fetch(replica);
     if (!fetched.ok()) {
       if (IsUnknownSession(fetched.status()) || IsTransient(fetched.status())) {
-        if (absl::Status s = handle("fetch", fetched.status()); !s.ok()) return s;
+        if (absl::Status s = handle("fetch", fetched.status()); !s.ok())
+          return s;
       } else {
         // Damaged or refused download: nothing was applied; try again.
         log(absl::StrCat("fetch refused: ", fetched.status().message()));
@@ -241,7 +246,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
         log(absl::StrCat("scoring failed: ", scores.status().message()));
         return scores.status();
       }
-      sent = link.ReportScores(task->round, *scores);
+      sent = link.ReportScores(task->round, *scores, work.LastScoreCost());
       if (sent.ok()) {
         log(absl::StrFormat("round %d: scored (%s) [fetched %s]", task->round,
                             task->metric, down));
@@ -253,16 +258,18 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
         log(absl::StrCat("training failed: ", update.status().message()));
         return update.status();
       }
-      absl::StatusOr<TransferStats> up =
-          link.Upload(task->round, work.num_samples(), *update,
-                      std::max(absl::ZeroDuration(), task_deadline - absl::Now()));
+      absl::StatusOr<TransferStats> up = link.Upload(
+          task->round, work.num_samples(), *update,
+          std::max(absl::ZeroDuration(), task_deadline - absl::Now()),
+          work.LastTrainCost());
       sent = up.status();
       if (up.ok()) {
         record.upload = *up;
-        log(absl::StrFormat(
-            "round %d: trained [%s], uploaded %d bytes for %d values [fetched %s]",
-            task->round, absl::StrJoin(task->layers, ","), up->wire_bytes,
-            up->numel, down));
+        log(
+            absl::StrFormat("round %d: trained [%s], uploaded %d bytes for %d "
+                            "values [fetched %s]",
+                            task->round, absl::StrJoin(task->layers, ","),
+                            up->wire_bytes, up->numel, down));
       }
     }
     record.outcome = sent.ok() ? "ok" : ReasonOfStatus(sent);

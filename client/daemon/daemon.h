@@ -27,30 +27,40 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/codec/codec.h"
+#include "common/layers/profile.h"
 #include "common/weights/weights.h"
 
 namespace layerfl {
 
 // One client's local work at a given global model (see client/worker).
+// What the last Score or Train call of a ClientWork took on this machine;
+// zeros when it does not measure.
+struct WorkCost {
+  double seconds = 0.0;
+  int64_t peak_bytes = 0;
+};
+
 class ClientWork {
  public:
   virtual ~ClientWork() = default;
   virtual int64_t num_samples() const = 0;
   // Per-layer importance scores of `metric`, model order.
-  virtual absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
-                                                    int64_t round,
-                                                    const std::string& metric) = 0;
+  virtual absl::StatusOr<std::vector<double>> Score(
+      const ModelWeights& global, int64_t round, const std::string& metric) = 0;
   // The deltas of the trained `layers`, model order.
   virtual absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
       const std::vector<std::string>& layers) = 0;
+  // What the last Score / Train call took.
+  virtual WorkCost LastScoreCost() const { return {}; }
+  virtual WorkCost LastTrainCost() const { return {}; }
 };
 
 // The client's copy of the global model.
 struct Replica {
-  std::string run_id;           // "" = holds nothing
-  int64_t committed_round = -1; // the round the weights are as of
-  ModelWeights weights;         // layers in model order, with versions
+  std::string run_id;            // "" = holds nothing
+  int64_t committed_round = -1;  // the round the weights are as of
+  ModelWeights weights;          // layers in model order, with versions
 };
 
 struct JoinParams {
@@ -58,6 +68,9 @@ struct JoinParams {
   std::string token;
   double budget = 0.0;  // declared; 0 = none
   int64_t num_samples = 0;
+  std::shared_ptr<const TrainingProfile> profile;  // null = none
+  double max_time_s = 0;  // caps by the profile; 0 = none
+  double max_memory_mb = 0;
 };
 
 struct JoinInfo {
@@ -98,18 +111,27 @@ class CoordinatorLink {
   // Brings `replica` up to date: sends the held versions, receives only the
   // changed layers. All or nothing: on error `replica` is unchanged.
   virtual absl::StatusOr<TransferStats> Fetch(Replica& replica) = 0;
+  // `cost`: what scoring / training took, sent along for the metrics.
   virtual absl::Status ReportScores(int64_t round,
-                                    const std::vector<double>& scores) = 0;
+                                    const std::vector<double>& scores,
+                                    const WorkCost& cost) = 0;
   // `time_left`: how long the coordinator still waits for this update.
   virtual absl::StatusOr<TransferStats> Upload(
       int64_t round, int64_t num_samples, const std::vector<LayerDelta>& update,
-      absl::Duration time_left) = 0;
+      absl::Duration time_left, const WorkCost& cost) = 0;
 };
 
 struct DaemonOptions {
   std::string client_id;  // required
   std::string token;      // the run's shared secret; "" = none
   double budget = 0.0;    // declared budget; 0 = let the coordinator decide
+  // This machine's training profile, sent at Join; null = none (the run's
+  // budget.unit is layers or params).
+  std::shared_ptr<const TrainingProfile> profile;
+  // Caps by the profile the coordinator holds the selections to (besides
+  // the budget): seconds per round and MiB of peak memory; 0 = none.
+  double max_time_s = 0;
+  double max_memory_mb = 0;
   absl::Duration poll = absl::Seconds(5);  // GetTask long-poll wait
   // Reconnect backoff: first delay, cap, and how long without any successful
   // call before giving up (Unavailable).

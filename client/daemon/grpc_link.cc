@@ -27,11 +27,13 @@ class GrpcLink : public CoordinatorLink {
  public:
   explicit GrpcLink(const GrpcLinkOptions& options) : options_(options) {
     grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(static_cast<int>(options.max_chunk_bytes + (64 << 10)));
+    args.SetMaxReceiveMessageSize(
+        static_cast<int>(options.max_chunk_bytes + (64 << 10)));
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(absl::ToInt64Milliseconds(options.reconnect_backoff_max)));
+                static_cast<int>(
+                    absl::ToInt64Milliseconds(options.reconnect_backoff_max)));
     std::shared_ptr<grpc::ChannelCredentials> credentials =
         grpc::InsecureChannelCredentials();
     if (options.tls.enabled) {
@@ -54,6 +56,10 @@ class GrpcLink : public CoordinatorLink {
     request.set_token(params.token);
     request.set_budget(params.budget);
     request.set_num_samples(params.num_samples);
+    if (params.profile != nullptr)
+      ToProto(*params.profile, request.mutable_profile());
+    request.set_max_time_s(params.max_time_s);
+    request.set_max_memory_mb(params.max_memory_mb);
     wire::JoinReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
@@ -173,7 +179,8 @@ class GrpcLink : public CoordinatorLink {
       expected.push_back(std::move(e));
     }
     std::vector<std::string> known;
-    for (const wire::LayerVersion& v : manifest.current()) known.push_back(v.layer());
+    for (const wire::LayerVersion& v : manifest.current())
+      known.push_back(v.layer());
     DecoderLimits limits;
     limits.encoding = *encoding;
     limits.max_chunk_bytes = options_.max_chunk_bytes;
@@ -206,15 +213,16 @@ class GrpcLink : public CoordinatorLink {
       auto it = by_name.find(v.layer());
       if (it != by_name.end()) {
         if (it->second->version != v.version()) {
-          return BadStream(absl::StrCat("layer '", v.layer(), "' came as version ",
-                                        it->second->version, ", the manifest says ",
-                                        v.version()));
+          return BadStream(absl::StrCat(
+              "layer '", v.layer(), "' came as version ", it->second->version,
+              ", the manifest says ", v.version()));
         }
         continue;
       }
       if (fresh || replica.weights.layers[l].group != v.layer() ||
           replica.weights.layers[l].version != v.version()) {
-        return BadStream(absl::StrCat("layer '", v.layer(), "' version ", v.version(),
+        return BadStream(absl::StrCat("layer '", v.layer(), "' version ",
+                                      v.version(),
                                       " was not sent and is not held"));
       }
     }
@@ -234,11 +242,12 @@ class GrpcLink : public CoordinatorLink {
     return stats;
   }
 
-  absl::Status ReportScores(int64_t round,
-                            const std::vector<double>& scores) override {
+  absl::Status ReportScores(int64_t round, const std::vector<double>& scores,
+                            const WorkCost& cost) override {
     wire::ScoresRequest request;
     Identify(request);
     request.set_round(round);
+    request.set_scoring_s(cost.seconds);
     for (double s : scores) request.add_scores(s);
     wire::ScoresReply reply;
     grpc::ClientContext context;
@@ -248,7 +257,8 @@ class GrpcLink : public CoordinatorLink {
 
   absl::StatusOr<TransferStats> Upload(int64_t round, int64_t num_samples,
                                        const std::vector<LayerDelta>& update,
-                                       absl::Duration time_left) override {
+                                       absl::Duration time_left,
+                                       const WorkCost& cost) override {
     Encoding encoding;
     int64_t chunk;
     wire::UploadMessage message;
@@ -262,10 +272,13 @@ class GrpcLink : public CoordinatorLink {
       m->set_round(round);
       m->set_num_samples(num_samples);
       m->set_encoding(ToProto(encoding));
+      m->set_train_s(cost.seconds);
+      m->set_peak_bytes(cost.peak_bytes);
       for (const LayerDelta& d : update) m->add_layers(d.group);
     }
     grpc::ClientContext context;
-    SetDeadline(context, std::max(options_.rpc_timeout, time_left + options_.rpc_timeout));
+    SetDeadline(context, std::max(options_.rpc_timeout,
+                                  time_left + options_.rpc_timeout));
     wire::UploadReply reply;
     std::unique_ptr<grpc::ClientWriter<wire::UploadMessage>> writer =
         stub_->UploadUpdate(&context, &reply);
@@ -329,7 +342,8 @@ class GrpcLink : public CoordinatorLink {
 
 }  // namespace
 
-std::unique_ptr<CoordinatorLink> CreateGrpcLink(const GrpcLinkOptions& options) {
+std::unique_ptr<CoordinatorLink> CreateGrpcLink(
+    const GrpcLinkOptions& options) {
   return std::make_unique<GrpcLink>(options);
 }
 

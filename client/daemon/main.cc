@@ -13,24 +13,30 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "client/daemon/client.h"
 #include "common/data/file.h"
 #include "common/util/flags.h"
 #include "common/util/memory.h"
 #include "common/util/signals.h"
-#include "client/daemon/client.h"
 
 ABSL_FLAG(std::string, config, "", "run config (YAML); required");
-ABSL_FLAG(std::string, data_dir, "",
-          "this client's own training data: a directory with train-images-idx3-ubyte "
-          "and train-labels-idx1-ubyte (plain or .gz) for image runs, or train.tsv and "
-          "the run's vocab.txt for text runs (layerfl-partition writes them); needs --id");
-ABSL_FLAG(int, partition, -1,
-          "instead of --data_dir: build partition I of the config's dataset (as "
-          "layerfl-sim does)");
-ABSL_FLAG(std::string, id, "",
-          "client id (default client-%03d of --partition; required with --data_dir)");
+ABSL_FLAG(
+    std::string, data_dir, "",
+    "this client's own training data: a directory with train-images-idx3-ubyte "
+    "and train-labels-idx1-ubyte (plain or .gz) for image runs, or train.tsv "
+    "and "
+    "the run's vocab.txt for text runs (layerfl-partition writes them); needs "
+    "--id");
+ABSL_FLAG(
+    int, partition, -1,
+    "instead of --data_dir: build partition I of the config's dataset (as "
+    "layerfl-sim does)");
+ABSL_FLAG(
+    std::string, id, "",
+    "client id (default client-%03d of --partition; required with --data_dir)");
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
-ABSL_FLAG(std::string, token, "", "the run's shared secret (prefer --token_file)");
+ABSL_FLAG(std::string, token, "",
+          "the run's shared secret (prefer --token_file)");
 ABSL_FLAG(std::string, token_file, "",
           "file holding the run's shared secret, or this client's own token "
           "when the coordinator has --tokens_file");
@@ -45,6 +51,17 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(double, budget, 0,
           "declared training budget in the run's cost unit (0: the "
           "coordinator assigns one)");
+ABSL_FLAG(double, budget_s, 0,
+          "seconds of compute per round this client gives, by this machine's "
+          "measured profile: the budget when budget.unit is time, else a cap");
+ABSL_FLAG(
+    double, budget_mb, 0,
+    "MiB of peak training memory this client has, by this machine's "
+    "measured profile: the budget when budget.unit is memory, else a cap");
+ABSL_FLAG(bool, print_profile, false,
+          "measure this machine's training profile for the run (seconds per "
+          "step and peak bytes per layer group, cached in profile.cache_dir), "
+          "print it and exit without connecting");
 ABSL_FLAG(int64_t, poll_ms, 5000, "GetTask long-poll wait, ms");
 ABSL_FLAG(double, rpc_timeout_s, 30, "deadline of unary calls");
 ABSL_FLAG(double, transfer_timeout_s, 600, "deadline of a model download");
@@ -62,21 +79,24 @@ std::atomic<bool> g_stop{false};
 
 int main(int argc, char** argv) {
   layerfl::RetainFreedMemory();
-  layerfl::ParseFlags(argc, argv,
-                      "layerfl-client --config FILE (--id ID --data_dir DIR | --partition I) "
-                      "--coordinator HOST:PORT [flags]");
+  layerfl::ParseFlags(
+      argc, argv,
+      "layerfl-client --config FILE (--id ID --data_dir DIR | --partition I) "
+      "--coordinator HOST:PORT [flags]");
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-client: " << why << "\n";
     return 2;
   };
-  if (absl::GetFlag(FLAGS_config).empty()) return fail_flags("--config is required");
+  if (absl::GetFlag(FLAGS_config).empty())
+    return fail_flags("--config is required");
   const bool own_data = !absl::GetFlag(FLAGS_data_dir).empty();
   if (own_data == (absl::GetFlag(FLAGS_partition) >= 0)) {
     return fail_flags(own_data ? "--data_dir or --partition, not both"
                                : "--partition or --data_dir is required");
   }
   if (own_data && absl::GetFlag(FLAGS_id).empty()) {
-    return fail_flags("--data_dir needs --id (the client id the coordinator knows)");
+    return fail_flags(
+        "--data_dir needs --id (the client id the coordinator knows)");
   }
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
@@ -89,20 +109,29 @@ int main(int argc, char** argv) {
   d.client_id = absl::GetFlag(FLAGS_id);
   d.token = absl::GetFlag(FLAGS_token);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    absl::StatusOr<std::string> token =
-        layerfl::ReadFlagFileLine("token_file", absl::GetFlag(FLAGS_token_file));
+    absl::StatusOr<std::string> token = layerfl::ReadFlagFileLine(
+        "token_file", absl::GetFlag(FLAGS_token_file));
     if (!token.ok()) return fail_flags(std::string(token.status().message()));
     d.token = *std::move(token);
   }
-  d.budget = absl::GetFlag(FLAGS_budget);
+  absl::StatusOr<layerfl::DeclaredLimits> limits = layerfl::DeclaredBudget(
+      *config, absl::GetFlag(FLAGS_budget), absl::GetFlag(FLAGS_budget_s),
+      absl::GetFlag(FLAGS_budget_mb));
+  if (!limits.ok()) return fail_flags(std::string(limits.status().message()));
+  d.budget = limits->budget;
+  d.max_time_s = limits->max_time_s;
+  d.max_memory_mb = limits->max_memory_mb;
   d.poll = absl::Milliseconds(absl::GetFlag(FLAGS_poll_ms));
-  d.backoff_initial = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));
+  d.backoff_initial =
+      absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));
   d.backoff_max = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_max_ms));
   d.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
   d.log = &std::cerr;
   options.link.target = absl::GetFlag(FLAGS_coordinator);
+  if (absl::GetFlag(FLAGS_print_profile)) options.print_profile = &std::cout;
   options.link.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_s));
-  options.link.transfer_timeout = absl::Seconds(absl::GetFlag(FLAGS_transfer_timeout_s));
+  options.link.transfer_timeout =
+      absl::Seconds(absl::GetFlag(FLAGS_transfer_timeout_s));
   options.link.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
   options.link.reconnect_backoff_max = d.backoff_max;
   layerfl::ClientTls& tls = options.link.tls;
@@ -122,15 +151,17 @@ int main(int argc, char** argv) {
     return fail_flags("--tls_cert and --tls_key go together");
   }
   if (!tls.enabled && (!tls.cert_pem.empty() || !tls.server_name.empty())) {
-    return fail_flags("--tls_cert, --tls_key and --tls_server_name need --tls_ca");
+    return fail_flags(
+        "--tls_cert, --tls_key and --tls_server_name need --tls_ca");
   }
-  if (d.budget < 0) return fail_flags("--budget: must be >= 0");
-  if (d.poll <= absl::ZeroDuration() || options.link.rpc_timeout <= absl::ZeroDuration() ||
+  if (d.poll <= absl::ZeroDuration() ||
+      options.link.rpc_timeout <= absl::ZeroDuration() ||
       options.link.transfer_timeout <= absl::ZeroDuration() ||
-      d.backoff_initial <= absl::ZeroDuration() || d.backoff_max < d.backoff_initial ||
-      d.give_up <= absl::ZeroDuration()) {
-    return fail_flags("--poll_ms, --rpc_timeout_s, --transfer_timeout_s, "
-                      "--give_up_s and the backoff must be > 0 (max >= initial)");
+      d.backoff_initial <= absl::ZeroDuration() ||
+      d.backoff_max < d.backoff_initial || d.give_up <= absl::ZeroDuration()) {
+    return fail_flags(
+        "--poll_ms, --rpc_timeout_s, --transfer_timeout_s, "
+        "--give_up_s and the backoff must be > 0 (max >= initial)");
   }
   if (options.link.chunk_bytes < 4 || options.link.chunk_bytes > (3 << 20)) {
     return fail_flags("--chunk_kb: must be in [1, 3072]");

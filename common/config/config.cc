@@ -602,6 +602,10 @@ absl::Status RunConfig::Validate() const {
   return absl::OkStatus();
 }
 
+bool NeedsProfiles(const RunConfig& config) {
+  return config.budget.unit == "time" || config.budget.unit == "memory";
+}
+
 absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text) {
   RunConfig config;
   RETURN_IF_ERROR(ParseInto(yaml_text, &config));

@@ -246,6 +246,9 @@ struct RunConfig {
 // and validates the result.
 absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text);
 
+// Whether budget.unit (time, memory) needs each client's training profile.
+bool NeedsProfiles(const RunConfig& config);
+
 // Reads and parses a YAML file; a missing file is NotFound naming the path.
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);
 

@@ -506,6 +506,8 @@ class RoundEngineImpl : public RoundEngine {
       c.scored = scored;
       c.profile = slot.info.profile;
       c.speed = slot.info.speed;
+      c.max_time_s = slot.info.max_time_s;
+      c.max_memory_mb = slot.info.max_memory_mb;
       candidates_.push_back(std::move(c));
       ids.push_back(id);
     }

@@ -50,6 +50,10 @@ struct ClientInfo {
   std::shared_ptr<const TrainingProfile> profile;
   // Device speed relative to the profiled machine (simulated devices), > 0.
   double speed = 1.0;
+  // Caps the client declared besides its budget, by its profile: seconds of
+  // compute per round and MiB of peak training memory; 0 = none.
+  double max_time_s = 0;
+  double max_memory_mb = 0;
 };
 
 // One participant's view of the round handed to the selector.
@@ -61,6 +65,8 @@ struct SelectionCandidate {
   bool scored = false;         // `scores` come from this round's scoring pass
   std::shared_ptr<const TrainingProfile> profile;
   double speed = 1.0;
+  double max_time_s = 0;  // as ClientInfo
+  double max_memory_mb = 0;
 };
 
 struct SelectionOutcome {

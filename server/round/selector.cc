@@ -1,6 +1,9 @@
 #include "server/round/selector.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -43,6 +46,8 @@ class StrategySelector : public LayerSelector {
       : seed_(config.seed),
         train_(config.train),
         unit_(*ParseCostUnit(config.budget.unit)),
+        lambda_(config.selection.lambda),
+        normalize_scores_(config.selection.normalize_scores),
         strategy_name_(config.selection.strategy),
         layers_(std::move(layers)),
         strategy_(std::move(strategy)),
@@ -87,6 +92,7 @@ class StrategySelector : public LayerSelector {
       input.clients.push_back(std::move(client));
     }
     ASSIGN_OR_RETURN(SelectionResult result, strategy_->Select(input));
+    ASSIGN_OR_RETURN(bool capped, ApplyCaps(candidates, input, result));
     SelectionOutcome out;
     for (size_t i = 0; i < result.layers.size(); ++i) {
       const std::vector<int>& picks = result.layers[i];
@@ -108,6 +114,7 @@ class StrategySelector : public LayerSelector {
     out.upper_bound = d.upper_bound;
     out.gap = d.gap;
     out.solver_status = SolverStatusName(d.status);
+    if (capped) out.solver_status += "+capped";
     out.solve_ms = d.solve_ms;
     last_input_ = std::move(input);
     last_result_ = std::move(result);
@@ -123,12 +130,65 @@ class StrategySelector : public LayerSelector {
 
   std::string SaveState() const override { return stats_.Serialize(); }
 
+  // Holds every candidate to the caps it declared besides its budget
+  // (max_time_s, max_memory_mb, by its profile): while a selection is over a
+  // cap, its lowest non-common layer (the one that reaches deepest) is
+  // dropped. The objective is recomputed when anything changed. Returns
+  // whether something did.
+  absl::StatusOr<bool> ApplyCaps(const std::vector<SelectionCandidate>& cands,
+                                 const SelectionInput& input,
+                                 SelectionResult& result) const {
+    bool changed = false;
+    for (size_t i = 0; i < cands.size(); ++i) {
+      const SelectionCandidate& c = cands[i];
+      if (c.max_time_s <= 0 && c.max_memory_mb <= 0) continue;
+      std::vector<std::pair<std::shared_ptr<const CostModel>, double>> caps;
+      for (const auto& [unit, cap] :
+           {std::pair<CostUnit, double>{CostUnit::kTime, c.max_time_s},
+            {CostUnit::kMemory, c.max_memory_mb}}) {
+        if (cap <= 0) continue;
+        ASSIGN_OR_RETURN(std::shared_ptr<const CostModel> model,
+                         CostFor(c, unit));
+        caps.emplace_back(model, BudgetInCostUnits(unit, cap));
+      }
+      std::vector<int>& picks = result.layers[i];
+      const auto over = [&] {
+        for (const auto& [model, cap] : caps) {
+          if (model->Cost(picks) > cap) return true;
+        }
+        return false;
+      };
+      while (over()) {
+        auto it = std::find_if(picks.begin(), picks.end(),
+                               [&](int l) { return !layers_[l].common; });
+        if (it == picks.end()) break;  // the common layers stay
+        --result.layer_counts[*it];
+        picks.erase(it);
+        changed = true;
+      }
+    }
+    if (changed) {
+      const double n = static_cast<double>(input.clients.size());
+      absl::StatusOr<double> objective = SelectionObjective(
+          input, result.layers, lambda_ / std::max(1.0, n - 1.0),
+          normalize_scores_);
+      result.diagnostics.objective =
+          objective.ok() ? *objective
+                         : std::numeric_limits<double>::quiet_NaN();
+    }
+    return changed;
+  }
+
   // The candidate's cost model in a profiled unit, from its own profile.
   absl::StatusOr<std::shared_ptr<const CostModel>> CostFor(
       const SelectionCandidate& c) const {
+    return CostFor(c, unit_);
+  }
+  absl::StatusOr<std::shared_ptr<const CostModel>> CostFor(
+      const SelectionCandidate& c, CostUnit unit) const {
     if (c.profile == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "client '", c.id, "': budget.unit '", CostUnitName(unit_),
+          "client '", c.id, "': budget.unit '", CostUnitName(unit),
           "' needs the client's training profile; it reported none"));
     }
     std::vector<std::string> names;
@@ -144,7 +204,7 @@ class StrategySelector : public LayerSelector {
     work.scores = c.scored;
     work.speed = c.speed;
     absl::StatusOr<CostModel> model =
-        CostModelFromProfile(*c.profile, unit_, work);
+        CostModelFromProfile(*c.profile, unit, work);
     if (!model.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("client '", c.id, "': ", model.status().message()));
@@ -168,6 +228,8 @@ class StrategySelector : public LayerSelector {
   uint64_t seed_;
   TrainConfig train_;
   CostUnit unit_;
+  double lambda_;
+  bool normalize_scores_;
   std::string strategy_name_;
   std::vector<LayerSpec> layers_;
   std::unique_ptr<SelectionStrategy> strategy_;
@@ -246,11 +308,6 @@ double DeviceSpeed(const RunConfig& c, const std::string& client_id) {
       MixSeed(c.seed ^ MixSeed(StableHash("device-speed:" + client_id)));
   const double u = static_cast<double>(bits >> 11) * 0x1p-53;
   return std::exp(std::log(lo) + u * (std::log(hi) - std::log(lo)));
-}
-
-bool NeedsProfiles(const RunConfig& c) {
-  absl::StatusOr<CostUnit> unit = ParseCostUnit(c.budget.unit);
-  return unit.ok() && IsProfiledUnit(*unit);
 }
 
 std::string ScoreMetricFor(const RunConfig& c) {

@@ -38,9 +38,6 @@ RoundEngineOptions ToEngineOptions(const RunConfig& config);
 // [devices.speed_min, devices.speed_max], from (seed, client id) only.
 double DeviceSpeed(const RunConfig& config, const std::string& client_id);
 
-// Whether budget.unit needs each client's training profile (time, memory).
-bool NeedsProfiles(const RunConfig& config);
-
 // The importance metric clients report for the configured strategy: "rgn" and
 // "snr" for those strategies, importance.metric for the others.
 std::string ScoreMetricFor(const RunConfig& config);

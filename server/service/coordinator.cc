@@ -96,6 +96,7 @@ absl::Status RunCoordinator(const RunConfig& c,
   sdeps.engine = engine.get();
   sdeps.clock = deps.clock;
   sdeps.metric = ScoreMetricFor(c);
+  sdeps.profiles_required = NeedsProfiles(c);
   sdeps.log = log;
   sdeps.budget = [&c, dist](const std::string& id,
                             double declared) -> absl::StatusOr<double> {

@@ -17,10 +17,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/util/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "proto/layerfl.grpc.pb.h"
-#include "common/util/status_macros.h"
 #include "proto/wire_convert.h"
 #include "server/service/held_spill.h"
 
@@ -193,6 +193,7 @@ struct HeldUpload {
   int64_t round = 0;
   int64_t num_samples = 0;
   std::vector<LayerDelta> update;
+  ClientUsage usage;  // what the client says training took
   TransferRecord record;
   std::function<void(const absl::Status&)> done;  // finishes the RPC
   // Ordered aggregation: value bytes held in memory while waiting (0 when
@@ -209,7 +210,8 @@ struct HeldUpload {
 using CallbackBase = wire::Coordinator::WithRawCallbackMethod_FetchLayers<
     wire::Coordinator::CallbackService>;
 
-class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBase {
+class CoordinatorServerImpl final : public CoordinatorServer,
+                                    public CallbackBase {
  public:
   CoordinatorServerImpl(const ServiceOptions& options, ServiceDeps deps)
       : options_(options), deps_(std::move(deps)) {
@@ -234,7 +236,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
               ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
       ssl.pem_root_certs = options_.tls.client_ca_pem;
-      ssl.pem_key_cert_pairs.push_back({options_.tls.key_pem, options_.tls.cert_pem});
+      ssl.pem_key_cert_pairs.push_back(
+          {options_.tls.key_pem, options_.tls.cert_pem});
       credentials = grpc::SslServerCredentials(ssl);
     }
     builder.AddListeningPort(address, credentials, &port_);
@@ -247,11 +250,11 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
           absl::StrCat("cannot listen on '", address, "'"));
     }
     Log(absl::StrCat("listening on port ", port_,
-                     options_.tls.cert_pem.empty() ? " (insecure)"
+                     options_.tls.cert_pem.empty()        ? " (insecure)"
                      : options_.tls.client_ca_pem.empty() ? " (TLS)"
                                                           : " (mutual TLS)",
-                     ", run ", options_.run_id,
-                     ", ", EncodingName(options_.encoding), ", chunks of ",
+                     ", run ", options_.run_id, ", ",
+                     EncodingName(options_.encoding), ", chunks of ",
                      options_.chunk_bytes, " bytes, ",
                      options_.ordered_aggregation ? "ordered" : "arrival-order",
                      " aggregation"));
@@ -270,7 +273,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     auto it = options_.client_tokens.find(id);
     static const std::string kNoSuchClient(64, '\0');
     const bool known = it != options_.client_tokens.end();
-    const bool equal = ConstantTimeEquals(token, known ? it->second : kNoSuchClient);
+    const bool equal =
+        ConstantTimeEquals(token, known ? it->second : kNoSuchClient);
     return known && equal;
   }
 
@@ -295,13 +299,50 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     return s;
   }
 
+  // The joining client's profile and caps into `info`; bad_request naming
+  // the field when they are malformed, or missing where the run needs them.
+  absl::Status ReadLimits(const wire::JoinRequest& request, ClientInfo& info) {
+    const std::string& id = request.client_id();
+    for (double cap : {request.max_time_s(), request.max_memory_mb()}) {
+      if (!std::isfinite(cap) || cap < 0 || cap > 1e15) {
+        return BadRequest(absl::StrCat(
+            "client '", id,
+            "': max_time_s and max_memory_mb must be finite and in [0, 1e15], "
+            "got ",
+            cap));
+      }
+    }
+    info.max_time_s = request.max_time_s();
+    info.max_memory_mb = request.max_memory_mb();
+    if (request.has_profile()) {
+      absl::StatusOr<TrainingProfile> profile = FromProto(request.profile());
+      if (!profile.ok()) {
+        return BadRequest(
+            absl::StrCat("client '", id, "': ", profile.status().message()));
+      }
+      info.profile =
+          std::make_shared<const TrainingProfile>(std::move(*profile));
+      return absl::OkStatus();
+    }
+    if (deps_.profiles_required || info.max_time_s > 0 ||
+        info.max_memory_mb > 0) {
+      return BadRequest(absl::StrCat(
+          "client '", id,
+          "': its budget (budget.unit time or memory, or a max_time_s / "
+          "max_memory_mb cap) needs its training profile at Join; it sent "
+          "none"));
+    }
+    return absl::OkStatus();
+  }
+
   // --- RPCs (reactor threads) ---
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const wire::JoinRequest* request,
                                  wire::JoinReply* reply) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (stopping_.load()) return Refuse(reactor, "join", request->client_id(), ShuttingDown());
+    if (stopping_.load())
+      return Refuse(reactor, "join", request->client_id(), ShuttingDown());
     if (!TokenMatches(request->client_id(), request->token())) {
       return Refuse(reactor, "join", request->client_id(),
                     absl::UnauthenticatedError(
@@ -310,15 +351,18 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     executor_.Post([this, request, reply, reactor] {
       const std::string& id = request->client_id();
       ClientInfo info{id, request->num_samples(), 0.0};
-      absl::StatusOr<double> budget = deps_.budget(id, request->budget());
-      absl::Status s = budget.status();
+      absl::Status s = ReadLimits(*request, info);
+      absl::StatusOr<double> budget =
+          s.ok() ? deps_.budget(id, request->budget()) : s;
+      s = budget.status();
       if (s.ok()) {
         info.budget = *budget;
         s = deps_.engine->Join(info);
       }
       if (!s.ok()) {
         Refuse(reactor, "join", id,
-               ReasonName(s) == "other" ? BadRequest(std::string(s.message())) : s);
+               ReasonName(s) == "other" ? BadRequest(std::string(s.message()))
+                                        : s);
         return;
       }
       const std::string session = NewSessionId();
@@ -330,7 +374,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       reply->set_session(session);
       reply->set_run_id(options_.run_id);
       reply->set_encoding(ToProto(options_.encoding));
-      reply->set_max_chunk_bytes(static_cast<uint64_t>(options_.max_chunk_bytes));
+      reply->set_max_chunk_bytes(
+          static_cast<uint64_t>(options_.max_chunk_bytes));
       reply->set_heartbeat_ms(absl::ToInt64Milliseconds(options_.heartbeat));
       reply->set_budget(info.budget);
       Log(absl::StrFormat("join %s: %d samples, budget %g", id,
@@ -375,15 +420,17 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
                                     const wire::GetTaskRequest* request,
                                     wire::TaskReply* reply) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (stopping_.load()) return Refuse(reactor, "get_task", request->client_id(), ShuttingDown());
+    if (stopping_.load())
+      return Refuse(reactor, "get_task", request->client_id(), ShuttingDown());
     absl::Status s = CheckSession(request->client_id(), request->session());
     if (!s.ok()) return Refuse(reactor, "get_task", request->client_id(), s);
-    const absl::Duration wait = std::clamp(
-        absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(), options_.max_poll);
+    const absl::Duration wait =
+        std::clamp(absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
+                   options_.max_poll);
     {
       absl::MutexLock lock(&mu_);
-      polls_.push_back(
-          Poll{request->client_id(), context, reactor, reply, absl::Now() + wait});
+      polls_.push_back(Poll{request->client_id(), context, reactor, reply,
+                            absl::Now() + wait});
     }
     executor_.Post([this] { EvaluatePolls(); });
     return reactor;
@@ -393,12 +440,20 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
                                          const wire::ScoresRequest* request,
                                          wire::ScoresReply*) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (stopping_.load()) return Refuse(reactor, "scores", request->client_id(), ShuttingDown());
+    if (stopping_.load())
+      return Refuse(reactor, "scores", request->client_id(), ShuttingDown());
     absl::Status s = CheckSession(request->client_id(), request->session());
     if (!s.ok()) return Refuse(reactor, "scores", request->client_id(), s);
     executor_.Post([this, request, reactor] {
       const std::vector<double> scores(request->scores().begin(),
                                        request->scores().end());
+      if (request->scoring_s() > 0) {
+        ClientUsage usage;
+        usage.score_s = request->scoring_s();
+        // For the metrics only: a bad value is dropped, never a refusal.
+        (void)deps_.engine->ReportUsage(request->client_id(), request->round(),
+                                        usage);
+      }
       absl::Status st = deps_.engine->SubmitScores(request->client_id(),
                                                    request->round(), scores);
       if (!st.ok()) {
@@ -474,10 +529,11 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
         return;
       }
       if (held_.count(upload->id)) {
-        FinishUpload(*upload,
-                     Rejection(RejectReason::kDuplicate,
-                               absl::StrCat("client '", upload->id,
-                                            "' already has an update waiting")));
+        FinishUpload(
+            *upload,
+            Rejection(RejectReason::kDuplicate,
+                      absl::StrCat("client '", upload->id,
+                                   "' already has an update waiting")));
         return;
       }
       if (!Blocked(*upload)) {  // its turn already: no need to wait
@@ -492,7 +548,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
 
  private:
   grpc::ServerUnaryReactor* Refuse(grpc::ServerUnaryReactor* reactor,
-                                   const std::string& rpc, const std::string& id,
+                                   const std::string& rpc,
+                                   const std::string& id,
                                    const absl::Status& s) {
     CountRefusal(rpc, id, s);
     reactor->Finish(ToGrpc(s));
@@ -541,6 +598,9 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       FinishUpload(u, cancelled);
       return;
     }
+    if (u.usage.train_s >= 0 || u.usage.peak_bytes >= 0) {
+      (void)deps_.engine->ReportUsage(u.id, u.round, u.usage);  // metrics only
+    }
     absl::Status s =
         deps_.engine->SubmitUpdate(u.id, u.round, u.num_samples, u.update);
     if (s.ok()) {
@@ -552,7 +612,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
           absl::StrJoin(u.record.layers, ","), u.record.wire_bytes,
           u.record.numel,
           u.record.payload_bytes > 0
-              ? static_cast<double>(u.record.wire_bytes) / u.record.payload_bytes
+              ? static_cast<double>(u.record.wire_bytes) /
+                    u.record.payload_bytes
               : 0.0,
           EncodingName(options_.encoding)));
     }
@@ -564,19 +625,22 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   // max_held_bytes, else in a file under spill_dir (in memory if that fails).
   void Hold(std::shared_ptr<HeldUpload> u) {
     const int64_t bytes = UpdateValueBytes(u->update);
-    if (!options_.spill_dir.empty() && held_bytes_ + bytes > options_.max_held_bytes) {
-      const std::string path = absl::StrCat(options_.spill_dir, "/held-", ++spill_seq_, ".bin");
+    if (!options_.spill_dir.empty() &&
+        held_bytes_ + bytes > options_.max_held_bytes) {
+      const std::string path =
+          absl::StrCat(options_.spill_dir, "/held-", ++spill_seq_, ".bin");
       absl::Status s = SpillValues(u->update, path);
       if (s.ok()) {
         u->spill_path = path;
-        Log(absl::StrFormat("round %d: the update of %s waits for its turn on disk "
-                            "(%d bytes already wait in memory)",
-                            u->round, u->id, held_bytes_));
+        Log(absl::StrFormat(
+            "round %d: the update of %s waits for its turn on disk "
+            "(%d bytes already wait in memory)",
+            u->round, u->id, held_bytes_));
         absl::MutexLock lock(&stats_mu_);
         ++spilled_;
       } else {
-        Log(absl::StrCat("cannot spill the update of ", u->id, " (kept in memory): ",
-                         s.message()));
+        Log(absl::StrCat("cannot spill the update of ", u->id,
+                         " (kept in memory): ", s.message()));
       }
     }
     if (u->spill_path.empty()) {
@@ -604,9 +668,11 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
     absl::Status s = RestoreValues(u.update, u.spill_path);
     u.spill_path.clear();
     if (s.ok()) return true;
-    FinishUpload(u, absl::InternalError(absl::StrCat(
-                        "spill_lost: the update waited on disk and could not be "
-                        "read back (", s.message(), "); send it again")));
+    FinishUpload(u,
+                 absl::InternalError(absl::StrCat(
+                     "spill_lost: the update waited on disk and could not be "
+                     "read back (",
+                     s.message(), "); send it again")));
     return false;
   }
 
@@ -670,8 +736,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
           "round %d committed (attempt %d): %d of %d clients, changed [%s]%s, "
           "up %d wire bytes (%d as float32 values), down %d wire bytes",
           r.round, r.attempt, contributed, r.clients.size(),
-          absl::StrJoin(r.changed_layers, ","), eval, r.wire_bytes_up, r.bytes_up,
-          r.bytes_down));
+          absl::StrJoin(r.changed_layers, ","), eval, r.wire_bytes_up,
+          r.bytes_up, r.bytes_down));
       if (deps_.on_round) deps_.on_round(r);
     }
   }
@@ -685,7 +751,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
         joined = static_cast<int>(sessions_.size());
       }
       if (joined < options_.wait_for_clients &&
-          deps_.clock->Now() - started_at_ < options_.wait_for_clients_timeout) {
+          deps_.clock->Now() - started_at_ <
+              options_.wait_for_clients_timeout) {
         return;
       }
     }
@@ -705,12 +772,14 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       const Task t = deps_.engine->TaskFor(id);
       if (t.kind == TaskKind::kScore) scoring.push_back(id);
       if (t.kind == TaskKind::kTrain) {
-        training.push_back(absl::StrCat(id, "[", absl::StrJoin(t.layers, ","), "]"));
+        training.push_back(
+            absl::StrCat(id, "[", absl::StrJoin(t.layers, ","), "]"));
       }
     }
-    Log(absl::StrFormat("round %d started: %s%s", round,
-                        scoring.empty() ? "" : "scoring " + absl::StrJoin(scoring, " "),
-                        training.empty() ? "" : "training " + absl::StrJoin(training, " ")));
+    Log(absl::StrFormat(
+        "round %d started: %s%s", round,
+        scoring.empty() ? "" : "scoring " + absl::StrJoin(scoring, " "),
+        training.empty() ? "" : "training " + absl::StrJoin(training, " ")));
   }
 
   void EvaluatePolls() {
@@ -857,7 +926,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
       EvaluatePolls();
     });
     if (server_ != nullptr) {
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        std::chrono::seconds(2));
     }
     executor_.Post([this] {
       FlushHeld(ShuttingDown());
@@ -881,7 +951,8 @@ class CoordinatorServerImpl final : public CoordinatorServer, public CallbackBas
   std::atomic<bool> tick_queued_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> bytes_down_{0};
-  int64_t wire_bytes_up_ = 0;  // engine thread: accepted uploads of this attempt
+  int64_t wire_bytes_up_ =
+      0;  // engine thread: accepted uploads of this attempt
 
   absl::Mutex mu_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
@@ -925,9 +996,9 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                          : BadRequest("a FetchRequest that does not parse");
     record_.client = request.client_id();
     if (s.ok()) {
-      s = service->stopping() ? ShuttingDown()
-                              : service->CheckSession(request.client_id(),
-                                                      request.session());
+      s = service->stopping()
+              ? ShuttingDown()
+              : service->CheckSession(request.client_id(), request.session());
     }
     if (!s.ok()) {
       service->CountRefusal("fetch", request.client_id(), s);
@@ -938,7 +1009,8 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     const ServiceOptions& options = service->options();
     std::map<std::string, int64_t> held;
     if (request.run_id() == options.run_id) {
-      for (const wire::LayerVersion& v : request.held()) held[v.layer()] = v.version();
+      for (const wire::LayerVersion& v : request.held())
+        held[v.layer()] = v.version();
     }
     wire::FetchReply reply;
     wire::FetchManifest* manifest = reply.mutable_manifest();
@@ -987,7 +1059,9 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     auto* owner = new std::shared_ptr<const EncodedLayer>(sending_[layer_]);
     grpc::Slice slice(
         const_cast<char*>(bytes.data()), bytes.size(),
-        [](void* p) { delete static_cast<std::shared_ptr<const EncodedLayer>*>(p); },
+        [](void* p) {
+          delete static_cast<std::shared_ptr<const EncodedLayer>*>(p);
+        },
         owner);
     buffer_ = grpc::ByteBuffer(&slice, 1);
     Send(static_cast<int64_t>(bytes.size()));
@@ -1060,26 +1134,27 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     ASSIGN_OR_RETURN(Encoding encoding, FromProto(m.encoding()));
     const ServiceOptions& options = service_->options();
     if (encoding != options.encoding) {
-      return WireRefusal(WireError::kBadEncoding,
-                         absl::StrCat("the update is in ", EncodingName(encoding),
-                                      ", the run uses ",
-                                      EncodingName(options.encoding)));
+      return WireRefusal(
+          WireError::kBadEncoding,
+          absl::StrCat("the update is in ", EncodingName(encoding),
+                       ", the run uses ", EncodingName(options.encoding)));
     }
     std::vector<ExpectedLayer> expected;
     std::set<std::string> seen;
     for (const std::string& layer : m.layers()) {
       const auto& layouts = service_->layouts();
-      auto it = std::find_if(layouts.begin(), layouts.end(),
-                             [&](const LayerLayout& l) { return l.layer == layer; });
+      auto it =
+          std::find_if(layouts.begin(), layouts.end(),
+                       [&](const LayerLayout& l) { return l.layer == layer; });
       if (it == layouts.end()) {
         return WireRefusal(WireError::kUnknownLayer,
                            absl::StrCat("the manifest names layer '", layer,
                                         "', which the model does not have"));
       }
       if (!seen.insert(layer).second) {
-        return WireRefusal(WireError::kUnexpectedLayer,
-                           absl::StrCat("the manifest names layer '", layer,
-                                        "' twice"));
+        return WireRefusal(
+            WireError::kUnexpectedLayer,
+            absl::StrCat("the manifest names layer '", layer, "' twice"));
       }
       expected.push_back({layer, *it});
       record_.layers.push_back(layer);
@@ -1092,6 +1167,8 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     record_.round = m.round();
     round_ = m.round();
     num_samples_ = m.num_samples();
+    if (m.train_s() > 0) usage_.train_s = m.train_s();
+    if (m.peak_bytes() > 0) usage_.peak_bytes = m.peak_bytes();
     return absl::OkStatus();
   }
 
@@ -1110,6 +1187,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     held->id = id_;
     held->round = round_;
     held->num_samples = num_samples_;
+    held->usage = usage_;
     held->record = record_;
     held->record.wire_bytes = wire_bytes_;
     held->cancelled = cancelled_;
@@ -1140,6 +1218,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   std::string id_;
   int64_t round_ = 0;
   int64_t num_samples_ = 0;
+  ClientUsage usage_;
   int64_t wire_bytes_ = 0;
   TransferRecord record_;
 };
@@ -1149,8 +1228,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* CoordinatorServerImpl::FetchLayers(
   return new FetchReactor(this, request);
 }
 
-grpc::ServerReadReactor<wire::UploadMessage>* CoordinatorServerImpl::UploadUpdate(
-    grpc::CallbackServerContext*, wire::UploadReply* reply) {
+grpc::ServerReadReactor<wire::UploadMessage>*
+CoordinatorServerImpl::UploadUpdate(grpc::CallbackServerContext*,
+                                    wire::UploadReply* reply) {
   return new UploadReactor(this, reply);
 }
 
@@ -1158,8 +1238,9 @@ grpc::ServerReadReactor<wire::UploadMessage>* CoordinatorServerImpl::UploadUpdat
 
 absl::Status ServiceOptions::Validate() const {
   if (chunk_bytes < 4 || chunk_bytes > kMaxChunkLimit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk_bytes: must be in [4, ", kMaxChunkLimit, "], got ", chunk_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_bytes: must be in [4, ", kMaxChunkLimit, "], got ",
+                     chunk_bytes));
   }
   if (max_chunk_bytes < 4 || max_chunk_bytes > kMaxChunkLimit) {
     return absl::InvalidArgumentError(
@@ -1173,22 +1254,23 @@ absl::Status ServiceOptions::Validate() const {
         {"tick", tick},
         {"linger", linger}}) {
     if (d <= absl::ZeroDuration()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": must be > 0, got ", absl::FormatDuration(d)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": must be > 0, got ", absl::FormatDuration(d)));
     }
   }
   if (max_held_bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_held_bytes: must be >= 0, got ", max_held_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_held_bytes: must be >= 0, got ", max_held_bytes));
   }
   if (wait_for_clients < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "wait_for_clients: must be >= 0, got ", wait_for_clients));
+    return absl::InvalidArgumentError(
+        absl::StrCat("wait_for_clients: must be >= 0, got ", wait_for_clients));
   }
   if (run_id.empty()) return absl::InvalidArgumentError("run_id: must be set");
   if (!token.empty() && !client_tokens.empty()) {
     return absl::InvalidArgumentError(
-        "token, client_tokens: a shared token and per-client tokens are exclusive");
+        "token, client_tokens: a shared token and per-client tokens are "
+        "exclusive");
   }
   for (const auto& [id, t] : client_tokens) {
     if (id.empty() || t.empty()) {
@@ -1223,13 +1305,15 @@ absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
           source, ":", line_no, ": expected 'client_id token', got ",
           fields.size(), " fields"));
     }
-    if (!tokens.emplace(std::string(fields[0]), std::string(fields[1])).second) {
+    if (!tokens.emplace(std::string(fields[0]), std::string(fields[1]))
+             .second) {
       return absl::InvalidArgumentError(absl::StrCat(
           source, ":", line_no, ": client '", fields[0], "' listed twice"));
     }
   }
   if (tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": no client tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": no client tokens"));
   }
   return tokens;
 }
@@ -1248,8 +1332,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     std::filesystem::create_directories(options.spill_dir, ec);
     if (ec) {
       return absl::Status(absl::ErrnoToStatusCode(ec.value()),
-                          absl::StrCat("spill_dir: cannot create ", options.spill_dir,
-                                       ": ", ec.message()));
+                          absl::StrCat("spill_dir: cannot create ",
+                                       options.spill_dir, ": ", ec.message()));
     }
     for (std::filesystem::directory_iterator it(options.spill_dir, ec), end;
          !ec && it != end; it.increment(ec)) {
@@ -1260,7 +1344,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       }
     }
   }
-  auto server = std::make_unique<CoordinatorServerImpl>(options, std::move(deps));
+  auto server =
+      std::make_unique<CoordinatorServerImpl>(options, std::move(deps));
   RETURN_IF_ERROR(server->Listen(address));
   return std::unique_ptr<CoordinatorServer>(std::move(server));
 }

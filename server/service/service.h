@@ -116,6 +116,9 @@ struct ServiceDeps {
   // engine thread.
   std::function<absl::StatusOr<double>(const std::string& id, double declared)>
       budget;
+  // The run's budget.unit is time or memory: a client must send its
+  // training profile at Join (refused bad_request otherwise).
+  bool profiles_required = false;
   // The importance metric SCORE tasks ask for (ScoreMetricFor(config)).
   std::string metric = "sq_grad_norm";
   // Every committed round, bytes_down filled with the wire bytes FetchLayers
