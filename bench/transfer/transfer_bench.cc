@@ -182,7 +182,10 @@ class GrpcFetch {
     GrpcLinkOptions lo;
     lo.target = absl::StrCat("127.0.0.1:", server_->port());
     link_ = CreateGrpcLink(lo);
-    if (!link_->Join({"bench-client", "", 0, 1}).ok()) std::exit(1);
+    JoinParams join;
+    join.client_id = "bench-client";
+    join.num_samples = 1;
+    if (!link_->Join(join).ok()) std::exit(1);
     Once();  // warm-up: connection, allocator
   }
   ~GrpcFetch() { server_.reset(); }
