@@ -3,6 +3,8 @@
 // final weights (bit for bit) and the same metrics as layerfl-sim; downloads
 // carry only changed layers; uploads carry little more than their values;
 // exit codes and shutdown behave.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -15,12 +17,11 @@
 #include <iostream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/checkpoint/checkpoint_store.h"
@@ -37,7 +38,8 @@ const std::string kSource = LAYERFL_SOURCE_DIR;
 // A child process with stdout+stderr in `log`.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::string& log) : log_(log) {
+  Process(const std::vector<std::string>& argv, const std::string& log)
+      : log_(log) {
     pid_ = fork();
     if (pid_ == 0) {
       FILE* out = std::fopen(log.c_str(), "w");
@@ -46,7 +48,8 @@ class Process {
         dup2(fileno(out), 2);
       }
       std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      for (const std::string& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
       execv(args[0], args.data());
       _exit(127);
@@ -99,7 +102,8 @@ std::string WriteConfig(const std::string& dir, const std::string& name,
                         const std::string& extra = "") {
   const std::string text =
       std::regex_replace(ReadFile(kSource + "/configs/distributed_test.yaml"),
-                         std::regex("run_dir: [^\\n]*"), "run_dir: " + dir + "/" + name) +
+                         std::regex("run_dir: [^\\n]*"),
+                         "run_dir: " + dir + "/" + name) +
       extra;
   const std::string path = dir + "/" + name + ".yaml";
   std::ofstream(path) << text;
@@ -122,7 +126,8 @@ std::vector<std::string> Metrics(const std::string& run_dir) {
     line = line.substr(0, line.find(",\"timing_ms\""));
     // Transport only: what went over the wire (the simulator has no wire).
     line = std::regex_replace(line, std::regex(",\"bytes_down\":[0-9]+"), "");
-    line = std::regex_replace(line, std::regex(",\"wire_bytes_up\":[0-9]+"), "");
+    line =
+        std::regex_replace(line, std::regex(",\"wire_bytes_up\":[0-9]+"), "");
     out.push_back(line);
   }
   return out;
@@ -134,7 +139,8 @@ class DistributedTest : public ::testing::Test {
     if (!fs::exists("/usr/share/datasets/fashion-mnist")) {
       GTEST_SKIP() << "Fashion-MNIST is not installed (make setup)";
     }
-    dir_ = ::testing::TempDir() + "/distributed_test_" + std::to_string(getpid());
+    dir_ =
+        ::testing::TempDir() + "/distributed_test_" + std::to_string(getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -153,23 +159,27 @@ class DistributedTest : public ::testing::Test {
       const std::function<std::vector<std::string>(int)>& client_flags,
       absl::Time deadline) {
     const std::string port_file = coord_dir + ".port";
-    Process coordinator({kBin + "/layerfl-coordinator", "--config=" + coord_config,
-                         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-                        coord_dir + ".coordinator.log");
+    Process coordinator(
+        {kBin + "/layerfl-coordinator", "--config=" + coord_config,
+         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+        coord_dir + ".coordinator.log");
     // The simulation runs meanwhile, as its own process.
-    Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, sim_dir + ".sim.log");
+    Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
+                sim_dir + ".sim.log");
     while (!fs::exists(port_file) && absl::Now() < deadline) {
       absl::SleepFor(absl::Milliseconds(20));
     }
     ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-    const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+    const std::string port =
+        ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
     std::vector<std::unique_ptr<Process>> clients;
     for (int i = 0; i < 4; ++i) {
-      std::vector<std::string> argv = {kBin + "/layerfl-client", "--config=" + coord_config,
-                                       "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
+      std::vector<std::string> argv = {
+          kBin + "/layerfl-client", "--config=" + coord_config,
+          "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
       for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
-      clients.push_back(
-          std::make_unique<Process>(argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+      clients.push_back(std::make_unique<Process>(
+          argv, absl::StrCat(coord_dir, ".client", i, ".log")));
     }
     for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
     ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
@@ -198,16 +208,19 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   // equal the simulation.
   const std::string test_only = dir_ + "/test_only";
   fs::create_directories(test_only);
-  for (const char* f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
+  for (const char* f :
+       {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
     fs::create_symlink(std::string("/usr/share/datasets/fashion-mnist/") + f,
                        test_only + "/" + f);
   }
   const std::string coord_config =
       WriteConfig(dir_, "coord", "transport:\n  max_held_mb: 0\n");
-  const std::string with_test_only = std::regex_replace(
-      ReadFile(coord_config), std::regex("\ndata:\n"), "\ndata:\n  dir: " + test_only + "\n");
+  const std::string with_test_only =
+      std::regex_replace(ReadFile(coord_config), std::regex("\ndata:\n"),
+                         "\ndata:\n  dir: " + test_only + "\n");
   std::ofstream(coord_config) << with_test_only;
-  ASSERT_THAT(ReadFile(coord_config), ::testing::HasSubstr("  dir: " + test_only));
+  ASSERT_THAT(ReadFile(coord_config),
+              ::testing::HasSubstr("  dir: " + test_only));
   // The clients train on their own copies of their data, as on separate
   // machines (layerfl-partition writes them from the full dataset).
   Process partition({kBin + "/layerfl-partition", "--config=" + sim_config,
@@ -223,7 +236,8 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
       deadline);
   if (HasFatalFailure()) return;
   const Checkpoint a = LatestCheckpoint(dir_ + "/coord");
-  EXPECT_THAT(ReadFile(dir_ + "/coord/metrics.jsonl"), ::testing::HasSubstr("\"wire_bytes_up\":"));
+  EXPECT_THAT(ReadFile(dir_ + "/coord/metrics.jsonl"),
+              ::testing::HasSubstr("\"wire_bytes_up\":"));
   EXPECT_THAT(ReadFile(dir_ + "/sim/metrics.jsonl"),
               ::testing::Not(::testing::HasSubstr("\"wire_bytes_up\":")));
 
@@ -237,7 +251,8 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   for (std::string line; std::getline(in, line);) {
     ++round;
     std::smatch m;
-    ASSERT_TRUE(std::regex_search(line, m, std::regex("\"bytes_down\":([0-9]+)")));
+    ASSERT_TRUE(
+        std::regex_search(line, m, std::regex("\"bytes_down\":([0-9]+)")));
     const int64_t bytes_down = std::stoll(m[1]);
     int64_t want = 0;
     if (round == 1) {
@@ -246,18 +261,21 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
       for (const std::string& g : previous_changed) want += 4 * numel[g] * 4;
     }
     std::cout << "round " << round << ": downloaded " << bytes_down
-              << " wire bytes; the changed layers' values weigh " << want << "\n";
+              << " wire bytes; the changed layers' values weigh " << want
+              << "\n";
     EXPECT_GE(bytes_down, want);
     EXPECT_LE(bytes_down, want * 1.02 + 4 * 2 * 1024) << "round " << round;
-    ASSERT_TRUE(std::regex_search(line, m, std::regex("\"changed_layers\":\\[([^\\]]*)\\]")));
+    ASSERT_TRUE(std::regex_search(
+        line, m, std::regex("\"changed_layers\":\\[([^\\]]*)\\]")));
     previous_changed.clear();
     const std::string list = m[1];
     const std::regex quoted("\"([^\"]+)\"");
-    for (std::sregex_iterator it(list.begin(), list.end(), quoted), end; it != end;
-         ++it) {
+    for (std::sregex_iterator it(list.begin(), list.end(), quoted), end;
+         it != end; ++it) {
       previous_changed.push_back((*it)[1]);
     }
-    EXPECT_LT(previous_changed.size(), numel.size()) << "test needs a sparse round";
+    EXPECT_LT(previous_changed.size(), numel.size())
+        << "test needs a sparse round";
   }
   EXPECT_EQ(round, 3);
 
@@ -266,11 +284,13 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   double worst = 0;
   int updates = 0;
   const std::regex update("([0-9]+) wire bytes for ([0-9]+) values");
-  for (std::sregex_iterator it(log.begin(), log.end(), update), end; it != end; ++it) {
+  for (std::sregex_iterator it(log.begin(), log.end(), update), end; it != end;
+       ++it) {
     worst = std::max(worst, std::stod((*it)[1]) / (std::stod((*it)[2]) * 4));
     ++updates;
   }
-  std::cout << updates << " updates; upload wire bytes / (selected params x 4 bytes), "
+  std::cout << updates
+            << " updates; upload wire bytes / (selected params x 4 bytes), "
             << "worst " << worst << "\n";
   EXPECT_EQ(updates, 12);
   EXPECT_LE(worst, 1.02);
@@ -280,7 +300,8 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
 // started again on the same port and run_dir: it resumes from the last
 // checkpoint, the clients reconnect and rejoin, and the run ends with the
 // simulator's weights bit for bit, as if nothing had happened.
-TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun) {
+TEST_F(DistributedTest,
+       CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun) {
   const absl::Time deadline = absl::Now() + absl::Seconds(120);
   const std::string sim_config = WriteConfig(dir_, "sim_k");
   const std::string coord_config = WriteConfig(dir_, "coord_k");
@@ -294,26 +315,29 @@ TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun)
   };
 
   auto first = std::make_unique<Process>(
-      std::vector<std::string>{kBin + "/layerfl-coordinator", "--config=" + coord_config,
-                               "--listen=127.0.0.1:0", "--port_file=" + port_file,
-                               "--tick_ms=20"},
+      std::vector<std::string>{
+          kBin + "/layerfl-coordinator", "--config=" + coord_config,
+          "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
       dir_ + "/coordinator_k1.log");
-  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config}, dir_ + "/sim_k.log");
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
+              dir_ + "/sim_k.log");
   while (!fs::exists(port_file) && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   ASSERT_TRUE(fs::exists(port_file)) << first->Log();
-  const std::string port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  const std::string port =
+      ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
   std::vector<std::unique_ptr<Process>> clients;
   for (int i = 0; i < 4; ++i) {
     clients.push_back(std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-client", "--config=" + coord_config,
-                                 absl::StrCat("--partition=", i),
-                                 "--coordinator=127.0.0.1:" + port, "--poll_ms=2000",
-                                 "--backoff_max_ms=300", "--give_up_s=60"},
+        std::vector<std::string>{
+            kBin + "/layerfl-client", "--config=" + coord_config,
+            absl::StrCat("--partition=", i), "--coordinator=127.0.0.1:" + port,
+            "--poll_ms=2000", "--backoff_max_ms=300", "--give_up_s=60"},
         absl::StrCat(dir_, "/client_k", i, ".log")));
   }
-  while (lines() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  while (lines() < 1 && absl::Now() < deadline)
+    absl::SleepFor(absl::Milliseconds(10));
   first->Signal(SIGKILL);
   EXPECT_EQ(first->Wait(deadline), 128 + SIGKILL);
   const int committed_at_kill = lines();
@@ -341,13 +365,14 @@ TEST_F(DistributedTest, CoordinatorKilledAndRestartedEndsLikeAnUninterruptedRun)
 TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   std::string text = ReadFile(kSource + "/configs/text.yaml");
-  text = std::regex_replace(text, std::regex("_tsv: tests/"), "_tsv: " + kSource + "/tests/");
+  text = std::regex_replace(text, std::regex("_tsv: tests/"),
+                            "_tsv: " + kSource + "/tests/");
   text = std::regex_replace(text, std::regex("rounds: 6"), "rounds: 3");
   text = std::regex_replace(text, std::regex("threads: 2"), "threads: 1");
   const auto write = [&](const std::string& name) {
     const std::string path = dir_ + "/" + name + ".yaml";
-    std::ofstream(path) << std::regex_replace(text, std::regex("run_dir: [^\\n]*"),
-                                              "run_dir: " + dir_ + "/" + name);
+    std::ofstream(path) << std::regex_replace(
+        text, std::regex("run_dir: [^\\n]*"), "run_dir: " + dir_ + "/" + name);
     return path;
   };
   // Clients 0 and 1 hold their own lines and the run's vocabulary
@@ -371,58 +396,198 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
   EXPECT_THAT(metrics.back(), ::testing::HasSubstr("\"accuracy\":"));
 }
 
+// A profile line (key=value, lists comma-separated) as numbers.
+std::map<std::string, std::vector<double>> ParseProfile(
+    const std::string& line) {
+  std::map<std::string, std::vector<double>> out;
+  std::istringstream fields(line);
+  for (std::string field; fields >> field;) {
+    const size_t eq = field.find('=');
+    if (field.substr(0, eq) == "groups") continue;
+    std::istringstream values(field.substr(eq + 1));
+    for (std::string v; std::getline(values, v, ',');) {
+      out[field.substr(0, eq)].push_back(std::stod(v));
+    }
+  }
+  return out;
+}
+
+// cost(S) = F + sum_{l in S} w_l + sum_{l >= min S} a_l from the profile.
+double ProfileCost(const std::map<std::string, std::vector<double>>& p,
+                   const std::string& prefix, const std::vector<int>& set,
+                   double scale, double extra) {
+  if (set.empty()) return 0;
+  const std::vector<double>& w =
+      p.at(prefix == "step" ? "step_per_group_s" : "per_group_bytes");
+  const std::vector<double>& a =
+      p.at(prefix == "step" ? "step_depth_s" : "depth_bytes");
+  double v = p.at(prefix == "step" ? "step_fixed_s" : "fixed_bytes")[0];
+  for (int l : set) v += w[l];
+  for (size_t l = set.front(); l < a.size(); ++l) v += a[l];
+  return v * scale + extra;
+}
+
+// A run with budgets in seconds: client-000 declares --budget_s S (its
+// budget) and --budget_mb M (a cap) from its own measured profile, chosen so
+// that both bind; the coordinator's metrics show every selection of it
+// within S and M by that profile, and what it measured within M.
+TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const std::string cache = dir_ + "/profiles";
+  std::string config = WriteConfig(dir_, "real");
+  std::string text = std::regex_replace(
+      ReadFile(config),
+      std::regex("budget:\n  distribution: uniform\n  min: 1\n  max: 3"),
+      "budget:\n  unit: time\n  distribution: uniform\n  min: 0.02\n  max: "
+      "0.2\n"
+      "profile:\n  cache_dir: " +
+          cache);
+  std::ofstream(config) << text;
+  ASSERT_THAT(ReadFile(config), ::testing::HasSubstr("unit: time"));
+  // The machine's profile, as every client on it will use it (cached).
+  Process print({kBin + "/layerfl-client", "--config=" + config,
+                 "--partition=0", "--print_profile"},
+                dir_ + "/print_profile.log");
+  ASSERT_EQ(print.Wait(deadline), 0) << print.Log();
+  const auto p = ParseProfile(print.Log());
+  // 3 local steps and a scoring pass every round (selection_period 1).
+  const double scoring = p.at("scoring_s")[0];
+  // Time affords block0..head; memory only block1 + head (block0's
+  // activations do not fit), so the cap binds where the budget does not.
+  const double budget_s = ProfileCost(p, "step", {1, 2, 3}, 3, scoring) * 1.001;
+  const double budget_mb =
+      ProfileCost(p, "bytes", {2, 3}, 1, 0) / 1048576 * 1.001;
+  ASSERT_GT(ProfileCost(p, "bytes", {1, 3}, 1, 0) / 1048576, budget_mb);
+  ASSERT_GT(budget_s, 0);
+
+  const std::string port_file = dir_ + "/real.port";
+  Process coordinator(
+      {kBin + "/layerfl-coordinator", "--config=" + config,
+       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+      dir_ + "/real.coordinator.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+  const std::string port =
+      ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> argv = {
+        kBin + "/layerfl-client", "--config=" + config,
+        "--coordinator=127.0.0.1:" + port, absl::StrCat("--partition=", i),
+        "--poll_ms=2000"};
+    if (i == 0) {
+      argv.push_back(absl::StrFormat("--budget_s=%.17g", budget_s));
+      argv.push_back(absl::StrFormat("--budget_mb=%.17g", budget_mb));
+    }
+    clients.push_back(std::make_unique<Process>(
+        argv, absl::StrCat(dir_, "/real.client", i, ".log")));
+  }
+  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+
+  const std::vector<std::string> groups = {"embed", "block0", "block1", "head"};
+  std::ifstream in(dir_ + "/real/metrics.jsonl");
+  int rounds = 0;
+  std::set<std::string> chosen;
+  for (std::string line; std::getline(in, line);) {
+    ++rounds;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        line, m,
+        std::regex("\\{\"id\":\"client-000\",\"budget\":([^,]+),\"layers\":\\[("
+                   "[^\\]]*)\\][^}]*\"cost\":([^,}]+)")))
+        << line;
+    EXPECT_NEAR(std::stod(m[1]), budget_s, 1e-9 * budget_s) << "its own budget";
+    const double cost = std::stod(m[3]);
+    std::vector<int> set;
+    const std::string list = m[2];
+    for (size_t l = 0; l < groups.size(); ++l) {
+      if (list.find("\"" + groups[l] + "\"") != std::string::npos)
+        set.push_back(l);
+    }
+    chosen.insert(list);
+    // Its cost by its own profile is the logged one, within S; its memory
+    // by the profile within M.
+    EXPECT_NEAR(cost, ProfileCost(p, "step", set, 3, scoring), 1e-6);
+    EXPECT_LE(cost, budget_s) << line;
+    EXPECT_LE(ProfileCost(p, "bytes", set, 1, 0) / 1048576, budget_mb) << line;
+    // What it measured: the peak within M.
+    ASSERT_TRUE(std::regex_search(
+        line, m,
+        std::regex("\\{\"id\":\"client-000\"[^}]*\"peak_mb\":([^,}]+)")))
+        << line;
+    EXPECT_LE(std::stod(m[1]), budget_mb) << line;
+  }
+  EXPECT_EQ(rounds, 3);
+  // It trained something (the limits were meant to bind, not to starve it).
+  EXPECT_THAT(chosen, ::testing::Not(::testing::Contains("")));
+  for (const std::string& c : chosen)
+    std::cout << "client-000 trained [" << c << "]\n";
+}
+
 TEST_F(DistributedTest, ExitCodes) {
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   // Bad flags or config: 2.
-  Process no_config({kBin + "/layerfl-coordinator", "--config=" + dir_ + "/none.yaml"},
-                    dir_ + "/a.log");
+  Process no_config(
+      {kBin + "/layerfl-coordinator", "--config=" + dir_ + "/none.yaml"},
+      dir_ + "/a.log");
   EXPECT_EQ(no_config.Wait(deadline), 2);
-  Process bad_encoding({kBin + "/layerfl-coordinator",
-                        "--config=" + WriteConfig(dir_, "x", "transport:\n  encoding: fp8\n")},
-                       dir_ + "/b.log");
+  Process bad_encoding(
+      {kBin + "/layerfl-coordinator",
+       "--config=" + WriteConfig(dir_, "x", "transport:\n  encoding: fp8\n")},
+      dir_ + "/b.log");
   EXPECT_EQ(bad_encoding.Wait(deadline), 2);
   EXPECT_THAT(bad_encoding.Log(),
-              ::testing::HasSubstr("transport.encoding: must be one of float32, float16, "
-                                   "bfloat16, got 'fp8'"));
-  Process no_partition({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y")},
-                       dir_ + "/c.log");
+              ::testing::HasSubstr(
+                  "transport.encoding: must be one of float32, float16, "
+                  "bfloat16, got 'fp8'"));
+  Process no_partition(
+      {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y")},
+      dir_ + "/c.log");
   EXPECT_EQ(no_partition.Wait(deadline), 2);
-  EXPECT_THAT(no_partition.Log(), ::testing::HasSubstr("--partition or --data_dir"));
+  EXPECT_THAT(no_partition.Log(),
+              ::testing::HasSubstr("--partition or --data_dir"));
   Process both({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y2"),
                 "--partition=0", "--data_dir=" + dir_},
                dir_ + "/c2.log");
   EXPECT_EQ(both.Wait(deadline), 2);
   EXPECT_THAT(both.Log(), ::testing::HasSubstr("not both"));
   // A data directory without the training files: 2, naming the missing file.
-  Process empty_dir({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
-                     "--id=client-009", "--data_dir=" + dir_ + "/nothing-here",
-                     "--coordinator=127.0.0.1:1", "--give_up_s=1"},
-                    dir_ + "/c3.log");
+  Process empty_dir(
+      {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
+       "--id=client-009", "--data_dir=" + dir_ + "/nothing-here",
+       "--coordinator=127.0.0.1:1", "--give_up_s=1"},
+      dir_ + "/c3.log");
   EXPECT_EQ(empty_dir.Wait(deadline), 2) << empty_dir.Log();
   EXPECT_THAT(empty_dir.Log(),
               ::testing::HasSubstr("data_dir: IDX file not found: " + dir_ +
                                    "/nothing-here/train-images-idx3-ubyte"));
 
   // layerfl-partition: a partition the config does not have.
-  Process no_such_client({kBin + "/layerfl-partition", "--config=" + WriteConfig(dir_, "y4"),
-                          "--out=" + dir_ + "/shares", "--clients=4"},
-                         dir_ + "/c4.log");
+  Process no_such_client(
+      {kBin + "/layerfl-partition", "--config=" + WriteConfig(dir_, "y4"),
+       "--out=" + dir_ + "/shares", "--clients=4"},
+      dir_ + "/c4.log");
   EXPECT_EQ(no_such_client.Wait(deadline), 2);
   EXPECT_THAT(no_such_client.Log(), ::testing::HasSubstr("--clients: '4'"));
 
   // No coordinator: the client backs off, then gives up with 1.
-  Process lonely({kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),
-                  "--partition=0", "--coordinator=127.0.0.1:1", "--give_up_s=1",
-                  "--backoff_max_ms=300"},
-                 dir_ + "/d.log");
+  Process lonely(
+      {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "z"),
+       "--partition=0", "--coordinator=127.0.0.1:1", "--give_up_s=1",
+       "--backoff_max_ms=300"},
+      dir_ + "/d.log");
   EXPECT_EQ(lonely.Wait(deadline), 1) << lonely.Log();
   EXPECT_THAT(lonely.Log(), ::testing::HasSubstr("unreachable"));
 
   // SIGTERM: the coordinator stops cleanly with 0.
   const std::string port_file = dir_ + "/port2";
-  Process coordinator({kBin + "/layerfl-coordinator", "--config=" + WriteConfig(dir_, "w"),
-                       "--listen=127.0.0.1:0", "--port_file=" + port_file},
-                      dir_ + "/e.log");
+  Process coordinator(
+      {kBin + "/layerfl-coordinator", "--config=" + WriteConfig(dir_, "w"),
+       "--listen=127.0.0.1:0", "--port_file=" + port_file},
+      dir_ + "/e.log");
   while (!fs::exists(port_file) && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
