@@ -11,3 +11,4 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 bash bench/trainer/run.sh "$BUILD"
 # Broadcast vs raw TCP, the codec alone, and a held update spilled to disk.
 "$BUILD/bin/transfer_bench" --reps 15 --spill_dir "$BUILD" | tee bench/results/transfer.txt
+bash bench/budget/run.sh "$BUILD"

@@ -705,12 +705,7 @@ std::string RoundRecord::ToJson() const {
       absl::StrAppend(
           &out, ",\"peak_mb\":", JsonNumber(u.peak_bytes / (1024.0 * 1024.0)));
     }
-    double measured = -1;
-    if (budget_unit == "time" && u.train_s >= 0) {
-      measured = u.train_s + std::max(0.0, u.score_s);
-    } else if (budget_unit == "memory" && u.peak_bytes >= 0) {
-      measured = u.peak_bytes / (1024.0 * 1024.0);
-    }
+    const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {
       absl::StrAppend(
           &out, ",\"measured\":", JsonNumber(measured),
@@ -719,6 +714,58 @@ std::string RoundRecord::ToJson() const {
     absl::StrAppend(&out, "}");
   }
   absl::StrAppend(&out, "]}");
+  return out;
+}
+
+double MeasuredInBudgetUnit(const ClientRoundRecord& c,
+                            const std::string& budget_unit) {
+  const ClientUsage& u = c.usage;
+  if (budget_unit == "time" && u.train_s >= 0) {
+    return u.train_s + std::max(0.0, u.score_s);
+  }
+  if (budget_unit == "memory" && u.peak_bytes >= 0) {
+    return u.peak_bytes / (1024.0 * 1024.0);
+  }
+  return -1;
+}
+
+std::string UsageReport(const std::vector<RoundRecord>& records) {
+  struct PerClient {
+    int rounds = 0;
+    double budget = 0, sum = 0, worst = 0;
+  };
+  std::map<std::string, PerClient> clients;
+  std::vector<double> ratios;
+  std::string unit;
+  for (const RoundRecord& r : records) {
+    for (const ClientRoundRecord& c : r.clients) {
+      const double m = MeasuredInBudgetUnit(c, r.budget_unit);
+      if (m < 0 || !(c.budget > 0)) continue;
+      unit = r.budget_unit;
+      PerClient& p = clients[c.id];
+      ++p.rounds;
+      p.budget = c.budget;
+      p.sum += m / c.budget;
+      p.worst = std::max(p.worst, m / c.budget);
+      ratios.push_back(m / c.budget);
+    }
+  }
+  if (ratios.empty()) return "";
+  std::sort(ratios.begin(), ratios.end());
+  const auto at = [&](double q) {
+    return ratios[std::min(ratios.size() - 1,
+                           static_cast<size_t>(q * (ratios.size() - 1) + 0.5))];
+  };
+  std::string out = absl::StrFormat(
+      "measured / budget (%s): %d client-rounds, median %.3f, p95 %.3f, max "
+      "%.3f\n%-12s %6s %12s %10s %10s\n",
+      unit, ratios.size(), at(0.5), at(0.95), ratios.back(), "client", "rounds",
+      unit == "time" ? "budget_s" : "budget_mb", "mean", "max");
+  for (const auto& [id, p] : clients) {
+    absl::StrAppend(
+        &out, absl::StrFormat("%-12s %6d %12.4f %10.3f %10.3f\n", id, p.rounds,
+                              p.budget, p.sum / p.rounds, p.worst));
+  }
   return out;
 }
 

@@ -165,6 +165,17 @@ struct RoundRecord {
   std::string ToJson() const;
 };
 
+// A client's measured usage in the budget's unit (time: score + train
+// seconds; memory: peak MiB), or -1 when the unit is not time or memory or
+// the client did not report it.
+double MeasuredInBudgetUnit(const ClientRoundRecord& client,
+                            const std::string& budget_unit);
+
+// The run's report of measured / budget: per client the rounds, its budget,
+// the mean and the largest ratio; over all client-rounds the median, 95th
+// percentile and maximum. Empty when no record has measured usage.
+std::string UsageReport(const std::vector<RoundRecord>& records);
+
 struct RoundEngineOptions {
   int64_t rounds = 20;
   int clients_per_round = 10;  // 0 = all joined clients

@@ -58,6 +58,9 @@ class StrategySelector : public LayerSelector {
     field_ = strategy_name_ == "rgn"   ? ScoreField::kRgn
              : strategy_name_ == "snr" ? ScoreField::kSnr
                                        : ScoreField::kSqGradNorm;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      if (layers_[l].common) common_.push_back(static_cast<int>(l));
+    }
   }
 
   bool NeedsScores() const override { return needs_scores_; }
@@ -69,7 +72,13 @@ class StrategySelector : public LayerSelector {
     input.layers = layers_;
     input.stats = &stats_;
     input.seed = MixSeed(seed_ ^ MixSeed(static_cast<uint64_t>(round)));
-    for (const SelectionCandidate& c : candidates) {
+    // Under a measured unit a slow device may not afford even the common
+    // layers this round: it trains nothing (an empty selection) rather than
+    // go over its budget, and the others are selected without it.
+    std::vector<SelectionCandidate> kept;
+    std::vector<int> slot(candidates.size(), -1);
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      const SelectionCandidate& c = candidates[k];
       ClientInput client;
       client.id = c.id;
       client.budget = IsProfiledUnit(unit_) ? BudgetInCostUnits(unit_, c.budget)
@@ -77,7 +86,10 @@ class StrategySelector : public LayerSelector {
       client.num_samples = c.num_samples;
       if (IsProfiledUnit(unit_)) {
         ASSIGN_OR_RETURN(client.cost, CostFor(c));
+        if (client.cost->Cost(common_) > client.budget) continue;
       }
+      slot[k] = static_cast<int>(kept.size());
+      kept.push_back(c);
       switch (field_) {
         case ScoreField::kSqGradNorm:
           client.sq_grad_norm = c.scores;
@@ -92,9 +104,15 @@ class StrategySelector : public LayerSelector {
       input.clients.push_back(std::move(client));
     }
     ASSIGN_OR_RETURN(SelectionResult result, strategy_->Select(input));
-    ASSIGN_OR_RETURN(bool capped, ApplyCaps(candidates, input, result));
+    ASSIGN_OR_RETURN(bool capped, ApplyCaps(kept, input, result));
     SelectionOutcome out;
-    for (size_t i = 0; i < result.layers.size(); ++i) {
+    for (size_t k = 0; k < candidates.size(); ++k) {
+      if (slot[k] < 0) {
+        out.layers.emplace_back();
+        out.costs.push_back(0);
+        continue;
+      }
+      const size_t i = static_cast<size_t>(slot[k]);
       const std::vector<int>& picks = result.layers[i];
       std::vector<std::string> names;
       double cost = 0;
@@ -226,6 +244,7 @@ class StrategySelector : public LayerSelector {
 
  private:
   uint64_t seed_;
+  std::vector<int> common_;  // indices of the common layers
   TrainConfig train_;
   CostUnit unit_;
   double lambda_;

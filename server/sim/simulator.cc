@@ -47,9 +47,7 @@ std::string Eta(double seconds) {
 
 }  // namespace
 
-std::string SimClientId(int index) {
-  return PartitionClientId(index);
-}
+std::string SimClientId(int index) { return PartitionClientId(index); }
 
 absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                                         const SimOptions& options) {
@@ -68,11 +66,10 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     clients[i].versions.assign(core.initial.layers.size(), -1);
   }
   core.clients.clear();
-  ASSIGN_OR_RETURN(std::vector<double> budgets,
-                   AssignBudgets(c, ids));
-  ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
-                   RoundEngine::Create(ToEngineOptions(c), core.initial,
-                                       core.EngineDeps()));
+  ASSIGN_OR_RETURN(std::vector<double> budgets, AssignBudgets(c, ids));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<RoundEngine> engine,
+      RoundEngine::Create(ToEngineOptions(c), core.initial, core.EngineDeps()));
   // Under a time or memory budget every virtual client gets this machine's
   // profile (measured once, cached) and its device's speed.
   std::shared_ptr<const TrainingProfile> profile;
@@ -99,9 +96,11 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   }
   const std::string metric = ScoreMetricFor(c);
   const int64_t first_round = engine->committed_round() + 1;
+  std::vector<RoundRecord> usage_records;
   int64_t run_here = 0;
   while (!engine->finished()) {
-    if (options.stop_after_rounds > 0 && run_here >= options.stop_after_rounds) {
+    if (options.stop_after_rounds > 0 &&
+        run_here >= options.stop_after_rounds) {
       break;
     }
     const auto round0 = std::chrono::steady_clock::now();
@@ -114,7 +113,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         VirtualClient& client = clients[k];
         LocalWorker& worker = *client.worker;
         Task task = engine->TaskFor(worker.id());
-        const TaskKind wanted = phase == 0 ? TaskKind::kScore : TaskKind::kTrain;
+        const TaskKind wanted =
+            phase == 0 ? TaskKind::kScore : TaskKind::kTrain;
         if (task.kind != wanted) continue;
         ModelWeights global = engine->global();
         bytes_down += Sync(client, global);
@@ -124,7 +124,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
           ClientUsage usage;  // on the simulated device: time / its speed
           usage.score_s = worker.last_score_usage().seconds / speeds[k];
           RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
-          RETURN_IF_ERROR(engine->SubmitScores(worker.id(), task.round, scores));
+          RETURN_IF_ERROR(
+              engine->SubmitScores(worker.id(), task.round, scores));
           continue;
         }
         ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
@@ -143,10 +144,11 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
           absl::StrCat("round ", round, " did not complete in the simulator"));
     }
     ++run_here;
-    const double round_secs = std::chrono::duration<double>(
-                                  std::chrono::steady_clock::now() - round0)
-                                  .count();
+    const double round_secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - round0)
+            .count();
     for (RoundRecord& record : engine->TakeRecords()) {
+      if (NeedsProfiles(c)) usage_records.push_back(record);
       record.bytes_down = bytes_down;
       record.phase_ms["round"] = round_secs * 1000.0;
       metrics << record.ToJson() << "\n";
@@ -155,35 +157,39 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
       if (record.evaluated) {
         result.final_accuracy = record.eval.accuracy;
         result.final_loss = record.eval.loss;
-        result.best_accuracy = std::max(result.best_accuracy, record.eval.accuracy);
+        result.best_accuracy =
+            std::max(result.best_accuracy, record.eval.accuracy);
       }
       if (log) {
         const double elapsed = std::chrono::duration<double>(
                                    std::chrono::steady_clock::now() - wall0)
                                    .count();
         const int64_t done = record.round - first_round + 1;
-        const double eta =
-            elapsed / done * (c.federated.rounds - record.round);
-        *log << absl::StrFormat(
-            "round %3d/%d  acc %s  loss %s  up %7.2f MB  down %7.2f MB  "
-            "%5.1fs  ETA %s\n",
-            record.round, c.federated.rounds,
-            record.evaluated ? absl::StrFormat("%.4f", record.eval.accuracy)
-                             : std::string("  -   "),
-            record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
-                             : std::string("  -   "),
-            record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
-            Eta(eta))
-             << std::flush;
+        const double eta = elapsed / done * (c.federated.rounds - record.round);
+        *log
+            << absl::StrFormat(
+                   "round %3d/%d  acc %s  loss %s  up %7.2f MB  down %7.2f MB  "
+                   "%5.1fs  ETA %s\n",
+                   record.round, c.federated.rounds,
+                   record.evaluated
+                       ? absl::StrFormat("%.4f", record.eval.accuracy)
+                       : std::string("  -   "),
+                   record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
+                                    : std::string("  -   "),
+                   record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
+                   Eta(eta))
+            << std::flush;
       }
     }
     metrics.flush();
   }
+  result.usage_report = UsageReport(usage_records);
+  if (log && !result.usage_report.empty()) *log << result.usage_report;
   result.rounds_committed = engine->committed_round();
   result.final_weights = engine->global();
-  result.wall_seconds = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - wall0)
-                            .count();
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0)
+          .count();
   return result;
 }
 

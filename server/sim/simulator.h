@@ -35,11 +35,14 @@ struct SimResult {
   double final_accuracy = 0.0;  // last evaluation
   double best_accuracy = 0.0;
   double final_loss = 0.0;
-  int64_t bytes_up = 0;    // all rounds run by this call
+  int64_t bytes_up = 0;  // all rounds run by this call
   int64_t bytes_down = 0;
   double wall_seconds = 0.0;
   ModelWeights final_weights;
   std::string metrics_path;
+  // Under budget.unit time or memory: measured / budget per client
+  // (UsageReport over this call's rounds); printed with the progress.
+  std::string usage_report;
 };
 
 // The id of the virtual client holding partition `index`: "client-007".
