@@ -128,6 +128,46 @@ TEST(GridTest, FullIgnoresTheBudgetSetting) {
   EXPECT_EQ((*cells)[3].config.budget.distribution, "truncated_normal");
 }
 
+TEST(GridTest, LambdaSweepAndDeviceSpeeds) {
+  const std::string yaml = Replace(
+      Replace(kGrid, "seeds: [1, 2, 3]", "seeds: [1]\nlambdas: [0, 0.5]"),
+      "  - {name: fixed2, distribution: fixed, value: 2}",
+      "  - {name: time, unit: time, distribution: uniform, min: 0.1, "
+      "max: 0.4, speed_min: 0.25}");
+  absl::StatusOr<ExperimentGrid> grid = ParseWithBase("lambdas", yaml);
+  ASSERT_TRUE(grid.ok()) << grid.status();
+  EXPECT_THAT(grid->lambdas, ElementsAre(0, 0.5));
+  EXPECT_EQ(grid->budgets[1].devices.speed_min, 0.25);
+  EXPECT_EQ(grid->budgets[1].devices.speed_max, 1.0);  // the base's
+  // top runs once, strategic once per lambda.
+  EXPECT_THAT(CellStrategyNames(*grid),
+              ElementsAre("top", "strategic_l0", "strategic_l0.5"));
+  absl::StatusOr<std::vector<ExperimentCell>> cells = ExpandGrid(*grid, "o");
+  ASSERT_TRUE(cells.ok()) << cells.status();
+  ASSERT_EQ(cells->size(), 2u * 2u * 3u);
+  EXPECT_EQ((*cells)[0].config.selection.lambda, 0);  // top: the first value
+  EXPECT_EQ((*cells)[2].strategy, "strategic_l0.5");
+  EXPECT_EQ((*cells)[2].config.selection.strategy, "strategic");
+  EXPECT_EQ((*cells)[2].config.selection.lambda, 0.5);
+  EXPECT_EQ((*cells)[2].config.federated.run_dir,
+            "o/runs/dir0.1/tn1-3/strategic_l0.5/seed1");
+  EXPECT_EQ((*cells)[3].config.devices.speed_min, 0.25);
+  EXPECT_EQ((*cells)[3].config.budget.unit, "time");
+  EXPECT_THAT(ParseWithBase("lambdas_bad", Replace(yaml, "[0, 0.5]", "[0, -1]"))
+                  .status()
+                  .message(),
+              HasSubstr("lambdas[1]: must be finite and >= 0, got -1"));
+  EXPECT_THAT(ParseWithBase("lambdas_dup", Replace(yaml, "[0, 0.5]", "[1, 1]"))
+                  .status()
+                  .message(),
+              HasSubstr("lambdas[1]: duplicate value 1"));
+  EXPECT_THAT(ParseWithBase("speed_bad",
+                            Replace(yaml, "speed_min: 0.25", "speed_min: 0"))
+                  .status()
+                  .message(),
+              HasSubstr("budgets[1].speed_min: must be > 0, got 0"));
+}
+
 struct BadGrid {
   const char* what;
   std::string yaml;
@@ -236,6 +276,31 @@ std::string Line(int round, double accuracy, int64_t bytes_up, double round_ms,
       "\"upper_bound\":0,\"gap\":0,\"status\":\"optimal\"},\"clients\":[",
       clients, "],\"rejected\":{},\"timing_ms\":{\"round\":",
       absl::StrFormat("%.17g", round_ms), ",\"solve\":0.1}}\n");
+}
+
+TEST(ReportTest, ClientSecondsAndLastFiveFromUsage) {
+  const std::string path = ::testing::TempDir() + "/usage_metrics.jsonl";
+  std::string text;
+  for (int r = 1; r <= 7; ++r) {
+    // Accuracy 0.1 r; usage: one client scored 0.5 s and trained 1.5 s, the
+    // other trained 2 s.
+    text += absl::StrFormat(
+        "{\"round\":%d,\"accuracy\":%.17g,\"bytes_up\":0,\"clients\":[],"
+        "\"timing_ms\":{\"round\":10},\"usage\":[{\"id\":\"a\",\"score_s\":0.5,"
+        "\"train_s\":1.5},{\"id\":\"b\",\"train_s\":2}]}\n",
+        r, 0.1 * r);
+  }
+  std::ofstream(path) << text;
+  absl::StatusOr<std::vector<RoundMetrics>> rounds = ReadMetricsFile(path);
+  ASSERT_TRUE(rounds.ok()) << rounds.status();
+  EXPECT_DOUBLE_EQ((*rounds)[0].client_seconds, 4.0);
+  EXPECT_DOUBLE_EQ((*rounds)[0].scoring_seconds, 0.5);
+  const CellSummary c = SummarizeCell(*rounds);
+  EXPECT_DOUBLE_EQ(c.client_seconds, 28.0);
+  EXPECT_DOUBLE_EQ(c.scoring_seconds, 3.5);
+  // Rounds 3..7: (0.3 + 0.4 + 0.5 + 0.6 + 0.7) / 5.
+  EXPECT_NEAR(c.last5_accuracy, 0.5, 1e-12);
+  EXPECT_NEAR(c.final_accuracy, 0.7, 1e-12);
 }
 
 TEST(ReportTest, MeanAndSampleStd) {
@@ -366,10 +431,13 @@ TEST(ReportTest, AggregatesSeedsByHand) {
   const std::string md = ResultsMarkdown(*report, /*plots=*/true);
   EXPECT_THAT(md, HasSubstr("5 of 6 cells finished"));
   EXPECT_THAT(md, HasSubstr("## dir0.1 / tn1-3"));
+  // Last 5 = all 3 rounds here: (0.1 + 0.55 + 0.5) / 3, (0.2 + 0.6 + 0.6) /
+  // 3, (0.3 + 0.75 + 0.7) / 3 -> mean 0.4778.
+  EXPECT_NEAR(top.last5_accuracy.mean, (1.15 + 1.4 + 1.75) / 9, 1e-12);
   EXPECT_THAT(md, HasSubstr("| top | 3/3 | 60.00 ± 10.00 | 63.33 ± 10.41 | "
-                            "6.00 | 3.0 |"));
+                            "47.78 ± 10.05 | 6.00 | 0.0 | 0.0 | 3.0 |"));
   EXPECT_THAT(md, HasSubstr("| strategic | 2/3 | 85.00 ± 7.07 | 85.00 ± 7.07 | "
-                            "0.00 | 0.6 |"));
+                            "85.00 ± 7.07 | 0.00 | 0.0 | 0.0 | 0.6 |"));
   EXPECT_THAT(md, HasSubstr("(acc_dir0.1_tn1-3.png)"));
   EXPECT_THAT(md, HasSubstr("[strategic](heatmap_dir0.1_tn1-3_strategic.png)"));
   const std::string json = SummaryJson(*report);
@@ -473,7 +541,8 @@ TEST(RunnerTest, MissingMatplotlibStillWritesTheReport) {
               HasSubstr("apt-get install -y python3-matplotlib"));
   const std::string md = Read(out + "/results.md");
   EXPECT_THAT(md, HasSubstr("1 of 2 cells finished"));
-  EXPECT_THAT(md, HasSubstr("| top | 1/1 | 40.00 | 40.00 | 0.00 | 0.0 |"));
+  EXPECT_THAT(md, HasSubstr("| top | 1/1 | 40.00 | 40.00 | 35.00 | 0.00 | "
+                            "0.0 | 0.0 | 0.0 |"));
   EXPECT_THAT(md, HasSubstr("| strategic | 0/1 | – | – | – | – |"));
   EXPECT_THAT(md, ::testing::Not(HasSubstr(".png")));
 }

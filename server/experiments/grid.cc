@@ -1,6 +1,7 @@
 #include "server/experiments/grid.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -76,13 +77,15 @@ absl::Status ReadBudgets(const YAML::Node& node, const RunConfig& base,
     const std::string path = absl::StrCat("budgets[", i, "]");
     BudgetSetting s;
     s.budget = base.budget;
+    s.devices = base.devices;
     BudgetConfig& b = s.budget;
     RETURN_IF_ERROR(ReadMap(
         node[i], path,
         {Bind("name", &s.name, /*required=*/true), Bind("unit", &b.unit),
          Bind("distribution", &b.distribution), Bind("value", &b.value),
          Bind("min", &b.min), Bind("max", &b.max), Bind("mean", &b.mean),
-         Bind("std", &b.std)}));
+         Bind("std", &b.std), Bind("speed_min", &s.devices.speed_min),
+         Bind("speed_max", &s.devices.speed_max)}));
     RETURN_IF_ERROR(CheckName(path + ".name", s.name));
     if (!names.insert(s.name).second) {
       return absl::InvalidArgumentError(
@@ -97,6 +100,8 @@ absl::Status ReadBudgets(const YAML::Node& node, const RunConfig& base,
     RunConfig c = base;
     c.budget = b;
     RETURN_IF_ERROR(Reword(c.Validate(), "budget", path));
+    c.devices = s.devices;
+    RETURN_IF_ERROR(Reword(c.Validate(), "devices", path));
     out->push_back(std::move(s));
   }
   if (out->empty()) {
@@ -224,7 +229,8 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
                            Bind("strategies", &grid.strategies, true),
                            {"budgets", keep(&budgets), true},
                            {"partitions", keep(&partitions), true},
-                           Bind("seeds", &grid.seeds, true)}));
+                           Bind("seeds", &grid.seeds, true),
+                           Bind("lambdas", &grid.lambdas)}));
   grid.base_path = ResolveBase(grid.base_path, base_dir);
   absl::StatusOr<RunConfig> base = LoadRunConfig(grid.base_path);
   if (!base.ok()) {
@@ -236,6 +242,17 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
   RETURN_IF_ERROR(ReadBudgets(budgets, grid.base, &grid.budgets));
   RETURN_IF_ERROR(ReadPartitions(partitions, grid.base, &grid.partitions));
   RETURN_IF_ERROR(CheckSeeds(grid.seeds));
+  std::set<double> lambdas;
+  for (size_t i = 0; i < grid.lambdas.size(); ++i) {
+    if (!std::isfinite(grid.lambdas[i]) || grid.lambdas[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lambdas[", i, "]: must be finite and >= 0, got ", grid.lambdas[i]));
+    }
+    if (!lambdas.insert(grid.lambdas[i]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lambdas[", i, "]: duplicate value ", grid.lambdas[i]));
+    }
+  }
   // Every combination must be a valid run (e.g. num_clients against
   // clients_per_round is checked across sections).
   RETURN_IF_ERROR(ExpandGrid(grid, grid.out.empty() ? "." : grid.out).status());
@@ -259,6 +276,23 @@ absl::StatusOr<ExperimentGrid> LoadExperimentGrid(const std::string& path) {
   return grid;
 }
 
+std::vector<std::string> CellStrategyNames(const ExperimentGrid& grid) {
+  std::vector<std::string> names;
+  for (const std::string& strategy : grid.strategies) {
+    const bool sweeps =
+        grid.lambdas.size() > 1 &&
+        (strategy == "strategic" || strategy == "rgn" || strategy == "snr");
+    if (!sweeps) {
+      names.push_back(strategy);
+      continue;
+    }
+    for (double lambda : grid.lambdas) {
+      names.push_back(absl::StrCat(strategy, "_l", lambda));
+    }
+  }
+  return names;
+}
+
 absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
     const ExperimentGrid& grid, const std::string& out_dir) {
   namespace fs = std::filesystem;
@@ -266,31 +300,43 @@ absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
   for (const PartitionSetting& p : grid.partitions) {
     for (const BudgetSetting& b : grid.budgets) {
       for (const std::string& strategy : grid.strategies) {
-        for (uint64_t seed : grid.seeds) {
-          ExperimentCell cell;
-          cell.partition = p.name;
-          cell.budget = b.name;
-          cell.strategy = strategy;
-          cell.seed = seed;
-          RunConfig& c = cell.config;
-          c = grid.base;
-          c.seed = seed;
-          c.data = p.data;
-          c.budget = b.budget;
-          if (strategy == "full") c.budget = FullBudget(b.budget);
-          c.selection.strategy = strategy;
-          c.federated.resume = true;
-          c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name / b.name /
-                                 strategy / absl::StrCat("seed", seed))
-                                    .string();
-          absl::Status valid = c.Validate();
-          if (!valid.ok()) {
-            return absl::Status(
-                valid.code(),
-                absl::StrCat("cell ", p.name, "/", b.name, "/", strategy,
-                             "/seed", seed, ": ", valid.message()));
+        const bool sweeps =
+            grid.lambdas.size() > 1 &&
+            (strategy == "strategic" || strategy == "rgn" || strategy == "snr");
+        std::vector<double> lambdas = grid.lambdas;
+        if (!sweeps) lambdas.resize(std::min<size_t>(lambdas.size(), 1));
+        if (lambdas.empty()) lambdas.push_back(grid.base.selection.lambda);
+        for (double lambda : lambdas) {
+          const std::string name =
+              sweeps ? absl::StrCat(strategy, "_l", lambda) : strategy;
+          for (uint64_t seed : grid.seeds) {
+            ExperimentCell cell;
+            cell.partition = p.name;
+            cell.budget = b.name;
+            cell.strategy = name;
+            cell.seed = seed;
+            RunConfig& c = cell.config;
+            c = grid.base;
+            c.seed = seed;
+            c.data = p.data;
+            c.budget = b.budget;
+            c.devices = b.devices;
+            c.selection.lambda = lambda;
+            if (strategy == "full") c.budget = FullBudget(b.budget);
+            c.selection.strategy = strategy;
+            c.federated.resume = true;
+            c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name /
+                                   b.name / name / absl::StrCat("seed", seed))
+                                      .string();
+            absl::Status valid = c.Validate();
+            if (!valid.ok()) {
+              return absl::Status(
+                  valid.code(),
+                  absl::StrCat("cell ", p.name, "/", b.name, "/", name, "/seed",
+                               seed, ": ", valid.message()));
+            }
+            cells.push_back(std::move(cell));
           }
-          cells.push_back(std::move(cell));
         }
       }
     }

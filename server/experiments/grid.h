@@ -18,13 +18,15 @@
 //   seeds: [1, 2, 3]                      # required, distinct
 //
 // A budget entry takes name plus any of unit, distribution, value, min, max,
-// mean, std; a partition entry takes name plus any of partition, alpha,
-// domains, num_clients. Fields an entry leaves out keep the base's values.
-// Names are path components: [A-Za-z0-9._-]+, distinct within their list.
-// Unknown keys, wrong types and bad values are InvalidArgument naming the
-// field, e.g. "strategies[2]: unknown strategy 'fedavg'; valid: ...". Every
-// cell's config is validated while the grid is read, so a grid that loads
-// runs without config errors.
+// mean, std (the budget section), speed_min, speed_max (the devices
+// section); a partition entry takes name plus any of partition, alpha,
+// domains, num_clients. An optional `lambdas: [0, 0.2, 1]` sweeps
+// selection.lambda (see ExperimentGrid::lambdas). Fields an entry leaves out
+// keep the base's values. Names are path components: [A-Za-z0-9._-]+, distinct
+// within their list. Unknown keys, wrong types and bad values are
+// InvalidArgument naming the field, e.g. "strategies[2]: unknown strategy
+// 'fedavg'; valid: ...". Every cell's config is validated while the grid is
+// read, so a grid that loads runs without config errors.
 //
 // Thread-compatible value types.
 
@@ -40,6 +42,7 @@ namespace layerfl {
 struct BudgetSetting {
   std::string name;
   BudgetConfig budget;  // the base's budget section with the entry's overrides
+  DevicesConfig devices;  // the base's devices with speed_min / speed_max
 };
 
 struct PartitionSetting {
@@ -55,6 +58,10 @@ struct ExperimentGrid {
   std::vector<BudgetSetting> budgets;
   std::vector<PartitionSetting> partitions;
   std::vector<uint64_t> seeds;
+  // Optional: selection.lambda values. With more than one, the strategies
+  // that use lambda (strategic, rgn, snr) run once per value, named
+  // "<strategy>_l<lambda>"; the others once. Empty: the base's lambda.
+  std::vector<double> lambdas;
 };
 
 // One run of the grid.
@@ -84,6 +91,10 @@ absl::StatusOr<ExperimentGrid> LoadExperimentGrid(const std::string& path);
 // kUnlimitedBudget, in the setting's unit.
 inline constexpr double kUnlimitedBudget = 1e15;
 BudgetConfig FullBudget(const BudgetConfig& budget);
+
+// The strategy names cells carry, in grid order: each of `strategies`, and
+// with a lambda sweep "<strategy>_l<lambda>" for strategic, rgn and snr.
+std::vector<std::string> CellStrategyNames(const ExperimentGrid& grid);
 
 // The cells in report order: partitions, then budgets, then strategies, then
 // seeds, each as listed. Each cell's run_dir is

@@ -65,6 +65,17 @@ absl::StatusOr<RoundMetrics> ParseRound(const std::string& line) {
       !ReadNumber(timing["round"], &m.round_ms)) {
     return absl::InvalidArgumentError("\"timing_ms.round\" is not a number");
   }
+  const YAML::Node usage = node["usage"];
+  if (usage && usage.IsSequence()) {
+    for (const YAML::Node& u : usage) {
+      double v = 0;
+      if (ReadNumber(u["train_s"], &v)) m.client_seconds += v;
+      if (ReadNumber(u["score_s"], &v)) {
+        m.client_seconds += v;
+        m.scoring_seconds += v;
+      }
+    }
+  }
   const YAML::Node clients = node["clients"];
   if (clients) {
     if (!clients.IsSequence()) {
@@ -179,15 +190,23 @@ int64_t LastRecordedRound(const std::string& path) {
 CellSummary SummarizeCell(const std::vector<RoundMetrics>& rounds) {
   CellSummary s;
   bool any_eval = false;
+  std::vector<double> evaluated;
   for (const RoundMetrics& r : rounds) {
     s.rounds = std::max(s.rounds, r.round);
     s.bytes_up += r.bytes_up;
     s.wall_seconds += r.round_ms / 1000.0;
+    s.client_seconds += r.client_seconds;
+    s.scoring_seconds += r.scoring_seconds;
     if (!r.evaluated) continue;
+    evaluated.push_back(r.accuracy);
     s.final_accuracy = r.accuracy;
     s.best_accuracy =
         any_eval ? std::max(s.best_accuracy, r.accuracy) : r.accuracy;
     any_eval = true;
+  }
+  const size_t last = std::min<size_t>(5, evaluated.size());
+  for (size_t k = evaluated.size() - last; k < evaluated.size(); ++k) {
+    s.last5_accuracy += evaluated[k] / static_cast<double>(last);
   }
   return s;
 }
@@ -218,10 +237,11 @@ absl::StatusOr<ExperimentReport> BuildReport(
     std::vector<RoundMetrics> rounds;
   };
   std::vector<std::vector<std::vector<Finished>>> finished;
+  const std::vector<std::string> strategies = CellStrategyNames(grid);
   for (const PartitionSetting& p : grid.partitions) {
     for (const BudgetSetting& b : grid.budgets) {
       finished.emplace_back();
-      for (const std::string& strategy : grid.strategies) {
+      for (const std::string& strategy : strategies) {
         finished.back().emplace_back();
         for (uint64_t seed : grid.seeds) {
           ++report.cells_total;
@@ -254,27 +274,33 @@ absl::StatusOr<ExperimentReport> BuildReport(
       SettingResult setting;
       setting.partition = p.name;
       setting.budget = b.name;
-      for (size_t s = 0; s < grid.strategies.size(); ++s) {
+      for (size_t s = 0; s < strategies.size(); ++s) {
         const std::vector<Finished>& runs = finished[setting_index][s];
         StrategyResult row;
-        row.strategy = grid.strategies[s];
+        row.strategy = strategies[s];
         row.seeds_total = static_cast<int>(grid.seeds.size());
         row.seeds_done = static_cast<int>(runs.size());
-        std::vector<double> final_acc, best_acc;
-        double mb = 0, wall = 0;
+        std::vector<double> final_acc, best_acc, last5_acc;
+        double mb = 0, wall = 0, client = 0, scoring = 0;
         for (const Finished& run : runs) {
           const CellSummary c = SummarizeCell(run.rounds);
           row.seeds.push_back({run.seed, c});
           final_acc.push_back(c.final_accuracy);
           best_acc.push_back(c.best_accuracy);
+          last5_acc.push_back(c.last5_accuracy);
           mb += c.bytes_up / 1e6;
           wall += c.wall_seconds;
+          client += c.client_seconds;
+          scoring += c.scoring_seconds;
         }
         row.final_accuracy = ComputeMeanStd(final_acc);
         row.best_accuracy = ComputeMeanStd(best_acc);
+        row.last5_accuracy = ComputeMeanStd(last5_acc);
         if (!runs.empty()) {
           row.mb_uploaded = mb / runs.size();
           row.wall_seconds = wall / runs.size();
+          row.client_seconds = client / runs.size();
+          row.scoring_share = client > 0 ? scoring / client : 0.0;
           // Rounds every seed evaluated, then the mean accuracy there.
           std::map<int64_t, std::vector<double>> by_round;
           for (const Finished& run : runs) {
@@ -316,19 +342,26 @@ std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
       report.cells_total, " cells finished, ", report.rounds,
       " rounds each. Accuracy in % on the held-out test set: mean ± sample "
       "standard deviation over seeds (final = last evaluated round, best = "
-      "highest evaluated round). MB uploaded: clients' sparse updates over "
-      "the run, mean over seeds. Wall s: the rounds' own time (no data "
-      "loading or pretraining), mean over seeds.\n");
+      "highest evaluated round, last 5 = mean of the last 5 evaluated "
+      "rounds). MB uploaded: clients' sparse updates over the run, mean over "
+      "seeds. Client s: the clients' measured scoring + training seconds "
+      "summed over the run (on their simulated devices), mean over seeds; "
+      "scoring %: the scoring passes' share of them. Wall s: the rounds' own "
+      "time (no data loading or pretraining), mean over seeds.\n");
   for (const SettingResult& setting : report.settings) {
     absl::StrAppend(&out, "\n## ", setting.partition, " / ", setting.budget,
                     "\n\n| strategy | seeds | final acc (%) | best acc (%) | "
-                    "MB uploaded | wall s |\n|---|---:|---:|---:|---:|---:|\n");
+                    "last 5 (%) | MB uploaded | client s | scoring % | wall s "
+                    "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const StrategyResult& row : setting.strategies) {
       const bool any = row.seeds_done > 0;
       absl::StrAppend(
           &out, "| ", row.strategy, " | ", row.seeds_done, "/", row.seeds_total,
           " | ", Percent(row.final_accuracy), " | ", Percent(row.best_accuracy),
-          " | ", any ? absl::StrFormat("%.2f", row.mb_uploaded) : "–", " | ",
+          " | ", Percent(row.last5_accuracy), " | ",
+          any ? absl::StrFormat("%.2f", row.mb_uploaded) : "–", " | ",
+          any ? absl::StrFormat("%.1f", row.client_seconds) : "–", " | ",
+          any ? absl::StrFormat("%.1f", 100.0 * row.scoring_share) : "–", " | ",
           any ? absl::StrFormat("%.1f", row.wall_seconds) : "–", " |\n");
     }
     if (!plots) continue;
@@ -370,6 +403,9 @@ std::string SummaryJson(const ExperimentReport& report) {
           ",\"seeds_total\":", row.seeds_total,
           ",\"final_accuracy\":", JsonMeanStd(row.final_accuracy),
           ",\"best_accuracy\":", JsonMeanStd(row.best_accuracy),
+          ",\"last5_accuracy\":", JsonMeanStd(row.last5_accuracy),
+          ",\"client_seconds\":", JsonNumber(row.client_seconds),
+          ",\"scoring_share\":", JsonNumber(row.scoring_share),
           ",\"mb_uploaded\":", JsonNumber(row.mb_uploaded),
           ",\"wall_seconds\":", JsonNumber(row.wall_seconds), ",\"seeds\":[");
       for (size_t i = 0; i < row.seeds.size(); ++i) {

@@ -15,6 +15,12 @@
 // Definitions (per cell, i.e. one seed):
 //   final accuracy  accuracy of the last evaluated round
 //   best accuracy   the highest accuracy of any evaluated round
+//   last-5 accuracy mean accuracy of the last 5 evaluated rounds (steadier
+//                   than the final one)
+//   client s        the clients' own compute over the run: sum over rounds
+//                   and clients of the measured scoring + training seconds
+//                   (usage in metrics.jsonl; on simulated devices, their time)
+//   scoring %       the scoring passes' share of the client seconds
 //   MB uploaded     sum of bytes_up over the rounds / 1e6
 //   wall s          sum of timing_ms.round over the rounds / 1e3 (the rounds'
 //                   own time: data loading and pretraining are not in it, and
@@ -43,7 +49,9 @@ struct RoundMetrics {
   double loss = 0.0;
   int64_t bytes_up = 0;
   double round_ms = 0.0;
-  int num_clients = 0;                      // clients listed for the round
+  double client_seconds = 0.0;   // sum of the clients' score_s + train_s
+  double scoring_seconds = 0.0;  // sum of their score_s
+  int num_clients = 0;           // clients listed for the round
   std::map<std::string, int> layer_counts;  // group -> clients that selected it
 };
 
@@ -61,6 +69,9 @@ int64_t LastRecordedRound(const std::string& path);
 struct CellSummary {
   double final_accuracy = 0.0;
   double best_accuracy = 0.0;
+  double last5_accuracy = 0.0;
+  double client_seconds = 0.0;
+  double scoring_seconds = 0.0;
   int64_t bytes_up = 0;
   double wall_seconds = 0.0;
   int64_t rounds = 0;  // the last round recorded
@@ -88,8 +99,11 @@ struct StrategyResult {
   std::vector<SeedResult> seeds;  // the finished ones, in grid order
   MeanStd final_accuracy;
   MeanStd best_accuracy;
-  double mb_uploaded = 0.0;   // mean over seeds
-  double wall_seconds = 0.0;  // mean over seeds
+  MeanStd last5_accuracy;
+  double client_seconds = 0.0;  // mean over seeds
+  double scoring_share = 0.0;   // scoring / client seconds, over all seeds
+  double mb_uploaded = 0.0;     // mean over seeds
+  double wall_seconds = 0.0;    // mean over seeds
   // Accuracy vs round, mean over the finished seeds, at the rounds every one
   // of them evaluated.
   std::vector<int64_t> curve_rounds;

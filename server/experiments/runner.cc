@@ -399,7 +399,8 @@ absl::StatusOr<ExperimentOutcome> RunExperiments(
     if (options.jobs == 1) {
       for (size_t k = 0; k < todo.size(); ++k) {
         const auto cell0 = Clock::now();
-        const absl::Status s = RunExperimentCell(*todo[k], options.round_progress);
+        const absl::Status s =
+            RunExperimentCell(*todo[k], options.round_progress);
         done(k, s.ok() ? std::string() : std::string(s.message()),
              SecondsSince(cell0));
       }
@@ -413,14 +414,15 @@ absl::StatusOr<ExperimentOutcome> RunExperiments(
                    BuildReport(grid, outcome.out_dir, layers));
   outcome.summary_path = (fs::path(outcome.out_dir) / "summary.json").string();
   outcome.results_path = (fs::path(outcome.out_dir) / "results.md").string();
-  RETURN_IF_ERROR(WriteFileAtomically(outcome.summary_path, SummaryJson(report)));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(outcome.summary_path, SummaryJson(report)));
   outcome.plotted =
       report.cells_done > 0 && Plot(options, outcome.summary_path,
                                     outcome.out_dir, &outcome.plot_message);
   if (report.cells_done == 0)
     outcome.plot_message = "no finished cells to plot";
-  RETURN_IF_ERROR(WriteFileAtomically(outcome.results_path,
-                            ResultsMarkdown(report, outcome.plotted)));
+  RETURN_IF_ERROR(WriteFileAtomically(
+      outcome.results_path, ResultsMarkdown(report, outcome.plotted)));
   if (log) {
     if (!outcome.plotted)
       *log << "experiments: " << outcome.plot_message << "\n";
