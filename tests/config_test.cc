@@ -923,7 +923,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Strategy",
                 "selection:\n  strategy: greedy\n",
                 {"selection.strategy: must be one of full, top, bottom, both, "
-                 "random, rgn, snr, importance, strategic, got 'greedy'"}},
+                 "random, head, rgn, snr, importance, strategic, got 'greedy'"}},
         BadCase{"Lambda",
                 "selection:\n  lambda: -0.5\n",
                 {"selection.lambda: must be >= 0, got -0.5"}},

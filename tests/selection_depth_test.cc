@@ -325,6 +325,8 @@ TEST(DepthStrategyTest, HandComputedOrderStrategies) {
   // bottom: embed alone reaches the whole depth (1 + 3 = 4); block0 would
   // make 5.
   EXPECT_THAT(Select("bottom", in), ::testing::ElementsAre(0, 3));
+  // head (the linear probe): the common head alone.
+  EXPECT_THAT(Select("head", in), ::testing::ElementsAre(3));
   // importance: embed's score 4 beats block0 + block1 (3).
   EXPECT_THAT(Select("importance", in), ::testing::ElementsAre(0, 3));
   // Both cost exactly the budget by the model.

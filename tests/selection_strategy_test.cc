@@ -55,8 +55,8 @@ std::vector<std::vector<int>> SelectLayers(const std::string& name,
 
 TEST(SelectionRegistryTest, EveryStrategyIsRegisteredOnce) {
   EXPECT_THAT(SelectionStrategyNames(),
-              ElementsAre("full", "top", "bottom", "both", "random", "rgn",
-                          "snr", "importance", "strategic"));
+              ElementsAre("full", "top", "bottom", "both", "random", "head",
+                          "rgn", "snr", "importance", "strategic"));
   for (const std::string& name : SelectionStrategyNames()) {
     EXPECT_EQ(Make(name)->name(), name);
   }

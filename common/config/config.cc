@@ -517,8 +517,8 @@ absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
 
 absl::Status ValidateSelection(const SelectionConfig& s) {
   RETURN_IF_ERROR(CheckOneOf("selection.strategy", s.strategy,
-                             {"full", "top", "bottom", "both", "random", "rgn",
-                              "snr", "importance", "strategic"}));
+                             {"full", "top", "bottom", "both", "random", "head",
+                              "rgn", "snr", "importance", "strategic"}));
   RETURN_IF_ERROR(CheckNonNegative("selection.lambda", s.lambda));
   RETURN_IF_ERROR(CheckPositive("selection.time_limit_ms", s.time_limit_ms));
   RETURN_IF_ERROR(CheckNonNegative("selection.target_gap", s.target_gap));

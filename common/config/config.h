@@ -133,7 +133,8 @@ struct FederatedConfig {
 
 // How each round picks the layer groups every client trains.
 struct SelectionConfig {
-  // One of full, top, bottom, both, random, rgn, snr, importance, strategic.
+  // One of full, top, bottom, both, random, head, rgn, snr, importance,
+  // strategic.
   std::string strategy = "strategic";
   // Regulariser weight, >= 0, normalised by the number of participants: the
   // penalty is lambda / (N - 1) * sum_l n_l (N - n_l), so one client taking a

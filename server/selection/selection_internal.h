@@ -71,6 +71,7 @@ std::unique_ptr<SelectionStrategy> NewTopStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewBottomStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewBothStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewRandomStrategy(const SelectionOptions& o);
+std::unique_ptr<SelectionStrategy> NewHeadStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewRgnStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewSnrStrategy(const SelectionOptions& o);
 std::unique_ptr<SelectionStrategy> NewImportanceStrategy(

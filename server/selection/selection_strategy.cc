@@ -32,6 +32,7 @@ constexpr RegistryEntry kRegistry[] = {
     {"bottom", &selection_internal::NewBottomStrategy},
     {"both", &selection_internal::NewBothStrategy},
     {"random", &selection_internal::NewRandomStrategy},
+    {"head", &selection_internal::NewHeadStrategy},
     {"rgn", &selection_internal::NewRgnStrategy},
     {"snr", &selection_internal::NewSnrStrategy},
     {"importance", &selection_internal::NewImportanceStrategy},

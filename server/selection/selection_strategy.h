@@ -9,6 +9,8 @@
 //   bottom      the layers nearest the input, while they fit
 //   both        alternately from the input and the output end, while they fit
 //   random      a uniformly random order per client; every layer that fits
+//   head        the linear probe: the common layers only (the output-side
+//               group when there are none, if it fits)
 //   rgn         the strategic problem on the rgn scores (gradient norm /
 //               parameter norm) with the same regulariser; lambda = 0 is each
 //               client's max total rgn within its budget

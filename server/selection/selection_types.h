@@ -60,7 +60,7 @@ struct SelectionInput {
 // Options of every strategy; each strategy reads the fields it needs. The
 // defaults match the run config's `selection` section.
 struct SelectionOptions {
-  // Registry name: full, top, bottom, both, random, rgn, snr, importance,
+  // Registry name: full, top, bottom, both, random, head, rgn, snr, importance,
   // strategic. Default "strategic".
   std::string strategy = "strategic";
   // Weight of the disagreement penalty, >= 0. With normalize_lambda the

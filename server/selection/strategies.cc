@@ -49,7 +49,7 @@ std::vector<int> Positions(size_t n) {
 
 class OrderStrategy : public SelectionStrategy {
  public:
-  enum class Kind { kFull, kTop, kBottom, kBoth };
+  enum class Kind { kFull, kTop, kBottom, kBoth, kHead };
   OrderStrategy(Kind kind, SelectionOptions options)
       : kind_(kind), options_(std::move(options)) {}
 
@@ -63,6 +63,8 @@ class OrderStrategy : public SelectionStrategy {
         return "bottom";
       case Kind::kBoth:
         return "both";
+      case Kind::kHead:
+        return "head";
     }
     return "";
   }
@@ -85,6 +87,11 @@ class OrderStrategy : public SelectionStrategy {
           order.push_back(s[a++]);
           if (a < b) order.push_back(s[--b]);
         }
+        break;
+      case Kind::kHead:
+        // The linear probe: the common layers (the new head) alone, or the
+        // output-side group when there are none.
+        if (round.common.empty() && !s.empty()) order.push_back(s.back());
         break;
     }
     std::vector<std::vector<int>> chosen;
@@ -256,6 +263,9 @@ std::unique_ptr<SelectionStrategy> NewBottomStrategy(
 }
 std::unique_ptr<SelectionStrategy> NewBothStrategy(const SelectionOptions& o) {
   return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kBoth, o);
+}
+std::unique_ptr<SelectionStrategy> NewHeadStrategy(const SelectionOptions& o) {
+  return std::make_unique<OrderStrategy>(OrderStrategy::Kind::kHead, o);
 }
 std::unique_ptr<SelectionStrategy> NewRandomStrategy(
     const SelectionOptions& o) {
