@@ -6,6 +6,10 @@ usage: plot.py SUMMARY_JSON OUT_DIR
 Writes, per partition x budget setting:
   acc_<partition>_<budget>.png                  accuracy vs round, one line per
                                                 strategy (mean over seeds)
+  cost_<partition>_<budget>.png                 last-5 accuracy vs the clients'
+                                                measured compute seconds, one
+                                                point per strategy (mean and
+                                                std over seeds)
   heatmap_<partition>_<budget>_<strategy>.png   layer x round: share of the
                                                 round's clients that selected
                                                 each layer (first seed)
@@ -39,6 +43,26 @@ def plot_accuracy(setting, path):
     ax.set_title("%s / %s" % (setting["partition"], setting["budget"]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost(setting, path):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in setting["strategies"]:
+        acc = row.get("last5_accuracy")
+        if not row["seeds_done"] or acc is None or not row.get("client_seconds"):
+            continue
+        ax.errorbar([row["client_seconds"]], [100.0 * acc["mean"]],
+                    yerr=[100.0 * acc["std"]], marker="o", capsize=3,
+                    markersize=7 if row["strategy"].startswith("strategic") else 5)
+        ax.annotate(row["strategy"], (row["client_seconds"], 100.0 * acc["mean"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("clients' measured compute over the run (s, scoring + training)")
+    ax.set_ylabel("test accuracy, mean of the last 5 rounds (%)")
+    ax.set_title("%s / %s: accuracy vs cost" % (setting["partition"], setting["budget"]))
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -83,7 +107,8 @@ def main(argv):
         if not any(row["seeds_done"] for row in setting["strategies"]):
             continue
         plot_accuracy(setting, os.path.join(out, "acc_%s.png" % tag))
-        written += 1
+        plot_cost(setting, os.path.join(out, "cost_%s.png" % tag))
+        written += 2
         for row in setting["strategies"]:
             if not row["seeds_done"] or not row["heatmap"]["rounds"]:
                 continue

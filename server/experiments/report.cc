@@ -368,7 +368,8 @@ std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
     const std::string tag =
         absl::StrCat(setting.partition, "_", setting.budget);
     absl::StrAppend(&out, "\n![accuracy vs round, ", setting.partition, " / ",
-                    setting.budget, "](acc_", tag,
+                    setting.budget, "](acc_", tag, ".png)\n![accuracy vs cost, ",
+                    setting.partition, " / ", setting.budget, "](cost_", tag,
                     ".png)\n\nLayer-selection "
                     "heatmaps (first seed):");
     for (const StrategyResult& row : setting.strategies) {
