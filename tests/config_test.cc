@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -920,10 +921,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"KeepCheckpoints",
                 "federated:\n  keep_checkpoints: 0\n",
                 {"federated.keep_checkpoints: must be >= 1, got 0"}},
-        BadCase{"Strategy",
-                "selection:\n  strategy: greedy\n",
-                {"selection.strategy: must be one of full, top, bottom, both, "
-                 "random, head, rgn, snr, importance, strategic, got 'greedy'"}},
+        BadCase{
+            "Strategy",
+            "selection:\n  strategy: greedy\n",
+            {"selection.strategy: must be one of full, top, bottom, both, "
+             "random, head, rgn, snr, importance, strategic, got 'greedy'"}},
         BadCase{"Lambda",
                 "selection:\n  lambda: -0.5\n",
                 {"selection.lambda: must be >= 0, got -0.5"}},
@@ -1124,6 +1126,22 @@ TEST(ConfigLoad, ReadsValidFile) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->seed, 7u);
   EXPECT_EQ(config->demo.rounds, 2);
+}
+
+// Every shipped run config is valid as it stands.
+TEST(ConfigFiles, EveryShippedConfigLoads) {
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(
+           std::string(LAYERFL_SOURCE_DIR) + "/configs")) {
+    // *_grid.yaml are experiment grids (experiments_test loads them).
+    const std::string stem = entry.path().stem().string();
+    const bool grid = absl::EndsWith(stem, "_grid");
+    if (entry.path().extension() != ".yaml" || grid) continue;
+    absl::StatusOr<RunConfig> c = LoadRunConfig(entry.path().string());
+    EXPECT_TRUE(c.ok()) << entry.path() << ": " << c.status();
+    ++loaded;
+  }
+  EXPECT_GE(loaded, 7);
 }
 
 }  // namespace

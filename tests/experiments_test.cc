@@ -239,7 +239,7 @@ TEST(GridTest, MissingGridFileIsNotFound) {
 }
 
 TEST(GridTest, RepositoryGridsLoad) {
-  for (const char* name : {"paper", "smoke"}) {
+  for (const char* name : {"paper", "smoke", "budgets", "lambda", "vit12"}) {
     const std::string dir =
         std::string(LAYERFL_SOURCE_DIR) + "/configs/experiments/";
     absl::StatusOr<ExperimentGrid> grid =
@@ -251,6 +251,15 @@ TEST(GridTest, RepositoryGridsLoad) {
   EXPECT_EQ(paper->strategies.size(), 9u);
   EXPECT_EQ(paper->partitions.size(), 3u);
   EXPECT_EQ(paper->seeds.size(), 3u);
+  absl::StatusOr<ExperimentGrid> budgets = LoadExperimentGrid(
+      std::string(LAYERFL_SOURCE_DIR) + "/configs/experiments/budgets.yaml");
+  EXPECT_EQ(budgets->seeds.size(), 5u);  // the headline table
+  ASSERT_EQ(budgets->budgets.size(), 3u);
+  EXPECT_EQ(budgets->budgets[1].budget.unit, "time");
+  EXPECT_EQ(budgets->budgets[2].budget.unit, "memory");
+  absl::StatusOr<ExperimentGrid> vit12 = LoadExperimentGrid(
+      std::string(LAYERFL_SOURCE_DIR) + "/configs/experiments/vit12.yaml");
+  EXPECT_EQ(vit12->base.model.depth, 12);
 }
 
 // One synthetic metrics line.

@@ -1,10 +1,10 @@
 #include "client/trainer/trainer.h"
 
-#include <cmath>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <cmath>
 
 #include "client/trainer/pretrain.h"
 
@@ -25,7 +25,8 @@ ModelConfig SmallVit() {
 
 Examples RandomImages(int64_t n, uint64_t seed) {
   torch::manual_seed(seed);
-  return {torch::randn({n, 1, 28, 28}), torch::randint(0, 10, {n}, torch::kLong)};
+  return {torch::randn({n, 1, 28, 28}),
+          torch::randint(0, 10, {n}, torch::kLong)};
 }
 
 TrainConfig Sgd(int steps, int batch) {
@@ -43,14 +44,16 @@ TEST(SelectiveTrainerTest, FrozenGroupsBitIdenticalTrainedGroupsMove) {
   ASSERT_TRUE(model.ok());
   NamedTensors before = CloneParameters(**model);
   SelectiveTrainer trainer(Sgd(5, 8), ImportanceConfig());
-  auto result = trainer.Train(**model, RandomImages(32, 1), {"block1", "head"}, 11);
+  auto result =
+      trainer.Train(**model, RandomImages(32, 1), {"block1", "head"}, 11);
   ASSERT_TRUE(result.ok()) << result.status();
   NamedTensors after = CloneParameters(**model);
   int moved = 0, identical = 0;
   for (size_t i = 0; i < before.size(); ++i) {
     const std::string& name = before[i].first;
     const bool trained = name.rfind("blocks.1.", 0) == 0 ||
-                         name.rfind("head.", 0) == 0 || name.rfind("norm.", 0) == 0;
+                         name.rfind("head.", 0) == 0 ||
+                         name.rfind("norm.", 0) == 0;
     if (trained) {
       EXPECT_FALSE(torch::equal(before[i].second, after[i].second)) << name;
       ++moved;
@@ -86,10 +89,12 @@ TEST(SelectiveTrainerTest, DeltaEqualsLocalMinusGlobalExactly) {
   auto model = CreateModel(SmallVit(), 4);
   NamedTensors global = CloneParameters(**model);
   SelectiveTrainer trainer(Sgd(3, 8), ImportanceConfig());
-  auto result = trainer.Train(**model, RandomImages(16, 3), {"head", "embed"}, 5);
+  auto result =
+      trainer.Train(**model, RandomImages(16, 3), {"head", "embed"}, 5);
   ASSERT_TRUE(result.ok());
   ASSERT_EQ(result->deltas.size(), 2u);
-  EXPECT_EQ(result->deltas[0].group, "embed");  // model order, not request order
+  EXPECT_EQ(result->deltas[0].group,
+            "embed");  // model order, not request order
   EXPECT_EQ(result->deltas[1].group, "head");
   std::map<std::string, torch::Tensor> g(global.begin(), global.end());
   std::map<std::string, torch::Tensor> local;
@@ -102,7 +107,8 @@ TEST(SelectiveTrainerTest, DeltaEqualsLocalMinusGlobalExactly) {
     }
   }
   EXPECT_EQ(count, result->trained_params);
-  EXPECT_EQ(count, (*model)->groups()[0].num_params + (*model)->groups()[4].num_params);
+  EXPECT_EQ(count, (*model)->groups()[0].num_params +
+                       (*model)->groups()[4].num_params);
 }
 
 TEST(SelectiveTrainerTest, LossDecreasesOnFixedBatch) {
@@ -142,10 +148,12 @@ TEST(SelectiveTrainerTest, BadGroupsRefused) {
               HasSubstr("unknown layer group 'block7'"));
   EXPECT_THAT(trainer.Train(**model, data, {"embed"}, 1).status().message(),
               HasSubstr("layer group 'embed' is frozen"));
-  EXPECT_THAT(trainer.Train(**model, data, {"head", "head"}, 1).status().message(),
-              HasSubstr("'head' listed twice"));
-  EXPECT_THAT(trainer.Train(**model, Examples(), {"head"}, 1).status().message(),
-              HasSubstr("no local examples"));
+  EXPECT_THAT(
+      trainer.Train(**model, data, {"head", "head"}, 1).status().message(),
+      HasSubstr("'head' listed twice"));
+  EXPECT_THAT(
+      trainer.Train(**model, Examples(), {"head"}, 1).status().message(),
+      HasSubstr("no local examples"));
   NamedTensors after = CloneParameters(**model);
   for (size_t i = 0; i < before.size(); ++i) {
     EXPECT_TRUE(torch::equal(before[i].second, after[i].second));
@@ -176,7 +184,8 @@ class TinyLinear : public Model {
     torch::NoGradGuard g;
     linear_->weight.fill_(1.0);  // equal logits for every input
     linear_->bias.fill_(1.0);
-    groups_ = {{"w", {"weight"}, 4, false, false, 0}, {"b", {"bias"}, 2, false, false, 0}};
+    groups_ = {{"w", {"weight"}, 4, false, false, 0},
+               {"b", {"bias"}, 2, false, false, 0}};
   }
   const std::vector<LayerGroup>& groups() const override { return groups_; }
   NamedTensors Parameters() override {
@@ -192,11 +201,12 @@ class TinyLinear : public Model {
 
 TEST(ImportanceTest, HandComputedScores) {
   // Logits are equal, so softmax = [0.5, 0.5] and dL/dz = p - onehot.
-  // x1 = [1, 2], y1 = 0: dz = [-0.5, 0.5]; gW1 = [[-0.5, -1], [0.5, 1]]; gb1 = [-0.5, 0.5]
-  // x2 = [3, -1], y2 = 1: dz = [0.5, -0.5]; gW2 = [[1.5, -0.5], [-1.5, 0.5]]; gb2 = -gb1
-  // mean gW = [[0.5, -0.75], [-0.5, 0.75]] -> ||m||^2 = 1.625; mean gb = 0.
-  // per-element variance of W = ((gW1 - gW2) / 2)^2 = 1, 1/16, 1, 1/16 -> 2.125
-  // variance of b: 0.25 + 0.25 = 0.5.  ||W|| = 2, ||b|| = sqrt(2).
+  // x1 = [1, 2], y1 = 0: dz = [-0.5, 0.5]; gW1 = [[-0.5, -1], [0.5, 1]]; gb1 =
+  // [-0.5, 0.5] x2 = [3, -1], y2 = 1: dz = [0.5, -0.5]; gW2 = [[1.5, -0.5],
+  // [-1.5, 0.5]]; gb2 = -gb1 mean gW = [[0.5, -0.75], [-0.5, 0.75]] -> ||m||^2
+  // = 1.625; mean gb = 0. per-element variance of W = ((gW1 - gW2) / 2)^2 = 1,
+  // 1/16, 1, 1/16 -> 2.125 variance of b: 0.25 + 0.25 = 0.5.  ||W|| = 2, ||b||
+  // = sqrt(2).
   Examples data{torch::tensor({{1.0f, 2.0f}, {3.0f, -1.0f}}),
                 torch::tensor({0, 1}, torch::kLong)};
   TrainConfig t;
@@ -216,7 +226,8 @@ TEST(ImportanceTest, HandComputedScores) {
   EXPECT_NEAR((*scores)[1].rgn, 0.0, 1e-6);
   EXPECT_NEAR((*scores)[1].snr, 0.0, 1e-9);
   EXPECT_EQ(ReportedScores(*scores, "snr")[0], (*scores)[0].snr);
-  EXPECT_EQ(ReportedScores(*scores, "sq_grad_norm")[0], (*scores)[0].sq_grad_norm);
+  EXPECT_EQ(ReportedScores(*scores, "sq_grad_norm")[0],
+            (*scores)[0].sq_grad_norm);
   // Scoring does not move the weights.
   EXPECT_TRUE(torch::equal(model.Parameters()[0].second, torch::ones({2, 2})));
 }
@@ -251,7 +262,8 @@ TEST(EvaluateTest, CountsCorrectPredictions) {
   ASSERT_TRUE(r.ok());
   EXPECT_NEAR(r->accuracy, 2.0 / 3.0, 1e-12);
   // loss = (log(1+e^-2) * 2 + log(1+e^1)) / 3
-  const double expected = (2 * std::log1p(std::exp(-2.0)) + std::log1p(std::exp(1.0))) / 3;
+  const double expected =
+      (2 * std::log1p(std::exp(-2.0)) + std::log1p(std::exp(1.0))) / 3;
   EXPECT_NEAR(r->loss, expected, 1e-6);
 }
 
@@ -269,10 +281,39 @@ TEST(PretrainTest, MissingCheckpointWithoutHoldoutIsRefusedByName) {
   c.pretrain.checkpoint = ::testing::TempDir() + "/no_such_pretrained.pt";
   absl::StatusOr<NamedTensors> r = EnsurePretrained(c, ImageSet(), nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("pretrain.checkpoint: '" +
-                                                         c.pretrain.checkpoint + "'"));
+  EXPECT_THAT(r.status().message(),
+              ::testing::HasSubstr("pretrain.checkpoint: '" +
+                                   c.pretrain.checkpoint + "'"));
   EXPECT_THAT(r.status().message(), ::testing::HasSubstr("no hold-out images"));
-  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("data.pretrain_fraction"));
+  EXPECT_THAT(r.status().message(),
+              ::testing::HasSubstr("data.pretrain_fraction"));
+}
+
+}  // namespace
+}  // namespace layerfl
+
+namespace layerfl {
+namespace {
+
+TEST(PretrainTest, ACheckpointOfAShallowerModelIsRefusedNamingTheMissingBlock) {
+  auto shallow = CreateModel(SmallVit(), 1);
+  ModelConfig deep_config = SmallVit();
+  deep_config.depth = 4;
+  auto deep = CreateModel(deep_config, 1);
+  ASSERT_TRUE(shallow.ok() && deep.ok());
+  NamedTensors without_head;
+  for (auto& [name, t] : (*shallow)->Parameters()) {
+    if (name.rfind("head.", 0) != 0) without_head.emplace_back(name, t);
+  }
+  // The same shape loads (the new classifier may be missing)...
+  auto same = CreateModel(SmallVit(), 2);
+  ASSERT_TRUE(same.ok());
+  EXPECT_TRUE(LoadPretrained(**same, without_head, "ckpt.pt").ok());
+  // ...a deeper model does not: block3 would stay random.
+  const absl::Status s = LoadPretrained(**deep, without_head, "ckpt.pt");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("(group block3)"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("pretrain.checkpoint"));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <unordered_set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -93,6 +94,22 @@ absl::StatusOr<NamedTensors> EnsurePretrained(const RunConfig& config,
 
 absl::Status LoadPretrained(Model& model, const NamedTensors& pretrained,
                             const std::string& checkpoint_path) {
+  // Only the new classifier (the last group) may be missing: a checkpoint of
+  // a shallower model must not leave the deeper blocks at random silently.
+  std::unordered_set<std::string> have;
+  for (const auto& [name, t] : pretrained) have.insert(name);
+  const std::vector<LayerGroup>& groups = model.groups();
+  for (size_t g = 0; g + 1 < groups.size(); ++g) {
+    for (const std::string& p : groups[g].param_names) {
+      if (!have.count(p)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "pretrained checkpoint '", checkpoint_path, "' has no '", p,
+            "' (group ", groups[g].name,
+            "): it is for another model; delete it to rebuild, or set "
+            "pretrain.checkpoint to a path of its own"));
+      }
+    }
+  }
   absl::Status s = AssignParameters(model, pretrained, /*allow_missing=*/true);
   if (!s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
