@@ -158,31 +158,11 @@ class DistributedTest : public ::testing::Test {
       const std::string& sim_dir, const std::string& coord_dir,
       const std::function<std::vector<std::string>(int)>& client_flags,
       absl::Time deadline) {
-    const std::string port_file = coord_dir + ".port";
-    Process coordinator(
-        {kBin + "/layerfl-coordinator", "--config=" + coord_config,
-         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-        coord_dir + ".coordinator.log");
     // The simulation runs meanwhile, as its own process.
     Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
                 sim_dir + ".sim.log");
-    while (!fs::exists(port_file) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-    const std::string port =
-        ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
-    std::vector<std::unique_ptr<Process>> clients;
-    for (int i = 0; i < 4; ++i) {
-      std::vector<std::string> argv = {
-          kBin + "/layerfl-client", "--config=" + coord_config,
-          "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
-      for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
-      clients.push_back(std::make_unique<Process>(
-          argv, absl::StrCat(coord_dir, ".client", i, ".log")));
-    }
-    for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
-    ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+    RunCoordinatorWithClients(coord_config, coord_dir, client_flags, deadline);
+    if (HasFatalFailure()) return;
     ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
 
     // The same final weights, bit for bit, and versions.
@@ -194,6 +174,37 @@ class DistributedTest : public ::testing::Test {
     EXPECT_EQ(a.selection_state, b.selection_state);
     // The same rounds: participants, layers, objective, accuracy and loss.
     EXPECT_EQ(Metrics(coord_dir), Metrics(sim_dir));
+  }
+
+  // A layerfl-coordinator on `config` and 4 layerfl-client processes
+  // (common flags plus client_flags(i)); all must exit 0 by `deadline`. Logs
+  // at <coord_dir>.coordinator.log and <coord_dir>.client<i>.log.
+  void RunCoordinatorWithClients(
+      const std::string& config, const std::string& coord_dir,
+      const std::function<std::vector<std::string>(int)>& client_flags,
+      absl::Time deadline) {
+    const std::string port_file = coord_dir + ".port";
+    Process coordinator(
+        {kBin + "/layerfl-coordinator", "--config=" + config,
+         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+        coord_dir + ".coordinator.log");
+    while (!fs::exists(port_file) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+    const std::string port =
+        ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+    std::vector<std::unique_ptr<Process>> clients;
+    for (int i = 0; i < 4; ++i) {
+      std::vector<std::string> argv = {
+          kBin + "/layerfl-client", "--config=" + config,
+          "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
+      for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
+      clients.push_back(std::make_unique<Process>(
+          argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+    }
+    for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+    ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
   }
 
   std::string dir_;
@@ -460,32 +471,18 @@ TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
   ASSERT_GT(ProfileCost(p, "bytes", {1, 3}, 1, 0) / 1048576, budget_mb);
   ASSERT_GT(budget_s, 0);
 
-  const std::string port_file = dir_ + "/real.port";
-  Process coordinator(
-      {kBin + "/layerfl-coordinator", "--config=" + config,
-       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-      dir_ + "/real.coordinator.log");
-  while (!fs::exists(port_file) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-  const std::string port =
-      ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    std::vector<std::string> argv = {
-        kBin + "/layerfl-client", "--config=" + config,
-        "--coordinator=127.0.0.1:" + port, absl::StrCat("--partition=", i),
-        "--poll_ms=2000"};
-    if (i == 0) {
-      argv.push_back(absl::StrFormat("--budget_s=%.17g", budget_s));
-      argv.push_back(absl::StrFormat("--budget_mb=%.17g", budget_mb));
-    }
-    clients.push_back(std::make_unique<Process>(
-        argv, absl::StrCat(dir_, "/real.client", i, ".log")));
-  }
-  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
-  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  RunCoordinatorWithClients(
+      config, dir_ + "/real",
+      [&](int i) -> std::vector<std::string> {
+        std::vector<std::string> flags = {absl::StrCat("--partition=", i)};
+        if (i == 0) {
+          flags.push_back(absl::StrFormat("--budget_s=%.17g", budget_s));
+          flags.push_back(absl::StrFormat("--budget_mb=%.17g", budget_mb));
+        }
+        return flags;
+      },
+      deadline);
+  if (HasFatalFailure()) return;
 
   const std::vector<std::string> groups = {"embed", "block0", "block1", "head"};
   std::ifstream in(dir_ + "/real/metrics.jsonl");

@@ -15,35 +15,10 @@
 #include "absl/strings/str_join.h"
 #include "client/trainer/memory_meter.h"
 #include "client/trainer/trainer.h"
+#include "tests/trainer_fixtures.h"
 
 namespace layerfl {
 namespace {
-
-ModelConfig SmallVit() {
-  ModelConfig c;
-  c.dim = 16;
-  c.depth = 3;
-  c.heads = 2;
-  c.mlp_dim = 32;
-  c.num_classes = 10;
-  return c;
-}
-
-Examples RandomImages(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  return {torch::randn({n, 1, 28, 28}),
-          torch::randint(0, 10, {n}, torch::kLong)};
-}
-
-TrainConfig Sgd(int steps, int batch) {
-  TrainConfig t;
-  t.optimizer = "sgd";
-  t.lr = 0.05;
-  t.momentum = 0.9;
-  t.local_steps = steps;
-  t.batch_size = batch;
-  return t;
-}
 
 TEST(TensorMemoryMeterTest, CountsEveryTensorByteExactly) {
   TensorMemoryMeter meter;

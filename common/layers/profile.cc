@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,7 @@ std::string Doubles(const std::vector<double>& v) {
   });
 }
 
+// A comma-separated list of numbers (doubles round-trip exactly).
 template <typename T>
 absl::StatusOr<std::vector<T>> ParseList(absl::string_view text,
                                          absl::string_view key) {
@@ -125,33 +127,35 @@ absl::StatusOr<TrainingProfile> TrainingProfile::Parse(
   TrainingProfile p;
   ASSIGN_OR_RETURN(std::string groups, get("groups"));
   p.groups = absl::StrSplit(groups, ',', absl::SkipEmpty());
-  ASSIGN_OR_RETURN(std::string s, get("batch_size"));
-  if (!absl::SimpleAtoi(s, &p.batch_size))
-    return absl::InvalidArgumentError("profile: bad batch_size");
-  ASSIGN_OR_RETURN(s, get("threads"));
-  if (!absl::SimpleAtoi(s, &p.threads))
-    return absl::InvalidArgumentError("profile: bad threads");
-  ASSIGN_OR_RETURN(s, get("step_fixed_s"));
-  if (!absl::SimpleAtod(s, &p.step_fixed_s))
-    return absl::InvalidArgumentError("profile: bad step_fixed_s");
-  ASSIGN_OR_RETURN(s, get("scoring_s"));
-  if (!absl::SimpleAtod(s, &p.scoring_s))
-    return absl::InvalidArgumentError("profile: bad scoring_s");
-  ASSIGN_OR_RETURN(s, get("fixed_bytes"));
-  if (!absl::SimpleAtoi(s, &p.fixed_bytes))
-    return absl::InvalidArgumentError("profile: bad fixed_bytes");
-  ASSIGN_OR_RETURN(s, get("scoring_peak_bytes"));
-  if (!absl::SimpleAtoi(s, &p.scoring_peak_bytes))
-    return absl::InvalidArgumentError("profile: bad scoring_peak_bytes");
-  ASSIGN_OR_RETURN(s, get("step_per_group_s"));
-  ASSIGN_OR_RETURN(p.step_per_group_s,
-                   ParseList<double>(s, "step_per_group_s"));
-  ASSIGN_OR_RETURN(s, get("step_depth_s"));
-  ASSIGN_OR_RETURN(p.step_depth_s, ParseList<double>(s, "step_depth_s"));
-  ASSIGN_OR_RETURN(s, get("per_group_bytes"));
-  ASSIGN_OR_RETURN(p.per_group_bytes, ParseList<int64_t>(s, "per_group_bytes"));
-  ASSIGN_OR_RETURN(s, get("depth_bytes"));
-  ASSIGN_OR_RETURN(p.depth_bytes, ParseList<int64_t>(s, "depth_bytes"));
+  // One scalar field: an integer or a double, by the field's type.
+  const auto scalar = [&](const char* key, auto* out) -> absl::Status {
+    ASSIGN_OR_RETURN(std::string field, get(key));
+    ASSIGN_OR_RETURN(auto values,
+                     ParseList<std::decay_t<decltype(*out)>>(field, key));
+    if (values.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("profile: ", key, " must be one number"));
+    }
+    *out = values[0];
+    return absl::OkStatus();
+  };
+  const auto list = [&](const char* key, auto* out) -> absl::Status {
+    ASSIGN_OR_RETURN(std::string field, get(key));
+    ASSIGN_OR_RETURN(
+        *out, ParseList<typename std::decay_t<decltype(*out)>::value_type>(
+                  field, key));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(scalar("batch_size", &p.batch_size));
+  RETURN_IF_ERROR(scalar("threads", &p.threads));
+  RETURN_IF_ERROR(scalar("step_fixed_s", &p.step_fixed_s));
+  RETURN_IF_ERROR(scalar("scoring_s", &p.scoring_s));
+  RETURN_IF_ERROR(scalar("fixed_bytes", &p.fixed_bytes));
+  RETURN_IF_ERROR(scalar("scoring_peak_bytes", &p.scoring_peak_bytes));
+  RETURN_IF_ERROR(list("step_per_group_s", &p.step_per_group_s));
+  RETURN_IF_ERROR(list("step_depth_s", &p.step_depth_s));
+  RETURN_IF_ERROR(list("per_group_bytes", &p.per_group_bytes));
+  RETURN_IF_ERROR(list("depth_bytes", &p.depth_bytes));
   RETURN_IF_ERROR(p.Validate());
   return p;
 }
