@@ -46,9 +46,6 @@ struct DeclaredLimits {
   double budget = 0;         // in the run's unit; 0 = none
   double max_time_s = 0;     // 0 = no cap
   double max_memory_mb = 0;  // 0 = no cap
-  bool needs_profile(const RunConfig& c) const {
-    return NeedsProfiles(c) || max_time_s > 0 || max_memory_mb > 0;
-  }
 };
 absl::StatusOr<DeclaredLimits> DeclaredBudget(const RunConfig& config,
                                               double budget, double budget_s,
