@@ -551,6 +551,26 @@ TEST_F(DistributedTest, ExitCodes) {
                dir_ + "/c2.log");
   EXPECT_EQ(both.Wait(deadline), 2);
   EXPECT_THAT(both.Log(), ::testing::HasSubstr("not both"));
+  // Budget flags that contradict each other or the run: 2, naming them.
+  const std::string time_config = WriteConfig(dir_, "y5");
+  const std::string time_text =
+      std::regex_replace(ReadFile(time_config), std::regex("budget:\n"),
+                         "budget:\n  unit: time\n");
+  std::ofstream(time_config) << time_text;
+  Process two_budgets({kBin + "/layerfl-client", "--config=" + time_config,
+                       "--partition=0", "--budget=2", "--budget_s=1"},
+                      dir_ + "/c4.log");
+  EXPECT_EQ(two_budgets.Wait(deadline), 2) << two_budgets.Log();
+  EXPECT_THAT(two_budgets.Log(),
+              ::testing::HasSubstr("--budget and --budget_s: both declare this "
+                                   "run's budget (budget.unit time)"));
+  Process negative({kBin + "/layerfl-client", "--config=" + time_config,
+                    "--partition=0", "--budget_mb=-1"},
+                   dir_ + "/c5.log");
+  EXPECT_EQ(negative.Wait(deadline), 2) << negative.Log();
+  EXPECT_THAT(
+      negative.Log(),
+      ::testing::HasSubstr("--budget_mb: must be finite and >= 0, got -1"));
   // A data directory without the training files: 2, naming the missing file.
   Process empty_dir(
       {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
