@@ -1,4 +1,5 @@
-#include "server/sim/simulator.h"
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -8,10 +9,8 @@
 #include <regex>
 #include <set>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include "nlohmann/json.hpp"
+#include "server/sim/simulator.h"
 #include "tests/weights_matchers.h"
 
 namespace layerfl {
@@ -81,7 +80,7 @@ TEST(SimulatorTest, MeasuredPeakMemoryWithinEveryBudget) {
   absl::StatusOr<SimResult> r = RunSimulation(c, SimOptions());
   ASSERT_TRUE(r.ok()) << r.status();
   std::ifstream in(r->metrics_path);
-  int checked = 0;
+  int checked = 0, scoring_peaks = 0;
   std::set<size_t> sizes;
   double worst = 0;
   for (std::string line; std::getline(in, line);) {
@@ -94,6 +93,12 @@ TEST(SimulatorTest, MeasuredPeakMemoryWithinEveryBudget) {
       EXPECT_LE(client["cost"].get<double>(), client["budget"].get<double>());
     }
     for (const auto& u : rec["usage"]) {
+      // The scoring pass's own peak is logged (it is not held to the
+      // budget: it back-propagates through everything).
+      if (u.contains("score_peak_mb")) {
+        EXPECT_GT(u["score_peak_mb"].get<double>(), 0);
+        ++scoring_peaks;
+      }
       if (!u.contains("peak_mb")) continue;
       const double peak = u["peak_mb"];
       EXPECT_LE(peak, budget[u["id"]]) << line;
@@ -103,6 +108,7 @@ TEST(SimulatorTest, MeasuredPeakMemoryWithinEveryBudget) {
     }
   }
   EXPECT_GE(checked, 6 * 2);
+  EXPECT_GE(scoring_peaks, 4);  // every scoring round's participants
   EXPECT_GE(sizes.size(), 3u) << "budgets should make selections differ";
   RecordProperty("worst_peak_over_budget_ppm", static_cast<int>(worst * 1e6));
 }
@@ -209,8 +215,11 @@ TEST(SimulatorTest, TextRunLearnsTheTopics) {
   const std::vector<std::string> lines = MetricsWithoutTiming(r->metrics_path);
   ASSERT_EQ(lines.size(), 4u);
   double first_loss = 0;
-  ASSERT_EQ(std::sscanf(lines[0].c_str(), "{\"round\":1,\"attempt\":0,\"accuracy\":%*f,"
-                                          "\"loss\":%lf", &first_loss), 1);
+  ASSERT_EQ(std::sscanf(lines[0].c_str(),
+                        "{\"round\":1,\"attempt\":0,\"accuracy\":%*f,"
+                        "\"loss\":%lf",
+                        &first_loss),
+            1);
   EXPECT_LT(r->final_loss, first_loss);
   // Budget 2 of the 4 groups: every client of every round trains two.
   const std::regex client_layers("\"layers\":\\[(\"[a-z0-9]+\",?)+\\]");

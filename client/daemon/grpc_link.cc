@@ -248,6 +248,7 @@ class GrpcLink : public CoordinatorLink {
     Identify(request);
     request.set_round(round);
     request.set_scoring_s(cost.seconds);
+    request.set_scoring_peak_bytes(cost.peak_bytes);
     for (double s : scores) request.add_scores(s);
     wire::ScoresReply reply;
     grpc::ClientContext context;

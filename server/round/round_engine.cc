@@ -273,8 +273,9 @@ class RoundEngineImpl : public RoundEngine {
 
   absl::Status ReportUsage(const std::string& client_id, int64_t round,
                            const ClientUsage& usage) override {
-    for (double v : {usage.score_s, usage.train_s,
-                     static_cast<double>(usage.peak_bytes)}) {
+    for (double v :
+         {usage.score_s, usage.train_s, static_cast<double>(usage.peak_bytes),
+          static_cast<double>(usage.score_peak_bytes)}) {
       if (!std::isfinite(v) || v > 1e15) {
         return absl::InvalidArgumentError(absl::StrCat(
             "client '", client_id, "': usage must be finite, got ", v));
@@ -292,6 +293,8 @@ class RoundEngineImpl : public RoundEngine {
     if (usage.score_s >= 0) u.score_s = usage.score_s;
     if (usage.train_s >= 0) u.train_s = usage.train_s;
     if (usage.peak_bytes >= 0) u.peak_bytes = usage.peak_bytes;
+    if (usage.score_peak_bytes >= 0)
+      u.score_peak_bytes = usage.score_peak_bytes;
     return absl::OkStatus();
   }
 
@@ -694,7 +697,10 @@ std::string RoundRecord::ToJson() const {
   bool any = false;
   for (const ClientRoundRecord& c : clients) {
     const ClientUsage& u = c.usage;
-    if (u.score_s < 0 && u.train_s < 0 && u.peak_bytes < 0) continue;
+    if (u.score_s < 0 && u.train_s < 0 && u.peak_bytes < 0 &&
+        u.score_peak_bytes < 0) {
+      continue;
+    }
     absl::StrAppend(&out, any ? "," : "", "{\"id\":", JsonString(c.id));
     any = true;
     if (u.score_s >= 0)
@@ -704,6 +710,10 @@ std::string RoundRecord::ToJson() const {
     if (u.peak_bytes >= 0) {
       absl::StrAppend(
           &out, ",\"peak_mb\":", JsonNumber(u.peak_bytes / (1024.0 * 1024.0)));
+    }
+    if (u.score_peak_bytes >= 0) {
+      absl::StrAppend(&out, ",\"score_peak_mb\":",
+                      JsonNumber(u.score_peak_bytes / (1024.0 * 1024.0)));
     }
     const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {

@@ -127,6 +127,9 @@ struct ClientUsage {
   double score_s = -1;      // the scoring pass
   double train_s = -1;      // the local training
   int64_t peak_bytes = -1;  // peak training memory
+  // Peak of the scoring pass (a full backward: not held to a memory budget,
+  // logged so that it shows).
+  int64_t score_peak_bytes = -1;
 };
 
 struct ClientRoundRecord {

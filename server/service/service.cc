@@ -447,9 +447,12 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     executor_.Post([this, request, reactor] {
       const std::vector<double> scores(request->scores().begin(),
                                        request->scores().end());
-      if (request->scoring_s() > 0) {
+      if (request->scoring_s() > 0 || request->scoring_peak_bytes() > 0) {
         ClientUsage usage;
-        usage.score_s = request->scoring_s();
+        if (request->scoring_s() > 0) usage.score_s = request->scoring_s();
+        if (request->scoring_peak_bytes() > 0) {
+          usage.score_peak_bytes = request->scoring_peak_bytes();
+        }
         // For the metrics only: a bad value is dropped, never a refusal.
         (void)deps_.engine->ReportUsage(request->client_id(), request->round(),
                                         usage);

@@ -123,6 +123,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                            worker.Score(global, task.round, metric));
           ClientUsage usage;  // on the simulated device: time / its speed
           usage.score_s = worker.last_score_usage().seconds / speeds[k];
+          usage.score_peak_bytes = worker.last_score_usage().peak_bytes;
           RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
           RETURN_IF_ERROR(
               engine->SubmitScores(worker.id(), task.round, scores));
