@@ -458,7 +458,7 @@ TEST(ConfigUnknownKeys, InSection) {
 TEST(ConfigUnknownKeys, InFederatedSections) {
   std::string msg = ParseError("federated:\n  round: 5\n");
   EXPECT_THAT(msg, HasSubstr("federated.round: unknown field"));
-  EXPECT_THAT(msg, HasSubstr("valid fields of federated: rounds, "
+  EXPECT_THAT(msg, HasSubstr("valid fields of federated: mode, rounds, "
                              "clients_per_round, min_clients, "
                              "selection_period, eval_every, round_deadline_s, "
                              "max_round_retries, aggregation, server_lr, "
@@ -956,6 +956,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BudgetValueNegativeUnusedByDistribution",
                 "budget:\n  distribution: declared\n  value: -2\n",
                 {"budget.value: must be > 0, got -2"}},
+        BadCase{"FederatedMode",
+                "federated:\n  mode: async\n",
+                {"federated.mode: must be one of sync, local, got 'async'"}},
         BadCase{"DevicesSpeedZero",
                 "devices:\n  speed_min: 0\n",
                 {"devices.speed_min: must be > 0, got 0"}},

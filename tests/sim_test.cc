@@ -131,6 +131,69 @@ TEST(SimulatorTest, TimeBudgetRunLogsMeasuredOverBudget) {
   EXPECT_TRUE(rec["usage"][0].contains("measured_over_budget"));
 }
 
+// federated.mode local: every client alone; the same layers every round
+// (top's within its budget), nothing uploaded, reproducible, and the layers
+// a client does not train stay at the start bit for bit.
+TEST(SimulatorTest, LocalOnlyBaseline) {
+  RunConfig c = SmallRun("local_a");
+  c.federated.mode = "local";
+  c.federated.rounds = 3;
+  absl::StatusOr<SimResult> a = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(a.ok()) << a.status();
+  c.federated.run_dir = ::testing::TempDir() + "/sim_local_b";
+  std::filesystem::remove_all(c.federated.run_dir);
+  absl::StatusOr<SimResult> b = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(MetricsWithoutTiming(a->metrics_path),
+            MetricsWithoutTiming(b->metrics_path));
+  ExpectBitIdentical(a->final_weights, b->final_weights);
+  std::ifstream in(a->metrics_path);
+  std::vector<std::string> first_layers;
+  int rounds = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json rec = nlohmann::json::parse(line);
+    ++rounds;
+    EXPECT_EQ(rec["bytes_up"], 0);
+    EXPECT_GT(rec["accuracy"].get<double>(), 0.0);
+    ASSERT_EQ(rec["clients"].size(), 6u);  // every client, every round
+    std::vector<std::string> layers;
+    for (const auto& client : rec["clients"]) {
+      layers.push_back(client["layers"].dump());
+      // top within the budget: a contiguous run ending at the output side.
+      EXPECT_LE(client["layers"].size(), client["budget"].get<double>());
+    }
+    if (first_layers.empty()) first_layers = layers;
+    EXPECT_EQ(layers, first_layers);
+  }
+  EXPECT_EQ(rounds, 3);
+  // client-000 trained only its top layers: after 1 round and after 3 the
+  // others are the same (the start's, bit for bit), the trained ones moved.
+  c.federated.rounds = 1;
+  c.federated.run_dir = ::testing::TempDir() + "/sim_local_c";
+  std::filesystem::remove_all(c.federated.run_dir);
+  absl::StatusOr<SimResult> one = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(one.ok()) << one.status();
+  const std::string layers0 = first_layers[0];
+  int trained = 0, kept = 0;
+  for (size_t l = 0; l < a->final_weights.layers.size(); ++l) {
+    const LayerWeights& x = a->final_weights.layers[l];
+    const LayerWeights& y = one->final_weights.layers[l];
+    bool same = true;
+    for (size_t t = 0; t < x.tensors.size(); ++t) {
+      same = same && x.tensors[t].values == y.tensors[t].values;
+    }
+    if (layers0.find("\"" + x.group + "\"") != std::string::npos) {
+      EXPECT_FALSE(same) << x.group;
+      ++trained;
+    } else {
+      EXPECT_TRUE(same) << x.group;
+      ++kept;
+    }
+  }
+  EXPECT_GT(trained, 0);
+  EXPECT_GT(kept, 0);
+}
+
 TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
   auto a = RunSimulation(SmallRun("det_a"), SimOptions());
   auto b = RunSimulation(SmallRun("det_b"), SimOptions());

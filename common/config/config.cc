@@ -109,7 +109,7 @@ std::vector<Field> DemoFields(DemoConfig* c) {
 }
 
 std::vector<Field> FederatedFields(FederatedConfig* c) {
-  return {Bind("rounds", &c->rounds),
+  return {Bind("mode", &c->mode), Bind("rounds", &c->rounds),
           Bind("clients_per_round", &c->clients_per_round),
           Bind("min_clients", &c->min_clients),
           Bind("selection_period", &c->selection_period),
@@ -483,6 +483,7 @@ absl::Status ValidateDemo(const DemoConfig& demo, const DataConfig& d,
 }
 
 absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
+  RETURN_IF_ERROR(CheckOneOf("federated.mode", f.mode, {"sync", "local"}));
   RETURN_IF_ERROR(CheckAtLeast("federated.rounds", f.rounds, 1));
   RETURN_IF_ERROR(
       CheckAtLeast("federated.clients_per_round", f.clients_per_round, 0));

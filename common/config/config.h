@@ -110,6 +110,12 @@ struct DemoConfig {
 
 // The federated run: the coordinator's round engine.
 struct FederatedConfig {
+  // "sync": federated rounds; "local": the no-federation baseline of the
+  // simulator: every client trains alone on its own data from the same start
+  // (its layers picked once by `top` within its budget) for the same rounds
+  // and steps, and a round's accuracy is the mean over the clients' own
+  // models on the test set.
+  std::string mode = "sync";
   int rounds = 20;             // >= 1
   int clients_per_round = 10;  // >= 0; 0 = every eligible client
   // Quorum: updates needed to commit a round, >= 1, <= clients_per_round when

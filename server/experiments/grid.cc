@@ -147,7 +147,8 @@ absl::Status CheckStrategies(const std::vector<std::string>& strategies) {
     return absl::InvalidArgumentError(
         "strategies: must list at least one strategy");
   }
-  const std::vector<std::string> known = SelectionStrategyNames();
+  std::vector<std::string> known = SelectionStrategyNames();
+  known.push_back(kLocalOnly);
   std::set<std::string> seen;
   for (size_t i = 0; i < strategies.size(); ++i) {
     const std::string& s = strategies[i];
@@ -324,6 +325,10 @@ absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
             c.selection.lambda = lambda;
             if (strategy == "full") c.budget = FullBudget(b.budget);
             c.selection.strategy = strategy;
+            if (strategy == kLocalOnly) {  // each client alone, top's layers
+              c.federated.mode = "local";
+              c.selection.strategy = "top";
+            }
             c.federated.resume = true;
             c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name /
                                    b.name / name / absl::StrCat("seed", seed))

@@ -90,6 +90,11 @@ absl::StatusOr<ExperimentGrid> LoadExperimentGrid(const std::string& path);
 // its cells ignore the budget setting: the budget is fixed at
 // kUnlimitedBudget, in the setting's unit.
 inline constexpr double kUnlimitedBudget = 1e15;
+
+// The strategy name of the no-federation baseline: the cell runs with
+// federated.mode local (every client alone, `top`'s layers within its
+// budget; accuracy = the mean over the clients' own models).
+inline constexpr char kLocalOnly[] = "local";
 BudgetConfig FullBudget(const BudgetConfig& budget);
 
 // The strategy names cells carry, in grid order: each of `strategies`, and

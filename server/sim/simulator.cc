@@ -45,12 +45,132 @@ std::string Eta(double seconds) {
                          static_cast<int>(seconds) % 60);
 }
 
+// w += delta for the layers of `delta` (shapes as the model's).
+void ApplyDelta(const std::vector<LayerDelta>& update, ModelWeights& w) {
+  for (const LayerDelta& d : update) {
+    for (LayerWeights& layer : w.layers) {
+      if (layer.group != d.group) continue;
+      for (size_t t = 0; t < d.tensors.size(); ++t) {
+        std::vector<float>& values = layer.tensors[t].values;
+        for (size_t k = 0; k < values.size(); ++k) {
+          values[k] += d.tensors[t].values[k];
+        }
+      }
+    }
+  }
+}
+
+// federated.mode: local. Every client trains alone from the same start: its
+// layers are `top`'s within its budget (its device speed and profile as in
+// a federated run), picked once; after every round each client's own model
+// is evaluated and the round's accuracy and loss are their means.
+absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
+                                       const SimOptions& options) {
+  namespace fs = std::filesystem;
+  const auto wall0 = std::chrono::steady_clock::now();
+  std::ostream* log = options.progress;
+  SetTorchThreads(c.threads);
+  ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
+  const size_t n = core.clients.size();
+  std::vector<std::string> ids;
+  std::vector<std::unique_ptr<LocalWorker>> workers;
+  for (size_t i = 0; i < n; ++i) {
+    ids.push_back(SimClientId(static_cast<int>(i)));
+    workers.push_back(std::make_unique<LocalWorker>(c, ids.back(), core.model,
+                                                    std::move(core.clients[i])));
+  }
+  ASSIGN_OR_RETURN(std::vector<double> budgets, AssignBudgets(c, ids));
+  std::shared_ptr<const TrainingProfile> profile;
+  if (NeedsProfiles(c) && n > 0) {
+    ASSIGN_OR_RETURN(TrainingProfile p, workers[0]->Profile());
+    profile = std::make_shared<const TrainingProfile>(std::move(p));
+  }
+  RunConfig top = c;
+  top.selection.strategy = "top";
+  ASSIGN_OR_RETURN(std::unique_ptr<LayerSelector> selector,
+                   CreateLayerSelector(top, core.model->groups()));
+  std::vector<SelectionCandidate> candidates;
+  for (size_t i = 0; i < n; ++i) {
+    SelectionCandidate cand;
+    cand.id = ids[i];
+    cand.num_samples = workers[i]->num_samples();
+    cand.budget = budgets[i];
+    cand.profile = profile;
+    cand.speed = DeviceSpeed(c, ids[i]);
+    candidates.push_back(std::move(cand));
+  }
+  ASSIGN_OR_RETURN(SelectionOutcome chosen, selector->Select(candidates, 1));
+
+  std::error_code ec;
+  fs::create_directories(c.federated.run_dir, ec);
+  SimResult result;
+  result.metrics_path = (fs::path(c.federated.run_dir) / "metrics.jsonl").string();
+  std::ofstream metrics(result.metrics_path, std::ios::trunc);
+  if (!metrics) {
+    return absl::InternalError(
+        absl::StrCat("cannot write ", result.metrics_path));
+  }
+  std::vector<ModelWeights> weights(n, core.initial);
+  std::vector<RoundRecord> usage_records;
+  for (int64_t round = 1; round <= c.federated.rounds; ++round) {
+    const auto round0 = std::chrono::steady_clock::now();
+    RoundRecord record;
+    record.round = round;
+    record.budget_unit = c.budget.unit;
+    record.solver_status = "local";
+    double accuracy = 0, loss = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
+                       workers[i]->Train(weights[i], round, chosen.layers[i]));
+      ApplyDelta(update, weights[i]);
+      ClientRoundRecord cr;
+      cr.id = ids[i];
+      cr.budget = budgets[i];
+      cr.layers = chosen.layers[i];
+      cr.contributed = true;
+      cr.cost = chosen.costs[i];
+      cr.usage.train_s =
+          workers[i]->last_train_usage().seconds / candidates[i].speed;
+      cr.usage.peak_bytes = workers[i]->last_train_usage().peak_bytes;
+      record.clients.push_back(std::move(cr));
+      ASSIGN_OR_RETURN(EvalMetrics eval, core.evaluator->Evaluate(weights[i]));
+      accuracy += eval.accuracy / static_cast<double>(n);
+      loss += eval.loss / static_cast<double>(n);
+    }
+    record.evaluated = true;
+    record.eval = {accuracy, loss};
+    record.phase_ms["round"] =
+        std::chrono::duration<double, std::milli>(
+            std::chrono::steady_clock::now() - round0)
+            .count();
+    metrics << record.ToJson() << "\n" << std::flush;
+    result.final_accuracy = accuracy;
+    result.final_loss = loss;
+    result.best_accuracy = std::max(result.best_accuracy, accuracy);
+    if (NeedsProfiles(c)) usage_records.push_back(record);
+    if (log) {
+      *log << absl::StrFormat("local round %3d/%d  mean client acc %.4f  loss %.4f\n",
+                              round, c.federated.rounds, accuracy, loss)
+           << std::flush;
+    }
+  }
+  result.usage_report = UsageReport(usage_records);
+  if (log && !result.usage_report.empty()) *log << result.usage_report;
+  result.rounds_committed = c.federated.rounds;
+  if (!weights.empty()) result.final_weights = weights[0];
+  result.wall_seconds = std::chrono::duration<double>(
+                            std::chrono::steady_clock::now() - wall0)
+                            .count();
+  return result;
+}
+
 }  // namespace
 
 std::string SimClientId(int index) { return PartitionClientId(index); }
 
 absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                                         const SimOptions& options) {
+  if (c.federated.mode == "local") return RunLocalOnly(c, options);
   const auto wall0 = std::chrono::steady_clock::now();
   std::ostream* log = options.progress;
   SetTorchThreads(c.threads);
