@@ -33,9 +33,10 @@ demo: build setup-plots
 	@echo; echo "strategic selection vs the top baseline (runs/demo/results.md, plots in runs/demo/):"
 	@sed -n '/^| strategy/,/^$$/p' runs/demo/results.md
 
-# The paper-style comparison (81 runs), every strategy at equal real cost in
-# layers, seconds and MiB on heterogeneous devices (150 runs), and the lambda
-# sweep (54 runs): ~65 min with --jobs 2 on 2 cores; resumable.
+# The paper-style comparison (81 runs), every strategy and the local-only
+# baseline at equal real cost in layers, seconds and MiB on heterogeneous
+# devices (165 runs), and the lambda sweep (54 runs): ~80 min with --jobs 2 on
+# 2 cores; resumable.
 experiments: build setup-plots
 	./$(BUILD)/bin/layerfl-experiments --grid configs/experiments/paper.yaml --jobs 2
 	./$(BUILD)/bin/layerfl-experiments --grid configs/experiments/budgets.yaml --jobs 2
