@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/util/status_macros.h"
@@ -36,12 +37,12 @@ absl::Status CheckValue(double x, const char* field) {
       absl::StrCat("profile.", field, ": must be finite and >= 0, got ", x));
 }
 
+// Enough digits that Parse reads the same double back.
+std::string Exact(double x) { return absl::StrFormat("%.17g", x); }
+
 std::string Doubles(const std::vector<double>& v) {
-  return absl::StrJoin(v, ",", [](std::string* out, double x) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    out->append(buf);
-  });
+  return absl::StrJoin(
+      v, ",", [](std::string* out, double x) { out->append(Exact(x)); });
 }
 
 // A comma-separated list of numbers (doubles round-trip exactly).
@@ -88,20 +89,15 @@ absl::Status TrainingProfile::Validate() const {
 }
 
 std::string TrainingProfile::Serialize() const {
-  auto d = [](double x) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    return std::string(buf);
-  };
-  return absl::StrCat("groups=", absl::StrJoin(groups, ","),
-                      " batch_size=", batch_size, " threads=", threads,
-                      " step_fixed_s=", d(step_fixed_s),
-                      " step_per_group_s=", Doubles(step_per_group_s),
-                      " step_depth_s=", Doubles(step_depth_s),
-                      " scoring_s=", d(scoring_s), " fixed_bytes=", fixed_bytes,
-                      " per_group_bytes=", absl::StrJoin(per_group_bytes, ","),
-                      " depth_bytes=", absl::StrJoin(depth_bytes, ","),
-                      " scoring_peak_bytes=", scoring_peak_bytes, "\n");
+  return absl::StrCat(
+      "groups=", absl::StrJoin(groups, ","), " batch_size=", batch_size,
+      " threads=", threads, " step_fixed_s=", Exact(step_fixed_s),
+      " step_per_group_s=", Doubles(step_per_group_s),
+      " step_depth_s=", Doubles(step_depth_s), " scoring_s=", Exact(scoring_s),
+      " fixed_bytes=", fixed_bytes,
+      " per_group_bytes=", absl::StrJoin(per_group_bytes, ","),
+      " depth_bytes=", absl::StrJoin(depth_bytes, ","),
+      " scoring_peak_bytes=", scoring_peak_bytes, "\n");
 }
 
 absl::StatusOr<TrainingProfile> TrainingProfile::Parse(

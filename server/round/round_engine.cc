@@ -45,6 +45,10 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
+double Mib(int64_t bytes) {
+  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
+
 std::string JsonNumber(double v) {
   if (!std::isfinite(v)) return "null";
   return absl::StrFormat("%.17g", v);
@@ -708,12 +712,11 @@ std::string RoundRecord::ToJson() const {
     if (u.train_s >= 0)
       absl::StrAppend(&out, ",\"train_s\":", JsonNumber(u.train_s));
     if (u.peak_bytes >= 0) {
-      absl::StrAppend(
-          &out, ",\"peak_mb\":", JsonNumber(u.peak_bytes / (1024.0 * 1024.0)));
+      absl::StrAppend(&out, ",\"peak_mb\":", JsonNumber(Mib(u.peak_bytes)));
     }
     if (u.score_peak_bytes >= 0) {
-      absl::StrAppend(&out, ",\"score_peak_mb\":",
-                      JsonNumber(u.score_peak_bytes / (1024.0 * 1024.0)));
+      absl::StrAppend(
+          &out, ",\"score_peak_mb\":", JsonNumber(Mib(u.score_peak_bytes)));
     }
     const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {
@@ -734,7 +737,7 @@ double MeasuredInBudgetUnit(const ClientRoundRecord& c,
     return u.train_s + std::max(0.0, u.score_s);
   }
   if (budget_unit == "memory" && u.peak_bytes >= 0) {
-    return u.peak_bytes / (1024.0 * 1024.0);
+    return Mib(u.peak_bytes);
   }
   return -1;
 }

@@ -41,13 +41,13 @@ enum class ScoreField { kSqGradNorm, kRgn, kSnr };
 class StrategySelector : public LayerSelector {
  public:
   StrategySelector(const RunConfig& config, std::vector<LayerSpec> layers,
+                   SelectionOptions options,
                    std::unique_ptr<SelectionStrategy> strategy,
                    RegulationStats stats)
       : seed_(config.seed),
         train_(config.train),
         unit_(*ParseCostUnit(config.budget.unit)),
-        lambda_(config.selection.lambda),
-        normalize_scores_(config.selection.normalize_scores),
+        options_(std::move(options)),
         strategy_name_(config.selection.strategy),
         layers_(std::move(layers)),
         strategy_(std::move(strategy)),
@@ -186,10 +186,9 @@ class StrategySelector : public LayerSelector {
       }
     }
     if (changed) {
-      const double n = static_cast<double>(input.clients.size());
       absl::StatusOr<double> objective = SelectionObjective(
-          input, result.layers, lambda_ / std::max(1.0, n - 1.0),
-          normalize_scores_);
+          input, result.layers, EffectiveLambda(options_, input.clients.size()),
+          options_.normalize_scores, options_.use_running_importance);
       result.diagnostics.objective =
           objective.ok() ? *objective
                          : std::numeric_limits<double>::quiet_NaN();
@@ -209,9 +208,7 @@ class StrategySelector : public LayerSelector {
           "client '", c.id, "': budget.unit '", CostUnitName(unit),
           "' needs the client's training profile; it reported none"));
     }
-    std::vector<std::string> names;
-    for (const LayerSpec& l : layers_) names.push_back(l.name);
-    if (c.profile->groups != names) {
+    if (c.profile->groups != stats_.layer_names()) {
       return absl::InvalidArgumentError(
           absl::StrCat("client '", c.id,
                        "': its training profile is for other layer groups (",
@@ -247,8 +244,7 @@ class StrategySelector : public LayerSelector {
   std::vector<int> common_;  // indices of the common layers
   TrainConfig train_;
   CostUnit unit_;
-  double lambda_;
-  bool normalize_scores_;
+  SelectionOptions options_;  // as the strategy was created with
   std::string strategy_name_;
   std::vector<LayerSpec> layers_;
   std::unique_ptr<SelectionStrategy> strategy_;
@@ -282,8 +278,9 @@ absl::StatusOr<std::unique_ptr<LayerSelector>> CreateLayerSelector(
   ASSIGN_OR_RETURN(std::unique_ptr<SelectionStrategy> strategy,
                    CreateSelectionStrategy(options.strategy, options));
   ASSIGN_OR_RETURN(RegulationStats stats, RegulationStats::Create(names));
-  return std::unique_ptr<LayerSelector>(new StrategySelector(
-      config, std::move(layers), std::move(strategy), std::move(stats)));
+  return std::unique_ptr<LayerSelector>(
+      new StrategySelector(config, std::move(layers), options,
+                           std::move(strategy), std::move(stats)));
 }
 
 absl::StatusOr<BudgetDistribution> BudgetDistributionFromConfig(

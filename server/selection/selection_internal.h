@@ -54,11 +54,6 @@ absl::StatusOr<std::vector<std::vector<double>>> MetricScores(
     const Round& round, Metric metric, bool normalize,
     bool use_running_importance, absl::string_view strategy);
 
-// The weight of the raw penalty sum_l n_l (N - n_l) for `num_clients`
-// clients: options.lambda / max(1, N - 1) with normalize_lambda, else
-// options.lambda.
-double EffectiveLambda(const SelectionOptions& options, size_t num_clients);
-
 // The result for per-client choices among the selectable layers: adds the
 // common layers, sorts, counts, and fills diagnostics.objective (NaN when
 // some client has no scores); the other diagnostics are left heuristic.

@@ -196,6 +196,11 @@ absl::Status ValidateSelectionInput(const SelectionInput& input) {
   return absl::OkStatus();
 }
 
+double EffectiveLambda(const SelectionOptions& options, size_t num_clients) {
+  if (!options.normalize_lambda) return options.lambda;
+  return options.lambda / std::max(1.0, static_cast<double>(num_clients) - 1.0);
+}
+
 namespace selection_internal {
 
 int64_t ClientCosts::SetCost(const std::vector<int>& picks) const {
@@ -325,12 +330,6 @@ absl::StatusOr<std::vector<std::vector<double>>> MetricScores(
   return scores;
 }
 
-double EffectiveLambda(const SelectionOptions& options, size_t num_clients) {
-  if (!options.normalize_lambda) return options.lambda;
-  return options.lambda /
-         std::max(1.0, static_cast<double>(num_clients) - 1.0);
-}
-
 SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
                        const SelectionOptions& options) {
   const SelectionInput& input = *round.input;
@@ -346,8 +345,7 @@ SelectionResult Finish(const Round& round, std::vector<std::vector<int>> chosen,
   const double nan = std::numeric_limits<double>::quiet_NaN();
   absl::StatusOr<double> objective = SelectionObjective(
       input, result.layers, EffectiveLambda(options, input.clients.size()),
-      options.normalize_scores,
-      options.use_running_importance);
+      options.normalize_scores, options.use_running_importance);
   d.status = SolverStatus::kHeuristic;
   d.objective = objective.ok() ? *objective : nan;
   d.upper_bound = d.gap = d.fallback_objective = nan;

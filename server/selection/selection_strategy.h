@@ -76,11 +76,17 @@ absl::Status ValidateSelectionInput(const SelectionInput& input);
 // The strategic objective of any selection (per-client layer indices):
 // sum of the clients' sq_grad_norm (divided per client by their sum over the
 // selectable layers when `normalize_scores`) over their layers, minus lambda
-// sum_l n_l (N - n_l) (lambda raw: not divided by N - 1 here). Scores come from the input, or from the running
-// importance when `use_running_importance` and a client has none.
+// sum_l n_l (N - n_l) (lambda raw: not divided by N - 1 here). Scores come from
+// the input, or from the running importance when `use_running_importance` and a
+// client has none.
 absl::StatusOr<double> SelectionObjective(
     const SelectionInput& input, const std::vector<std::vector<int>>& layers,
     double lambda, bool normalize_scores, bool use_running_importance = true);
+
+// The weight of the raw penalty sum_l n_l (N - n_l) for `num_clients`
+// clients: options.lambda / max(1, N - 1) with normalize_lambda, else
+// options.lambda.
+double EffectiveLambda(const SelectionOptions& options, size_t num_clients);
 
 // A layer table from parallel names/costs, with the frozen and common groups
 // given by name. InvalidArgument naming an unknown or duplicated layer.

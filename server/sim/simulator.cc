@@ -45,6 +45,16 @@ std::string Eta(double seconds) {
                          static_cast<int>(seconds) % 60);
 }
 
+// Under a time or memory budget every virtual client uses this machine's
+// profile, measured (or read from profile.cache_dir) by `worker`; null
+// otherwise.
+absl::StatusOr<std::shared_ptr<const TrainingProfile>> MachineProfile(
+    const RunConfig& c, LocalWorker* worker) {
+  if (!NeedsProfiles(c) || worker == nullptr) return nullptr;
+  ASSIGN_OR_RETURN(TrainingProfile p, worker->Profile());
+  return std::make_shared<const TrainingProfile>(std::move(p));
+}
+
 // w += delta for the layers of `delta` (shapes as the model's).
 void ApplyDelta(const std::vector<LayerDelta>& update, ModelWeights& w) {
   for (const LayerDelta& d : update) {
@@ -76,15 +86,12 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
   std::vector<std::unique_ptr<LocalWorker>> workers;
   for (size_t i = 0; i < n; ++i) {
     ids.push_back(SimClientId(static_cast<int>(i)));
-    workers.push_back(std::make_unique<LocalWorker>(c, ids.back(), core.model,
-                                                    std::move(core.clients[i])));
+    workers.push_back(std::make_unique<LocalWorker>(
+        c, ids.back(), core.model, std::move(core.clients[i])));
   }
   ASSIGN_OR_RETURN(std::vector<double> budgets, AssignBudgets(c, ids));
-  std::shared_ptr<const TrainingProfile> profile;
-  if (NeedsProfiles(c) && n > 0) {
-    ASSIGN_OR_RETURN(TrainingProfile p, workers[0]->Profile());
-    profile = std::make_shared<const TrainingProfile>(std::move(p));
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const TrainingProfile> profile,
+                   MachineProfile(c, n > 0 ? workers[0].get() : nullptr));
   RunConfig top = c;
   top.selection.strategy = "top";
   ASSIGN_OR_RETURN(std::unique_ptr<LayerSelector> selector,
@@ -104,7 +111,8 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
   std::error_code ec;
   fs::create_directories(c.federated.run_dir, ec);
   SimResult result;
-  result.metrics_path = (fs::path(c.federated.run_dir) / "metrics.jsonl").string();
+  result.metrics_path =
+      (fs::path(c.federated.run_dir) / "metrics.jsonl").string();
   std::ofstream metrics(result.metrics_path, std::ios::trunc);
   if (!metrics) {
     return absl::InternalError(
@@ -139,18 +147,18 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
     }
     record.evaluated = true;
     record.eval = {accuracy, loss};
-    record.phase_ms["round"] =
-        std::chrono::duration<double, std::milli>(
-            std::chrono::steady_clock::now() - round0)
-            .count();
+    record.phase_ms["round"] = std::chrono::duration<double, std::milli>(
+                                   std::chrono::steady_clock::now() - round0)
+                                   .count();
     metrics << record.ToJson() << "\n" << std::flush;
     result.final_accuracy = accuracy;
     result.final_loss = loss;
     result.best_accuracy = std::max(result.best_accuracy, accuracy);
     if (NeedsProfiles(c)) usage_records.push_back(record);
     if (log) {
-      *log << absl::StrFormat("local round %3d/%d  mean client acc %.4f  loss %.4f\n",
-                              round, c.federated.rounds, accuracy, loss)
+      *log << absl::StrFormat(
+                  "local round %3d/%d  mean client acc %.4f  loss %.4f\n",
+                  round, c.federated.rounds, accuracy, loss)
            << std::flush;
     }
   }
@@ -158,9 +166,9 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
   if (log && !result.usage_report.empty()) *log << result.usage_report;
   result.rounds_committed = c.federated.rounds;
   if (!weights.empty()) result.final_weights = weights[0];
-  result.wall_seconds = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - wall0)
-                            .count();
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0)
+          .count();
   return result;
 }
 
@@ -192,11 +200,9 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
       RoundEngine::Create(ToEngineOptions(c), core.initial, core.EngineDeps()));
   // Under a time or memory budget every virtual client gets this machine's
   // profile (measured once, cached) and its device's speed.
-  std::shared_ptr<const TrainingProfile> profile;
-  if (NeedsProfiles(c) && !clients.empty()) {
-    ASSIGN_OR_RETURN(TrainingProfile p, clients[0].worker->Profile());
-    profile = std::make_shared<const TrainingProfile>(std::move(p));
-  }
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<const TrainingProfile> profile,
+      MachineProfile(c, clients.empty() ? nullptr : clients[0].worker.get()));
   std::vector<double> speeds;
   for (size_t i = 0; i < clients.size(); ++i) {
     speeds.push_back(DeviceSpeed(c, ids[i]));
