@@ -10,6 +10,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libyaml-cpp-dev zlib1g-dev nlohmann-json3-dev
+  libsodium-dev libgfshare-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch

@@ -965,6 +965,34 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"DevicesSpeedMaxBelowMin",
                 "devices:\n  speed_min: 2\n  speed_max: 1\n",
                 {"devices.speed_max: must be >= devices.speed_min (2), got 1"}},
+        BadCase{"DpMode",
+                "privacy:\n  dp:\n    mode: trusted\n",
+                {"privacy.dp.mode: must be one of central, local, got "
+                 "'trusted'"}},
+        BadCase{"DpNoiseZero",
+                "privacy:\n  dp:\n    noise_multiplier: 0\n",
+                {"privacy.dp.noise_multiplier: must be > 0, got 0"}},
+        BadCase{"DpDelta",
+                "privacy:\n  dp:\n    delta: 1\n",
+                {"privacy.dp.delta: must be in (0, 1), got 1"}},
+        BadCase{"DpUnknownKey",
+                "privacy:\n  dp:\n    epsilon: 3\n",
+                {"privacy.dp.epsilon"}},
+        BadCase{"DpNeedsUniformAggregation",
+                "privacy:\n  dp:\n    enabled: true\n",
+                {"federated.aggregation: must be 'uniform' with "
+                 "privacy.dp.enabled"}},
+        BadCase{"DpAdaptiveNeedsCentral",
+                "federated:\n  aggregation: uniform\nprivacy:\n  dp:\n"
+                "    enabled: true\n    mode: local\n    clipping: adaptive\n",
+                {"privacy.dp.clipping: adaptive clipping needs "
+                 "privacy.dp.mode: central"}},
+        BadCase{"DpCountNoiseTooSmall",
+                "federated:\n  aggregation: uniform\nprivacy:\n  dp:\n"
+                "    enabled: true\n    clipping: adaptive\n"
+                "    noise_multiplier: 2\n    count_noise_std: 0.5\n",
+                {"privacy.dp.count_noise_std: must exceed noise_multiplier / "
+                 "2 (1)"}},
         BadCase{"ProfileStepsZero",
                 "profile:\n  steps: 0\n",
                 {"profile.steps: must be >= 1, got 0"}},

@@ -84,7 +84,7 @@ class RawClient {
   // The update FakeWork computes from `global` (what a daemon would upload).
   std::vector<ChunkFrame> Update(const ModelWeights& global, int64_t round,
                                  const std::vector<std::string>& layers) {
-    deltas_ = *work_.Train(global, round, layers);
+    deltas_ = *work_.Train(global, round, layers, {});
     std::vector<LayerSource> sources;
     for (const LayerDelta& d : deltas_) sources.push_back(SourceOf(d));
     return EncodeLayers(sources, Encoding::kFloat32, 8 << 10, false);

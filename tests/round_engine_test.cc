@@ -1,6 +1,10 @@
 #include "server/round/round_engine.h"
 
+#include <cmath>
 #include <filesystem>
+
+#include "common/privacy/noise.h"
+#include "common/privacy/rdp_accountant.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -334,6 +338,182 @@ TEST_F(RoundEngineTest, JoinValidatesFields) {
               HasSubstr("num_samples must be in [1, 10^12]"));
   EXPECT_THAT(e->Join({"x", 1, -1.0}).message(), HasSubstr("budget must be > 0"));
   EXPECT_THAT(e->StartRound().message(), HasSubstr("only 0 clients joined"));
+}
+
+// --- differential privacy (privacy.dp) ---
+
+RoundEngineOptions DpOpts(int rounds, double z) {
+  RoundEngineOptions o = Opts(0, 1);
+  o.rounds = rounds;
+  o.aggregation.weight_by_samples = false;
+  o.privacy.enabled = true;
+  o.privacy.clip_norm = 1.0;
+  o.privacy.noise_multiplier = z;
+  o.privacy.noise_seed = 99;
+  return o;
+}
+
+// Central mode: the coordinator clips each whole update to C and adds
+// N(0, (zC)^2) to every value of a layer sum before dividing by its count.
+TEST_F(RoundEngineTest, CentralDpClipsEachUpdateAndNoisesTheSums) {
+  const double z = 0.5;
+  auto e = Make(DpOpts(1, z));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  // c1: norm 50, scaled to 1 (its sample count does not matter).
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1000, {Delta("a", {30, 40})}).ok());
+  // c2: norm 0.5, inside the ball.
+  ASSERT_TRUE(e->SubmitUpdate("c2", 1, 1, {Delta("a", {0, 0.5f})}).ok());
+  ASSERT_EQ(e->committed_round(), 1);
+  GaussianSource noise(DerivedNoiseKey(99, "sums|1|0"));
+  const float scale = static_cast<float>(1.0 / 50.0);
+  float y0 = 30 * scale, y1 = 40 * scale + 0.5f;
+  y0 = static_cast<float>(y0 + z * noise.Next());
+  y1 = static_cast<float>(y1 + z * noise.Next());
+  ModelWeights g = e->global();
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[0], 1.0f + 0.5f * y0);
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[1], 2.0f + 0.5f * y1);
+  EXPECT_THAT(g.layers[1].tensors[0].values, ElementsAre(10.0f));  // no one
+  std::vector<RoundRecord> records = e->TakeRecords();
+  ASSERT_EQ(records.size(), 1u);
+  // Both joined clients took part: q = 1, one Gaussian of multiplier z.
+  EXPECT_DOUBLE_EQ(records[0].epsilon, *ComputeEpsilon(1.0, z, 1, 1e-5));
+  EXPECT_THAT(records[0].ToJson(), HasSubstr("\"privacy\":{\"epsilon\":"));
+  EXPECT_DOUBLE_EQ(e->epsilon(), records[0].epsilon);
+}
+
+// An update of norm 10C moves the model by C (noise made negligible).
+TEST_F(RoundEngineTest, CentralDpUpdateOfNormTenCArrivesWithNormC) {
+  auto e = Make(DpOpts(1, 1e-9));
+  JoinAll(*e, {{"c1", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {6, 8})}).ok());
+  ModelWeights g = e->global();
+  EXPECT_NEAR(g.layers[0].tensors[0].values[0] - 1.0f, 0.6f, 1e-6);
+  EXPECT_NEAR(g.layers[0].tensors[0].values[1] - 2.0f, 0.8f, 1e-6);
+}
+
+// Epsilon never decreases, is the accountant's over the rounds run, and the
+// run stops before a round that would pass the target.
+TEST_F(RoundEngineTest, DpEpsilonGrowsAndTargetStopsTheRun) {
+  RoundEngineOptions o = DpOpts(10, 1.0);
+  o.clients_per_round = 1;  // one of two joined clients: q = 1/2
+  const double eps2 = *ComputeEpsilon(0.5, 1.0, 2, 1e-5);
+  const double eps3 = *ComputeEpsilon(0.5, 1.0, 3, 1e-5);
+  o.privacy.target_epsilon = 0.5 * (eps2 + eps3);
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  double last = 0;
+  for (int r = 1; r <= 2; ++r) {
+    ASSERT_TRUE(e->StartRound().ok());
+    for (const char* id : {"c1", "c2"}) {
+      if (e->TaskFor(id).kind == TaskKind::kTrain) {
+        ASSERT_TRUE(e->SubmitUpdate(id, r, 1, {Delta("a", {0.1f, 0})}).ok());
+      }
+    }
+    ASSERT_EQ(e->committed_round(), r);
+    const double eps = e->epsilon();
+    EXPECT_GT(eps, last);
+    last = eps;
+  }
+  EXPECT_DOUBLE_EQ(last, eps2);
+  EXPECT_FALSE(e->finished());
+  ASSERT_TRUE(e->StartRound().ok());  // ends the run instead
+  EXPECT_TRUE(e->finished());
+  EXPECT_FALSE(e->round_running());
+  EXPECT_EQ(e->committed_round(), 2);
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kFinished);
+}
+
+// Adaptive clipping: after a round where every update fit, the clip norm
+// shrinks by exp(-lr (b - gamma)), b the noised unclipped fraction.
+TEST_F(RoundEngineTest, AdaptiveClipMovesTowardTheQuantile) {
+  RoundEngineOptions o = DpOpts(2, 1.0);
+  o.privacy.adaptive = true;
+  o.privacy.count_noise_std = 2.0;
+  o.privacy.target_quantile = 0.5;
+  o.privacy.clip_lr = 0.2;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}});
+  for (int r = 1; r <= 2; ++r) {
+    ASSERT_TRUE(e->StartRound().ok());
+    for (const char* id : {"c1", "c2", "c3", "c4"}) {
+      ASSERT_TRUE(e->SubmitUpdate(id, r, 1, {Delta("a", {0.1f, 0})}).ok());
+    }
+  }
+  std::vector<RoundRecord> records = e->TakeRecords();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_DOUBLE_EQ(records[0].clip_norm, 1.0);
+  GaussianSource count(DerivedNoiseKey(99, "count|1|0"));
+  const double fraction = (4 * 0.5 + 2.0 * count.Next()) / 4 + 0.5;
+  EXPECT_DOUBLE_EQ(records[1].clip_norm, std::exp(-0.2 * (fraction - 0.5)));
+  // The count shares the budget: the round is still one mechanism of z = 1.
+  EXPECT_DOUBLE_EQ(records[0].noise_multiplier, 1.0);
+}
+
+// Local mode: the engine adds nothing and clips nothing (the clients did),
+// tells each trainer how many share its layers, and accounts a round whose
+// contributors fell short with the noise that really arrived.
+TEST_F(RoundEngineTest, LocalDpTellsParticipantsAndAccountsDropouts) {
+  RoundEngineOptions o = DpOpts(1, 1.0);
+  o.privacy.central = false;
+  o.min_clients = 1;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}});
+  selector_.layers["c4"] = {"a", "b"};
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_THAT(e->TaskFor("c1").layer_participants, ElementsAre(4));
+  EXPECT_THAT(e->TaskFor("c4").layer_participants, ElementsAre(4, 1));
+  for (const char* id : {"c1", "c2", "c3"}) {
+    ASSERT_TRUE(e->SubmitUpdate(id, 1, 1, {Delta("a", {4, 0})}).ok());
+  }
+  clock_.Advance(absl::Seconds(11));  // c4 never answers
+  ASSERT_TRUE(e->Tick().ok());
+  ASSERT_EQ(e->committed_round(), 1);
+  // Exactly the mean: no server noise, no clipping.
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(5.0f, 2.0f));
+  std::vector<RoundRecord> records = e->TakeRecords();
+  EXPECT_DOUBLE_EQ(records[0].noise_multiplier, std::sqrt(3.0 / 4.0));
+}
+
+TEST_F(RoundEngineTest, DpStateSurvivesResumeAndRefusesAPlainCheckpoint) {
+  const std::string dir = ::testing::TempDir() + "/engine_dp_resume";
+  std::filesystem::remove_all(dir);
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok());
+  double eps = 0;
+  {
+    auto e = Make(DpOpts(3, 1.0), store->get());
+    JoinAll(*e, {{"c1", 1}});
+    for (int r = 1; r <= 2; ++r) {
+      ASSERT_TRUE(e->StartRound().ok());
+      ASSERT_TRUE(e->SubmitUpdate("c1", r, 1, {Delta("a", {1, 1})}).ok());
+    }
+    eps = e->epsilon();
+  }
+  {
+    auto e = Make(DpOpts(3, 1.0), store->get());
+    EXPECT_TRUE(e->resumed());
+    EXPECT_EQ(e->epsilon(), eps);
+  }
+  // A run without privacy wrote this one.
+  const std::string plain = ::testing::TempDir() + "/engine_dp_plain";
+  std::filesystem::remove_all(plain);
+  auto store2 = CheckpointStore::Open(plain, 2);
+  ASSERT_TRUE(store2.ok());
+  {
+    auto e = Make(Opts(0, 1), store2->get());
+    JoinAll(*e, {{"c1", 1}});
+    ASSERT_TRUE(e->StartRound().ok());
+    ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {1, 1})}).ok());
+  }
+  RoundEngine::Deps deps;
+  deps.clock = &clock_;
+  deps.selector = &selector_;
+  deps.store = store2->get();
+  auto refused = RoundEngine::Create(DpOpts(3, 1.0), TwoLayers(), deps);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("without privacy.dp"));
 }
 
 }  // namespace

@@ -69,7 +69,8 @@ class HalfWork : public ClientWork {
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t,
-      const std::vector<std::string>& layers) override {
+      const std::vector<std::string>& layers,
+      const std::vector<int>&) override {
     std::vector<LayerDelta> out;
     for (const std::string& name : layers) {
       LayerDelta d;

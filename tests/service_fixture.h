@@ -103,7 +103,8 @@ class FakeWork : public ClientWork {
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
-      const std::vector<std::string>& layers) override {
+      const std::vector<std::string>& layers,
+      const std::vector<int>& /*layer_participants*/) override {
     absl::SleepFor(delay_);
     if (round == hang_round_) absl::SleepFor(hang_);
     std::vector<LayerDelta> out;
@@ -192,7 +193,7 @@ inline ModelWeights SequentialDrive(
           }
           EXPECT_TRUE(engine
                           ->SubmitUpdate(Id(i), t.round, Samples(i),
-                                         *work[i]->Train(g, t.round, t.layers))
+                                         *work[i]->Train(g, t.round, t.layers, {}))
                           .ok());
         }
       }

@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "nlohmann/json.hpp"
 #include "server/sim/simulator.h"
@@ -192,6 +194,63 @@ TEST(SimulatorTest, LocalOnlyBaseline) {
   }
   EXPECT_GT(trained, 0);
   EXPECT_GT(kept, 0);
+}
+
+// A private run: every round reports its epsilon, which never decreases and
+// is what the accountant gives for the rounds run; with a fixed noise seed
+// the run is reproducible; without noise seed the noise differs run to run.
+TEST(SimulatorTest, DifferentialPrivacyReportsGrowingEpsilon) {
+  RunConfig c = SmallRun("dp_a");
+  c.federated.rounds = 4;
+  c.federated.aggregation = "uniform";
+  c.privacy.dp.enabled = true;
+  c.privacy.dp.clip_norm = 0.5;
+  c.privacy.dp.noise_multiplier = 1.0;
+  c.privacy.dp.noise_seed = 5;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  std::ostringstream progress;
+  SimOptions options;
+  options.progress = &progress;
+  absl::StatusOr<SimResult> a = RunSimulation(c, options);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_THAT(progress.str(), HasSubstr("  eps "));
+  std::ifstream in(a->metrics_path);
+  double last = 0;
+  int rounds = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json rec = nlohmann::json::parse(line);
+    const double eps = rec["privacy"]["epsilon"].get<double>();
+    EXPECT_GT(eps, last);
+    last = eps;
+    EXPECT_DOUBLE_EQ(rec["privacy"]["clip_norm"].get<double>(), 0.5);
+    // A round that scores (round 1 always) releases scores and update
+    // together: multiplier 1 / sqrt(1 + 1); one that reuses scores, 1.
+    const double z = rec["privacy"]["noise_multiplier"].get<double>();
+    if (rounds == 0) {
+      EXPECT_DOUBLE_EQ(z, 1.0 / std::sqrt(2.0));
+    } else {
+      EXPECT_TRUE(z == 1.0 || z == 1.0 / std::sqrt(2.0)) << z;
+    }
+    // Every client's reported scores are privatised: >= 0, never all the
+    // raw, unnormalised magnitudes.
+    for (const auto& client : rec["clients"]) {
+      for (const auto& g : client["scores"]) EXPECT_GE(g.get<double>(), 0);
+    }
+    ++rounds;
+  }
+  EXPECT_EQ(rounds, 4);
+  c.federated.run_dir = ::testing::TempDir() + "/sim_dp_b";
+  std::filesystem::remove_all(c.federated.run_dir);
+  absl::StatusOr<SimResult> b = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(b.ok()) << b.status();
+  ExpectBitIdentical(a->final_weights, b->final_weights);
+  c.privacy.dp.noise_seed = 0;  // keys from the OS
+  c.federated.run_dir = ::testing::TempDir() + "/sim_dp_c";
+  std::filesystem::remove_all(c.federated.run_dir);
+  absl::StatusOr<SimResult> d = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_NE(a->final_weights.layers.back().tensors[0].values,
+            d->final_weights.layers.back().tensors[0].values);
 }
 
 TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {

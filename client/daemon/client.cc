@@ -24,8 +24,9 @@ class WorkerWork : public ClientWork {
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
-      const std::vector<std::string>& layers) override {
-    return worker_->Train(global, round, layers);
+      const std::vector<std::string>& layers,
+      const std::vector<int>& layer_participants) override {
+    return worker_->Train(global, round, layers, layer_participants);
   }
   WorkCost LastScoreCost() const override {
     return {worker_->last_score_usage().seconds,

@@ -253,7 +253,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       }
     } else {
       absl::StatusOr<std::vector<LayerDelta>> update =
-          work.Train(replica.weights, task->round, task->layers);
+          work.Train(replica.weights, task->round, task->layers,
+                     task->layer_participants);
       if (!update.ok()) {
         log(absl::StrCat("training failed: ", update.status().message()));
         return update.status();

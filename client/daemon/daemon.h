@@ -47,10 +47,12 @@ class ClientWork {
   // Per-layer importance scores of `metric`, model order.
   virtual absl::StatusOr<std::vector<double>> Score(
       const ModelWeights& global, int64_t round, const std::string& metric) = 0;
-  // The deltas of the trained `layers`, model order.
+  // The deltas of the trained `layers`, model order; `layer_participants`
+  // is the task's (see ClientTask).
   virtual absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
-      const std::vector<std::string>& layers) = 0;
+      const std::vector<std::string>& layers,
+      const std::vector<int>& layer_participants) = 0;
   // What the last Score / Train call took.
   virtual WorkCost LastScoreCost() const { return {}; }
   virtual WorkCost LastTrainCost() const { return {}; }
@@ -87,6 +89,9 @@ struct ClientTask {
   ClientTaskKind kind = ClientTaskKind::kWait;
   int64_t round = 0;
   std::vector<std::string> layers;
+  // kTrain: per entry of `layers`, the round's participants given it (local
+  // differential privacy sizes its noise by it); may be empty.
+  std::vector<int> layer_participants;
   absl::Duration time_left = absl::ZeroDuration();
   std::string metric;
 };

@@ -122,6 +122,8 @@ class GrpcLink : public CoordinatorLink {
     }
     task.round = reply.round();
     task.layers.assign(reply.layers().begin(), reply.layers().end());
+    task.layer_participants.assign(reply.layer_participants().begin(),
+                                   reply.layer_participants().end());
     task.time_left = absl::Milliseconds(reply.deadline_ms());
     task.metric = reply.metric();
     return task;

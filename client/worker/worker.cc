@@ -1,5 +1,11 @@
 #include "client/worker/worker.h"
 
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/privacy/dp.h"
+
 #include "common/model/weights_bridge.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
@@ -25,12 +31,26 @@ absl::StatusOr<std::vector<double>> LocalWorker::Score(
   ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
                    trainer_.Importance(*model_, data_, TaskSeed(round, 0),
                                        &score_usage_));
-  return ReportedScores(scores, metric);
+  std::vector<double> reported = ReportedScores(scores, metric);
+  const DpConfig& dp = config_.privacy.dp;
+  if (dp.enabled) {
+    GaussianSource noise(PrivacyKey("scores", round));
+    reported = PrivatizeScores(reported, dp.score_clip,
+                               dp.score_noise_multiplier, noise);
+  }
+  return reported;
+}
+
+NoiseKey LocalWorker::PrivacyKey(const char* what, int64_t round) const {
+  const uint64_t seed = config_.privacy.dp.noise_seed;
+  if (seed == 0) return RandomNoiseKey();
+  return DerivedNoiseKey(seed, absl::StrCat(what, "|", id_, "|", round));
 }
 
 absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
     const ModelWeights& global, int64_t round,
-    const std::vector<std::string>& layers) {
+    const std::vector<std::string>& layers,
+    const std::vector<int>& layer_participants) {
   RETURN_IF_ERROR(ImportWeights(*model_, global));
   ASSIGN_OR_RETURN(TrainResult r,
                    trainer_.Train(*model_, data_, layers, TaskSeed(round, 1)));
@@ -43,6 +63,26 @@ absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
       delta.tensors.push_back(ToTensor32(name, t));
     }
     update.push_back(std::move(delta));
+  }
+  const DpConfig& dp = config_.privacy.dp;
+  if (dp.enabled && dp.mode == "local") {
+    // A coordinator cannot shrink the noise by claiming more participants
+    // than a round has.
+    const int max_n = config_.federated.clients_per_round > 0
+                          ? config_.federated.clients_per_round
+                          : config_.data.num_clients;
+    ClipUpdate(update, dp.clip_norm);
+    GaussianSource noise(PrivacyKey("update", round));
+    for (size_t k = 0; k < update.size(); ++k) {
+      int n = 1;
+      for (size_t j = 0; j < layers.size() && j < layer_participants.size();
+           ++j) {
+        if (layers[j] == update[k].group) n = layer_participants[j];
+      }
+      n = std::clamp(n, 1, std::max(1, max_n));
+      AddNoise(update[k], dp.noise_multiplier * dp.clip_norm / std::sqrt(n),
+               noise);
+    }
   }
   return update;
 }

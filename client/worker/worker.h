@@ -20,6 +20,7 @@
 #include "client/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/model/model.h"
+#include "common/privacy/noise.h"
 #include "common/weights/weights.h"
 
 namespace layerfl {
@@ -36,14 +37,23 @@ class LocalWorker {
   const Model& model() const { return *model_; }
 
   // Per-layer scores of `metric` ("sq_grad_norm", "rgn" or "snr") at `global`.
+  // With privacy.dp on they are privatised before they are returned
+  // (normalised, clipped to privacy.dp.score_clip, Gaussian noise; see
+  // common/privacy/dp.h).
   absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
                                             int64_t round,
                                             const std::string& metric);
 
   // Trains `layers` from `global`; returns their deltas, in model order.
+  // With privacy.dp in local mode the update is clipped to
+  // privacy.dp.clip_norm and each layer gets noise of std
+  // noise_multiplier * clip_norm / sqrt(n), n its entry of
+  // `layer_participants` (the round's participants given that layer, taken
+  // in [1, clients_per_round]; empty or 0 = 1).
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
-      const std::vector<std::string>& layers);
+      const std::vector<std::string>& layers,
+      const std::vector<int>& layer_participants);
 
   // What the last Score / Train call cost on this machine.
   const ResourceUsage& last_score_usage() const { return score_usage_; }
@@ -55,6 +65,8 @@ class LocalWorker {
 
  private:
   uint64_t TaskSeed(int64_t round, int task) const;
+  // The key of this client's privacy noise of kind `what` in `round`.
+  NoiseKey PrivacyKey(const char* what, int64_t round) const;
 
   uint64_t seed_;
   std::string id_;

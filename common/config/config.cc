@@ -1,5 +1,6 @@
 #include "common/config/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -162,6 +163,26 @@ std::vector<Field> TransportFields(TransportConfig* c) {
           Bind("linger_s", &c->linger_s)};
 }
 
+std::vector<Field> DpFields(DpConfig* c) {
+  return {Bind("enabled", &c->enabled),
+          Bind("mode", &c->mode),
+          Bind("clipping", &c->clipping),
+          Bind("clip_norm", &c->clip_norm),
+          Bind("noise_multiplier", &c->noise_multiplier),
+          Bind("target_quantile", &c->target_quantile),
+          Bind("clip_lr", &c->clip_lr),
+          Bind("count_noise_std", &c->count_noise_std),
+          Bind("score_clip", &c->score_clip),
+          Bind("score_noise_multiplier", &c->score_noise_multiplier),
+          Bind("delta", &c->delta),
+          Bind("target_epsilon", &c->target_epsilon),
+          Bind("noise_seed", &c->noise_seed)};
+}
+
+std::vector<Field> PrivacyFields(PrivacyConfig* c) {
+  return {BindSection("dp", &c->dp, &DpFields)};
+}
+
 std::vector<Field> RunFields(RunConfig* c) {
   return {Bind("seed", &c->seed),
           Bind("threads", &c->threads),
@@ -176,7 +197,8 @@ std::vector<Field> RunFields(RunConfig* c) {
           BindSection("budget", &c->budget, &BudgetFields),
           BindSection("devices", &c->devices, &DevicesFields),
           BindSection("profile", &c->profile, &ProfileFields),
-          BindSection("transport", &c->transport, &TransportFields)};
+          BindSection("transport", &c->transport, &TransportFields),
+          BindSection("privacy", &c->privacy, &PrivacyFields)};
 }
 
 absl::Status ParseInto(const std::string& yaml_text, RunConfig* config) {
@@ -576,7 +598,74 @@ absl::Status ValidateTransport(const TransportConfig& t) {
   return absl::OkStatus();
 }
 
+// The clip count's noise std (privacy.dp.count_noise_std, 0 = its default).
+double CountNoiseStd(const DpConfig& dp, const FederatedConfig& f,
+                     const DataConfig& d) {
+  if (dp.count_noise_std > 0) return dp.count_noise_std;
+  const int m = f.clients_per_round > 0 ? f.clients_per_round : d.num_clients;
+  return std::max(m / 20.0, dp.noise_multiplier);
+}
+
+absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
+                             const DataConfig& d) {
+  const DpConfig& dp = p.dp;
+  RETURN_IF_ERROR(
+      CheckOneOf("privacy.dp.mode", dp.mode, {"central", "local"}));
+  RETURN_IF_ERROR(
+      CheckOneOf("privacy.dp.clipping", dp.clipping, {"fixed", "adaptive"}));
+  RETURN_IF_ERROR(CheckPositive("privacy.dp.clip_norm", dp.clip_norm));
+  RETURN_IF_ERROR(
+      CheckPositive("privacy.dp.noise_multiplier", dp.noise_multiplier));
+  if (!(dp.target_quantile > 0 && dp.target_quantile < 1)) {
+    return Bad("privacy.dp.target_quantile", "must be in (0, 1)",
+               dp.target_quantile);
+  }
+  RETURN_IF_ERROR(CheckPositive("privacy.dp.clip_lr", dp.clip_lr));
+  RETURN_IF_ERROR(
+      CheckNonNegative("privacy.dp.count_noise_std", dp.count_noise_std));
+  RETURN_IF_ERROR(CheckPositive("privacy.dp.score_clip", dp.score_clip));
+  RETURN_IF_ERROR(CheckPositive("privacy.dp.score_noise_multiplier",
+                                dp.score_noise_multiplier));
+  if (!(dp.delta > 0 && dp.delta < 1)) {
+    return Bad("privacy.dp.delta", "must be in (0, 1)", dp.delta);
+  }
+  RETURN_IF_ERROR(
+      CheckNonNegative("privacy.dp.target_epsilon", dp.target_epsilon));
+  if (!dp.enabled) return absl::OkStatus();
+  if (f.aggregation != "uniform") {
+    return Bad("federated.aggregation",
+               "must be 'uniform' with privacy.dp.enabled (sample counts are "
+               "private and would set each client's sensitivity)",
+               f.aggregation);
+  }
+  if (f.mode != "sync") {
+    return Bad("federated.mode",
+               "must be 'sync' with privacy.dp.enabled (the local-only "
+               "baseline releases nothing to account)",
+               f.mode);
+  }
+  if (dp.clipping == "adaptive" && dp.mode != "central") {
+    return Bad("privacy.dp.clipping",
+               "adaptive clipping needs privacy.dp.mode: central (the "
+               "coordinator counts the unclipped updates)",
+               dp.clipping);
+  }
+  if (dp.clipping == "adaptive" &&
+      !(2 * CountNoiseStd(dp, f, d) > dp.noise_multiplier)) {
+    return Bad("privacy.dp.count_noise_std",
+               absl::StrCat("must exceed noise_multiplier / 2 (",
+                            dp.noise_multiplier / 2,
+                            ") or the clip count spends the whole budget"),
+               dp.count_noise_std);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+double ClipCountNoiseStd(const RunConfig& config) {
+  return CountNoiseStd(config.privacy.dp, config.federated, config.data);
+}
 
 absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(CheckAtLeast("threads", threads, 1));
@@ -600,6 +689,7 @@ absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(CheckAtLeast("profile.steps", profile.steps, 1));
   RETURN_IF_ERROR(CheckAtLeast("profile.reps", profile.reps, 1));
   RETURN_IF_ERROR(ValidateTransport(transport));
+  RETURN_IF_ERROR(ValidatePrivacy(privacy, federated, data));
   return absl::OkStatus();
 }
 

@@ -228,6 +228,47 @@ struct TransportConfig {
   double linger_s = 10.0;
 };
 
+// User-level differential privacy of the federated run (DP-FedAvg over the
+// sparse per-layer updates; common/privacy/dp.h). Off by default.
+struct DpConfig {
+  bool enabled = false;
+  // "central": the coordinator clips every update and noises each layer's
+  // sum; "local": each client clips its own update and adds its share of the
+  // noise (std noise_multiplier * clip_norm / sqrt(n_l) per value of a layer
+  // with n_l participants), so that the sum carries the full noise without
+  // the coordinator adding any (for secure aggregation).
+  std::string mode = "central";
+  // "fixed" or "adaptive" (Andrew et al. 2021: the clip norm moves toward
+  // target_quantile of the update norms; central mode only).
+  std::string clipping = "fixed";
+  double clip_norm = 1.0;  // L2 norm of a whole update (initial if adaptive)
+  // Noise std / clip norm of the update sums, > 0; with adaptive clipping
+  // the clip count takes its share and the updates get a little more.
+  double noise_multiplier = 1.0;
+  double target_quantile = 0.5;  // adaptive: in (0, 1)
+  double clip_lr = 0.2;          // adaptive: geometric step, > 0
+  // adaptive: std of the noise on the count of unclipped updates, >= 0;
+  // 0 = max(clients_per_round / 20, noise_multiplier).
+  double count_noise_std = 0.0;
+  // The importance scores are released too: normalised to sum 1, clipped to
+  // score_clip, noised with std score_noise_multiplier * score_clip.
+  double score_clip = 1.0;               // > 0
+  double score_noise_multiplier = 1.0;  // > 0
+  double delta = 1e-5;                   // in (0, 1)
+  // Stop before a round whose release would take epsilon past this; 0 = no
+  // limit, >= 0.
+  double target_epsilon = 0.0;
+  // 0: noise keys from the operating system (production). Any other value
+  // derives every key from it, so that runs are reproducible and the
+  // simulator and the daemons draw the same noise; whoever knows the seed
+  // can subtract the noise: experiments only.
+  uint64_t noise_seed = 0;
+};
+
+struct PrivacyConfig {
+  DpConfig dp;
+};
+
 struct RunConfig {
   uint64_t seed = 1;  // every random draw derives from it
   int threads = 2;    // LibTorch intra-op threads, >= 1
@@ -243,6 +284,7 @@ struct RunConfig {
   DevicesConfig devices;
   ProfileConfig profile;
   TransportConfig transport;
+  PrivacyConfig privacy;
 
   // Checks every field; the first violation is returned as InvalidArgument
   // "<field.path>: <rule>, got <value>".
@@ -255,6 +297,10 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text);
 
 // Whether budget.unit (time, memory) needs each client's training profile.
 bool NeedsProfiles(const RunConfig& config);
+
+// The std of the noise on adaptive clipping's count of unclipped updates:
+// privacy.dp.count_noise_std, or its default when that is 0.
+double ClipCountNoiseStd(const RunConfig& config);
 
 // Reads and parses a YAML file; a missing file is NotFound naming the path.
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/privacy/dp.h"
 #include "common/util/status_macros.h"
 
 namespace layerfl {
@@ -113,6 +115,18 @@ absl::Status AggregatorOptions::Validate() const {
   if (!std::isfinite(server_lr) || server_lr <= 0.0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.server_lr must be finite and > 0, got ", server_lr));
+  }
+  if (!(dp.clip_norm >= 0) || !std::isfinite(dp.clip_norm) ||
+      !(dp.noise_std >= 0) || !std::isfinite(dp.noise_std)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("aggregation.dp: clip_norm and noise_std must be finite "
+                     "and >= 0, got ",
+                     dp.clip_norm, " and ", dp.noise_std));
+  }
+  if ((dp.clip_norm > 0 || dp.noise_std > 0) && weight_by_samples) {
+    return absl::InvalidArgumentError(
+        "aggregation.dp: differential privacy needs uniform weights "
+        "(weight_by_samples false)");
   }
   return absl::OkStatus();
 }
@@ -273,12 +287,20 @@ absl::Status LayerAggregator::Add(
 
   const double weight =
       options_.weight_by_samples ? static_cast<double>(num_samples) : 1.0;
-  const float weight_f = static_cast<float>(weight);
+  float weight_f = static_cast<float>(weight);
+  double norm = 0;
+  if (options_.dp.clip_norm > 0) {
+    norm = UpdateNorm(update);
+    if (norm > options_.dp.clip_norm) {
+      weight_f = static_cast<float>(weight * options_.dp.clip_norm / norm);
+    }
+  }
 
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(CheckUsable());
   if (!client_set_.insert(client_id).second) return duplicate();
   clients_.push_back(client_id);
+  if (options_.dp.clip_norm > 0) norms_.push_back(norm);
   for (size_t k = 0; k < update.size(); ++k) {
     const LayerDelta& delta = update[k];
     LayerSum& acc = sums_[layer_index[k]];
@@ -346,10 +368,20 @@ absl::StatusOr<AggregateStats> LayerAggregator::Commit(ModelWeights& global) {
   AggregateStats stats;
   stats.contributors.resize(layers_.size(), 0);
   stats.num_clients = static_cast<int>(clients_.size());
+  stats.update_norms = norms_;
+  std::optional<GaussianSource> noise;
+  if (options_.dp.noise_std > 0) noise.emplace(options_.dp.noise_key);
   for (size_t l = 0; l < layers_.size(); ++l) {
     LayerSum& acc = sums_[l];
     stats.contributors[l] = acc.contributors;
     if (acc.contributors == 0) continue;
+    if (noise.has_value()) {
+      for (std::vector<float>& y : acc.sums) {
+        for (float& v : y) {
+          v = static_cast<float>(v + options_.dp.noise_std * noise->Next());
+        }
+      }
+    }
     const float scale =
         static_cast<float>(options_.server_lr / acc.total_weight);
     for (size_t t = 0; t < acc.sums.size(); ++t) {

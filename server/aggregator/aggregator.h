@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/privacy/noise.h"
 #include "common/weights/weights.h"
 
 namespace layerfl {
@@ -66,6 +67,18 @@ absl::Status Rejection(RejectReason reason, std::string detail);
 // code and message, e.g. through a transport.
 std::optional<RejectReason> ReasonOf(const absl::Status& status);
 
+// Central differential privacy of one round's sums (privacy.dp, mode
+// central; common/privacy/dp.h). Off while both fields are 0.
+struct DpSumOptions {
+  // > 0: every update is scaled to at most this L2 norm, all its layers
+  // together, as it is folded in (the update itself is not modified).
+  double clip_norm = 0;
+  // >= 0: Commit adds N(0, noise_std^2) to every value of every layer sum
+  // that has contributors, before dividing by their number.
+  double noise_std = 0;
+  NoiseKey noise_key{};  // the noise's key (common/privacy/noise.h)
+};
+
 struct AggregatorOptions {
   // Weight each client's delta by its sample count (FedAvg); false: uniform.
   // Default: true.
@@ -73,6 +86,9 @@ struct AggregatorOptions {
   // Server step size applied to the averaged delta; finite and > 0.
   // Default: 1.0 (plain averaging).
   double server_lr = 1.0;
+  // Off by default; on, weight_by_samples must be false (a sample count would
+  // scale a client's sensitivity).
+  DpSumOptions dp;
 
   // InvalidArgument naming the field when an option is out of range.
   absl::Status Validate() const;
@@ -83,6 +99,9 @@ struct AggregateStats {
   std::vector<int> contributors;            // per layer; 0 = left unchanged
   std::vector<std::string> changed_layers;  // groups that were updated
   int num_clients = 0;                      // updates accepted
+  // Each accepted update's L2 norm before clipping, in arrival order; filled
+  // only when DpSumOptions::clip_norm > 0.
+  std::vector<double> update_norms;
 };
 
 // One round's aggregation. Thread-safe: Add, Commit and the accessors may be
@@ -164,6 +183,7 @@ class LayerAggregator {
   mutable absl::Mutex mu_;
   std::vector<LayerSum> sums_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> clients_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> norms_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> client_set_ ABSL_GUARDED_BY(mu_);
   bool spent_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -13,6 +13,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/privacy/dp.h"
+#include "common/privacy/noise.h"
+#include "common/privacy/rdp_accountant.h"
 #include "common/util/status_macros.h"
 #include "server/selection/rng.h"
 
@@ -83,7 +86,10 @@ class RoundEngineImpl : public RoundEngine {
  public:
   RoundEngineImpl(const RoundEngineOptions& options, ModelWeights initial,
                   Deps deps)
-      : options_(options), deps_(deps), global_(std::move(initial)) {}
+      : options_(options),
+        deps_(deps),
+        global_(std::move(initial)),
+        clip_norm_(options.privacy.clip_norm) {}
 
   absl::Status Resume() {
     if (deps_.store == nullptr) return absl::OkStatus();
@@ -169,6 +175,8 @@ class RoundEngineImpl : public RoundEngine {
       ids.resize(options_.clients_per_round);
     }
     std::sort(ids.begin(), ids.end());
+    sample_rate_ = static_cast<double>(ids.size()) / joined_.size();
+    scores_released_ = false;
     slots_.clear();
     for (const std::string& id : ids) slots_[id].info = joined_[id];
 
@@ -183,6 +191,13 @@ class RoundEngineImpl : public RoundEngine {
       for (const std::string& id : ids) {
         if (!last_scores_.count(id)) score = true;
       }
+    }
+    if (options_.privacy.enabled && options_.privacy.target_epsilon > 0 &&
+        ExceedsTargetEpsilon(score)) {
+      // The run ends here, as if its last round had been committed.
+      privacy_spent_ = true;
+      slots_.clear();
+      return absl::OkStatus();
     }
     if (score) {
       phase_ = Phase::kScoring;
@@ -217,6 +232,11 @@ class RoundEngineImpl : public RoundEngine {
     } else {
       task.kind = TaskKind::kTrain;
       task.layers = it->second.layers;
+      for (const std::string& layer : task.layers) {
+        auto n = layer_participants_.find(layer);
+        task.layer_participants.push_back(
+            n == layer_participants_.end() ? 0 : n->second);
+      }
     }
     return task;
   }
@@ -243,6 +263,7 @@ class RoundEngineImpl : public RoundEngine {
     }
     slot->scores = scores;
     slot->answered = true;
+    scores_released_ = true;
     last_scores_[client_id] = scores;
     MaybeAdvance();
     return absl::OkStatus();
@@ -327,6 +348,11 @@ class RoundEngineImpl : public RoundEngine {
     absl::MutexLock lock(&mu_);
     return finished_locked();
   }
+  double epsilon() const override {
+    absl::MutexLock lock(&mu_);
+    return options_.privacy.enabled ? accountant_.Epsilon(options_.privacy.delta)
+                                    : 0.0;
+  }
   bool resumed() const override {
     absl::MutexLock lock(&mu_);
     return resumed_;
@@ -357,7 +383,7 @@ class RoundEngineImpl : public RoundEngine {
     return committed_ + 1;
   }
   bool finished_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return committed_ >= options_.rounds;
+    return committed_ >= options_.rounds || privacy_spent_;
   }
 
   absl::Status Refuse(RejectReason reason, std::string detail)
@@ -429,15 +455,31 @@ class RoundEngineImpl : public RoundEngine {
       }
       out += "\n";
     }
+    if (options_.privacy.enabled) {
+      // Client ids never start with '@'.
+      absl::StrAppend(&out, "@privacy\t", absl::StrFormat("%a", clip_norm_),
+                      "\t", accountant_.Serialize(), "\n");
+    }
     return out;
   }
 
   absl::Status RestoreEngineState(const std::string& bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     last_scores_.clear();
+    bool privacy_restored = false;
     for (absl::string_view line :
          absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> parts = absl::StrSplit(line, '\t');
+      if (parts.size() == 3 && parts[0] == "@privacy") {
+        clip_norm_ = std::strtod(std::string(parts[1]).c_str(), nullptr);
+        if (!(clip_norm_ > 0) || !std::isfinite(clip_norm_)) {
+          return absl::DataLossError("checkpoint engine state: bad clip norm");
+        }
+        ASSIGN_OR_RETURN(accountant_,
+                         RdpAccountant::Parse(std::string(parts[2])));
+        privacy_restored = true;
+        continue;
+      }
       if (parts.size() != 2) {
         return absl::DataLossError("checkpoint engine state: malformed line");
       }
@@ -451,6 +493,12 @@ class RoundEngineImpl : public RoundEngine {
         scores.push_back(d);
       }
       last_scores_[std::string(parts[0])] = std::move(scores);
+    }
+    if (options_.privacy.enabled && !privacy_restored) {
+      // Its rounds released updates nobody accounted: no epsilon holds.
+      return absl::FailedPreconditionError(
+          "the checkpoint was written by a run without privacy.dp; a private "
+          "run cannot continue it (start in a fresh federated.run_dir)");
     }
     return absl::OkStatus();
   }
@@ -481,6 +529,12 @@ class RoundEngineImpl : public RoundEngine {
 
   void Abandon(int answered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const int64_t round = running_round();
+    if (options_.privacy.enabled && scores_released_) {
+      // The scores were released even though nothing of the round is kept.
+      accountant_
+          .Compose(sample_rate_, options_.privacy.score_noise_multiplier)
+          .IgnoreError();
+    }
     phase_ = Phase::kIdle;
     aggregator_.reset();
     slots_.clear();
@@ -537,8 +591,19 @@ class RoundEngineImpl : public RoundEngine {
     record_.gap = outcome_.gap;
     record_.solver_status = outcome_.solver_status;
     record_.solve_ms = outcome_.solve_ms;
-    aggregator_ =
-        std::make_unique<LayerAggregator>(global_, options_.aggregation);
+    layer_participants_.clear();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      for (const std::string& layer : outcome_.layers[i]) {
+        ++layer_participants_[layer];
+      }
+    }
+    AggregatorOptions aggregation = options_.aggregation;
+    if (options_.privacy.enabled && options_.privacy.central) {
+      aggregation.dp.clip_norm = clip_norm_;
+      aggregation.dp.noise_std = UpdateMultiplier() * clip_norm_;
+      aggregation.dp.noise_key = NoiseKeyFor("sums");
+    }
+    aggregator_ = std::make_unique<LayerAggregator>(global_, aggregation);
     phase_ = Phase::kTraining;
     phase_start_ = now;
     deadline_ = now + options_.round_deadline;
@@ -564,6 +629,7 @@ class RoundEngineImpl : public RoundEngine {
     }
     record_.phase_ms["aggregate"] =
         absl::ToDoubleMilliseconds(absl::Now() - w0);
+    if (options_.privacy.enabled) AccountCommitted(*stats);
     for (size_t i = 0; i < candidates_.size(); ++i) {
       const SelectionCandidate& c = candidates_[i];
       const Slot& slot = slots_[c.id];
@@ -617,6 +683,84 @@ class RoundEngineImpl : public RoundEngine {
     slots_.clear();
   }
 
+  // The noise multiplier of the update sums: the whole budget, less the clip
+  // count's share with adaptive clipping (validated by the config).
+  double UpdateMultiplier() const {
+    const PrivacyOptions& p = options_.privacy;
+    if (!p.adaptive) return p.noise_multiplier;
+    absl::StatusOr<double> z =
+        UpdateNoiseMultiplier(p.noise_multiplier, p.count_noise_std);
+    return z.ok() ? *z : p.noise_multiplier;
+  }
+
+  // A key for this attempt's noise of kind `what`.
+  NoiseKey NoiseKeyFor(const char* what) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (options_.privacy.noise_seed == 0) return RandomNoiseKey();
+    return DerivedNoiseKey(options_.privacy.noise_seed,
+                           absl::StrCat(what, "|", running_round(), "|",
+                                        attempt_));
+  }
+
+  // The multiplier a committed round is accounted with. In local mode each
+  // client added noise for the layer's selected participants; with fewer
+  // contributors the sum carries less, so the round counts with the least
+  // noisy layer's effective multiplier.
+  double RoundMultiplier(const AggregateStats& stats, bool scored) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const PrivacyOptions& p = options_.privacy;
+    double z = p.noise_multiplier;
+    if (!p.central) {
+      for (size_t l = 0; l < global_.layers.size(); ++l) {
+        if (stats.contributors[l] == 0) continue;
+        auto n = layer_participants_.find(global_.layers[l].group);
+        if (n == layer_participants_.end() || n->second <= 0) continue;
+        z = std::min(z, p.noise_multiplier *
+                            std::sqrt(static_cast<double>(stats.contributors[l]) /
+                                      n->second));
+      }
+    }
+    return scored ? JointNoiseMultiplier({z, p.score_noise_multiplier}) : z;
+  }
+
+  void AccountCommitted(const AggregateStats& stats)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const PrivacyOptions& p = options_.privacy;
+    const double z = RoundMultiplier(stats, scores_released_);
+    accountant_.Compose(sample_rate_, z).IgnoreError();
+    record_.private_round = true;
+    record_.clip_norm = clip_norm_;
+    record_.noise_multiplier = z;
+    record_.delta = p.delta;
+    record_.epsilon = accountant_.Epsilon(p.delta);
+    if (p.adaptive && !stats.update_norms.empty()) {
+      // Andrew et al. 2021: a noised count of the updates the clip left
+      // whole (bits b - 1/2), then a geometric step toward the quantile.
+      const double m = static_cast<double>(stats.update_norms.size());
+      double centred = 0;
+      for (double norm : stats.update_norms) {
+        centred += (norm <= clip_norm_ ? 1.0 : 0.0) - 0.5;
+      }
+      GaussianSource noise(NoiseKeyFor("count"));
+      centred += p.count_noise_std * noise.Next();
+      const double fraction = centred / m + 0.5;
+      clip_norm_ = NextClipNorm(clip_norm_, fraction, p.target_quantile,
+                                p.clip_lr);
+    }
+  }
+
+  // Whether one more round (scoring or not) would spend more than the target.
+  bool ExceedsTargetEpsilon(bool score) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const PrivacyOptions& p = options_.privacy;
+    RdpAccountant next = accountant_;
+    const double z = score ? JointNoiseMultiplier(
+                                 {p.noise_multiplier, p.score_noise_multiplier})
+                           : p.noise_multiplier;
+    next.Compose(sample_rate_, z).IgnoreError();
+    return next.Epsilon(p.delta) > p.target_epsilon;
+  }
+
   const RoundEngineOptions options_;
   const Deps deps_;
 
@@ -638,6 +782,15 @@ class RoundEngineImpl : public RoundEngine {
   RoundRecord record_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> records_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> rejected_total_ ABSL_GUARDED_BY(mu_);
+  // Participants given each layer in the running round.
+  std::map<std::string, int> layer_participants_ ABSL_GUARDED_BY(mu_);
+  // Differential privacy: the current clip norm, the spent budget, the
+  // running attempt's sample rate and whether it collected scores.
+  double clip_norm_ ABSL_GUARDED_BY(mu_);
+  RdpAccountant accountant_ ABSL_GUARDED_BY(mu_);
+  bool privacy_spent_ ABSL_GUARDED_BY(mu_) = false;
+  double sample_rate_ ABSL_GUARDED_BY(mu_) = 1.0;
+  bool scores_released_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -687,8 +840,16 @@ std::string RoundRecord::ToJson() const {
     absl::StrAppend(&out, first ? "" : ",", JsonString(reason), ":", count);
     first = false;
   }
+  absl::StrAppend(&out, "}");
+  if (private_round) {
+    absl::StrAppend(&out, ",\"privacy\":{\"epsilon\":", JsonNumber(epsilon),
+                    ",\"delta\":", JsonNumber(delta),
+                    ",\"clip_norm\":", JsonNumber(clip_norm),
+                    ",\"noise_multiplier\":", JsonNumber(noise_multiplier),
+                    "}");
+  }
   // Timings last, under one key, so that determinism checks can drop them.
-  absl::StrAppend(&out, "},\"timing_ms\":{");
+  absl::StrAppend(&out, ",\"timing_ms\":{");
   first = true;
   for (const auto& [phase, ms] : phase_ms) {
     absl::StrAppend(&out, first ? "" : ",", JsonString(phase), ":",

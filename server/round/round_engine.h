@@ -118,6 +118,10 @@ struct Task {
   TaskKind kind = TaskKind::kWait;
   int64_t round = 0;
   std::vector<std::string> layers;  // kTrain: the groups to train
+  // kTrain: per entry of `layers`, how many of the round's participants were
+  // given that layer (local differential privacy sizes its noise share by
+  // it).
+  std::vector<int> layer_participants;
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -163,6 +167,11 @@ struct RoundRecord {
       phase_ms;  // score/train/aggregate/eval/checkpoint
   // "time" or "memory": the usage entries add measured / budget in that unit.
   std::string budget_unit;
+  // Differential privacy (when on): epsilon spent so far at the run's delta,
+  // the clip norm this round used, and the noise multiplier it was
+  // accounted with (the update's, joint with the scores' when it scored).
+  bool private_round = false;
+  double epsilon = 0, delta = 0, clip_norm = 0, noise_multiplier = 0;
   // One JSON line. Everything measured (timings, each client's usage) comes
   // last, after "timing_ms", so that determinism checks can cut it off.
   std::string ToJson() const;
@@ -179,6 +188,29 @@ double MeasuredInBudgetUnit(const ClientRoundRecord& client,
 // percentile and maximum. Empty when no record has measured usage.
 std::string UsageReport(const std::vector<RoundRecord>& records);
 
+// Differential privacy as the engine applies and accounts it (privacy.dp of
+// the config; common/privacy). The clients privatise their scores (and, in
+// local mode, clip and noise their updates) themselves; the engine clips and
+// noises in central mode, adapts the clip norm, and accounts every release:
+// a committed round is one subsampled Gaussian mechanism on the round's
+// sample (rate = participants / joined clients) whose multiplier is the
+// update's, joint with the scores' when the round scored; an abandoned
+// attempt that collected scores is accounted as the scores' release alone.
+struct PrivacyOptions {
+  bool enabled = false;
+  bool central = true;   // false: local mode
+  bool adaptive = false;
+  double clip_norm = 1.0;         // the (initial) clip norm, > 0
+  double noise_multiplier = 1.0;  // of the whole update release, > 0
+  double count_noise_std = 1.0;   // adaptive: the clip count's noise std
+  double target_quantile = 0.5;
+  double clip_lr = 0.2;
+  double score_noise_multiplier = 1.0;
+  double delta = 1e-5;
+  double target_epsilon = 0;  // 0 = none
+  uint64_t noise_seed = 0;    // 0 = keys from the OS
+};
+
 struct RoundEngineOptions {
   int64_t rounds = 20;
   int clients_per_round = 10;  // 0 = all joined clients
@@ -190,6 +222,7 @@ struct RoundEngineOptions {
   AggregatorOptions aggregation;
   uint64_t seed = 1;
   std::string budget_unit = "layers";  // copied into every RoundRecord
+  PrivacyOptions privacy;
 };
 
 class RoundEngine {
@@ -214,7 +247,9 @@ class RoundEngine {
   virtual void Leave(const std::string& client_id) = 0;
 
   // Begins the next round when none is running and the run is not over.
-  // FailedPrecondition when fewer than min_clients have joined.
+  // FailedPrecondition when fewer than min_clients have joined. When the
+  // round would take epsilon past privacy.target_epsilon it starts nothing
+  // and ends the run instead (OK; finished() is then true).
   virtual absl::Status StartRound() = 0;
 
   // The client's current task: kScore/kTrain while it has one outstanding in
@@ -249,7 +284,11 @@ class RoundEngine {
   // Snapshot accessors.
   virtual int64_t committed_round() const = 0;  // 0 before the first commit
   virtual bool round_running() const = 0;
+  // The run is over: every round committed, or (privacy.dp.target_epsilon)
+  // the next round would spend more than the target.
   virtual bool finished() const = 0;
+  // Epsilon spent so far (0 without differential privacy).
+  virtual double epsilon() const = 0;
   virtual bool resumed() const = 0;
   virtual ModelWeights global() const = 0;
   // Versions of every layer in model order.

@@ -346,6 +346,19 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.aggregation.server_lr = c.federated.server_lr;
   o.seed = c.seed;
   o.budget_unit = c.budget.unit;
+  const DpConfig& dp = c.privacy.dp;
+  o.privacy.enabled = dp.enabled;
+  o.privacy.central = dp.mode == "central";
+  o.privacy.adaptive = dp.clipping == "adaptive";
+  o.privacy.clip_norm = dp.clip_norm;
+  o.privacy.noise_multiplier = dp.noise_multiplier;
+  o.privacy.count_noise_std = ClipCountNoiseStd(c);
+  o.privacy.target_quantile = dp.target_quantile;
+  o.privacy.clip_lr = dp.clip_lr;
+  o.privacy.score_noise_multiplier = dp.score_noise_multiplier;
+  o.privacy.delta = dp.delta;
+  o.privacy.target_epsilon = dp.target_epsilon;
+  o.privacy.noise_seed = dp.noise_seed;
   return o;
 }
 

@@ -767,6 +767,13 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       return;
     }
     last_start_refusal_.clear();
+    if (deps_.engine->finished()) {
+      Log(absl::StrFormat(
+          "run finished after round %d: another round would take epsilon "
+          "past the target (spent %.4g)",
+          deps_.engine->committed_round(), deps_.engine->epsilon()));
+      return;
+    }
     started_any_ = true;
     wire_bytes_up_ = 0;  // a retried round counts its own attempt only
     const int64_t round = deps_.engine->committed_round() + 1;
@@ -816,6 +823,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         case TaskKind::kTrain:
           p.reply->set_kind(wire::TaskReply::TRAIN);
           for (const std::string& l : t.layers) p.reply->add_layers(l);
+          for (int n : t.layer_participants) {
+            p.reply->add_layer_participants(n);
+          }
           break;
         case TaskKind::kFinished: {
           p.reply->set_kind(wire::TaskReply::FINISHED);

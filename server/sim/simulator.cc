@@ -129,7 +129,7 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
     double accuracy = 0, loss = 0;
     for (size_t i = 0; i < n; ++i) {
       ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
-                       workers[i]->Train(weights[i], round, chosen.layers[i]));
+                       workers[i]->Train(weights[i], round, chosen.layers[i], {}));
       ApplyDelta(update, weights[i]);
       ClientRoundRecord cr;
       cr.id = ids[i];
@@ -231,6 +231,16 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     }
     const auto round0 = std::chrono::steady_clock::now();
     RETURN_IF_ERROR(engine->StartRound());
+    if (engine->finished()) {
+      if (log) {
+        *log << absl::StrFormat(
+            "sim: stopped after round %d: another round would take epsilon "
+            "past privacy.dp.target_epsilon = %g (spent %.4g)\n",
+            engine->committed_round(), c.privacy.dp.target_epsilon,
+            engine->epsilon());
+      }
+      break;
+    }
     int64_t bytes_down = 0;
     const int64_t round = engine->committed_round() + 1;
     // Scoring (when the strategy asks), then training; clients in id order.
@@ -256,7 +266,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
           continue;
         }
         ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
-                         worker.Train(global, task.round, task.layers));
+                         worker.Train(global, task.round, task.layers,
+                                      task.layer_participants));
         ClientUsage usage;
         usage.train_s = worker.last_train_usage().seconds / speeds[k];
         usage.peak_bytes = worker.last_train_usage().peak_bytes;
@@ -296,7 +307,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         *log
             << absl::StrFormat(
                    "round %3d/%d  acc %s  loss %s  up %7.2f MB  down %7.2f MB  "
-                   "%5.1fs  ETA %s\n",
+                   "%5.1fs%s  ETA %s\n",
                    record.round, c.federated.rounds,
                    record.evaluated
                        ? absl::StrFormat("%.4f", record.eval.accuracy)
@@ -304,6 +315,9 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
                    record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
                                     : std::string("  -   "),
                    record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
+                   record.private_round
+                       ? absl::StrFormat("  eps %.3f", record.epsilon)
+                       : std::string(),
                    Eta(eta))
             << std::flush;
       }
