@@ -2,9 +2,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "common/privacy/noise.h"
 #include "common/privacy/rdp_accountant.h"
+#include "common/secagg/participant.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -514,6 +517,178 @@ TEST_F(RoundEngineTest, DpStateSurvivesResumeAndRefusesAPlainCheckpoint) {
   auto refused = RoundEngine::Create(DpOpts(3, 1.0), TwoLayers(), deps);
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("without privacy.dp"));
+}
+
+// --- secure aggregation (privacy.secure_aggregation) ---
+
+RoundEngineOptions SecAggOpts() {
+  RoundEngineOptions o = Opts(0, 2);
+  o.rounds = 2;
+  o.aggregation.weight_by_samples = false;
+  o.secagg.enabled = true;
+  o.secagg.threshold = 0.6;  // 3 of 4
+  o.secagg.value_range = 8.0;
+  return o;
+}
+
+// Drives every client through the secure steps of one round; `no_upload`
+// clients vanish before sending their masked update, `silent` ones after.
+void SecureRound(RoundEngine& e, FakeClock& clock,
+                 std::map<std::string, std::unique_ptr<SecAggParticipant>>& ps,
+                 const std::map<std::string, std::vector<LayerDelta>>& updates,
+                 const std::set<std::string>& no_upload,
+                 const std::set<std::string>& silent) {
+  const int64_t round = e.committed_round() + 1;
+  for (auto& [id, p] : ps) {
+    Task t = e.TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kAdvertise) << id;
+    ASSERT_TRUE(e.SubmitAdvert(id, round, p->Advertise(round)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    Task t = e.TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kShareKeys) << id;
+    absl::StatusOr<std::vector<SecAggShare>> shares = p->ShareKeys(*t.roster);
+    ASSERT_TRUE(shares.ok()) << shares.status();
+    ASSERT_TRUE(e.SubmitShares(id, round, *shares).ok());
+  }
+  for (auto& [id, p] : ps) {
+    Task t = e.TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kTrain) << id;
+    if (no_upload.count(id)) continue;
+    absl::StatusOr<SecAggMaskedInput> in =
+        p->Mask(round, t.shares, updates.at(id));
+    ASSERT_TRUE(in.ok()) << in.status();
+    // The plain path is closed while aggregating securely.
+    EXPECT_THAT(e.SubmitUpdate(id, round, 1, updates.at(id)).message(),
+                HasSubstr("protocol"));
+    ASSERT_TRUE(e.SubmitMasked(id, round, *in).ok());
+  }
+  if (!no_upload.empty()) {
+    clock.Advance(absl::Seconds(11));
+    ASSERT_TRUE(e.Tick().ok());
+  }
+  for (auto& [id, p] : ps) {
+    if (no_upload.count(id) || silent.count(id)) continue;
+    Task t = e.TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kUnmask) << id;
+    absl::StatusOr<SecAggUnmaskResponse> r = p->Unmask(*t.unmask);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(e.SubmitUnmask(id, round, *r).ok());
+  }
+  if (!silent.empty()) {
+    clock.Advance(absl::Seconds(11));
+    ASSERT_TRUE(e.Tick().ok());
+  }
+}
+
+std::map<std::string, std::unique_ptr<SecAggParticipant>> Participants(
+    const std::vector<std::string>& ids) {
+  std::map<std::string, std::unique_ptr<SecAggParticipant>> ps;
+  for (const std::string& id : ids) {
+    ps[id] = std::make_unique<SecAggParticipant>(
+        id, std::vector<std::string>{"a", "b"}, 42);
+  }
+  return ps;
+}
+
+// The securely aggregated mean is the plain one up to the quantization step
+// (1 / scale ~ 1.5e-8 here, below float precision at these magnitudes).
+TEST_F(RoundEngineTest, SecureAggregationCommitsTheExactPerLayerMean) {
+  auto e = Make(SecAggOpts());
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}});
+  selector_.layers["c2"] = {"a", "b"};
+  selector_.layers["c4"] = {"b"};
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3", "c4"});
+  std::map<std::string, std::vector<LayerDelta>> updates = {
+      {"c1", {Delta("a", {1.0f, -2.0f})}},
+      {"c2", {Delta("a", {3.0f, 0.5f}), Delta("b", {4.0f})}},
+      {"c3", {Delta("a", {-1.0f, 0.25f})}},
+      {"c4", {Delta("b", {-2.0f})}},
+  };
+  SecureRound(*e, clock_, ps, updates, {}, {});
+  ASSERT_EQ(e->committed_round(), 1);
+  ModelWeights g = e->global();
+  // a: [1, 2] + mean of c1..c3 = [1, -1.25/3]; b: 10 + mean(4, -2) = 11.
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[0], 1.0f + 1.0f);
+  EXPECT_NEAR(g.layers[0].tensors[0].values[1], 2.0f - 1.25f / 3, 1e-6);
+  EXPECT_FLOAT_EQ(g.layers[1].tensors[0].values[0], 11.0f);
+  std::vector<RoundRecord> records = e->TakeRecords();
+  EXPECT_EQ(records[0].bytes_up, (2 + 3 + 2 + 1) * 4);
+}
+
+// One client vanishes before uploading (its masks are removed through its
+// key shares), one after (its self mask through the others'): the sums are
+// those of the three that uploaded.
+TEST_F(RoundEngineTest, SecureAggregationSurvivesDropoutsBeforeAndAfterUpload) {
+  RoundEngineOptions o = SecAggOpts();
+  o.secagg.threshold = 0.5;  // 3 of 5
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}, {"c5", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3", "c4", "c5"});
+  std::map<std::string, std::vector<LayerDelta>> updates;
+  for (int i = 1; i <= 5; ++i) {
+    updates["c" + std::to_string(i)] = {Delta("a", {1.0f * i, 0.5f})};
+  }
+  SecureRound(*e, clock_, ps, updates, {"c2"}, {"c5"});
+  ASSERT_EQ(e->committed_round(), 1);
+  // Uploaded: c1, c3, c4, c5 -> mean a = [13/4, 0.5].
+  ModelWeights g = e->global();
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[0], 1.0f + 13.0f / 4);
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[1], 2.5f);
+  std::vector<RoundRecord> records = e->TakeRecords();
+  int contributed = 0;
+  for (const ClientRoundRecord& c : records[0].clients) contributed += c.contributed;
+  EXPECT_EQ(contributed, 4);
+}
+
+// Fewer updates than the threshold: the attempt is abandoned, nothing of it
+// is kept, and the retry starts from the keys again.
+TEST_F(RoundEngineTest, SecureAggregationBelowThresholdAbandonsAndRetries) {
+  RoundEngineOptions o = SecAggOpts();
+  o.secagg.threshold = 1.0;  // every advertiser must upload
+  o.min_clients = 1;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3"});
+  for (auto& [id, p] : ps) ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
+  }
+  for (const char* id : {"c1", "c2"}) {
+    Task t = e->TaskFor(id);
+    ASSERT_TRUE(e->SubmitMasked(id, 1, *ps[id]->Mask(1, t.shares,
+                                                   {Delta("a", {1, 1})}))
+                    .ok());
+  }
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(e->Tick().ok());  // c3 never uploaded: 2 < t = 3
+  EXPECT_EQ(e->committed_round(), 0);
+  EXPECT_FALSE(e->round_running());
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(1.0f, 2.0f));
+  EXPECT_THAT(e->layer_versions(), ElementsAre(0, 0));
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kAdvertise);
+}
+
+TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
+  auto plain = Make(Opts(0, 1));
+  JoinAll(*plain, {{"c1", 1}});
+  ASSERT_TRUE(plain->StartRound().ok());
+  SecAggParticipant p("c1", {"a", "b"}, 1);
+  EXPECT_THAT(plain->SubmitAdvert("c1", 1, p.Advertise(1)).message(),
+              HasSubstr("protocol: client 'c1' sent a key advert; this run "
+                        "does not aggregate securely"));
+  auto e = Make(SecAggOpts());
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  SecAggParticipant q("c2", {"a", "b"}, 1);
+  EXPECT_THAT(e->SubmitAdvert("c1", 1, q.Advertise(1)).message(),
+              HasSubstr("sent the key advert of 'c2'"));
+  EXPECT_THAT(e->SubmitShares("c1", 1, {}).message(), HasSubstr("stale_round"));
+  EXPECT_EQ(e->rejected_total().at("protocol"), 1);
 }
 
 }  // namespace

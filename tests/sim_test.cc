@@ -253,6 +253,45 @@ TEST(SimulatorTest, DifferentialPrivacyReportsGrowingEpsilon) {
             d->final_weights.layers.back().tensors[0].values);
 }
 
+// Secure aggregation in the simulator: the model ends as the plain run's up
+// to quantization (same selection, same local training), and two runs with
+// the same rounding seed end bit-identical although every key is fresh.
+TEST(SimulatorTest, SecureAggregationMatchesPlainUpToQuantization) {
+  RunConfig plain = SmallRun("sa_plain");
+  plain.federated.rounds = 3;
+  plain.federated.aggregation = "uniform";
+  RunConfig sa = plain;
+  sa.federated.run_dir = ::testing::TempDir() + "/sim_sa_a";
+  std::filesystem::remove_all(sa.federated.run_dir);
+  sa.privacy.secure_aggregation.enabled = true;
+  sa.privacy.secure_aggregation.value_range = 4.0;
+  sa.privacy.dp.noise_seed = 3;  // seeds the stochastic rounding
+  ASSERT_TRUE(sa.Validate().ok()) << sa.Validate();
+  absl::StatusOr<SimResult> p = RunSimulation(plain, SimOptions());
+  absl::StatusOr<SimResult> a = RunSimulation(sa, SimOptions());
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->rounds_committed, 3);
+  double worst = 0;
+  for (size_t l = 0; l < p->final_weights.layers.size(); ++l) {
+    for (size_t t = 0; t < p->final_weights.layers[l].tensors.size(); ++t) {
+      const auto& x = p->final_weights.layers[l].tensors[t].values;
+      const auto& y = a->final_weights.layers[l].tensors[t].values;
+      for (size_t k = 0; k < x.size(); ++k) {
+        worst = std::max(worst, static_cast<double>(std::fabs(x[k] - y[k])));
+      }
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
+  sa.federated.run_dir = ::testing::TempDir() + "/sim_sa_b";
+  std::filesystem::remove_all(sa.federated.run_dir);
+  absl::StatusOr<SimResult> b = RunSimulation(sa, SimOptions());
+  ASSERT_TRUE(b.ok()) << b.status();
+  ExpectBitIdentical(a->final_weights, b->final_weights);
+  EXPECT_EQ(MetricsWithoutTiming(a->metrics_path),
+            MetricsWithoutTiming(b->metrics_path));
+}
+
 TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
   auto a = RunSimulation(SmallRun("det_a"), SimOptions());
   auto b = RunSimulation(SmallRun("det_b"), SimOptions());

@@ -179,8 +179,15 @@ std::vector<Field> DpFields(DpConfig* c) {
           Bind("noise_seed", &c->noise_seed)};
 }
 
+std::vector<Field> SecureAggregationFields(SecureAggregationConfig* c) {
+  return {Bind("enabled", &c->enabled), Bind("threshold", &c->threshold),
+          Bind("value_range", &c->value_range)};
+}
+
 std::vector<Field> PrivacyFields(PrivacyConfig* c) {
-  return {BindSection("dp", &c->dp, &DpFields)};
+  return {BindSection("dp", &c->dp, &DpFields),
+          BindSection("secure_aggregation", &c->secure_aggregation,
+                      &SecureAggregationFields)};
 }
 
 std::vector<Field> RunFields(RunConfig* c) {
@@ -631,6 +638,39 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
   }
   RETURN_IF_ERROR(
       CheckNonNegative("privacy.dp.target_epsilon", dp.target_epsilon));
+  const SecureAggregationConfig& sa = p.secure_aggregation;
+  if (!(sa.threshold > 0 && sa.threshold <= 1)) {
+    return Bad("privacy.secure_aggregation.threshold", "must be in (0, 1]",
+               sa.threshold);
+  }
+  RETURN_IF_ERROR(CheckPositive("privacy.secure_aggregation.value_range",
+                                sa.value_range));
+  if (sa.enabled) {
+    if (f.aggregation != "uniform") {
+      return Bad("federated.aggregation",
+                 "must be 'uniform' with privacy.secure_aggregation.enabled "
+                 "(the coordinator only sees sums)",
+                 f.aggregation);
+    }
+    if (f.mode != "sync") {
+      return Bad("federated.mode",
+                 "must be 'sync' with privacy.secure_aggregation.enabled",
+                 f.mode);
+    }
+    const int n = f.clients_per_round > 0 ? f.clients_per_round : d.num_clients;
+    if (n > 255) {
+      return Bad("federated.clients_per_round",
+                 "must be <= 255 with secure aggregation (Shamir shares over "
+                 "GF(2^8))",
+                 n);
+    }
+    if (dp.enabled && dp.mode != "local") {
+      return Bad("privacy.dp.mode",
+                 "must be 'local' with secure aggregation (the coordinator "
+                 "cannot clip or noise updates it never sees)",
+                 dp.mode);
+    }
+  }
   if (!dp.enabled) return absl::OkStatus();
   if (f.aggregation != "uniform") {
     return Bad("federated.aggregation",

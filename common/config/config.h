@@ -265,8 +265,26 @@ struct DpConfig {
   uint64_t noise_seed = 0;
 };
 
+// Secure aggregation (common/secagg): the coordinator learns each layer's
+// sum over the clients that trained it, never one client's update. Off by
+// default; needs federated.aggregation: uniform, and with privacy.dp the
+// local mode (the coordinator cannot clip what it cannot see).
+struct SecureAggregationConfig {
+  bool enabled = false;
+  // The shares' threshold as a fraction of the round's participants that
+  // advertised keys, in (0, 1]: t = max(2, ceil(threshold * n)); a round
+  // with fewer than t surviving updates is abandoned and retried. Fewer than
+  // t colluding clients learn nothing from the shares.
+  double threshold = 0.66;
+  // Every update value is clipped to [-value_range, value_range] before it
+  // is quantized (with headroom for the round's participants), > 0. With
+  // privacy.dp local noise, leave room for it.
+  double value_range = 1.0;
+};
+
 struct PrivacyConfig {
   DpConfig dp;
+  SecureAggregationConfig secure_aggregation;
 };
 
 struct RunConfig {

@@ -391,8 +391,11 @@ absl::StatusOr<SecAggUnmaskResponse> SecAggClient::Unmask(
 }
 
 SecAggServer::SecAggServer(int64_t round, int threshold,
-                           std::vector<int64_t> layer_sizes)
-    : round_(round), threshold_(threshold), layer_sizes_(std::move(layer_sizes)) {
+                           std::vector<int64_t> layer_sizes, double value_range)
+    : round_(round),
+      threshold_(threshold),
+      layer_sizes_(std::move(layer_sizes)),
+      value_range_(value_range) {
   InitCrypto();
 }
 
@@ -423,7 +426,9 @@ absl::Status SecAggServer::AddAdvert(const SecAggAdvert& advert,
   return absl::OkStatus();
 }
 
-absl::StatusOr<SecAggRoster> SecAggServer::Roster() {
+absl::StatusOr<SecAggRoster> SecAggServer::Roster(int threshold) {
+  if (roster_fixed_) return Refuse("replayed", "the roster is already fixed");
+  if (threshold > 0) threshold_ = threshold;
   if (static_cast<int>(entries_.size()) < threshold_) {
     return absl::FailedPreconditionError(
         absl::StrCat("too_few_survivors: ", entries_.size(),
@@ -436,6 +441,8 @@ absl::StatusOr<SecAggRoster> SecAggServer::Roster() {
   SecAggRoster r;
   r.round = round_;
   r.threshold = threshold_;
+  r.value_range = value_range_;
+  r.scale = SecAggScale(value_range_, static_cast<int>(entries_.size()));
   r.layer_sizes = layer_sizes_;
   order_.clear();
   for (const auto& [id, e] : entries_) {

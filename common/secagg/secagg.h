@@ -79,6 +79,10 @@ struct SecAggRosterEntry {
 struct SecAggRoster {
   int64_t round = 0;
   int threshold = 0;
+  // How every participant quantizes (SecAggQuantize): values clipped to
+  // [-value_range, value_range], multiplied by `scale`.
+  double value_range = 1.0;
+  double scale = 0;
   std::vector<int64_t> layer_sizes;  // values per layer, all model layers
   std::vector<SecAggRosterEntry> entries;
 };
@@ -157,12 +161,17 @@ class SecAggClient {
 
 class SecAggServer {
  public:
-  SecAggServer(int64_t round, int threshold, std::vector<int64_t> layer_sizes);
+  // `value_range`: the clip of every value before quantization; the scale
+  // follows from it and the number of participants (SecAggScale).
+  SecAggServer(int64_t round, int threshold, std::vector<int64_t> layer_sizes,
+               double value_range = 1.0);
 
   // Phase 1. `layers`: the layer indices the client trains.
   absl::Status AddAdvert(const SecAggAdvert& advert, std::vector<int> layers);
-  // Entries in id order. FailedPrecondition with fewer than `threshold`.
-  absl::StatusOr<SecAggRoster> Roster();
+  // Fixes the roster, entries in id order; `threshold` > 0 replaces the one
+  // given at construction (a round sizes it by who advertised).
+  // FailedPrecondition with fewer entries than the threshold.
+  absl::StatusOr<SecAggRoster> Roster(int threshold = 0);
 
   // Phase 2: `from`'s shares, one for every other roster member.
   absl::Status AddShares(const std::string& from,
@@ -190,6 +199,7 @@ class SecAggServer {
   int64_t round_;
   int threshold_;
   std::vector<int64_t> layer_sizes_;
+  double value_range_;
   std::map<std::string, SecAggRosterEntry> entries_;
   bool roster_fixed_ = false;
   std::vector<std::string> order_;  // roster order (ids sorted)

@@ -38,6 +38,7 @@ constexpr ReasonInfo kReasons[] = {
      absl::StatusCode::kInvalidArgument},
     {RejectReason::kBadSampleCount, "bad_sample_count",
      absl::StatusCode::kInvalidArgument},
+    {RejectReason::kProtocol, "protocol", absl::StatusCode::kInvalidArgument},
 };
 
 const ReasonInfo& InfoOf(RejectReason reason) {
@@ -319,6 +320,49 @@ absl::Status LayerAggregator::Add(
     acc.contributors += 1;
     acc.total_weight += weight;
   }
+  return absl::OkStatus();
+}
+
+absl::Status LayerAggregator::AddLayerSum(const std::string& group,
+                                          int contributors,
+                                          std::vector<std::vector<float>> sums) {
+  auto it = index_.find(group);
+  if (it == index_.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer sum: unknown group '", group, "'"));
+  }
+  const LayerSpec& spec = layers_[it->second];
+  if (contributors < 1 || sums.size() != spec.tensors.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer sum of '", group, "': ", contributors, " contributors, ",
+        sums.size(), " tensors (", spec.tensors.size(), " expected)"));
+  }
+  for (size_t t = 0; t < sums.size(); ++t) {
+    if (sums[t].size() != spec.tensors[t].numel) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer sum of '", group, "': tensor '",
+                       spec.tensors[t].name, "' has ", sums[t].size(),
+                       " values, expected ", spec.tensors[t].numel));
+    }
+    if (FirstNonFinite(sums[t].data(), sums[t].size()) != sums[t].size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer sum of '", group, "': non-finite value"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckUsable());
+  if (options_.weight_by_samples) {
+    return absl::FailedPreconditionError(
+        "layer sums need uniform aggregation");
+  }
+  LayerSum& acc = sums_[it->second];
+  if (acc.contributors > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer sum of '", group, "': it already has updates"));
+  }
+  acc.sums = std::move(sums);
+  acc.contributors = contributors;
+  acc.total_weight = contributors;
   return absl::OkStatus();
 }
 

@@ -51,10 +51,13 @@ enum class RejectReason {
   kStaleRound,
   kUnknownClient,
   kBadSampleCount,
+  // A secure-aggregation message refused by the protocol (common/secagg),
+  // or a plain update while the run aggregates securely.
+  kProtocol,
 };
 
 // "unknown_layer", "not_assigned", "wrong_shape", "non_finite", "duplicate",
-// "stale_round", "unknown_client", "bad_sample_count".
+// "stale_round", "unknown_client", "bad_sample_count", "protocol".
 std::string_view RejectReasonName(RejectReason reason);
 
 // A refusal status whose message is "<reason_name>: <detail>". The code is
@@ -137,6 +140,16 @@ class LayerAggregator {
   absl::Status Add(const std::string& client_id, int64_t num_samples,
                    const std::vector<LayerDelta>& update,
                    const std::vector<std::string>& assigned_groups);
+
+  // Folds an already summed layer: `sums` (one vector per tensor of the
+  // group, its shapes) is the sum of `contributors` (>= 1) clients' deltas,
+  // each of weight 1 (uniform aggregation; secure aggregation hands its sums
+  // over this way). Once per group, never mixed with Add for that group.
+  // InvalidArgument for an unknown group, wrong sizes or non-finite values;
+  // FailedPrecondition when the group already has contributors, when
+  // weighting by samples, or after Commit.
+  absl::Status AddLayerSum(const std::string& group, int contributors,
+                           std::vector<std::vector<float>> sums);
 
   // Number of accepted updates that trained `group` (0 for unknown groups).
   int contributors(const std::string& group) const;

@@ -22,13 +22,48 @@
 namespace layerfl {
 namespace {
 
-enum class Phase { kIdle, kScoring, kTraining };
+// kAdvertise, kShareKeys and kUnmask only with secure aggregation.
+enum class Phase { kIdle, kScoring, kAdvertise, kShareKeys, kTraining, kUnmask };
+
+const char* PhaseName(Phase phase) {
+  switch (phase) {
+    case Phase::kIdle:
+      return "not running";
+    case Phase::kScoring:
+      return "scoring";
+    case Phase::kAdvertise:
+      return "advertising keys";
+    case Phase::kShareKeys:
+      return "sharing keys";
+    case Phase::kTraining:
+      return "training";
+    case Phase::kUnmask:
+      return "unmasking";
+  }
+  return "?";
+}
+
+const char* PhaseWhat(Phase phase) {
+  switch (phase) {
+    case Phase::kScoring:
+      return "scores";
+    case Phase::kAdvertise:
+      return "key advert";
+    case Phase::kShareKeys:
+      return "key shares";
+    case Phase::kUnmask:
+      return "unmask response";
+    default:
+      return "update";
+  }
+}
 
 struct Slot {
   ClientInfo info;
   std::vector<double> scores;
   bool answered = false;  // scores (scoring) or update (training) received
   bool dropped = false;   // missed a deadline or left
+  bool uploaded = false;  // its update is in the round's sums
   std::vector<std::string> layers;
   ClientUsage usage;
 };
@@ -229,9 +264,19 @@ class RoundEngineImpl : public RoundEngine {
     task.deadline = deadline_;
     if (phase_ == Phase::kScoring) {
       task.kind = TaskKind::kScore;
+    } else if (phase_ == Phase::kAdvertise) {
+      task.kind = TaskKind::kAdvertise;
+      task.layers = it->second.layers;
+    } else if (phase_ == Phase::kShareKeys) {
+      task.kind = TaskKind::kShareKeys;
+      task.roster = roster_;
+    } else if (phase_ == Phase::kUnmask) {
+      task.kind = TaskKind::kUnmask;
+      task.unmask = unmask_;
     } else {
       task.kind = TaskKind::kTrain;
       task.layers = it->second.layers;
+      if (secagg_ != nullptr) task.shares = secagg_->SharesFor(client_id);
       for (const std::string& layer : task.layers) {
         auto n = layer_participants_.find(layer);
         task.layer_participants.push_back(
@@ -275,6 +320,12 @@ class RoundEngineImpl : public RoundEngine {
     absl::MutexLock lock(&mu_);
     Slot* slot = nullptr;
     RETURN_IF_ERROR(Admit(client_id, round, Phase::kTraining, &slot));
+    if (secagg_ != nullptr) {
+      return Refuse(RejectReason::kProtocol,
+                    absl::StrCat("client '", client_id,
+                                 "' sent a plain update; this run aggregates "
+                                 "securely (privacy.secure_aggregation)"));
+    }
     if (num_samples > 1'000'000'000'000) {
       return Refuse(RejectReason::kBadSampleCount,
                     absl::StrCat("client '", client_id, "': num_samples ",
@@ -287,11 +338,82 @@ class RoundEngineImpl : public RoundEngine {
       return added;
     }
     slot->answered = true;
+    slot->uploaded = true;
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
         record_.bytes_up += t.numel() * static_cast<int64_t>(sizeof(float));
       }
     }
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status SubmitAdvert(const std::string& client_id, int64_t round,
+                            const SecAggAdvert& advert) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kAdvertise, &slot));
+    if (advert.id != client_id) {
+      return Refuse(RejectReason::kProtocol,
+                    absl::StrCat("client '", client_id,
+                                 "' sent the key advert of '", advert.id, "'"));
+    }
+    std::vector<int> layers;
+    for (const std::string& group : slot->layers) {
+      layers.push_back(global_.Find(group));
+    }
+    std::sort(layers.begin(), layers.end());
+    RETURN_IF_ERROR(Protocol(secagg_->AddAdvert(advert, std::move(layers))));
+    slot->answered = true;
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status SubmitShares(const std::string& client_id, int64_t round,
+                            const std::vector<SecAggShare>& shares) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kShareKeys, &slot));
+    RETURN_IF_ERROR(Protocol(secagg_->AddShares(client_id, shares)));
+    slot->answered = true;
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status SubmitMasked(const std::string& client_id, int64_t round,
+                            const SecAggMaskedInput& input) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kTraining, &slot));
+    if (input.id != client_id) {
+      return Refuse(RejectReason::kProtocol,
+                    absl::StrCat("client '", client_id,
+                                 "' sent the masked update of '", input.id,
+                                 "'"));
+    }
+    RETURN_IF_ERROR(Protocol(secagg_->AddMaskedInput(input)));
+    slot->answered = true;
+    slot->uploaded = true;
+    for (const std::vector<uint32_t>& layer : input.layers) {
+      record_.bytes_up += static_cast<int64_t>(layer.size() * sizeof(uint32_t));
+    }
+    MaybeAdvance();
+    return absl::OkStatus();
+  }
+
+  absl::Status SubmitUnmask(const std::string& client_id, int64_t round,
+                            const SecAggUnmaskResponse& response) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kUnmask, &slot));
+    if (response.id != client_id) {
+      return Refuse(RejectReason::kProtocol,
+                    absl::StrCat("client '", client_id,
+                                 "' sent the unmask response of '",
+                                 response.id, "'"));
+    }
+    RETURN_IF_ERROR(Protocol(secagg_->AddUnmaskResponse(response)));
+    slot->answered = true;
     MaybeAdvance();
     return absl::OkStatus();
   }
@@ -393,6 +515,76 @@ class RoundEngineImpl : public RoundEngine {
     return s;
   }
 
+  // A secure-aggregation result: only while the run aggregates securely.
+  absl::Status AdmitSecAgg(const std::string& client_id, int64_t round,
+                           Phase phase, Slot** slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!options_.secagg.enabled) {
+      return Refuse(RejectReason::kProtocol,
+                    absl::StrCat("client '", client_id, "' sent a ",
+                                 PhaseWhat(phase),
+                                 "; this run does not aggregate securely"));
+    }
+    return Admit(client_id, round, phase, slot);
+  }
+
+  // What common/secagg refused, as a counted kProtocol refusal.
+  absl::Status Protocol(const absl::Status& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (s.ok()) return s;
+    return Refuse(RejectReason::kProtocol, std::string(s.message()));
+  }
+
+  // The secure-aggregation step after `phase_` once every participant
+  // answered or was dropped; false when the attempt must be abandoned.
+  bool AdvanceSecAgg(int answered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = deps_.clock->Now();
+    if (phase_ == Phase::kAdvertise) {
+      const int t = std::max(
+          2, static_cast<int>(std::ceil(options_.secagg.threshold * answered -
+                                        1e-9)));
+      absl::StatusOr<SecAggRoster> roster = secagg_->Roster(t);
+      if (!roster.ok()) return false;
+      roster_ = std::make_shared<const SecAggRoster>(std::move(*roster));
+      phase_ = Phase::kShareKeys;
+    } else if (phase_ == Phase::kShareKeys) {
+      phase_ = Phase::kTraining;
+    } else if (phase_ == Phase::kTraining) {
+      absl::StatusOr<SecAggUnmaskRequest> request = secagg_->UnmaskRequest();
+      if (!request.ok()) return false;
+      unmask_ = std::make_shared<const SecAggUnmaskRequest>(std::move(*request));
+      phase_ = Phase::kUnmask;
+    } else {
+      return false;
+    }
+    for (auto& [id, slot] : slots_) slot.answered = false;
+    phase_start_ = now;
+    deadline_ = now + options_.round_deadline;
+    return true;
+  }
+
+  // The securely aggregated sums, dequantized and handed to the aggregator.
+  absl::Status FoldSecureSums() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(std::vector<std::vector<uint32_t>> sums, secagg_->Sums());
+    const std::vector<int> survivors = secagg_->SurvivorsPerLayer();
+    for (size_t l = 0; l < sums.size(); ++l) {
+      if (survivors[l] == 0 || sums[l].empty()) continue;
+      const std::vector<double> values =
+          SecAggDequantize(sums[l], roster_->scale);
+      const LayerWeights& layer = global_.layers[l];
+      std::vector<std::vector<float>> tensors;
+      size_t at = 0;
+      for (const Tensor32& t : layer.tensors) {
+        tensors.emplace_back(values.begin() + at,
+                             values.begin() + at + t.values.size());
+        at += t.values.size();
+      }
+      RETURN_IF_ERROR(
+          aggregator_->AddLayerSum(layer.group, survivors[l], std::move(tensors)));
+    }
+    return absl::OkStatus();
+  }
+
   void CountRejection(const absl::Status& s)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::optional<RejectReason> reason = ReasonOf(s);
@@ -410,15 +602,12 @@ class RoundEngineImpl : public RoundEngine {
       return Refuse(RejectReason::kUnknownClient,
                     absl::StrCat("client '", client_id, "' has not joined"));
     }
-    const char* what = phase == Phase::kScoring ? "scores" : "update";
+    const char* what = PhaseWhat(phase);
     if (round != running_round() || phase_ != phase) {
-      return Refuse(
-          RejectReason::kStaleRound,
-          absl::StrCat("client '", client_id, "' sent ", what, " for round ",
-                       round, ", but round ", running_round(), " is ",
-                       phase_ == Phase::kIdle      ? "not running"
-                       : phase_ == Phase::kScoring ? "scoring"
-                                                   : "training"));
+      return Refuse(RejectReason::kStaleRound,
+                    absl::StrCat("client '", client_id, "' sent ", what,
+                                 " for round ", round, ", but round ",
+                                 running_round(), " is ", PhaseName(phase_)));
     }
     auto it = slots_.find(client_id);
     if (it == slots_.end()) {
@@ -506,13 +695,24 @@ class RoundEngineImpl : public RoundEngine {
   // Moves on when nobody is still owed an answer.
   void MaybeAdvance() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (phase_ == Phase::kIdle) return;
-    int answered = 0;
+    int answered = 0, uploaded = 0;
     for (const auto& [id, slot] : slots_) {
       if (!slot.answered && !slot.dropped) return;
       if (slot.answered) ++answered;
+      if (slot.uploaded) ++uploaded;
     }
-    if (answered < options_.min_clients) {
+    // Unmasking: the quorum counts the updates in the sums (a survivor that
+    // falls silent now is still in them); the threshold is checked when the
+    // sums are read.
+    if (phase_ == Phase::kUnmask) answered = uploaded;
+    if (answered < options_.min_clients ||
+        (secagg_ != nullptr && answered < 2)) {
       Abandon(answered);
+      return;
+    }
+    if (secagg_ != nullptr && phase_ != Phase::kScoring &&
+        phase_ != Phase::kUnmask) {
+      if (!AdvanceSecAgg(answered)) Abandon(answered);
       return;
     }
     if (phase_ == Phase::kScoring) {
@@ -537,6 +737,9 @@ class RoundEngineImpl : public RoundEngine {
     }
     phase_ = Phase::kIdle;
     aggregator_.reset();
+    secagg_.reset();
+    roster_.reset();
+    unmask_.reset();
     slots_.clear();
     ++attempt_;
     if (attempt_ > options_.max_round_retries) {
@@ -605,6 +808,13 @@ class RoundEngineImpl : public RoundEngine {
     }
     aggregator_ = std::make_unique<LayerAggregator>(global_, aggregation);
     phase_ = Phase::kTraining;
+    if (options_.secagg.enabled) {
+      std::vector<int64_t> sizes;
+      for (const LayerWeights& l : global_.layers) sizes.push_back(l.numel());
+      secagg_ = std::make_unique<SecAggServer>(running_round(), 2, sizes,
+                                               options_.secagg.value_range);
+      phase_ = Phase::kAdvertise;
+    }
     phase_start_ = now;
     deadline_ = now + options_.round_deadline;
   }
@@ -615,6 +825,21 @@ class RoundEngineImpl : public RoundEngine {
     const absl::Time w0 = absl::Now();
     std::vector<int64_t> before;
     for (const LayerWeights& l : global_.layers) before.push_back(l.version);
+    if (secagg_ != nullptr) {
+      absl::Status folded = FoldSecureSums();
+      if (!folded.ok()) {
+        // Too few revealed, or a revealed share did not check out.
+        CountRejection(Rejection(RejectReason::kProtocol,
+                                 std::string(folded.message())));
+        int answered = 0;
+        for (const auto& [id, slot] : slots_) answered += slot.answered;
+        Abandon(answered);
+        return;
+      }
+      secagg_.reset();
+      roster_.reset();
+      unmask_.reset();
+    }
     absl::StatusOr<AggregateStats> stats = aggregator_->Commit(global_);
     aggregator_.reset();
     if (!stats.ok()) {
@@ -637,7 +862,7 @@ class RoundEngineImpl : public RoundEngine {
       cr.id = c.id;
       cr.budget = c.budget;
       cr.layers = slot.layers;
-      cr.contributed = slot.answered;
+      cr.contributed = slot.uploaded;
       cr.scores = c.scores;
       if (i < outcome_.costs.size()) cr.cost = outcome_.costs[i];
       cr.usage = slot.usage;
@@ -782,6 +1007,11 @@ class RoundEngineImpl : public RoundEngine {
   RoundRecord record_ ABSL_GUARDED_BY(mu_);
   std::vector<RoundRecord> records_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> rejected_total_ ABSL_GUARDED_BY(mu_);
+  // Secure aggregation of the running attempt (null when off): the server
+  // half of the protocol and what the tasks hand out.
+  std::unique_ptr<SecAggServer> secagg_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const SecAggRoster> roster_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const SecAggUnmaskRequest> unmask_ ABSL_GUARDED_BY(mu_);
   // Participants given each layer in the running round.
   std::map<std::string, int> layer_participants_ ABSL_GUARDED_BY(mu_);
   // Differential privacy: the current clip norm, the spent budget, the

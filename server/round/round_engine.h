@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/layers/profile.h"
+#include "common/secagg/secagg.h"
 #include "common/util/clock.h"
 #include "common/weights/weights.h"
 #include "server/aggregator/aggregator.h"
@@ -112,7 +113,17 @@ class Evaluator {
   virtual absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) = 0;
 };
 
-enum class TaskKind { kWait, kScore, kTrain, kFinished };
+// kAdvertise, kShareKeys and kUnmask are the steps secure aggregation adds
+// around kTrain (privacy.secure_aggregation; common/secagg/secagg.h).
+enum class TaskKind {
+  kWait,
+  kScore,
+  kTrain,
+  kFinished,
+  kAdvertise,
+  kShareKeys,
+  kUnmask
+};
 
 struct Task {
   TaskKind kind = TaskKind::kWait;
@@ -123,6 +134,11 @@ struct Task {
   // it).
   std::vector<int> layer_participants;
   absl::Time deadline = absl::InfiniteFuture();
+  // Secure aggregation. kShareKeys: the round's roster; kTrain: the shares
+  // relayed to this client; kUnmask: what the coordinator asks it to reveal.
+  std::shared_ptr<const SecAggRoster> roster;
+  std::vector<SecAggShare> shares;
+  std::shared_ptr<const SecAggUnmaskRequest> unmask;
 };
 
 // What a participant measured its round took (ReportUsage); -1 = not
@@ -211,6 +227,19 @@ struct PrivacyOptions {
   uint64_t noise_seed = 0;    // 0 = keys from the OS
 };
 
+// Secure aggregation (privacy.secure_aggregation). After selection a round
+// runs four steps among its participants, each with the round deadline:
+// advertise keys, share them, train and upload the masked update, reveal
+// what unmasking needs. The participants that advertised fix the roster and
+// the threshold t = max(2, ceil(threshold * advertisers)); fewer than
+// max(t, min_clients) answers at a step abandons the attempt (retried as any
+// round that misses quorum). Needs uniform aggregation.
+struct SecAggOptions {
+  bool enabled = false;
+  double threshold = 0.66;   // fraction of the roster, in (0, 1]
+  double value_range = 1.0;  // every value is clipped to +-this, > 0
+};
+
 struct RoundEngineOptions {
   int64_t rounds = 20;
   int clients_per_round = 10;  // 0 = all joined clients
@@ -223,6 +252,7 @@ struct RoundEngineOptions {
   uint64_t seed = 1;
   std::string budget_unit = "layers";  // copied into every RoundRecord
   PrivacyOptions privacy;
+  SecAggOptions secagg;
 };
 
 class RoundEngine {
@@ -265,6 +295,23 @@ class RoundEngine {
   virtual absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                                     int64_t num_samples,
                                     const std::vector<LayerDelta>& update) = 0;
+
+  // The secure-aggregation steps (Task's kAdvertise, kShareKeys, kTrain,
+  // kUnmask). Refusals as the other results, with reason kProtocol for what
+  // common/secagg refuses; SubmitUpdate is refused (kProtocol) while secure
+  // aggregation is on, and these while it is off.
+  virtual absl::Status SubmitAdvert(const std::string& client_id,
+                                    int64_t round,
+                                    const SecAggAdvert& advert) = 0;
+  virtual absl::Status SubmitShares(const std::string& client_id,
+                                    int64_t round,
+                                    const std::vector<SecAggShare>& shares) = 0;
+  virtual absl::Status SubmitMasked(const std::string& client_id,
+                                    int64_t round,
+                                    const SecAggMaskedInput& input) = 0;
+  virtual absl::Status SubmitUnmask(const std::string& client_id,
+                                    int64_t round,
+                                    const SecAggUnmaskResponse& response) = 0;
 
   // What a participant of the running round measured (a client's word, for
   // the metrics only): its fields >= 0 replace the ones recorded so far.

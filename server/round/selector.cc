@@ -359,6 +359,10 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.privacy.delta = dp.delta;
   o.privacy.target_epsilon = dp.target_epsilon;
   o.privacy.noise_seed = dp.noise_seed;
+  const SecureAggregationConfig& sa = c.privacy.secure_aggregation;
+  o.secagg.enabled = sa.enabled;
+  o.secagg.threshold = sa.threshold;
+  o.secagg.value_range = sa.value_range;
   return o;
 }
 

@@ -11,6 +11,7 @@
 #include "client/trainer/trainer.h"
 #include "client/worker/worker.h"
 #include "common/data/federated_data.h"
+#include "common/secagg/participant.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
 #include "server/round/round_engine.h"
@@ -24,6 +25,7 @@ namespace {
 struct VirtualClient {
   std::unique_ptr<LocalWorker> worker;
   std::vector<int64_t> versions;  // -1 = never downloaded
+  std::unique_ptr<SecAggParticipant> secagg;  // secure aggregation only
 };
 
 // Brings the shared model to the global weights and counts what a real
@@ -192,6 +194,12 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     clients[i].worker = std::make_unique<LocalWorker>(
         c, ids.back(), core.model, std::move(core.clients[i]));
     clients[i].versions.assign(core.initial.layers.size(), -1);
+    if (c.privacy.secure_aggregation.enabled) {
+      std::vector<std::string> groups;
+      for (const LayerWeights& l : core.initial.layers) groups.push_back(l.group);
+      clients[i].secagg = std::make_unique<SecAggParticipant>(
+          ids.back(), groups, c.privacy.dp.noise_seed);
+    }
   }
   core.clients.clear();
   ASSIGN_OR_RETURN(std::vector<double> budgets, AssignBudgets(c, ids));
@@ -243,15 +251,37 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     }
     int64_t bytes_down = 0;
     const int64_t round = engine->committed_round() + 1;
-    // Scoring (when the strategy asks), then training; clients in id order.
-    for (int phase = 0; phase < 2 && engine->round_running(); ++phase) {
+    // Every step of the round (scoring when the strategy asks, the secure
+    // aggregation steps when on, training) for all participants in id order:
+    // a step ends with its last participant, so each pass sees one step.
+    while (engine->round_running()) {
+      bool any = false;
       for (size_t k = 0; k < clients.size(); ++k) {
         VirtualClient& client = clients[k];
         LocalWorker& worker = *client.worker;
         Task task = engine->TaskFor(worker.id());
-        const TaskKind wanted =
-            phase == 0 ? TaskKind::kScore : TaskKind::kTrain;
-        if (task.kind != wanted) continue;
+        if (task.kind == TaskKind::kWait || task.kind == TaskKind::kFinished) {
+          continue;
+        }
+        any = true;
+        const std::string& id = worker.id();
+        if (task.kind == TaskKind::kAdvertise) {
+          RETURN_IF_ERROR(engine->SubmitAdvert(
+              id, task.round, client.secagg->Advertise(task.round)));
+          continue;
+        }
+        if (task.kind == TaskKind::kShareKeys) {
+          ASSIGN_OR_RETURN(std::vector<SecAggShare> shares,
+                           client.secagg->ShareKeys(*task.roster));
+          RETURN_IF_ERROR(engine->SubmitShares(id, task.round, shares));
+          continue;
+        }
+        if (task.kind == TaskKind::kUnmask) {
+          ASSIGN_OR_RETURN(SecAggUnmaskResponse response,
+                           client.secagg->Unmask(*task.unmask));
+          RETURN_IF_ERROR(engine->SubmitUnmask(id, task.round, response));
+          continue;
+        }
         ModelWeights global = engine->global();
         bytes_down += Sync(client, global);
         if (task.kind == TaskKind::kScore) {
@@ -260,9 +290,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
           ClientUsage usage;  // on the simulated device: time / its speed
           usage.score_s = worker.last_score_usage().seconds / speeds[k];
           usage.score_peak_bytes = worker.last_score_usage().peak_bytes;
-          RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
-          RETURN_IF_ERROR(
-              engine->SubmitScores(worker.id(), task.round, scores));
+          RETURN_IF_ERROR(engine->ReportUsage(id, task.round, usage));
+          RETURN_IF_ERROR(engine->SubmitScores(id, task.round, scores));
           continue;
         }
         ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
@@ -271,10 +300,18 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         ClientUsage usage;
         usage.train_s = worker.last_train_usage().seconds / speeds[k];
         usage.peak_bytes = worker.last_train_usage().peak_bytes;
-        RETURN_IF_ERROR(engine->ReportUsage(worker.id(), task.round, usage));
-        RETURN_IF_ERROR(engine->SubmitUpdate(worker.id(), task.round,
-                                             worker.num_samples(), update));
+        RETURN_IF_ERROR(engine->ReportUsage(id, task.round, usage));
+        if (client.secagg != nullptr) {
+          ASSIGN_OR_RETURN(
+              SecAggMaskedInput masked,
+              client.secagg->Mask(task.round, task.shares, update));
+          RETURN_IF_ERROR(engine->SubmitMasked(id, task.round, masked));
+        } else {
+          RETURN_IF_ERROR(engine->SubmitUpdate(id, task.round,
+                                               worker.num_samples(), update));
+        }
       }
+      if (!any) break;
     }
     RETURN_IF_ERROR(engine->Tick());
     if (engine->round_running()) {

@@ -1,0 +1,111 @@
+#include "common/secagg/participant.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/privacy/noise.h"
+
+namespace layerfl {
+
+absl::StatusOr<std::vector<int>> LayerIndices(
+    const std::vector<std::string>& groups,
+    const std::vector<std::string>& layers) {
+  std::vector<int> out;
+  for (const std::string& layer : layers) {
+    auto it = std::find(groups.begin(), groups.end(), layer);
+    if (it == groups.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("secure aggregation: unknown layer '", layer, "'"));
+    }
+    out.push_back(static_cast<int>(it - groups.begin()));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+SecAggParticipant::SecAggParticipant(std::string id,
+                                     std::vector<std::string> groups,
+                                     uint64_t rounding_seed)
+    : id_(std::move(id)),
+      groups_(std::move(groups)),
+      rounding_seed_(rounding_seed) {}
+
+absl::Status SecAggParticipant::CheckRound(int64_t round) const {
+  if (client_ == nullptr || round != round_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("malformed: secure aggregation step for round ", round,
+                     " before its keys were advertised"));
+  }
+  return absl::OkStatus();
+}
+
+SecAggAdvert SecAggParticipant::Advertise(int64_t round) {
+  round_ = round;
+  roster_.reset();
+  client_ = std::make_unique<SecAggClient>(id_, round);
+  return client_->Advertise();
+}
+
+absl::StatusOr<std::vector<SecAggShare>> SecAggParticipant::ShareKeys(
+    const SecAggRoster& roster) {
+  if (absl::Status s = CheckRound(roster.round); !s.ok()) return s;
+  if (!(roster.scale >= 1) || !(roster.value_range > 0)) {
+    return absl::InvalidArgumentError(
+        "malformed: roster without a usable quantization scale and range");
+  }
+  absl::StatusOr<std::vector<SecAggShare>> shares = client_->ShareKeys(roster);
+  if (shares.ok()) roster_ = std::make_unique<SecAggRoster>(roster);
+  return shares;
+}
+
+absl::StatusOr<SecAggMaskedInput> SecAggParticipant::Mask(
+    int64_t round, const std::vector<SecAggShare>& shares,
+    const std::vector<LayerDelta>& update) {
+  if (absl::Status s = CheckRound(round); !s.ok()) return s;
+  if (roster_ == nullptr) {
+    return absl::FailedPreconditionError("malformed: mask before sharing keys");
+  }
+  const SecAggRosterEntry* me = nullptr;
+  for (const SecAggRosterEntry& e : roster_->entries) {
+    if (e.advert.id == id_) me = &e;
+  }
+  if (me == nullptr) return absl::InternalError("not in the roster");
+  std::vector<std::vector<uint32_t>> quantized;
+  for (int layer : me->layers) {
+    const LayerDelta* d = nullptr;
+    for (const LayerDelta& x : update) {
+      if (x.group == groups_[layer]) d = &x;
+    }
+    if (d == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "secure aggregation: the update lacks layer '", groups_[layer], "'"));
+    }
+    std::vector<float> flat;
+    for (const Tensor32& t : d->tensors) {
+      flat.insert(flat.end(), t.values.begin(), t.values.end());
+    }
+    const NoiseKey key =
+        rounding_seed_ == 0
+            ? RandomNoiseKey()
+            : DerivedNoiseKey(rounding_seed_,
+                              absl::StrCat("secagg-round|", id_, "|", round,
+                                           "|", layer));
+    quantized.push_back(
+        SecAggQuantize(flat, roster_->value_range, roster_->scale, key));
+  }
+  if (update.size() != me->layers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secure aggregation: the update has ", update.size(),
+                     " layers, ", me->layers.size(), " were assigned"));
+  }
+  return client_->Mask(shares, quantized);
+}
+
+absl::StatusOr<SecAggUnmaskResponse> SecAggParticipant::Unmask(
+    const SecAggUnmaskRequest& request) {
+  if (absl::Status s = CheckRound(request.round); !s.ok()) return s;
+  return client_->Unmask(request);
+}
+
+}  // namespace layerfl
