@@ -1,5 +1,7 @@
 #include "proto/wire_convert.h"
 
+#include <algorithm>
+
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -124,6 +126,113 @@ absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       status.error_message());
+}
+
+namespace {
+
+std::string Bytes(const Key32& k) {
+  return std::string(reinterpret_cast<const char*>(k.data()), k.size());
+}
+
+absl::Status ToKey(const std::string& bytes, const char* field, Key32* out) {
+  if (bytes.size() != out->size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed: ", field, " must have 32 bytes, got ", bytes.size()));
+  }
+  std::copy(bytes.begin(), bytes.end(), out->begin());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ToProto(const SecAggAdvert& in, wire::v1::SecAggAdvert* out) {
+  out->set_id(in.id);
+  out->set_round(in.round);
+  out->set_enc_pk(Bytes(in.enc_pk));
+  out->set_mask_pk(Bytes(in.mask_pk));
+  out->set_commitment(Bytes(in.commitment));
+}
+
+absl::StatusOr<SecAggAdvert> FromProto(const wire::v1::SecAggAdvert& in) {
+  SecAggAdvert a;
+  a.id = in.id();
+  a.round = in.round();
+  absl::Status s = ToKey(in.enc_pk(), "enc_pk", &a.enc_pk);
+  if (s.ok()) s = ToKey(in.mask_pk(), "mask_pk", &a.mask_pk);
+  if (s.ok()) s = ToKey(in.commitment(), "commitment", &a.commitment);
+  if (!s.ok()) return s;
+  return a;
+}
+
+void ToProto(const SecAggRoster& in, wire::v1::SecAggRoster* out) {
+  out->set_round(in.round);
+  out->set_threshold(in.threshold);
+  out->set_value_range(in.value_range);
+  out->set_scale(in.scale);
+  for (int64_t n : in.layer_sizes) out->add_layer_sizes(n);
+  for (const SecAggRosterEntry& e : in.entries) {
+    wire::v1::SecAggRosterEntry* w = out->add_entries();
+    ToProto(e.advert, w->mutable_advert());
+    for (int l : e.layers) w->add_layers(l);
+  }
+}
+
+absl::StatusOr<SecAggRoster> FromProto(const wire::v1::SecAggRoster& in) {
+  SecAggRoster r;
+  r.round = in.round();
+  r.threshold = in.threshold();
+  r.value_range = in.value_range();
+  r.scale = in.scale();
+  r.layer_sizes.assign(in.layer_sizes().begin(), in.layer_sizes().end());
+  for (const wire::v1::SecAggRosterEntry& w : in.entries()) {
+    absl::StatusOr<SecAggAdvert> a = FromProto(w.advert());
+    if (!a.ok()) return a.status();
+    r.entries.push_back({*a, {w.layers().begin(), w.layers().end()}});
+  }
+  return r;
+}
+
+void ToProto(const SecAggShare& in, wire::v1::SecAggShare* out) {
+  out->set_from(in.from);
+  out->set_to(in.to);
+  out->set_ciphertext(in.ciphertext);
+}
+
+SecAggShare FromProto(const wire::v1::SecAggShare& in) {
+  return {in.from(), in.to(), in.ciphertext()};
+}
+
+void ToProto(const SecAggUnmaskRequest& in,
+             wire::v1::SecAggUnmaskRequest* out) {
+  out->set_round(in.round);
+  for (const std::string& id : in.survivors) out->add_survivors(id);
+  for (const std::string& id : in.dropped) out->add_dropped(id);
+}
+
+SecAggUnmaskRequest FromProto(const wire::v1::SecAggUnmaskRequest& in) {
+  return {in.round(),
+          {in.survivors().begin(), in.survivors().end()},
+          {in.dropped().begin(), in.dropped().end()}};
+}
+
+void ToProto(const SecAggUnmaskResponse& in,
+             wire::v1::SecAggUnmaskResponse* out) {
+  out->set_id(in.id);
+  out->set_round(in.round);
+  for (const auto& [k, v] : in.self_mask_shares) {
+    (*out->mutable_self_mask_shares())[k] = v;
+  }
+  for (const auto& [k, v] : in.key_shares) (*out->mutable_key_shares())[k] = v;
+}
+
+SecAggUnmaskResponse FromProto(const wire::v1::SecAggUnmaskResponse& in) {
+  SecAggUnmaskResponse r;
+  r.id = in.id();
+  r.round = in.round();
+  r.self_mask_shares.insert(in.self_mask_shares().begin(),
+                            in.self_mask_shares().end());
+  r.key_shares.insert(in.key_shares().begin(), in.key_shares().end());
+  return r;
 }
 
 }  // namespace layerfl

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/codec/codec.h"
 #include "common/layers/profile.h"
+#include "common/secagg/secagg.h"
 #include "grpcpp/support/status.h"
 #include "proto/layerfl.pb.h"
 
@@ -34,6 +35,20 @@ int64_t WireBytes(const google::protobuf::MessageLite& message);
 // naming the field).
 void ToProto(const TrainingProfile& profile, wire::v1::TrainingProfile* out);
 absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in);
+
+// Secure aggregation messages both ways; FromProto checks key lengths
+// (InvalidArgument "malformed: ...").
+void ToProto(const SecAggAdvert& in, wire::v1::SecAggAdvert* out);
+absl::StatusOr<SecAggAdvert> FromProto(const wire::v1::SecAggAdvert& in);
+void ToProto(const SecAggRoster& in, wire::v1::SecAggRoster* out);
+absl::StatusOr<SecAggRoster> FromProto(const wire::v1::SecAggRoster& in);
+void ToProto(const SecAggShare& in, wire::v1::SecAggShare* out);
+SecAggShare FromProto(const wire::v1::SecAggShare& in);
+void ToProto(const SecAggUnmaskRequest& in, wire::v1::SecAggUnmaskRequest* out);
+SecAggUnmaskRequest FromProto(const wire::v1::SecAggUnmaskRequest& in);
+void ToProto(const SecAggUnmaskResponse& in,
+             wire::v1::SecAggUnmaskResponse* out);
+SecAggUnmaskResponse FromProto(const wire::v1::SecAggUnmaskResponse& in);
 
 grpc::Status ToGrpc(const absl::Status& status);
 absl::Status FromGrpc(const grpc::Status& status);

@@ -307,6 +307,77 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   EXPECT_LE(worst, 1.02);
 }
 
+// Differential privacy (local mode) and secure aggregation on, over gRPC:
+// one client stops dead right after its masked update of the last round was
+// accepted (it never answers the unmask step); the round commits at the
+// deadline with the other three revealing what is needed, and the run ends
+// with the simulator's weights and metrics, bit for bit.
+TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  const std::string privacy =
+      "privacy:\n"
+      "  dp:\n    enabled: true\n    mode: local\n    clip_norm: 0.5\n"
+      "    noise_multiplier: 0.3\n    noise_seed: 11\n"
+      "  secure_aggregation:\n    enabled: true\n    threshold: 0.5\n"
+      "    value_range: 2.0\n";
+  auto uniform = [](const std::string& path, const std::string& deadline_s) {
+    std::string text = std::regex_replace(
+        ReadFile(path), std::regex("  min_clients: 2\n"),
+        "  min_clients: 2\n  aggregation: uniform\n");
+    text = std::regex_replace(text, std::regex("round_deadline_s: 60"),
+                              "round_deadline_s: " + deadline_s);
+    std::ofstream(path) << text;
+  };
+  const std::string sim_config = WriteConfig(dir_, "sim", privacy);
+  uniform(sim_config, "60");
+  const std::string coord_config = WriteConfig(
+      dir_, "coord", privacy + "transport:\n  linger_s: 2\n");
+  uniform(coord_config, "8");
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
+              dir_ + "/sim.sim.log");
+
+  const std::string coord_dir = dir_ + "/coord";
+  const std::string port_file = coord_dir + ".port";
+  Process coordinator(
+      {kBin + "/layerfl-coordinator", "--config=" + coord_config,
+       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
+      coord_dir + ".coordinator.log");
+  while (!fs::exists(port_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
+  const std::string port =
+      ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> argv = {
+        kBin + "/layerfl-client", "--config=" + coord_config,
+        "--coordinator=127.0.0.1:" + port, "--poll_ms=2000",
+        absl::StrCat("--partition=", i)};
+    if (i == 3) argv.push_back("--fault_exit_after_upload=3");
+    clients.push_back(std::make_unique<Process>(
+        argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  EXPECT_NE(clients[3]->Wait(deadline), 0);
+  EXPECT_THAT(clients[3]->Log(), ::testing::HasSubstr("fault injection"));
+  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+
+  const std::string log = coordinator.Log();
+  EXPECT_THAT(log, ::testing::HasSubstr("round 3: masked update from client-003"));
+  EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr(
+                       "round 3: unmask response from client-003")));
+  EXPECT_THAT(log, ::testing::HasSubstr("round 3: unmask response from client-000"));
+  const Checkpoint a = LatestCheckpoint(coord_dir);
+  const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
+  EXPECT_EQ(a.round, 3);
+  ExpectBitIdentical(a.weights, b.weights);
+  EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
+  EXPECT_THAT(ReadFile(coord_dir + "/metrics.jsonl"),
+              ::testing::HasSubstr("\"privacy\":{\"epsilon\":"));
+}
+
 // The coordinator process is SIGKILLed after its first committed round and
 // started again on the same port and run_dir: it resumes from the last
 // checkpoint, the clients reconnect and rejoin, and the run ends with the

@@ -86,6 +86,7 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
   DaemonOptions daemon = options.daemon;
+  daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   if (daemon.client_id.empty())
     daemon.client_id = PartitionClientId(options.partition);
   SetTorchThreads(c.threads);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/secagg/participant.h"
 
 namespace layerfl {
 namespace {
@@ -123,6 +124,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
   Heartbeater heartbeat(link);
   DaemonResult result;
   Replica replica;
+  // Secure aggregation: this client's side, made at its first key step.
+  std::unique_ptr<SecAggParticipant> secagg;
   bool joined = false;
   absl::Time last_ok = absl::Now();
   std::string last_problem;
@@ -239,7 +242,41 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     const std::string down = absl::StrFormat(
         "%d layers, %d bytes", fetched->layers.size(), fetched->wire_bytes);
     absl::Status sent;
-    if (task->kind == ClientTaskKind::kScore) {
+    if (task->kind == ClientTaskKind::kAdvertise) {
+      if (secagg == nullptr) {
+        std::vector<std::string> groups;
+        for (const LayerWeights& l : replica.weights.layers) {
+          groups.push_back(l.group);
+        }
+        secagg = std::make_unique<SecAggParticipant>(
+            options.client_id, std::move(groups), options.secagg_rounding_seed);
+      }
+      sent = link.SendAdvert(task->round, secagg->Advertise(task->round));
+      if (sent.ok()) log(absl::StrFormat("round %d: keys advertised", task->round));
+    } else if (task->kind == ClientTaskKind::kShareKeys) {
+      absl::StatusOr<std::vector<SecAggShare>> shares =
+          secagg == nullptr ? absl::FailedPreconditionError(
+                                  "malformed: a key-share task before keys "
+                                  "were advertised")
+                            : secagg->ShareKeys(*task->roster);
+      sent = shares.ok() ? link.SendShares(task->round, *shares)
+                         : shares.status();
+      if (sent.ok()) {
+        log(absl::StrFormat("round %d: key shares sent to %d peers",
+                            task->round, shares->size()));
+      }
+    } else if (task->kind == ClientTaskKind::kUnmask) {
+      absl::StatusOr<SecAggUnmaskResponse> response =
+          secagg == nullptr ? absl::FailedPreconditionError(
+                                  "malformed: an unmask task before keys were "
+                                  "advertised")
+                            : secagg->Unmask(*task->unmask);
+      sent = response.ok() ? link.SendUnmask(task->round, *response)
+                           : response.status();
+      if (sent.ok()) {
+        log(absl::StrFormat("round %d: unmask shares sent", task->round));
+      }
+    } else if (task->kind == ClientTaskKind::kScore) {
       absl::StatusOr<std::vector<double>> scores =
           work.Score(replica.weights, task->round, task->metric);
       if (!scores.ok()) {
@@ -259,10 +296,20 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
         log(absl::StrCat("training failed: ", update.status().message()));
         return update.status();
       }
-      absl::StatusOr<TransferStats> up = link.Upload(
-          task->round, work.num_samples(), *update,
-          std::max(absl::ZeroDuration(), task_deadline - absl::Now()),
-          work.LastTrainCost());
+      const absl::Duration left =
+          std::max(absl::ZeroDuration(), task_deadline - absl::Now());
+      absl::StatusOr<TransferStats> up;
+      if (secagg != nullptr && !task->shares.empty()) {
+        // Secure aggregation: the update goes masked.
+        absl::StatusOr<SecAggMaskedInput> masked =
+            secagg->Mask(task->round, task->shares, *update);
+        up = masked.ok() ? link.UploadMasked(task->round, *masked, left,
+                                             work.LastTrainCost())
+                         : absl::StatusOr<TransferStats>(masked.status());
+      } else {
+        up = link.Upload(task->round, work.num_samples(), *update, left,
+                         work.LastTrainCost());
+      }
       sent = up.status();
       if (up.ok()) {
         record.upload = *up;
@@ -271,6 +318,13 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                             "values [fetched %s]",
                             task->round, absl::StrJoin(task->layers, ","),
                             up->wire_bytes, up->numel, down));
+        if (task->round == options.exit_after_upload_round) {
+          // Fault injection: vanish as a killed process would (no Leave).
+          heartbeat.Deactivate();
+          return absl::AbortedError(absl::StrCat(
+              "fault injection: exiting after the upload of round ",
+              task->round));
+        }
       }
     }
     record.outcome = sent.ok() ? "ok" : ReasonOfStatus(sent);

@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/codec/codec.h"
 #include "common/layers/profile.h"
+#include "common/secagg/secagg.h"
 #include "common/weights/weights.h"
 
 namespace layerfl {
@@ -83,7 +84,16 @@ struct JoinInfo {
   double budget = 0.0;
 };
 
-enum class ClientTaskKind { kWait, kScore, kTrain, kFinished };
+// kAdvertise, kShareKeys, kUnmask: secure aggregation's steps around kTrain.
+enum class ClientTaskKind {
+  kWait,
+  kScore,
+  kTrain,
+  kFinished,
+  kAdvertise,
+  kShareKeys,
+  kUnmask
+};
 
 struct ClientTask {
   ClientTaskKind kind = ClientTaskKind::kWait;
@@ -94,6 +104,11 @@ struct ClientTask {
   std::vector<int> layer_participants;
   absl::Duration time_left = absl::ZeroDuration();
   std::string metric;
+  // Secure aggregation: kShareKeys the roster, kTrain the relayed shares
+  // (the update then goes masked), kUnmask the request.
+  std::shared_ptr<const SecAggRoster> roster;
+  std::vector<SecAggShare> shares;
+  std::shared_ptr<const SecAggUnmaskRequest> unmask;
 };
 
 struct TransferStats {
@@ -124,6 +139,15 @@ class CoordinatorLink {
   virtual absl::StatusOr<TransferStats> Upload(
       int64_t round, int64_t num_samples, const std::vector<LayerDelta>& update,
       absl::Duration time_left, const WorkCost& cost) = 0;
+  // Secure aggregation: the key steps, and the masked update (chunked).
+  virtual absl::Status SendAdvert(int64_t round, const SecAggAdvert& advert) = 0;
+  virtual absl::Status SendShares(int64_t round,
+                                  const std::vector<SecAggShare>& shares) = 0;
+  virtual absl::Status SendUnmask(int64_t round,
+                                  const SecAggUnmaskResponse& response) = 0;
+  virtual absl::StatusOr<TransferStats> UploadMasked(
+      int64_t round, const SecAggMaskedInput& input, absl::Duration time_left,
+      const WorkCost& cost) = 0;
 };
 
 struct DaemonOptions {
@@ -138,6 +162,13 @@ struct DaemonOptions {
   double max_time_s = 0;
   double max_memory_mb = 0;
   absl::Duration poll = absl::Seconds(5);  // GetTask long-poll wait
+  // Secure aggregation's stochastic rounding: 0 = from the OS; else
+  // reproducible (privacy.dp.noise_seed, as the simulator).
+  uint64_t secagg_rounding_seed = 0;
+  // Fault injection for tests: after its update of this round is accepted
+  // the daemon stops dead (no Leave, no further answer) and returns
+  // Aborted; 0 = never.
+  int64_t exit_after_upload_round = 0;
   // Reconnect backoff: first delay, cap, and how long without any successful
   // call before giving up (Unavailable).
   absl::Duration backoff_initial = absl::Milliseconds(200);

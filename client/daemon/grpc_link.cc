@@ -116,6 +116,21 @@ class GrpcLink : public CoordinatorLink {
       case wire::TaskReply::FINISHED:
         task.kind = ClientTaskKind::kFinished;
         break;
+      case wire::TaskReply::ADVERTISE:
+        task.kind = ClientTaskKind::kAdvertise;
+        break;
+      case wire::TaskReply::SHARE_KEYS: {
+        task.kind = ClientTaskKind::kShareKeys;
+        absl::StatusOr<SecAggRoster> roster = FromProto(reply.roster());
+        if (!roster.ok()) return roster.status();
+        task.roster = std::make_shared<const SecAggRoster>(std::move(*roster));
+        break;
+      }
+      case wire::TaskReply::UNMASK:
+        task.kind = ClientTaskKind::kUnmask;
+        task.unmask = std::make_shared<const SecAggUnmaskRequest>(
+            FromProto(reply.unmask()));
+        break;
       default:
         task.kind = ClientTaskKind::kWait;
         break;
@@ -124,6 +139,9 @@ class GrpcLink : public CoordinatorLink {
     task.layers.assign(reply.layers().begin(), reply.layers().end());
     task.layer_participants.assign(reply.layer_participants().begin(),
                                    reply.layer_participants().end());
+    for (const wire::SecAggShare& s : reply.shares()) {
+      task.shares.push_back(FromProto(s));
+    }
     task.time_left = absl::Milliseconds(reply.deadline_ms());
     task.metric = reply.metric();
     return task;
@@ -308,7 +326,87 @@ class GrpcLink : public CoordinatorLink {
     return stats;
   }
 
+  absl::Status SendAdvert(int64_t round, const SecAggAdvert& advert) override {
+    wire::SecAggStepRequest request;
+    ToProto(advert, request.mutable_advert());
+    return Step(round, request);
+  }
+
+  absl::Status SendShares(int64_t round,
+                          const std::vector<SecAggShare>& shares) override {
+    wire::SecAggStepRequest request;
+    for (const SecAggShare& s : shares) {
+      ToProto(s, request.mutable_shares()->add_shares());
+    }
+    return Step(round, request);
+  }
+
+  absl::Status SendUnmask(int64_t round,
+                          const SecAggUnmaskResponse& response) override {
+    wire::SecAggStepRequest request;
+    ToProto(response, request.mutable_unmask());
+    return Step(round, request);
+  }
+
+  absl::StatusOr<TransferStats> UploadMasked(int64_t round,
+                                             const SecAggMaskedInput& input,
+                                             absl::Duration time_left,
+                                             const WorkCost& cost) override {
+    int64_t chunk;
+    wire::MaskedMessage message;
+    {
+      absl::MutexLock lock(&mu_);
+      chunk = upload_chunk_;
+      wire::MaskedHeader* h = message.mutable_header();
+      h->set_client_id(id_);
+      h->set_session(session_);
+      h->set_round(round);
+      h->set_train_s(cost.seconds);
+      h->set_peak_bytes(cost.peak_bytes);
+      for (const std::vector<uint32_t>& l : input.layers) {
+        h->add_layer_sizes(static_cast<int64_t>(l.size()));
+      }
+    }
+    grpc::ClientContext context;
+    SetDeadline(context, std::max(options_.rpc_timeout,
+                                  time_left + options_.rpc_timeout));
+    wire::UploadReply reply;
+    std::unique_ptr<grpc::ClientWriter<wire::MaskedMessage>> writer =
+        stub_->UploadMasked(&context, &reply);
+    TransferStats stats;
+    stats.wire_bytes += WireBytes(message);
+    bool open = writer->Write(message);
+    const size_t per_chunk = std::max<int64_t>(1, chunk / 4);
+    for (size_t l = 0; open && l < input.layers.size(); ++l) {
+      const std::vector<uint32_t>& values = input.layers[l];
+      stats.numel += static_cast<int64_t>(values.size());
+      stats.payload_bytes += static_cast<int64_t>(values.size() * 4);
+      for (size_t at = 0; open && at < values.size(); at += per_chunk) {
+        const size_t n = std::min(per_chunk, values.size() - at);
+        message.Clear();
+        wire::MaskedChunk* c = message.mutable_chunk();
+        c->set_layer(static_cast<int32_t>(l));
+        c->set_offset(static_cast<int64_t>(at));
+        c->mutable_values()->Add(values.begin() + at, values.begin() + at + n);
+        stats.wire_bytes += WireBytes(message);
+        open = writer->Write(message);
+      }
+    }
+    if (open) writer->WritesDone();
+    RETURN_IF_ERROR(Checked(writer->Finish()));
+    return stats;
+  }
+
  private:
+  absl::Status Step(int64_t round, wire::SecAggStepRequest& request) {
+    Identify(request);
+    request.set_round(round);
+    wire::SecAggStepReply reply;
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    return Checked(stub_->SecAggStep(&context, request, &reply));
+  }
+
   template <typename Request>
   void Identify(Request& request) {
     absl::MutexLock lock(&mu_);

@@ -63,6 +63,9 @@ ABSL_FLAG(bool, print_profile, false,
           "step and peak bytes per layer group, cached in profile.cache_dir), "
           "print it and exit without connecting");
 ABSL_FLAG(int64_t, poll_ms, 5000, "GetTask long-poll wait, ms");
+ABSL_FLAG(int64_t, fault_exit_after_upload, 0,
+          "fault injection (tests): stop dead, as if killed, right after the "
+          "update of this round was accepted; 0 = never");
 ABSL_FLAG(double, rpc_timeout_s, 30, "deadline of unary calls");
 ABSL_FLAG(double, transfer_timeout_s, 600, "deadline of a model download");
 ABSL_FLAG(int64_t, chunk_kb, 1024, "upload chunk payload, KiB");
@@ -126,6 +129,7 @@ int main(int argc, char** argv) {
       absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));
   d.backoff_max = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_max_ms));
   d.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
+  d.exit_after_upload_round = absl::GetFlag(FLAGS_fault_exit_after_upload);
   d.log = &std::cerr;
   options.link.target = absl::GetFlag(FLAGS_coordinator);
   if (absl::GetFlag(FLAGS_print_profile)) options.print_profile = &std::cout;

@@ -1,6 +1,7 @@
 #include "server/service/service.h"
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <cstdio>
 #include <deque>
@@ -471,9 +472,55 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* SecAggStep(grpc::CallbackServerContext* context,
+                                       const wire::SecAggStepRequest* request,
+                                       wire::SecAggStepReply*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (stopping_.load())
+      return Refuse(reactor, "secagg", request->client_id(), ShuttingDown());
+    absl::Status s = CheckSession(request->client_id(), request->session());
+    if (!s.ok()) return Refuse(reactor, "secagg", request->client_id(), s);
+    executor_.Post([this, request, reactor] {
+      const std::string& id = request->client_id();
+      const int64_t round = request->round();
+      absl::Status st;
+      const char* what = "key step";
+      if (request->has_advert()) {
+        what = "key advert";
+        absl::StatusOr<SecAggAdvert> advert = FromProto(request->advert());
+        st = advert.ok() ? deps_.engine->SubmitAdvert(id, round, *advert)
+                         : Rejection(RejectReason::kProtocol,
+                                     std::string(advert.status().message()));
+      } else if (request->has_shares()) {
+        what = "key shares";
+        std::vector<SecAggShare> shares;
+        for (const wire::SecAggShare& w : request->shares().shares()) {
+          shares.push_back(FromProto(w));
+        }
+        st = deps_.engine->SubmitShares(id, round, shares);
+      } else if (request->has_unmask()) {
+        what = "unmask response";
+        st = deps_.engine->SubmitUnmask(id, round, FromProto(request->unmask()));
+      } else {
+        st = BadRequest("a secure-aggregation step without a step");
+      }
+      if (!st.ok()) {
+        Refuse(reactor, "secagg", id, st);
+      } else {
+        Log(absl::StrFormat("round %d: %s from %s", round, what, id));
+        reactor->Finish(grpc::Status::OK);
+      }
+      AfterOp();
+    });
+    return reactor;
+  }
+
   grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchLayers(
       grpc::CallbackServerContext* context,
       const grpc::ByteBuffer* request) override;
+
+  grpc::ServerReadReactor<wire::MaskedMessage>* UploadMasked(
+      grpc::CallbackServerContext* context, wire::UploadReply* reply) override;
 
   grpc::ServerReadReactor<wire::UploadMessage>* UploadUpdate(
       grpc::CallbackServerContext* context, wire::UploadReply* reply) override;
@@ -520,6 +567,29 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   // Called on a reactor thread with a fully decoded, checked update.
+  // A complete masked update (UploadMasked): to the engine at once (the sums
+  // of secure aggregation do not depend on the order updates arrive in).
+  void SubmitMaskedInput(SecAggMaskedInput input, ClientUsage usage,
+                         std::function<void(const absl::Status&)> done) {
+    executor_.Post([this, input = std::move(input), usage,
+                    done = std::move(done)] {
+      if (stopping_.load()) {
+        done(ShuttingDown());
+        return;
+      }
+      (void)deps_.engine->ReportUsage(input.id, input.round, usage);
+      absl::Status st = deps_.engine->SubmitMasked(input.id, input.round, input);
+      if (!st.ok()) {
+        CountRefusal("upload", input.id, st);
+      } else {
+        Log(absl::StrFormat("round %d: masked update from %s", input.round,
+                            input.id));
+      }
+      done(st);
+      AfterOp();
+    });
+  }
+
   void SubmitUpload(std::shared_ptr<HeldUpload> upload) {
     executor_.Post([this, upload] {
       if (stopping_.load()) {
@@ -826,6 +896,21 @@ class CoordinatorServerImpl final : public CoordinatorServer,
           for (int n : t.layer_participants) {
             p.reply->add_layer_participants(n);
           }
+          for (const SecAggShare& share : t.shares) {
+            ToProto(share, p.reply->add_shares());
+          }
+          break;
+        case TaskKind::kAdvertise:
+          p.reply->set_kind(wire::TaskReply::ADVERTISE);
+          for (const std::string& l : t.layers) p.reply->add_layers(l);
+          break;
+        case TaskKind::kShareKeys:
+          p.reply->set_kind(wire::TaskReply::SHARE_KEYS);
+          if (t.roster) ToProto(*t.roster, p.reply->mutable_roster());
+          break;
+        case TaskKind::kUnmask:
+          p.reply->set_kind(wire::TaskReply::UNMASK);
+          if (t.unmask) ToProto(*t.unmask, p.reply->mutable_unmask());
           break;
         case TaskKind::kFinished: {
           p.reply->set_kind(wire::TaskReply::FINISHED);
@@ -836,7 +921,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         }
       }
       p.reply->set_round(t.round);
-      if (t.kind == TaskKind::kScore || t.kind == TaskKind::kTrain) {
+      if (t.kind != TaskKind::kWait && t.kind != TaskKind::kFinished) {
         p.reply->set_deadline_ms(std::max<int64_t>(
             0, absl::ToInt64Milliseconds(t.deadline - deps_.clock->Now())));
       }
@@ -1235,6 +1320,128 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   int64_t wire_bytes_ = 0;
   TransferRecord record_;
 };
+
+// Receives one masked update: the header, then every layer's values in
+// order, in chunks no larger than the run's max chunk bytes.
+class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
+ public:
+  MaskedReactor(CoordinatorServerImpl* service, wire::UploadReply* reply)
+      : service_(service), reply_(reply) {
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      EndOfStream();
+      return;
+    }
+    wire_bytes_ += WireBytes(message_);
+    absl::Status s = started_ ? Chunk() : Start();
+    if (!s.ok()) {
+      Refuse(s);
+      return;
+    }
+    StartRead(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Start() {
+    if (!message_.has_header()) {
+      return BadRequest("a masked upload must start with its header");
+    }
+    const wire::MaskedHeader& h = message_.header();
+    input_.id = h.client_id();
+    input_.round = h.round();
+    if (service_->stopping()) return ShuttingDown();
+    RETURN_IF_ERROR(service_->CheckSession(h.client_id(), h.session()));
+    int64_t largest = 0, total = 0;
+    for (const LayerLayout& l : service_->layouts()) {
+      largest = std::max(largest, l.numel);
+      total += l.numel;
+    }
+    if (h.layer_sizes_size() > static_cast<int>(service_->layouts().size())) {
+      return BadRequest("a masked upload with more layers than the model");
+    }
+    int64_t sum = 0;
+    for (int64_t n : h.layer_sizes()) {
+      if (n < 0 || n > largest) {
+        return BadRequest(absl::StrCat("a masked layer of ", n, " values"));
+      }
+      sum += n;
+    }
+    if (sum > total) return BadRequest("a masked upload larger than the model");
+    sizes_.assign(h.layer_sizes().begin(), h.layer_sizes().end());
+    input_.layers.resize(sizes_.size());
+    for (size_t i = 0; i < sizes_.size(); ++i) input_.layers[i].reserve(sizes_[i]);
+    if (h.train_s() > 0) usage_.train_s = h.train_s();
+    if (h.peak_bytes() > 0) usage_.peak_bytes = h.peak_bytes();
+    started_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::Status Chunk() {
+    if (!message_.has_chunk()) return BadRequest("a second masked header");
+    const wire::MaskedChunk& c = message_.chunk();
+    if (c.layer() < 0 || c.layer() >= static_cast<int>(sizes_.size())) {
+      return BadRequest(absl::StrCat("a masked chunk of layer ", c.layer()));
+    }
+    std::vector<uint32_t>& layer = input_.layers[c.layer()];
+    if (c.offset() != static_cast<int64_t>(layer.size()) ||
+        static_cast<int64_t>(layer.size()) + c.values_size() >
+            sizes_[c.layer()]) {
+      return BadRequest(absl::StrCat("a masked chunk of layer ", c.layer(),
+                                     " at offset ", c.offset(),
+                                     " out of order or past its end"));
+    }
+    if (static_cast<int64_t>(c.values_size()) * 4 >
+        service_->options().max_chunk_bytes) {
+      return BadRequest("a masked chunk above the max chunk bytes");
+    }
+    layer.insert(layer.end(), c.values().begin(), c.values().end());
+    return absl::OkStatus();
+  }
+
+  void EndOfStream() {
+    if (!started_) {
+      Refuse(BadRequest("a masked upload without a header"));
+      return;
+    }
+    for (size_t i = 0; i < sizes_.size(); ++i) {
+      if (static_cast<int64_t>(input_.layers[i].size()) != sizes_[i]) {
+        Refuse(BadRequest(absl::StrCat("masked layer ", i, " is truncated")));
+        return;
+      }
+    }
+    const int64_t wire_bytes = wire_bytes_;
+    service_->SubmitMaskedInput(
+        std::move(input_), usage_, [this, wire_bytes](const absl::Status& s) {
+          reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
+          Finish(ToGrpc(s));
+        });
+  }
+
+  void Refuse(const absl::Status& s) {
+    service_->CountRefusal("upload", input_.id.empty() ? "?" : input_.id, s);
+    Finish(ToGrpc(s));
+  }
+
+  CoordinatorServerImpl* service_;
+  wire::UploadReply* reply_;
+  wire::MaskedMessage message_;
+  bool started_ = false;
+  std::vector<int64_t> sizes_;
+  SecAggMaskedInput input_;
+  ClientUsage usage_;
+  int64_t wire_bytes_ = 0;
+};
+
+grpc::ServerReadReactor<wire::MaskedMessage>*
+CoordinatorServerImpl::UploadMasked(grpc::CallbackServerContext*,
+                                    wire::UploadReply* reply) {
+  return new MaskedReactor(this, reply);
+}
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* CoordinatorServerImpl::FetchLayers(
     grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
