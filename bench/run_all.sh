@@ -8,6 +8,7 @@ BUILD=${1:-build}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 "$BUILD/bin/selection_bench" | tee bench/results/selection.txt
 "$BUILD/bin/aggregation_bench" | tee bench/results/aggregation.txt
+"$BUILD/bin/secagg_bench" | tee bench/results/secagg.txt
 bash bench/trainer/run.sh "$BUILD"
 # Broadcast vs raw TCP, the codec alone, and a held update spilled to disk.
 "$BUILD/bin/transfer_bench" --reps 15 --spill_dir "$BUILD" | tee bench/results/transfer.txt

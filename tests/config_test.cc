@@ -117,6 +117,22 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.transport.heartbeat_s, b.transport.heartbeat_s);
   EXPECT_EQ(a.transport.max_poll_s, b.transport.max_poll_s);
   EXPECT_EQ(a.transport.linger_s, b.transport.linger_s);
+  EXPECT_EQ(a.privacy.dp.enabled, b.privacy.dp.enabled);
+  EXPECT_EQ(a.privacy.dp.mode, b.privacy.dp.mode);
+  EXPECT_EQ(a.privacy.dp.clipping, b.privacy.dp.clipping);
+  EXPECT_EQ(a.privacy.dp.clip_norm, b.privacy.dp.clip_norm);
+  EXPECT_EQ(a.privacy.dp.noise_multiplier, b.privacy.dp.noise_multiplier);
+  EXPECT_EQ(a.privacy.dp.target_quantile, b.privacy.dp.target_quantile);
+  EXPECT_EQ(a.privacy.dp.clip_lr, b.privacy.dp.clip_lr);
+  EXPECT_EQ(a.privacy.dp.count_noise_std, b.privacy.dp.count_noise_std);
+  EXPECT_EQ(a.privacy.dp.score_clip, b.privacy.dp.score_clip);
+  EXPECT_EQ(a.privacy.dp.score_noise_multiplier, b.privacy.dp.score_noise_multiplier);
+  EXPECT_EQ(a.privacy.dp.delta, b.privacy.dp.delta);
+  EXPECT_EQ(a.privacy.dp.target_epsilon, b.privacy.dp.target_epsilon);
+  EXPECT_EQ(a.privacy.dp.noise_seed, b.privacy.dp.noise_seed);
+  EXPECT_EQ(a.privacy.secure_aggregation.enabled, b.privacy.secure_aggregation.enabled);
+  EXPECT_EQ(a.privacy.secure_aggregation.threshold, b.privacy.secure_aggregation.threshold);
+  EXPECT_EQ(a.privacy.secure_aggregation.value_range, b.privacy.secure_aggregation.value_range);
 }
 
 // Parses `yaml`, expects InvalidArgument, and returns the message.
@@ -431,6 +447,19 @@ TEST(ConfigParse, EmptyListsAreAccepted) {
   EXPECT_TRUE(config->pretrain.label_map.empty());
 }
 
+TEST(ConfigParse, PrivacySection) {
+  absl::StatusOr<RunConfig> c = ParseRunConfig(
+      "federated:\n  aggregation: uniform\nprivacy:\n  dp:\n"
+      "    enabled: true\n    mode: local\n    noise_multiplier: 0.7\n"
+      "  secure_aggregation:\n    enabled: true\n    threshold: 0.5\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->privacy.dp.enabled);
+  EXPECT_EQ(c->privacy.dp.mode, "local");
+  EXPECT_EQ(c->privacy.dp.noise_multiplier, 0.7);
+  EXPECT_TRUE(c->privacy.secure_aggregation.enabled);
+  EXPECT_EQ(c->privacy.secure_aggregation.threshold, 0.5);
+}
+
 TEST(ConfigReferenceFile, ListsEveryFieldAtItsDefault) {
   absl::StatusOr<RunConfig> config = LoadRunConfig(
       std::string(LAYERFL_SOURCE_DIR) + "/configs/reference.yaml");
@@ -444,7 +473,7 @@ TEST(ConfigUnknownKeys, TopLevel) {
   EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
   EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
                              "pretrain, demo, federated, selection, budget, "
-                             "devices, profile, transport"));
+                             "devices, profile, transport, privacy"));
 }
 
 TEST(ConfigUnknownKeys, InSection) {
@@ -993,6 +1022,24 @@ INSTANTIATE_TEST_SUITE_P(
                 "    noise_multiplier: 2\n    count_noise_std: 0.5\n",
                 {"privacy.dp.count_noise_std: must exceed noise_multiplier / "
                  "2 (1)"}},
+        BadCase{"SecAggNeedsUniform",
+                "privacy:\n  secure_aggregation:\n    enabled: true\n",
+                {"federated.aggregation: must be 'uniform' with "
+                 "privacy.secure_aggregation.enabled"}},
+        BadCase{"SecAggNeedsLocalDp",
+                "federated:\n  aggregation: uniform\nprivacy:\n  dp:\n"
+                "    enabled: true\n  secure_aggregation:\n    enabled: true\n",
+                {"privacy.dp.mode: must be 'local' with secure aggregation"}},
+        BadCase{"SecAggThreshold",
+                "privacy:\n  secure_aggregation:\n    threshold: 0\n",
+                {"privacy.secure_aggregation.threshold: must be in (0, 1], "
+                 "got 0"}},
+        BadCase{"SecAggTooMany",
+                "federated:\n  aggregation: uniform\n  clients_per_round: 300\n"
+                "data:\n  num_clients: 400\nprivacy:\n  secure_aggregation:\n"
+                "    enabled: true\n",
+                {"federated.clients_per_round: must be <= 255 with secure "
+                 "aggregation"}},
         BadCase{"ProfileStepsZero",
                 "profile:\n  steps: 0\n",
                 {"profile.steps: must be >= 1, got 0"}},

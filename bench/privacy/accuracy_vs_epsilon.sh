@@ -10,14 +10,15 @@
 # the same epsilon. Clip norm 0.5 (the median update norm adaptive clipping
 # settles at in this setting), uniform aggregation for every run, DP or not.
 #   bash bench/privacy/accuracy_vs_epsilon.sh [OUT]   (~25 min on 1 core)
-# Writes OUT/results.md and OUT/accuracy_vs_epsilon.png
-# (default OUT: bench/results/privacy).
+# Writes OUT/results.md and OUT/accuracy_vs_epsilon.png (default OUT:
+# bench/results/privacy); the runs themselves go to runs/privacy_eps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench/results/privacy}
 BIN=build/bin
 export OMP_WAIT_POLICY=PASSIVE
-mkdir -p "$OUT/cfg" "$OUT/runs"
+RUNS=runs/privacy_eps
+mkdir -p "$OUT" "$RUNS/cfg"
 ROUNDS=15; Q=0.5
 rows=()
 for eps in none 8 4 1; do
@@ -30,8 +31,8 @@ for eps in none 8 4 1; do
   for strategy in strategic top; do
     for seed in 1 2 3; do
       name="${strategy}_eps${eps}_s${seed}"
-      cfg="$OUT/cfg/$name.yaml"
-      run="$OUT/runs/$name"
+      cfg="$RUNS/cfg/$name.yaml"
+      run="$RUNS/$name"
       sed -e "s#run_dir: runs/demo/sim#run_dir: $run#" \
           -e "s/^seed: 1/seed: $seed/" \
           -e "s/aggregation: weighted/aggregation: uniform/" \
@@ -39,7 +40,7 @@ for eps in none 8 4 1; do
           configs/demo.yaml > "$cfg"
       if [[ $eps != none ]]; then
         if [[ $strategy == strategic ]]; then
-          zu=$(python3 -c "print($z * 2 ** 0.5)")
+          zu=$(/usr/bin/python3 -c "print($z * 2 ** 0.5)")
         else
           zu=$z
         fi
@@ -58,14 +59,14 @@ YAML
       if [[ ! -s "$run/metrics.jsonl" ]] ||
          [[ $(wc -l < "$run/metrics.jsonl") -lt $ROUNDS ]]; then
         rm -rf "$run"
-        $BIN/layerfl-sim --config "$cfg" > "$OUT/runs/$name.log" 2>&1
+        $BIN/layerfl-sim --config "$cfg" > "$RUNS/$name.log" 2>&1
       fi
       rows+=("$strategy $eps $seed $run/metrics.jsonl")
     done
   done
 done
 printf '%s\n' "${rows[@]}" > "$OUT/runs.txt"
-python3 - "$OUT" <<'PY'
+/usr/bin/python3 - "$OUT" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
 cells = {}
