@@ -176,6 +176,29 @@ class DistributedTest : public ::testing::Test {
     EXPECT_EQ(Metrics(coord_dir), Metrics(sim_dir));
   }
 
+  // A layerfl-coordinator on `config` (log at <coord_dir>.coordinator.log)
+  // and, in `port`, the port it listens on ("" if it did not say by
+  // `deadline`).
+  std::unique_ptr<Process> StartCoordinator(const std::string& config,
+                                            const std::string& coord_dir,
+                                            absl::Time deadline,
+                                            std::string* port) {
+    const std::string port_file = coord_dir + ".port";
+    auto coordinator = std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-coordinator",
+                                 "--config=" + config, "--listen=127.0.0.1:0",
+                                 "--port_file=" + port_file, "--tick_ms=20"},
+        coord_dir + ".coordinator.log");
+    while (!fs::exists(port_file) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    port->clear();
+    if (fs::exists(port_file)) {
+      *port = ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+    }
+    return coordinator;
+  }
+
   // A layerfl-coordinator on `config` and 4 layerfl-client processes
   // (common flags plus client_flags(i)); all must exit 0 by `deadline`. Logs
   // at <coord_dir>.coordinator.log and <coord_dir>.client<i>.log.
@@ -183,17 +206,11 @@ class DistributedTest : public ::testing::Test {
       const std::string& config, const std::string& coord_dir,
       const std::function<std::vector<std::string>(int)>& client_flags,
       absl::Time deadline) {
-    const std::string port_file = coord_dir + ".port";
-    Process coordinator(
-        {kBin + "/layerfl-coordinator", "--config=" + config,
-         "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-        coord_dir + ".coordinator.log");
-    while (!fs::exists(port_file) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-    const std::string port =
-        ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+    std::string port;
+    std::unique_ptr<Process> started =
+        StartCoordinator(config, coord_dir, deadline, &port);
+    Process& coordinator = *started;
+    ASSERT_FALSE(port.empty()) << coordinator.Log();
     std::vector<std::unique_ptr<Process>> clients;
     for (int i = 0; i < 4; ++i) {
       std::vector<std::string> argv = {
@@ -337,17 +354,11 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
               dir_ + "/sim.sim.log");
 
   const std::string coord_dir = dir_ + "/coord";
-  const std::string port_file = coord_dir + ".port";
-  Process coordinator(
-      {kBin + "/layerfl-coordinator", "--config=" + coord_config,
-       "--listen=127.0.0.1:0", "--port_file=" + port_file, "--tick_ms=20"},
-      coord_dir + ".coordinator.log");
-  while (!fs::exists(port_file) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();
-  const std::string port =
-      ReadFile(port_file).substr(0, ReadFile(port_file).find('\n'));
+  std::string port;
+  std::unique_ptr<Process> started =
+      StartCoordinator(coord_config, coord_dir, deadline, &port);
+  Process& coordinator = *started;
+  ASSERT_FALSE(port.empty()) << coordinator.Log();
   std::vector<std::unique_ptr<Process>> clients;
   for (int i = 0; i < 4; ++i) {
     std::vector<std::string> argv = {

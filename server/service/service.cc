@@ -1,11 +1,11 @@
 #include "server/service/service.h"
 
 #include <algorithm>
-#include <functional>
 #include <atomic>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <set>
 #include <thread>
