@@ -387,6 +387,14 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
   EXPECT_THAT(ReadFile(coord_dir + "/metrics.jsonl"),
               ::testing::HasSubstr("\"privacy\":{\"epsilon\":"));
+  EXPECT_THAT(log, ::testing::HasSubstr("round 3 committed (attempt 0): 4 of 4 clients"));
+  EXPECT_THAT(log, ::testing::HasSubstr(", epsilon "));
+  // The masked uploads were counted on the wire: at least their values.
+  std::smatch m;
+  const std::string metrics = ReadFile(coord_dir + "/metrics.jsonl");
+  ASSERT_TRUE(std::regex_search(metrics, m,
+                                std::regex("\"wire_bytes_up\":([0-9]+)")));
+  EXPECT_GT(std::stoll(m[1]), 0);
 }
 
 // The coordinator process is SIGKILLed after its first committed round and

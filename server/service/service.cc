@@ -570,8 +570,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   // A complete masked update (UploadMasked): to the engine at once (the sums
   // of secure aggregation do not depend on the order updates arrive in).
   void SubmitMaskedInput(SecAggMaskedInput input, ClientUsage usage,
+                         int64_t wire_bytes,
                          std::function<void(const absl::Status&)> done) {
-    executor_.Post([this, input = std::move(input), usage,
+    executor_.Post([this, input = std::move(input), usage, wire_bytes,
                     done = std::move(done)] {
       if (stopping_.load()) {
         done(ShuttingDown());
@@ -582,6 +583,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       if (!st.ok()) {
         CountRefusal("upload", input.id, st);
       } else {
+        wire_bytes_up_ += wire_bytes;
         Log(absl::StrFormat("round %d: masked update from %s", input.round,
                             input.id));
       }
@@ -805,6 +807,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       }
       int contributed = 0;
       for (const ClientRoundRecord& c : r.clients) contributed += c.contributed;
+      if (r.private_round) {
+        eval += absl::StrFormat(", epsilon %.4g (delta %g)", r.epsilon,
+                                r.delta);
+      }
       Log(absl::StrFormat(
           "round %d committed (attempt %d): %d of %d clients, changed [%s]%s, "
           "up %d wire bytes (%d as float32 values), down %d wire bytes",
@@ -1416,7 +1422,8 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
     }
     const int64_t wire_bytes = wire_bytes_;
     service_->SubmitMaskedInput(
-        std::move(input_), usage_, [this, wire_bytes](const absl::Status& s) {
+        std::move(input_), usage_, wire_bytes,
+        [this, wire_bytes](const absl::Status& s) {
           reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
           Finish(ToGrpc(s));
         });
