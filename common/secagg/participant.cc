@@ -1,28 +1,11 @@
 #include "common/secagg/participant.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/privacy/noise.h"
 
 namespace layerfl {
-
-absl::StatusOr<std::vector<int>> LayerIndices(
-    const std::vector<std::string>& groups,
-    const std::vector<std::string>& layers) {
-  std::vector<int> out;
-  for (const std::string& layer : layers) {
-    auto it = std::find(groups.begin(), groups.end(), layer);
-    if (it == groups.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("secure aggregation: unknown layer '", layer, "'"));
-    }
-    out.push_back(static_cast<int>(it - groups.begin()));
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 SecAggParticipant::SecAggParticipant(std::string id,
                                      std::vector<std::string> groups,
@@ -71,6 +54,11 @@ absl::StatusOr<SecAggMaskedInput> SecAggParticipant::Mask(
     if (e.advert.id == id_) me = &e;
   }
   if (me == nullptr) return absl::InternalError("not in the roster");
+  if (update.size() != me->layers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secure aggregation: the update has ", update.size(),
+                     " layers, ", me->layers.size(), " were assigned"));
+  }
   std::vector<std::vector<uint32_t>> quantized;
   for (int layer : me->layers) {
     const LayerDelta* d = nullptr;
@@ -93,11 +81,6 @@ absl::StatusOr<SecAggMaskedInput> SecAggParticipant::Mask(
                                            "|", layer));
     quantized.push_back(
         SecAggQuantize(flat, roster_->value_range, roster_->scale, key));
-  }
-  if (update.size() != me->layers.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("secure aggregation: the update has ", update.size(),
-                     " layers, ", me->layers.size(), " were assigned"));
   }
   return client_->Mask(shares, quantized);
 }

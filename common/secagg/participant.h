@@ -50,12 +50,6 @@ class SecAggParticipant {
   std::unique_ptr<SecAggRoster> roster_;
 };
 
-// The roster layer indices of `layers` (group names of the model `groups`),
-// ascending; InvalidArgument naming an unknown group.
-absl::StatusOr<std::vector<int>> LayerIndices(
-    const std::vector<std::string>& groups,
-    const std::vector<std::string>& layers);
-
 }  // namespace layerfl
 
 #endif  // LAYERFL_COMMON_SECAGG_PARTICIPANT_H_
