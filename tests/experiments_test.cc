@@ -238,6 +238,30 @@ TEST(GridTest, MissingGridFileIsNotFound) {
   EXPECT_THAT(grid.status().message(), HasSubstr("/nonexistent.yaml"));
 }
 
+// grid.h's header shows a grid file: it must stay one that parses.
+TEST(GridTest, HeaderExampleParses) {
+  std::ifstream in(std::string(LAYERFL_SOURCE_DIR) +
+                   "/server/experiments/grid.h");
+  std::string yaml, line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line == "// clang-format off") {
+      inside = true;
+    } else if (line == "// clang-format on") {
+      break;
+    } else if (inside) {
+      yaml += line.substr(line.rfind("//", 0) == 0 ? 2 : 0) + "\n";
+    }
+  }
+  ASSERT_FALSE(yaml.empty());
+  absl::StatusOr<ExperimentGrid> grid =
+      ParseExperimentGrid(yaml, std::string(LAYERFL_SOURCE_DIR));
+  ASSERT_TRUE(grid.ok()) << grid.status() << "\n" << yaml;
+  EXPECT_THAT(grid->strategies, ElementsAre("full", "top", "strategic"));
+  EXPECT_EQ(grid->partitions.size(), 2u);
+  EXPECT_THAT(grid->seeds, ElementsAre(1, 2, 3));
+}
+
 TEST(GridTest, RepositoryGridsLoad) {
   for (const char* name : {"paper", "smoke", "budgets", "lambda", "vit12"}) {
     const std::string dir =

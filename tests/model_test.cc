@@ -242,7 +242,10 @@ TEST(WeightsBridgeTest, MismatchRefusedAndNothingChanged) {
   bad.layers[1].tensors[0].values.assign(bad.layers[1].tensors[0].values.size(), 5.0f);
   bad.layers[2].tensors[0].shape = {1, 2};
   absl::Status s = ImportWeights(**model, bad);
-  EXPECT_THAT(s.message(), HasSubstr("does not match model parameter 'blocks.1.ln1.weight'"));
+  EXPECT_THAT(s.message(),
+              HasSubstr("tensor 'blocks.1.ln1.weight' of shape [1, 2] does not "
+                        "match model parameter 'blocks.1.ln1.weight' of shape "
+                        "[8]"));
   NamedTensors after = CloneParameters(**model);
   for (size_t i = 0; i < before.size(); ++i) {
     EXPECT_TRUE(torch::equal(before[i].second, after[i].second));

@@ -329,6 +329,31 @@ TEST_F(RoundEngineTest, ResumesFromLastCheckpoint) {
   EXPECT_EQ(e->TaskFor("c1").round, 3);
 }
 
+TEST_F(RoundEngineTest, CheckpointOfAnotherModelNamesTheTensorAndBothShapes) {
+  const std::string dir = ::testing::TempDir() + "/engine_other_model";
+  std::filesystem::remove_all(dir);
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok());
+  {
+    auto e = Make(Opts(0, 1), store->get());
+    JoinAll(*e, {{"c1", 1}});
+    ASSERT_TRUE(e->StartRound().ok());
+    ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {1, 1})}).ok());
+  }
+  ModelWeights wider = TwoLayers();
+  wider.layers[0].tensors[0].shape = {3};
+  wider.layers[0].tensors[0].values = {1, 2, 3};
+  RoundEngine::Deps deps;
+  deps.clock = &clock_;
+  deps.selector = &selector_;
+  deps.store = store->get();
+  auto refused = RoundEngine::Create(Opts(0, 1), wider, deps);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("the model's tensor 'a.w' of shape [3] vs the "
+                        "checkpoint's 'a.w' of shape [2]"));
+}
+
 TEST_F(RoundEngineTest, JoinValidatesFields) {
   auto e = Make(Opts(0, 1));
   EXPECT_THAT(e->Join({"", 1, 1.0}).message(),

@@ -1,10 +1,12 @@
 #include "common/model/weights_bridge.h"
 
 #include <unordered_map>
+#include <vector>
 
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace layerfl {
 
@@ -69,9 +71,12 @@ absl::Status ImportLayers(Model& model, const ModelWeights& weights,
       const at::Tensor& p = by_name.at(g.param_names[i]);
       if (t.name != g.param_names[i] || !p.sizes().equals(t.shape) ||
           t.numel() != p.numel()) {
+        const std::vector<int64_t> model_shape(p.sizes().begin(),
+                                               p.sizes().end());
         return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", t.name, "' does not match model parameter '",
-            g.param_names[i], "' (name or shape)"));
+            "tensor '", t.name, "' of shape [", absl::StrJoin(t.shape, ", "),
+            "] does not match model parameter '", g.param_names[i],
+            "' of shape [", absl::StrJoin(model_shape, ", "), "]"));
       }
     }
   }

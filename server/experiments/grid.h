@@ -4,18 +4,17 @@
 // The experiment grid: strategy x budget setting x partition x seed, read from
 // one YAML file (configs/experiments/paper.yaml is the reference):
 //
-//   base: configs/experiments/base.yaml   # required: the run config every cell
-//   starts from out: runs/experiments/paper           # default output
-//   directory (--out overrides) strategies: [full, top, strategic]    #
-//   required, registered names, distinct budgets: # required: named overrides
-//   of the base's budget section
-//     - {name: tn1-4, distribution: truncated_normal, min: 1, max: 4,
-//     mean: 2.5, std: 1.0}
-//   partitions:                           # required: named overrides of the
-//   base's data section
+// clang-format off
+//   base: configs/experiments/base.yaml   # required: the run config every cell starts from
+//   out: runs/experiments/paper           # default output directory (--out overrides)
+//   strategies: [full, top, strategic]    # required, registered names, distinct
+//   budgets:                              # required: named overrides of the base's budget section
+//     - {name: tn1-4, distribution: truncated_normal, min: 1, max: 4, mean: 2.5, std: 1.0}
+//   partitions:                           # required: named overrides of the base's data section
 //     - {name: dirichlet0.1, partition: dirichlet, alpha: 0.1}
 //     - {name: feature_shift, partition: feature_shift}
 //   seeds: [1, 2, 3]                      # required, distinct
+// clang-format on
 //
 // A budget entry takes name plus any of unit, distribution, value, min, max,
 // mean, std (the budget section), speed_min, speed_max (the devices

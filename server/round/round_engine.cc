@@ -108,8 +108,11 @@ bool SameStructure(const ModelWeights& a, const ModelWeights& b,
     for (size_t t = 0; t < x.tensors.size(); ++t) {
       if (x.tensors[t].name != y.tensors[t].name ||
           x.tensors[t].shape != y.tensors[t].shape) {
-        *why = absl::StrCat("tensor '", x.tensors[t].name, "' vs '",
-                            y.tensors[t].name, "' (name or shape)");
+        *why = absl::StrCat(
+            "the model's tensor '", x.tensors[t].name, "' of shape [",
+            absl::StrJoin(x.tensors[t].shape, ", "), "] vs the checkpoint's '",
+            y.tensors[t].name, "' of shape [",
+            absl::StrJoin(y.tensors[t].shape, ", "), "]");
         return false;
       }
     }
