@@ -397,6 +397,48 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   EXPECT_GT(std::stoll(m[1]), 0);
 }
 
+// A client whose local work fails (its config builds a narrower model than
+// the run's) tells the coordinator why before it exits; the round goes on
+// without it at once instead of waiting out the 60 s deadline.
+TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + absl::Seconds(100);
+  const std::string config = WriteConfig(dir_, "coord");
+  const std::string narrow = dir_ + "/narrow.yaml";
+  std::ofstream(narrow) << std::regex_replace(
+      ReadFile(config), std::regex("  dim: 32\n"), "  dim: 16\n");
+  ASSERT_THAT(ReadFile(narrow), ::testing::HasSubstr("  dim: 16\n"));
+  const std::string coord_dir = dir_ + "/coord";
+  std::string port;
+  std::unique_ptr<Process> coordinator =
+      StartCoordinator(config, coord_dir, deadline, &port);
+  ASSERT_FALSE(port.empty()) << coordinator->Log();
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-client",
+                                 "--config=" + (i == 3 ? narrow : config),
+                                 "--coordinator=127.0.0.1:" + port,
+                                 "--poll_ms=2000",
+                                 absl::StrCat("--partition=", i)},
+        absl::StrCat(coord_dir, ".client", i, ".log")));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  EXPECT_NE(clients[3]->Wait(deadline), 0);
+  ASSERT_EQ(coordinator->Wait(deadline), 0) << coordinator->Log();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::cout << "run with a failing client took " << seconds
+            << " s (round deadline 60 s)\n";
+  EXPECT_LT(seconds, 40);
+  const std::string log = coordinator->Log();
+  EXPECT_THAT(log, ::testing::HasSubstr("leave client-003 (work_failed: "));
+  EXPECT_THAT(log, ::testing::HasSubstr("leaves for work_failed so far: 1"));
+  // The mismatch names the tensor and both shapes.
+  EXPECT_THAT(log, ::testing::HasSubstr("of shape [1, 1, 32] does not match model "
+                                        "parameter 'cls_token' of shape [1, 1, 16]"));
+  EXPECT_EQ(LatestCheckpoint(coord_dir).round, 3);
+}
+
 // The coordinator process is SIGKILLed after its first committed round and
 // started again on the same port and run_dir: it resumes from the last
 // checkpoint, the clients reconnect and rejoin, and the run ends with the

@@ -200,6 +200,17 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       continue;
     }
 
+    // The local work failed (model mismatch, bad data, out of memory): tell
+    // the coordinator why, so that the round goes on without this client,
+    // then end.
+    const auto work_failed = [&](const char* what, const absl::Status& s) {
+      const std::string why =
+          absl::StrCat("work_failed: ", what, " failed: ", s.message());
+      log(why);
+      heartbeat.Deactivate();
+      (void)link.Leave(why);
+      return s;
+    };
     absl::StatusOr<ClientTask> task = link.GetTask(options.poll);
     if (!task.ok()) {
       if (absl::Status s = handle("get task", task.status()); !s.ok()) return s;
@@ -212,7 +223,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       log(absl::StrCat("the run is finished (round ", task->round,
                        "); leaving"));
       heartbeat.Deactivate();
-      (void)link.Leave();
+      (void)link.Leave("");
       return result;
     }
 
@@ -280,8 +291,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       absl::StatusOr<std::vector<double>> scores =
           work.Score(replica.weights, task->round, task->metric);
       if (!scores.ok()) {
-        log(absl::StrCat("scoring failed: ", scores.status().message()));
-        return scores.status();
+        return work_failed("scoring", scores.status());
       }
       sent = link.ReportScores(task->round, *scores, work.LastScoreCost());
       if (sent.ok()) {
@@ -293,8 +303,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
           work.Train(replica.weights, task->round, task->layers,
                      task->layer_participants);
       if (!update.ok()) {
-        log(absl::StrCat("training failed: ", update.status().message()));
-        return update.status();
+        return work_failed("training", update.status());
       }
       const absl::Duration left =
           std::max(absl::ZeroDuration(), task_deadline - absl::Now());
@@ -340,7 +349,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     succeeded();
   }
   heartbeat.Deactivate();
-  if (joined) (void)link.Leave();
+  if (joined) (void)link.Leave("");
   return absl::CancelledError("the client daemon was asked to stop");
 }
 

@@ -125,7 +125,9 @@ class CoordinatorLink {
  public:
   virtual ~CoordinatorLink() = default;
   virtual absl::StatusOr<JoinInfo> Join(const JoinParams& params) = 0;
-  virtual absl::Status Leave() = 0;
+  // `reason`: "" when the run is over or the daemon was stopped; else why
+  // it leaves ("work_failed: ..."), so the coordinator stops waiting for it.
+  virtual absl::Status Leave(const std::string& reason) = 0;
   virtual absl::Status Heartbeat() = 0;
   virtual absl::StatusOr<ClientTask> GetTask(absl::Duration wait) = 0;
   // Brings `replica` up to date: sends the held versions, receives only the

@@ -79,8 +79,9 @@ class GrpcLink : public CoordinatorLink {
     return info;
   }
 
-  absl::Status Leave() override {
+  absl::Status Leave(const std::string& reason) override {
     wire::LeaveRequest request;
+    request.set_reason(reason);
     Identify(request);
     wire::LeaveReply reply;
     grpc::ClientContext context;

@@ -399,7 +399,16 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     }
     executor_.Post([this, request, reactor] {
       deps_.engine->Leave(request->client_id());
-      Log(absl::StrCat("leave ", request->client_id()));
+      if (request->reason().empty()) {
+        Log(absl::StrCat("leave ", request->client_id()));
+      } else {
+        // "<kind>: <detail>"; counted by kind.
+        const std::string reason = request->reason().substr(0, 1024);
+        const std::string kind = reason.substr(0, reason.find(':'));
+        const int64_t n = ++leave_reasons_[kind];
+        Log(absl::StrCat("leave ", request->client_id(), " (", reason,
+                         "); leaves for ", kind, " so far: ", n));
+      }
       reactor->Finish(grpc::Status::OK);
       AfterOp();
     });
@@ -1070,6 +1079,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   int64_t spill_seq_ = 0;
   bool started_any_ = false;
   std::string last_start_refusal_;
+  // Clients that left with a reason, by its kind ("work_failed", ...).
+  std::map<std::string, int64_t> leave_reasons_;
   absl::Time finished_at_ = absl::InfiniteFuture();
 
   mutable absl::Mutex stats_mu_;
