@@ -4,9 +4,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "common/privacy/dp.h"
-
 #include "common/model/weights_bridge.h"
+#include "common/privacy/dp.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
 
@@ -68,9 +67,7 @@ absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
   if (dp.enabled && dp.mode == "local") {
     // A coordinator cannot shrink the noise by claiming more participants
     // than a round has.
-    const int max_n = config_.federated.clients_per_round > 0
-                          ? config_.federated.clients_per_round
-                          : config_.data.num_clients;
+    const int max_n = MaxClientsPerRound(config_);
     ClipUpdate(update, dp.clip_norm);
     GaussianSource noise(PrivacyKey("update", round));
     for (size_t k = 0; k < update.size(); ++k) {

@@ -605,12 +605,16 @@ absl::Status ValidateTransport(const TransportConfig& t) {
   return absl::OkStatus();
 }
 
+// The most clients a round samples.
+int RoundSize(const FederatedConfig& f, const DataConfig& d) {
+  return f.clients_per_round > 0 ? f.clients_per_round : d.num_clients;
+}
+
 // The clip count's noise std (privacy.dp.count_noise_std, 0 = its default).
 double CountNoiseStd(const DpConfig& dp, const FederatedConfig& f,
                      const DataConfig& d) {
   if (dp.count_noise_std > 0) return dp.count_noise_std;
-  const int m = f.clients_per_round > 0 ? f.clients_per_round : d.num_clients;
-  return std::max(m / 20.0, dp.noise_multiplier);
+  return std::max(RoundSize(f, d) / 20.0, dp.noise_multiplier);
 }
 
 absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
@@ -657,7 +661,7 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
                  "must be 'sync' with privacy.secure_aggregation.enabled",
                  f.mode);
     }
-    const int n = f.clients_per_round > 0 ? f.clients_per_round : d.num_clients;
+    const int n = RoundSize(f, d);
     if (n > 255) {
       return Bad("federated.clients_per_round",
                  "must be <= 255 with secure aggregation (Shamir shares over "
@@ -702,6 +706,10 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
 }
 
 }  // namespace
+
+int MaxClientsPerRound(const RunConfig& config) {
+  return RoundSize(config.federated, config.data);
+}
 
 double ClipCountNoiseStd(const RunConfig& config) {
   return CountNoiseStd(config.privacy.dp, config.federated, config.data);

@@ -316,6 +316,10 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text);
 // Whether budget.unit (time, memory) needs each client's training profile.
 bool NeedsProfiles(const RunConfig& config);
 
+// The most clients a round samples: federated.clients_per_round, or
+// data.num_clients when that is 0.
+int MaxClientsPerRound(const RunConfig& config);
+
 // The std of the noise on adaptive clipping's count of unclipped updates:
 // privacy.dp.count_noise_std, or its default when that is 0.
 double ClipCountNoiseStd(const RunConfig& config);

@@ -948,7 +948,14 @@ class RoundEngineImpl : public RoundEngine {
                                       n->second));
       }
     }
-    return scored ? JointNoiseMultiplier({z, p.score_noise_multiplier}) : z;
+    return WithScores(z, scored);
+  }
+
+  // A round's multiplier when it also released scores on its sample.
+  double WithScores(double z, bool scored) const {
+    return scored ? JointNoiseMultiplier(
+                        {z, options_.privacy.score_noise_multiplier})
+                  : z;
   }
 
   void AccountCommitted(const AggregateStats& stats)
@@ -982,10 +989,8 @@ class RoundEngineImpl : public RoundEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const PrivacyOptions& p = options_.privacy;
     RdpAccountant next = accountant_;
-    const double z = score ? JointNoiseMultiplier(
-                                 {p.noise_multiplier, p.score_noise_multiplier})
-                           : p.noise_multiplier;
-    next.Compose(sample_rate_, z).IgnoreError();
+    next.Compose(sample_rate_, WithScores(p.noise_multiplier, score))
+        .IgnoreError();
     return next.Epsilon(p.delta) > p.target_epsilon;
   }
 
