@@ -1222,5 +1222,115 @@ TEST(ConfigFiles, EveryShippedConfigLoads) {
   EXPECT_GE(loaded, 7);
 }
 
+// The config the coordinator sends its clients reads back to the same
+// config, field for field and bit for bit, for every shipped config.
+TEST(ConfigYaml, EveryShippedConfigRoundTripsExactly) {
+  int checked = 0;
+  for (const std::string dir : {"/configs", "/configs/experiments"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(
+             std::string(LAYERFL_SOURCE_DIR) + dir)) {
+      const std::string stem = entry.path().stem().string();
+      if (entry.path().extension() != ".yaml") continue;
+      absl::StatusOr<RunConfig> c = LoadRunConfig(entry.path().string());
+      if (!c.ok()) continue;  // grids (experiments_test checks them)
+      const std::string yaml = RunConfigToYaml(*c);
+      absl::StatusOr<RunConfig> back = ParseRunConfig(yaml);
+      ASSERT_TRUE(back.ok()) << entry.path() << ": " << back.status() << "\n"
+                             << yaml;
+      ExpectConfigEq(*back, *c);
+      EXPECT_EQ(RunConfigToYaml(*back), yaml) << entry.path();
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 10);
+}
+
+TEST(ConfigYaml, AwkwardValuesRoundTrip) {
+  RunConfig c;
+  c.seed = 18446744073709551615ull;
+  c.train.lr = 0.1 + 0.2;  // 0.30000000000000004
+  c.data.alpha = 1e-300;
+  c.selection.lambda = 1.0 / 3.0;
+  c.privacy.dp.delta = 4.9406564584124654e-324;  // the smallest double
+  c.federated.run_dir = "true";                  // a string that reads as a bool
+  c.profile.cache_dir = "0.5";                   // ... as a number
+  c.pretrain.checkpoint = "a: b # c";
+  c.model.kind = "torchscript";
+  c.model.torchscript_path = "m.pt";
+  c.data.test_tsv = "";
+  c.model.groups = {{"embed", {"*"}}, {"head", {"fc.?", "[x]"}}};
+  c.model.common = {"head"};
+  c.demo.layers = {"embed"};
+  c.pretrain.label_map = {};
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  absl::StatusOr<RunConfig> back = ParseRunConfig(RunConfigToYaml(c));
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << RunConfigToYaml(c);
+  ExpectConfigEq(*back, c);
+  EXPECT_EQ(back->train.lr, 0.1 + 0.2);
+  EXPECT_EQ(back->privacy.dp.delta, 4.9406564584124654e-324);
+  EXPECT_EQ(back->federated.run_dir, "true");
+  EXPECT_EQ(back->pretrain.checkpoint, "a: b # c");
+  EXPECT_TRUE(back->pretrain.label_map.empty());
+}
+
+TEST(ConfigSameRun, NamesTheFirstDifferingFieldWithBothValues) {
+  RunConfig run;
+  run.train.lr = 0.05;
+  RunConfig local = run;
+  EXPECT_TRUE(CheckSameRun(local, run).ok());
+  local.train.lr = 0.9;
+  absl::Status s = CheckSameRun(local, run);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "train.lr: this config has 0.9, the run's has 0.05");
+  // The first in the config's order: model comes before train.
+  local.model.dim = 32;
+  EXPECT_EQ(CheckSameRun(local, run).message(),
+            "model.dim: this config has 32, the run's has 64");
+  RunConfig seq = run;
+  seq.model.common = {"head"};
+  EXPECT_EQ(CheckSameRun(seq, run).message(),
+            "model.common: this config has [head], the run's has []");
+  RunConfig nested = run;
+  nested.privacy.dp.enabled = true;
+  EXPECT_EQ(CheckSameRun(nested, run).message(),
+            "privacy.dp.enabled: this config has true, the run's has false");
+}
+
+TEST(ConfigSameRun, MachineLocalFieldsMayDiffer) {
+  RunConfig run;
+  RunConfig local = run;
+  local.threads = 7;
+  local.data.dir = "/mnt/fmnist";
+  local.pretrain.checkpoint = "/tmp/p.pt";
+  local.federated.run_dir = "/var/runs";
+  local.profile.cache_dir = "/var/cache";
+  local.profile.reps = 9;
+  local.demo.rounds = 3;
+  local.devices.speed_min = 0.5;
+  EXPECT_TRUE(CheckSameRun(local, run).ok()) << CheckSameRun(local, run);
+  EXPECT_TRUE(IsMachineLocalField("threads"));
+  EXPECT_TRUE(IsMachineLocalField("demo.layers"));
+  EXPECT_FALSE(IsMachineLocalField("train.lr"));
+  EXPECT_FALSE(IsMachineLocalField("data.num_clients"));
+  EXPECT_FALSE(IsMachineLocalField("seed"));
+}
+
+TEST(ConfigSameRun, WithMachineLocalFieldsKeepsTheRunsAndTakesTheMachines) {
+  RunConfig run;
+  run.train.lr = 0.05;
+  run.threads = 2;
+  run.data.dir = "/coordinator/data";
+  RunConfig local;
+  local.train.lr = 0.9;
+  local.threads = 7;
+  local.data.dir = "/client/data";
+  absl::StatusOr<RunConfig> out = WithMachineLocalFields(run, local);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->train.lr, 0.05);
+  EXPECT_EQ(out->threads, 7);
+  EXPECT_EQ(out->data.dir, "/client/data");
+  EXPECT_TRUE(CheckSameRun(*out, run).ok());
+}
+
 }  // namespace
 }  // namespace layerfl

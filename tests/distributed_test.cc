@@ -151,8 +151,8 @@ class DistributedTest : public ::testing::Test {
 
   // layerfl-sim on <dir>/<tag>_sim.yaml's run and, meanwhile, a
   // layerfl-coordinator on <tag>_coord.yaml with 4 layerfl-client processes
-  // (common flags plus client_flags(i)), all to exit 0; then both runs end
-  // with the same weights, versions, selection state and metrics.
+  // (as RunCoordinatorWithClients), all to exit 0; then both runs end with
+  // the same weights, versions, selection state and metrics.
   void RunAndCompareWithTheSimulator(
       const std::string& sim_config, const std::string& coord_config,
       const std::string& sim_dir, const std::string& coord_dir,
@@ -200,8 +200,10 @@ class DistributedTest : public ::testing::Test {
   }
 
   // A layerfl-coordinator on `config` and 4 layerfl-client processes
-  // (common flags plus client_flags(i)); all must exit 0 by `deadline`. Logs
-  // at <coord_dir>.coordinator.log and <coord_dir>.client<i>.log.
+  // (--coordinator and --poll_ms plus client_flags(i): no --config unless
+  // it says so, the run's config comes from the coordinator); all must exit
+  // 0 by `deadline`. Logs at <coord_dir>.coordinator.log and
+  // <coord_dir>.client<i>.log.
   void RunCoordinatorWithClients(
       const std::string& config, const std::string& coord_dir,
       const std::function<std::vector<std::string>(int)>& client_flags,
@@ -213,9 +215,9 @@ class DistributedTest : public ::testing::Test {
     ASSERT_FALSE(port.empty()) << coordinator.Log();
     std::vector<std::unique_ptr<Process>> clients;
     for (int i = 0; i < 4; ++i) {
-      std::vector<std::string> argv = {
-          kBin + "/layerfl-client", "--config=" + config,
-          "--coordinator=127.0.0.1:" + port, "--poll_ms=2000"};
+      std::vector<std::string> argv = {kBin + "/layerfl-client",
+                                       "--coordinator=127.0.0.1:" + port,
+                                       "--poll_ms=2000"};
       for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
       clients.push_back(std::make_unique<Process>(
           argv, absl::StrCat(coord_dir, ".client", i, ".log")));
@@ -255,11 +257,25 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
                      "--out=" + dir_ + "/private"},
                     dir_ + "/partition.log");
   ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
+  // No client has a config file but client-001, whose file differs from
+  // the run's in a field that defines it (train.lr) and in machine-local
+  // ones (threads, profile.cache_dir): with --config_mode=run it runs the
+  // coordinator's config, so the run is still the simulator's.
+  const std::string own = dir_ + "/client1_own.yaml";
+  std::ofstream(own) << "threads: 1\ntrain:\n  lr: 0.9\nprofile:\n"
+                        "  cache_dir: "
+                     << dir_ << "/client1_cache\n";
   RunAndCompareWithTheSimulator(
       sim_config, coord_config, dir_ + "/sim", dir_ + "/coord",
-      [this](int i) -> std::vector<std::string> {
+      [this, own](int i) -> std::vector<std::string> {
         const std::string id = absl::StrCat("client-00", i);
-        return {"--id=" + id, "--data_dir=" + dir_ + "/private/" + id};
+        std::vector<std::string> flags = {
+            "--id=" + id, "--data_dir=" + dir_ + "/private/" + id};
+        if (i == 1) {
+          flags.push_back("--config=" + own);
+          flags.push_back("--config_mode=run");
+        }
+        return flags;
       },
       deadline);
   if (HasFatalFailure()) return;
@@ -397,9 +413,12 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   EXPECT_GT(std::stoll(m[1]), 0);
 }
 
-// A client whose local work fails (its config builds a narrower model than
-// the run's) tells the coordinator why before it exits; the round goes on
-// without it at once instead of waiting out the 60 s deadline.
+// A client whose config file is not the run's is refused at start, naming
+// the first field that differs with both values, before it joins. A client
+// whose local work fails (told to run its own config, --config_mode=local,
+// that builds a narrower model than the run's) tells the coordinator why
+// before it exits; the round goes on without it at once instead of waiting
+// out the 60 s deadline.
 TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + absl::Seconds(100);
@@ -413,15 +432,29 @@ TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
   std::unique_ptr<Process> coordinator =
       StartCoordinator(config, coord_dir, deadline, &port);
   ASSERT_FALSE(port.empty()) << coordinator->Log();
+  const std::string address = "--coordinator=127.0.0.1:" + port;
+
+  Process differs({kBin + "/layerfl-client", "--config=" + narrow, address,
+                   "--partition=3"},
+                  coord_dir + ".differs.log");
+  EXPECT_EQ(differs.Wait(deadline), 2) << differs.Log();
+  EXPECT_THAT(differs.Log(),
+              ::testing::HasSubstr("this client's config is not the run's: "
+                                   "model.dim: this config has 16, the run's "
+                                   "has 32"));
+  EXPECT_THAT(differs.Log(), ::testing::HasSubstr("--config_mode=run"));
+
   std::vector<std::unique_ptr<Process>> clients;
   for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> argv = {kBin + "/layerfl-client", address,
+                                     "--poll_ms=2000",
+                                     absl::StrCat("--partition=", i)};
+    if (i == 3) {
+      argv.push_back("--config=" + narrow);
+      argv.push_back("--config_mode=local");
+    }
     clients.push_back(std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-client",
-                                 "--config=" + (i == 3 ? narrow : config),
-                                 "--coordinator=127.0.0.1:" + port,
-                                 "--poll_ms=2000",
-                                 absl::StrCat("--partition=", i)},
-        absl::StrCat(coord_dir, ".client", i, ".log")));
+        argv, absl::StrCat(coord_dir, ".client", i, ".log")));
   }
   for (int i = 0; i < 3; ++i) EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
   EXPECT_NE(clients[3]->Wait(deadline), 0);
@@ -606,7 +639,9 @@ TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
   RunCoordinatorWithClients(
       config, dir_ + "/real",
       [&](int i) -> std::vector<std::string> {
-        std::vector<std::string> flags = {absl::StrCat("--partition=", i)};
+        // With the run's own file: checked against the coordinator's.
+        std::vector<std::string> flags = {absl::StrCat("--partition=", i),
+                                          "--config=" + config};
         if (i == 0) {
           flags.push_back(absl::StrFormat("--budget_s=%.17g", budget_s));
           flags.push_back(absl::StrFormat("--budget_mb=%.17g", budget_mb));
@@ -693,14 +728,14 @@ TEST_F(DistributedTest, ExitCodes) {
                          "budget:\n  unit: time\n");
   std::ofstream(time_config) << time_text;
   Process two_budgets({kBin + "/layerfl-client", "--config=" + time_config,
-                       "--partition=0", "--budget=2", "--budget_s=1"},
+                       "--partition=0", "--budget=2", "--budget_s=1", "--config_mode=local"},
                       dir_ + "/c4.log");
   EXPECT_EQ(two_budgets.Wait(deadline), 2) << two_budgets.Log();
   EXPECT_THAT(two_budgets.Log(),
               ::testing::HasSubstr("--budget and --budget_s: both declare this "
                                    "run's budget (budget.unit time)"));
   Process negative({kBin + "/layerfl-client", "--config=" + time_config,
-                    "--partition=0", "--budget_mb=-1"},
+                    "--partition=0", "--budget_mb=-1", "--config_mode=local"},
                    dir_ + "/c5.log");
   EXPECT_EQ(negative.Wait(deadline), 2) << negative.Log();
   EXPECT_THAT(
@@ -710,6 +745,7 @@ TEST_F(DistributedTest, ExitCodes) {
   Process empty_dir(
       {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
        "--id=client-009", "--data_dir=" + dir_ + "/nothing-here",
+       "--config_mode=local",
        "--coordinator=127.0.0.1:1", "--give_up_s=1"},
       dir_ + "/c3.log");
   EXPECT_EQ(empty_dir.Wait(deadline), 2) << empty_dir.Log();

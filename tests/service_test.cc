@@ -301,5 +301,46 @@ TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
   EXPECT_THAT(s.error_message(), StartsWith("unknown_session: "));
 }
 
+// GetRunConfig: the run's YAML to a client with the run's token (before any
+// Join), bad_token to one without, and FAILED_PRECONDITION from a
+// coordinator that does not serve its config; the refusals are counted.
+TEST(ServiceTest, GetRunConfigServesTheRunsYamlOnlyWithTheToken) {
+  ServiceOptions options = FastOptions(5);
+  options.token = "s3cret";
+  options.run_config_yaml = "seed: 7\ntrain:\n  lr: 0.25\n";
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
+  auto stub = wire::Coordinator::NewStub(
+      grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
+  wire::RunConfigRequest request;
+  request.set_client_id("client-000");
+  request.set_token("s3cret");
+  wire::RunConfigReply reply;
+  {
+    grpc::ClientContext context;
+    const grpc::Status s = stub->GetRunConfig(&context, request, &reply);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(reply.config_yaml(), options.run_config_yaml);
+  EXPECT_EQ(reply.run_id(), "test-run");
+  request.set_token("guess");
+  {
+    grpc::ClientContext context;
+    const grpc::Status s = stub->GetRunConfig(&context, request, &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(s.error_message(), StartsWith("bad_token: "));
+  }
+  EXPECT_EQ(coordinator.server().stats().refused.at("bad_token"), 1);
+
+  ServiceOptions silent = FastOptions(5);
+  Coordinator other(EngineOptions(1, absl::Seconds(30)), silent);
+  auto other_stub = wire::Coordinator::NewStub(
+      grpc::CreateChannel(other.target(), grpc::InsecureChannelCredentials()));
+  request.set_token("");
+  grpc::ClientContext context;
+  const grpc::Status s = other_stub->GetRunConfig(&context, request, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("does not serve its run config"));
+}
+
 }  // namespace
 }  // namespace layerfl

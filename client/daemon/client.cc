@@ -75,7 +75,55 @@ absl::StatusOr<DeclaredLimits> DeclaredBudget(const RunConfig& c, double budget,
   return out;
 }
 
-absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
+absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
+                                              const std::string& client_id,
+                                              CoordinatorLink& link,
+                                              const std::atomic<bool>* stop) {
+  const std::optional<RunConfig>& local = options.local_config;
+  if (!local.has_value() && options.config_source != ConfigSource::kRun) {
+    return absl::InvalidArgumentError(
+        "config: checking or running a local config needs one");
+  }
+  RunConfig out;
+  if (options.config_source == ConfigSource::kLocal) {
+    out = *local;
+  } else {
+    DaemonOptions ask = options.daemon;
+    ask.client_id = client_id;
+    absl::StatusOr<std::string> yaml = FetchRunConfig(ask, link, stop);
+    if (!yaml.ok()) {
+      return absl::Status(yaml.status().code(),
+                          absl::StrCat("the run's config: ",
+                                       yaml.status().message()));
+    }
+    absl::StatusOr<RunConfig> run = ParseRunConfig(*yaml);
+    if (!run.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the coordinator's run config does not parse here: ",
+          run.status().message()));
+    }
+    if (options.config_source == ConfigSource::kCheck) {
+      if (absl::Status same = CheckSameRun(*local, *run); !same.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kNotTheRunsConfig, same.message()));
+      }
+    }
+    if (local.has_value()) {
+      ASSIGN_OR_RETURN(out, WithMachineLocalFields(*run, *local));
+    } else {
+      out = *std::move(run);
+    }
+  }
+  if (options.threads > 0) out.threads = options.threads;
+  if (!options.dataset_dir.empty()) out.data.dir = options.dataset_dir;
+  if (absl::Status valid = out.Validate(); !valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("with this machine's flags: ", valid.message()));
+  }
+  return out;
+}
+
+absl::Status RunClient(const ClientOptions& options,
                        const std::atomic<bool>* stop) {
   const bool own_data = !options.data_dir.empty();
   if (own_data && options.daemon.client_id.empty()) {
@@ -86,9 +134,19 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
   DaemonOptions daemon = options.daemon;
-  daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   if (daemon.client_id.empty())
     daemon.client_id = PartitionClientId(options.partition);
+  std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
+  ASSIGN_OR_RETURN(const RunConfig c, ResolveClientConfig(options,
+                                                          daemon.client_id,
+                                                          *link, stop));
+  ASSIGN_OR_RETURN(DeclaredLimits limits,
+                   DeclaredBudget(c, options.budget, options.budget_s,
+                                  options.budget_mb));
+  daemon.budget = limits.budget;
+  daemon.max_time_s = limits.max_time_s;
+  daemon.max_memory_mb = limits.max_memory_mb;
+  daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   SetTorchThreads(c.threads);
   Examples examples;
   if (own_data) {
@@ -133,7 +191,6 @@ absl::Status RunClient(const RunConfig& c, const ClientOptions& options,
     daemon.profile =
         std::make_shared<const TrainingProfile>(std::move(profile));
   }
-  std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
   absl::StatusOr<DaemonResult> result =
       RunClientDaemon(daemon, work, *link, stop);
   return result.status();

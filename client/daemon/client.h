@@ -10,8 +10,15 @@
 //     exactly as layerfl-sim builds its virtual client (BuildTaskExamples),
 //     so that a distributed run reproduces the simulation.
 // Blocking; one per process.
+//
+// The run's config comes from the coordinator (GetRunConfig, before Join):
+// a client needs no config file. One that has its own either checks it
+// against the run's (refused at start, naming the first field that differs)
+// or supplies only the machine-local fields (IsMachineLocalField: threads,
+// paths, profiling) to the coordinator's config.
 
 #include <atomic>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -22,7 +29,33 @@
 
 namespace layerfl {
 
+// Where a client's run config comes from.
+enum class ConfigSource {
+  // The coordinator's; `local_config`, when set, gives only the
+  // machine-local fields.
+  kRun,
+  // `local_config`, once checked against the coordinator's: a field that
+  // defines the run and differs refuses the start (FailedPrecondition naming
+  // it). A coordinator that does not serve its config is not asked again.
+  kCheck,
+  // `local_config` as it is, without asking (the coordinator then refuses
+  // or fails what does not fit; tests of those failures).
+  kLocal,
+};
+
 struct ClientOptions {
+  // This machine's config file, parsed; required unless config_source is
+  // kRun.
+  std::optional<RunConfig> local_config;
+  ConfigSource config_source = ConfigSource::kRun;
+  // Machine-local overrides after the config is resolved: > 0 sets
+  // `threads`, non-empty sets data.dir (where the full dataset lives, for
+  // --partition).
+  int threads = 0;
+  std::string dataset_dir;
+  // The budget flags as given (see DeclaredBudget); resolved once the run's
+  // budget.unit is known.
+  double budget = 0, budget_s = 0, budget_mb = 0;
   // The client's own data directory; "" = use `partition`.
   std::string data_dir;
   // Index into the run's client partitions when data_dir is "".
@@ -51,9 +84,22 @@ absl::StatusOr<DeclaredLimits> DeclaredBudget(const RunConfig& config,
                                               double budget, double budget_s,
                                               double budget_mb);
 
-// InvalidArgument: the config or options are unusable. Otherwise as
-// RunClientDaemon.
-absl::Status RunClient(const RunConfig& config, const ClientOptions& options,
+// How the refusal of a local config that is not the run's begins.
+inline constexpr char kNotTheRunsConfig[] =
+    "config: this client's config is not the run's: ";
+
+// The config this client runs (see ConfigSource), from `link`'s
+// coordinator when it is asked. InvalidArgument: the run's YAML does not
+// parse, or (kCheck) the local config differs from the run's: message
+// kNotTheRunsConfig + "<field>: this config has <v>, the run's has <w>".
+absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
+                                              const std::string& client_id,
+                                              CoordinatorLink& link,
+                                              const std::atomic<bool>* stop);
+
+// InvalidArgument: the config or options are unusable, or the local config
+// is not the run's. Otherwise as RunClientDaemon.
+absl::Status RunClient(const ClientOptions& options,
                        const std::atomic<bool>* stop);
 
 }  // namespace layerfl

@@ -115,6 +115,33 @@ bool IsTransient(const absl::Status& status) {
   }
 }
 
+absl::StatusOr<std::string> FetchRunConfig(const DaemonOptions& options,
+                                           CoordinatorLink& link,
+                                           const std::atomic<bool>* stop) {
+  Logger log(options.log, options.client_id);
+  Backoff backoff(options);
+  const absl::Time start = absl::Now();
+  bool told = false;
+  while (stop == nullptr || !stop->load()) {
+    absl::StatusOr<std::string> yaml =
+        link.GetRunConfig(options.client_id, options.token);
+    if (yaml.ok() || !IsTransient(yaml.status())) return yaml;
+    if (absl::Now() - start > options.give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "the coordinator was unreachable for ",
+          absl::FormatDuration(options.give_up),
+          " (run config: ", yaml.status().message(), ")"));
+    }
+    if (!told) {
+      log(absl::StrCat("run config: ", yaml.status().message(),
+                       "; retrying with backoff"));
+      told = true;
+    }
+    SleepUnlessStopped(backoff.Next(), stop);
+  }
+  return absl::CancelledError("stopped");
+}
+
 absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                                              ClientWork& work,
                                              CoordinatorLink& link,

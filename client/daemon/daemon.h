@@ -124,6 +124,9 @@ struct TransferStats {
 class CoordinatorLink {
  public:
   virtual ~CoordinatorLink() = default;
+  // The run's config as YAML (RunConfigToYaml), before Join.
+  virtual absl::StatusOr<std::string> GetRunConfig(
+      const std::string& client_id, const std::string& token) = 0;
   virtual absl::StatusOr<JoinInfo> Join(const JoinParams& params) = 0;
   // `reason`: "" when the run is over or the daemon was stopped; else why
   // it leaves ("work_failed: ..."), so the coordinator stops waiting for it.
@@ -202,6 +205,13 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                                              ClientWork& work,
                                              CoordinatorLink& link,
                                              const std::atomic<bool>* stop);
+
+// The run's config from the coordinator (GetRunConfig with the options'
+// client_id and token), a transient failure retried with the options'
+// backoff for up to `give_up`; Cancelled once `stop` is true. Blocking.
+absl::StatusOr<std::string> FetchRunConfig(const DaemonOptions& options,
+                                           CoordinatorLink& link,
+                                           const std::atomic<bool>* stop);
 
 // Whether a link error means "try again later" (coordinator down, restarting,
 // overloaded, or a deadline passed).

@@ -50,6 +50,18 @@ class GrpcLink : public CoordinatorLink {
     stub_ = wire::Coordinator::NewStub(channel_);
   }
 
+  absl::StatusOr<std::string> GetRunConfig(const std::string& client_id,
+                                           const std::string& token) override {
+    wire::RunConfigRequest request;
+    request.set_client_id(client_id);
+    request.set_token(token);
+    wire::RunConfigReply reply;
+    grpc::ClientContext context;
+    SetDeadline(context, options_.rpc_timeout);
+    RETURN_IF_ERROR(Checked(stub_->GetRunConfig(&context, request, &reply)));
+    return reply.config_yaml();
+  }
+
   absl::StatusOr<JoinInfo> Join(const JoinParams& params) override {
     wire::JoinRequest request;
     request.set_client_id(params.client_id);

@@ -1,9 +1,10 @@
-// layerfl-client --config FILE (--id ID --data_dir DIR | --partition I)
-// [--coordinator HOST:PORT]:
-// one client daemon of a federated run (see client.h). Exit codes: 0 the run
-// finished (or SIGINT/SIGTERM: the client left cleanly), 1 runtime failure
-// (coordinator unreachable past --give_up_s, join refused, local training
-// failed), 2 bad config or flags.
+// layerfl-client --coordinator HOST:PORT (--id ID --data_dir DIR |
+// --partition I) [--config FILE [--config_mode check|run|local]]:
+// one client daemon of a federated run (see client.h); the run's config
+// comes from the coordinator. Exit codes: 0 the run finished (or
+// SIGINT/SIGTERM: the client left cleanly), 1 runtime failure (coordinator
+// unreachable past --give_up_s, join refused, local training failed), 2 bad
+// config or flags, or a --config that is not the run's.
 
 #include <atomic>
 #include <iostream>
@@ -12,6 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/daemon/client.h"
 #include "common/data/file.h"
@@ -19,7 +21,20 @@
 #include "common/util/memory.h"
 #include "common/util/signals.h"
 
-ABSL_FLAG(std::string, config, "", "run config (YAML); required");
+ABSL_FLAG(std::string, config, "",
+          "this machine's config (YAML); optional: the run's config comes "
+          "from the coordinator (see --config_mode)");
+ABSL_FLAG(std::string, config_mode, "check",
+          "with --config: 'check' refuses to start when a field that "
+          "defines the run differs from the coordinator's (naming it); "
+          "'run' runs the coordinator's config and takes only the "
+          "machine-local fields (threads, paths, profile) from --config; "
+          "'local' runs --config as it is without asking");
+ABSL_FLAG(int, threads, 0,
+          "LibTorch intra-op threads on this machine (0: the config's)");
+ABSL_FLAG(std::string, dataset_dir, "",
+          "with --partition: where the run's full dataset lives on this "
+          "machine (default the config's data.dir)");
 ABSL_FLAG(
     std::string, data_dir, "",
     "this client's own training data: a directory with train-images-idx3-ubyte "
@@ -84,14 +99,12 @@ int main(int argc, char** argv) {
   layerfl::RetainFreedMemory();
   layerfl::ParseFlags(
       argc, argv,
-      "layerfl-client --config FILE (--id ID --data_dir DIR | --partition I) "
-      "--coordinator HOST:PORT [flags]");
+      "layerfl-client --coordinator HOST:PORT (--id ID --data_dir DIR | "
+      "--partition I) [--config FILE] [flags]");
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-client: " << why << "\n";
     return 2;
   };
-  if (absl::GetFlag(FLAGS_config).empty())
-    return fail_flags("--config is required");
   const bool own_data = !absl::GetFlag(FLAGS_data_dir).empty();
   if (own_data == (absl::GetFlag(FLAGS_partition) >= 0)) {
     return fail_flags(own_data ? "--data_dir or --partition, not both"
@@ -101,11 +114,32 @@ int main(int argc, char** argv) {
     return fail_flags(
         "--data_dir needs --id (the client id the coordinator knows)");
   }
-  absl::StatusOr<layerfl::RunConfig> config =
-      layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
-  if (!config.ok()) return fail_flags(std::string(config.status().message()));
-
   layerfl::ClientOptions options;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<layerfl::RunConfig> config =
+        layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
+    if (!config.ok())
+      return fail_flags(std::string(config.status().message()));
+    options.local_config = *std::move(config);
+    const std::string mode = absl::GetFlag(FLAGS_config_mode);
+    if (mode == "check") {
+      options.config_source = layerfl::ConfigSource::kCheck;
+    } else if (mode == "run") {
+      options.config_source = layerfl::ConfigSource::kRun;
+    } else if (mode == "local") {
+      options.config_source = layerfl::ConfigSource::kLocal;
+    } else {
+      return fail_flags(absl::StrCat(
+          "--config_mode: must be check, run or local, got '", mode, "'"));
+    }
+    // Measuring a profile asks nobody: the file says what is measured.
+    if (absl::GetFlag(FLAGS_print_profile))
+      options.config_source = layerfl::ConfigSource::kLocal;
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0)
+    return fail_flags("--threads: must be >= 0");
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.dataset_dir = absl::GetFlag(FLAGS_dataset_dir);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.partition = own_data ? 0 : absl::GetFlag(FLAGS_partition);
   layerfl::DaemonOptions& d = options.daemon;
@@ -117,13 +151,9 @@ int main(int argc, char** argv) {
     if (!token.ok()) return fail_flags(std::string(token.status().message()));
     d.token = *std::move(token);
   }
-  absl::StatusOr<layerfl::DeclaredLimits> limits = layerfl::DeclaredBudget(
-      *config, absl::GetFlag(FLAGS_budget), absl::GetFlag(FLAGS_budget_s),
-      absl::GetFlag(FLAGS_budget_mb));
-  if (!limits.ok()) return fail_flags(std::string(limits.status().message()));
-  d.budget = limits->budget;
-  d.max_time_s = limits->max_time_s;
-  d.max_memory_mb = limits->max_memory_mb;
+  options.budget = absl::GetFlag(FLAGS_budget);
+  options.budget_s = absl::GetFlag(FLAGS_budget_s);
+  options.budget_mb = absl::GetFlag(FLAGS_budget_mb);
   d.poll = absl::Milliseconds(absl::GetFlag(FLAGS_poll_ms));
   d.backoff_initial =
       absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));
@@ -178,9 +208,13 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  absl::Status status = layerfl::RunClient(*config, options, &g_stop);
+  absl::Status status = layerfl::RunClient(options, &g_stop);
   if (status.ok()) return 0;
   if (g_stop.load() && status.code() == absl::StatusCode::kCancelled) return 0;
   std::cerr << "layerfl-client: " << status.message() << "\n";
+  if (absl::StartsWith(status.message(), layerfl::kNotTheRunsConfig)) {
+    std::cerr << "layerfl-client: run without --config (or with "
+                 "--config_mode=run) to run the coordinator's config\n";
+  }
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }

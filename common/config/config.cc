@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -22,18 +23,10 @@ namespace layerfl {
 namespace {
 
 using yaml_read::Bind;
+using yaml_read::BindSection;
 using yaml_read::Field;
 using yaml_read::ReadMap;
 using yaml_read::Style;
-
-template <typename Section>
-Field BindSection(const char* name, Section* out,
-                  std::vector<Field> (*fields)(Section*)) {
-  return {name, [out, fields](const YAML::Node& node, const std::string& path,
-                              const Style& style) {
-            return ReadMap(node, path, fields(out), style);
-          }};
-}
 
 }  // namespace
 
@@ -45,6 +38,13 @@ absl::Status Read(const YAML::Node& node, const std::string& path,
   return ReadMap(node, path,
                  {Bind("name", &out->name), Bind("patterns", &out->patterns)},
                  style);
+}
+
+YAML::Node Write(const LayerGroupPattern& group) {
+  YAML::Node node(YAML::NodeType::Map);
+  node["name"] = yaml_read::Write(group.name);
+  node["patterns"] = yaml_read::Write(group.patterns);
+  return node;
 }
 
 namespace {
@@ -750,6 +750,75 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& yaml_text) {
   RETURN_IF_ERROR(ParseInto(yaml_text, &config));
   RETURN_IF_ERROR(config.Validate());
   return config;
+}
+
+namespace {
+
+// The leaf fields of `config`, by path, in the config's order.
+std::vector<std::pair<std::string, Field>> Leaves(RunConfig* config) {
+  std::vector<std::pair<std::string, Field>> out;
+  yaml_read::ForEachLeaf(RunFields(config), "",
+                         [&out](const std::string& path, const Field& f) {
+                           out.emplace_back(path, f);
+                         });
+  return out;
+}
+
+}  // namespace
+
+std::string RunConfigToYaml(const RunConfig& config) {
+  RunConfig copy = config;
+  YAML::Emitter out;
+  out << yaml_read::WriteMap(RunFields(&copy));
+  return absl::StrCat(out.c_str(), "\n");
+}
+
+bool IsMachineLocalField(absl::string_view path) {
+  static constexpr absl::string_view kLocal[] = {
+      "threads",          "data.dir",          "data.train_tsv",
+      "data.test_tsv",    "model.torchscript_path", "pretrain.checkpoint",
+      "federated.run_dir", "profile.cache_dir", "profile.steps",
+      "profile.reps"};
+  static constexpr absl::string_view kLocalSections[] = {"demo.", "devices."};
+  for (absl::string_view p : kLocal) {
+    if (path == p) return true;
+  }
+  for (absl::string_view p : kLocalSections) {
+    if (absl::StartsWith(path, p)) return true;
+  }
+  return false;
+}
+
+absl::Status CheckSameRun(const RunConfig& local, const RunConfig& run) {
+  RunConfig a = local, b = run;
+  const auto ours = Leaves(&a);
+  const auto theirs = Leaves(&b);
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const std::string& path = ours[i].first;
+    if (IsMachineLocalField(path)) continue;
+    const std::string mine = yaml_read::FlowText(ours[i].second.write());
+    const std::string the_runs = yaml_read::FlowText(theirs[i].second.write());
+    if (mine != the_runs) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": this config has ", mine, ", the run's has ",
+                       the_runs));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunConfig> WithMachineLocalFields(const RunConfig& run,
+                                                 const RunConfig& local) {
+  RunConfig out = run, from = local;
+  const auto dst = Leaves(&out);
+  const auto src = Leaves(&from);
+  for (size_t i = 0; i < dst.size(); ++i) {
+    if (!IsMachineLocalField(dst[i].first)) continue;
+    RETURN_IF_ERROR(
+        dst[i].second.read(src[i].second.write(), dst[i].first, Style()));
+  }
+  RETURN_IF_ERROR(out.Validate());
+  return out;
 }
 
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace layerfl {
 
@@ -323,6 +324,29 @@ int MaxClientsPerRound(const RunConfig& config);
 // The std of the noise on adaptive clipping's count of unclipped updates:
 // privacy.dp.count_noise_std, or its default when that is 0.
 double ClipCountNoiseStd(const RunConfig& config);
+
+// The whole config as YAML, every field written out: ParseRunConfig of it
+// gives back `config` exactly (doubles round-trip bit for bit). What the
+// coordinator sends its clients.
+std::string RunConfigToYaml(const RunConfig& config);
+
+// Fields that belong to the machine a process runs on rather than to the
+// run: threads, paths (data.dir, data.train_tsv, data.test_tsv,
+// model.torchscript_path, pretrain.checkpoint, federated.run_dir,
+// profile.cache_dir), how a profile is measured (profile.steps, reps) and
+// the simulator-only sections (demo, devices). Every other field defines
+// the run and must be the same on every machine. `path` as "train.lr".
+bool IsMachineLocalField(absl::string_view path);
+
+// OK when `local` and `run` agree on every field that defines the run; else
+// FailedPrecondition naming the first field that differs, in the config's
+// order, with both values: "train.lr: this config has 0.9, the run's has
+// 0.05".
+absl::Status CheckSameRun(const RunConfig& local, const RunConfig& run);
+
+// `run` with the machine-local fields of `local`, validated.
+absl::StatusOr<RunConfig> WithMachineLocalFields(const RunConfig& run,
+                                                 const RunConfig& local);
 
 // Reads and parses a YAML file; a missing file is NotFound naming the path.
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);

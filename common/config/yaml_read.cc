@@ -1,5 +1,6 @@
 #include "common/config/yaml_read.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -179,6 +180,48 @@ absl::Status ReadMap(const YAML::Node& node, const std::string& path,
     }
   }
   return absl::OkStatus();
+}
+
+YAML::Node Write(int value) { return YAML::Node(absl::StrCat(value)); }
+YAML::Node Write(int64_t value) { return YAML::Node(absl::StrCat(value)); }
+YAML::Node Write(uint64_t value) { return YAML::Node(absl::StrCat(value)); }
+
+YAML::Node Write(double value) {
+  char text[64];
+  const std::to_chars_result r =
+      std::to_chars(text, text + sizeof(text), value);
+  return YAML::Node(std::string(text, r.ptr));
+}
+
+YAML::Node Write(bool value) { return YAML::Node(value ? "true" : "false"); }
+
+YAML::Node Write(const std::string& value) { return YAML::Node(value); }
+
+YAML::Node WriteMap(const std::vector<Field>& fields) {
+  YAML::Node node(YAML::NodeType::Map);
+  for (const Field& f : fields) node[f.name] = f.write();
+  return node;
+}
+
+void ForEachLeaf(const std::vector<Field>& fields, const std::string& prefix,
+                 const std::function<void(const std::string& path,
+                                          const Field& field)>& visit) {
+  for (const Field& f : fields) {
+    const std::string path = Join(prefix, f.name);
+    if (f.section) {
+      ForEachLeaf(f.section(), path, visit);
+    } else {
+      visit(path, f);
+    }
+  }
+}
+
+std::string FlowText(const YAML::Node& node) {
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Flow);
+  out.SetSeqFormat(YAML::Flow);
+  out << node;
+  return out.c_str();
 }
 
 }  // namespace yaml_read

@@ -3,8 +3,10 @@
 
 // Typed reading of YAML nodes whose errors are InvalidArgument naming the
 // field path and the position, e.g.
-// "federated.rounds: expected an integer, got 'ten' (line 3, column 11)".
-// Used by the run config (config.cc) and the experiment grid
+// "federated.rounds: expected an integer, got 'ten' (line 3, column 11)",
+// and the writing back of the same values (Write, WriteMap): a written
+// node reads back to the value it was written from, bit for bit. Used by
+// the run config (config.cc) and the experiment grid
 // (server/experiments/grid.cc). Stateless and thread-safe.
 
 #include <cstdint>
@@ -87,22 +89,45 @@ absl::Status Read(const YAML::Node& node, const std::string& path,
   return absl::OkStatus();
 }
 
-// One key of a map: how to read its value, found at the given path.
+// The node Read() reads back to `value`: integers and booleans as plain
+// scalars, doubles in the shortest text that parses back to the same bits.
+YAML::Node Write(int value);
+YAML::Node Write(int64_t value);
+YAML::Node Write(uint64_t value);
+YAML::Node Write(double value);
+YAML::Node Write(bool value);
+YAML::Node Write(const std::string& value);
+
+template <typename T>
+YAML::Node Write(const std::vector<T>& values) {
+  YAML::Node node(YAML::NodeType::Sequence);
+  for (const T& v : values) node.push_back(Write(v));
+  return node;
+}
+
+struct Field;
+
+// One key of a map: how to read its value, found at the given path, and how
+// to write it back. A section (a nested map) also lists its own fields.
 struct Field {
   using Reader = std::function<absl::Status(
       const YAML::Node& node, const std::string& path, const Style& style)>;
+  using Writer = std::function<YAML::Node()>;
   const char* name;
   Reader read;
   bool required = false;
+  Writer write;
+  std::function<std::vector<Field>()> section;  // null for a leaf
 };
 
-// A field read with Read() into *out, which must outlive the field.
+// A field read with Read() into *out and written from it; *out must outlive
+// the field.
 template <typename T>
 Field Bind(const char* name, T* out, bool required = false) {
   return {name,
           [out](const YAML::Node& node, const std::string& path,
                 const Style& style) { return Read(node, path, out, style); },
-          required};
+          required, [out] { return Write(*out); }, nullptr};
 }
 
 // Reads a map whose keys must all be among `fields`, each at most once, and
@@ -110,6 +135,31 @@ Field Bind(const char* name, T* out, bool required = false) {
 // ones.
 absl::Status ReadMap(const YAML::Node& node, const std::string& path,
                      const std::vector<Field>& fields, const Style& style);
+
+// A map with every one of `fields`, in their order.
+YAML::Node WriteMap(const std::vector<Field>& fields);
+
+// A nested map: the section *out, whose fields `fields(out)` lists.
+template <typename Section>
+Field BindSection(const char* name, Section* out,
+                  std::vector<Field> (*fields)(Section*)) {
+  return {name,
+          [out, fields](const YAML::Node& node, const std::string& path,
+                        const Style& style) {
+            return ReadMap(node, path, fields(out), style);
+          },
+          false, [out, fields] { return WriteMap(fields(out)); },
+          [out, fields] { return fields(out); }};
+}
+
+// Calls visit(path, field) for every leaf field under `fields` (sections
+// recursed into), in order; `path` is the leaf's dotted path under `prefix`.
+void ForEachLeaf(const std::vector<Field>& fields, const std::string& prefix,
+                 const std::function<void(const std::string& path,
+                                          const Field& field)>& visit);
+
+// A node's YAML text on one line (flow style), for messages.
+std::string FlowText(const YAML::Node& node);
 
 }  // namespace yaml_read
 }  // namespace layerfl

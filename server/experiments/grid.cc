@@ -228,8 +228,9 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
                           {Bind("base", &grid.base_path, /*required=*/true),
                            Bind("out", &grid.out),
                            Bind("strategies", &grid.strategies, true),
-                           {"budgets", keep(&budgets), true},
-                           {"partitions", keep(&partitions), true},
+                           {"budgets", keep(&budgets), true, nullptr, nullptr},
+                           {"partitions", keep(&partitions), true, nullptr,
+                            nullptr},
                            Bind("seeds", &grid.seeds, true),
                            Bind("lambdas", &grid.lambdas)}));
   grid.base_path = ResolveBase(grid.base_path, base_dir);

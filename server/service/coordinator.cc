@@ -60,6 +60,7 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   s.heartbeat = absl::Seconds(t.heartbeat_s);
   s.max_poll = absl::Seconds(t.max_poll_s);
   s.linger = absl::Seconds(t.linger_s);
+  s.run_config_yaml = RunConfigToYaml(c);
   return s;
 }
 

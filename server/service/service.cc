@@ -338,6 +338,28 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   // --- RPCs (reactor threads) ---
 
+  grpc::ServerUnaryReactor* GetRunConfig(
+      grpc::CallbackServerContext* context,
+      const wire::RunConfigRequest* request,
+      wire::RunConfigReply* reply) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (!TokenMatches(request->client_id(), request->token())) {
+      return Refuse(reactor, "run_config", request->client_id(),
+                    absl::UnauthenticatedError(
+                        "bad_token: the token does not match the run's"));
+    }
+    if (options_.run_config_yaml.empty()) {
+      return Refuse(reactor, "run_config", request->client_id(),
+                    absl::FailedPreconditionError(
+                        "bad_request: this coordinator does not serve its "
+                        "run config; give the client --config"));
+    }
+    reply->set_run_id(options_.run_id);
+    reply->set_config_yaml(options_.run_config_yaml);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const wire::JoinRequest* request,
                                  wire::JoinReply* reply) override {

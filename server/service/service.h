@@ -103,6 +103,9 @@ struct ServiceOptions {
   // Identifies the run's weights: clients holding layers of another run_id
   // download everything. Required.
   std::string run_id;
+  // The run's config as GetRunConfig sends it (RunConfigToYaml); "" = this
+  // coordinator does not serve it (refused FAILED_PRECONDITION). Default "".
+  std::string run_config_yaml;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;
