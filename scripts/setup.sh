@@ -11,10 +11,12 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libyaml-cpp-dev zlib1g-dev nlohmann-json3-dev
   libsodium-dev libgfshare-dev
+  prometheus-cpp-dev libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch
   iproute2 openssl docker-compose
+  prometheus chromium fonts-dejavu-core
 )
 
 # --plots: also what the experiment plots need (make demo, make experiments).

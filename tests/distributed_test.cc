@@ -25,77 +25,19 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/checkpoint/checkpoint_store.h"
+#include "tests/process_fixture.h"
 #include "tests/weights_matchers.h"
 
 namespace layerfl {
 namespace {
 
 namespace fs = std::filesystem;
+using fixture::Process;
+using fixture::ReadFile;
 
 const std::string kBin = LAYERFL_BIN_DIR;
 const std::string kSource = LAYERFL_SOURCE_DIR;
 
-// A child process with stdout+stderr in `log`.
-class Process {
- public:
-  Process(const std::vector<std::string>& argv, const std::string& log)
-      : log_(log) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* out = std::fopen(log.c_str(), "w");
-      if (out != nullptr) {
-        dup2(fileno(out), 1);
-        dup2(fileno(out), 2);
-      }
-      std::vector<char*> args;
-      for (const std::string& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  // The exit code, or -1 when still running at `deadline` (then killed).
-  int Wait(absl::Time deadline) {
-    while (absl::Now() < deadline) {
-      int status = 0;
-      const pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return -1;
-  }
-  void Signal(int sig) { kill(pid_, sig); }
-  std::string Log() const {
-    std::ifstream in(log_);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// configs/distributed_test.yaml with its own run_dir.
 // configs/distributed_test.yaml with run_dir <dir>/<name>, and `extra` (YAML)
 // appended.
 std::string WriteConfig(const std::string& dir, const std::string& name,

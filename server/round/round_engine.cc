@@ -469,6 +469,10 @@ class RoundEngineImpl : public RoundEngine {
     absl::MutexLock lock(&mu_);
     return phase_ != Phase::kIdle;
   }
+  std::string phase() const override {
+    absl::MutexLock lock(&mu_);
+    return PhaseName(phase_);
+  }
   bool finished() const override {
     absl::MutexLock lock(&mu_);
     return finished_locked();

@@ -331,6 +331,9 @@ class RoundEngine {
   // Snapshot accessors.
   virtual int64_t committed_round() const = 0;  // 0 before the first commit
   virtual bool round_running() const = 0;
+  // The running round's phase ("scoring", "advertising keys", "sharing
+  // keys", "training", "unmasking"), or "not running".
+  virtual std::string phase() const = 0;
   // The run is over: every round committed, or (privacy.dp.target_epsilon)
   // the next round would spend more than the target.
   virtual bool finished() const = 0;

@@ -14,6 +14,7 @@
 #include "common/data/file.h"
 #include "common/util/status_macros.h"
 #include "server/checkpoint/checkpoint_store.h"
+#include "server/monitor/run_monitor.h"
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
 #include "server/selection/budget.h"
@@ -114,13 +115,58 @@ absl::Status RunCoordinator(const RunConfig& c,
     if (declared > 0) d = declared;
     return ResolveClientBudget(dist, c.seed, id, d);
   };
-  sdeps.on_round = [&metrics](const RoundRecord& record) {
+  // What operators watch (/metrics, the dashboard): the engine and the
+  // service as they are at each request, and every committed round.
+  std::atomic<CoordinatorServer*> serving{nullptr};
+  RunMonitorOptions watch;
+  watch.run_id = service.run_id;
+  watch.rounds = c.federated.rounds;
+  for (const LayerWeights& l : core.initial.layers) watch.layers.push_back(l.group);
+  watch.strategy = c.selection.strategy;
+  watch.budget_unit = c.budget.unit;
+  watch.private_run = c.privacy.dp.enabled;
+  RoundEngine* eng = engine.get();
+  RunMonitor monitor(watch, [eng, &serving] {
+    LiveState s;
+    s.committed_round = eng->committed_round();
+    s.round_running = eng->round_running();
+    s.phase = eng->phase();
+    s.finished = eng->finished();
+    s.epsilon = eng->epsilon();
+    if (CoordinatorServer* server = serving.load()) s.service = server->stats();
+    return s;
+  });
+  sdeps.on_round = [&metrics, &monitor](const RoundRecord& record) {
     metrics << record.ToJson() << "\n";
     metrics.flush();
+    monitor.RecordRound(record);
   };
 
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
                    CoordinatorServer::Start(options.listen, service, sdeps));
+  serving.store(server.get());
+  std::unique_ptr<HttpListener> http;
+  if (!options.http.address.empty()) {
+    absl::StatusOr<std::unique_ptr<HttpListener>> listening =
+        HttpListener::Start(options.http, monitor.Routes());
+    if (!listening.ok()) {
+      return absl::Status(listening.status().code(),
+                          absl::StrCat("--metrics_listen: ",
+                                       listening.status().message()));
+    }
+    http = *std::move(listening);
+    if (log != nullptr) {
+      *log << "coordinator: metrics and dashboard on http://"
+           << options.http.address.substr(0, options.http.address.rfind(':'))
+           << ":" << http->port() << "/"
+           << (options.http.token.empty() ? "" : " (token required)")
+           << std::endl;
+    }
+    if (!options.http_port_file.empty()) {
+      RETURN_IF_ERROR(WriteFileAtomically(options.http_port_file,
+                                          absl::StrCat(http->port(), "\n")));
+    }
+  }
   if (!options.port_file.empty()) {
     RETURN_IF_ERROR(WriteFileAtomically(options.port_file,
                                         absl::StrCat(server->port(), "\n")));
@@ -138,6 +184,18 @@ absl::Status RunCoordinator(const RunConfig& c,
   absl::Status result = server->Wait();
   over.store(true);
   watcher.join();
+  if (http != nullptr && options.http_linger > absl::ZeroDuration()) {
+    if (log != nullptr) {
+      *log << "coordinator: the HTTP listener stays for "
+           << absl::FormatDuration(options.http_linger) << std::endl;
+    }
+    const absl::Time until = absl::Now() + options.http_linger;
+    while (absl::Now() < until && (stop == nullptr || !stop->load())) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+  http.reset();  // stops asking the server and the engine
+  serving.store(nullptr);
   server.reset();  // stops serving before the engine goes away
   if (result.ok() && log != nullptr) {
     *log << "coordinator: run finished at round " << engine->committed_round()

@@ -16,7 +16,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "common/config/config.h"
+#include "common/http/http_listener.h"
 #include "server/service/service.h"
 
 namespace layerfl {
@@ -32,6 +34,14 @@ struct CoordinatorOptions {
   // timeouts) are replaced by the config's `transport` section
   // (TransportOptions); run_id is kept in federated.run_dir/run_id.
   ServiceOptions service;
+  // The HTTP listener for operators (server/monitor: /metrics, the
+  // dashboard, /api/state); address "" = none. Default none.
+  HttpListenerOptions http{"", ""};
+  // When set, the HTTP listener's port is written there once listening.
+  std::string http_port_file;
+  // After the run is over the HTTP listener stays this long (or until
+  // `stop`), so that a last scrape sees the final numbers. Default 0.
+  absl::Duration http_linger = absl::ZeroDuration();
   // Progress and event lines; null = silent. Not owned.
   std::ostream* log = nullptr;
 };

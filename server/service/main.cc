@@ -38,6 +38,19 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "CA certificates (PEM) client certificates must chain to; set = "
           "mutual TLS (clients without a valid certificate are refused)");
 ABSL_FLAG(int64_t, tick_ms, 100, "deadline/round-start check period, ms");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "host:port of the HTTP listener for operators: Prometheus /metrics, "
+          "the dashboard at /, its state at /api/state (localhost only by "
+          "default; port 0 picks one; '' = none)");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "when set, the HTTP listener's port is written there once it "
+          "listens");
+ABSL_FLAG(double, metrics_linger_s, 0,
+          "after the run, keep the HTTP listener this many seconds (a last "
+          "scrape sees the final numbers)");
+ABSL_FLAG(std::string, http_token_file, "",
+          "file holding the HTTP listener's token: every request must then "
+          "carry it (Authorization: Bearer <token>, or ?token=)");
 // The transport settings (encoding, chunk sizes, ordered aggregation, waits,
 // timeouts) are part of the run: the config's `transport` section.
 
@@ -63,6 +76,17 @@ int main(int argc, char** argv) {
   layerfl::CoordinatorOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.http.address = absl::GetFlag(FLAGS_metrics_listen);
+  options.http_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  if (!(absl::GetFlag(FLAGS_metrics_linger_s) >= 0))
+    return fail_flags("--metrics_linger_s: must be >= 0");
+  options.http_linger = absl::Seconds(absl::GetFlag(FLAGS_metrics_linger_s));
+  if (!absl::GetFlag(FLAGS_http_token_file).empty()) {
+    absl::StatusOr<std::string> token = layerfl::ReadFlagFileLine(
+        "http_token_file", absl::GetFlag(FLAGS_http_token_file));
+    if (!token.ok()) return fail_flags(std::string(token.status().message()));
+    options.http.token = *std::move(token);
+  }
   options.log = &std::cerr;
   layerfl::ServiceOptions& s = options.service;
   s.token = absl::GetFlag(FLAGS_token);

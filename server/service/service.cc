@@ -129,6 +129,7 @@ struct Session {
   std::string session;
   absl::Time last_seen;
   bool told_finished = false;
+  double budget = 0;
 };
 
 // One layer of the global model as FetchLayers sends it: the serialized
@@ -290,13 +291,29 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   ServiceStats stats() const override {
-    absl::MutexLock lock(&stats_mu_);
     ServiceStats s;
+    {
+      // Not under stats_mu_: mu_ is never taken inside it.
+      absl::MutexLock sessions(&mu_);
+      const absl::Time now = deps_.clock->Now();
+      for (const auto& [id, session] : sessions_) {
+        s.clients.push_back({id, session.budget, now - session.last_seen});
+      }
+    }
+    absl::MutexLock lock(&stats_mu_);
     s.downloads.assign(downloads_.begin(), downloads_.end());
     s.uploads.assign(uploads_.begin(), uploads_.end());
     s.refused = refused_;
     s.spilled = spilled_;
+    s.held_bytes = held_bytes_now_;
     s.peak_held_bytes = peak_held_bytes_;
+    s.down_wire_bytes = down_wire_bytes_;
+    s.down_payload_bytes = down_payload_bytes_;
+    s.up_wire_bytes = up_wire_bytes_;
+    s.up_payload_bytes = up_payload_bytes_;
+    s.ever_joined = ever_joined_count_;
+    s.timed_out = timed_out_;
+    s.leave_reasons = leave_reasons_total_;
     return s;
   }
 
@@ -391,9 +408,13 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       const std::string session = NewSessionId();
       {
         absl::MutexLock lock(&mu_);
-        sessions_[id] = Session{session, deps_.clock->Now(), false};
+        sessions_[id] = Session{session, deps_.clock->Now(), false,
+                                info.budget};
       }
-      ever_joined_.insert(id);
+      if (ever_joined_.insert(id).second) {
+        absl::MutexLock lock(&stats_mu_);
+        ever_joined_count_ = static_cast<int64_t>(ever_joined_.size());
+      }
       reply->set_session(session);
       reply->set_run_id(options_.run_id);
       reply->set_encoding(ToProto(options_.encoding));
@@ -428,6 +449,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         const std::string reason = request->reason().substr(0, 1024);
         const std::string kind = reason.substr(0, reason.find(':'));
         const int64_t n = ++leave_reasons_[kind];
+        {
+          absl::MutexLock lock(&stats_mu_);
+          leave_reasons_total_ = leave_reasons_;
+        }
         Log(absl::StrCat("leave ", request->client_id(), " (", reason,
                          "); leaves for ", kind, " so far: ", n));
       }
@@ -583,7 +608,12 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   void RecordDownload(TransferRecord record) {
     absl::MutexLock lock(&stats_mu_);
-    if (record.outcome != "ok") ++refused_[record.outcome];
+    if (record.outcome != "ok") {
+      ++refused_[record.outcome];
+    } else {
+      down_wire_bytes_ += record.wire_bytes;
+      down_payload_bytes_ += record.payload_bytes;
+    }
     downloads_.push_back(std::move(record));
     if (downloads_.size() > kMaxTransferRecords) downloads_.pop_front();
   }
@@ -689,6 +719,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     if (!s.ok()) CountRefusal("upload", u.id, s);
     {
       absl::MutexLock lock(&stats_mu_);
+      if (s.ok()) {
+        up_wire_bytes_ += u.record.wire_bytes;
+        up_payload_bytes_ += u.record.payload_bytes;
+      }
       uploads_.push_back(u.record);
       if (uploads_.size() > kMaxTransferRecords) uploads_.pop_front();
     }
@@ -753,6 +787,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       u->held_bytes = bytes;
       held_bytes_ += bytes;
       absl::MutexLock lock(&stats_mu_);
+      held_bytes_now_ = held_bytes_;
       peak_held_bytes_ = std::max(peak_held_bytes_, held_bytes_);
     }
     held_[u->id] = std::move(u);
@@ -764,6 +799,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     held_.erase(held_.begin());
     held_bytes_ -= u->held_bytes;
     u->held_bytes = 0;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      held_bytes_now_ = held_bytes_;
+    }
     return u;
   }
 
@@ -992,6 +1031,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         }
       }
     }
+    if (!expired.empty()) {
+      absl::MutexLock lock(&stats_mu_);
+      timed_out_ += static_cast<int64_t>(expired.size());
+    }
     for (const std::string& id : expired) {
       deps_.engine->Leave(id);
       Log(absl::StrCat("client ", id, " timed out (nothing heard for ",
@@ -1089,7 +1132,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   int64_t wire_bytes_up_ =
       0;  // engine thread: accepted uploads of this attempt
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<Poll> polls_ ABSL_GUARDED_BY(mu_);
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
@@ -1111,6 +1154,15 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   std::map<std::string, int64_t> refused_ ABSL_GUARDED_BY(stats_mu_);
   int64_t spilled_ ABSL_GUARDED_BY(stats_mu_) = 0;
   int64_t peak_held_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t held_bytes_now_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t down_wire_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t down_payload_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t up_wire_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t up_payload_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t ever_joined_count_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int64_t timed_out_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  std::map<std::string, int64_t> leave_reasons_total_
+      ABSL_GUARDED_BY(stats_mu_);
 
   absl::Mutex log_mu_;
 

@@ -144,14 +144,33 @@ struct TransferRecord {
   std::string outcome;        // "ok", or the refusal's reason name
 };
 
+// A client with a live session, as the service sees it now.
+struct ConnectedClient {
+  std::string id;
+  double budget = 0;  // the budget it was given at Join
+  absl::Duration since_contact;  // since its last call
+};
+
 struct ServiceStats {
+  // The newest transfers (at most 4096 of each kind).
   std::vector<TransferRecord> downloads;
   std::vector<TransferRecord> uploads;
+  // Every transfer since start: bytes of the accepted ones, on the wire and
+  // of encoded values.
+  int64_t down_wire_bytes = 0, down_payload_bytes = 0;
+  int64_t up_wire_bytes = 0, up_payload_bytes = 0;
   std::map<std::string, int64_t> refused;  // by reason name, all RPCs
-  // Ordered aggregation: updates that waited on disk, and the most value
-  // bytes that waited in memory at once.
+  // Ordered aggregation: updates that waited on disk, the value bytes
+  // waiting in memory now, and the most that waited at once.
   int64_t spilled = 0;
+  int64_t held_bytes = 0;
   int64_t peak_held_bytes = 0;
+  // Clients: connected now (by id), ever joined, dropped for silence, and
+  // the Leaves that gave a reason, by its kind ("work_failed", ...).
+  std::vector<ConnectedClient> clients;
+  int64_t ever_joined = 0;
+  int64_t timed_out = 0;
+  std::map<std::string, int64_t> leave_reasons;
 };
 
 // Parses a per-client tokens file's `text`: one "client_id token" pair per
