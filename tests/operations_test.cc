@@ -96,10 +96,16 @@ class OperationsTest : public ::testing::Test {
       return;
     }
     for (int i = 0; i < 4; ++i) {
-      clients_[i] = new Process(
-          {kBin + "/layerfl-client", "--coordinator=127.0.0.1:" + port,
-           absl::StrCat("--partition=", i), "--poll_ms=1000"},
-          absl::StrCat(*dir_, "/client", i, ".log"));
+      std::vector<std::string> argv = {kBin + "/layerfl-client",
+                                       "--coordinator=127.0.0.1:" + port,
+                                       absl::StrCat("--partition=", i),
+                                       "--poll_ms=1000"};
+      if (i == 0) {  // client-000 serves its own metrics
+        argv.push_back("--metrics_listen=127.0.0.1:0");
+        argv.push_back("--metrics_port_file=" + *dir_ + "/client_http_port");
+      }
+      clients_[i] =
+          new Process(argv, absl::StrCat(*dir_, "/client", i, ".log"));
     }
   }
   static void TearDownTestSuite() {
@@ -162,6 +168,34 @@ TEST_F(OperationsTest, HttpListenerWantsTheToken) {
   EXPECT_EQ(page->status, 200);
   EXPECT_THAT(page->body, HasSubstr("<title>LayerFL coordinator</title>"));
   EXPECT_THAT(page->body, ::testing::Not(HasSubstr("https://")));  // no CDN
+}
+
+TEST_F(OperationsTest, ClientDaemonServesItsOwnMetrics) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  const int port =
+      std::atoi(WaitForLine(*dir_ + "/client_http_port", deadline).c_str());
+  ASSERT_GT(port, 0) << clients_[0]->Log();
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(10);
+  std::string text;
+  std::smatch m;
+  const std::regex trained(
+      "layerfl_client_tasks_total\\{[^}]*kind=\"train\"[^}]*outcome=\"ok\""
+      "[^}]*\\} ([0-9.e+]+)");
+  while (absl::Now() < deadline) {
+    httplib::Result r = client.Get("/metrics");
+    if (r && r->status == 200) text = r->body;
+    if (std::regex_search(text, m, trained)) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(std::regex_search(text, m, trained)) << text;
+  EXPECT_GE(std::stod(m[1]), 1);
+  EXPECT_THAT(text, HasSubstr("layerfl_client_joins_total{client=\"client-000\"} 1"));
+  EXPECT_THAT(text, HasSubstr("layerfl_client_work_seconds_count{client=\"client-000\",kind=\"score\"}"));
+  EXPECT_THAT(text, HasSubstr("layerfl_client_bytes_down_total{client=\"client-000\",kind=\"wire\"}"));
+  ASSERT_TRUE(std::regex_search(
+      text, m, std::regex("layerfl_client_last_round\\{[^}]*\\} ([0-9.e+]+)")));
+  EXPECT_GE(std::stod(m[1]), 1);
 }
 
 TEST_F(OperationsTest, HeadlessChromiumRendersTheDashboardDuringTheRun) {

@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/daemon/client_metrics.h"
 #include "client/daemon/daemon.h"
 #include "client/daemon/grpc_link.h"
 #include "grpcpp/grpcpp.h"
@@ -340,6 +341,50 @@ TEST(ServiceTest, GetRunConfigServesTheRunsYamlOnlyWithTheToken) {
   const grpc::Status s = other_stub->GetRunConfig(&context, request, &reply);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(s.error_message(), HasSubstr("does not serve its run config"));
+}
+
+// The daemon's metrics from hand-made task records: counts, bytes and the
+// last round exactly as fed.
+TEST(ClientMetricsTest, CountsWhatTheDaemonReports) {
+  ClientMetrics metrics("client-007");
+  metrics.OnJoin(1);
+  metrics.OnJoin(2);  // a rejoin
+  TaskRecord score;
+  score.kind = ClientTaskKind::kScore;
+  score.round = 3;
+  score.download.wire_bytes = 1000;
+  score.download.payload_bytes = 900;
+  score.outcome = "ok";
+  metrics.OnTask(score, {0.2, 0});
+  TaskRecord train = score;
+  train.kind = ClientTaskKind::kTrain;
+  train.round = 4;
+  train.download = {};
+  train.upload.wire_bytes = 540;
+  train.upload.payload_bytes = 512;
+  metrics.OnTask(train, {1.5, 4096});
+  train.outcome = "stale_round";
+  metrics.OnTask(train, {0.5, 2048});
+  const std::string text = metrics.MetricsText();
+  const std::string c = "client=\"client-007\"";
+  for (const std::string& line : {
+           "layerfl_client_joins_total{" + c + "} 2",
+           "layerfl_client_reconnects_total{" + c + "} 1",
+           "layerfl_client_tasks_total{" + c + ",kind=\"score\",outcome=\"ok\"} 1",
+           "layerfl_client_tasks_total{" + c + ",kind=\"train\",outcome=\"ok\"} 1",
+           "layerfl_client_tasks_total{" + c +
+               ",kind=\"train\",outcome=\"stale_round\"} 1",
+           "layerfl_client_bytes_down_total{" + c + ",kind=\"wire\"} 1000",
+           "layerfl_client_bytes_down_total{" + c + ",kind=\"payload\"} 900",
+           "layerfl_client_bytes_up_total{" + c + ",kind=\"wire\"} 1080",
+           "layerfl_client_bytes_up_total{" + c + ",kind=\"payload\"} 1024",
+           "layerfl_client_last_round{" + c + "} 4",
+           "layerfl_client_peak_train_bytes{" + c + "} 2048",
+           "layerfl_client_work_seconds_count{" + c + ",kind=\"train\"} 2",
+           "layerfl_client_work_seconds_sum{" + c + ",kind=\"train\"} 2",
+           "layerfl_client_work_seconds_sum{" + c + ",kind=\"score\"} 0.2"}) {
+    EXPECT_THAT(text, HasSubstr(line + "\n")) << text;
+  }
 }
 
 }  // namespace

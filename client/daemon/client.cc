@@ -3,10 +3,12 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "client/daemon/client_metrics.h"
 #include "client/trainer/examples.h"
 #include "client/trainer/trainer.h"
 #include "client/worker/worker.h"
 #include "common/data/federated_data.h"
+#include "common/data/file.h"
 #include "common/util/status_macros.h"
 
 namespace layerfl {
@@ -190,6 +192,28 @@ absl::Status RunClient(const ClientOptions& options,
     }
     daemon.profile =
         std::make_shared<const TrainingProfile>(std::move(profile));
+  }
+  ClientMetrics metrics(daemon.client_id);
+  daemon.observer = &metrics;
+  std::unique_ptr<HttpListener> http;
+  if (!options.http.address.empty()) {
+    absl::StatusOr<std::unique_ptr<HttpListener>> listening =
+        HttpListener::Start(
+            options.http,
+            {{"/metrics", [&metrics] {
+                return HttpResponse{200,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                    metrics.MetricsText()};
+              }}});
+    if (!listening.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metrics_listen: ", listening.status().message()));
+    }
+    http = *std::move(listening);
+    if (!options.http_port_file.empty()) {
+      RETURN_IF_ERROR(WriteFileAtomically(options.http_port_file,
+                                          absl::StrCat(http->port(), "\n")));
+    }
   }
   absl::StatusOr<DaemonResult> result =
       RunClientDaemon(daemon, work, *link, stop);

@@ -26,6 +26,7 @@
 #include "client/daemon/daemon.h"
 #include "client/daemon/grpc_link.h"
 #include "common/config/config.h"
+#include "common/http/http_listener.h"
 
 namespace layerfl {
 
@@ -63,6 +64,11 @@ struct ClientOptions {
   // client_id "" = PartitionClientId(partition); required with data_dir.
   DaemonOptions daemon;
   GrpcLinkOptions link;
+  // This daemon's Prometheus /metrics (client_metrics.h); address "" =
+  // none (the default: several clients may share a machine).
+  HttpListenerOptions http{"", ""};
+  // When set, the metrics listener's port is written there once listening.
+  std::string http_port_file;
   // Set: only measure this machine's training profile (cached as for a run),
   // write it here as one key=value line and return, without connecting.
   std::ostream* print_profile = nullptr;

@@ -215,6 +215,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       succeeded();
       joined = true;
       ++result.joins;
+      if (options.observer != nullptr) options.observer->OnJoin(result.joins);
       heartbeat.Activate(info->heartbeat);
       if (replica.run_id != info->run_id && !replica.run_id.empty()) {
         log(absl::StrCat("run ", info->run_id, " is not the run of the held ",
@@ -365,6 +366,12 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     }
     record.outcome = sent.ok() ? "ok" : ReasonOfStatus(sent);
     result.tasks.push_back(record);
+    if (options.observer != nullptr) {
+      options.observer->OnTask(
+          record, task->kind == ClientTaskKind::kScore   ? work.LastScoreCost()
+                  : task->kind == ClientTaskKind::kTrain ? work.LastTrainCost()
+                                                         : WorkCost{});
+    }
     if (!sent.ok()) {
       if (IsUnknownSession(sent) || IsTransient(sent)) {
         if (absl::Status s = handle("report", sent); !s.ok()) return s;

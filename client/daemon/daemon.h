@@ -155,6 +155,20 @@ class CoordinatorLink {
       const WorkCost& cost) = 0;
 };
 
+struct TaskRecord;
+
+// Told what the daemon does, for its metrics (client_metrics.h). Called on
+// the daemon's thread; must not block.
+class DaemonObserver {
+ public:
+  virtual ~DaemonObserver() = default;
+  // After each successful Join; `joins` counts them (1 + rejoins).
+  virtual void OnJoin(int joins) = 0;
+  // After each task the daemon worked on: its record, and what the local
+  // work took (zeros for tasks without local work).
+  virtual void OnTask(const TaskRecord& record, const WorkCost& cost) = 0;
+};
+
 struct DaemonOptions {
   std::string client_id;  // required
   std::string token;      // the run's shared secret; "" = none
@@ -181,6 +195,8 @@ struct DaemonOptions {
   absl::Duration give_up = absl::Seconds(120);
   // One line per event; null = silent. Not owned.
   std::ostream* log = nullptr;
+  // Told of joins and tasks; null = none. Not owned.
+  DaemonObserver* observer = nullptr;
 };
 
 struct TaskRecord {

@@ -78,6 +78,14 @@ ABSL_FLAG(bool, print_profile, false,
           "step and peak bytes per layer group, cached in profile.cache_dir), "
           "print it and exit without connecting");
 ABSL_FLAG(int64_t, poll_ms, 5000, "GetTask long-poll wait, ms");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port to serve this daemon's Prometheus /metrics on (e.g. "
+          "127.0.0.1:9465; port 0 picks one); '' = none");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "when set, the metrics listener's port is written there");
+ABSL_FLAG(std::string, http_token_file, "",
+          "file holding the metrics listener's token (Authorization: Bearer "
+          "<token> or ?token=)");
 ABSL_FLAG(int64_t, fault_exit_after_upload, 0,
           "fault injection (tests): stop dead, as if killed, right after the "
           "update of this round was accepted; 0 = never");
@@ -139,6 +147,14 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_threads) < 0)
     return fail_flags("--threads: must be >= 0");
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.http.address = absl::GetFlag(FLAGS_metrics_listen);
+  options.http_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  if (!absl::GetFlag(FLAGS_http_token_file).empty()) {
+    absl::StatusOr<std::string> token = layerfl::ReadFlagFileLine(
+        "http_token_file", absl::GetFlag(FLAGS_http_token_file));
+    if (!token.ok()) return fail_flags(std::string(token.status().message()));
+    options.http.token = *std::move(token);
+  }
   options.dataset_dir = absl::GetFlag(FLAGS_dataset_dir);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.partition = own_data ? 0 : absl::GetFlag(FLAGS_partition);
