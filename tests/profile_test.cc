@@ -2,7 +2,7 @@
 // per-machine training profile against what training each set of groups
 // really takes.
 
-#include "client/trainer/profile.h"
+#include "common/trainer/profile.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -13,8 +13,8 @@
 #include <fstream>
 
 #include "absl/strings/str_join.h"
-#include "client/trainer/memory_meter.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/memory_meter.h"
+#include "common/trainer/trainer.h"
 #include "tests/trainer_fixtures.h"
 
 namespace layerfl {

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 #include "common/config/config.h"
 
 namespace layerfl {

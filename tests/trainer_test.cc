@@ -1,4 +1,4 @@
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "client/trainer/pretrain.h"
+#include "common/trainer/pretrain.h"
 #include "tests/trainer_fixtures.h"
 
 namespace layerfl {

@@ -20,7 +20,7 @@
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/model/model.h"
 #include "common/util/status_macros.h"

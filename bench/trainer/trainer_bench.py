@@ -1,6 +1,6 @@
 """Python twin of trainer_bench.cc: ms per selective training step of the ViT.
 
-Each timed call mirrors SelectiveTrainer::Train (client/trainer/trainer.cc):
+Each timed call mirrors SelectiveTrainer::Train (common/trainer/trainer.cc):
 freeze every parameter, enable the chosen groups, snapshot them, new SGD
 (momentum) optimizer, `steps` steps of index_select batch -> forward ->
 cross-entropy -> loss.item() -> zero_grad -> backward -> step, deltas, restore

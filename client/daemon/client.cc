@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/daemon/client_metrics.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/trainer.h"
-#include "client/worker/worker.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/trainer.h"
+#include "common/worker/worker.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
 #include "common/util/status_macros.h"

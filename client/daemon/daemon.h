@@ -33,7 +33,7 @@
 
 namespace layerfl {
 
-// One client's local work at a given global model (see client/worker).
+// One client's local work at a given global model (see common/worker).
 // What the last Score or Train call of a ClientWork took on this machine;
 // zeros when it does not measure.
 struct WorkCost {

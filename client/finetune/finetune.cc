@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/pretrain.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/pretrain.h"
+#include "common/trainer/trainer.h"
 #include "common/data/federated_data.h"
 #include "common/util/status_macros.h"
 

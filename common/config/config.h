@@ -188,7 +188,7 @@ struct DevicesConfig {
 };
 
 // The per-machine training profile behind the time and memory units
-// (client/trainer/profile.h).
+// (common/trainer/profile.h).
 struct ProfileConfig {
   // Profiles are cached here per machine, model, batch size and threads; ""
   // measures at every start.

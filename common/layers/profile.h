@@ -2,7 +2,7 @@
 #define LAYERFL_COMMON_LAYERS_PROFILE_H_
 
 // What training costs on one machine, per layer group, as the trainer
-// measured it (client/trainer/profile.h) in the form of the depth-aware cost
+// measured it (common/trainer/profile.h) in the form of the depth-aware cost
 // model (server/selection/cost_model.h): a step that trains the set S of
 // groups takes
 //   step_fixed_s + sum_{l in S} step_per_group_s[l]

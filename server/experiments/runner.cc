@@ -19,8 +19,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/trainer/pretrain.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/pretrain.h"
+#include "common/trainer/trainer.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
 #include "common/model/model.h"

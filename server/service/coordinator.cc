@@ -10,7 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 #include "common/data/file.h"
 #include "common/util/status_macros.h"
 #include "server/checkpoint/checkpoint_store.h"

@@ -4,9 +4,9 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/pretrain.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/pretrain.h"
+#include "common/trainer/trainer.h"
 #include "common/model/weights_bridge.h"
 #include "common/util/status_macros.h"
 #include "server/round/selector.h"

@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/config/config.h"
-#include "client/trainer/examples.h"
+#include "common/trainer/examples.h"
 #include "common/model/model.h"
 #include "common/weights/weights.h"
 #include "server/checkpoint/checkpoint_store.h"

@@ -7,9 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/trainer.h"
-#include "client/worker/worker.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/trainer.h"
+#include "common/worker/worker.h"
 #include "common/data/federated_data.h"
 #include "common/secagg/participant.h"
 #include "common/util/seed.h"

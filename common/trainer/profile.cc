@@ -1,4 +1,4 @@
-#include "client/trainer/profile.h"
+#include "common/trainer/profile.h"
 
 #include <unistd.h>
 

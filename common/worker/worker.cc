@@ -1,4 +1,4 @@
-#include "client/worker/worker.h"
+#include "common/worker/worker.h"
 
 #include <algorithm>
 #include <cmath>

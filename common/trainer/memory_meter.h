@@ -1,5 +1,5 @@
-#ifndef LAYERFL_CLIENT_TRAINER_MEMORY_METER_H_
-#define LAYERFL_CLIENT_TRAINER_MEMORY_METER_H_
+#ifndef LAYERFL_COMMON_TRAINER_MEMORY_METER_H_
+#define LAYERFL_COMMON_TRAINER_MEMORY_METER_H_
 
 // Counts the bytes of the tensors LibTorch allocates and frees on the
 // calling thread while a meter is alive, through c10's memory-reporting hook
@@ -36,4 +36,4 @@ class TensorMemoryMeter {
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_TRAINER_MEMORY_METER_H_
+#endif  // LAYERFL_COMMON_TRAINER_MEMORY_METER_H_

@@ -1,12 +1,12 @@
-#ifndef LAYERFL_CLIENT_TRAINER_EXAMPLES_H_
-#define LAYERFL_CLIENT_TRAINER_EXAMPLES_H_
+#ifndef LAYERFL_COMMON_TRAINER_EXAMPLES_H_
+#define LAYERFL_COMMON_TRAINER_EXAMPLES_H_
 
 // Conversion of the torch-free data sets into tensors the trainer consumes.
 
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/data/idx.h"
 #include "common/data/text.h"
@@ -51,4 +51,4 @@ absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& config,
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_TRAINER_EXAMPLES_H_
+#endif  // LAYERFL_COMMON_TRAINER_EXAMPLES_H_

@@ -1,4 +1,4 @@
-#include "client/trainer/pretrain.h"
+#include "common/trainer/pretrain.h"
 
 #include <ATen/ATen.h>
 
@@ -10,8 +10,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/trainer/examples.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/trainer.h"
 #include "common/util/status_macros.h"
 
 namespace layerfl {

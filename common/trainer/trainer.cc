@@ -1,4 +1,4 @@
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 
 #include <malloc.h>
 #include <torch/torch.h>
@@ -11,7 +11,7 @@
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
-#include "client/trainer/memory_meter.h"
+#include "common/trainer/memory_meter.h"
 
 namespace layerfl {
 namespace {

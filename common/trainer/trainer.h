@@ -1,5 +1,5 @@
-#ifndef LAYERFL_CLIENT_TRAINER_TRAINER_H_
-#define LAYERFL_CLIENT_TRAINER_TRAINER_H_
+#ifndef LAYERFL_COMMON_TRAINER_TRAINER_H_
+#define LAYERFL_COMMON_TRAINER_TRAINER_H_
 
 // The selective trainer: trains a chosen set of layer groups of a Model on
 // local examples and returns the sparse per-layer delta; computes per-layer
@@ -116,4 +116,4 @@ std::vector<double> ReportedScores(const std::vector<LayerScores>& scores,
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_TRAINER_TRAINER_H_
+#endif  // LAYERFL_COMMON_TRAINER_TRAINER_H_

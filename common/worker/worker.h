@@ -1,5 +1,5 @@
-#ifndef LAYERFL_CLIENT_WORKER_WORKER_H_
-#define LAYERFL_CLIENT_WORKER_WORKER_H_
+#ifndef LAYERFL_COMMON_WORKER_WORKER_H_
+#define LAYERFL_COMMON_WORKER_WORKER_H_
 
 // One client's work on its private data, shared by the client daemon and the
 // simulator's virtual clients so that both compute exactly the same thing:
@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client/trainer/profile.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/profile.h"
+#include "common/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/model/model.h"
 #include "common/privacy/noise.h"
@@ -79,4 +79,4 @@ class LocalWorker {
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_WORKER_WORKER_H_
+#endif  // LAYERFL_COMMON_WORKER_WORKER_H_

@@ -1,5 +1,5 @@
-#ifndef LAYERFL_CLIENT_TRAINER_PRETRAIN_H_
-#define LAYERFL_CLIENT_TRAINER_PRETRAIN_H_
+#ifndef LAYERFL_COMMON_TRAINER_PRETRAIN_H_
+#define LAYERFL_COMMON_TRAINER_PRETRAIN_H_
 
 // LayerFL's own pretrained ViT start (no model hub is reachable): the model is
 // trained on images held apart from every federated client, on another task
@@ -30,4 +30,4 @@ absl::Status LoadPretrained(Model& model, const NamedTensors& pretrained,
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_TRAINER_PRETRAIN_H_
+#endif  // LAYERFL_COMMON_TRAINER_PRETRAIN_H_

@@ -1,5 +1,5 @@
-#ifndef LAYERFL_CLIENT_TRAINER_PROFILE_H_
-#define LAYERFL_CLIENT_TRAINER_PROFILE_H_
+#ifndef LAYERFL_COMMON_TRAINER_PROFILE_H_
+#define LAYERFL_COMMON_TRAINER_PROFILE_H_
 
 // Measures what training costs on this machine, per layer group, in the form
 // of the depth-aware cost model (common/layers/profile.h).
@@ -22,7 +22,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "client/trainer/trainer.h"
+#include "common/trainer/trainer.h"
 #include "common/config/config.h"
 #include "common/layers/profile.h"
 #include "common/model/model.h"
@@ -50,4 +50,4 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
 
 }  // namespace layerfl
 
-#endif  // LAYERFL_CLIENT_TRAINER_PROFILE_H_
+#endif  // LAYERFL_COMMON_TRAINER_PROFILE_H_

@@ -1,4 +1,4 @@
-#include "client/trainer/memory_meter.h"
+#include "common/trainer/memory_meter.h"
 
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>

@@ -1,4 +1,4 @@
-#include "client/trainer/examples.h"
+#include "common/trainer/examples.h"
 
 #include <ATen/ATen.h>
 
