@@ -6,12 +6,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cmath>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/experiments/grid.h"
 #include "server/experiments/report.h"
+#include "nlohmann/json.hpp"
 #include "server/experiments/runner.h"
 #include "server/sim/simulator.h"
 
@@ -21,6 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Fresh(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/experiments_" + name;
@@ -377,6 +380,26 @@ TEST(ReportTest, ReadsMetricsReplacingReRunRoundsAndNamingBadLines) {
   rounds = ReadMetricsFile(path);
   ASSERT_FALSE(rounds.ok());
   EXPECT_THAT(rounds.status().message(), HasSubstr(path + ":2: "));
+  // A bad value is refused naming its field.
+  for (const auto& [line, field] : std::vector<std::pair<std::string, std::string>>{
+           {"{\"round\":0}", "\"round\""},
+           {"{\"round\":\"1\"}", "\"round\""},
+           {"{\"round\":1,\"accuracy\":\"high\"}", "\"accuracy\""},
+           {"{\"round\":1,\"bytes_up\":1.5}", "\"bytes_up\""},
+           {"{\"round\":1,\"timing_ms\":{\"round\":[]}}", "\"timing_ms.round\""},
+           {"{\"round\":1,\"clients\":{}}", "\"clients\""},
+           {"{\"round\":1,\"clients\":[{\"layers\":[1]}]}", "layer name"},
+           {"[1,2]", "not a JSON object"}}) {
+    Write(path, line + "\n");
+    rounds = ReadMetricsFile(path);
+    ASSERT_FALSE(rounds.ok()) << line;
+    EXPECT_THAT(rounds.status().message(), HasSubstr(field)) << line;
+  }
+  // null is what the engine writes for a NaN accuracy.
+  Write(path, "{\"round\":1,\"accuracy\":null}\n");
+  rounds = ReadMetricsFile(path);
+  ASSERT_TRUE(rounds.ok()) << rounds.status();
+  EXPECT_TRUE(std::isnan((*rounds)[0].accuracy));
   EXPECT_EQ(ReadMetricsFile(dir + "/none.jsonl").status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(LastRecordedRound(dir + "/none.jsonl"), 0);
@@ -473,11 +496,19 @@ TEST(ReportTest, AggregatesSeedsByHand) {
                             "85.00 ± 7.07 | 0.00 | 0.0 | 0.0 | 0.6 |"));
   EXPECT_THAT(md, HasSubstr("(acc_dir0.1_tn1-3.png)"));
   EXPECT_THAT(md, HasSubstr("[strategic](heatmap_dir0.1_tn1-3_strategic.png)"));
-  const std::string json = SummaryJson(*report);
-  EXPECT_THAT(
-      json, HasSubstr("\"layers\":[\"embed\",\"block0\",\"block1\",\"head\"]"));
-  EXPECT_THAT(
-      json, HasSubstr("\"final_accuracy\":{\"mean\":0.6,\"std\":0.1,\"n\":3}"));
+  const nlohmann::json json = nlohmann::json::parse(SummaryJson(*report));
+  EXPECT_EQ(json["cells_done"], 5);
+  EXPECT_EQ(json["layers"],
+            nlohmann::json({"embed", "block0", "block1", "head"}));
+  const nlohmann::json& row = json["settings"][0]["strategies"][0];
+  EXPECT_EQ(row["strategy"], "top");
+  EXPECT_NEAR(row["final_accuracy"]["mean"].get<double>(), 0.6, 1e-12);
+  EXPECT_NEAR(row["final_accuracy"]["std"].get<double>(), 0.1, 1e-12);
+  EXPECT_EQ(row["final_accuracy"]["n"], 3);
+  EXPECT_EQ(row["seeds"].size(), 3u);
+  // The interrupted seed has no values: NaN is written as null, not as a
+  // token JSON readers refuse.
+  EXPECT_THAT(SummaryJson(*report), Not(HasSubstr("nan")));
 }
 
 // The smoke grid, made smaller still, end to end through the simulator.

@@ -8,6 +8,7 @@
 #include "common/privacy/noise.h"
 #include "common/privacy/rdp_accountant.h"
 #include "common/secagg/participant.h"
+#include "nlohmann/json.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -714,6 +715,61 @@ TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
               HasSubstr("sent the key advert of 'c2'"));
   EXPECT_THAT(e->SubmitShares("c1", 1, {}).message(), HasSubstr("stale_round"));
   EXPECT_EQ(e->rejected_total().at("protocol"), 1);
+}
+
+// The metrics line is real JSON: names with quotes and control characters
+// are escaped, NaN is null, doubles read back bit for bit, and the keys keep
+// their order (timings after everything deterministic).
+TEST(RoundRecordTest, ToJsonRoundTripsThroughAJsonParser) {
+  RoundRecord r;
+  r.round = 7;
+  r.attempt = 2;
+  r.evaluated = true;
+  r.eval.accuracy = 0.1 + 0.2;  // 0.30000000000000004: needs all digits
+  r.eval.loss = std::nan("");
+  r.bytes_up = 1234;
+  r.bytes_down = 5678;
+  r.changed_layers = {"a\"b", "tab\there"};
+  r.objective = 1.0 / 3.0;
+  r.solver_status = "optimal";
+  ClientRoundRecord c;
+  c.id = "client-\x01";
+  c.budget = 2.5;
+  c.layers = {"a\"b"};
+  c.contributed = true;
+  c.scores = {0.25, 1e-300};
+  c.cost = 3;
+  c.usage.train_s = 0.5;
+  c.usage.peak_bytes = 2 * 1024 * 1024;
+  r.clients = {c};
+  r.budget_unit = "time";
+  r.rejected = {{"stale", 2}};
+  r.phase_ms = {{"train", 12.5}};
+  const std::string line = r.ToJson();
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  const nlohmann::json j = nlohmann::json::parse(line);
+  EXPECT_EQ(j["round"], 7);
+  EXPECT_EQ(j["attempt"], 2);
+  EXPECT_EQ(j["accuracy"].get<double>(), 0.1 + 0.2);
+  EXPECT_TRUE(j["loss"].is_null());
+  EXPECT_EQ(j["bytes_up"], 1234);
+  EXPECT_EQ(j["changed_layers"], nlohmann::json({"a\"b", "tab\there"}));
+  EXPECT_EQ(j["selection"]["objective"].get<double>(), 1.0 / 3.0);
+  EXPECT_EQ(j["selection"]["status"], "optimal");
+  EXPECT_EQ(j["clients"][0]["id"], "client-\x01");
+  EXPECT_EQ(j["clients"][0]["budget"].get<double>(), 2.5);
+  EXPECT_EQ(j["clients"][0]["scores"][1].get<double>(), 1e-300);
+  EXPECT_EQ(j["clients"][0]["cost"].get<double>(), 3.0);
+  EXPECT_EQ(j["rejected"]["stale"], 2);
+  EXPECT_FALSE(j.contains("privacy"));
+  EXPECT_FALSE(j.contains("wire_bytes_up"));
+  EXPECT_EQ(j["timing_ms"]["train"].get<double>(), 12.5);
+  EXPECT_EQ(j["usage"][0]["peak_mb"].get<double>(), 2.0);
+  EXPECT_EQ(j["usage"][0]["measured_over_budget"].get<double>(), 0.5 / 2.5);
+  // Order: what determinism checks compare comes before the timings.
+  EXPECT_LT(line.find("\"rejected\""), line.find("\"timing_ms\""));
+  EXPECT_LT(line.find("\"timing_ms\""), line.find("\"usage\""));
+  EXPECT_EQ(line.rfind("{\"round\":7,\"attempt\":2,", 0), 0u);
 }
 
 }  // namespace

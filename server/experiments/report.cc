@@ -12,88 +12,92 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/util/status_macros.h"
-#include "yaml-cpp/yaml.h"
+#include "nlohmann/json.hpp"
 
 namespace layerfl {
 namespace {
 
-// JSON is YAML's flow syntax, so yaml-cpp reads metrics lines.
-absl::StatusOr<YAML::Node> ParseJsonLine(const std::string& line) {
-  try {
-    YAML::Node node = YAML::Load(line);
-    if (!node.IsMap()) return absl::InvalidArgumentError("not a JSON object");
-    return node;
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(e.what());
-  }
-}
+using Json = nlohmann::json;
 
 // A JSON number; null (what the engine writes for NaN/Inf) reads as NaN.
-bool ReadNumber(const YAML::Node& node, double* out) {
-  if (!node) return false;
-  if (node.IsNull()) {
+bool ReadNumber(const Json& object, const char* key, double* out) {
+  const auto it = object.find(key);
+  if (it == object.end()) return false;
+  if (it->is_null()) {
     *out = std::numeric_limits<double>::quiet_NaN();
     return true;
   }
-  return node.IsScalar() && absl::SimpleAtod(node.Scalar(), out);
-}
-
-bool ReadInt(const YAML::Node& node, int64_t* out) {
-  return node && node.IsScalar() && absl::SimpleAtoi(node.Scalar(), out);
+  if (!it->is_number()) return false;
+  *out = it->get<double>();
+  return true;
 }
 
 absl::StatusOr<RoundMetrics> ParseRound(const std::string& line) {
-  ASSIGN_OR_RETURN(YAML::Node node, ParseJsonLine(line));
+  const Json node = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (node.is_discarded()) return absl::InvalidArgumentError("not JSON");
+  if (!node.is_object()) {
+    return absl::InvalidArgumentError("not a JSON object");
+  }
   RoundMetrics m;
-  if (!ReadInt(node["round"], &m.round) || m.round < 1) {
+  const auto round = node.find("round");
+  if (round == node.end() || !round->is_number_integer() ||
+      round->get<int64_t>() < 1) {
     return absl::InvalidArgumentError("no positive integer \"round\"");
   }
-  if (node["accuracy"]) {
+  m.round = round->get<int64_t>();
+  if (node.contains("accuracy")) {
     m.evaluated = true;
-    if (!ReadNumber(node["accuracy"], &m.accuracy)) {
+    if (!ReadNumber(node, "accuracy", &m.accuracy)) {
       return absl::InvalidArgumentError("\"accuracy\" is not a number");
     }
-    if (node["loss"] && !ReadNumber(node["loss"], &m.loss)) {
+    if (node.contains("loss") && !ReadNumber(node, "loss", &m.loss)) {
       return absl::InvalidArgumentError("\"loss\" is not a number");
     }
   }
-  if (node["bytes_up"] && !ReadInt(node["bytes_up"], &m.bytes_up)) {
-    return absl::InvalidArgumentError("\"bytes_up\" is not an integer");
+  if (const auto up = node.find("bytes_up"); up != node.end()) {
+    if (!up->is_number_integer()) {
+      return absl::InvalidArgumentError("\"bytes_up\" is not an integer");
+    }
+    m.bytes_up = up->get<int64_t>();
   }
-  const YAML::Node timing = node["timing_ms"];
-  if (timing && timing.IsMap() && timing["round"] &&
-      !ReadNumber(timing["round"], &m.round_ms)) {
+  if (const auto timing = node.find("timing_ms");
+      timing != node.end() && timing->is_object() &&
+      timing->contains("round") &&
+      !ReadNumber(*timing, "round", &m.round_ms)) {
     return absl::InvalidArgumentError("\"timing_ms.round\" is not a number");
   }
-  const YAML::Node usage = node["usage"];
-  if (usage && usage.IsSequence()) {
-    for (const YAML::Node& u : usage) {
+  if (const auto usage = node.find("usage");
+      usage != node.end() && usage->is_array()) {
+    for (const Json& u : *usage) {
+      if (!u.is_object()) continue;
       double v = 0;
-      if (ReadNumber(u["train_s"], &v)) m.client_seconds += v;
-      if (ReadNumber(u["score_s"], &v)) {
+      if (ReadNumber(u, "train_s", &v)) m.client_seconds += v;
+      if (ReadNumber(u, "score_s", &v)) {
         m.client_seconds += v;
         m.scoring_seconds += v;
       }
     }
   }
-  const YAML::Node clients = node["clients"];
-  if (clients) {
-    if (!clients.IsSequence()) {
+  if (const auto clients = node.find("clients"); clients != node.end()) {
+    if (!clients->is_array()) {
       return absl::InvalidArgumentError("\"clients\" is not an array");
     }
-    m.num_clients = static_cast<int>(clients.size());
-    for (const YAML::Node& client : clients) {
-      const YAML::Node layers = client["layers"];
-      if (!layers) continue;
-      if (!layers.IsSequence()) {
+    m.num_clients = static_cast<int>(clients->size());
+    for (const Json& client : *clients) {
+      if (!client.is_object()) {
+        return absl::InvalidArgumentError("a client is not an object");
+      }
+      const auto layers = client.find("layers");
+      if (layers == client.end()) continue;
+      if (!layers->is_array()) {
         return absl::InvalidArgumentError(
             "a client's \"layers\" is not an array");
       }
-      for (const YAML::Node& layer : layers) {
-        if (!layer.IsScalar()) {
+      for (const Json& layer : *layers) {
+        if (!layer.is_string()) {
           return absl::InvalidArgumentError("a layer name is not a string");
         }
-        ++m.layer_counts[layer.Scalar()];
+        ++m.layer_counts[layer.get<std::string>()];
       }
     }
   }
@@ -106,39 +110,8 @@ std::string Percent(const MeanStd& m) {
   return absl::StrFormat("%.2f ± %.2f", 100.0 * m.mean, 100.0 * m.std);
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
-
-std::string JsonNumber(double v) {
-  if (!std::isfinite(v)) return "null";
-  return absl::StrFormat("%.10g", v);
-}
-
-template <typename T, typename F>
-std::string JsonArray(const std::vector<T>& values, F format) {
-  std::string out = "[";
-  for (size_t i = 0; i < values.size(); ++i) {
-    absl::StrAppend(&out, i ? "," : "", format(values[i]));
-  }
-  return out + "]";
-}
-
-std::string JsonMeanStd(const MeanStd& m) {
-  return absl::StrCat("{\"mean\":", JsonNumber(m.mean),
-                      ",\"std\":", JsonNumber(m.std), ",\"n\":", m.n, "}");
+nlohmann::ordered_json MeanStdJson(const MeanStd& m) {
+  return {{"mean", m.mean}, {"std", m.std}, {"n", m.n}};
 }
 
 std::string CellDir(const std::string& out_dir, const std::string& partition,
@@ -383,56 +356,50 @@ std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
 }
 
 std::string SummaryJson(const ExperimentReport& report) {
-  auto number = [](double v) { return JsonNumber(v); };
-  auto integer = [](int64_t v) { return absl::StrCat(v); };
-  std::string out = absl::StrCat(
-      "{\n\"rounds\":", report.rounds, ",\"cells_total\":", report.cells_total,
-      ",\"cells_done\":", report.cells_done,
-      ",\n\"layers\":", JsonArray(report.layers, JsonString),
-      ",\n\"settings\":[");
-  for (size_t s = 0; s < report.settings.size(); ++s) {
-    const SettingResult& setting = report.settings[s];
-    absl::StrAppend(&out, s ? ",\n" : "\n",
-                    "{\"partition\":", JsonString(setting.partition),
-                    ",\"budget\":", JsonString(setting.budget),
-                    ",\"strategies\":[");
-    for (size_t k = 0; k < setting.strategies.size(); ++k) {
-      const StrategyResult& row = setting.strategies[k];
-      absl::StrAppend(
-          &out, k ? ",\n" : "\n", "{\"strategy\":", JsonString(row.strategy),
-          ",\"seeds_done\":", row.seeds_done,
-          ",\"seeds_total\":", row.seeds_total,
-          ",\"final_accuracy\":", JsonMeanStd(row.final_accuracy),
-          ",\"best_accuracy\":", JsonMeanStd(row.best_accuracy),
-          ",\"last5_accuracy\":", JsonMeanStd(row.last5_accuracy),
-          ",\"client_seconds\":", JsonNumber(row.client_seconds),
-          ",\"scoring_share\":", JsonNumber(row.scoring_share),
-          ",\"mb_uploaded\":", JsonNumber(row.mb_uploaded),
-          ",\"wall_seconds\":", JsonNumber(row.wall_seconds), ",\"seeds\":[");
-      for (size_t i = 0; i < row.seeds.size(); ++i) {
-        const CellSummary& c = row.seeds[i].summary;
-        absl::StrAppend(&out, i ? "," : "", "{\"seed\":", row.seeds[i].seed,
-                        ",\"final_accuracy\":", JsonNumber(c.final_accuracy),
-                        ",\"best_accuracy\":", JsonNumber(c.best_accuracy),
-                        ",\"bytes_up\":", c.bytes_up,
-                        ",\"wall_seconds\":", JsonNumber(c.wall_seconds), "}");
+  // Keys in the order written; NaN (no value) dumps as null.
+  using Ordered = nlohmann::ordered_json;
+  Ordered settings = Ordered::array();
+  for (const SettingResult& setting : report.settings) {
+    Ordered strategies = Ordered::array();
+    for (const StrategyResult& row : setting.strategies) {
+      Ordered seeds = Ordered::array();
+      for (const auto& seed : row.seeds) {
+        const CellSummary& c = seed.summary;
+        seeds.push_back({{"seed", seed.seed},
+                         {"final_accuracy", c.final_accuracy},
+                         {"best_accuracy", c.best_accuracy},
+                         {"bytes_up", c.bytes_up},
+                         {"wall_seconds", c.wall_seconds}});
       }
-      absl::StrAppend(&out, "],\"curve\":{\"rounds\":",
-                      JsonArray(row.curve_rounds, integer),
-                      ",\"accuracy\":", JsonArray(row.curve_accuracy, number),
-                      "},\"heatmap\":{\"seed\":", row.heatmap_seed,
-                      ",\"rounds\":", JsonArray(row.heatmap_rounds, integer),
-                      ",\"fraction\":[");
-      for (size_t r = 0; r < row.heatmap_fraction.size(); ++r) {
-        absl::StrAppend(&out, r ? "," : "",
-                        JsonArray(row.heatmap_fraction[r], number));
-      }
-      absl::StrAppend(&out, "]}}");
+      strategies.push_back(
+          {{"strategy", row.strategy},
+           {"seeds_done", row.seeds_done},
+           {"seeds_total", row.seeds_total},
+           {"final_accuracy", MeanStdJson(row.final_accuracy)},
+           {"best_accuracy", MeanStdJson(row.best_accuracy)},
+           {"last5_accuracy", MeanStdJson(row.last5_accuracy)},
+           {"client_seconds", row.client_seconds},
+           {"scoring_share", row.scoring_share},
+           {"mb_uploaded", row.mb_uploaded},
+           {"wall_seconds", row.wall_seconds},
+           {"seeds", std::move(seeds)},
+           {"curve",
+            {{"rounds", row.curve_rounds}, {"accuracy", row.curve_accuracy}}},
+           {"heatmap",
+            {{"seed", row.heatmap_seed},
+             {"rounds", row.heatmap_rounds},
+             {"fraction", row.heatmap_fraction}}}});
     }
-    absl::StrAppend(&out, "]}");
+    settings.push_back({{"partition", setting.partition},
+                        {"budget", setting.budget},
+                        {"strategies", std::move(strategies)}});
   }
-  absl::StrAppend(&out, "\n]\n}\n");
-  return out;
+  const Ordered out = {{"rounds", report.rounds},
+                       {"cells_total", report.cells_total},
+                       {"cells_done", report.cells_done},
+                       {"layers", report.layers},
+                       {"settings", std::move(settings)}};
+  return out.dump(-1, ' ', false, Ordered::error_handler_t::replace) + "\n";
 }
 
 }  // namespace layerfl

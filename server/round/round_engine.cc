@@ -17,6 +17,7 @@
 #include "common/privacy/noise.h"
 #include "common/privacy/rdp_accountant.h"
 #include "common/util/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "server/selection/rng.h"
 
 namespace layerfl {
@@ -68,28 +69,8 @@ struct Slot {
   ClientUsage usage;
 };
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 double Mib(int64_t bytes) {
   return static_cast<double>(bytes) / (1024.0 * 1024.0);
-}
-
-std::string JsonNumber(double v) {
-  if (!std::isfinite(v)) return "null";
-  return absl::StrFormat("%.17g", v);
 }
 
 bool SameStructure(const ModelWeights& a, const ModelWeights& b,
@@ -1038,99 +1019,71 @@ class RoundEngineImpl : public RoundEngine {
 }  // namespace
 
 std::string RoundRecord::ToJson() const {
-  std::string out =
-      absl::StrCat("{\"round\":", round, ",\"attempt\":", attempt);
+  // ordered_json keeps the keys in the order written: timings come last so
+  // that determinism checks can cut the line there.
+  using Json = nlohmann::ordered_json;
+  Json out;
+  out["round"] = round;
+  out["attempt"] = attempt;
   if (evaluated) {
-    absl::StrAppend(&out, ",\"accuracy\":", JsonNumber(eval.accuracy),
-                    ",\"loss\":", JsonNumber(eval.loss));
+    out["accuracy"] = eval.accuracy;  // NaN/Inf dump as null
+    out["loss"] = eval.loss;
   }
-  absl::StrAppend(&out, ",\"bytes_up\":", bytes_up,
-                  ",\"bytes_down\":", bytes_down);
-  if (wire_bytes_up >= 0)
-    absl::StrAppend(&out, ",\"wire_bytes_up\":", wire_bytes_up);
-  absl::StrAppend(&out, ",\"changed_layers\":[");
-  for (size_t i = 0; i < changed_layers.size(); ++i) {
-    absl::StrAppend(&out, i ? "," : "", JsonString(changed_layers[i]));
+  out["bytes_up"] = bytes_up;
+  out["bytes_down"] = bytes_down;
+  if (wire_bytes_up >= 0) out["wire_bytes_up"] = wire_bytes_up;
+  out["changed_layers"] = changed_layers;
+  out["selection"] = {{"objective", objective},
+                      {"upper_bound", upper_bound},
+                      {"gap", gap},
+                      {"status", solver_status}};
+  Json clients_json = Json::array();
+  for (const ClientRoundRecord& c : clients) {
+    Json client = {{"id", c.id},
+                   {"budget", c.budget},
+                   {"layers", c.layers},
+                   {"contributed", c.contributed}};
+    if (!c.scores.empty()) client["scores"] = c.scores;
+    if (c.cost >= 0) client["cost"] = c.cost;
+    clients_json.push_back(std::move(client));
   }
-  absl::StrAppend(&out,
-                  "],\"selection\":{\"objective\":", JsonNumber(objective),
-                  ",\"upper_bound\":", JsonNumber(upper_bound),
-                  ",\"gap\":", JsonNumber(gap),
-                  ",\"status\":", JsonString(solver_status), "},\"clients\":[");
-  for (size_t i = 0; i < clients.size(); ++i) {
-    const ClientRoundRecord& c = clients[i];
-    absl::StrAppend(&out, i ? "," : "", "{\"id\":", JsonString(c.id),
-                    ",\"budget\":", JsonNumber(c.budget), ",\"layers\":[");
-    for (size_t k = 0; k < c.layers.size(); ++k) {
-      absl::StrAppend(&out, k ? "," : "", JsonString(c.layers[k]));
-    }
-    absl::StrAppend(&out,
-                    "],\"contributed\":", c.contributed ? "true" : "false");
-    if (!c.scores.empty()) {
-      absl::StrAppend(&out, ",\"scores\":[");
-      for (size_t k = 0; k < c.scores.size(); ++k) {
-        absl::StrAppend(&out, k ? "," : "", JsonNumber(c.scores[k]));
-      }
-      absl::StrAppend(&out, "]");
-    }
-    if (c.cost >= 0) absl::StrAppend(&out, ",\"cost\":", JsonNumber(c.cost));
-    absl::StrAppend(&out, "}");
-  }
-  absl::StrAppend(&out, "],\"rejected\":{");
-  bool first = true;
-  for (const auto& [reason, count] : rejected) {
-    absl::StrAppend(&out, first ? "" : ",", JsonString(reason), ":", count);
-    first = false;
-  }
-  absl::StrAppend(&out, "}");
+  out["clients"] = std::move(clients_json);
+  out["rejected"] = Json::object();
+  for (const auto& [reason, count] : rejected) out["rejected"][reason] = count;
   if (private_round) {
-    absl::StrAppend(&out, ",\"privacy\":{\"epsilon\":", JsonNumber(epsilon),
-                    ",\"delta\":", JsonNumber(delta),
-                    ",\"clip_norm\":", JsonNumber(clip_norm),
-                    ",\"noise_multiplier\":", JsonNumber(noise_multiplier),
-                    "}");
+    out["privacy"] = {{"epsilon", epsilon},
+                      {"delta", delta},
+                      {"clip_norm", clip_norm},
+                      {"noise_multiplier", noise_multiplier}};
   }
-  // Timings last, under one key, so that determinism checks can drop them.
-  absl::StrAppend(&out, ",\"timing_ms\":{");
-  first = true;
-  for (const auto& [phase, ms] : phase_ms) {
-    absl::StrAppend(&out, first ? "" : ",", JsonString(phase), ":",
-                    JsonNumber(ms));
-    first = false;
-  }
-  absl::StrAppend(&out, ",\"solve\":", JsonNumber(solve_ms), "}");
+  Json timing = Json::object();
+  for (const auto& [phase, ms] : phase_ms) timing[phase] = ms;
+  timing["solve"] = solve_ms;
+  out["timing_ms"] = std::move(timing);
   // Each client's measured usage, and measured / budget in a profiled unit.
-  absl::StrAppend(&out, ",\"usage\":[");
-  bool any = false;
+  Json usage = Json::array();
   for (const ClientRoundRecord& c : clients) {
     const ClientUsage& u = c.usage;
     if (u.score_s < 0 && u.train_s < 0 && u.peak_bytes < 0 &&
         u.score_peak_bytes < 0) {
       continue;
     }
-    absl::StrAppend(&out, any ? "," : "", "{\"id\":", JsonString(c.id));
-    any = true;
-    if (u.score_s >= 0)
-      absl::StrAppend(&out, ",\"score_s\":", JsonNumber(u.score_s));
-    if (u.train_s >= 0)
-      absl::StrAppend(&out, ",\"train_s\":", JsonNumber(u.train_s));
-    if (u.peak_bytes >= 0) {
-      absl::StrAppend(&out, ",\"peak_mb\":", JsonNumber(Mib(u.peak_bytes)));
-    }
-    if (u.score_peak_bytes >= 0) {
-      absl::StrAppend(
-          &out, ",\"score_peak_mb\":", JsonNumber(Mib(u.score_peak_bytes)));
-    }
+    Json entry = {{"id", c.id}};
+    if (u.score_s >= 0) entry["score_s"] = u.score_s;
+    if (u.train_s >= 0) entry["train_s"] = u.train_s;
+    if (u.peak_bytes >= 0) entry["peak_mb"] = Mib(u.peak_bytes);
+    if (u.score_peak_bytes >= 0) entry["score_peak_mb"] = Mib(u.score_peak_bytes);
     const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {
-      absl::StrAppend(
-          &out, ",\"measured\":", JsonNumber(measured),
-          ",\"measured_over_budget\":", JsonNumber(measured / c.budget));
+      entry["measured"] = measured;
+      entry["measured_over_budget"] = measured / c.budget;
     }
-    absl::StrAppend(&out, "}");
+    usage.push_back(std::move(entry));
   }
-  absl::StrAppend(&out, "]}");
-  return out;
+  out["usage"] = std::move(usage);
+  // Replace, not throw, on a string that is not UTF-8 (a client id is checked
+  // elsewhere; a log line must never take the run down).
+  return out.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 double MeasuredInBudgetUnit(const ClientRoundRecord& c,

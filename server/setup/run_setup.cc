@@ -1,6 +1,5 @@
 #include "server/setup/run_setup.h"
 
-#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +8,7 @@
 #include "common/trainer/trainer.h"
 #include "common/model/weights_bridge.h"
 #include "common/util/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "server/round/selector.h"
 
 namespace layerfl {
@@ -89,8 +89,13 @@ absl::StatusOr<std::ofstream> OpenMetrics(const RunConfig& c,
   if (engine.resumed()) {
     std::ifstream in(*path);
     for (std::string line; std::getline(in, line);) {
-      long long r = 0;
-      if (std::sscanf(line.c_str(), "{\"round\":%lld", &r) == 1) last = r;
+      // A line cut off by a crash does not parse and does not count.
+      const nlohmann::json record =
+          nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (record.is_object() && record.contains("round") &&
+          record["round"].is_number_integer()) {
+        last = record["round"].get<int64_t>();
+      }
     }
   }
   std::ofstream metrics(*path, engine.resumed() ? std::ios::app : std::ios::trunc);
