@@ -92,7 +92,7 @@ void ToProto(const TrainingProfile& p, wire::v1::TrainingProfile* out) {
   out->set_fixed_bytes(p.fixed_bytes);
   for (int64_t v : p.per_group_bytes) out->add_per_group_bytes(v);
   for (int64_t v : p.depth_bytes) out->add_depth_bytes(v);
-  out->set_scoring_peak_bytes(p.scoring_peak_bytes);
+  for (int64_t v : p.scoring_bytes) out->add_scoring_bytes(v);
 }
 
 absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in) {
@@ -110,7 +110,7 @@ absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in) {
   p.per_group_bytes.assign(in.per_group_bytes().begin(),
                            in.per_group_bytes().end());
   p.depth_bytes.assign(in.depth_bytes().begin(), in.depth_bytes().end());
-  p.scoring_peak_bytes = in.scoring_peak_bytes();
+  p.scoring_bytes.assign(in.scoring_bytes().begin(), in.scoring_bytes().end());
   absl::Status s = p.Validate();
   if (!s.ok()) return s;
   return p;

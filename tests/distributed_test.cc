@@ -625,6 +625,13 @@ TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
         std::regex("\\{\"id\":\"client-000\"[^}]*\"peak_mb\":([^,}]+)")))
         << line;
     EXPECT_LE(std::stod(m[1]), budget_mb) << line;
+    // The scoring pass too: it stops where the cap does (block1), so it
+    // never back-propagates into block0.
+    ASSERT_TRUE(std::regex_search(
+        line, m,
+        std::regex("\\{\"id\":\"client-000\"[^}]*\"score_peak_mb\":([^,}]+)")))
+        << line;
+    EXPECT_LE(std::stod(m[1]), budget_mb) << line;
   }
   EXPECT_EQ(rounds, 3);
   // It trained something in some round (the limits were meant to bind, not

@@ -144,7 +144,7 @@ TEST(TrainingProfileTest, SerializeParseRoundTripAndRefusals) {
   p.fixed_bytes = 1000;
   p.per_group_bytes = {10, 20};
   p.depth_bytes = {0, 30};
-  p.scoring_peak_bytes = 2000;
+  p.scoring_bytes = {2000, 1500};
   absl::StatusOr<TrainingProfile> q = TrainingProfile::Parse(p.Serialize());
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(q->Serialize(), p.Serialize());
@@ -157,6 +157,81 @@ TEST(TrainingProfileTest, SerializeParseRoundTripAndRefusals) {
   EXPECT_THAT(std::string(p.Validate().message()),
               ::testing::HasSubstr(
                   "profile.step_depth_s[1]: must be finite and >= 0, got -1"));
+  p.step_depth_s = {0, 7e-4};
+  p.scoring_bytes = {2000};
+  EXPECT_THAT(
+      std::string(p.Validate().message()),
+      ::testing::HasSubstr("profile.scoring_bytes: 1 values for 2 groups"));
+  // A cache file from before scoring_bytes is refused (and re-measured).
+  std::string old = q->Serialize();
+  old = old.substr(0, old.find(" scoring_bytes="));
+  EXPECT_THAT(std::string(TrainingProfile::Parse(old).status().message()),
+              ::testing::HasSubstr("profile: no scoring_bytes"));
+}
+
+// The lowest group a memory limit can score from, by hand.
+TEST(TrainingProfileTest, LowestScorableGroupByHand) {
+  TrainingProfile p;
+  p.scoring_bytes = {900, 700, 700, 400};
+  EXPECT_EQ(LowestScorableGroup(p, 0), 0);     // no limit
+  EXPECT_EQ(LowestScorableGroup(p, 900), 0);
+  EXPECT_EQ(LowestScorableGroup(p, 899), 1);
+  EXPECT_EQ(LowestScorableGroup(p, 700), 1);
+  EXPECT_EQ(LowestScorableGroup(p, 500), 3);
+  EXPECT_EQ(LowestScorableGroup(p, 399), 4);   // nothing fits
+  p.scoring_bytes.clear();                      // not measured: no limit
+  EXPECT_EQ(LowestScorableGroup(p, 399), 0);
+}
+
+// What each scoring depth peaks at is what the profile says, and the scores
+// of the groups scored are those of the whole pass.
+TEST(TrainingProfileTest, ScoringFromEachGroupPeaksAsProfiled) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  const Examples data = RandomImages(64, 1);
+  const TrainConfig train = Sgd(5, 16);
+  ImportanceConfig importance;
+  absl::StatusOr<TrainingProfile> p =
+      ProfileTraining(**model, data, train, importance);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const int g = static_cast<int>(p->groups.size());
+  const SelectiveTrainer trainer(train, importance);
+  ResourceUsage full_usage;
+  absl::StatusOr<std::vector<LayerScores>> full =
+      trainer.Importance(**model, data, 11, &full_usage);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full_usage.peak_bytes, p->scoring_bytes[0]);
+  for (int l = 1; l < g; ++l) {
+    ResourceUsage usage;
+    absl::StatusOr<std::vector<LayerScores>> part =
+        trainer.Importance(**model, data, 11, &usage, l);
+    ASSERT_TRUE(part.ok()) << part.status();
+    EXPECT_EQ(usage.peak_bytes, p->scoring_bytes[l]) << l;
+    // Shallower is cheaper: the backward stops at l.
+    EXPECT_LT(p->scoring_bytes[l], p->scoring_bytes[l - 1]) << l;
+    for (int k = 0; k < g; ++k) {
+      if (k < l) {
+        EXPECT_EQ((*part)[k].sq_grad_norm, 0.0) << l << " " << k;
+        EXPECT_EQ((*part)[k].snr, 0.0);
+      } else {
+        // The same gradients: the scored groups' scores do not depend on
+        // how deep the backward goes.
+        EXPECT_EQ((*part)[k].sq_grad_norm, (*full)[k].sq_grad_norm) << l;
+        EXPECT_EQ((*part)[k].rgn, (*full)[k].rgn) << l;
+        EXPECT_EQ((*part)[k].snr, (*full)[k].snr) << l;
+      }
+    }
+  }
+  ResourceUsage none;
+  absl::StatusOr<std::vector<LayerScores>> nothing =
+      trainer.Importance(**model, data, 11, &none, g);
+  ASSERT_TRUE(nothing.ok()) << nothing.status();
+  for (const LayerScores& s : *nothing) EXPECT_EQ(s.sq_grad_norm, 0.0);
+  EXPECT_EQ(none.peak_bytes, ParameterBytes(**model));
+  EXPECT_THAT(std::string(trainer.Importance(**model, data, 11, nullptr, g + 1)
+                              .status()
+                              .message()),
+              ::testing::HasSubstr("lowest group 6 is outside [0, 5]"));
 }
 
 }  // namespace

@@ -717,6 +717,69 @@ TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
   EXPECT_EQ(e->rejected_total().at("protocol"), 1);
 }
 
+// A scoring task goes no deeper than the client's memory limit holds by its
+// profile: its budget in unit memory, or its declared cap, the lower.
+TEST_F(RoundEngineTest, ScoringTaskStopsAtWhatTheMemoryLimitHolds) {
+  selector_.needs_scores = true;
+  RoundEngineOptions o = Opts(0, 4);
+  o.budget_unit = "memory";
+  auto e = Make(o);
+  auto profile = std::make_shared<TrainingProfile>();
+  profile->groups = {"a", "b"};
+  // Scoring from a peaks at 3 MiB, from b at 1 MiB.
+  profile->scoring_bytes = {3 << 20, 1 << 20};
+  auto join = [&](const std::string& id, double budget_mb, double cap_mb,
+                  bool with_profile) {
+    ClientInfo c(id, 10, budget_mb);
+    c.max_memory_mb = cap_mb;
+    if (with_profile) c.profile = profile;
+    ASSERT_TRUE(e->Join(c).ok());
+  };
+  join("roomy", 3.0, 0, true);       // holds the whole pass
+  join("tight", 2.0, 0, true);       // only b's
+  join("capped", 8.0, 0.5, true);    // the cap holds nothing
+  join("unprofiled", 0.5, 0, false); // nothing to go by: everything
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("roomy").kind, TaskKind::kScore);
+  EXPECT_EQ(e->TaskFor("roomy").score_from, 0);
+  EXPECT_EQ(e->TaskFor("tight").score_from, 1);
+  EXPECT_EQ(e->TaskFor("capped").score_from, 2);
+  EXPECT_EQ(e->TaskFor("unprofiled").score_from, 0);
+}
+
+// Under a time budget only a declared memory cap limits the scoring pass.
+TEST_F(RoundEngineTest, ScoringDepthUnderATimeBudgetFollowsTheCap) {
+  selector_.needs_scores = true;
+  RoundEngineOptions o = Opts(0, 2);
+  o.budget_unit = "time";
+  auto e = Make(o);
+  auto profile = std::make_shared<TrainingProfile>();
+  profile->groups = {"a", "b"};
+  profile->scoring_bytes = {3 << 20, 1 << 20};
+  ClientInfo free_client("free", 10, 0.5);  // 0.5 s: not a memory limit
+  free_client.profile = profile;
+  ClientInfo capped("capped", 10, 0.5);
+  capped.profile = profile;
+  capped.max_memory_mb = 2.0;
+  ASSERT_TRUE(e->Join(free_client).ok());
+  ASSERT_TRUE(e->Join(capped).ok());
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("free").score_from, 0);
+  EXPECT_EQ(e->TaskFor("capped").score_from, 1);
+}
+
+// The round's measured memory is the higher of training's and scoring's.
+TEST(RoundRecordTest, MeasuredMemoryIncludesTheScoringPass) {
+  ClientRoundRecord c;
+  c.usage.peak_bytes = 1 << 20;
+  c.usage.score_peak_bytes = 3 << 20;
+  EXPECT_EQ(MeasuredInBudgetUnit(c, "memory"), 3.0);
+  c.usage.peak_bytes = -1;  // scored, did not train
+  EXPECT_EQ(MeasuredInBudgetUnit(c, "memory"), 3.0);
+  c.usage.score_peak_bytes = -1;
+  EXPECT_EQ(MeasuredInBudgetUnit(c, "memory"), -1);
+}
+
 // The metrics line is real JSON: names with quotes and control characters
 // are escaped, NaN is null, doubles read back bit for bit, and the keys keep
 // their order (timings after everything deterministic).

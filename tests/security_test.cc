@@ -64,7 +64,7 @@ class HalfWork : public ClientWork {
  public:
   int64_t num_samples() const override { return 50; }
   absl::StatusOr<std::vector<double>> Score(const ModelWeights& global, int64_t,
-                                            const std::string&) override {
+                                            const std::string&, int) override {
     return std::vector<double>(global.layers.size(), 1.0);
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(

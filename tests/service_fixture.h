@@ -93,8 +93,8 @@ class FakeWork : public ClientWork {
   }
   int64_t num_samples() const override { return samples_; }
   absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
-                                            int64_t round,
-                                            const std::string&) override {
+                                            int64_t round, const std::string&,
+                                            int) override {
     std::vector<double> s;
     for (size_t l = 0; l < global.layers.size(); ++l) {
       s.push_back(1.0 + (samples_ + l + round) % 5);
@@ -185,7 +185,7 @@ inline ModelWeights SequentialDrive(
         const ModelWeights g = engine->global();
         if (t.kind == TaskKind::kScore && phase == 0) {
           EXPECT_TRUE(
-              engine->SubmitScores(Id(i), t.round, *work[i]->Score(g, t.round, "")).ok());
+              engine->SubmitScores(Id(i), t.round, *work[i]->Score(g, t.round, "", t.score_from)).ok());
         } else if (t.kind == TaskKind::kTrain && phase == 1) {
           if (skip(i, t.round)) {
             skipped = true;

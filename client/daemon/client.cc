@@ -20,9 +20,9 @@ class WorkerWork : public ClientWork {
       : worker_(std::move(worker)) {}
   int64_t num_samples() const override { return worker_->num_samples(); }
   absl::StatusOr<std::vector<double>> Score(
-      const ModelWeights& global, int64_t round,
-      const std::string& metric) override {
-    return worker_->Score(global, round, metric);
+      const ModelWeights& global, int64_t round, const std::string& metric,
+      int score_from) override {
+    return worker_->Score(global, round, metric, score_from);
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,

@@ -317,7 +317,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       }
     } else if (task->kind == ClientTaskKind::kScore) {
       absl::StatusOr<std::vector<double>> scores =
-          work.Score(replica.weights, task->round, task->metric);
+          work.Score(replica.weights, task->round, task->metric,
+                     task->score_from);
       if (!scores.ok()) {
         return work_failed("scoring", scores.status());
       }

@@ -45,9 +45,11 @@ class ClientWork {
  public:
   virtual ~ClientWork() = default;
   virtual int64_t num_samples() const = 0;
-  // Per-layer importance scores of `metric`, model order.
+  // Per-layer importance scores of `metric`, model order, of the groups from
+  // `score_from` upward (0 below; see ClientTask::score_from).
   virtual absl::StatusOr<std::vector<double>> Score(
-      const ModelWeights& global, int64_t round, const std::string& metric) = 0;
+      const ModelWeights& global, int64_t round, const std::string& metric,
+      int score_from) = 0;
   // The deltas of the trained `layers`, model order; `layer_participants`
   // is the task's (see ClientTask).
   virtual absl::StatusOr<std::vector<LayerDelta>> Train(
@@ -104,6 +106,9 @@ struct ClientTask {
   std::vector<int> layer_participants;
   absl::Duration time_left = absl::ZeroDuration();
   std::string metric;
+  // kScore: the lowest layer group to score; the coordinator lowers no
+  // further than the client's memory limit holds by its profile. 0 = all.
+  int score_from = 0;
   // Secure aggregation: kShareKeys the roster, kTrain the relayed shares
   // (the update then goes masked), kUnmask the request.
   std::shared_ptr<const SecAggRoster> roster;

@@ -157,6 +157,7 @@ class GrpcLink : public CoordinatorLink {
     }
     task.time_left = absl::Milliseconds(reply.deadline_ms());
     task.metric = reply.metric();
+    task.score_from = reply.score_from();
     return task;
   }
 

@@ -80,12 +80,23 @@ absl::Status TrainingProfile::Validate() const {
   RETURN_IF_ERROR(CheckValue(step_fixed_s, "step_fixed_s"));
   RETURN_IF_ERROR(CheckValue(scoring_s, "scoring_s"));
   RETURN_IF_ERROR(CheckValue(static_cast<double>(fixed_bytes), "fixed_bytes"));
-  RETURN_IF_ERROR(CheckValue(static_cast<double>(scoring_peak_bytes),
-                             "scoring_peak_bytes"));
   RETURN_IF_ERROR(CheckList(step_per_group_s, g, "step_per_group_s"));
   RETURN_IF_ERROR(CheckList(step_depth_s, g, "step_depth_s"));
   RETURN_IF_ERROR(CheckList(per_group_bytes, g, "per_group_bytes"));
-  return CheckList(depth_bytes, g, "depth_bytes");
+  RETURN_IF_ERROR(CheckList(depth_bytes, g, "depth_bytes"));
+  // Empty: not measured (a profile from before it was); scoring then goes
+  // unlimited.
+  if (scoring_bytes.empty()) return absl::OkStatus();
+  return CheckList(scoring_bytes, g, "scoring_bytes");
+}
+
+int LowestScorableGroup(const TrainingProfile& profile, int64_t limit_bytes) {
+  const int g = static_cast<int>(profile.scoring_bytes.size());
+  if (limit_bytes <= 0 || g == 0) return 0;
+  for (int l = 0; l < g; ++l) {
+    if (profile.scoring_bytes[l] <= limit_bytes) return l;
+  }
+  return g;
 }
 
 std::string TrainingProfile::Serialize() const {
@@ -97,7 +108,7 @@ std::string TrainingProfile::Serialize() const {
       " fixed_bytes=", fixed_bytes,
       " per_group_bytes=", absl::StrJoin(per_group_bytes, ","),
       " depth_bytes=", absl::StrJoin(depth_bytes, ","),
-      " scoring_peak_bytes=", scoring_peak_bytes, "\n");
+      " scoring_bytes=", absl::StrJoin(scoring_bytes, ","), "\n");
 }
 
 absl::StatusOr<TrainingProfile> TrainingProfile::Parse(
@@ -147,11 +158,11 @@ absl::StatusOr<TrainingProfile> TrainingProfile::Parse(
   RETURN_IF_ERROR(scalar("step_fixed_s", &p.step_fixed_s));
   RETURN_IF_ERROR(scalar("scoring_s", &p.scoring_s));
   RETURN_IF_ERROR(scalar("fixed_bytes", &p.fixed_bytes));
-  RETURN_IF_ERROR(scalar("scoring_peak_bytes", &p.scoring_peak_bytes));
   RETURN_IF_ERROR(list("step_per_group_s", &p.step_per_group_s));
   RETURN_IF_ERROR(list("step_depth_s", &p.step_depth_s));
   RETURN_IF_ERROR(list("per_group_bytes", &p.per_group_bytes));
   RETURN_IF_ERROR(list("depth_bytes", &p.depth_bytes));
+  RETURN_IF_ERROR(list("scoring_bytes", &p.scoring_bytes));
   RETURN_IF_ERROR(p.Validate());
   return p;
 }

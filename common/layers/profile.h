@@ -35,7 +35,11 @@ struct TrainingProfile {
   int64_t fixed_bytes = 0;               // weights + forward working set
   std::vector<int64_t> per_group_bytes;  // gradients + optimizer state
   std::vector<int64_t> depth_bytes;      // activations kept for backward
-  int64_t scoring_peak_bytes = 0;        // peak of the scoring pass
+  // Peak of a scoring pass that scores the trainable groups from l upward
+  // (and back-propagates no lower), per group l; a frozen l scores from the
+  // next trainable group. Entry 0 is the whole pass. Empty = not measured
+  // (the scoring pass is then not limited).
+  std::vector<int64_t> scoring_bytes;
 
   // InvalidArgument naming the field ("profile.step_depth_s[2]: must be
   // finite and >= 0, got -1") when a vector does not have one entry per
@@ -47,6 +51,12 @@ struct TrainingProfile {
   std::string Serialize() const;
   static absl::StatusOr<TrainingProfile> Parse(const std::string& text);
 };
+
+// The lowest group a client whose memory holds `limit_bytes` can score from:
+// the smallest l with profile.scoring_bytes[l] <= limit_bytes, or the number
+// of groups when none fits (it then scores nothing). limit_bytes <= 0, or a
+// profile without scoring_bytes, means no limit (0).
+int LowestScorableGroup(const TrainingProfile& profile, int64_t limit_bytes);
 
 }  // namespace layerfl
 

@@ -154,9 +154,25 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
     (void)scores;
     if (r == 0) continue;
     scoring.push_back(usage.seconds);
-    p.scoring_peak_bytes = std::max(p.scoring_peak_bytes, usage.peak_bytes);
   }
   p.scoring_s = Median(scoring);
+  // The scoring pass from each trainable group upward (peaks are the same
+  // every time: one call each); a frozen group scores from the next
+  // trainable one above it, and above the last there is nothing to score.
+  p.scoring_bytes.assign(g, 0);
+  std::vector<int64_t> from_trainable(k + 1, 0);
+  for (int j = 0; j < k; ++j) {
+    ResourceUsage usage;
+    ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
+                     trainer.Importance(model, data, 3000 + j, &usage,
+                                        trainable[j]));
+    (void)scores;
+    from_trainable[j] = usage.peak_bytes;
+  }
+  for (int l = 0, j = 0; l < g; ++l) {
+    while (j < k && trainable[j] < l) ++j;
+    p.scoring_bytes[l] = j < k ? from_trainable[j] : ParameterBytes(model);
+  }
   RETURN_IF_ERROR(p.Validate());
   return p;
 }

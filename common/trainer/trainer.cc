@@ -222,12 +222,22 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
 }
 
 absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
-    Model& model, const Examples& data, uint64_t seed,
-    ResourceUsage* usage) const {
+    Model& model, const Examples& data, uint64_t seed, ResourceUsage* usage,
+    int lowest_group) const {
   if (data.size() == 0) {
     return absl::InvalidArgumentError("importance: no local examples");
   }
   const std::vector<LayerGroup>& all = model.groups();
+  if (lowest_group < 0 || lowest_group > static_cast<int>(all.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("importance: lowest group ", lowest_group,
+                     " is outside [0, ", all.size(), "]"));
+  }
+  const auto scored = [&](size_t gi) {
+    return !all[gi].frozen && static_cast<int>(gi) >= lowest_group;
+  };
+  bool any = false;
+  for (size_t gi = 0; gi < all.size(); ++gi) any = any || scored(gi);
   const auto start = std::chrono::steady_clock::now();
   TensorMemoryMeter meter;
   RequiresGradRestorer restore(model);
@@ -238,7 +248,7 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     // double so that the moments are exact enough for snr.
     std::vector<std::vector<torch::Tensor>> s1(all.size()), s2(all.size());
     for (size_t gi = 0; gi < all.size(); ++gi) {
-      if (all[gi].frozen) continue;
+      if (!scored(gi)) continue;
       for (auto& [name, t] : group_params[gi]) {
         t.requires_grad_(true);
         s1[gi].push_back(torch::zeros_like(t, torch::kDouble));
@@ -248,7 +258,7 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     model.SetTraining(true);
     BatchSampler sampler(data.size(), train_.batch_size, seed);
     const int batches = importance_.batches;
-    for (int b = 0; b < batches; ++b) {
+    for (int b = 0; any && b < batches; ++b) {
       for (auto& params : group_params) {
         for (auto& [name, t] : params) t.mutable_grad() = torch::Tensor();
       }
@@ -259,7 +269,7 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
       loss.backward();
       torch::NoGradGuard no_grad;
       for (size_t gi = 0; gi < all.size(); ++gi) {
-        if (all[gi].frozen) continue;
+        if (!scored(gi)) continue;
         for (size_t pi = 0; pi < group_params[gi].size(); ++pi) {
           const torch::Tensor& grad = group_params[gi][pi].second.grad();
           if (!grad.defined()) continue;  // parameter unused by the forward
@@ -275,7 +285,7 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     for (size_t gi = 0; gi < all.size(); ++gi) {
       LayerScores s;
       s.group = all[gi].name;
-      if (!all[gi].frozen) {
+      if (scored(gi)) {
         double sq = 0, var = 0, wsq = 0;
         for (size_t pi = 0; pi < group_params[gi].size(); ++pi) {
           torch::Tensor m = s1[gi][pi] / batches;

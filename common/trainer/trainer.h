@@ -90,13 +90,17 @@ class SelectiveTrainer {
                                     const std::vector<std::string>& groups,
                                     uint64_t seed) const;
 
-  // Scores every non-frozen group at the model's current weights over
-  // importance.batches batches (frozen groups score 0). All three metrics are
-  // returned; importance.metric says which one a client reports.
-  // `usage`, when given, receives what the scoring pass cost.
+  // Scores every non-frozen group from `lowest_group` upward (model order)
+  // at the model's current weights over importance.batches batches; frozen
+  // groups and groups below `lowest_group` score 0 and get no gradient, so
+  // the backward pass stops at the lowest scored group (what a memory limit
+  // needs; lowest_group = the number of groups scores nothing and runs no
+  // pass). All three metrics are returned; importance.metric says which one
+  // a client reports. `usage`, when given, receives what the pass cost.
+  // Errors: lowest_group outside [0, groups], empty examples, LibTorch.
   absl::StatusOr<std::vector<LayerScores>> Importance(
       Model& model, const Examples& data, uint64_t seed,
-      ResourceUsage* usage = nullptr) const;
+      ResourceUsage* usage = nullptr, int lowest_group = 0) const;
 
   // Accuracy and mean loss over all examples, in batches; no gradients.
   absl::StatusOr<EvalResult> Evaluate(Model& model, const Examples& data,

@@ -25,11 +25,12 @@ uint64_t LocalWorker::TaskSeed(int64_t round, int task) const {
 }
 
 absl::StatusOr<std::vector<double>> LocalWorker::Score(
-    const ModelWeights& global, int64_t round, const std::string& metric) {
+    const ModelWeights& global, int64_t round, const std::string& metric,
+    int score_from) {
   RETURN_IF_ERROR(ImportWeights(*model_, global));
   ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
                    trainer_.Importance(*model_, data_, TaskSeed(round, 0),
-                                       &score_usage_));
+                                       &score_usage_, score_from));
   std::vector<double> reported = ReportedScores(scores, metric);
   const DpConfig& dp = config_.privacy.dp;
   if (dp.enabled) {

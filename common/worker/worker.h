@@ -36,13 +36,15 @@ class LocalWorker {
   int64_t num_samples() const { return data_.size(); }
   const Model& model() const { return *model_; }
 
-  // Per-layer scores of `metric` ("sq_grad_norm", "rgn" or "snr") at `global`.
-  // With privacy.dp on they are privatised before they are returned
-  // (normalised, clipped to privacy.dp.score_clip, Gaussian noise; see
-  // common/privacy/dp.h).
+  // Per-layer scores of `metric` ("sq_grad_norm", "rgn" or "snr") at `global`,
+  // of the groups from `score_from` upward (below it 0; the backward pass
+  // stops there: see Task::score_from). With privacy.dp on they are
+  // privatised before they are returned (normalised, clipped to
+  // privacy.dp.score_clip, Gaussian noise; see common/privacy/dp.h).
   absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
                                             int64_t round,
-                                            const std::string& metric);
+                                            const std::string& metric,
+                                            int score_from = 0);
 
   // Trains `layers` from `global`; returns their deltas, in model order.
   // With privacy.dp in local mode the update is clipped to

@@ -248,6 +248,7 @@ class RoundEngineImpl : public RoundEngine {
     task.deadline = deadline_;
     if (phase_ == Phase::kScoring) {
       task.kind = TaskKind::kScore;
+      task.score_from = ScoreFrom(it->second.info);
     } else if (phase_ == Phase::kAdvertise) {
       task.kind = TaskKind::kAdvertise;
       task.layers = it->second.layers;
@@ -268,6 +269,22 @@ class RoundEngineImpl : public RoundEngine {
       }
     }
     return task;
+  }
+
+  // The lowest group `client`'s memory limit lets it score from: its budget
+  // in unit memory, or its declared memory cap, whichever is lower, against
+  // its profiled scoring peaks; 0 when it has no limit or no profile.
+  int ScoreFrom(const ClientInfo& client) const {
+    if (client.profile == nullptr) return 0;
+    double limit_mb = options_.budget_unit == "memory" ? client.budget : 0;
+    if (client.max_memory_mb > 0) {
+      limit_mb = limit_mb > 0 ? std::min(limit_mb, client.max_memory_mb)
+                              : client.max_memory_mb;
+    }
+    if (!(limit_mb > 0)) return 0;
+    const int from = LowestScorableGroup(
+        *client.profile, static_cast<int64_t>(limit_mb * 1024.0 * 1024.0));
+    return std::min(from, static_cast<int>(global_.layers.size()));
   }
 
   absl::Status SubmitScores(const std::string& client_id, int64_t round,
@@ -1092,9 +1109,9 @@ double MeasuredInBudgetUnit(const ClientRoundRecord& c,
   if (budget_unit == "time" && u.train_s >= 0) {
     return u.train_s + std::max(0.0, u.score_s);
   }
-  if (budget_unit == "memory" && u.peak_bytes >= 0) {
-    return Mib(u.peak_bytes);
-  }
+  // The round's peak: training's, or the scoring pass's when higher.
+  const int64_t peak = std::max(u.peak_bytes, u.score_peak_bytes);
+  if (budget_unit == "memory" && peak >= 0) return Mib(peak);
   return -1;
 }
 

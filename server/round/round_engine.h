@@ -139,6 +139,11 @@ struct Task {
   std::shared_ptr<const SecAggRoster> roster;
   std::vector<SecAggShare> shares;
   std::shared_ptr<const SecAggUnmaskRequest> unmask;
+  // kScore: the lowest layer group to score (groups below report 0 and are
+  // not back-propagated through): the client's memory limit (its budget in
+  // unit memory, or its declared memory cap) holds no deeper scoring pass
+  // by its profile. 0 = all.
+  int score_from = 0;
 };
 
 // What a participant measured its round took (ReportUsage); -1 = not
@@ -147,8 +152,7 @@ struct ClientUsage {
   double score_s = -1;      // the scoring pass
   double train_s = -1;      // the local training
   int64_t peak_bytes = -1;  // peak training memory
-  // Peak of the scoring pass (a full backward: not held to a memory budget,
-  // logged so that it shows).
+  // Peak of the scoring pass (held to a memory limit by Task::score_from).
   int64_t score_peak_bytes = -1;
 };
 
@@ -194,7 +198,7 @@ struct RoundRecord {
 };
 
 // A client's measured usage in the budget's unit (time: score + train
-// seconds; memory: peak MiB), or -1 when the unit is not time or memory or
+// seconds; memory: peak MiB of training or scoring, the higher), or -1 when the unit is not time or memory or
 // the client did not report it.
 double MeasuredInBudgetUnit(const ClientRoundRecord& client,
                             const std::string& budget_unit);

@@ -965,6 +965,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         case TaskKind::kScore:
           p.reply->set_kind(wire::TaskReply::SCORE);
           p.reply->set_metric(deps_.metric);
+          p.reply->set_score_from(t.score_from);
           break;
         case TaskKind::kTrain:
           p.reply->set_kind(wire::TaskReply::TRAIN);

@@ -286,7 +286,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         bytes_down += Sync(client, global);
         if (task.kind == TaskKind::kScore) {
           ASSIGN_OR_RETURN(std::vector<double> scores,
-                           worker.Score(global, task.round, metric));
+                           worker.Score(global, task.round, metric,
+                                        task.score_from));
           ClientUsage usage;  // on the simulated device: time / its speed
           usage.score_s = worker.last_score_usage().seconds / speeds[k];
           usage.score_peak_bytes = worker.last_score_usage().peak_bytes;
