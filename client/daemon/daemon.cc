@@ -357,7 +357,12 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                             task->round, absl::StrJoin(task->layers, ","),
                             up->wire_bytes, up->numel, down));
         if (task->round == options.exit_after_upload_round) {
-          // Fault injection: vanish as a killed process would (no Leave).
+          // Fault injection: vanish as a killed process would (no Leave),
+          // the accepted upload told to the observer first.
+          record.outcome = "ok";
+          if (options.observer != nullptr) {
+            options.observer->OnTask(record, work.LastTrainCost());
+          }
           heartbeat.Deactivate();
           return absl::AbortedError(absl::StrCat(
               "fault injection: exiting after the upload of round ",

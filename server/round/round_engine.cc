@@ -219,7 +219,7 @@ class RoundEngineImpl : public RoundEngine {
       return absl::OkStatus();
     }
     if (score) {
-      phase_ = Phase::kScoring;
+      SetPhase(Phase::kScoring);
       deadline_ = phase_start_ + options_.round_deadline;
       return absl::OkStatus();
     }
@@ -471,6 +471,10 @@ class RoundEngineImpl : public RoundEngine {
     absl::MutexLock lock(&mu_);
     return PhaseName(phase_);
   }
+  uint64_t task_epoch() const override {
+    absl::MutexLock lock(&mu_);
+    return task_epoch_;
+  }
   bool finished() const override {
     absl::MutexLock lock(&mu_);
     return finished_locked();
@@ -509,6 +513,13 @@ class RoundEngineImpl : public RoundEngine {
   int64_t running_round() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return committed_ + 1;
   }
+  // Every phase change goes through here: a task handed out as "wait" may
+  // change only when a phase begins or ends or the run ends (task_epoch()).
+  void SetPhase(Phase phase) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    phase_ = phase;
+    ++task_epoch_;
+  }
+
   bool finished_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return committed_ >= options_.rounds || privacy_spent_;
   }
@@ -551,14 +562,14 @@ class RoundEngineImpl : public RoundEngine {
       absl::StatusOr<SecAggRoster> roster = secagg_->Roster(t);
       if (!roster.ok()) return false;
       roster_ = std::make_shared<const SecAggRoster>(std::move(*roster));
-      phase_ = Phase::kShareKeys;
+      SetPhase(Phase::kShareKeys);
     } else if (phase_ == Phase::kShareKeys) {
-      phase_ = Phase::kTraining;
+      SetPhase(Phase::kTraining);
     } else if (phase_ == Phase::kTraining) {
       absl::StatusOr<SecAggUnmaskRequest> request = secagg_->UnmaskRequest();
       if (!request.ok()) return false;
       unmask_ = std::make_shared<const SecAggUnmaskRequest>(std::move(*request));
-      phase_ = Phase::kUnmask;
+      SetPhase(Phase::kUnmask);
     } else {
       return false;
     }
@@ -740,7 +751,7 @@ class RoundEngineImpl : public RoundEngine {
           .Compose(sample_rate_, options_.privacy.score_noise_multiplier)
           .IgnoreError();
     }
-    phase_ = Phase::kIdle;
+    SetPhase(Phase::kIdle);
     aggregator_.reset();
     secagg_.reset();
     roster_.reset();
@@ -748,6 +759,7 @@ class RoundEngineImpl : public RoundEngine {
     slots_.clear();
     ++attempt_;
     if (attempt_ > options_.max_round_retries) {
+      ++task_epoch_;  // the run may be over
       fatal_ = absl::DeadlineExceededError(absl::StrCat(
           "round ", round, " missed its quorum (", answered, " of ",
           options_.min_clients, " clients answered) ", attempt_,
@@ -787,7 +799,7 @@ class RoundEngineImpl : public RoundEngine {
           absl::Status(outcome.status().code(),
                        absl::StrCat("selection for round ", running_round(),
                                     " failed: ", outcome.status().message()));
-      phase_ = Phase::kIdle;
+      SetPhase(Phase::kIdle);
       return;
     }
     outcome_ = std::move(*outcome);
@@ -812,13 +824,13 @@ class RoundEngineImpl : public RoundEngine {
       aggregation.dp.noise_key = NoiseKeyFor("sums");
     }
     aggregator_ = std::make_unique<LayerAggregator>(global_, aggregation);
-    phase_ = Phase::kTraining;
+    SetPhase(Phase::kTraining);
     if (options_.secagg.enabled) {
       std::vector<int64_t> sizes;
       for (const LayerWeights& l : global_.layers) sizes.push_back(l.numel());
       secagg_ = std::make_unique<SecAggServer>(running_round(), 2, sizes,
                                                options_.secagg.value_range);
-      phase_ = Phase::kAdvertise;
+      SetPhase(Phase::kAdvertise);
     }
     phase_start_ = now;
     deadline_ = now + options_.round_deadline;
@@ -848,8 +860,9 @@ class RoundEngineImpl : public RoundEngine {
     absl::StatusOr<AggregateStats> stats = aggregator_->Commit(global_);
     aggregator_.reset();
     if (!stats.ok()) {
+      ++task_epoch_;  // the run may be over
       fatal_ = stats.status();
-      phase_ = Phase::kIdle;
+      SetPhase(Phase::kIdle);
       return;
     }
     for (size_t l = 0; l < global_.layers.size(); ++l) {
@@ -880,8 +893,9 @@ class RoundEngineImpl : public RoundEngine {
       const absl::Time e0 = absl::Now();
       absl::StatusOr<EvalMetrics> eval = deps_.evaluator->Evaluate(global_);
       if (!eval.ok()) {
+        ++task_epoch_;  // the run may be over
         fatal_ = eval.status();
-        phase_ = Phase::kIdle;
+        SetPhase(Phase::kIdle);
         return;
       }
       record_.evaluated = true;
@@ -900,6 +914,7 @@ class RoundEngineImpl : public RoundEngine {
       if (!saved.ok()) {
         // The round is not durable: undo nothing in memory, but stop the run
         // so that no further round builds on an uncommitted one.
+        ++task_epoch_;  // the run may be over
         fatal_ = absl::Status(saved.code(),
                               absl::StrCat("checkpoint of round ", committed_,
                                            " failed: ", saved.message()));
@@ -908,7 +923,7 @@ class RoundEngineImpl : public RoundEngine {
           absl::ToDoubleMilliseconds(absl::Now() - c0);
     }
     records_.push_back(record_);
-    phase_ = Phase::kIdle;
+    SetPhase(Phase::kIdle);
     attempt_ = 0;
     slots_.clear();
   }
@@ -1005,6 +1020,7 @@ class RoundEngineImpl : public RoundEngine {
   bool resumed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
+  uint64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   int attempt_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time phase_start_ ABSL_GUARDED_BY(mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(mu_);

@@ -338,6 +338,11 @@ class RoundEngine {
   // The running round's phase ("scoring", "advertising keys", "sharing
   // keys", "training", "unmasking"), or "not running".
   virtual std::string phase() const = 0;
+  // Changes whenever a client told to wait may have a task now: a phase
+  // begins or ends, or the run ends. The transport re-asks TaskFor for its
+  // waiting long polls only then (so that an idle client costs nothing per
+  // operation).
+  virtual uint64_t task_epoch() const = 0;
   // The run is over: every round committed, or (privacy.dp.target_epsilon)
   // the next round would spend more than the target.
   virtual bool finished() const = 0;

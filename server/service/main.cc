@@ -61,6 +61,7 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
+  layerfl::ShareOneMallocArena();
   layerfl::RetainFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");

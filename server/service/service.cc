@@ -24,6 +24,7 @@
 #include "proto/layerfl.grpc.pb.h"
 #include "proto/wire_convert.h"
 #include "server/service/held_spill.h"
+#include "server/service/long_polls.h"
 
 namespace layerfl {
 namespace {
@@ -186,7 +187,6 @@ struct Poll {
   grpc::CallbackServerContext* context;
   grpc::ServerUnaryReactor* reactor;
   wire::TaskReply* reply;
-  absl::Time expiry;  // wall clock
 };
 
 // A decoded update waiting for the engine thread.
@@ -484,11 +484,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     const absl::Duration wait =
         std::clamp(absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
                    options_.max_poll);
-    {
-      absl::MutexLock lock(&mu_);
-      polls_.push_back(Poll{request->client_id(), context, reactor, reply,
-                            absl::Now() + wait});
-    }
+    polls_.Add(Poll{request->client_id(), context, reactor, reply},
+               absl::Now() + wait);
     executor_.Post([this] { EvaluatePolls(); });
     return reactor;
   }
@@ -938,74 +935,74 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         training.empty() ? "" : "training " + absl::StrJoin(training, " ")));
   }
 
+  // Answers the long polls that have a task, and those whose wait ran out
+  // (long_polls.h: only new polls are asked unless the task epoch moved).
   void EvaluatePolls() {
-    std::vector<Poll> polls;
-    {
-      absl::MutexLock lock(&mu_);
-      polls.swap(polls_);
+    if (stopping_.load()) {
+      polls_.FinishAll(
+          [](Poll& p) { p.reactor->Finish(ToGrpc(ShuttingDown())); });
+      return;
     }
-    const absl::Time now = absl::Now();
-    const bool stopping = stopping_.load();
-    std::vector<Poll> keep;
-    for (Poll& p : polls) {
-      if (stopping) {
-        p.reactor->Finish(ToGrpc(ShuttingDown()));
-        continue;
-      }
-      const Task t = deps_.engine->TaskFor(p.id);
-      if (t.kind == TaskKind::kWait && now < p.expiry &&
-          !p.context->IsCancelled()) {
-        keep.push_back(std::move(p));
-        continue;
-      }
-      switch (t.kind) {
-        case TaskKind::kWait:
-          p.reply->set_kind(wire::TaskReply::WAIT);
-          break;
-        case TaskKind::kScore:
-          p.reply->set_kind(wire::TaskReply::SCORE);
-          p.reply->set_metric(deps_.metric);
-          p.reply->set_score_from(t.score_from);
-          break;
-        case TaskKind::kTrain:
-          p.reply->set_kind(wire::TaskReply::TRAIN);
-          for (const std::string& l : t.layers) p.reply->add_layers(l);
-          for (int n : t.layer_participants) {
-            p.reply->add_layer_participants(n);
-          }
-          for (const SecAggShare& share : t.shares) {
-            ToProto(share, p.reply->add_shares());
-          }
-          break;
-        case TaskKind::kAdvertise:
-          p.reply->set_kind(wire::TaskReply::ADVERTISE);
-          for (const std::string& l : t.layers) p.reply->add_layers(l);
-          break;
-        case TaskKind::kShareKeys:
-          p.reply->set_kind(wire::TaskReply::SHARE_KEYS);
-          if (t.roster) ToProto(*t.roster, p.reply->mutable_roster());
-          break;
-        case TaskKind::kUnmask:
-          p.reply->set_kind(wire::TaskReply::UNMASK);
-          if (t.unmask) ToProto(*t.unmask, p.reply->mutable_unmask());
-          break;
-        case TaskKind::kFinished: {
-          p.reply->set_kind(wire::TaskReply::FINISHED);
-          absl::MutexLock lock(&mu_);
-          auto it = sessions_.find(p.id);
-          if (it != sessions_.end()) it->second.told_finished = true;
-          break;
+    polls_.Evaluate(deps_.engine->task_epoch(), absl::Now(),
+                    [this](Poll& p, bool last_chance) {
+                      return AnswerPoll(p, last_chance);
+                    });
+  }
+
+  // Answers `p` with its task and returns true, or returns false when it
+  // has none yet and may wait on (not its last chance, still connected).
+  bool AnswerPoll(Poll& p, bool last_chance) {
+    const Task t = deps_.engine->TaskFor(p.id);
+    if (t.kind == TaskKind::kWait && !last_chance &&
+        !p.context->IsCancelled()) {
+      return false;
+    }
+    switch (t.kind) {
+      case TaskKind::kWait:
+        p.reply->set_kind(wire::TaskReply::WAIT);
+        break;
+      case TaskKind::kScore:
+        p.reply->set_kind(wire::TaskReply::SCORE);
+        p.reply->set_metric(deps_.metric);
+        p.reply->set_score_from(t.score_from);
+        break;
+      case TaskKind::kTrain:
+        p.reply->set_kind(wire::TaskReply::TRAIN);
+        for (const std::string& l : t.layers) p.reply->add_layers(l);
+        for (int n : t.layer_participants) {
+          p.reply->add_layer_participants(n);
         }
+        for (const SecAggShare& share : t.shares) {
+          ToProto(share, p.reply->add_shares());
+        }
+        break;
+      case TaskKind::kAdvertise:
+        p.reply->set_kind(wire::TaskReply::ADVERTISE);
+        for (const std::string& l : t.layers) p.reply->add_layers(l);
+        break;
+      case TaskKind::kShareKeys:
+        p.reply->set_kind(wire::TaskReply::SHARE_KEYS);
+        if (t.roster) ToProto(*t.roster, p.reply->mutable_roster());
+        break;
+      case TaskKind::kUnmask:
+        p.reply->set_kind(wire::TaskReply::UNMASK);
+        if (t.unmask) ToProto(*t.unmask, p.reply->mutable_unmask());
+        break;
+      case TaskKind::kFinished: {
+        p.reply->set_kind(wire::TaskReply::FINISHED);
+        absl::MutexLock lock(&mu_);
+        auto it = sessions_.find(p.id);
+        if (it != sessions_.end()) it->second.told_finished = true;
+        break;
       }
-      p.reply->set_round(t.round);
-      if (t.kind != TaskKind::kWait && t.kind != TaskKind::kFinished) {
-        p.reply->set_deadline_ms(std::max<int64_t>(
-            0, absl::ToInt64Milliseconds(t.deadline - deps_.clock->Now())));
-      }
-      p.reactor->Finish(grpc::Status::OK);
     }
-    absl::MutexLock lock(&mu_);
-    for (Poll& p : keep) polls_.push_back(std::move(p));
+    p.reply->set_round(t.round);
+    if (t.kind != TaskKind::kWait && t.kind != TaskKind::kFinished) {
+      p.reply->set_deadline_ms(std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(t.deadline - deps_.clock->Now())));
+    }
+    p.reactor->Finish(grpc::Status::OK);
+    return true;
   }
 
   // After every engine call: hand held updates over, publish a new global,
@@ -1135,7 +1132,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   mutable absl::Mutex mu_;
   std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
-  std::vector<Poll> polls_ ABSL_GUARDED_BY(mu_);
+  LongPolls<Poll> polls_;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
 
   // Engine thread only.
