@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark against the build in $1 (default build/) and writes
 # their results under bench/results/. Each prints ratios measured in the same
-# run; expect ~10 minutes on 2 cores.
+# run; expect ~20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -13,3 +13,5 @@ bash bench/trainer/run.sh "$BUILD"
 # Broadcast vs raw TCP, the codec alone, and a held update spilled to disk.
 "$BUILD/bin/transfer_bench" --reps 15 --spill_dir "$BUILD" | tee bench/results/transfer.txt
 bash bench/budget/run.sh "$BUILD"
+# The coordinator with 100-10,000 connected synthetic clients (layerfl-loadgen).
+bash bench/scale/run.sh "$BUILD"

@@ -14,14 +14,13 @@ inline void RetainFreedMemory() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-// For the coordinator: one malloc arena for every thread. gRPC serves each
+// For the coordinator: few malloc arenas for all threads. gRPC serves each
 // client's calls on whichever thread is free, so with glibc's per-thread
 // arenas (up to 8 per core) every arena ends up holding retained free memory
-// of its own: an idle connected client cost 59 KB of coordinator RSS with
-// them, 13 KB with one (bench/results/scale.txt). The coordinator's heavy
-// work runs on one thread anyway (the service's executor). Call first in
-// main(), before any thread starts.
-inline void ShareOneMallocArena() { mallopt(M_ARENA_MAX, 1); }
+// of its own (bench/results/scale.txt has idle connected clients' RSS both
+// ways). The coordinator's heavy work runs on one thread anyway (the
+// service's executor). Call in main() before any thread starts.
+inline void LimitMallocArenas(int arenas) { mallopt(M_ARENA_MAX, arenas); }
 
 }  // namespace layerfl
 

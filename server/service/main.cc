@@ -51,6 +51,10 @@ ABSL_FLAG(double, metrics_linger_s, 0,
 ABSL_FLAG(std::string, http_token_file, "",
           "file holding the HTTP listener's token: every request must then "
           "carry it (Authorization: Bearer <token>, or ?token=)");
+ABSL_FLAG(int, malloc_arenas, 1,
+          "glibc malloc arenas (M_ARENA_MAX); 1 keeps an idle connected "
+          "client at ~13 KB of RSS instead of ~59 KB (bench/results/"
+          "scale.txt); 0 = glibc's default (8 per core)");
 // The transport settings (encoding, chunk sizes, ordered aggregation, waits,
 // timeouts) are part of the run: the config's `transport` section.
 
@@ -61,10 +65,13 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
-  layerfl::ShareOneMallocArena();
   layerfl::RetainFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");
+  // Before any thread starts (the gRPC server's, the ticker).
+  if (const int arenas = absl::GetFlag(FLAGS_malloc_arenas); arenas > 0) {
+    layerfl::LimitMallocArenas(arenas);
+  }
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-coordinator: " << why << "\n";
     return 2;
