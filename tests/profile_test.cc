@@ -56,15 +56,40 @@ double Predict(const std::vector<double>& w, const std::vector<double>& a,
   return v;
 }
 
-TEST(TrainingProfileTest, PredictsThePeakMemoryOfEverySet) {
-  auto model = CreateModel(SmallVit(), 3);
-  ASSERT_TRUE(model.ok());
-  const Examples data = RandomImages(64, 1);
+// A 5-group ViT, random images and the profile measured on them, once for
+// the tests that compare what training and scoring take with it.
+class ProfiledVitTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto created = CreateModel(SmallVit(), 3);
+    ASSERT_TRUE(created.ok()) << created.status();
+    model_ = created->release();
+    data_ = new Examples(RandomImages(64, 1));
+    absl::StatusOr<TrainingProfile> measured =
+        ProfileTraining(*model_, *data_, Sgd(5, 16), ImportanceConfig());
+    ASSERT_TRUE(measured.ok()) << measured.status();
+    profile_ = new TrainingProfile(*std::move(measured));
+  }
+  static void TearDownTestSuite() {
+    delete profile_;
+    delete data_;
+    delete model_;
+  }
+  static Model* model_;
+  static Examples* data_;
+  static TrainingProfile* profile_;
+};
+Model* ProfiledVitTest::model_ = nullptr;
+Examples* ProfiledVitTest::data_ = nullptr;
+TrainingProfile* ProfiledVitTest::profile_ = nullptr;
+
+TEST_F(ProfiledVitTest, PredictsThePeakMemoryOfEverySet) {
+  ASSERT_NE(profile_, nullptr);
+  const auto& model = model_;
+  const Examples& data = *data_;
   const TrainConfig train = Sgd(5, 16);
   ImportanceConfig importance;
-  absl::StatusOr<TrainingProfile> p =
-      ProfileTraining(**model, data, train, importance);
-  ASSERT_TRUE(p.ok()) << p.status();
+  const TrainingProfile* p = profile_;
   ASSERT_TRUE(p->Validate().ok());
   const int g = static_cast<int>(p->groups.size());
   std::vector<double> wb(p->per_group_bytes.begin(), p->per_group_bytes.end());
@@ -74,7 +99,7 @@ TEST(TrainingProfileTest, PredictsThePeakMemoryOfEverySet) {
   for (const std::vector<int>& set : AllSets(g)) {
     std::vector<std::string> names;
     for (int l : set) names.push_back(p->groups[l]);
-    absl::StatusOr<TrainResult> r = trainer.Train(**model, data, names, 7);
+    absl::StatusOr<TrainResult> r = trainer.Train(*model, data, names, 7);
     ASSERT_TRUE(r.ok()) << r.status();
     const double predicted =
         Predict(wb, ab, static_cast<double>(p->fixed_bytes), set);
@@ -185,26 +210,24 @@ TEST(TrainingProfileTest, LowestScorableGroupByHand) {
 
 // What each scoring depth peaks at is what the profile says, and the scores
 // of the groups scored are those of the whole pass.
-TEST(TrainingProfileTest, ScoringFromEachGroupPeaksAsProfiled) {
-  auto model = CreateModel(SmallVit(), 3);
-  ASSERT_TRUE(model.ok());
-  const Examples data = RandomImages(64, 1);
+TEST_F(ProfiledVitTest, ScoringFromEachGroupPeaksAsProfiled) {
+  ASSERT_NE(profile_, nullptr);
+  const auto& model = model_;
+  const Examples& data = *data_;
   const TrainConfig train = Sgd(5, 16);
   ImportanceConfig importance;
-  absl::StatusOr<TrainingProfile> p =
-      ProfileTraining(**model, data, train, importance);
-  ASSERT_TRUE(p.ok()) << p.status();
+  const TrainingProfile* p = profile_;
   const int g = static_cast<int>(p->groups.size());
   const SelectiveTrainer trainer(train, importance);
   ResourceUsage full_usage;
   absl::StatusOr<std::vector<LayerScores>> full =
-      trainer.Importance(**model, data, 11, &full_usage);
+      trainer.Importance(*model, data, 11, &full_usage);
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_EQ(full_usage.peak_bytes, p->scoring_bytes[0]);
   for (int l = 1; l < g; ++l) {
     ResourceUsage usage;
     absl::StatusOr<std::vector<LayerScores>> part =
-        trainer.Importance(**model, data, 11, &usage, l);
+        trainer.Importance(*model, data, 11, &usage, l);
     ASSERT_TRUE(part.ok()) << part.status();
     EXPECT_EQ(usage.peak_bytes, p->scoring_bytes[l]) << l;
     // Shallower is cheaper: the backward stops at l.
@@ -224,11 +247,11 @@ TEST(TrainingProfileTest, ScoringFromEachGroupPeaksAsProfiled) {
   }
   ResourceUsage none;
   absl::StatusOr<std::vector<LayerScores>> nothing =
-      trainer.Importance(**model, data, 11, &none, g);
+      trainer.Importance(*model, data, 11, &none, g);
   ASSERT_TRUE(nothing.ok()) << nothing.status();
   for (const LayerScores& s : *nothing) EXPECT_EQ(s.sq_grad_norm, 0.0);
-  EXPECT_EQ(none.peak_bytes, ParameterBytes(**model));
-  EXPECT_THAT(std::string(trainer.Importance(**model, data, 11, nullptr, g + 1)
+  EXPECT_EQ(none.peak_bytes, ParameterBytes(*model));
+  EXPECT_THAT(std::string(trainer.Importance(*model, data, 11, nullptr, g + 1)
                               .status()
                               .message()),
               ::testing::HasSubstr("lowest group 6 is outside [0, 5]"));

@@ -18,6 +18,7 @@
 #include "common/privacy/rdp_accountant.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/selection/budget.h"
 #include "server/selection/rng.h"
 
 namespace layerfl {
@@ -70,7 +71,7 @@ struct Slot {
 };
 
 double Mib(int64_t bytes) {
-  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+  return static_cast<double>(bytes) / kBytesPerMiB;
 }
 
 bool SameStructure(const ModelWeights& a, const ModelWeights& b,
@@ -283,7 +284,7 @@ class RoundEngineImpl : public RoundEngine {
     }
     if (!(limit_mb > 0)) return 0;
     const int from = LowestScorableGroup(
-        *client.profile, static_cast<int64_t>(limit_mb * 1024.0 * 1024.0));
+        *client.profile, static_cast<int64_t>(limit_mb * kBytesPerMiB));
     return std::min(from, static_cast<int>(global_.layers.size()));
   }
 
