@@ -99,11 +99,12 @@ class DistributedTest : public ::testing::Test {
       const std::string& sim_config, const std::string& coord_config,
       const std::string& sim_dir, const std::string& coord_dir,
       const std::function<std::vector<std::string>(int)>& client_flags,
-      absl::Time deadline) {
+      absl::Time deadline, int processes = 4) {
     // The simulation runs meanwhile, as its own process.
     Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
                 sim_dir + ".sim.log");
-    RunCoordinatorWithClients(coord_config, coord_dir, client_flags, deadline);
+    RunCoordinatorWithClients(coord_config, coord_dir, client_flags, deadline,
+                              processes);
     if (HasFatalFailure()) return;
     ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
 
@@ -141,22 +142,22 @@ class DistributedTest : public ::testing::Test {
     return coordinator;
   }
 
-  // A layerfl-coordinator on `config` and 4 layerfl-client processes
-  // (--coordinator and --poll_ms plus client_flags(i): no --config unless
-  // it says so, the run's config comes from the coordinator); all must exit
-  // 0 by `deadline`. Logs at <coord_dir>.coordinator.log and
+  // A layerfl-coordinator on `config` and `processes` layerfl-client
+  // processes (--coordinator and --poll_ms plus client_flags(i): no --config
+  // unless it says so, the run's config comes from the coordinator); all
+  // must exit 0 by `deadline`. Logs at <coord_dir>.coordinator.log and
   // <coord_dir>.client<i>.log.
   void RunCoordinatorWithClients(
       const std::string& config, const std::string& coord_dir,
       const std::function<std::vector<std::string>(int)>& client_flags,
-      absl::Time deadline) {
+      absl::Time deadline, int processes = 4) {
     std::string port;
     std::unique_ptr<Process> started =
         StartCoordinator(config, coord_dir, deadline, &port);
     Process& coordinator = *started;
     ASSERT_FALSE(port.empty()) << coordinator.Log();
     std::vector<std::unique_ptr<Process>> clients;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < processes; ++i) {
       std::vector<std::string> argv = {kBin + "/layerfl-client",
                                        "--coordinator=127.0.0.1:" + port,
                                        "--poll_ms=2000"};
@@ -199,7 +200,8 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
                      "--out=" + dir_ + "/private"},
                     dir_ + "/partition.log");
   ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
-  // No client has a config file but client-001, whose file differs from
+  // Clients 2 and 3 run in one worker process (--ids over their data
+  // directories). No client has a config file but client-001, whose file differs from
   // the run's in a field that defines it (train.lr) and in machine-local
   // ones (threads, profile.cache_dir): with --config_mode=run it runs the
   // coordinator's config, so the run is still the simulator's.
@@ -210,6 +212,11 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   RunAndCompareWithTheSimulator(
       sim_config, coord_config, dir_ + "/sim", dir_ + "/coord",
       [this, own](int i) -> std::vector<std::string> {
+        // Clients 2 and 3 share one worker process, each on its own data.
+        if (i == 2) {
+          return {"--ids=client-002..client-003",
+                  "--data_root=" + dir_ + "/private"};
+        }
         const std::string id = absl::StrCat("client-00", i);
         std::vector<std::string> flags = {
             "--id=" + id, "--data_dir=" + dir_ + "/private/" + id};
@@ -219,7 +226,7 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
         }
         return flags;
       },
-      deadline);
+      deadline, /*processes=*/3);
   if (HasFatalFailure()) return;
   const Checkpoint a = LatestCheckpoint(dir_ + "/coord");
   EXPECT_THAT(ReadFile(dir_ + "/coord/metrics.jsonl"),
@@ -480,6 +487,36 @@ TEST_F(DistributedTest,
 
 // A text run (configs/text.yaml: Transformer encoder, TSV fixture): the
 // coordinator and 4 clients, two on their own data, end like the simulator.
+// A federation of 1,000 clients hosted by 4 worker processes (250 client
+// daemons each, training in turn on one model replica) ends bit-identical
+// to layerfl-sim's 1,000 virtual clients.
+TEST_F(DistributedTest, ThousandClientsOnFourWorkersMatchTheSimulator) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const auto write = [&](const std::string& name) {
+    std::string text = ReadFile(WriteConfig(dir_, name));
+    text = std::regex_replace(text, std::regex("num_clients: 4"),
+                              "num_clients: 1000");
+    text = std::regex_replace(text, std::regex("clients_per_round: 4"),
+                              "clients_per_round: 20");
+    text = std::regex_replace(text, std::regex("min_clients: 2"),
+                              "min_clients: 20");
+    text += "transport:\n  wait_for_clients: 1000\n  wait_for_clients_s: 60\n";
+    const std::string path = dir_ + "/" + name + ".yaml";
+    std::ofstream(path) << text;
+    return path;
+  };
+  RunAndCompareWithTheSimulator(
+      write("k_sim"), write("k_coord"), dir_ + "/k_sim", dir_ + "/k_coord",
+      [](int i) -> std::vector<std::string> {
+        return {absl::StrCat("--partitions=", 250 * i, "..", 250 * i + 249)};
+      },
+      deadline, /*processes=*/4);
+  if (HasFatalFailure()) return;
+  const std::string log = ReadFile(dir_ + "/k_coord.coordinator.log");
+  EXPECT_THAT(log, ::testing::HasSubstr("join client-999:"));
+  EXPECT_THAT(log, ::testing::HasSubstr("join client-000:"));
+}
+
 TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   std::string text = ReadFile(kSource + "/configs/text.yaml");
@@ -670,6 +707,24 @@ TEST_F(DistributedTest, ExitCodes) {
                dir_ + "/c2.log");
   EXPECT_EQ(both.Wait(deadline), 2);
   EXPECT_THAT(both.Log(), ::testing::HasSubstr("not both"));
+  // A worker's ranges: refused before connecting, naming the range.
+  for (const auto& [flags, why] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--partitions=5..2"}, "partitions: '5..2' is not a range"},
+           {{"--partitions=0..9", "--partition=0"}, "--partitions or --ids"},
+           {{"--ids=client-000..node-009", "--data_root=" + dir_},
+            "ids: 'client-000..node-009' is not a range"},
+           {{"--ids=client-000..client-09", "--data_root=" + dir_},
+            "is not a range"},
+           {{"--ids=client-000..client-009"}, "--ids needs --data_root"},
+           {{"--partition=0", "--data_root=" + dir_},
+            "--data_root goes with --ids"}}) {
+    std::vector<std::string> argv = {kBin + "/layerfl-client"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    Process worker(argv, dir_ + "/worker_flags.log");
+    EXPECT_EQ(worker.Wait(deadline), 2) << flags[0];
+    EXPECT_THAT(worker.Log(), ::testing::HasSubstr(why)) << flags[0];
+  }
   // Budget flags that contradict each other or the run: 2, naming them.
   const std::string time_config = WriteConfig(dir_, "y5");
   const std::string time_text =

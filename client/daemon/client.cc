@@ -1,8 +1,14 @@
 #include "client/daemon/client.h"
 
+#include <cctype>
 #include <cmath>
+#include <filesystem>
+#include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "client/daemon/client_metrics.h"
 #include "common/trainer/examples.h"
 #include "common/trainer/trainer.h"
@@ -14,20 +20,26 @@
 namespace layerfl {
 namespace {
 
+// One client's work through its LocalWorker. `turn`, when given, is held
+// around every task: the clients of a worker process share one model
+// replica and take turns on it.
 class WorkerWork : public ClientWork {
  public:
-  explicit WorkerWork(std::unique_ptr<LocalWorker> worker)
-      : worker_(std::move(worker)) {}
+  explicit WorkerWork(std::unique_ptr<LocalWorker> worker,
+                      absl::Mutex* turn = nullptr)
+      : worker_(std::move(worker)), turn_(turn) {}
   int64_t num_samples() const override { return worker_->num_samples(); }
   absl::StatusOr<std::vector<double>> Score(
       const ModelWeights& global, int64_t round, const std::string& metric,
       int score_from) override {
+    absl::MutexLockMaybe lock(turn_);
     return worker_->Score(global, round, metric, score_from);
   }
   absl::StatusOr<std::vector<LayerDelta>> Train(
       const ModelWeights& global, int64_t round,
       const std::vector<std::string>& layers,
       const std::vector<int>& layer_participants) override {
+    absl::MutexLockMaybe lock(turn_);
     return worker_->Train(global, round, layers, layer_participants);
   }
   WorkCost LastScoreCost() const override {
@@ -38,11 +50,81 @@ class WorkerWork : public ClientWork {
     return {worker_->last_train_usage().seconds,
             worker_->last_train_usage().peak_bytes};
   }
-  absl::StatusOr<TrainingProfile> Profile() { return worker_->Profile(); }
+  absl::StatusOr<TrainingProfile> Profile() {
+    absl::MutexLockMaybe lock(turn_);
+    return worker_->Profile();
+  }
 
  private:
   std::unique_ptr<LocalWorker> worker_;
+  absl::Mutex* turn_;
 };
+
+// The run's config and the daemon options every client of this process
+// starts from: resolved (asked as `client_id`), budget flags applied,
+// LibTorch's threads set.
+struct PreparedRun {
+  RunConfig config;
+  DaemonOptions daemon;
+};
+absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
+                                       const std::string& client_id,
+                                       CoordinatorLink& link,
+                                       const std::atomic<bool>* stop) {
+  PreparedRun out;
+  ASSIGN_OR_RETURN(out.config,
+                   ResolveClientConfig(options, client_id, link, stop));
+  const RunConfig& c = out.config;
+  ASSIGN_OR_RETURN(DeclaredLimits limits,
+                   DeclaredBudget(c, options.budget, options.budget_s,
+                                  options.budget_mb));
+  out.daemon = options.daemon;
+  out.daemon.client_id = client_id;
+  out.daemon.budget = limits.budget;
+  out.daemon.max_time_s = limits.max_time_s;
+  out.daemon.max_memory_mb = limits.max_memory_mb;
+  out.daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
+  SetTorchThreads(c.threads);
+  return out;
+}
+
+// The client's own data directory, as the run's dataset kind reads it; a
+// missing or malformed directory is the operator's input (InvalidArgument
+// naming `flag`).
+absl::StatusOr<Examples> LoadOwnData(const RunConfig& c,
+                                     const std::string& dir,
+                                     const char* flag) {
+  const auto bad_dir = [flag](const absl::Status& s) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", s.message()));
+  };
+  if (c.data.dataset == "tsv") {
+    absl::StatusOr<TextSet> loaded = LoadClientText(dir, c);
+    if (!loaded.ok()) return bad_dir(loaded.status());
+    return TextToExamples(*loaded);
+  }
+  absl::StatusOr<ImageSet> loaded = LoadClientImages(dir, c);
+  if (!loaded.ok()) return bad_dir(loaded.status());
+  return ImagesToExamples(*loaded);
+}
+
+// Whether the coordinator needs this client's profile; then measured (once
+// per machine, cached in profile.cache_dir) and set in `daemon`.
+absl::Status MaybeProfile(const RunConfig& c, WorkerWork& work,
+                          DaemonOptions& daemon) {
+  if (!NeedsProfiles(c) && daemon.max_time_s <= 0 &&
+      daemon.max_memory_mb <= 0) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
+  if (daemon.log != nullptr) {
+    *daemon.log << "profiled training on " << profile.machine << ": step "
+                << profile.step_fixed_s << " s fixed, peak "
+                << profile.fixed_bytes / (1024.0 * 1024.0) << " MiB fixed"
+                << std::endl;
+  }
+  daemon.profile = std::make_shared<const TrainingProfile>(std::move(profile));
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -135,37 +217,19 @@ absl::Status RunClient(const ClientOptions& options,
   if (options.link.target.empty() && options.print_profile == nullptr) {
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
-  DaemonOptions daemon = options.daemon;
-  if (daemon.client_id.empty())
-    daemon.client_id = PartitionClientId(options.partition);
   std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
-  ASSIGN_OR_RETURN(const RunConfig c, ResolveClientConfig(options,
-                                                          daemon.client_id,
-                                                          *link, stop));
-  ASSIGN_OR_RETURN(DeclaredLimits limits,
-                   DeclaredBudget(c, options.budget, options.budget_s,
-                                  options.budget_mb));
-  daemon.budget = limits.budget;
-  daemon.max_time_s = limits.max_time_s;
-  daemon.max_memory_mb = limits.max_memory_mb;
-  daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
-  SetTorchThreads(c.threads);
+  ASSIGN_OR_RETURN(
+      PreparedRun prepared,
+      PrepareRun(options,
+                 options.daemon.client_id.empty()
+                     ? PartitionClientId(options.partition)
+                     : options.daemon.client_id,
+                 *link, stop));
+  const RunConfig& c = prepared.config;
+  DaemonOptions& daemon = prepared.daemon;
   Examples examples;
   if (own_data) {
-    // A missing or malformed data directory is the operator's input.
-    const auto bad_dir = [](const absl::Status& s) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("data_dir: ", s.message()));
-    };
-    if (c.data.dataset == "tsv") {
-      absl::StatusOr<TextSet> loaded = LoadClientText(options.data_dir, c);
-      if (!loaded.ok()) return bad_dir(loaded.status());
-      examples = TextToExamples(*loaded);
-    } else {
-      absl::StatusOr<ImageSet> loaded = LoadClientImages(options.data_dir, c);
-      if (!loaded.ok()) return bad_dir(loaded.status());
-      examples = ImagesToExamples(*loaded);
-    }
+    ASSIGN_OR_RETURN(examples, LoadOwnData(c, options.data_dir, "data_dir"));
   } else {
     // Refuses a partition outside [0, data.num_clients), naming it.
     ASSIGN_OR_RETURN(TaskExamples task,
@@ -180,19 +244,8 @@ absl::Status RunClient(const ClientOptions& options,
     *options.print_profile << profile.Serialize() << std::flush;
     return absl::OkStatus();
   }
-  if (NeedsProfiles(c) || daemon.max_time_s > 0 || daemon.max_memory_mb > 0) {
-    // Measured once on this machine (cached in profile.cache_dir) and sent at
-    // Join: the coordinator's costs for this client come from it.
-    ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
-    if (daemon.log != nullptr) {
-      *daemon.log << "profiled training on " << profile.machine << ": step "
-                  << profile.step_fixed_s << " s fixed, peak "
-                  << profile.fixed_bytes / (1024.0 * 1024.0) << " MiB fixed"
-                  << std::endl;
-    }
-    daemon.profile =
-        std::make_shared<const TrainingProfile>(std::move(profile));
-  }
+  // Sent at Join: the coordinator's costs for this client come from it.
+  RETURN_IF_ERROR(MaybeProfile(c, work, daemon));
   ClientMetrics metrics(daemon.client_id);
   daemon.observer = &metrics;
   std::unique_ptr<HttpListener> http;
@@ -218,6 +271,138 @@ absl::Status RunClient(const ClientOptions& options,
   absl::StatusOr<DaemonResult> result =
       RunClientDaemon(daemon, work, *link, stop);
   return result.status();
+}
+
+absl::StatusOr<std::vector<std::string>> ParseIdRange(
+    const std::string& range) {
+  const size_t dots = range.find("..");
+  if (dots == std::string::npos) {
+    if (range.empty()) return absl::InvalidArgumentError("ids: empty");
+    return std::vector<std::string>{range};
+  }
+  const std::string first = range.substr(0, dots);
+  const std::string last = range.substr(dots + 2);
+  const auto digits = [](const std::string& s) {
+    size_t i = s.size();
+    while (i > 0 && std::isdigit(static_cast<unsigned char>(s[i - 1]))) --i;
+    return i;
+  };
+  const size_t a = digits(first), b = digits(last);
+  int64_t from = 0, to = 0;
+  if (a == first.size() || first.size() != last.size() || a != b ||
+      first.substr(0, a) != last.substr(0, b) ||
+      !absl::SimpleAtoi(first.substr(a), &from) ||
+      !absl::SimpleAtoi(last.substr(b), &to) || from > to) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ids: '", range,
+        "' is not a range like client-000..client-099 (same prefix, numbers "
+        "of the same width, first <= last)"));
+  }
+  std::vector<std::string> ids;
+  const int width = static_cast<int>(first.size() - a);
+  for (int64_t i = from; i <= to; ++i) {
+    ids.push_back(absl::StrCat(first.substr(0, a),
+                               absl::StrFormat("%0*d", width, i)));
+  }
+  return ids;
+}
+
+absl::StatusOr<std::pair<int, int>> ParsePartitionRange(
+    const std::string& range) {
+  const size_t dots = range.find("..");
+  int first = 0, last = 0;
+  if (dots == std::string::npos ||
+      !absl::SimpleAtoi(range.substr(0, dots), &first) ||
+      !absl::SimpleAtoi(range.substr(dots + 2), &last) || first < 0 ||
+      first > last) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "partitions: '", range, "' is not a range like 0..249 (0 <= first <= last)"));
+  }
+  return std::make_pair(first, last);
+}
+
+absl::Status RunHostedClients(const ClientOptions& options,
+                              const HostedClients& hosted,
+                              const std::atomic<bool>* stop) {
+  const bool by_partition = hosted.first_partition >= 0;
+  if (by_partition == !hosted.ids.empty()) {
+    return absl::InvalidArgumentError(
+        "hosted clients: give partitions or ids, one of them");
+  }
+  if (!by_partition && hosted.data_root.empty()) {
+    return absl::InvalidArgumentError("data_root: ids need a data root");
+  }
+  if (options.link.target.empty()) {
+    return absl::InvalidArgumentError("coordinator: an address is required");
+  }
+  if (!options.http.address.empty()) {
+    return absl::InvalidArgumentError(
+        "metrics_listen: serves one client's metrics; not with several "
+        "hosted clients");
+  }
+  std::vector<std::string> ids = hosted.ids;
+  if (by_partition) {
+    for (int i = hosted.first_partition; i <= hosted.last_partition; ++i) {
+      ids.push_back(PartitionClientId(i));
+    }
+  }
+  // The run, asked once (as the first client).
+  std::unique_ptr<CoordinatorLink> first_link = CreateGrpcLink(options.link);
+  ASSIGN_OR_RETURN(PreparedRun prepared,
+                   PrepareRun(options, ids[0], *first_link, stop));
+  const RunConfig& c = prepared.config;
+  std::vector<Examples> data;
+  if (by_partition) {
+    if (hosted.last_partition >= c.data.num_clients) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "partitions: ", hosted.first_partition, "..", hosted.last_partition,
+          " goes beyond the run's data.num_clients ", c.data.num_clients));
+    }
+    ASSIGN_OR_RETURN(TaskExamples task, BuildTaskExamples(c, kAllClients));
+    for (int i = hosted.first_partition; i <= hosted.last_partition; ++i) {
+      data.push_back(std::move(task.clients[i]));
+    }
+  } else {
+    for (const std::string& id : ids) {
+      ASSIGN_OR_RETURN(
+          Examples examples,
+          LoadOwnData(c, (std::filesystem::path(hosted.data_root) / id).string(),
+                      "data_root"));
+      data.push_back(std::move(examples));
+    }
+  }
+  // One model replica, taken in turns; every task loads the global weights
+  // it is given first, so sharing changes nothing a client computes.
+  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
+  absl::Mutex turn;
+  std::vector<std::unique_ptr<WorkerWork>> work;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    work.push_back(std::make_unique<WorkerWork>(
+        std::make_unique<LocalWorker>(c, ids[k], model, std::move(data[k])),
+        &turn));
+  }
+  // One machine, one profile (measured on the first client's data).
+  RETURN_IF_ERROR(MaybeProfile(c, *work[0], prepared.daemon));
+  std::vector<absl::Status> results(ids.size());
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    threads.emplace_back([&, k] {
+      DaemonOptions daemon = prepared.daemon;
+      daemon.client_id = ids[k];
+      std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
+      absl::StatusOr<DaemonResult> r =
+          RunClientDaemon(daemon, *work[k], *link, stop);
+      results[k] = r.status();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (!results[k].ok()) {
+      return absl::Status(results[k].code(), absl::StrCat(ids[k], ": ",
+                                                          results[k].message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace layerfl

@@ -21,6 +21,8 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "client/daemon/daemon.h"
@@ -107,6 +109,38 @@ absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
 // is not the run's. Otherwise as RunClientDaemon.
 absl::Status RunClient(const ClientOptions& options,
                        const std::atomic<bool>* stop);
+
+// Many clients in one process (a worker): each is its own client daemon
+// (own id, session, heartbeats, polls, replica) on its own thread, and all
+// share one model replica and the machine's cores, training one at a time as
+// their tasks come, so that K workers on K machines host a federation of
+// thousands. Each computes exactly what a one-client process (and the
+// simulator's virtual client) with the same id and data computes.
+struct HostedClients {
+  // Partitions first..last (inclusive) of the run config's data, as
+  // --partition; ids PartitionClientId(i).
+  int first_partition = -1, last_partition = -1;
+  // Or these ids, each with its own data in data_root/<id> (as --data_dir).
+  std::vector<std::string> ids;
+  std::string data_root;
+};
+
+// "client-000..client-099" -> client-000, client-001, ..., client-099: the
+// same prefix, a numeric suffix of the same width, first <= last. A single
+// id is itself. InvalidArgument naming the range otherwise.
+absl::StatusOr<std::vector<std::string>> ParseIdRange(const std::string& range);
+
+// "0..249" -> {0, 249}; InvalidArgument naming the range otherwise.
+absl::StatusOr<std::pair<int, int>> ParsePartitionRange(
+    const std::string& range);
+
+// Runs every hosted client until each has returned (options.data_dir and
+// partition are not used; options.daemon.client_id neither). OK when every
+// client saw the run finish; else the first client error, prefixed with its
+// id.
+absl::Status RunHostedClients(const ClientOptions& options,
+                              const HostedClients& hosted,
+                              const std::atomic<bool>* stop);
 
 }  // namespace layerfl
 

@@ -1,6 +1,8 @@
 // layerfl-client --coordinator HOST:PORT (--id ID --data_dir DIR |
-// --partition I) [--config FILE [--config_mode check|run|local]]:
-// one client daemon of a federated run (see client.h); the run's config
+// --partition I | --partitions A..B | --ids ID..ID --data_root DIR)
+// [--config FILE [--config_mode check|run|local]]:
+// one client daemon of a federated run, or a worker hosting many (see
+// client.h); the run's config
 // comes from the coordinator. Exit codes: 0 the run finished (or
 // SIGINT/SIGTERM: the client left cleanly), 1 runtime failure (coordinator
 // unreachable past --give_up_s, join refused, local training failed), 2 bad
@@ -49,6 +51,15 @@ ABSL_FLAG(
 ABSL_FLAG(
     std::string, id, "",
     "client id (default client-%03d of --partition; required with --data_dir)");
+ABSL_FLAG(std::string, partitions, "",
+          "a worker hosting many clients: partitions FIRST..LAST of the "
+          "config's dataset, each its own client (client-%03d), training in "
+          "turn on one model replica");
+ABSL_FLAG(std::string, ids, "",
+          "a worker hosting many clients with their own data: ids like "
+          "client-000..client-099, each reading --data_root/<id>");
+ABSL_FLAG(std::string, data_root, "",
+          "with --ids: the directory holding each client's data directory");
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:50051", "coordinator address");
 ABSL_FLAG(std::string, token, "",
           "the run's shared secret (prefer --token_file)");
@@ -108,15 +119,47 @@ int main(int argc, char** argv) {
   layerfl::ParseFlags(
       argc, argv,
       "layerfl-client --coordinator HOST:PORT (--id ID --data_dir DIR | "
-      "--partition I) [--config FILE] [flags]");
+      "--partition I | --partitions A..B | --ids ID..ID --data_root DIR) "
+      "[--config FILE] [flags]");
   auto fail_flags = [](const std::string& why) {
     std::cerr << "layerfl-client: " << why << "\n";
     return 2;
   };
   const bool own_data = !absl::GetFlag(FLAGS_data_dir).empty();
-  if (own_data == (absl::GetFlag(FLAGS_partition) >= 0)) {
+  layerfl::HostedClients hosted;
+  const bool hosting = !absl::GetFlag(FLAGS_partitions).empty() ||
+                       !absl::GetFlag(FLAGS_ids).empty();
+  if (hosting) {
+    if (own_data || absl::GetFlag(FLAGS_partition) >= 0 ||
+        !absl::GetFlag(FLAGS_id).empty() || absl::GetFlag(FLAGS_print_profile) ||
+        (!absl::GetFlag(FLAGS_partitions).empty() &&
+         !absl::GetFlag(FLAGS_ids).empty())) {
+      return fail_flags(
+          "--partitions or --ids (a worker of many clients) goes without "
+          "--partition, --data_dir, --id, --print_profile and the other one");
+    }
+    if (!absl::GetFlag(FLAGS_partitions).empty()) {
+      absl::StatusOr<std::pair<int, int>> range =
+          layerfl::ParsePartitionRange(absl::GetFlag(FLAGS_partitions));
+      if (!range.ok()) return fail_flags(std::string(range.status().message()));
+      hosted.first_partition = range->first;
+      hosted.last_partition = range->second;
+    } else {
+      absl::StatusOr<std::vector<std::string>> ids =
+          layerfl::ParseIdRange(absl::GetFlag(FLAGS_ids));
+      if (!ids.ok()) return fail_flags(std::string(ids.status().message()));
+      if (absl::GetFlag(FLAGS_data_root).empty()) {
+        return fail_flags("--ids needs --data_root");
+      }
+      hosted.ids = *std::move(ids);
+      hosted.data_root = absl::GetFlag(FLAGS_data_root);
+    }
+  } else if (own_data == (absl::GetFlag(FLAGS_partition) >= 0)) {
     return fail_flags(own_data ? "--data_dir or --partition, not both"
                                : "--partition or --data_dir is required");
+  }
+  if (!absl::GetFlag(FLAGS_data_root).empty() && hosted.ids.empty()) {
+    return fail_flags("--data_root goes with --ids");
   }
   if (own_data && absl::GetFlag(FLAGS_id).empty()) {
     return fail_flags(
@@ -157,7 +200,8 @@ int main(int argc, char** argv) {
   }
   options.dataset_dir = absl::GetFlag(FLAGS_dataset_dir);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
-  options.partition = own_data ? 0 : absl::GetFlag(FLAGS_partition);
+  options.partition =
+      own_data || hosting ? 0 : absl::GetFlag(FLAGS_partition);
   layerfl::DaemonOptions& d = options.daemon;
   d.client_id = absl::GetFlag(FLAGS_id);
   d.token = absl::GetFlag(FLAGS_token);
@@ -224,7 +268,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  absl::Status status = layerfl::RunClient(options, &g_stop);
+  absl::Status status = hosting
+                            ? layerfl::RunHostedClients(options, hosted, &g_stop)
+                            : layerfl::RunClient(options, &g_stop);
   if (status.ok()) return 0;
   if (g_stop.load() && status.code() == absl::StatusCode::kCancelled) return 0;
   std::cerr << "layerfl-client: " << status.message() << "\n";
