@@ -473,7 +473,7 @@ TEST(ConfigUnknownKeys, TopLevel) {
   EXPECT_THAT(msg, HasSubstr("line 2, column 1"));
   EXPECT_THAT(msg, HasSubstr("seed, threads, model, data, train, importance, "
                              "pretrain, demo, federated, selection, budget, "
-                             "devices, profile, transport, privacy"));
+                             "devices, sim, profile, transport, privacy"));
 }
 
 TEST(ConfigUnknownKeys, InSection) {
@@ -1310,6 +1310,7 @@ TEST(ConfigSameRun, MachineLocalFieldsMayDiffer) {
   EXPECT_TRUE(CheckSameRun(local, run).ok()) << CheckSameRun(local, run);
   EXPECT_TRUE(IsMachineLocalField("threads"));
   EXPECT_TRUE(IsMachineLocalField("demo.layers"));
+  EXPECT_TRUE(IsMachineLocalField("sim.parallel_clients"));
   EXPECT_FALSE(IsMachineLocalField("train.lr"));
   EXPECT_FALSE(IsMachineLocalField("data.num_clients"));
   EXPECT_FALSE(IsMachineLocalField("seed"));

@@ -140,6 +140,10 @@ std::vector<Field> BudgetFields(BudgetConfig* c) {
           Bind("std", &c->std)};
 }
 
+std::vector<Field> SimFields(SimConfig* c) {
+  return {Bind("parallel_clients", &c->parallel_clients)};
+}
+
 std::vector<Field> DevicesFields(DevicesConfig* c) {
   return {Bind("speed_min", &c->speed_min), Bind("speed_max", &c->speed_max)};
 }
@@ -203,6 +207,7 @@ std::vector<Field> RunFields(RunConfig* c) {
           BindSection("selection", &c->selection, &SelectionFields),
           BindSection("budget", &c->budget, &BudgetFields),
           BindSection("devices", &c->devices, &DevicesFields),
+          BindSection("sim", &c->sim, &SimFields),
           BindSection("profile", &c->profile, &ProfileFields),
           BindSection("transport", &c->transport, &TransportFields),
           BindSection("privacy", &c->privacy, &PrivacyFields)};
@@ -734,6 +739,10 @@ absl::Status RunConfig::Validate() const {
         absl::StrCat("must be >= devices.speed_min (", devices.speed_min, ")"),
         devices.speed_max);
   }
+  RETURN_IF_ERROR(CheckAtLeast("sim.parallel_clients", sim.parallel_clients, 1));
+  if (sim.parallel_clients > 64) {
+    return Bad("sim.parallel_clients", "must be <= 64", sim.parallel_clients);
+  }
   RETURN_IF_ERROR(CheckAtLeast("profile.steps", profile.steps, 1));
   RETURN_IF_ERROR(CheckAtLeast("profile.reps", profile.reps, 1));
   RETURN_IF_ERROR(ValidateTransport(transport));
@@ -779,7 +788,8 @@ bool IsMachineLocalField(absl::string_view path) {
       "data.test_tsv",    "model.torchscript_path", "pretrain.checkpoint",
       "federated.run_dir", "profile.cache_dir", "profile.steps",
       "profile.reps"};
-  static constexpr absl::string_view kLocalSections[] = {"demo.", "devices."};
+  static constexpr absl::string_view kLocalSections[] = {"demo.", "devices.",
+                                                         "sim."};
   for (absl::string_view p : kLocal) {
     if (path == p) return true;
   }

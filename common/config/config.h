@@ -187,6 +187,15 @@ struct DevicesConfig {
   double speed_max = 1.0;  // >= speed_min
 };
 
+// The in-process simulator's own settings (machine-local: a coordinator and
+// its clients ignore them).
+struct SimConfig {
+  // Virtual clients of a round trained at once, each on its own model
+  // replica and thread (with `threads` intra-op threads each); the run is
+  // bit-identical to parallel_clients: 1. In [1, 64].
+  int parallel_clients = 1;
+};
+
 // The per-machine training profile behind the time and memory units
 // (common/trainer/profile.h).
 struct ProfileConfig {
@@ -301,6 +310,7 @@ struct RunConfig {
   SelectionConfig selection;
   BudgetConfig budget;
   DevicesConfig devices;
+  SimConfig sim;
   ProfileConfig profile;
   TransportConfig transport;
   PrivacyConfig privacy;

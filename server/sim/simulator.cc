@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -174,6 +176,100 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
   return result;
 }
 
+// A scoring or training task of virtual client `k`.
+struct Job {
+  size_t k;
+  Task task;
+};
+
+// Score or train one job on its client's worker; what it produced (scores
+// or update) and its usage on the simulated device.
+struct JobResult {
+  absl::Status status;
+  std::vector<double> scores;
+  std::vector<LayerDelta> update;
+  ClientUsage usage;
+};
+
+JobResult Work(VirtualClient& client, const Job& job, const ModelWeights& global,
+               const std::string& metric, double speed) {
+  LocalWorker& worker = *client.worker;
+  JobResult r;
+  if (job.task.kind == TaskKind::kScore) {
+    absl::StatusOr<std::vector<double>> scores =
+        worker.Score(global, job.task.round, metric, job.task.score_from);
+    r.status = scores.status();
+    if (!scores.ok()) return r;
+    r.scores = *std::move(scores);
+    r.usage.score_s = worker.last_score_usage().seconds / speed;
+    r.usage.score_peak_bytes = worker.last_score_usage().peak_bytes;
+    return r;
+  }
+  absl::StatusOr<std::vector<LayerDelta>> update = worker.Train(
+      global, job.task.round, job.task.layers, job.task.layer_participants);
+  r.status = update.status();
+  if (!update.ok()) return r;
+  r.update = *std::move(update);
+  r.usage.train_s = worker.last_train_usage().seconds / speed;
+  r.usage.peak_bytes = worker.last_train_usage().peak_bytes;
+  return r;
+}
+
+// Hands one job's result to the engine (masked under secure aggregation).
+absl::Status Submit(VirtualClient& client, const Job& job, JobResult& r,
+                    RoundEngine& engine) {
+  RETURN_IF_ERROR(r.status);
+  const std::string& id = client.worker->id();
+  RETURN_IF_ERROR(engine.ReportUsage(id, job.task.round, r.usage));
+  if (job.task.kind == TaskKind::kScore) {
+    return engine.SubmitScores(id, job.task.round, r.scores);
+  }
+  if (client.secagg != nullptr) {
+    ASSIGN_OR_RETURN(SecAggMaskedInput masked,
+                     client.secagg->Mask(job.task.round, job.task.shares,
+                                         r.update));
+    return engine.SubmitMasked(id, job.task.round, masked);
+  }
+  return engine.SubmitUpdate(id, job.task.round, client.worker->num_samples(),
+                             r.update);
+}
+
+// Runs a pass's jobs: one at a time, each submitted as it is done; or on
+// `parallel` lanes (lane k % parallel runs client k's jobs, on its own
+// replica, with `threads` intra-op threads), all submitted afterwards in id
+// order, so that the engine sees exactly the sequential run.
+absl::Status RunJobs(const std::vector<Job>& jobs,
+                     const std::optional<ModelWeights>& global, int parallel,
+                     int threads, std::vector<VirtualClient>& clients,
+                     const std::string& metric,
+                     const std::vector<double>& speeds, RoundEngine& engine) {
+  if (jobs.empty()) return absl::OkStatus();
+  if (parallel <= 1) {
+    for (const Job& job : jobs) {
+      JobResult r = Work(clients[job.k], job, *global, metric, speeds[job.k]);
+      RETURN_IF_ERROR(Submit(clients[job.k], job, r, engine));
+    }
+    return absl::OkStatus();
+  }
+  std::vector<JobResult> results(jobs.size());
+  std::vector<std::thread> lanes;
+  for (int lane = 0; lane < parallel; ++lane) {
+    lanes.emplace_back([&, lane] {
+      SetTorchThreads(threads);  // this thread's own intra-op threads
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        if (static_cast<int>(jobs[j].k % parallel) != lane) continue;
+        results[j] = Work(clients[jobs[j].k], jobs[j], *global, metric,
+                          speeds[jobs[j].k]);
+      }
+    });
+  }
+  for (std::thread& t : lanes) t.join();
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    RETURN_IF_ERROR(Submit(clients[jobs[j].k], jobs[j], results[j], engine));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string SimClientId(int index) { return PartitionClientId(index); }
@@ -188,11 +284,21 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
   std::vector<VirtualClient> clients(core.clients.size());
   std::vector<std::string> ids;
+  // One model replica per parallel lane; lane k % P serves client k, so a
+  // replica is only ever trained by its own lane's thread. Every task loads
+  // the global weights it is given first: replicas change nothing computed.
+  const int parallel = std::max(
+      1, std::min<int>(c.sim.parallel_clients, static_cast<int>(clients.size())));
+  std::vector<std::shared_ptr<Model>> replicas = {core.model};
+  for (int r = 1; r < parallel; ++r) {
+    ASSIGN_OR_RETURN(std::shared_ptr<Model> replica,
+                     CreateModel(c.model, c.seed));
+    replicas.push_back(std::move(replica));
+  }
   for (size_t i = 0; i < clients.size(); ++i) {
     ids.push_back(SimClientId(static_cast<int>(i)));
-    // Every virtual client trains the one shared replica, one at a time.
     clients[i].worker = std::make_unique<LocalWorker>(
-        c, ids.back(), core.model, std::move(core.clients[i]));
+        c, ids.back(), replicas[i % parallel], std::move(core.clients[i]));
     clients[i].versions.assign(core.initial.layers.size(), -1);
     if (c.privacy.secure_aggregation.enabled) {
       std::vector<std::string> groups;
@@ -256,6 +362,15 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     // a step ends with its last participant, so each pass sees one step.
     while (engine->round_running()) {
       bool any = false;
+      // This pass's scoring or training tasks, run after it (in parallel
+      // with sim.parallel_clients > 1) and submitted in id order. The global
+      // weights do not change within a pass.
+      std::vector<Job> jobs;
+      std::optional<ModelWeights> global;
+      const auto global_for_pass = [&]() -> const ModelWeights& {
+        if (!global.has_value()) global = engine->global();
+        return *global;
+      };
       for (size_t k = 0; k < clients.size(); ++k) {
         VirtualClient& client = clients[k];
         LocalWorker& worker = *client.worker;
@@ -282,36 +397,11 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
           RETURN_IF_ERROR(engine->SubmitUnmask(id, task.round, response));
           continue;
         }
-        ModelWeights global = engine->global();
-        bytes_down += Sync(client, global);
-        if (task.kind == TaskKind::kScore) {
-          ASSIGN_OR_RETURN(std::vector<double> scores,
-                           worker.Score(global, task.round, metric,
-                                        task.score_from));
-          ClientUsage usage;  // on the simulated device: time / its speed
-          usage.score_s = worker.last_score_usage().seconds / speeds[k];
-          usage.score_peak_bytes = worker.last_score_usage().peak_bytes;
-          RETURN_IF_ERROR(engine->ReportUsage(id, task.round, usage));
-          RETURN_IF_ERROR(engine->SubmitScores(id, task.round, scores));
-          continue;
-        }
-        ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
-                         worker.Train(global, task.round, task.layers,
-                                      task.layer_participants));
-        ClientUsage usage;
-        usage.train_s = worker.last_train_usage().seconds / speeds[k];
-        usage.peak_bytes = worker.last_train_usage().peak_bytes;
-        RETURN_IF_ERROR(engine->ReportUsage(id, task.round, usage));
-        if (client.secagg != nullptr) {
-          ASSIGN_OR_RETURN(
-              SecAggMaskedInput masked,
-              client.secagg->Mask(task.round, task.shares, update));
-          RETURN_IF_ERROR(engine->SubmitMasked(id, task.round, masked));
-        } else {
-          RETURN_IF_ERROR(engine->SubmitUpdate(id, task.round,
-                                               worker.num_samples(), update));
-        }
+        bytes_down += Sync(client, global_for_pass());
+        jobs.push_back({k, std::move(task)});
       }
+      RETURN_IF_ERROR(RunJobs(jobs, global, parallel, c.threads, clients,
+                              metric, speeds, *engine));
       if (!any) break;
     }
     RETURN_IF_ERROR(engine->Tick());
