@@ -33,7 +33,11 @@ without a Docker engine or a cluster.
    state from mounted volumes; the Service selects the coordinator and
    carries its --listen port; the clients dial the Service by name with the
    certificate's name, one per partition (an Indexed Job of
-   data.num_clients), each seeing only its own share.
+   data.num_clients), each seeing only its own share; the worker Job
+   (several clients per pod) is suspended, and the shell's own expansion of
+   each pod's commands shows that every client of the run is hosted exactly
+   once, each pod writing exactly its clients' shares and reading them
+   read-only, without the whole dataset.
 Exit 0 pass, 1 fail, 77 skipped (no Python yaml module).
 """
 import os
@@ -494,11 +498,15 @@ def flag_args(binary, words, where):
 
 services_k8s = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
 coordinator_target, k8s_cert_name, client_job = None, None, None
+worker_jobs = []
 for d in by_kind.get("StatefulSet", []) + by_kind.get("Job", []):
     name = "%s/%s" % (d["kind"], d["metadata"]["name"])
     spec = d["spec"]
     pod = spec["template"]["spec"]
     labels = spec["template"]["metadata"].get("labels", {})
+    if labels.get("role") == "worker":
+        worker_jobs.append(d)  # checked below, pod by pod
+        continue
     if d["kind"] == "StatefulSet":
         sel = spec["selector"]["matchLabels"]
         check(all(labels.get(k) == v for k, v in sel.items()),
@@ -587,6 +595,84 @@ if client_job:
     script = d["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     check("JOB_COMPLETION_INDEX" in script, "client pods take their partition from the index")
 check(coordinator_target is not None, "a Service selects the coordinator")
+
+
+def pod_commands(container, index):
+    """What each command line of `container`'s `sh -c` script is, as the
+    shell expands it in pod `index` (JOB_COMPLETION_INDEX): every binary is
+    replaced by printf, so the shell itself does the arithmetic."""
+    script = container["command"][-1]
+    out = []
+    for part in re.split(r"&&|;", script):
+        words = shlex.split(part)
+        if words and words[0] == "exec":
+            words = words[1:]
+        if not words:
+            continue
+        r = subprocess.run(["sh", "-c", "printf '%s\\n' " + part.strip().replace("exec ", "", 1)
+                            .split(None, 1)[1]],
+                           capture_output=True, text=True,
+                           env={"JOB_COMPLETION_INDEX": str(index), "PATH": os.environ["PATH"]})
+        out.append([words[0]] + r.stdout.splitlines())
+    return out
+
+
+# Worker Jobs (several clients per pod, --ids over the pod's own shares):
+# suspended (k8s/clients.yaml runs the same ids), Indexed, and across their
+# pods every client of the run exactly once, each pod's init container
+# writing exactly its clients' shares into the volume the worker reads.
+for d in worker_jobs:
+    name = "Job/%s" % d["metadata"]["name"]
+    spec = d["spec"]
+    pod = spec["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    check(spec.get("suspend") is True, "%s is created suspended (clients.yaml runs the same ids)" % name)
+    n_pods = spec.get("completions")
+    check(spec.get("completionMode") == "Indexed" and n_pods and spec.get("parallelism") == n_pods,
+          "%s: an Indexed Job of %s pods" % (name, n_pods))
+    hosted, cfg = [], {}
+    for w in range(n_pods or 0):
+        written, ids = None, None
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            where = "%s pod %d container %s" % (name, w, c["name"])
+            check(c.get("image") in images, "%s runs the compose file's image" % where, quiet=True)
+            mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+            for words in pod_commands(c, w):
+                binary = words[0]
+                check(binary in installed, "%s: %s is installed" % (where, binary), quiet=True)
+                args = flag_args(binary, words, where)
+                config = args.get("config")
+                if config:
+                    cfg = yaml.safe_load(open(image_path_to_repo(config))) or {}
+                data_dir = (cfg.get("data") or {}).get("dir", DATA_DIR_DEFAULT)
+                if binary == "layerfl-partition":
+                    written = {int(x) for x in args.get("clients", "").split(",") if x}
+                    out = args.get("out")
+                    check(out in mounts and not mounts[out].get("readOnly"),
+                          "%s: --out is the pod's writable data volume" % where, quiet=True)
+                    written_volume = mounts.get(out, {}).get("name")
+                elif binary == "layerfl-client":
+                    r = args.get("ids", "")
+                    m = re.fullmatch(r"client-(\d{3})\.\.client-(\d{3})", r)
+                    ids = set(range(int(m.group(1)), int(m.group(2)) + 1)) if m else set()
+                    root = args.get("data_root")
+                    check(root in mounts and mounts[root].get("readOnly")
+                          and mounts[root]["name"] == written_volume,
+                          "%s: --data_root is the shares' volume, read-only" % where)
+                    check(not any(mp == data_dir or data_dir.startswith(mp + "/") for mp in mounts),
+                          "%s does not see the whole dataset" % where)
+                    check(coordinator_target is not None and args.get("coordinator") == coordinator_target,
+                          "%s dials the coordinator Service" % where, quiet=True)
+                    check(args.get("tls_server_name") == k8s_cert_name,
+                          "%s checks the coordinator certificate's name" % where, quiet=True)
+        check(written is not None and written == ids and ids,
+              "%s pod %d: its init container writes exactly its clients' shares (%s vs ids %s)"
+              % (name, w, sorted(written or []), sorted(ids or [])))
+        hosted.extend(sorted(ids or []))
+    n = (cfg.get("data") or {}).get("num_clients")
+    check(hosted == list(range(n or 0)),
+          "%s: its pods host every client of the run exactly once (%d of data.num_clients %s)"
+          % (name, len(hosted), n))
 
 shutil.rmtree(tmp, ignore_errors=True)
 print("%d of %d checks failed" % (len(failures), len(failures) + passed) if failures
