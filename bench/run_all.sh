@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark against the build in $1 (default build/) and writes
 # their results under bench/results/. Each prints ratios measured in the same
-# run; expect ~20 minutes on 2 cores.
+# run; expect ~22 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -15,3 +15,5 @@ bash bench/trainer/run.sh "$BUILD"
 bash bench/budget/run.sh "$BUILD"
 # The coordinator with 100-10,000 connected synthetic clients (layerfl-loadgen).
 bash bench/scale/run.sh "$BUILD"
+# sim.parallel_clients 1 vs 2 vs threads 2.
+bash bench/sim_parallel/run.sh "$BUILD"

@@ -9,7 +9,8 @@
 #           coordinator CPU per round, and the round's phases from
 #           metrics.jsonl (score, train: waiting for the clients; aggregate,
 #           eval, checkpoint: the coordinator's own work after the last
-#           upload), for the small test model and a ~1M-parameter ViT.
+#           upload), the selection's time (largest) and gap, for the small
+#           test model and a ~1M-parameter ViT.
 # Writes bench/results/scale.txt.
 #   bash bench/scale/run.sh [build] [quick]
 set -euo pipefail
@@ -90,9 +91,12 @@ def mean(key):
     return sum(r["timing_ms"].get(key, 0) for r in recs) / len(recs)
 after = mean("aggregate") + mean("eval") + mean("checkpoint")
 mb = sum(r["wire_bytes_up"] for r in recs) / len(recs) / 1e6
+solve_max = max(r["timing_ms"].get("solve", 0) for r in recs)
+gap_max = max(r["selection"]["gap"] or 0 for r in recs)
+status = "/".join(sorted({r["selection"]["status"] for r in recs}))
 print(f"{n:>7} {m:>6} {model:>6} {len(recs):>3} {(float(total) - float(cpu0)) / len(recs):>10.2f} "
       f"{mean('score'):>9.0f} {mean('train'):>9.0f} {mean('aggregate'):>9.1f} {mean('eval'):>7.1f} "
-      f"{mean('checkpoint'):>7.1f} {after:>9.1f} {mb:>9.1f}")
+      f"{mean('checkpoint'):>7.1f} {after:>9.1f} {mb:>9.1f} {solve_max:>10.1f} {gap_max:>8.4f} {status}")
 print("   " + summary.strip().splitlines()[-1], file=sys.stderr)
 PY
 }
@@ -110,8 +114,8 @@ PY
   done
   echo
   echo "## rounds (3 rounds; coordinator CPU s per round; phase means in ms; after = aggregate + eval + checkpoint)"
-  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s\n" clients per_rd model rds cpu_s/rd \
-    score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd
+  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s %10s %8s %s\n" clients per_rd model rds cpu_s/rd \
+    score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd solve_max_ms gap_max status
   runs="100:10:small 1000:100:small 1000:1000:small 10000:1000:small 1000:100:1m"
   [ -n "$QUICK" ] && runs="100:10:small 1000:100:small"
   for r in $runs; do
