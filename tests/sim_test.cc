@@ -69,6 +69,14 @@ std::vector<std::string> MetricsWithoutTiming(const std::string& path,
   return out;
 }
 
+// Two runs that must be the same run: metrics (timings aside) and final
+// weights bit for bit.
+void ExpectSameRun(const SimResult& a, const SimResult& b) {
+  EXPECT_EQ(MetricsWithoutTiming(a.metrics_path),
+            MetricsWithoutTiming(b.metrics_path));
+  ExpectBitIdentical(a.final_weights, b.final_weights);
+}
+
 // Every client's measured peak memory, training and scoring, stays within
 // its memory budget, round after round, while budgets differ enough that
 // clients train different numbers of layers and score from different depths.
@@ -155,9 +163,7 @@ TEST(SimulatorTest, LocalOnlyBaseline) {
   std::filesystem::remove_all(c.federated.run_dir);
   absl::StatusOr<SimResult> b = RunSimulation(c, SimOptions());
   ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(MetricsWithoutTiming(a->metrics_path),
-            MetricsWithoutTiming(b->metrics_path));
-  ExpectBitIdentical(a->final_weights, b->final_weights);
+  ExpectSameRun(*a, *b);
   std::ifstream in(a->metrics_path);
   std::vector<std::string> first_layers;
   int rounds = 0;
@@ -445,9 +451,7 @@ TEST(SimulatorTest, ParallelClientsAreBitIdenticalToSequential) {
   std::filesystem::remove_all(c.federated.run_dir);
   absl::StatusOr<SimResult> b = RunSimulation(c, SimOptions());
   ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(MetricsWithoutTiming(a->metrics_path),
-            MetricsWithoutTiming(b->metrics_path));
-  ExpectBitIdentical(a->final_weights, b->final_weights);
+  ExpectSameRun(*a, *b);
   EXPECT_EQ(a->rounds_committed, 3);
 }
 
