@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -29,7 +30,9 @@
 #include "proto/wire_convert.h"
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/round/round_engine.h"
+#include "common/util/secret.h"
 #include "server/service/held_spill.h"
+#include "server/service/sessions.h"
 #include "tests/service_fixture.h"
 
 namespace layerfl {
@@ -385,6 +388,55 @@ TEST(ClientMetricsTest, CountsWhatTheDaemonReports) {
            "layerfl_client_work_seconds_sum{" + c + ",kind=\"score\"} 0.2"}) {
     EXPECT_THAT(text, HasSubstr(line + "\n")) << text;
   }
+}
+
+TEST(SecretTest, ComparesAndMakesRandomTokens) {
+  EXPECT_TRUE(SecretsEqual("s3cret", "s3cret"));
+  EXPECT_FALSE(SecretsEqual("s3cret", "s3creT"));
+  EXPECT_FALSE(SecretsEqual("s3cret", "s3cret "));  // a longer guess
+  EXPECT_FALSE(SecretsEqual("", "s3cret"));
+  EXPECT_TRUE(SecretsEqual("", ""));
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string t = RandomHexToken(16);
+    ASSERT_EQ(t.size(), 32u);
+    EXPECT_EQ(t.find_first_not_of("0123456789abcdef"), std::string::npos);
+    seen.insert(t);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(SessionTableTest, OpenTouchExpireAndFinish) {
+  SessionTable table;
+  const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
+  const std::string a = table.Open("a", 2.0, t0);
+  const std::string b = table.Open("b", 3.0, t0);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(table.size(), 2);
+  EXPECT_FALSE(table.Touch("a", b, t0 + absl::Seconds(5)));  // b's session
+  EXPECT_FALSE(table.Touch("c", a, t0 + absl::Seconds(5)));  // no such id
+  EXPECT_TRUE(table.Touch("a", a, t0 + absl::Seconds(8)));
+  const std::vector<SessionTable::Entry> entries =
+      table.Entries(t0 + absl::Seconds(10));
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].id, "a");
+  EXPECT_EQ(entries[0].budget, 2.0);
+  EXPECT_EQ(entries[0].since_contact, absl::Seconds(2));
+  EXPECT_EQ(entries[1].since_contact, absl::Seconds(10));
+  // b was last heard 10 s ago: gone after a 9 s timeout, a stays.
+  EXPECT_THAT(table.Expire(t0 + absl::Seconds(10), absl::Seconds(9)),
+              ::testing::ElementsAre("b"));
+  EXPECT_FALSE(table.Touch("b", b, t0 + absl::Seconds(10)));
+  // A rejoin replaces the session: the old one no longer works.
+  const std::string a2 = table.Open("a", 2.0, t0 + absl::Seconds(11));
+  EXPECT_FALSE(table.Touch("a", a, t0 + absl::Seconds(12)));
+  EXPECT_TRUE(table.Touch("a", a2, t0 + absl::Seconds(12)));
+  EXPECT_FALSE(table.AllToldFinished());
+  table.MarkToldFinished("a");
+  table.MarkToldFinished("zz");  // no session: nothing
+  EXPECT_TRUE(table.AllToldFinished());
+  table.Close("a");
+  EXPECT_EQ(table.size(), 0);
 }
 
 }  // namespace

@@ -8,23 +8,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/util/secret.h"
 #include "httplib.h"
 
 namespace layerfl {
 namespace {
-
-// Constant time in the bytes compared: both sides are hashed to 32 bytes
-// first, so that neither the length nor a prefix of the token leaks.
-bool TokenMatches(const std::string& given, const std::string& token) {
-  unsigned char a[crypto_generichash_BYTES], b[crypto_generichash_BYTES];
-  crypto_generichash(a, sizeof(a),
-                     reinterpret_cast<const unsigned char*>(given.data()),
-                     given.size(), nullptr, 0);
-  crypto_generichash(b, sizeof(b),
-                     reinterpret_cast<const unsigned char*>(token.data()),
-                     token.size(), nullptr, 0);
-  return sodium_memcmp(a, b, sizeof(a)) == 0;
-}
 
 class HttpListenerImpl final : public HttpListener {
  public:
@@ -51,7 +39,7 @@ class HttpListenerImpl final : public HttpListener {
           } else if (req.has_param("token")) {
             given = req.get_param_value("token");
           }
-          if (!given.empty() && TokenMatches(given, token_)) {
+          if (!given.empty() && SecretsEqual(given, token_)) {
             return httplib::Server::HandlerResponse::Unhandled;
           }
           res.status = 401;

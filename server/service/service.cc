@@ -6,7 +6,6 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
-#include <random>
 #include <set>
 #include <thread>
 #include <utility>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/util/secret.h"
 #include "common/util/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -25,6 +25,7 @@
 #include "proto/wire_convert.h"
 #include "server/service/held_spill.h"
 #include "server/service/long_polls.h"
+#include "server/service/sessions.h"
 
 namespace layerfl {
 namespace {
@@ -63,23 +64,7 @@ std::string ReasonName(const absl::Status& s) {
   return "other";
 }
 
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? a[i] : 0;
-    const unsigned char y = i < b.size() ? b[i] : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
-}
 
-std::string NewSessionId() {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  return absl::StrFormat("%016x%016x", rng(), rng());
-}
 
 // Runs posted closures one at a time, in order, on its own thread.
 class SerialExecutor {
@@ -126,12 +111,6 @@ class SerialExecutor {
   std::thread thread_;
 };
 
-struct Session {
-  std::string session;
-  absl::Time last_seen;
-  bool told_finished = false;
-  double budget = 0;
-};
 
 // One layer of the global model as FetchLayers sends it: the serialized
 // FetchReply{chunk} messages, encoded and checksummed once per layer version
@@ -270,13 +249,13 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   // dummy so that it takes as long as a known one.
   bool TokenMatches(const std::string& id, const std::string& token) const {
     if (options_.client_tokens.empty()) {
-      return ConstantTimeEquals(token, options_.token);
+      return SecretsEqual(token, options_.token);
     }
     auto it = options_.client_tokens.find(id);
     static const std::string kNoSuchClient(64, '\0');
     const bool known = it != options_.client_tokens.end();
     const bool equal =
-        ConstantTimeEquals(token, known ? it->second : kNoSuchClient);
+        SecretsEqual(token, known ? it->second : kNoSuchClient);
     return known && equal;
   }
 
@@ -294,10 +273,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     ServiceStats s;
     {
       // Not under stats_mu_: mu_ is never taken inside it.
-      absl::MutexLock sessions(&mu_);
-      const absl::Time now = deps_.clock->Now();
-      for (const auto& [id, session] : sessions_) {
-        s.clients.push_back({id, session.budget, now - session.last_seen});
+      for (const SessionTable::Entry& e :
+           sessions_.Entries(deps_.clock->Now())) {
+        s.clients.push_back({e.id, e.budget, e.since_contact});
       }
     }
     absl::MutexLock lock(&stats_mu_);
@@ -405,12 +383,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                                         : s);
         return;
       }
-      const std::string session = NewSessionId();
-      {
-        absl::MutexLock lock(&mu_);
-        sessions_[id] = Session{session, deps_.clock->Now(), false,
-                                info.budget};
-      }
+      const std::string session =
+          sessions_.Open(id, info.budget, deps_.clock->Now());
       if (ever_joined_.insert(id).second) {
         absl::MutexLock lock(&stats_mu_);
         ever_joined_count_ = static_cast<int64_t>(ever_joined_.size());
@@ -436,10 +410,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     absl::Status s = CheckSession(request->client_id(), request->session());
     if (!s.ok()) return Refuse(reactor, "leave", request->client_id(), s);
-    {
-      absl::MutexLock lock(&mu_);
-      sessions_.erase(request->client_id());
-    }
+    sessions_.Close(request->client_id());
     executor_.Post([this, request, reactor] {
       deps_.engine->Leave(request->client_id());
       if (request->reason().empty()) {
@@ -581,13 +552,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   // --- shared with the stream reactors ---
 
   absl::Status CheckSession(const std::string& id, const std::string& session) {
-    absl::MutexLock lock(&mu_);
-    auto it = sessions_.find(id);
-    if (it == sessions_.end() ||
-        !ConstantTimeEquals(it->second.session, session)) {
+    if (!sessions_.Touch(id, session, deps_.clock->Now())) {
       return UnknownSession(id);
     }
-    it->second.last_seen = deps_.clock->Now();
     return absl::OkStatus();
   }
 
@@ -891,11 +858,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   void MaybeStartRound() {
     if (deps_.engine->round_running() || deps_.engine->finished()) return;
     if (!started_any_) {
-      int joined;
-      {
-        absl::MutexLock lock(&mu_);
-        joined = static_cast<int>(sessions_.size());
-      }
+      const int joined = sessions_.size();
       if (joined < options_.wait_for_clients &&
           deps_.clock->Now() - started_at_ <
               options_.wait_for_clients_timeout) {
@@ -990,9 +953,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         break;
       case TaskKind::kFinished: {
         p.reply->set_kind(wire::TaskReply::FINISHED);
-        absl::MutexLock lock(&mu_);
-        auto it = sessions_.find(p.id);
-        if (it != sessions_.end()) it->second.told_finished = true;
+        sessions_.MarkToldFinished(p.id);
         break;
       }
     }
@@ -1016,19 +977,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   void ExpireSessions() {
-    const absl::Time now = deps_.clock->Now();
-    std::vector<std::string> expired;
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto it = sessions_.begin(); it != sessions_.end();) {
-        if (now - it->second.last_seen > options_.client_timeout) {
-          expired.push_back(it->first);
-          it = sessions_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
+    const std::vector<std::string> expired =
+        sessions_.Expire(deps_.clock->Now(), options_.client_timeout);
     if (!expired.empty()) {
       absl::MutexLock lock(&stats_mu_);
       timed_out_ += static_cast<int64_t>(expired.size());
@@ -1072,13 +1022,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                          deps_.engine->committed_round(),
                          "; telling the clients"));
       }
-      bool all_told = true;
-      {
-        absl::MutexLock lock(&mu_);
-        for (const auto& [id, session] : sessions_) {
-          all_told = all_told && session.told_finished;
-        }
-      }
+      const bool all_told = sessions_.AllToldFinished();
       if (all_told || now - finished_at_ >= options_.linger) {
         SetDone(absl::OkStatus());
       }
@@ -1131,7 +1075,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       0;  // engine thread: accepted uploads of this attempt
 
   mutable absl::Mutex mu_;
-  std::map<std::string, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  SessionTable sessions_;
   LongPolls<Poll> polls_;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
 
