@@ -160,13 +160,12 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
   // every time: one call each); a frozen group scores from the next
   // trainable one above it, and above the last there is nothing to score.
   p.scoring_bytes.assign(g, 0);
-  std::vector<int64_t> from_trainable(k + 1, 0);
+  std::vector<int64_t> from_trainable(k, 0);
   for (int j = 0; j < k; ++j) {
     ResourceUsage usage;
-    ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
-                     trainer.Importance(model, data, 3000 + j, &usage,
-                                        trainable[j]));
-    (void)scores;
+    RETURN_IF_ERROR(
+        trainer.Importance(model, data, 3000 + j, &usage, trainable[j])
+            .status());
     from_trainable[j] = usage.peak_bytes;
   }
   for (int l = 0, j = 0; l < g; ++l) {

@@ -760,7 +760,6 @@ class RoundEngineImpl : public RoundEngine {
     slots_.clear();
     ++attempt_;
     if (attempt_ > options_.max_round_retries) {
-      ++task_epoch_;  // the run may be over
       fatal_ = absl::DeadlineExceededError(absl::StrCat(
           "round ", round, " missed its quorum (", answered, " of ",
           options_.min_clients, " clients answered) ", attempt_,
@@ -861,7 +860,6 @@ class RoundEngineImpl : public RoundEngine {
     absl::StatusOr<AggregateStats> stats = aggregator_->Commit(global_);
     aggregator_.reset();
     if (!stats.ok()) {
-      ++task_epoch_;  // the run may be over
       fatal_ = stats.status();
       SetPhase(Phase::kIdle);
       return;
@@ -894,7 +892,6 @@ class RoundEngineImpl : public RoundEngine {
       const absl::Time e0 = absl::Now();
       absl::StatusOr<EvalMetrics> eval = deps_.evaluator->Evaluate(global_);
       if (!eval.ok()) {
-        ++task_epoch_;  // the run may be over
         fatal_ = eval.status();
         SetPhase(Phase::kIdle);
         return;
@@ -915,7 +912,6 @@ class RoundEngineImpl : public RoundEngine {
       if (!saved.ok()) {
         // The round is not durable: undo nothing in memory, but stop the run
         // so that no further round builds on an uncommitted one.
-        ++task_epoch_;  // the run may be over
         fatal_ = absl::Status(saved.code(),
                               absl::StrCat("checkpoint of round ", committed_,
                                            " failed: ", saved.message()));
@@ -1019,6 +1015,8 @@ class RoundEngineImpl : public RoundEngine {
   ModelWeights global_ ABSL_GUARDED_BY(mu_);
   int64_t committed_ ABSL_GUARDED_BY(mu_) = 0;
   bool resumed_ ABSL_GUARDED_BY(mu_) = false;
+  // Set only by operations that also end the round's phase (SetPhase), so
+  // that task_epoch() moves when the run ends this way too.
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
   uint64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;

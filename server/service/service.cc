@@ -64,8 +64,6 @@ std::string ReasonName(const absl::Status& s) {
   return "other";
 }
 
-
-
 // Runs posted closures one at a time, in order, on its own thread.
 class SerialExecutor {
  public:
@@ -110,7 +108,6 @@ class SerialExecutor {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
-
 
 // One layer of the global model as FetchLayers sends it: the serialized
 // FetchReply{chunk} messages, encoded and checksummed once per layer version
@@ -271,12 +268,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   ServiceStats stats() const override {
     ServiceStats s;
-    {
-      // Not under stats_mu_: mu_ is never taken inside it.
-      for (const SessionTable::Entry& e :
-           sessions_.Entries(deps_.clock->Now())) {
-        s.clients.push_back({e.id, e.budget, e.since_contact});
-      }
+    for (const SessionTable::Entry& e : sessions_.Entries(deps_.clock->Now())) {
+      s.clients.push_back({e.id, e.budget, e.since_contact});
     }
     absl::MutexLock lock(&stats_mu_);
     s.downloads.assign(downloads_.begin(), downloads_.end());
