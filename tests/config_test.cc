@@ -986,8 +986,34 @@ INSTANTIATE_TEST_SUITE_P(
                 "budget:\n  distribution: declared\n  value: -2\n",
                 {"budget.value: must be > 0, got -2"}},
         BadCase{"FederatedMode",
-                "federated:\n  mode: async\n",
-                {"federated.mode: must be one of sync, local, got 'async'"}},
+                "federated:\n  mode: buffered\n",
+                {"federated.mode: must be one of sync, async, local, got "
+                 "'buffered'"}},
+        BadCase{"BufferSizeZero",
+                "federated:\n  mode: async\n  buffer_size: 0\n",
+                {"federated.buffer_size: must be >= 1, got 0"}},
+        BadCase{"MaxStalenessNegative",
+                "federated:\n  max_staleness: -1\n",
+                {"federated.max_staleness: must be >= 0, got -1"}},
+        BadCase{"StalenessFunction",
+                "federated:\n  staleness: linear\n",
+                {"federated.staleness: must be one of constant, polynomial, "
+                 "hinge, got 'linear'"}},
+        BadCase{"StalenessExponentNegative",
+                "federated:\n  staleness_exponent: -0.5\n",
+                {"federated.staleness_exponent: must be >= 0, got -0.5"}},
+        BadCase{"AsyncWithSecureAggregation",
+                "federated: {mode: async, aggregation: uniform}\n"
+                "privacy:\n  secure_aggregation: {enabled: true}\n",
+                {"federated.mode: must be 'sync' with "
+                 "privacy.secure_aggregation.enabled"}},
+        BadCase{"AsyncWithDp",
+                "federated: {mode: async, aggregation: uniform}\n"
+                "privacy:\n  dp: {enabled: true}\n",
+                {"federated.mode: must be 'sync' with privacy.dp.enabled"}},
+        BadCase{"DevicesTrainSecondsZero",
+                "devices:\n  train_s: 0\n",
+                {"devices.train_s: must be > 0, got 0"}},
         BadCase{"DevicesSpeedZero",
                 "devices:\n  speed_min: 0\n",
                 {"devices.speed_min: must be > 0, got 0"}},
@@ -1121,6 +1147,10 @@ TEST(ConfigAccepts, ValidVariants) {
                        "value: 1e6}\n"),
            std::string("budget: {min: 2, max: 2, mean: 0}\n"),
            std::string("budget: {distribution: declared}\n"),
+           std::string("federated: {mode: async, buffer_size: 1, "
+                       "max_staleness: 0, staleness: hinge, "
+                       "staleness_hinge_a: 0, staleness_hinge_b: 0}\n"
+                       "devices: {train_s: 0.01, score_s: 3}\n"),
        }) {
     SCOPED_TRACE(yaml);
     absl::StatusOr<RunConfig> config = ParseRunConfig(yaml);

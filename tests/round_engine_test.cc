@@ -9,6 +9,7 @@
 #include "common/privacy/rdp_accountant.h"
 #include "common/secagg/participant.h"
 #include "nlohmann/json.hpp"
+#include "tests/round_fakes.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -18,52 +19,6 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// Two layers "a" (2 values) and "b" (1 value).
-ModelWeights TwoLayers() {
-  ModelWeights w;
-  w.layers.push_back({"a", 0, {{"a.w", {2}, {1.0f, 2.0f}}}});
-  w.layers.push_back({"b", 0, {{"b.w", {1}, {10.0f}}}});
-  return w;
-}
-
-LayerDelta Delta(const std::string& group, std::vector<float> v) {
-  return {group, {{group + ".w", {static_cast<int64_t>(v.size())}, std::move(v)}}};
-}
-
-// Gives every candidate the layers listed for it (default: {"a"}).
-class FakeSelector : public LayerSelector {
- public:
-  bool NeedsScores() const override { return needs_scores; }
-  absl::StatusOr<SelectionOutcome> Select(
-      const std::vector<SelectionCandidate>& candidates, int64_t round) override {
-    SelectionOutcome out;
-    seen_rounds.push_back(round);
-    for (const SelectionCandidate& c : candidates) {
-      auto it = layers.find(c.id);
-      out.layers.push_back(it == layers.end() ? std::vector<std::string>{"a"}
-                                              : it->second);
-      last_scores[c.id] = c.scores;
-    }
-    out.solver_status = "fake";
-    return out;
-  }
-  void OnCommitted(const std::vector<SelectionCandidate>&,
-                   const SelectionOutcome&) override {
-    ++commits;
-  }
-  std::string SaveState() const override { return std::to_string(commits); }
-  absl::Status RestoreState(const std::string& bytes) override {
-    commits = bytes.empty() ? 0 : std::stoi(bytes);
-    return absl::OkStatus();
-  }
-
-  bool needs_scores = false;
-  std::map<std::string, std::vector<std::string>> layers;
-  std::map<std::string, std::vector<double>> last_scores;
-  std::vector<int64_t> seen_rounds;
-  int commits = 0;
-};
 
 class RoundEngineTest : public ::testing::Test {
  protected:

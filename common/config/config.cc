@@ -121,7 +121,13 @@ std::vector<Field> FederatedFields(FederatedConfig* c) {
           Bind("server_lr", &c->server_lr),
           Bind("run_dir", &c->run_dir),
           Bind("keep_checkpoints", &c->keep_checkpoints),
-          Bind("resume", &c->resume)};
+          Bind("resume", &c->resume),
+          Bind("buffer_size", &c->buffer_size),
+          Bind("max_staleness", &c->max_staleness),
+          Bind("staleness", &c->staleness),
+          Bind("staleness_exponent", &c->staleness_exponent),
+          Bind("staleness_hinge_a", &c->staleness_hinge_a),
+          Bind("staleness_hinge_b", &c->staleness_hinge_b)};
 }
 
 std::vector<Field> SelectionFields(SelectionConfig* c) {
@@ -145,7 +151,8 @@ std::vector<Field> SimFields(SimConfig* c) {
 }
 
 std::vector<Field> DevicesFields(DevicesConfig* c) {
-  return {Bind("speed_min", &c->speed_min), Bind("speed_max", &c->speed_max)};
+  return {Bind("speed_min", &c->speed_min), Bind("speed_max", &c->speed_max),
+          Bind("train_s", &c->train_s), Bind("score_s", &c->score_s)};
 }
 
 std::vector<Field> ProfileFields(ProfileConfig* c) {
@@ -517,7 +524,8 @@ absl::Status ValidateDemo(const DemoConfig& demo, const DataConfig& d,
 }
 
 absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
-  RETURN_IF_ERROR(CheckOneOf("federated.mode", f.mode, {"sync", "local"}));
+  RETURN_IF_ERROR(
+      CheckOneOf("federated.mode", f.mode, {"sync", "async", "local"}));
   RETURN_IF_ERROR(CheckAtLeast("federated.rounds", f.rounds, 1));
   RETURN_IF_ERROR(
       CheckAtLeast("federated.clients_per_round", f.clients_per_round, 0));
@@ -547,6 +555,17 @@ absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
   RETURN_IF_ERROR(CheckNonEmpty("federated.run_dir", f.run_dir));
   RETURN_IF_ERROR(
       CheckAtLeast("federated.keep_checkpoints", f.keep_checkpoints, 1));
+  RETURN_IF_ERROR(CheckAtLeast("federated.buffer_size", f.buffer_size, 1));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.max_staleness", f.max_staleness, 0));
+  RETURN_IF_ERROR(CheckOneOf("federated.staleness", f.staleness,
+                             {"constant", "polynomial", "hinge"}));
+  RETURN_IF_ERROR(CheckNonNegative("federated.staleness_exponent",
+                                   f.staleness_exponent));
+  RETURN_IF_ERROR(
+      CheckNonNegative("federated.staleness_hinge_a", f.staleness_hinge_a));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.staleness_hinge_b", f.staleness_hinge_b, 0));
   return absl::OkStatus();
 }
 
@@ -663,7 +682,9 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
     }
     if (f.mode != "sync") {
       return Bad("federated.mode",
-                 "must be 'sync' with privacy.secure_aggregation.enabled",
+                 "must be 'sync' with privacy.secure_aggregation.enabled (an "
+                 "asynchronous buffer has no round of participants to mask "
+                 "among)",
                  f.mode);
     }
     const int n = RoundSize(f, d);
@@ -690,7 +711,8 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
   if (f.mode != "sync") {
     return Bad("federated.mode",
                "must be 'sync' with privacy.dp.enabled (the local-only "
-               "baseline releases nothing to account)",
+               "baseline releases nothing to account; asynchronous commits "
+               "are not accounted yet)",
                f.mode);
   }
   if (dp.clipping == "adaptive" && dp.mode != "central") {
@@ -739,6 +761,8 @@ absl::Status RunConfig::Validate() const {
         absl::StrCat("must be >= devices.speed_min (", devices.speed_min, ")"),
         devices.speed_max);
   }
+  RETURN_IF_ERROR(CheckPositive("devices.train_s", devices.train_s));
+  RETURN_IF_ERROR(CheckPositive("devices.score_s", devices.score_s));
   RETURN_IF_ERROR(CheckAtLeast("sim.parallel_clients", sim.parallel_clients, 1));
   if (sim.parallel_clients > 64) {
     return Bad("sim.parallel_clients", "must be <= 64", sim.parallel_clients);

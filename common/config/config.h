@@ -115,7 +115,12 @@ struct FederatedConfig {
   // simulator: every client trains alone on its own data from the same start
   // (its layers picked once by `top` within its budget) for the same rounds
   // and steps, and a round's accuracy is the mean over the clients' own
-  // models on the test set.
+  // models on the test set. "async": buffered asynchronous aggregation
+  // (FedBuff, Nguyen et al. 2022): clients_per_round clients train at once,
+  // each from the global version it fetched; the coordinator folds every
+  // arriving update into a buffer, weighted per layer by the staleness
+  // function of how many versions that layer moved since the client fetched
+  // it, and commits every buffer_size updates; `rounds` counts commits.
   std::string mode = "sync";
   int rounds = 20;             // >= 1
   int clients_per_round = 10;  // >= 0; 0 = every eligible client
@@ -136,6 +141,19 @@ struct FederatedConfig {
   std::string run_dir = "runs/demo";
   int keep_checkpoints = 3;  // newest checkpoints kept, >= 1
   bool resume = true;  // resume from the last checkpoint in run_dir if any
+  // mode async: updates per commit, >= 1.
+  int buffer_size = 10;
+  // mode async: an update trained from a global version more than this many
+  // commits old is refused (too_stale), >= 0.
+  int max_staleness = 20;
+  // mode async: the weight s(t) of a layer that moved t versions since the
+  // client fetched it: "constant" (1), "polynomial" ((1 + t)^-exponent;
+  // exponent 0.5 is FedBuff's 1/sqrt(1 + t)) or "hinge" (1 while t <= b,
+  // then 1 / (a (t - b) + 1); Xie et al. 2019).
+  std::string staleness = "polynomial";
+  double staleness_exponent = 0.5;  // polynomial, >= 0
+  double staleness_hinge_a = 10.0;  // hinge, >= 0
+  int staleness_hinge_b = 4;        // hinge, >= 0
 };
 
 // How each round picks the layer groups every client trains.
@@ -185,6 +203,11 @@ struct BudgetConfig {
 struct DevicesConfig {
   double speed_min = 1.0;  // > 0
   double speed_max = 1.0;  // >= speed_min
+  // federated.mode async in the simulator: the simulated seconds a training
+  // task and a scoring pass take on a device of speed 1 (a device of speed v
+  // takes them / v); the simulated clock orders the arrivals. > 0.
+  double train_s = 1.0;
+  double score_s = 0.5;
 };
 
 // The in-process simulator's own settings (machine-local: a coordinator and
@@ -219,6 +242,7 @@ struct TransportConfig {
   // Add each round's updates in client-id order (bit-identical to the
   // simulator; early updates wait in memory for their turn), or false: fold
   // each in as it arrives (O(model) memory; sums in arrival order).
+  // federated.mode async always takes arrival order.
   bool ordered_aggregation = true;
   // Ordered aggregation: updates waiting for their turn beyond this many MiB
   // of values wait on disk (federated.run_dir/held) instead of memory, >= 0.

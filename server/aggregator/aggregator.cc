@@ -39,6 +39,8 @@ constexpr ReasonInfo kReasons[] = {
     {RejectReason::kBadSampleCount, "bad_sample_count",
      absl::StatusCode::kInvalidArgument},
     {RejectReason::kProtocol, "protocol", absl::StatusCode::kInvalidArgument},
+    {RejectReason::kTooStale, "too_stale",
+     absl::StatusCode::kFailedPrecondition},
 };
 
 const ReasonInfo& InfoOf(RejectReason reason) {
@@ -269,6 +271,28 @@ absl::Status LayerAggregator::Add(
     const std::string& client_id, int64_t num_samples,
     const std::vector<LayerDelta>& update,
     const std::vector<std::string>& assigned_groups) {
+  return AddScaled(client_id, num_samples, update, assigned_groups, {});
+}
+
+absl::Status LayerAggregator::AddScaled(
+    const std::string& client_id, int64_t num_samples,
+    const std::vector<LayerDelta>& update,
+    const std::vector<std::string>& assigned_groups,
+    const std::vector<double>& scales) {
+  if (!scales.empty()) {
+    if (scales.size() != update.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "client '", client_id, "': ", scales.size(), " layer scales for ",
+          update.size(), " layers"));
+    }
+    for (double s : scales) {
+      if (!(s > 0) || !std::isfinite(s)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("client '", client_id,
+                         "': a layer scale must be finite and > 0, got ", s));
+      }
+    }
+  }
   const auto duplicate = [&client_id] {
     return Rejection(RejectReason::kDuplicate,
                      absl::StrCat("client '", client_id,
@@ -305,6 +329,10 @@ absl::Status LayerAggregator::Add(
   for (size_t k = 0; k < update.size(); ++k) {
     const LayerDelta& delta = update[k];
     LayerSum& acc = sums_[layer_index[k]];
+    const float layer_f =
+        scales.empty() ? weight_f
+                       : static_cast<float>(static_cast<double>(weight_f) *
+                                            scales[k]);
     const bool first = acc.sums.empty();
     if (first) acc.sums.resize(delta.tensors.size());
     for (size_t t = 0; t < delta.tensors.size(); ++t) {
@@ -312,9 +340,9 @@ absl::Status LayerAggregator::Add(
       std::vector<float>& y = acc.sums[t];
       if (first) {
         y.resize(x.size());
-        Scale(weight_f, x.data(), y.data(), x.size());
+        Scale(layer_f, x.data(), y.data(), x.size());
       } else {
-        Axpy(weight_f, x.data(), y.data(), x.size());
+        Axpy(layer_f, x.data(), y.data(), x.size());
       }
     }
     acc.contributors += 1;

@@ -54,15 +54,19 @@ enum class RejectReason {
   // A secure-aggregation message refused by the protocol (common/secagg),
   // or a plain update while the run aggregates securely.
   kProtocol,
+  // Asynchronous rounds: trained from a global version more than
+  // max_staleness commits old.
+  kTooStale,
 };
 
 // "unknown_layer", "not_assigned", "wrong_shape", "non_finite", "duplicate",
-// "stale_round", "unknown_client", "bad_sample_count", "protocol".
+// "stale_round", "unknown_client", "bad_sample_count", "protocol",
+// "too_stale".
 std::string_view RejectReasonName(RejectReason reason);
 
 // A refusal status whose message is "<reason_name>: <detail>". The code is
-// FailedPrecondition for kStaleRound and kDuplicate (the message was fine, the
-// moment was not) and InvalidArgument for the others.
+// FailedPrecondition for kStaleRound, kTooStale and kDuplicate (the message
+// was fine, the moment was not) and InvalidArgument for the others.
 absl::Status Rejection(RejectReason reason, std::string detail);
 
 // The reason of a status built by Rejection(), or nullopt for any other status
@@ -140,6 +144,18 @@ class LayerAggregator {
   absl::Status Add(const std::string& client_id, int64_t num_samples,
                    const std::vector<LayerDelta>& update,
                    const std::vector<std::string>& assigned_groups);
+
+  // Add with a multiplier per entry of `update` (same order; empty = all
+  // 1): entry k's delta is folded in with weight a_i * scales[k] while the
+  // layer's divisor still adds a_i, so that a scale < 1 shrinks the client's
+  // contribution instead of renormalising it away (asynchronous aggregation's
+  // staleness weights: w_l += lr * sum_i a_i s_il delta_il / sum_i a_i).
+  // InvalidArgument (no reason) when the sizes differ or a scale is not
+  // finite and > 0; otherwise as Add.
+  absl::Status AddScaled(const std::string& client_id, int64_t num_samples,
+                         const std::vector<LayerDelta>& update,
+                         const std::vector<std::string>& assigned_groups,
+                         const std::vector<double>& scales);
 
   // Folds an already summed layer: `sums` (one vector per tensor of the
   // group, its shapes) is the sum of `contributors` (>= 1) clients' deltas,

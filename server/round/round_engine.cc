@@ -5,8 +5,6 @@
 #include <set>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,6 +16,8 @@
 #include "common/privacy/rdp_accountant.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/round/async_engine.h"
+#include "server/round/engine_util.h"
 #include "server/selection/budget.h"
 #include "server/selection/rng.h"
 
@@ -74,34 +74,6 @@ double Mib(int64_t bytes) {
   return static_cast<double>(bytes) / kBytesPerMiB;
 }
 
-bool SameStructure(const ModelWeights& a, const ModelWeights& b,
-                   std::string* why) {
-  if (a.layers.size() != b.layers.size()) {
-    *why = absl::StrCat(a.layers.size(), " layers vs ", b.layers.size());
-    return false;
-  }
-  for (size_t l = 0; l < a.layers.size(); ++l) {
-    const LayerWeights& x = a.layers[l];
-    const LayerWeights& y = b.layers[l];
-    if (x.group != y.group || x.tensors.size() != y.tensors.size()) {
-      *why = absl::StrCat("layer ", l, ": '", x.group, "' vs '", y.group, "'");
-      return false;
-    }
-    for (size_t t = 0; t < x.tensors.size(); ++t) {
-      if (x.tensors[t].name != y.tensors[t].name ||
-          x.tensors[t].shape != y.tensors[t].shape) {
-        *why = absl::StrCat(
-            "the model's tensor '", x.tensors[t].name, "' of shape [",
-            absl::StrJoin(x.tensors[t].shape, ", "), "] vs the checkpoint's '",
-            y.tensors[t].name, "' of shape [",
-            absl::StrJoin(y.tensors[t].shape, ", "), "]");
-        return false;
-      }
-    }
-  }
-  return true;
-}
-
 class RoundEngineImpl : public RoundEngine {
  public:
   RoundEngineImpl(const RoundEngineOptions& options, ModelWeights initial,
@@ -115,12 +87,7 @@ class RoundEngineImpl : public RoundEngine {
     if (deps_.store == nullptr) return absl::OkStatus();
     ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, deps_.store->LoadLatest());
     if (!ckpt.has_value()) return absl::OkStatus();
-    std::string why;
-    if (!SameStructure(global_, ckpt->weights, &why)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("checkpoint of round ", ckpt->round,
-                       " does not match the configured model: ", why));
-    }
+    RETURN_IF_ERROR(CheckSameStructure(global_, ckpt->weights, ckpt->round));
     RETURN_IF_ERROR(deps_.selector->RestoreState(ckpt->selection_state));
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(RestoreEngineState(ckpt->engine_state));
@@ -131,30 +98,7 @@ class RoundEngineImpl : public RoundEngine {
   }
 
   absl::Status Join(const ClientInfo& client) override {
-    if (client.id.empty() || client.id.size() > 128) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("join: client id must have 1 to 128 characters, got ",
-                       client.id.size()));
-    }
-    for (char ch : client.id) {
-      if (!absl::ascii_isalnum(ch) && ch != '-' && ch != '_' && ch != '.') {
-        return absl::InvalidArgumentError(
-            absl::StrCat("join: client id '", absl::CHexEscape(client.id),
-                         "' may only hold letters, digits, '-', '_' and '.'"));
-      }
-    }
-    // Sample counts weight the average: an absurd one would let one client
-    // outweigh every other, so they are capped at 10^12.
-    if (client.num_samples < 1 || client.num_samples > 1'000'000'000'000) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "join: client '", client.id,
-          "': num_samples must be in [1, 10^12], got ", client.num_samples));
-    }
-    if (!(client.budget > 0) || !std::isfinite(client.budget)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("join: client '", client.id,
-                       "': budget must be > 0, got ", client.budget));
-    }
+    RETURN_IF_ERROR(ValidateJoin(client));
     absl::MutexLock lock(&mu_);
     joined_[client.id] = client;
     return absl::OkStatus();
@@ -272,20 +216,10 @@ class RoundEngineImpl : public RoundEngine {
     return task;
   }
 
-  // The lowest group `client`'s memory limit lets it score from: its budget
-  // in unit memory, or its declared memory cap, whichever is lower, against
-  // its profiled scoring peaks; 0 when it has no limit or no profile.
-  int ScoreFrom(const ClientInfo& client) const {
-    if (client.profile == nullptr) return 0;
-    double limit_mb = options_.budget_unit == "memory" ? client.budget : 0;
-    if (client.max_memory_mb > 0) {
-      limit_mb = limit_mb > 0 ? std::min(limit_mb, client.max_memory_mb)
-                              : client.max_memory_mb;
-    }
-    if (!(limit_mb > 0)) return 0;
-    const int from = LowestScorableGroup(
-        *client.profile, static_cast<int64_t>(limit_mb * kBytesPerMiB));
-    return std::min(from, static_cast<int>(global_.layers.size()));
+  int ScoreFrom(const ClientInfo& client) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return layerfl::ScoreFrom(client, options_.budget_unit,
+                              static_cast<int>(global_.layers.size()));
   }
 
   absl::Status SubmitScores(const std::string& client_id, int64_t round,
@@ -328,7 +262,7 @@ class RoundEngineImpl : public RoundEngine {
                                  "' sent a plain update; this run aggregates "
                                  "securely (privacy.secure_aggregation)"));
     }
-    if (num_samples > 1'000'000'000'000) {
+    if (num_samples > kMaxSamples) {
       return Refuse(RejectReason::kBadSampleCount,
                     absl::StrCat("client '", client_id, "': num_samples ",
                                  num_samples, " is above 10^12"));
@@ -1077,6 +1011,10 @@ std::string RoundRecord::ToJson() const {
                    {"contributed", c.contributed}};
     if (!c.scores.empty()) client["scores"] = c.scores;
     if (c.cost >= 0) client["cost"] = c.cost;
+    if (c.staleness >= 0) {
+      client["staleness"] = c.staleness;
+      client["layer_weights"] = c.layer_weights;
+    }
     clients_json.push_back(std::move(client));
   }
   out["clients"] = std::move(clients_json);
@@ -1178,6 +1116,9 @@ absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Create(
   }
   if (initial.layers.empty()) {
     return absl::InvalidArgumentError("round engine: the model has no layers");
+  }
+  if (options.async.enabled) {
+    return CreateAsyncRoundEngine(options, std::move(initial), deps);
   }
   auto engine =
       std::make_unique<RoundEngineImpl>(options, std::move(initial), deps);

@@ -164,6 +164,11 @@ struct ClientRoundRecord {
   std::vector<double> scores;  // as reported this round; empty if none
   double cost = -1;            // predicted cost of `layers`; -1 unknown
   ClientUsage usage;
+  // Asynchronous rounds: the commits since the global version the update
+  // was trained from, and the staleness weight each of `layers` was folded
+  // in with. -1 / empty in synchronous rounds (and left out of the JSON).
+  int64_t staleness = -1;
+  std::vector<double> layer_weights;
 };
 
 // What one committed round produced; one JSONL line of metrics.
@@ -244,6 +249,36 @@ struct SecAggOptions {
   double value_range = 1.0;  // every value is clipped to +-this, > 0
 };
 
+// Buffered asynchronous aggregation (federated.mode: async; FedBuff,
+// Nguyen et al. 2022). Up to clients_per_round clients (0 = every joined
+// one) hold a task at once; a free place goes to an idle joined client
+// drawn from (seed, draw count). A client scores first when the strategy
+// needs scores and its last ones are selection_period or more commits old,
+// then trains the layers selected for it alone from its last scores, from
+// the global version it fetched. Each arriving update is checked and folded
+// into the buffer at once, layer l weighted by StalenessWeight of the
+// versions layer l moved since that fetch, and every buffer_size updates
+// the buffer is committed as one "round":
+//   w_l += server_lr * sum_i a_i s(t_il) delta_il / sum_i a_i
+// An update trained from a version more than max_staleness commits old is
+// refused (too_stale) and its client's place freed. A task not answered
+// within round_deadline frees its place. With a checkpoint store, every
+// task handed out, score and update accepted is journaled (durable before
+// it is acknowledged) until the next checkpoint, so a coordinator that dies
+// mid-buffer resumes with the same buffer and tasks.
+struct AsyncOptions {
+  bool enabled = false;
+  int buffer_size = 10;
+  int max_staleness = 20;
+  std::string staleness = "polynomial";  // constant, polynomial, hinge
+  double exponent = 0.5;                 // polynomial: (1 + t)^-exponent
+  double hinge_a = 10.0;  // hinge: 1 while t <= b, then 1 / (a (t - b) + 1)
+  int hinge_b = 4;
+};
+
+// s(t) of `options.staleness` for t >= 0 versions moved; in (0, 1].
+double StalenessWeight(const AsyncOptions& options, int64_t t);
+
 struct RoundEngineOptions {
   int64_t rounds = 20;
   int clients_per_round = 10;  // 0 = all joined clients
@@ -257,6 +292,7 @@ struct RoundEngineOptions {
   std::string budget_unit = "layers";  // copied into every RoundRecord
   PrivacyOptions privacy;
   SecAggOptions secagg;
+  AsyncOptions async;  // privacy and secure aggregation must be off with it
 };
 
 class RoundEngine {
@@ -270,6 +306,7 @@ class RoundEngine {
 
   // Starts from `initial`, or from the store's latest checkpoint when there
   // is one (`resumed()` tells). A corrupt latest checkpoint is an error.
+  // The synchronous engine, or the asynchronous one with options.async.
   static absl::StatusOr<std::unique_ptr<RoundEngine>> Create(
       const RoundEngineOptions& options, ModelWeights initial, Deps deps);
 

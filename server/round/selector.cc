@@ -363,6 +363,14 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.secagg.enabled = sa.enabled;
   o.secagg.threshold = sa.threshold;
   o.secagg.value_range = sa.value_range;
+  const FederatedConfig& f = c.federated;
+  o.async.enabled = f.mode == "async";
+  o.async.buffer_size = f.buffer_size;
+  o.async.max_staleness = f.max_staleness;
+  o.async.staleness = f.staleness;
+  o.async.exponent = f.staleness_exponent;
+  o.async.hinge_a = f.staleness_hinge_a;
+  o.async.hinge_b = f.staleness_hinge_b;
   return o;
 }
 

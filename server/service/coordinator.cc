@@ -51,7 +51,10 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   s.encoding = *encoding;
   s.chunk_bytes = t.chunk_kb * 1024;
   s.max_chunk_bytes = t.max_chunk_kb * 1024;
-  s.ordered_aggregation = t.ordered_aggregation;
+  // An asynchronous buffer takes updates in the order they arrive: holding
+  // one for a lower id would make it wait on clients of other versions.
+  s.ordered_aggregation =
+      t.ordered_aggregation && c.federated.mode != "async";
   s.max_held_bytes = t.max_held_mb << 20;
   s.spill_dir = (std::filesystem::path(c.federated.run_dir) / "held").string();
   s.wait_for_clients =

@@ -1,21 +1,24 @@
 #include "server/sim/simulator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/trainer/examples.h"
-#include "common/trainer/trainer.h"
-#include "common/worker/worker.h"
 #include "common/data/federated_data.h"
 #include "common/secagg/participant.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/trainer.h"
+#include "common/util/clock.h"
 #include "common/util/seed.h"
 #include "common/util/status_macros.h"
+#include "common/worker/worker.h"
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
 #include "server/setup/run_setup.h"
@@ -26,7 +29,7 @@ namespace {
 // A virtual client: its worker and the layer versions its copy would hold.
 struct VirtualClient {
   std::unique_ptr<LocalWorker> worker;
-  std::vector<int64_t> versions;  // -1 = never downloaded
+  std::vector<int64_t> versions;              // -1 = never downloaded
   std::unique_ptr<SecAggParticipant> secagg;  // secure aggregation only
 };
 
@@ -132,8 +135,9 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
     record.solver_status = "local";
     double accuracy = 0, loss = 0;
     for (size_t i = 0; i < n; ++i) {
-      ASSIGN_OR_RETURN(std::vector<LayerDelta> update,
-                       workers[i]->Train(weights[i], round, chosen.layers[i], {}));
+      ASSIGN_OR_RETURN(
+          std::vector<LayerDelta> update,
+          workers[i]->Train(weights[i], round, chosen.layers[i], {}));
       ApplyDelta(update, weights[i]);
       ClientRoundRecord cr;
       cr.id = ids[i];
@@ -191,8 +195,9 @@ struct JobResult {
   ClientUsage usage;
 };
 
-JobResult Work(VirtualClient& client, const Job& job, const ModelWeights& global,
-               const std::string& metric, double speed) {
+JobResult Work(VirtualClient& client, const Job& job,
+               const ModelWeights& global, const std::string& metric,
+               double speed) {
   LocalWorker& worker = *client.worker;
   JobResult r;
   if (job.task.kind == TaskKind::kScore) {
@@ -225,9 +230,9 @@ absl::Status Submit(VirtualClient& client, const Job& job, JobResult& r,
     return engine.SubmitScores(id, job.task.round, r.scores);
   }
   if (client.secagg != nullptr) {
-    ASSIGN_OR_RETURN(SecAggMaskedInput masked,
-                     client.secagg->Mask(job.task.round, job.task.shares,
-                                         r.update));
+    ASSIGN_OR_RETURN(
+        SecAggMaskedInput masked,
+        client.secagg->Mask(job.task.round, job.task.shares, r.update));
     return engine.SubmitMasked(id, job.task.round, masked);
   }
   return engine.SubmitUpdate(id, job.task.round, client.worker->num_samples(),
@@ -270,6 +275,88 @@ absl::Status RunJobs(const std::vector<Job>& jobs,
   return absl::OkStatus();
 }
 
+// The simulated seconds `job` takes on a device of `speed`.
+double SimulatedSeconds(const RunConfig& c, const Job& job, double speed) {
+  return (job.task.kind == TaskKind::kScore ? c.devices.score_s
+                                            : c.devices.train_s) /
+         speed;
+}
+
+// A job whose result reaches the engine at simulated time `at`.
+struct InFlight {
+  double at = 0;
+  int64_t seq = 0;  // ties in `at` go in the order handed out
+  Job job;
+  JobResult result;
+};
+
+// federated.mode async: every virtual client that holds a task computes it
+// at once from the global model of that moment (what it would fetch) and
+// its result arrives devices.{score,train}_s / speed simulated seconds
+// later, on `clock`; arrivals go to the engine in time order. Calls
+// `on_records` after each arrival; stops after `stop_after` commits by this
+// call (0 = none).
+absl::Status RunAsyncClients(
+    const RunConfig& c, RoundEngine& engine, FakeClock& clock,
+    std::vector<VirtualClient>& clients, const std::string& metric,
+    const std::vector<double>& speeds, int64_t stop_after,
+    const std::function<void(int64_t bytes_down, double sim_s)>& on_records) {
+  RETURN_IF_ERROR(engine.StartRound());
+  const int64_t first = engine.committed_round();
+  std::vector<InFlight> in_flight;
+  std::vector<bool> busy(clients.size(), false);
+  int64_t seq = 0, bytes_down = 0;
+  double now = 0;
+  const auto later = [](const InFlight& a, const InFlight& b) {
+    return a.at != b.at ? a.at > b.at : a.seq > b.seq;
+  };
+  while (!engine.finished()) {
+    if (stop_after > 0 && engine.committed_round() - first >= stop_after) {
+      break;
+    }
+    std::optional<ModelWeights> global;
+    for (size_t k = 0; k < clients.size(); ++k) {
+      if (busy[k]) continue;
+      Task task = engine.TaskFor(clients[k].worker->id());
+      if (task.kind != TaskKind::kScore && task.kind != TaskKind::kTrain) {
+        continue;
+      }
+      if (!global.has_value()) global = engine.global();
+      bytes_down += Sync(clients[k], *global);
+      InFlight f;
+      f.job = {k, std::move(task)};
+      f.at = now + SimulatedSeconds(c, f.job, speeds[k]);
+      f.seq = seq++;
+      f.result = Work(clients[k], f.job, *global, metric, speeds[k]);
+      RETURN_IF_ERROR(f.result.status);
+      busy[k] = true;
+      in_flight.push_back(std::move(f));
+      std::push_heap(in_flight.begin(), in_flight.end(), later);
+    }
+    if (in_flight.empty()) {
+      return absl::InternalError(absl::StrCat(
+          "async simulation: no virtual client holds a task after commit ",
+          engine.committed_round()));
+    }
+    std::pop_heap(in_flight.begin(), in_flight.end(), later);
+    InFlight f = std::move(in_flight.back());
+    in_flight.pop_back();
+    clock.Advance(absl::Seconds(f.at - now));
+    now = f.at;
+    busy[f.job.k] = false;
+    RETURN_IF_ERROR(engine.Tick());
+    absl::Status s = Submit(clients[f.job.k], f.job, f.result, engine);
+    // A refusal (too stale, or its place withdrawn at the deadline) is the
+    // engine's to count; the client asks for its next task.
+    if (!s.ok() && !ReasonOf(s).has_value() && !absl::IsFailedPrecondition(s)) {
+      return s;
+    }
+    on_records(bytes_down, now);
+    bytes_down = 0;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string SimClientId(int index) { return PartitionClientId(index); }
@@ -288,7 +375,8 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   // replica is only ever trained by its own lane's thread. Every task loads
   // the global weights it is given first: replicas change nothing computed.
   const int parallel = std::max(
-      1, std::min<int>(c.sim.parallel_clients, static_cast<int>(clients.size())));
+      1,
+      std::min<int>(c.sim.parallel_clients, static_cast<int>(clients.size())));
   std::vector<std::shared_ptr<Model>> replicas = {core.model};
   for (int r = 1; r < parallel; ++r) {
     ASSIGN_OR_RETURN(std::shared_ptr<Model> replica,
@@ -302,16 +390,21 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     clients[i].versions.assign(core.initial.layers.size(), -1);
     if (c.privacy.secure_aggregation.enabled) {
       std::vector<std::string> groups;
-      for (const LayerWeights& l : core.initial.layers) groups.push_back(l.group);
+      for (const LayerWeights& l : core.initial.layers)
+        groups.push_back(l.group);
       clients[i].secagg = std::make_unique<SecAggParticipant>(
           ids.back(), groups, c.privacy.dp.noise_seed);
     }
   }
   core.clients.clear();
   ASSIGN_OR_RETURN(std::vector<double> budgets, AssignBudgets(c, ids));
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<RoundEngine> engine,
-      RoundEngine::Create(ToEngineOptions(c), core.initial, core.EngineDeps()));
+  // The asynchronous run's arrivals are ordered by a simulated clock.
+  const bool async = c.federated.mode == "async";
+  FakeClock sim_clock;
+  RoundEngine::Deps deps = core.EngineDeps();
+  if (async) deps.clock = &sim_clock;
+  ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
+                   RoundEngine::Create(ToEngineOptions(c), core.initial, deps));
   // Under a time or memory budget every virtual client gets this machine's
   // profile (measured once, cached) and its device's speed.
   ASSIGN_OR_RETURN(
@@ -338,7 +431,72 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   const int64_t first_round = engine->committed_round() + 1;
   std::vector<RoundRecord> usage_records;
   int64_t run_here = 0;
-  while (!engine->finished()) {
+  // Writes the records committed since the last call: the round's
+  // download bytes, its wall time and the simulated clock (sim_clock: the
+  // simulated seconds since this call began, from devices.{score,train}_s
+  // and each client's speed; a synchronous pass waits for its slowest
+  // participant).
+  double sim_seconds = 0;
+  const auto write_records = [&](int64_t bytes_down, double round_secs) {
+    for (RoundRecord& record : engine->TakeRecords()) {
+      if (NeedsProfiles(c)) usage_records.push_back(record);
+      record.bytes_down = bytes_down;
+      record.phase_ms["round"] = round_secs * 1000.0;
+      record.phase_ms["sim_clock"] = sim_seconds * 1000.0;
+      metrics << record.ToJson() << "\n";
+      result.bytes_up += record.bytes_up;
+      result.bytes_down += record.bytes_down;
+      if (record.evaluated) {
+        result.final_accuracy = record.eval.accuracy;
+        result.final_loss = record.eval.loss;
+        result.best_accuracy =
+            std::max(result.best_accuracy, record.eval.accuracy);
+      }
+      if (log) {
+        const double elapsed = std::chrono::duration<double>(
+                                   std::chrono::steady_clock::now() - wall0)
+                                   .count();
+        const int64_t done = record.round - first_round + 1;
+        const double eta = elapsed / done * (c.federated.rounds - record.round);
+        *log
+            << absl::StrFormat(
+                   "round %3d/%d  acc %s  loss %s  up %7.2f MB  down %7.2f MB  "
+                   "%5.1fs%s  ETA %s\n",
+                   record.round, c.federated.rounds,
+                   record.evaluated
+                       ? absl::StrFormat("%.4f", record.eval.accuracy)
+                       : std::string("  -   "),
+                   record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
+                                    : std::string("  -   "),
+                   record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
+                   record.private_round
+                       ? absl::StrFormat("  eps %.3f", record.epsilon)
+                       : std::string(),
+                   Eta(eta))
+            << std::flush;
+      }
+    }
+    metrics.flush();
+  };
+  int64_t pending_down = 0;
+  int64_t committed_seen = engine->committed_round();
+  if (async) {
+    auto last = std::chrono::steady_clock::now();
+    RETURN_IF_ERROR(RunAsyncClients(
+        c, *engine, sim_clock, clients, metric, speeds,
+        options.stop_after_rounds, [&](int64_t bytes_down, double sim_s) {
+          sim_seconds = sim_s;
+          const auto t = std::chrono::steady_clock::now();
+          pending_down += bytes_down;
+          if (engine->committed_round() == committed_seen) return;
+          committed_seen = engine->committed_round();
+          write_records(pending_down,
+                        std::chrono::duration<double>(t - last).count());
+          pending_down = 0;
+          last = t;
+        }));
+  }
+  while (!async && !engine->finished()) {
     if (options.stop_after_rounds > 0 &&
         run_here >= options.stop_after_rounds) {
       break;
@@ -400,6 +558,12 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
         bytes_down += Sync(client, global_for_pass());
         jobs.push_back({k, std::move(task)});
       }
+      // A synchronous pass lasts as long as its slowest participant.
+      double pass_s = 0;
+      for (const Job& job : jobs) {
+        pass_s = std::max(pass_s, SimulatedSeconds(c, job, speeds[job.k]));
+      }
+      sim_seconds += pass_s;
       RETURN_IF_ERROR(RunJobs(jobs, global, parallel, c.threads, clients,
                               metric, speeds, *engine));
       if (!any) break;
@@ -413,44 +577,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
     const double round_secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - round0)
             .count();
-    for (RoundRecord& record : engine->TakeRecords()) {
-      if (NeedsProfiles(c)) usage_records.push_back(record);
-      record.bytes_down = bytes_down;
-      record.phase_ms["round"] = round_secs * 1000.0;
-      metrics << record.ToJson() << "\n";
-      result.bytes_up += record.bytes_up;
-      result.bytes_down += record.bytes_down;
-      if (record.evaluated) {
-        result.final_accuracy = record.eval.accuracy;
-        result.final_loss = record.eval.loss;
-        result.best_accuracy =
-            std::max(result.best_accuracy, record.eval.accuracy);
-      }
-      if (log) {
-        const double elapsed = std::chrono::duration<double>(
-                                   std::chrono::steady_clock::now() - wall0)
-                                   .count();
-        const int64_t done = record.round - first_round + 1;
-        const double eta = elapsed / done * (c.federated.rounds - record.round);
-        *log
-            << absl::StrFormat(
-                   "round %3d/%d  acc %s  loss %s  up %7.2f MB  down %7.2f MB  "
-                   "%5.1fs%s  ETA %s\n",
-                   record.round, c.federated.rounds,
-                   record.evaluated
-                       ? absl::StrFormat("%.4f", record.eval.accuracy)
-                       : std::string("  -   "),
-                   record.evaluated ? absl::StrFormat("%.4f", record.eval.loss)
-                                    : std::string("  -   "),
-                   record.bytes_up / 1e6, record.bytes_down / 1e6, round_secs,
-                   record.private_round
-                       ? absl::StrFormat("  eps %.3f", record.epsilon)
-                       : std::string(),
-                   Eta(eta))
-            << std::flush;
-      }
-    }
-    metrics.flush();
+    write_records(bytes_down, round_secs);
   }
   result.usage_report = UsageReport(usage_records);
   if (log && !result.usage_report.empty()) *log << result.usage_report;
