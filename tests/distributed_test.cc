@@ -24,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "nlohmann/json.hpp"
 #include "server/checkpoint/checkpoint_store.h"
 #include "tests/process_fixture.h"
 #include "tests/weights_matchers.h"
@@ -201,10 +202,10 @@ TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
                     dir_ + "/partition.log");
   ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
   // Clients 2 and 3 run in one worker process (--ids over their data
-  // directories). No client has a config file but client-001, whose file differs from
-  // the run's in a field that defines it (train.lr) and in machine-local
-  // ones (threads, profile.cache_dir): with --config_mode=run it runs the
-  // coordinator's config, so the run is still the simulator's.
+  // directories). No client has a config file but client-001, whose file
+  // differs from the run's in a field that defines it (train.lr) and in
+  // machine-local ones (threads, profile.cache_dir): with --config_mode=run it
+  // runs the coordinator's config, so the run is still the simulator's.
   const std::string own = dir_ + "/client1_own.yaml";
   std::ofstream(own) << "threads: 1\ntrain:\n  lr: 0.9\nprofile:\n"
                         "  cache_dir: "
@@ -303,17 +304,17 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
       "  secure_aggregation:\n    enabled: true\n    threshold: 0.5\n"
       "    value_range: 2.0\n";
   auto uniform = [](const std::string& path, const std::string& deadline_s) {
-    std::string text = std::regex_replace(
-        ReadFile(path), std::regex("  min_clients: 2\n"),
-        "  min_clients: 2\n  aggregation: uniform\n");
+    std::string text =
+        std::regex_replace(ReadFile(path), std::regex("  min_clients: 2\n"),
+                           "  min_clients: 2\n  aggregation: uniform\n");
     text = std::regex_replace(text, std::regex("round_deadline_s: 60"),
                               "round_deadline_s: " + deadline_s);
     std::ofstream(path) << text;
   };
   const std::string sim_config = WriteConfig(dir_, "sim", privacy);
   uniform(sim_config, "60");
-  const std::string coord_config = WriteConfig(
-      dir_, "coord", privacy + "transport:\n  linger_s: 2\n");
+  const std::string coord_config =
+      WriteConfig(dir_, "coord", privacy + "transport:\n  linger_s: 2\n");
   uniform(coord_config, "8");
   Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
               dir_ + "/sim.sim.log");
@@ -334,17 +335,20 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
     clients.push_back(std::make_unique<Process>(
         argv, absl::StrCat(coord_dir, ".client", i, ".log")));
   }
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
   EXPECT_NE(clients[3]->Wait(deadline), 0);
   EXPECT_THAT(clients[3]->Log(), ::testing::HasSubstr("fault injection"));
   ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
   ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
 
   const std::string log = coordinator.Log();
-  EXPECT_THAT(log, ::testing::HasSubstr("round 3: masked update from client-003"));
+  EXPECT_THAT(log,
+              ::testing::HasSubstr("round 3: masked update from client-003"));
   EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr(
                        "round 3: unmask response from client-003")));
-  EXPECT_THAT(log, ::testing::HasSubstr("round 3: unmask response from client-000"));
+  EXPECT_THAT(log,
+              ::testing::HasSubstr("round 3: unmask response from client-000"));
   const Checkpoint a = LatestCheckpoint(coord_dir);
   const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
   EXPECT_EQ(a.round, 3);
@@ -352,13 +356,14 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
   EXPECT_THAT(ReadFile(coord_dir + "/metrics.jsonl"),
               ::testing::HasSubstr("\"privacy\":{\"epsilon\":"));
-  EXPECT_THAT(log, ::testing::HasSubstr("round 3 committed (attempt 0): 4 of 4 clients"));
+  EXPECT_THAT(log, ::testing::HasSubstr(
+                       "round 3 committed (attempt 0): 4 of 4 clients"));
   EXPECT_THAT(log, ::testing::HasSubstr(", epsilon "));
   // The masked uploads were counted on the wire: at least their values.
   std::smatch m;
   const std::string metrics = ReadFile(coord_dir + "/metrics.jsonl");
-  ASSERT_TRUE(std::regex_search(metrics, m,
-                                std::regex("\"wire_bytes_up\":([0-9]+)")));
+  ASSERT_TRUE(
+      std::regex_search(metrics, m, std::regex("\"wire_bytes_up\":([0-9]+)")));
   EXPECT_GT(std::stoll(m[1]), 0);
 }
 
@@ -405,7 +410,8 @@ TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
     clients.push_back(std::make_unique<Process>(
         argv, absl::StrCat(coord_dir, ".client", i, ".log")));
   }
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
   EXPECT_NE(clients[3]->Wait(deadline), 0);
   ASSERT_EQ(coordinator->Wait(deadline), 0) << coordinator->Log();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -416,8 +422,9 @@ TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
   EXPECT_THAT(log, ::testing::HasSubstr("leave client-003 (work_failed: "));
   EXPECT_THAT(log, ::testing::HasSubstr("leaves for work_failed so far: 1"));
   // The mismatch names the tensor and both shapes.
-  EXPECT_THAT(log, ::testing::HasSubstr("of shape [1, 1, 32] does not match model "
-                                        "parameter 'cls_token' of shape [1, 1, 16]"));
+  EXPECT_THAT(
+      log, ::testing::HasSubstr("of shape [1, 1, 32] does not match model "
+                                "parameter 'cls_token' of shape [1, 1, 16]"));
   EXPECT_EQ(LatestCheckpoint(coord_dir).round, 3);
 }
 
@@ -515,6 +522,96 @@ TEST_F(DistributedTest, ThousandClientsOnFourWorkersMatchTheSimulator) {
   const std::string log = ReadFile(dir_ + "/k_coord.coordinator.log");
   EXPECT_THAT(log, ::testing::HasSubstr("join client-999:"));
   EXPECT_THAT(log, ::testing::HasSubstr("join client-000:"));
+}
+
+// federated.mode async over gRPC. With one place, each update is the only
+// one in flight, so the arrival order is the order the places are drawn
+// and the distributed run must equal the simulation bit for bit (buffers
+// of 2: each commit folds two sequential updates, the second trained from
+// the same version as the first). The clients of a multi-place run below
+// arrive in real-time order instead.
+TEST_F(DistributedTest, AsyncOnePlaceMatchesTheSimulatorBitForBit) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const auto write = [&](const std::string& name) {
+    std::string text = ReadFile(WriteConfig(dir_, name));
+    text = std::regex_replace(text, std::regex("clients_per_round: 4"),
+                              "clients_per_round: 1\n  mode: async\n"
+                              "  buffer_size: 2");
+    text = std::regex_replace(text, std::regex("min_clients: 2"),
+                              "min_clients: 1");
+    const std::string path = dir_ + "/" + name + ".yaml";
+    std::ofstream(path) << text;
+    return path;
+  };
+  RunAndCompareWithTheSimulator(
+      write("a_sim"), write("a_coord"), dir_ + "/a_sim", dir_ + "/a_coord",
+      [](int i) -> std::vector<std::string> {
+        return {absl::StrCat("--partition=", i)};
+      },
+      deadline);
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> metrics = Metrics(dir_ + "/a_coord");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (const std::string& line : metrics) {
+    EXPECT_THAT(line, ::testing::HasSubstr("\"staleness\":0"));
+    EXPECT_THAT(line, ::testing::HasSubstr("\"status\":\"async\""));
+  }
+}
+
+// Four places, buffers of three, clients of very different speeds (client
+// 0 waits half a second before each upload): every commit holds three
+// updates, each accounted in the coordinator's log, and a stale one is
+// either folded with its weight or refused too_stale, never lost.
+TEST_F(DistributedTest, AsyncFourPlacesCommitsEveryBufferInArrivalOrder) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  std::string text = ReadFile(WriteConfig(dir_, "b_coord"));
+  text = std::regex_replace(text, std::regex("clients_per_round: 4"),
+                            "clients_per_round: 4\n  mode: async\n"
+                            "  buffer_size: 3\n  max_staleness: 1");
+  text = std::regex_replace(text, std::regex("rounds: 3"), "rounds: 6");
+  std::ofstream(dir_ + "/b_coord.yaml") << text;
+  RunCoordinatorWithClients(
+      dir_ + "/b_coord.yaml", dir_ + "/b_coord",
+      [](int i) -> std::vector<std::string> {
+        std::vector<std::string> flags = {absl::StrCat("--partition=", i)};
+        if (i == 0) flags.push_back("--delay_upload_ms=500");
+        return flags;
+      },
+      deadline);
+  if (HasFatalFailure()) return;
+  std::ifstream in(dir_ + "/b_coord/metrics.jsonl");
+  int commits = 0, folded = 0, stale_folded = 0, too_stale = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++commits;
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["clients"].size(), 3u) << line;
+    for (const auto& c : j["clients"]) {
+      ++folded;
+      if (c["staleness"].get<int>() > 0) {
+        ++stale_folded;
+        EXPECT_EQ(c["staleness"].get<int>(), 1) << line;
+        for (const auto& w : c["layer_weights"]) {
+          EXPECT_LE(w.get<double>(), 1.0);
+        }
+      }
+    }
+    if (j["rejected"].contains("too_stale")) {
+      too_stale += j["rejected"]["too_stale"].get<int>();
+    }
+  }
+  EXPECT_EQ(commits, 6);
+  EXPECT_EQ(folded, 18);
+  const std::string log = ReadFile(dir_ + "/b_coord.coordinator.log");
+  int accepted = 0;
+  const std::regex update("update from client-00[0-3]");
+  for (std::sregex_iterator it(log.begin(), log.end(), update), end; it != end;
+       ++it) {
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, folded);
+  std::cout << commits << " commits, " << folded << " updates folded ("
+            << stale_folded << " stale), " << too_stale
+            << " refused too_stale\n";
 }
 
 TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
@@ -731,9 +828,10 @@ TEST_F(DistributedTest, ExitCodes) {
       std::regex_replace(ReadFile(time_config), std::regex("budget:\n"),
                          "budget:\n  unit: time\n");
   std::ofstream(time_config) << time_text;
-  Process two_budgets({kBin + "/layerfl-client", "--config=" + time_config,
-                       "--partition=0", "--budget=2", "--budget_s=1", "--config_mode=local"},
-                      dir_ + "/c4.log");
+  Process two_budgets(
+      {kBin + "/layerfl-client", "--config=" + time_config, "--partition=0",
+       "--budget=2", "--budget_s=1", "--config_mode=local"},
+      dir_ + "/c4.log");
   EXPECT_EQ(two_budgets.Wait(deadline), 2) << two_budgets.Log();
   EXPECT_THAT(two_budgets.Log(),
               ::testing::HasSubstr("--budget and --budget_s: both declare this "
@@ -749,8 +847,7 @@ TEST_F(DistributedTest, ExitCodes) {
   Process empty_dir(
       {kBin + "/layerfl-client", "--config=" + WriteConfig(dir_, "y3"),
        "--id=client-009", "--data_dir=" + dir_ + "/nothing-here",
-       "--config_mode=local",
-       "--coordinator=127.0.0.1:1", "--give_up_s=1"},
+       "--config_mode=local", "--coordinator=127.0.0.1:1", "--give_up_s=1"},
       dir_ + "/c3.log");
   EXPECT_EQ(empty_dir.Wait(deadline), 2) << empty_dir.Log();
   EXPECT_THAT(empty_dir.Log(),

@@ -10,12 +10,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "client/daemon/client_metrics.h"
-#include "common/trainer/examples.h"
-#include "common/trainer/trainer.h"
-#include "common/worker/worker.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
+#include "common/trainer/examples.h"
+#include "common/trainer/trainer.h"
 #include "common/util/status_macros.h"
+#include "common/worker/worker.h"
 
 namespace layerfl {
 namespace {
@@ -29,9 +29,10 @@ class WorkerWork : public ClientWork {
                       absl::Mutex* turn = nullptr)
       : worker_(std::move(worker)), turn_(turn) {}
   int64_t num_samples() const override { return worker_->num_samples(); }
-  absl::StatusOr<std::vector<double>> Score(
-      const ModelWeights& global, int64_t round, const std::string& metric,
-      int score_from) override {
+  absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
+                                            int64_t round,
+                                            const std::string& metric,
+                                            int score_from) override {
     absl::MutexLockMaybe lock(turn_);
     return worker_->Score(global, round, metric, score_from);
   }
@@ -75,9 +76,9 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
   ASSIGN_OR_RETURN(out.config,
                    ResolveClientConfig(options, client_id, link, stop));
   const RunConfig& c = out.config;
-  ASSIGN_OR_RETURN(DeclaredLimits limits,
-                   DeclaredBudget(c, options.budget, options.budget_s,
-                                  options.budget_mb));
+  ASSIGN_OR_RETURN(
+      DeclaredLimits limits,
+      DeclaredBudget(c, options.budget, options.budget_s, options.budget_mb));
   out.daemon = options.daemon;
   out.daemon.client_id = client_id;
   out.daemon.budget = limits.budget;
@@ -91,8 +92,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
 // The client's own data directory, as the run's dataset kind reads it; a
 // missing or malformed directory is the operator's input (InvalidArgument
 // naming `flag`).
-absl::StatusOr<Examples> LoadOwnData(const RunConfig& c,
-                                     const std::string& dir,
+absl::StatusOr<Examples> LoadOwnData(const RunConfig& c, const std::string& dir,
                                      const char* flag) {
   const auto bad_dir = [flag](const absl::Status& s) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": ", s.message()));
@@ -176,20 +176,20 @@ absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
     ask.client_id = client_id;
     absl::StatusOr<std::string> yaml = FetchRunConfig(ask, link, stop);
     if (!yaml.ok()) {
-      return absl::Status(yaml.status().code(),
-                          absl::StrCat("the run's config: ",
-                                       yaml.status().message()));
+      return absl::Status(
+          yaml.status().code(),
+          absl::StrCat("the run's config: ", yaml.status().message()));
     }
     absl::StatusOr<RunConfig> run = ParseRunConfig(*yaml);
     if (!run.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the coordinator's run config does not parse here: ",
-          run.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the coordinator's run config does not parse here: ",
+                       run.status().message()));
     }
     if (options.config_source == ConfigSource::kCheck) {
       if (absl::Status same = CheckSameRun(*local, *run); !same.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            kNotTheRunsConfig, same.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(kNotTheRunsConfig, same.message()));
       }
     }
     if (local.has_value()) {
@@ -218,13 +218,12 @@ absl::Status RunClient(const ClientOptions& options,
     return absl::InvalidArgumentError("coordinator: an address is required");
   }
   std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
-  ASSIGN_OR_RETURN(
-      PreparedRun prepared,
-      PrepareRun(options,
-                 options.daemon.client_id.empty()
-                     ? PartitionClientId(options.partition)
-                     : options.daemon.client_id,
-                 *link, stop));
+  ASSIGN_OR_RETURN(PreparedRun prepared,
+                   PrepareRun(options,
+                              options.daemon.client_id.empty()
+                                  ? PartitionClientId(options.partition)
+                                  : options.daemon.client_id,
+                              *link, stop));
   const RunConfig& c = prepared.config;
   DaemonOptions& daemon = prepared.daemon;
   Examples examples;
@@ -251,16 +250,16 @@ absl::Status RunClient(const ClientOptions& options,
   std::unique_ptr<HttpListener> http;
   if (!options.http.address.empty()) {
     absl::StatusOr<std::unique_ptr<HttpListener>> listening =
-        HttpListener::Start(
-            options.http,
-            {{"/metrics", [&metrics] {
-                return HttpResponse{200,
+        HttpListener::Start(options.http,
+                            {{"/metrics", [&metrics] {
+                                return HttpResponse{
+                                    200,
                                     "text/plain; version=0.0.4; charset=utf-8",
                                     metrics.MetricsText()};
-              }}});
+                              }}});
     if (!listening.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "metrics_listen: ", listening.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics_listen: ", listening.status().message()));
     }
     http = *std::move(listening);
     if (!options.http_port_file.empty()) {
@@ -301,8 +300,8 @@ absl::StatusOr<std::vector<std::string>> ParseIdRange(
   std::vector<std::string> ids;
   const int width = static_cast<int>(first.size() - a);
   for (int64_t i = from; i <= to; ++i) {
-    ids.push_back(absl::StrCat(first.substr(0, a),
-                               absl::StrFormat("%0*d", width, i)));
+    ids.push_back(
+        absl::StrCat(first.substr(0, a), absl::StrFormat("%0*d", width, i)));
   }
   return ids;
 }
@@ -315,8 +314,9 @@ absl::StatusOr<std::pair<int, int>> ParsePartitionRange(
       !absl::SimpleAtoi(range.substr(0, dots), &first) ||
       !absl::SimpleAtoi(range.substr(dots + 2), &last) || first < 0 ||
       first > last) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "partitions: '", range, "' is not a range like 0..249 (0 <= first <= last)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("partitions: '", range,
+                     "' is not a range like 0..249 (0 <= first <= last)"));
   }
   return std::make_pair(first, last);
 }
@@ -366,7 +366,8 @@ absl::Status RunHostedClients(const ClientOptions& options,
     for (const std::string& id : ids) {
       ASSIGN_OR_RETURN(
           Examples examples,
-          LoadOwnData(c, (std::filesystem::path(hosted.data_root) / id).string(),
+          LoadOwnData(c,
+                      (std::filesystem::path(hosted.data_root) / id).string(),
                       "data_root"));
       data.push_back(std::move(examples));
     }
@@ -398,8 +399,8 @@ absl::Status RunHostedClients(const ClientOptions& options,
   for (std::thread& t : threads) t.join();
   for (size_t k = 0; k < ids.size(); ++k) {
     if (!results[k].ok()) {
-      return absl::Status(results[k].code(), absl::StrCat(ids[k], ": ",
-                                                          results[k].message()));
+      return absl::Status(results[k].code(),
+                          absl::StrCat(ids[k], ": ", results[k].message()));
     }
   }
   return absl::OkStatus();

@@ -112,9 +112,8 @@ void ClientMetrics::OnTask(const TaskRecord& record, const WorkCost& cost) {
       record.kind == ClientTaskKind::kTrain) {
     m.work_seconds
         .Add({{"kind", kind}},
-             prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5,
-                                                     1, 2.5, 5, 10, 30, 60,
-                                                     300})
+             prometheus::Histogram::BucketBoundaries{
+                 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300})
         .Observe(cost.seconds);
   }
   if (record.kind == ClientTaskKind::kTrain && cost.peak_bytes > 0) {

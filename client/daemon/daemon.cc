@@ -127,10 +127,10 @@ absl::StatusOr<std::string> FetchRunConfig(const DaemonOptions& options,
         link.GetRunConfig(options.client_id, options.token);
     if (yaml.ok() || !IsTransient(yaml.status())) return yaml;
     if (absl::Now() - start > options.give_up) {
-      return absl::UnavailableError(absl::StrCat(
-          "the coordinator was unreachable for ",
-          absl::FormatDuration(options.give_up),
-          " (run config: ", yaml.status().message(), ")"));
+      return absl::UnavailableError(
+          absl::StrCat("the coordinator was unreachable for ",
+                       absl::FormatDuration(options.give_up),
+                       " (run config: ", yaml.status().message(), ")"));
     }
     if (!told) {
       log(absl::StrCat("run config: ", yaml.status().message(),
@@ -291,15 +291,16 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
             options.client_id, std::move(groups), options.secagg_rounding_seed);
       }
       sent = link.SendAdvert(task->round, secagg->Advertise(task->round));
-      if (sent.ok()) log(absl::StrFormat("round %d: keys advertised", task->round));
+      if (sent.ok())
+        log(absl::StrFormat("round %d: keys advertised", task->round));
     } else if (task->kind == ClientTaskKind::kShareKeys) {
       absl::StatusOr<std::vector<SecAggShare>> shares =
           secagg == nullptr ? absl::FailedPreconditionError(
                                   "malformed: a key-share task before keys "
                                   "were advertised")
                             : secagg->ShareKeys(*task->roster);
-      sent = shares.ok() ? link.SendShares(task->round, *shares)
-                         : shares.status();
+      sent =
+          shares.ok() ? link.SendShares(task->round, *shares) : shares.status();
       if (sent.ok()) {
         log(absl::StrFormat("round %d: key shares sent to %d peers",
                             task->round, shares->size()));
@@ -316,9 +317,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
         log(absl::StrFormat("round %d: unmask shares sent", task->round));
       }
     } else if (task->kind == ClientTaskKind::kScore) {
-      absl::StatusOr<std::vector<double>> scores =
-          work.Score(replica.weights, task->round, task->metric,
-                     task->score_from);
+      absl::StatusOr<std::vector<double>> scores = work.Score(
+          replica.weights, task->round, task->metric, task->score_from);
       if (!scores.ok()) {
         return work_failed("scoring", scores.status());
       }
@@ -328,11 +328,13 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                             task->metric, down));
       }
     } else {
-      absl::StatusOr<std::vector<LayerDelta>> update =
-          work.Train(replica.weights, task->round, task->layers,
-                     task->layer_participants);
+      absl::StatusOr<std::vector<LayerDelta>> update = work.Train(
+          replica.weights, task->round, task->layers, task->layer_participants);
       if (!update.ok()) {
         return work_failed("training", update.status());
+      }
+      if (options.delay_upload > absl::ZeroDuration()) {
+        SleepUnlessStopped(options.delay_upload, stop);
       }
       const absl::Duration left =
           std::max(absl::ZeroDuration(), task_deadline - absl::Now());

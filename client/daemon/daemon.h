@@ -47,9 +47,10 @@ class ClientWork {
   virtual int64_t num_samples() const = 0;
   // Per-layer importance scores of `metric`, model order, of the groups from
   // `score_from` upward (0 below; see ClientTask::score_from).
-  virtual absl::StatusOr<std::vector<double>> Score(
-      const ModelWeights& global, int64_t round, const std::string& metric,
-      int score_from) = 0;
+  virtual absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
+                                                    int64_t round,
+                                                    const std::string& metric,
+                                                    int score_from) = 0;
   // The deltas of the trained `layers`, model order; `layer_participants`
   // is the task's (see ClientTask).
   virtual absl::StatusOr<std::vector<LayerDelta>> Train(
@@ -150,7 +151,8 @@ class CoordinatorLink {
       int64_t round, int64_t num_samples, const std::vector<LayerDelta>& update,
       absl::Duration time_left, const WorkCost& cost) = 0;
   // Secure aggregation: the key steps, and the masked update (chunked).
-  virtual absl::Status SendAdvert(int64_t round, const SecAggAdvert& advert) = 0;
+  virtual absl::Status SendAdvert(int64_t round,
+                                  const SecAggAdvert& advert) = 0;
   virtual absl::Status SendShares(int64_t round,
                                   const std::vector<SecAggShare>& shares) = 0;
   virtual absl::Status SendUnmask(int64_t round,
@@ -193,6 +195,9 @@ struct DaemonOptions {
   // the daemon stops dead (no Leave, no further answer) and returns
   // Aborted; 0 = never.
   int64_t exit_after_upload_round = 0;
+  // Fault injection for tests and trials: wait this long after training,
+  // before each upload, as a slow device or link would; 0 = none.
+  absl::Duration delay_upload = absl::ZeroDuration();
   // Reconnect backoff: first delay, cap, and how long without any successful
   // call before giving up (Unavailable).
   absl::Duration backoff_initial = absl::Milliseconds(200);

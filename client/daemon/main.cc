@@ -100,6 +100,9 @@ ABSL_FLAG(std::string, http_token_file, "",
 ABSL_FLAG(int64_t, fault_exit_after_upload, 0,
           "fault injection (tests): stop dead, as if killed, right after the "
           "update of this round was accepted; 0 = never");
+ABSL_FLAG(int64_t, delay_upload_ms, 0,
+          "wait this long after training, before each upload, as a slow "
+          "device or link would (tests and trials); 0 = none");
 ABSL_FLAG(double, rpc_timeout_s, 30, "deadline of unary calls");
 ABSL_FLAG(double, transfer_timeout_s, 600, "deadline of a model download");
 ABSL_FLAG(int64_t, chunk_kb, 1024, "upload chunk payload, KiB");
@@ -131,7 +134,8 @@ int main(int argc, char** argv) {
                        !absl::GetFlag(FLAGS_ids).empty();
   if (hosting) {
     if (own_data || absl::GetFlag(FLAGS_partition) >= 0 ||
-        !absl::GetFlag(FLAGS_id).empty() || absl::GetFlag(FLAGS_print_profile) ||
+        !absl::GetFlag(FLAGS_id).empty() ||
+        absl::GetFlag(FLAGS_print_profile) ||
         (!absl::GetFlag(FLAGS_partitions).empty() &&
          !absl::GetFlag(FLAGS_ids).empty())) {
       return fail_flags(
@@ -169,8 +173,7 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_config).empty()) {
     absl::StatusOr<layerfl::RunConfig> config =
         layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
-    if (!config.ok())
-      return fail_flags(std::string(config.status().message()));
+    if (!config.ok()) return fail_flags(std::string(config.status().message()));
     options.local_config = *std::move(config);
     const std::string mode = absl::GetFlag(FLAGS_config_mode);
     if (mode == "check") {
@@ -200,8 +203,7 @@ int main(int argc, char** argv) {
   }
   options.dataset_dir = absl::GetFlag(FLAGS_dataset_dir);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
-  options.partition =
-      own_data || hosting ? 0 : absl::GetFlag(FLAGS_partition);
+  options.partition = own_data || hosting ? 0 : absl::GetFlag(FLAGS_partition);
   layerfl::DaemonOptions& d = options.daemon;
   d.client_id = absl::GetFlag(FLAGS_id);
   d.token = absl::GetFlag(FLAGS_token);
@@ -220,6 +222,7 @@ int main(int argc, char** argv) {
   d.backoff_max = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_max_ms));
   d.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
   d.exit_after_upload_round = absl::GetFlag(FLAGS_fault_exit_after_upload);
+  d.delay_upload = absl::Milliseconds(absl::GetFlag(FLAGS_delay_upload_ms));
   d.log = &std::cerr;
   options.link.target = absl::GetFlag(FLAGS_coordinator);
   if (absl::GetFlag(FLAGS_print_profile)) options.print_profile = &std::cout;
@@ -268,9 +271,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  absl::Status status = hosting
-                            ? layerfl::RunHostedClients(options, hosted, &g_stop)
-                            : layerfl::RunClient(options, &g_stop);
+  absl::Status status =
+      hosting ? layerfl::RunHostedClients(options, hosted, &g_stop)
+              : layerfl::RunClient(options, &g_stop);
   if (status.ok()) return 0;
   if (g_stop.load() && status.code() == absl::StatusCode::kCancelled) return 0;
   std::cerr << "layerfl-client: " << status.message() << "\n";
