@@ -23,9 +23,10 @@
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "proto/layerfl.grpc.pb.h"
 #include "proto/wire_convert.h"
-#include "server/service/held_spill.h"
+#include "server/service/held_uploads.h"
 #include "server/service/long_polls.h"
 #include "server/service/sessions.h"
+#include "server/service/snapshot.h"
 
 namespace layerfl {
 namespace {
@@ -109,78 +110,11 @@ class SerialExecutor {
   std::thread thread_;
 };
 
-// One layer of the global model as FetchLayers sends it: the serialized
-// FetchReply{chunk} messages, encoded and checksummed once per layer version
-// and shared by every client's download.
-struct EncodedLayer {
-  std::string layer;
-  int64_t version = 0;
-  int64_t numel = 0;
-  int64_t payload_bytes = 0;
-  std::vector<std::string> messages;
-};
-
-// The committed global model as clients download it.
-struct Snapshot {
-  int64_t committed_round = 0;
-  std::vector<std::shared_ptr<const EncodedLayer>> layers;  // model order
-};
-
-// Encodes `global`'s layers, reusing those of `previous` whose version did not
-// change.
-std::vector<std::shared_ptr<const EncodedLayer>> EncodeSnapshot(
-    const ModelWeights& global, const Snapshot* previous, Encoding encoding,
-    int64_t chunk_bytes) {
-  std::vector<std::shared_ptr<const EncodedLayer>> out;
-  for (size_t l = 0; l < global.layers.size(); ++l) {
-    const LayerWeights& layer = global.layers[l];
-    if (previous != nullptr && l < previous->layers.size() &&
-        previous->layers[l]->layer == layer.group &&
-        previous->layers[l]->version == layer.version) {
-      out.push_back(previous->layers[l]);
-      continue;
-    }
-    auto encoded = std::make_shared<EncodedLayer>();
-    encoded->layer = layer.group;
-    encoded->version = layer.version;
-    encoded->numel = layer.numel();
-    LayerStreamEncoder encoder({SourceOf(layer)}, encoding, chunk_bytes,
-                               /*with_specs=*/true);
-    encoded->payload_bytes = encoder.payload_bytes();
-    ChunkFrame frame;
-    wire::FetchReply reply;
-    while (encoder.Next(&frame)) {
-      ToProto(std::move(frame), reply.mutable_chunk());
-      encoded->messages.push_back(reply.SerializeAsString());
-    }
-    out.push_back(std::move(encoded));
-  }
-  return out;
-}
-
 struct Poll {
   std::string id;
   grpc::CallbackServerContext* context;
   grpc::ServerUnaryReactor* reactor;
   wire::TaskReply* reply;
-};
-
-// A decoded update waiting for the engine thread.
-struct HeldUpload {
-  std::string id;
-  int64_t round = 0;
-  int64_t num_samples = 0;
-  std::vector<LayerDelta> update;
-  ClientUsage usage;  // what the client says training took
-  TransferRecord record;
-  std::function<void(const absl::Status&)> done;  // finishes the RPC
-  // Ordered aggregation: value bytes held in memory while waiting (0 when
-  // spilled), and the file holding the values when spilled.
-  int64_t held_bytes = 0;
-  std::string spill_path;
-  // Set by the reactor's OnCancel: a client that cancelled (or died) before
-  // its update reached the engine contributes nothing.
-  std::shared_ptr<std::atomic<bool>> cancelled;
 };
 
 // FetchLayers is a raw method: it writes the snapshot's pre-serialized
@@ -192,7 +126,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                                     public CallbackBase {
  public:
   CoordinatorServerImpl(const ServiceOptions& options, ServiceDeps deps)
-      : options_(options), deps_(std::move(deps)) {
+      : options_(options),
+        deps_(std::move(deps)),
+        held_(options.max_held_bytes, options.spill_dir,
+              [this](const std::string& line) { Log(line); }) {
     const ModelWeights global = deps_.engine->global();
     layouts_ = LayoutsOf(global);
     for (const LayerLayout& l : layouts_) layer_names_.push_back(l.layer);
@@ -251,8 +188,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     auto it = options_.client_tokens.find(id);
     static const std::string kNoSuchClient(64, '\0');
     const bool known = it != options_.client_tokens.end();
-    const bool equal =
-        SecretsEqual(token, known ? it->second : kNoSuchClient);
+    const bool equal = SecretsEqual(token, known ? it->second : kNoSuchClient);
     return known && equal;
   }
 
@@ -275,9 +211,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     s.downloads.assign(downloads_.begin(), downloads_.end());
     s.uploads.assign(uploads_.begin(), uploads_.end());
     s.refused = refused_;
-    s.spilled = spilled_;
-    s.held_bytes = held_bytes_now_;
-    s.peak_held_bytes = peak_held_bytes_;
+    const HeldUploads::Stats held = held_.stats();
+    s.spilled = held.spilled;
+    s.held_bytes = held.held_bytes;
+    s.peak_held_bytes = held.peak_held_bytes;
     s.down_wire_bytes = down_wire_bytes_;
     s.down_payload_bytes = down_payload_bytes_;
     s.up_wire_bytes = up_wire_bytes_;
@@ -326,10 +263,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   // --- RPCs (reactor threads) ---
 
-  grpc::ServerUnaryReactor* GetRunConfig(
-      grpc::CallbackServerContext* context,
-      const wire::RunConfigRequest* request,
-      wire::RunConfigReply* reply) override {
+  grpc::ServerUnaryReactor* GetRunConfig(grpc::CallbackServerContext* context,
+                                         const wire::RunConfigRequest* request,
+                                         wire::RunConfigReply* reply) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (!TokenMatches(request->client_id(), request->token())) {
       return Refuse(reactor, "run_config", request->client_id(),
@@ -517,7 +453,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         st = deps_.engine->SubmitShares(id, round, shares);
       } else if (request->has_unmask()) {
         what = "unmask response";
-        st = deps_.engine->SubmitUnmask(id, round, FromProto(request->unmask()));
+        st =
+            deps_.engine->SubmitUnmask(id, round, FromProto(request->unmask()));
       } else {
         st = BadRequest("a secure-aggregation step without a step");
       }
@@ -597,7 +534,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         return;
       }
       (void)deps_.engine->ReportUsage(input.id, input.round, usage);
-      absl::Status st = deps_.engine->SubmitMasked(input.id, input.round, input);
+      absl::Status st =
+          deps_.engine->SubmitMasked(input.id, input.round, input);
       if (!st.ok()) {
         CountRefusal("upload", input.id, st);
       } else {
@@ -621,7 +559,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         AfterOp();
         return;
       }
-      if (held_.count(upload->id)) {
+      if (held_.contains(upload->id)) {
         FinishUpload(
             *upload,
             Rejection(RejectReason::kDuplicate,
@@ -634,7 +572,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         AfterOp();
         return;
       }
-      Hold(upload);
+      held_.Hold(upload);
       AfterOp();
     });
   }
@@ -718,66 +656,6 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     FinishUpload(u, s);
   }
 
-  // Keeps `u` until its turn: in memory while the held updates stay within
-  // max_held_bytes, else in a file under spill_dir (in memory if that fails).
-  void Hold(std::shared_ptr<HeldUpload> u) {
-    const int64_t bytes = UpdateValueBytes(u->update);
-    if (!options_.spill_dir.empty() &&
-        held_bytes_ + bytes > options_.max_held_bytes) {
-      const std::string path =
-          absl::StrCat(options_.spill_dir, "/held-", ++spill_seq_, ".bin");
-      absl::Status s = SpillValues(u->update, path);
-      if (s.ok()) {
-        u->spill_path = path;
-        Log(absl::StrFormat(
-            "round %d: the update of %s waits for its turn on disk "
-            "(%d bytes already wait in memory)",
-            u->round, u->id, held_bytes_));
-        absl::MutexLock lock(&stats_mu_);
-        ++spilled_;
-      } else {
-        Log(absl::StrCat("cannot spill the update of ", u->id,
-                         " (kept in memory): ", s.message()));
-      }
-    }
-    if (u->spill_path.empty()) {
-      u->held_bytes = bytes;
-      held_bytes_ += bytes;
-      absl::MutexLock lock(&stats_mu_);
-      held_bytes_now_ = held_bytes_;
-      peak_held_bytes_ = std::max(peak_held_bytes_, held_bytes_);
-    }
-    held_[u->id] = std::move(u);
-  }
-
-  // Removes the first held update from held_.
-  std::shared_ptr<HeldUpload> PopFirstHeld() {
-    std::shared_ptr<HeldUpload> u = held_.begin()->second;
-    held_.erase(held_.begin());
-    held_bytes_ -= u->held_bytes;
-    u->held_bytes = 0;
-    {
-      absl::MutexLock lock(&stats_mu_);
-      held_bytes_now_ = held_bytes_;
-    }
-    return u;
-  }
-
-  // Brings a spilled update's values back into memory (and removes its
-  // file); an update that cannot be read back is refused here (false).
-  bool Restore(HeldUpload& u) {
-    if (u.spill_path.empty()) return true;
-    absl::Status s = RestoreValues(u.update, u.spill_path);
-    u.spill_path.clear();
-    if (s.ok()) return true;
-    FinishUpload(u,
-                 absl::InternalError(absl::StrCat(
-                     "spill_lost: the update waited on disk and could not be "
-                     "read back (",
-                     s.message(), "); send it again")));
-    return false;
-  }
-
   // Whether a lower-id client still owes an update for the held one's round.
   bool Blocked(const HeldUpload& u) {
     for (const std::string& other : ever_joined_) {
@@ -789,23 +667,16 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   void Drain() {
-    while (!held_.empty()) {
-      if (Blocked(*held_.begin()->second)) return;
-      std::shared_ptr<HeldUpload> u = PopFirstHeld();
-      if (Restore(*u)) SubmitNow(*u);
-    }
+    held_.Drain(
+        [this](const HeldUpload& u) { return Blocked(u); },
+        [this](HeldUpload& u) { SubmitNow(u); },
+        [this](HeldUpload& u, const absl::Status& s) { FinishUpload(u, s); });
   }
 
   void FlushHeld(const absl::Status& instead = absl::OkStatus()) {
-    while (!held_.empty()) {
-      std::shared_ptr<HeldUpload> u = PopFirstHeld();
-      if (!instead.ok()) {
-        if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
-        FinishUpload(*u, instead);
-      } else if (Restore(*u)) {
-        SubmitNow(*u);
-      }
-    }
+    held_.Flush(
+        instead, [this](HeldUpload& u) { SubmitNow(u); },
+        [this](HeldUpload& u, const absl::Status& s) { FinishUpload(u, s); });
   }
 
   // After a commit: re-encode the layers that changed (once, here on the
@@ -835,8 +706,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       int contributed = 0;
       for (const ClientRoundRecord& c : r.clients) contributed += c.contributed;
       if (r.private_round) {
-        eval += absl::StrFormat(", epsilon %.4g (delta %g)", r.epsilon,
-                                r.delta);
+        eval +=
+            absl::StrFormat(", epsilon %.4g (delta %g)", r.epsilon, r.delta);
       }
       Log(absl::StrFormat(
           "round %d committed (attempt %d): %d of %d clients, changed [%s]%s, "
@@ -994,7 +865,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     } else {
       // Held updates count as answered: add them before the deadline drops
       // their senders. Before the deadline Tick would do nothing anyway.
-      const Task t = deps_.engine->TaskFor(held_.begin()->first);
+      const Task t = deps_.engine->TaskFor(held_.first_id());
       if (t.kind != TaskKind::kTrain || deps_.clock->Now() >= t.deadline) {
         FlushHeld();
         s = deps_.engine->Tick();
@@ -1074,9 +945,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   // Engine thread only.
   std::set<std::string> ever_joined_;
-  std::map<std::string, std::shared_ptr<HeldUpload>> held_;
-  int64_t held_bytes_ = 0;  // value bytes of held_ in memory
-  int64_t spill_seq_ = 0;
+  HeldUploads held_;
   bool started_any_ = false;
   std::string last_start_refusal_;
   // Clients that left with a reason, by its kind ("work_failed", ...).
@@ -1087,9 +956,6 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   std::deque<TransferRecord> downloads_ ABSL_GUARDED_BY(stats_mu_);
   std::deque<TransferRecord> uploads_ ABSL_GUARDED_BY(stats_mu_);
   std::map<std::string, int64_t> refused_ ABSL_GUARDED_BY(stats_mu_);
-  int64_t spilled_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  int64_t peak_held_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  int64_t held_bytes_now_ ABSL_GUARDED_BY(stats_mu_) = 0;
   int64_t down_wire_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
   int64_t down_payload_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
   int64_t up_wire_bytes_ ABSL_GUARDED_BY(stats_mu_) = 0;
@@ -1400,7 +1266,8 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
     if (sum > total) return BadRequest("a masked upload larger than the model");
     sizes_.assign(h.layer_sizes().begin(), h.layer_sizes().end());
     input_.layers.resize(sizes_.size());
-    for (size_t i = 0; i < sizes_.size(); ++i) input_.layers[i].reserve(sizes_[i]);
+    for (size_t i = 0; i < sizes_.size(); ++i)
+      input_.layers[i].reserve(sizes_[i]);
     if (h.train_s() > 0) usage_.train_s = h.train_s();
     if (h.peak_bytes() > 0) usage_.peak_bytes = h.peak_bytes();
     started_ = true;

@@ -1,0 +1,191 @@
+// The service's parts that are not the gRPC adapter: ordered aggregation's
+// held uploads (memory, spill files, order, failures) and the encoded
+// download snapshot (shared layers across commits, chunks carrying the
+// values).
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "proto/layerfl.pb.h"
+#include "server/service/held_uploads.h"
+#include "server/service/snapshot.h"
+
+namespace layerfl {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::shared_ptr<HeldUpload> Upload(const std::string& id,
+                                   std::vector<float> values) {
+  auto u = std::make_shared<HeldUpload>();
+  u->id = id;
+  u->round = 4;
+  const int64_t n = static_cast<int64_t>(values.size());
+  u->update.push_back({"a", {{"a.w", {n}, std::move(values)}}});
+  return u;
+}
+
+class HeldUploadsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ =
+        (std::filesystem::path(::testing::TempDir()) / "held-uploads").string();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  // Handlers that record what was handed out.
+  HeldUploads::Submit Submitted() {
+    return [this](HeldUpload& u) {
+      submitted_.push_back(u.id);
+      values_.push_back(u.update[0].tensors[0].values);
+    };
+  }
+  HeldUploads::Fail Failed() {
+    return [this](HeldUpload& u, const absl::Status& s) {
+      failed_.push_back(absl::StrCat(u.id, ": ", s.message()));
+    };
+  }
+  int Files() const {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      (void)e;
+      ++n;
+    }
+    return n;
+  }
+
+  std::string dir_;
+  std::vector<std::string> submitted_, failed_;
+  std::vector<std::vector<float>> values_;
+};
+
+TEST_F(HeldUploadsTest, HandedOutInIdOrderUpToTheFirstBlocked) {
+  HeldUploads held(1 << 20, "", nullptr);
+  held.Hold(Upload("c3", {3}));
+  held.Hold(Upload("c1", {1}));
+  held.Hold(Upload("c2", {2}));
+  EXPECT_EQ(held.first_id(), "c1");
+  EXPECT_TRUE(held.contains("c2"));
+  EXPECT_EQ(held.stats().held_bytes, 12);
+  // c2 must wait, so c3 (not blocked itself) waits behind it.
+  held.Drain([](const HeldUpload& u) { return u.id == "c2"; }, Submitted(),
+             Failed());
+  EXPECT_THAT(submitted_, ElementsAre("c1"));
+  EXPECT_EQ(held.stats().held_bytes, 8);
+  held.Drain([](const HeldUpload&) { return false; }, Submitted(), Failed());
+  EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3"));
+  EXPECT_TRUE(held.empty());
+  EXPECT_EQ(held.stats().held_bytes, 0);
+  EXPECT_EQ(held.stats().peak_held_bytes, 12);
+  EXPECT_THAT(failed_, ::testing::IsEmpty());
+}
+
+TEST_F(HeldUploadsTest, BeyondTheLimitTheValuesWaitOnDiskAndComeBackExact) {
+  std::vector<std::string> log;
+  HeldUploads held(8, dir_, [&log](const std::string& l) { log.push_back(l); });
+  held.Hold(Upload("c1", {1.5f, -2.25f}));  // 8 bytes: within the limit
+  held.Hold(Upload("c2", {0.1f, 1e-30f}));  // 8 more: to disk
+  EXPECT_EQ(held.stats().held_bytes, 8);
+  EXPECT_EQ(held.stats().spilled, 1);
+  EXPECT_EQ(Files(), 1);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_THAT(log[0], HasSubstr("round 4: the update of c2 waits for its "
+                                "turn on disk (8 bytes already wait"));
+  held.Drain([](const HeldUpload&) { return false; }, Submitted(), Failed());
+  EXPECT_THAT(submitted_, ElementsAre("c1", "c2"));
+  EXPECT_THAT(values_[1], ElementsAre(0.1f, 1e-30f));  // bit for bit
+  EXPECT_EQ(Files(), 0);
+}
+
+TEST_F(HeldUploadsTest, ASpillFileThatCannotBeReadBackIsRefusedSpillLost) {
+  HeldUploads held(0, dir_, nullptr);
+  held.Hold(Upload("c1", {1, 2}));
+  ASSERT_EQ(Files(), 1);
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    std::ofstream(e.path(), std::ios::trunc) << "garbage";
+  }
+  held.Flush(absl::OkStatus(), Submitted(), Failed());
+  EXPECT_THAT(submitted_, ::testing::IsEmpty());
+  ASSERT_EQ(failed_.size(), 1u);
+  EXPECT_THAT(failed_[0], HasSubstr("c1: spill_lost: the update waited on "
+                                    "disk and could not be read back"));
+}
+
+TEST_F(HeldUploadsTest, FlushWithAnErrorRefusesEverythingAndRemovesFiles) {
+  HeldUploads held(4, dir_, nullptr);
+  held.Hold(Upload("c1", {1}));
+  held.Hold(Upload("c2", {2}));  // on disk
+  ASSERT_EQ(Files(), 1);
+  held.Flush(absl::UnavailableError("shutting_down: bye"), Submitted(),
+             Failed());
+  EXPECT_THAT(submitted_, ::testing::IsEmpty());
+  EXPECT_THAT(failed_,
+              ElementsAre("c1: shutting_down: bye", "c2: shutting_down: bye"));
+  EXPECT_EQ(Files(), 0);
+  EXPECT_TRUE(held.empty());
+}
+
+ModelWeights Model() {
+  ModelWeights w;
+  w.layers.push_back({"a", 3, {{"a.w", {3}, {1.0f, 2.0f, 3.0f}}}});
+  w.layers.push_back({"b", 1, {{"b.w", {1}, {-4.5f}}}});
+  return w;
+}
+
+// The payload of one layer's messages, reassembled from their chunks.
+std::string Payload(const EncodedLayer& layer) {
+  std::string bytes;
+  for (const std::string& m : layer.messages) {
+    wire::v1::FetchReply reply;
+    EXPECT_TRUE(reply.ParseFromString(m));
+    EXPECT_EQ(reply.chunk().offset(), bytes.size());
+    bytes += reply.chunk().data();
+  }
+  return bytes;
+}
+
+TEST(Snapshot, ChunksCarryTheValuesAndUnchangedLayersAreShared) {
+  const ModelWeights w = Model();
+  Snapshot first;
+  first.layers = EncodeSnapshot(w, nullptr, Encoding::kFloat32, 8);
+  ASSERT_EQ(first.layers.size(), 2u);
+  EXPECT_EQ(first.layers[0]->layer, "a");
+  EXPECT_EQ(first.layers[0]->version, 3);
+  EXPECT_EQ(first.layers[0]->payload_bytes, 12);
+  EXPECT_EQ(first.layers[0]->messages.size(), 2u);  // 8 + 4 bytes
+  wire::v1::FetchReply head;
+  ASSERT_TRUE(head.ParseFromString(first.layers[0]->messages[0]));
+  EXPECT_EQ(head.chunk().header().layer(), "a");
+  EXPECT_EQ(head.chunk().header().version(), 3);
+  const std::string a = Payload(*first.layers[0]);
+  ASSERT_EQ(a.size(), 12u);
+  float values[3];
+  std::memcpy(values, a.data(), 12);
+  EXPECT_THAT(values, ElementsAre(1.0f, 2.0f, 3.0f));
+
+  ModelWeights next = w;
+  next.layers[1].tensors[0].values[0] = 7.0f;
+  next.layers[1].version = 2;
+  const auto again = EncodeSnapshot(next, &first, Encoding::kFloat32, 8);
+  EXPECT_EQ(again[0], first.layers[0]);  // the same encoded layer, not a copy
+  EXPECT_NE(again[1], first.layers[1]);
+  EXPECT_EQ(again[1]->version, 2);
+  const std::string b = Payload(*again[1]);
+  float v;
+  ASSERT_EQ(b.size(), 4u);
+  std::memcpy(&v, b.data(), 4);
+  EXPECT_EQ(v, 7.0f);
+  // float16 halves the payload.
+  EXPECT_EQ(EncodeSnapshot(w, nullptr, Encoding::kFloat16, 8)[0]->payload_bytes,
+            6);
+}
+
+}  // namespace
+}  // namespace layerfl
