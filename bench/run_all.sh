@@ -17,3 +17,5 @@ bash bench/budget/run.sh "$BUILD"
 bash bench/scale/run.sh "$BUILD"
 # sim.parallel_clients 1 vs 2 vs threads 2.
 bash bench/sim_parallel/run.sh "$BUILD"
+# Time to accuracy: synchronous vs asynchronous (FedBuff) rounds, devices 10x apart.
+bash bench/async/run.sh "$BUILD"

@@ -13,11 +13,13 @@ CLIENTS = 20  # configs/demo.yaml's data.num_clients
 
 
 def ms(v):
-    v = [x for x in v if x is not None]
-    if not v:
-        return "      -      "
-    s = statistics.stdev(v) if len(v) > 1 else 0.0
-    return f"{statistics.mean(v):6.1f} ± {s:4.1f}"
+    """mean ± std of the runs that got there, and how many did when not all."""
+    got = [x for x in v if x is not None]
+    if not got:
+        return f"never (0/{len(v)})"
+    s = statistics.stdev(got) if len(got) > 1 else 0.0
+    out = f"{statistics.mean(got):6.1f} ± {s:4.1f}"
+    return out if len(got) == len(v) else f"{out} ({len(got)}/{len(v)})"
 
 
 def pct(v):
@@ -35,7 +37,7 @@ for path in sorted(glob.glob(os.path.join(out, "*", "metrics.jsonl"))):
 print(f"# bash bench/async/run.sh {build}   (simulated clock: devices.train_s 1 s,"
       " score_s 0.5 s, speeds 0.1-1.0; 200 client updates per run; 3 seeds)")
 print()
-hdr = "mode         strategy    " + "".join(f"t(acc>={t:.2f}) s   " for t in TARGETS)
+hdr = "mode         strategy    " + "".join(f"t(acc>={t:.2f}) s        " for t in TARGETS)
 print(hdr + " updates took s    final %        last-5 %       busiest-quarter share %")
 order = ["sync", "async-poly", "async-const"]
 summary = {}
@@ -66,16 +68,18 @@ for strategy in ["strategic", "top"]:
                         counts[c["id"]] = counts.get(c["id"], 0) + 1
             top = sorted(counts.values(), reverse=True)[: CLIENTS // 4]
             busiest.append(sum(top) / sum(counts.values()))
-        print(f"{mode:12} {strategy:11} " + "".join(f"{ms(reach[t]):17} " for t in TARGETS)
+        print(f"{mode:12} {strategy:11} " + "".join(f"{ms(reach[t]):22} " for t in TARGETS)
               + f"{ms(took):17} {pct(final):14} {pct(last5):14} {pct(busiest)}")
         for T in TIMES:
             vals = [v for v in at[T] if v is not None]
             summary.setdefault(("at", strategy, T), {})[mode] = (pct(vals) if vals else "-", len(vals))
 print()
-print("accuracy (%) at a simulated time (the last evaluation committed by then; runs that had one):")
+print("accuracy % at a simulated time (the last evaluation committed by then)")
+print("strategy    mode         " + "".join(f"t = {T:3d} s        " for T in TIMES))
 for strategy in ["strategic", "top"]:
-    line = f"  {strategy:10}"
-    for T in TIMES:
-        cells = summary.get(("at", strategy, T), {})
-        line += f"  t={T:3d}s: " + ", ".join(f"{m} {cells[m][0]} ({cells[m][1]})" for m in order if m in cells) + ";"
-    print(line)
+    for mode in order:
+        line = f"{strategy:11} {mode:12} "
+        for T in TIMES:
+            cell = summary.get(("at", strategy, T), {}).get(mode)
+            line += f"{cell[0] if cell else '-':18} "
+        print(line)
