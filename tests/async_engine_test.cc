@@ -401,6 +401,46 @@ TEST(AsyncEngineResume, CrashAfterAnyStepResumesBitIdentical) {
   EXPECT_GT(mid_buffer, 10);
 }
 
+TEST(AsyncEngineResume, NeitherEngineContinuesTheOthersCheckpoints) {
+  const std::string dir =
+      (std::filesystem::path(::testing::TempDir()) / "async-switch").string();
+  RunScript(dir, 0);  // an asynchronous run's checkpoints
+  FakeClock clock;
+  FakeSelector selector;
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok());
+  RoundEngine::Deps deps{&clock, &selector, nullptr, store->get()};
+  RoundEngineOptions sync = Async(3, 2, 1);
+  sync.async.enabled = false;
+  sync.rounds = 9;
+  auto e = RoundEngine::Create(sync, TwoLayers(), deps);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(e.status().message(),
+              HasSubstr("was written by an asynchronous run (federated.mode: "
+                        "async); a synchronous run cannot continue it"));
+
+  // A synchronous run's checkpoint, then an asynchronous engine on it.
+  const std::string sync_dir =
+      (std::filesystem::path(::testing::TempDir()) / "sync-switch").string();
+  std::filesystem::remove_all(sync_dir);
+  auto sync_store = CheckpointStore::Open(sync_dir, 2);
+  ASSERT_TRUE(sync_store.ok());
+  deps.store = sync_store->get();
+  auto s = RoundEngine::Create(sync, TwoLayers(), deps);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->Join({"c1", 1, 2.0}).ok());
+  ASSERT_TRUE((*s)->StartRound().ok());
+  ASSERT_TRUE((*s)->SubmitUpdate("c1", 1, 1, {Delta("a", {1, 1})}).ok());
+  ASSERT_EQ((*s)->committed_round(), 1);
+  RoundEngineOptions async = Async(3, 2, 1);
+  auto a = RoundEngine::Create(async, TwoLayers(), deps);
+  ASSERT_FALSE(a.ok());
+  EXPECT_THAT(a.status().message(),
+              HasSubstr("the checkpoint of round 1 was written by a "
+                        "synchronous run; federated.mode: async cannot "
+                        "continue it"));
+}
+
 TEST(AsyncEngineResume, ADamagedJournalIsRefusedNamingIt) {
   const std::string dir =
       (std::filesystem::path(::testing::TempDir()) / "async-damaged").string();

@@ -10,7 +10,9 @@
 #           metrics.jsonl (score, train: waiting for the clients; aggregate,
 #           eval, checkpoint: the coordinator's own work after the last
 #           upload), the selection's time (largest) and gap, for the small
-#           test model and a ~1M-parameter ViT.
+#           test model and a ~1M-parameter ViT; the time from the last
+#           upload to the commit against what aggregation_bench folds the
+#           same bytes in, measured in the same run.
 # Writes bench/results/scale.txt.
 #   bash bench/scale/run.sh [build] [quick]
 set -euo pipefail
@@ -51,8 +53,8 @@ rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 cpu() { awk '{print ($14 + $15) / 100}' /proc/$1/stat; }
 joins() { grep -c "coordinator: join " "$tmp/coord.log" || true; }
 
-idle() {  # N ARENAS
-  local n=$1 arenas=$2 ramp
+idle() {  # N ARENAS [own]: own = every client on its own TCP connection
+  local n=$1 arenas=$2 conns=${3:-shared} ramp
   ramp=$(( n / 500 ))
   config "$n" 10 1 $((n + 1)) 100000 small
   start_coordinator "$arenas"
@@ -60,15 +62,17 @@ idle() {  # N ARENAS
   before=$(rss $CPID)
   t0=$(date +%s.%N)
   "$BUILD/bin/layerfl-loadgen" --coordinator 127.0.0.1:$PORT --clients "$n" --poll_ms 5000 \
-    --ramp_s "$ramp" --give_up_s 600 > "$tmp/lg.log" 2>&1 &
+    --ramp_s "$ramp" --give_up_s 600 --own_connections=$([ "$conns" = own ] && echo true || echo false) \
+    > "$tmp/lg.log" 2>&1 &
   local LP=$!
   while [ "$(joins)" -lt "$n" ]; do sleep 0.2; done
   t1=$(date +%s.%N)
   sleep 3
   after=$(rss $CPID)
-  printf "%-8s %7s %12s %12s %12s %10.1f %10s\n" "$n" "$([ "$arenas" = 1 ] && echo 1 || echo default)" \
-    "$before" "$after" "$(( (after - before) * 1024 / n ))" "$(awk "BEGIN {print $t1 - $t0}")" "$ramp"
-  kill $LP $CP 2>/dev/null || true
+  printf "%-8s %7s %7s %12s %12s %12s %10.1f %10s\n" "$n" "$([ "$arenas" = 1 ] && echo 1 || echo default)" \
+    "$conns" "$before" "$after" "$(( (after - before) * 1024 / n ))" "$(awk "BEGIN {print $t1 - $t0}")" "$ramp"
+  # The coordinator itself ($CPID), not only /usr/bin/time above it.
+  kill $LP $CPID $CP 2>/dev/null || true
   wait $LP $CP 2>/dev/null || true
 }
 
@@ -83,9 +87,9 @@ rounds() {  # N M MODEL
   wait $CP
   local total
   total=$(awk '{print $1 + $2}' "$tmp/cpu")
-  /usr/bin/python3 - "$tmp/run/metrics.jsonl" "$n" "$m" "$model" "$cpu0" "$total" "$(cat "$tmp/lg.log")" <<'PY'
+  /usr/bin/python3 - "$tmp/run/metrics.jsonl" "$n" "$m" "$model" "$cpu0" "$total" "$(cat "$tmp/lg.log")" "$FOLD_GBPS" <<'PY'
 import json, sys
-path, n, m, model, cpu0, total, summary = sys.argv[1:]
+path, n, m, model, cpu0, total, summary, fold = sys.argv[1:]
 recs = [json.loads(l) for l in open(path)]
 def mean(key):
     return sum(r["timing_ms"].get(key, 0) for r in recs) / len(recs)
@@ -94,9 +98,14 @@ mb = sum(r["wire_bytes_up"] for r in recs) / len(recs) / 1e6
 solve_max = max(r["timing_ms"].get("solve", 0) for r in recs)
 gap_max = max(r["selection"]["gap"] or 0 for r in recs)
 status = "/".join(sorted({r["selection"]["status"] for r in recs}))
+# What aggregation_bench folds the same float32 bytes in (its vit-11M rate,
+# measured in this run), and the coordinator's time after the last upload
+# over it.
+agg = sum(r["bytes_up"] for r in recs) / len(recs) / (float(fold) * 1e9) * 1e3
 print(f"{n:>7} {m:>6} {model:>6} {len(recs):>3} {(float(total) - float(cpu0)) / len(recs):>10.2f} "
       f"{mean('score'):>9.0f} {mean('train'):>9.0f} {mean('aggregate'):>9.1f} {mean('eval'):>7.1f} "
-      f"{mean('checkpoint'):>7.1f} {after:>9.1f} {mb:>9.1f} {solve_max:>10.1f} {gap_max:>8.4f} {status}")
+      f"{mean('checkpoint'):>7.1f} {after:>9.1f} {mb:>9.1f} {agg:>7.1f} {after / agg:>9.2f} "
+      f"{solve_max:>10.1f} {gap_max:>8.4f} {status}")
 print("   " + summary.strip().splitlines()[-1], file=sys.stderr)
 PY
 }
@@ -104,19 +113,28 @@ PY
 {
   echo "# bash bench/scale/run.sh $BUILD $QUICK  ($(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
-  echo "## idle connected clients (each holds a session, heartbeats every 5 s, a 5 s long poll)"
-  printf "%-8s %7s %12s %12s %12s %10s %10s\n" clients arenas rss0_kb rss_kb bytes/client join_s ramp_s
+  echo "## idle connected clients (each holds a session, heartbeats every 5 s, a 5 s long poll;"
+  echo "## conns: shared = gRPC multiplexes the load generator's clients over one TCP connection,"
+  echo "## own = one connection per client, as separate devices)"
+  printf "%-8s %7s %7s %12s %12s %12s %10s %10s\n" clients arenas conns rss0_kb rss_kb bytes/client join_s ramp_s
   sizes="100 1000 10000"
   [ -n "$QUICK" ] && sizes="100 1000"
   for n in $sizes; do
     idle "$n" 1
     idle "$n" 0
+    # One connection per client: 10,000 of them do not finish joining on
+    # these 2 cores (the load generator's 10,000 channels), so 3,000.
+    if [ "$n" -le 1000 ]; then idle "$n" 1 own; fi
   done
+  [ -z "$QUICK" ] && idle 3000 1 own
   echo
-  echo "## rounds (3 rounds; coordinator CPU s per round; phase means in ms; after = aggregate + eval + checkpoint)"
-  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s %10s %8s %s\n" clients per_rd model rds cpu_s/rd \
-    score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd solve_max_ms gap_max status
-  runs="100:10:small 1000:100:small 1000:1000:small 10000:1000:small 1000:100:1m"
+  FOLD_GBPS=$("$BUILD/bin/aggregation_bench" --quick | awk '/^vit-11M/ {print $5}')
+  echo "## rounds (3 rounds; coordinator CPU s per round; phase means in ms; after = aggregate + eval + checkpoint,"
+  echo "## the time from the last upload to the commit; agg_ms = what aggregation_bench --quick folds the round's"
+  echo "## float32 update bytes in, at its vit-11M rate measured in this run: $FOLD_GBPS GB/s)"
+  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s %7s %9s %10s %8s %s\n" clients per_rd model rds cpu_s/rd \
+    score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd agg_ms after/agg solve_max_ms gap_max status
+  runs="100:10:small 1000:100:small 1000:1000:small 10000:1000:small 1000:100:1m 1000:1000:1m"
   [ -n "$QUICK" ] && runs="100:10:small 1000:100:small"
   for r in $runs; do
     IFS=: read -r n m model <<< "$r"

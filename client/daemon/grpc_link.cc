@@ -34,6 +34,9 @@ class GrpcLink : public CoordinatorLink {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 static_cast<int>(
                     absl::ToInt64Milliseconds(options.reconnect_backoff_max)));
+    if (options.own_connection) {
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    }
     std::shared_ptr<grpc::ChannelCredentials> credentials =
         grpc::InsecureChannelCredentials();
     if (options.tls.enabled) {

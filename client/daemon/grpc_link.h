@@ -44,6 +44,9 @@ struct GrpcLinkOptions {
   absl::Duration reconnect_backoff_max = absl::Seconds(5);
   // Default: no TLS.
   ClientTls tls;
+  // Its own TCP connection even when another channel in the process has the
+  // same target and arguments (gRPC shares one by default). Default false.
+  bool own_connection = false;
 };
 
 std::unique_ptr<CoordinatorLink> CreateGrpcLink(const GrpcLinkOptions& options);

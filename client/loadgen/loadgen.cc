@@ -190,6 +190,7 @@ absl::StatusOr<LoadGenReport> RunLoadGen(const LoadGenOptions& options) {
       } else {
         GrpcLinkOptions link_options;
         link_options.target = options.target;
+        link_options.own_connection = options.own_connections;
         link = CreateGrpcLink(link_options);
       }
       Counter counter;

@@ -75,6 +75,9 @@ struct LoadGenOptions {
   absl::Duration ramp = absl::ZeroDuration();
   // How long a client keeps retrying an unreachable coordinator.
   absl::Duration give_up = absl::Seconds(120);
+  // Each client on its own TCP connection, as separate devices would be
+  // (false: gRPC multiplexes identical channels over one connection).
+  bool own_connections = false;
   // Builds one client's link; null = a gRPC link to `target`.
   std::function<std::unique_ptr<CoordinatorLink>()> make_link;
 

@@ -30,6 +30,9 @@ ABSL_FLAG(double, ramp_s, 0,
           "start the clients evenly spread over this many seconds");
 ABSL_FLAG(double, give_up_s, 120,
           "seconds a client retries an unreachable coordinator");
+ABSL_FLAG(bool, own_connections, false,
+          "each client on its own TCP connection, as separate devices "
+          "(default: gRPC multiplexes them over one)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
   o.seed = absl::GetFlag(FLAGS_seed);
   o.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
   o.ramp = absl::Seconds(absl::GetFlag(FLAGS_ramp_s));
+  o.own_connections = absl::GetFlag(FLAGS_own_connections);
   if (const std::string file = absl::GetFlag(FLAGS_token_file); !file.empty()) {
     absl::StatusOr<std::string> token =
         layerfl::ReadFlagFileLine("token_file", file);

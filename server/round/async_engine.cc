@@ -250,7 +250,12 @@ class AsyncRoundEngine : public RoundEngine {
       committed_ = ckpt->round;
       resumed_ = true;
       const JournalContents state = ParseJournal(ckpt->engine_state);
-      if (state.dropped_tail_bytes != 0) return Corrupt("torn records");
+      if (!IsAsyncEngineState(ckpt->engine_state)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the checkpoint of round ", ckpt->round,
+            " was written by a synchronous run; federated.mode: async cannot "
+            "continue it (start in a fresh federated.run_dir)"));
+      }
       replaying_ = true;
       for (const std::string& record : state.records) {
         RETURN_IF_ERROR(Apply(record));
@@ -1049,6 +1054,12 @@ class AsyncRoundEngine : public RoundEngine {
 };
 
 }  // namespace
+
+bool IsAsyncEngineState(const std::string& bytes) {
+  const JournalContents records = ParseJournal(bytes);
+  return records.dropped_tail_bytes == 0 && !records.records.empty() &&
+         !records.records[0].empty() && records.records[0][0] == 'Q';
+}
 
 absl::StatusOr<std::unique_ptr<RoundEngine>> CreateAsyncRoundEngine(
     const RoundEngineOptions& options, ModelWeights initial,

@@ -15,6 +15,10 @@ namespace layerfl {
 // The journal of the running buffer, in the checkpoint store's directory.
 inline constexpr char kAsyncJournalName[] = "async-buffer.journal";
 
+// Whether a checkpoint's engine state was written by the asynchronous
+// engine (each engine refuses the other's checkpoints by it).
+bool IsAsyncEngineState(const std::string& engine_state);
+
 absl::StatusOr<std::unique_ptr<RoundEngine>> CreateAsyncRoundEngine(
     const RoundEngineOptions& options, ModelWeights initial,
     RoundEngine::Deps deps);

@@ -25,7 +25,14 @@ namespace layerfl {
 namespace {
 
 // kAdvertise, kShareKeys and kUnmask only with secure aggregation.
-enum class Phase { kIdle, kScoring, kAdvertise, kShareKeys, kTraining, kUnmask };
+enum class Phase {
+  kIdle,
+  kScoring,
+  kAdvertise,
+  kShareKeys,
+  kTraining,
+  kUnmask
+};
 
 const char* PhaseName(Phase phase) {
   switch (phase) {
@@ -70,9 +77,7 @@ struct Slot {
   ClientUsage usage;
 };
 
-double Mib(int64_t bytes) {
-  return static_cast<double>(bytes) / kBytesPerMiB;
-}
+double Mib(int64_t bytes) { return static_cast<double>(bytes) / kBytesPerMiB; }
 
 class RoundEngineImpl : public RoundEngine {
  public:
@@ -88,6 +93,13 @@ class RoundEngineImpl : public RoundEngine {
     ASSIGN_OR_RETURN(std::optional<Checkpoint> ckpt, deps_.store->LoadLatest());
     if (!ckpt.has_value()) return absl::OkStatus();
     RETURN_IF_ERROR(CheckSameStructure(global_, ckpt->weights, ckpt->round));
+    if (IsAsyncEngineState(ckpt->engine_state)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the checkpoint of round ", ckpt->round,
+          " was written by an asynchronous run (federated.mode: async); a "
+          "synchronous run cannot continue it (start in a fresh "
+          "federated.run_dir)"));
+    }
     RETURN_IF_ERROR(deps_.selector->RestoreState(ckpt->selection_state));
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(RestoreEngineState(ckpt->engine_state));
@@ -322,10 +334,10 @@ class RoundEngineImpl : public RoundEngine {
     Slot* slot = nullptr;
     RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kTraining, &slot));
     if (input.id != client_id) {
-      return Refuse(RejectReason::kProtocol,
-                    absl::StrCat("client '", client_id,
-                                 "' sent the masked update of '", input.id,
-                                 "'"));
+      return Refuse(
+          RejectReason::kProtocol,
+          absl::StrCat("client '", client_id, "' sent the masked update of '",
+                       input.id, "'"));
     }
     RETURN_IF_ERROR(Protocol(secagg_->AddMaskedInput(input)));
     slot->answered = true;
@@ -343,10 +355,10 @@ class RoundEngineImpl : public RoundEngine {
     Slot* slot = nullptr;
     RETURN_IF_ERROR(AdmitSecAgg(client_id, round, Phase::kUnmask, &slot));
     if (response.id != client_id) {
-      return Refuse(RejectReason::kProtocol,
-                    absl::StrCat("client '", client_id,
-                                 "' sent the unmask response of '",
-                                 response.id, "'"));
+      return Refuse(
+          RejectReason::kProtocol,
+          absl::StrCat("client '", client_id, "' sent the unmask response of '",
+                       response.id, "'"));
     }
     RETURN_IF_ERROR(Protocol(secagg_->AddUnmaskResponse(response)));
     slot->answered = true;
@@ -416,8 +428,9 @@ class RoundEngineImpl : public RoundEngine {
   }
   double epsilon() const override {
     absl::MutexLock lock(&mu_);
-    return options_.privacy.enabled ? accountant_.Epsilon(options_.privacy.delta)
-                                    : 0.0;
+    return options_.privacy.enabled
+               ? accountant_.Epsilon(options_.privacy.delta)
+               : 0.0;
   }
   bool resumed() const override {
     absl::MutexLock lock(&mu_);
@@ -471,10 +484,10 @@ class RoundEngineImpl : public RoundEngine {
                            Phase phase, Slot** slot)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!options_.secagg.enabled) {
-      return Refuse(RejectReason::kProtocol,
-                    absl::StrCat("client '", client_id, "' sent a ",
-                                 PhaseWhat(phase),
-                                 "; this run does not aggregate securely"));
+      return Refuse(
+          RejectReason::kProtocol,
+          absl::StrCat("client '", client_id, "' sent a ", PhaseWhat(phase),
+                       "; this run does not aggregate securely"));
     }
     return Admit(client_id, round, phase, slot);
   }
@@ -492,8 +505,8 @@ class RoundEngineImpl : public RoundEngine {
     const absl::Time now = deps_.clock->Now();
     if (phase_ == Phase::kAdvertise) {
       const int t = std::max(
-          2, static_cast<int>(std::ceil(options_.secagg.threshold * answered -
-                                        1e-9)));
+          2, static_cast<int>(
+                 std::ceil(options_.secagg.threshold * answered - 1e-9)));
       absl::StatusOr<SecAggRoster> roster = secagg_->Roster(t);
       if (!roster.ok()) return false;
       roster_ = std::make_shared<const SecAggRoster>(std::move(*roster));
@@ -503,7 +516,8 @@ class RoundEngineImpl : public RoundEngine {
     } else if (phase_ == Phase::kTraining) {
       absl::StatusOr<SecAggUnmaskRequest> request = secagg_->UnmaskRequest();
       if (!request.ok()) return false;
-      unmask_ = std::make_shared<const SecAggUnmaskRequest>(std::move(*request));
+      unmask_ =
+          std::make_shared<const SecAggUnmaskRequest>(std::move(*request));
       SetPhase(Phase::kUnmask);
     } else {
       return false;
@@ -530,8 +544,8 @@ class RoundEngineImpl : public RoundEngine {
                              values.begin() + at + t.values.size());
         at += t.values.size();
       }
-      RETURN_IF_ERROR(
-          aggregator_->AddLayerSum(layer.group, survivors[l], std::move(tensors)));
+      RETURN_IF_ERROR(aggregator_->AddLayerSum(layer.group, survivors[l],
+                                               std::move(tensors)));
     }
     return absl::OkStatus();
   }
@@ -682,8 +696,7 @@ class RoundEngineImpl : public RoundEngine {
     const int64_t round = running_round();
     if (options_.privacy.enabled && scores_released_) {
       // The scores were released even though nothing of the round is kept.
-      accountant_
-          .Compose(sample_rate_, options_.privacy.score_noise_multiplier)
+      accountant_.Compose(sample_rate_, options_.privacy.score_noise_multiplier)
           .IgnoreError();
     }
     SetPhase(Phase::kIdle);
@@ -780,8 +793,8 @@ class RoundEngineImpl : public RoundEngine {
       absl::Status folded = FoldSecureSums();
       if (!folded.ok()) {
         // Too few revealed, or a revealed share did not check out.
-        CountRejection(Rejection(RejectReason::kProtocol,
-                                 std::string(folded.message())));
+        CountRejection(
+            Rejection(RejectReason::kProtocol, std::string(folded.message())));
         int answered = 0;
         for (const auto& [id, slot] : slots_) answered += slot.answered;
         Abandon(answered);
@@ -873,9 +886,9 @@ class RoundEngineImpl : public RoundEngine {
   NoiseKey NoiseKeyFor(const char* what) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (options_.privacy.noise_seed == 0) return RandomNoiseKey();
-    return DerivedNoiseKey(options_.privacy.noise_seed,
-                           absl::StrCat(what, "|", running_round(), "|",
-                                        attempt_));
+    return DerivedNoiseKey(
+        options_.privacy.noise_seed,
+        absl::StrCat(what, "|", running_round(), "|", attempt_));
   }
 
   // The multiplier a committed round is accounted with. In local mode each
@@ -891,9 +904,10 @@ class RoundEngineImpl : public RoundEngine {
         if (stats.contributors[l] == 0) continue;
         auto n = layer_participants_.find(global_.layers[l].group);
         if (n == layer_participants_.end() || n->second <= 0) continue;
-        z = std::min(z, p.noise_multiplier *
-                            std::sqrt(static_cast<double>(stats.contributors[l]) /
-                                      n->second));
+        z = std::min(z,
+                     p.noise_multiplier *
+                         std::sqrt(static_cast<double>(stats.contributors[l]) /
+                                   n->second));
       }
     }
     return WithScores(z, scored);
@@ -927,8 +941,8 @@ class RoundEngineImpl : public RoundEngine {
       GaussianSource noise(NoiseKeyFor("count"));
       centred += p.count_noise_std * noise.Next();
       const double fraction = centred / m + 0.5;
-      clip_norm_ = NextClipNorm(clip_norm_, fraction, p.target_quantile,
-                                p.clip_lr);
+      clip_norm_ =
+          NextClipNorm(clip_norm_, fraction, p.target_quantile, p.clip_lr);
     }
   }
 
@@ -1042,7 +1056,8 @@ std::string RoundRecord::ToJson() const {
     if (u.score_s >= 0) entry["score_s"] = u.score_s;
     if (u.train_s >= 0) entry["train_s"] = u.train_s;
     if (u.peak_bytes >= 0) entry["peak_mb"] = Mib(u.peak_bytes);
-    if (u.score_peak_bytes >= 0) entry["score_peak_mb"] = Mib(u.score_peak_bytes);
+    if (u.score_peak_bytes >= 0)
+      entry["score_peak_mb"] = Mib(u.score_peak_bytes);
     const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {
       entry["measured"] = measured;

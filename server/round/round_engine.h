@@ -203,8 +203,8 @@ struct RoundRecord {
 };
 
 // A client's measured usage in the budget's unit (time: score + train
-// seconds; memory: peak MiB of training or scoring, the higher), or -1 when the unit is not time or memory or
-// the client did not report it.
+// seconds; memory: peak MiB of training or scoring, the higher), or -1 when the
+// unit is not time or memory or the client did not report it.
 double MeasuredInBudgetUnit(const ClientRoundRecord& client,
                             const std::string& budget_unit);
 
@@ -223,7 +223,7 @@ std::string UsageReport(const std::vector<RoundRecord>& records);
 // attempt that collected scores is accounted as the scores' release alone.
 struct PrivacyOptions {
   bool enabled = false;
-  bool central = true;   // false: local mode
+  bool central = true;  // false: local mode
   bool adaptive = false;
   double clip_norm = 1.0;         // the (initial) clip norm, > 0
   double noise_multiplier = 1.0;  // of the whole update release, > 0
@@ -341,17 +341,13 @@ class RoundEngine {
   // kUnmask). Refusals as the other results, with reason kProtocol for what
   // common/secagg refuses; SubmitUpdate is refused (kProtocol) while secure
   // aggregation is on, and these while it is off.
-  virtual absl::Status SubmitAdvert(const std::string& client_id,
-                                    int64_t round,
+  virtual absl::Status SubmitAdvert(const std::string& client_id, int64_t round,
                                     const SecAggAdvert& advert) = 0;
-  virtual absl::Status SubmitShares(const std::string& client_id,
-                                    int64_t round,
+  virtual absl::Status SubmitShares(const std::string& client_id, int64_t round,
                                     const std::vector<SecAggShare>& shares) = 0;
-  virtual absl::Status SubmitMasked(const std::string& client_id,
-                                    int64_t round,
+  virtual absl::Status SubmitMasked(const std::string& client_id, int64_t round,
                                     const SecAggMaskedInput& input) = 0;
-  virtual absl::Status SubmitUnmask(const std::string& client_id,
-                                    int64_t round,
+  virtual absl::Status SubmitUnmask(const std::string& client_id, int64_t round,
                                     const SecAggUnmaskResponse& response) = 0;
 
   // What a participant of the running round measured (a client's word, for
