@@ -29,7 +29,8 @@ config() {
   local n=$1 m=$2 rounds=$3 wait_for=$4 wait_s=$5 model=$6
   sed -e "s|run_dir: .*|run_dir: $tmp/run|" -e "s|clients_per_round: 4|clients_per_round: $m|" \
       -e "s|min_clients: 2|min_clients: $m|" -e "s|num_clients: 4|num_clients: $n|" \
-      -e "s|rounds: 3|rounds: $rounds|" configs/distributed_test.yaml > "$tmp/run.yaml"
+      -e "s|rounds: 3|rounds: $rounds|" -e "s|round_deadline_s: 60|round_deadline_s: 600|" \
+      configs/distributed_test.yaml > "$tmp/run.yaml"
   if [ "$model" = 1m ]; then
     sed -i -e "s|dim: 32|dim: 128|" -e "s|depth: 2|depth: 5|" -e "s|heads: 2|heads: 4|" \
         -e "s|mlp_dim: 64|mlp_dim: 512|" "$tmp/run.yaml"
@@ -69,8 +70,18 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   t1=$(date +%s.%N)
   sleep 3
   after=$(rss $CPID)
-  printf "%-8s %7s %7s %12s %12s %12s %10.1f %10s\n" "$n" "$([ "$arenas" = 1 ] && echo 1 || echo default)" \
-    "$conns" "$before" "$after" "$(( (after - before) * 1024 / n ))" "$(awk "BEGIN {print $t1 - $t0}")" "$ramp"
+  # 12 s more, sampled every 0.5 s: the least (just after the coordinator
+  # returned its free pages, --release_memory_s 10) and the most.
+  local lo=$after hi=$after a
+  for _ in $(seq 24); do
+    sleep 0.5
+    a=$(rss $CPID)
+    [ "$a" -lt "$lo" ] && lo=$a
+    [ "$a" -gt "$hi" ] && hi=$a
+  done
+  printf "%-8s %7s %7s %12s %12s %12s %12s %12s %10.1f %10s\n" "$n" "$([ "$arenas" = 1 ] && echo 1 || echo default)" \
+    "$conns" "$before" "$after" "$(( (after - before) * 1024 / n ))" "$(( (lo - before) * 1024 / n ))" \
+    "$(( (hi - before) * 1024 / n ))" "$(awk "BEGIN {print $t1 - $t0}")" "$ramp"
   # The coordinator itself ($CPID), not only /usr/bin/time above it.
   kill $LP $CPID $CP 2>/dev/null || true
   wait $LP $CP 2>/dev/null || true
@@ -115,8 +126,10 @@ PY
   echo
   echo "## idle connected clients (each holds a session, heartbeats every 5 s, a 5 s long poll;"
   echo "## conns: shared = gRPC multiplexes the load generator's clients over one TCP connection,"
-  echo "## own = one connection per client, as separate devices)"
-  printf "%-8s %7s %7s %12s %12s %12s %10s %10s\n" clients arenas conns rss0_kb rss_kb bytes/client join_s ramp_s
+  echo "## own = one connection per client, as separate devices;"
+  echo "## bytes/client: 3 s after the last join; min, max: over the next 12 s)"
+  printf "%-8s %7s %7s %12s %12s %12s %12s %12s %10s %10s\n" clients arenas conns rss0_kb rss_kb bytes/client \
+    min_b/client max_b/client join_s ramp_s
   sizes="100 1000 10000"
   [ -n "$QUICK" ] && sizes="100 1000"
   for n in $sizes; do
@@ -128,7 +141,7 @@ PY
   done
   [ -z "$QUICK" ] && idle 3000 1 own
   echo
-  FOLD_GBPS=$("$BUILD/bin/aggregation_bench" --quick | awk '/^vit-11M/ {print $5}')
+  FOLD_GBPS=$("$BUILD/bin/aggregation_bench" --quick | awk '/^vit-11M/ {print $5; exit}')
   echo "## rounds (3 rounds; coordinator CPU s per round; phase means in ms; after = aggregate + eval + checkpoint,"
   echo "## the time from the last upload to the commit; agg_ms = what aggregation_bench --quick folds the round's"
   echo "## float32 update bytes in, at its vit-11M rate measured in this run: $FOLD_GBPS GB/s)"

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "common/trainer/trainer.h"
 #include "common/data/file.h"
+#include "common/util/memory.h"
 #include "common/util/status_macros.h"
 #include "server/checkpoint/checkpoint_store.h"
 #include "server/monitor/run_monitor.h"
@@ -176,10 +177,16 @@ absl::Status RunCoordinator(const RunConfig& c,
   }
   std::atomic<bool> over{false};
   std::thread watcher([&] {
+    absl::Time released = absl::Now();
     while (!over.load()) {
       if (stop != nullptr && stop->load()) {
         server->Shutdown();
         return;
+      }
+      if (options.release_memory_every > absl::ZeroDuration() &&
+          absl::Now() - released >= options.release_memory_every) {
+        ReleaseFreeMemory();
+        released = absl::Now();
       }
       absl::SleepFor(absl::Milliseconds(50));
     }

@@ -51,6 +51,9 @@ ABSL_FLAG(double, metrics_linger_s, 0,
 ABSL_FLAG(std::string, http_token_file, "",
           "file holding the HTTP listener's token: every request must then "
           "carry it (Authorization: Bearer <token>, or ?token=)");
+ABSL_FLAG(double, release_memory_s, 10,
+          "return the heap's free pages to the kernel this often, seconds "
+          "(after a burst of joins or uploads); 0 = never");
 ABSL_FLAG(int, malloc_arenas, 1,
           "glibc malloc arenas (M_ARENA_MAX); 1 keeps an idle connected "
           "client at ~13 KB of RSS instead of ~59 KB (bench/results/"
@@ -95,6 +98,10 @@ int main(int argc, char** argv) {
     if (!token.ok()) return fail_flags(std::string(token.status().message()));
     options.http.token = *std::move(token);
   }
+  if (!(absl::GetFlag(FLAGS_release_memory_s) >= 0))
+    return fail_flags("--release_memory_s: must be >= 0");
+  options.release_memory_every =
+      absl::Seconds(absl::GetFlag(FLAGS_release_memory_s));
   options.log = &std::cerr;
   layerfl::ServiceOptions& s = options.service;
   s.token = absl::GetFlag(FLAGS_token);
