@@ -59,8 +59,15 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   ramp=$(( n / 500 ))
   config "$n" 10 1 $((n + 1)) 100000 small
   start_coordinator "$arenas"
-  local before t0 t1 after
+  local before t0 t1 after a
+  # The baseline: the least RSS over 11 s before any client, which spans
+  # one release of free pages (--release_memory_s 10) of the start's garbage.
   before=$(rss $CPID)
+  for _ in $(seq 22); do
+    sleep 0.5
+    a=$(rss $CPID)
+    [ "$a" -lt "$before" ] && before=$a
+  done
   t0=$(date +%s.%N)
   "$BUILD/bin/layerfl-loadgen" --coordinator 127.0.0.1:$PORT --clients "$n" --poll_ms 5000 \
     --ramp_s "$ramp" --give_up_s 600 --own_connections=$([ "$conns" = own ] && echo true || echo false) \
@@ -72,7 +79,7 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   after=$(rss $CPID)
   # 12 s more, sampled every 0.5 s: the least (just after the coordinator
   # returned its free pages, --release_memory_s 10) and the most.
-  local lo=$after hi=$after a
+  local lo=$after hi=$after
   for _ in $(seq 24); do
     sleep 0.5
     a=$(rss $CPID)
@@ -127,7 +134,8 @@ PY
   echo "## idle connected clients (each holds a session, heartbeats every 5 s, a 5 s long poll;"
   echo "## conns: shared = gRPC multiplexes the load generator's clients over one TCP connection,"
   echo "## own = one connection per client, as separate devices;"
-  echo "## bytes/client: 3 s after the last join; min, max: over the next 12 s)"
+  echo "## rss0: the coordinator before any client (least over 11 s); bytes/client: 3 s after the last"
+  echo "## join; min, max: over the next 12 s, which span one release of free pages)"
   printf "%-8s %7s %7s %12s %12s %12s %12s %12s %10s %10s\n" clients arenas conns rss0_kb rss_kb bytes/client \
     min_b/client max_b/client join_s ramp_s
   sizes="100 1000 10000"
