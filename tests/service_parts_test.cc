@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proto/layerfl.pb.h"
+#include "server/monitor/run_monitor.h"
 #include "server/service/held_uploads.h"
 #include "server/service/snapshot.h"
 
@@ -185,6 +186,36 @@ TEST(Snapshot, ChunksCarryTheValuesAndUnchangedLayersAreShared) {
   // float16 halves the payload.
   EXPECT_EQ(EncodeSnapshot(w, nullptr, Encoding::kFloat16, 8)[0]->payload_bytes,
             6);
+}
+
+// An asynchronous commit's staleness reaches Prometheus as a histogram.
+TEST(RunMonitorTest, ExportsEachFoldedUpdatesStaleness) {
+  RunMonitor monitor({"run", 4, {"a", "b"}, "strategic", "layers", false},
+                     [] { return LiveState{}; });
+  RoundRecord r;
+  r.round = 1;
+  for (int64_t t : {0, 1, 1, 4}) {
+    ClientRoundRecord c;
+    c.id = "c";
+    c.layers = {"a"};
+    c.contributed = true;
+    c.staleness = t;
+    r.clients.push_back(c);
+  }
+  monitor.RecordRound(r);
+  RoundRecord sync;  // synchronous rounds carry none
+  sync.round = 2;
+  sync.clients.resize(3);
+  monitor.RecordRound(sync);
+  const std::string text = monitor.MetricsText();
+  for (const char* line :
+       {"layerfl_update_staleness_count 4", "layerfl_update_staleness_sum 6",
+        "layerfl_update_staleness_bucket{le=\"0\"} 1",
+        "layerfl_update_staleness_bucket{le=\"1\"} 3",
+        "layerfl_update_staleness_bucket{le=\"3\"} 3",
+        "layerfl_update_staleness_bucket{le=\"5\"} 4"}) {
+    EXPECT_THAT(text, HasSubstr(std::string(line) + "\n")) << text;
+  }
 }
 
 }  // namespace

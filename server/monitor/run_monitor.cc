@@ -69,26 +69,24 @@ struct RunMonitor::Impl {
   std::map<std::string, Gauge*> phases ABSL_GUARDED_BY(mu);
 
   Family<Counter>& counters(const std::string& name, const std::string& help) {
-    return prometheus::BuildCounter().Name(name).Help(help).Register(
-        *registry);
+    return prometheus::BuildCounter().Name(name).Help(help).Register(*registry);
   }
   Family<Gauge>& gauges(const std::string& name, const std::string& help) {
     return prometheus::BuildGauge().Name(name).Help(help).Register(*registry);
   }
 
-  Counter& committed = counters("layerfl_rounds_committed_total",
-                                "Rounds committed")
-                           .Add({});
+  Counter& committed =
+      counters("layerfl_rounds_committed_total", "Rounds committed").Add({});
   Counter& abandoned = counters("layerfl_round_attempts_abandoned_total",
                                 "Round attempts abandoned (quorum missed) "
                                 "before a commit")
                            .Add({});
-  Family<Counter>& bytes_down = counters(
-      "layerfl_bytes_down_total",
-      "Bytes of accepted model downloads (kind: wire or payload)");
-  Family<Counter>& bytes_up = counters(
-      "layerfl_bytes_up_total",
-      "Bytes of accepted update uploads (kind: wire or payload)");
+  Family<Counter>& bytes_down =
+      counters("layerfl_bytes_down_total",
+               "Bytes of accepted model downloads (kind: wire or payload)");
+  Family<Counter>& bytes_up =
+      counters("layerfl_bytes_up_total",
+               "Bytes of accepted update uploads (kind: wire or payload)");
   TotalCounter down_wire{&bytes_down.Add({{"kind", "wire"}})};
   TotalCounter down_payload{&bytes_down.Add({{"kind", "payload"}})};
   TotalCounter up_wire{&bytes_up.Add({{"kind", "wire"}})};
@@ -106,9 +104,9 @@ struct RunMonitor::Impl {
                                  "Updates that waited for their turn on disk")
                             .Add({})};
 
-  Gauge& round = gauges("layerfl_round",
-                        "The running round, or the last committed one")
-                     .Add({});
+  Gauge& round =
+      gauges("layerfl_round", "The running round, or the last committed one")
+          .Add({});
   Gauge& committed_round =
       gauges("layerfl_committed_round", "The last committed round").Add({});
   Gauge& rounds_planned =
@@ -126,9 +124,9 @@ struct RunMonitor::Impl {
                        "Test loss of the global model, last evaluated round")
                     .Add({});
   Gauge* epsilon = nullptr;  // private runs only
-  Gauge& connected = gauges("layerfl_clients_connected",
-                            "Clients with a live session")
-                         .Add({});
+  Gauge& connected =
+      gauges("layerfl_clients_connected", "Clients with a live session")
+          .Add({});
   Gauge& ever_joined =
       gauges("layerfl_clients_joined", "Clients that ever joined").Add({});
   Gauge& participants = gauges("layerfl_clients_participating",
@@ -162,9 +160,19 @@ struct RunMonitor::Impl {
   Family<Histogram>& phase_seconds =
       prometheus::BuildHistogram()
           .Name("layerfl_phase_duration_seconds")
-          .Help("Committed rounds' phases (score, train, aggregate, eval, "
-                "checkpoint, ...)")
+          .Help(
+              "Committed rounds' phases (score, train, aggregate, eval, "
+              "checkpoint, ...)")
           .Register(*registry);
+  // Asynchronous rounds: how many commits old each folded update was.
+  Histogram& staleness =
+      prometheus::BuildHistogram()
+          .Name("layerfl_update_staleness")
+          .Help(
+              "Asynchronous rounds: commits between the version an update "
+              "was trained from and the one it was folded into")
+          .Register(*registry)
+          .Add({}, Histogram::BucketBoundaries{0, 1, 2, 3, 5, 8, 13, 20, 50});
   Histogram& solve_seconds =
       prometheus::BuildHistogram()
           .Name("layerfl_solver_duration_seconds")
@@ -178,7 +186,8 @@ struct RunMonitor::Impl {
     LiveState s = live();
     const ServiceStats& st = s.service;
     committed_round.Set(static_cast<double>(s.committed_round));
-    round.Set(static_cast<double>(s.committed_round + (s.round_running ? 1 : 0)));
+    round.Set(
+        static_cast<double>(s.committed_round + (s.round_running ? 1 : 0)));
     rounds_planned.Set(static_cast<double>(options.rounds));
     finished.Set(s.finished ? 1 : 0);
     if (!phases.count(s.phase)) {
@@ -221,9 +230,10 @@ RunMonitor::RunMonitor(RunMonitorOptions options,
   impl_->options = std::move(options);
   impl_->live = std::move(live);
   if (impl_->options.private_run) {
-    impl_->epsilon = &impl_->gauges("layerfl_privacy_epsilon",
-                                    "Differential privacy: epsilon spent so "
-                                    "far at the run's delta")
+    impl_->epsilon = &impl_
+                          ->gauges("layerfl_privacy_epsilon",
+                                   "Differential privacy: epsilon spent so "
+                                   "far at the run's delta")
                           .Add({});
   }
 }
@@ -246,9 +256,10 @@ void RunMonitor::RecordRound(const RoundRecord& r) {
   for (const ClientRoundRecord& c : r.clients) {
     ++s.participants;
     if (c.contributed) ++s.contributed;
+    if (c.staleness >= 0) m.staleness.Observe(static_cast<double>(c.staleness));
     for (const std::string& layer : c.layers) {
-      const auto it = std::find(m.options.layers.begin(),
-                                m.options.layers.end(), layer);
+      const auto it =
+          std::find(m.options.layers.begin(), m.options.layers.end(), layer);
       if (it != m.options.layers.end()) {
         ++s.layer_counts[it - m.options.layers.begin()];
       }

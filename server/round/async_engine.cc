@@ -371,20 +371,9 @@ class AsyncRoundEngine : public RoundEngine {
     absl::MutexLock lock(&mu_);
     Slot* slot = nullptr;
     RETURN_IF_ERROR(Admit(client_id, round, SlotKind::kScore, &slot));
-    if (scores.size() != global_.layers.size()) {
-      return Refuse(RejectReason::kWrongShape,
-                    absl::StrCat("client '", client_id, "' sent ",
-                                 scores.size(), " scores, the model has ",
-                                 global_.layers.size(), " layers"));
-    }
-    for (size_t l = 0; l < scores.size(); ++l) {
-      if (!std::isfinite(scores[l]) || scores[l] < 0) {
-        return Refuse(
-            RejectReason::kNonFinite,
-            absl::StrCat("client '", client_id, "': score of layer '",
-                         global_.layers[l].group,
-                         "' must be finite and >= 0, got ", scores[l]));
-      }
+    if (absl::Status bad = CheckScores(client_id, scores, global_); !bad.ok()) {
+      CountRejection(bad);
+      return bad;
     }
     Writer w('S');
     w.Str(client_id).I64(round - 1).F64s(scores);
@@ -455,14 +444,7 @@ class AsyncRoundEngine : public RoundEngine {
 
   absl::Status ReportUsage(const std::string& client_id, int64_t round,
                            const ClientUsage& usage) override {
-    for (double v :
-         {usage.score_s, usage.train_s, static_cast<double>(usage.peak_bytes),
-          static_cast<double>(usage.score_peak_bytes)}) {
-      if (!std::isfinite(v) || v > 1e15) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "client '", client_id, "': usage must be finite, got ", v));
-      }
-    }
+    RETURN_IF_ERROR(CheckUsage(client_id, usage));
     absl::MutexLock lock(&mu_);
     auto it = slots_.find(client_id);
     if (it == slots_.end() || round - 1 < it->second.base ||
@@ -471,12 +453,7 @@ class AsyncRoundEngine : public RoundEngine {
           absl::StrCat("client '", client_id, "': usage for round ", round,
                        ", which it holds no task of"));
     }
-    ClientUsage& u = it->second.usage;
-    if (usage.score_s >= 0) u.score_s = usage.score_s;
-    if (usage.train_s >= 0) u.train_s = usage.train_s;
-    if (usage.peak_bytes >= 0) u.peak_bytes = usage.peak_bytes;
-    if (usage.score_peak_bytes >= 0)
-      u.score_peak_bytes = usage.score_peak_bytes;
+    MergeUsage(usage, it->second.usage);
     return absl::OkStatus();
   }
 
@@ -590,9 +567,7 @@ class AsyncRoundEngine : public RoundEngine {
   }
   void CountRejection(const absl::Status& s)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::optional<RejectReason> reason = ReasonOf(s);
-    const std::string name =
-        reason ? std::string(RejectReasonName(*reason)) : "other";
+    const std::string name = RefusalName(s);
     ++record_.rejected[name];
     ++rejected_total_[name];
   }

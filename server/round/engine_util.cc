@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -68,6 +69,52 @@ absl::Status CheckSameStructure(const ModelWeights& a, const ModelWeights& b,
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckScores(const std::string& client_id,
+                         const std::vector<double>& scores,
+                         const ModelWeights& model) {
+  if (scores.size() != model.layers.size()) {
+    return Rejection(RejectReason::kWrongShape,
+                     absl::StrCat("client '", client_id, "' sent ",
+                                  scores.size(), " scores, the model has ",
+                                  model.layers.size(), " layers"));
+  }
+  for (size_t l = 0; l < scores.size(); ++l) {
+    if (!std::isfinite(scores[l]) || scores[l] < 0) {
+      return Rejection(
+          RejectReason::kNonFinite,
+          absl::StrCat("client '", client_id, "': score of layer '",
+                       model.layers[l].group, "' must be finite and >= 0, got ",
+                       scores[l]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckUsage(const std::string& client_id,
+                        const ClientUsage& usage) {
+  for (double v :
+       {usage.score_s, usage.train_s, static_cast<double>(usage.peak_bytes),
+        static_cast<double>(usage.score_peak_bytes)}) {
+    if (!std::isfinite(v) || v > 1e15) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "client '", client_id, "': usage must be finite, got ", v));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void MergeUsage(const ClientUsage& from, ClientUsage& into) {
+  if (from.score_s >= 0) into.score_s = from.score_s;
+  if (from.train_s >= 0) into.train_s = from.train_s;
+  if (from.peak_bytes >= 0) into.peak_bytes = from.peak_bytes;
+  if (from.score_peak_bytes >= 0) into.score_peak_bytes = from.score_peak_bytes;
+}
+
+std::string RefusalName(const absl::Status& refusal) {
+  std::optional<RejectReason> reason = ReasonOf(refusal);
+  return reason ? std::string(RejectReasonName(*reason)) : "other";
 }
 
 int ScoreFrom(const ClientInfo& client, const std::string& budget_unit,

@@ -6,6 +6,7 @@
 // client's memory limit allows. Internal to server/round.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/weights/weights.h"
@@ -29,6 +30,21 @@ absl::Status CheckSameStructure(const ModelWeights& model,
 // profile; at most `num_layers`.
 int ScoreFrom(const ClientInfo& client, const std::string& budget_unit,
               int num_layers);
+
+// A Rejection (kWrongShape, kNonFinite) naming the client and the layer when
+// `scores` is not one finite, non-negative score per layer of `model`.
+absl::Status CheckScores(const std::string& client_id,
+                         const std::vector<double>& scores,
+                         const ModelWeights& model);
+
+// InvalidArgument when a field of `usage` is not finite or absurdly large.
+absl::Status CheckUsage(const std::string& client_id, const ClientUsage& usage);
+
+// The fields of `from` that are reported (>= 0) replace those of `into`.
+void MergeUsage(const ClientUsage& from, ClientUsage& into);
+
+// The name a refusal is counted under: its RejectReasonName, or "other".
+std::string RefusalName(const absl::Status& refusal);
 
 // Sample counts weight the average: an absurd one would let one client
 // outweigh every other, so they are capped here.
