@@ -226,6 +226,38 @@ TEST_F(AsyncEngineTest, ScoresFirstThenTrainsFromThemEverySelectionPeriod) {
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kScore);
 }
 
+// async_cohort: the drawn client is selected together with the clients
+// already training (in id order, at most `cohort` of them); its row is the
+// first.
+TEST_F(AsyncEngineTest, CohortSelectsWithTheClientsInFlight) {
+  RoundEngineOptions o = Async(1, 3);
+  o.async.cohort = 1;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_EQ(selector_.seen_candidates.size(), 3u);
+  std::vector<std::string> holders;
+  for (const std::string id : {"c1", "c2", "c3", "c4"}) {
+    if (e->TaskFor(id).kind == TaskKind::kTrain) holders.push_back(id);
+  }
+  ASSERT_EQ(holders.size(), 3u);
+  // The first draw had nobody in flight; the later ones one (the cohort).
+  EXPECT_EQ(selector_.seen_candidates[0].size(), 1u);
+  EXPECT_EQ(selector_.seen_candidates[1].size(), 2u);
+  EXPECT_EQ(selector_.seen_candidates[2].size(), 2u);
+  const std::vector<std::string>& third = selector_.seen_candidates[2];
+  EXPECT_NE(third[0], third[1]);
+  EXPECT_EQ(e->TaskFor(third[1]).kind, TaskKind::kTrain);  // in flight
+  // Without a cohort every client is selected alone.
+  FakeSelector alone;
+  RoundEngine::Deps deps{&clock_, &alone, nullptr, nullptr};
+  auto solo = RoundEngine::Create(Async(1, 3), TwoLayers(), deps);
+  ASSERT_TRUE(solo.ok());
+  JoinAll(**solo, {{"c1", 1}, {"c2", 1}, {"c3", 1}});
+  ASSERT_TRUE((*solo)->StartRound().ok());
+  for (const auto& ids : alone.seen_candidates) EXPECT_EQ(ids.size(), 1u);
+}
+
 TEST_F(AsyncEngineTest, DeadlineWithdrawsThePlaceAndDrawsAgain) {
   auto e = Make(Async(1, 1));
   JoinAll(*e, {{"c1", 1}});

@@ -1011,6 +1011,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "federated: {mode: async, aggregation: uniform}\n"
                 "privacy:\n  dp: {enabled: true}\n",
                 {"federated.mode: must be 'sync' with privacy.dp.enabled"}},
+        BadCase{"AsyncCohortNegative",
+                "federated:\n  async_cohort: -1\n",
+                {"federated.async_cohort: must be >= 0, got -1"}},
         BadCase{"DevicesTrainSecondsZero",
                 "devices:\n  train_s: 0\n",
                 {"devices.train_s: must be > 0, got 0"}},

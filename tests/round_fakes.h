@@ -35,6 +35,10 @@ class FakeSelector : public LayerSelector {
       int64_t round) override {
     SelectionOutcome out;
     seen_rounds.push_back(round);
+    seen_candidates.emplace_back();
+    for (const SelectionCandidate& c : candidates) {
+      seen_candidates.back().push_back(c.id);
+    }
     for (const SelectionCandidate& c : candidates) {
       auto it = layers.find(c.id);
       out.layers.push_back(it == layers.end() ? std::vector<std::string>{"a"}
@@ -58,6 +62,7 @@ class FakeSelector : public LayerSelector {
   std::map<std::string, std::vector<std::string>> layers;
   std::map<std::string, std::vector<double>> last_scores;
   std::vector<int64_t> seen_rounds;
+  std::vector<std::vector<std::string>> seen_candidates;  // ids, per Select
   int commits = 0;
 };
 

@@ -9,6 +9,10 @@
 #   async-poly   10 places, a commit every 5 updates, 40 commits,
 #                staleness weight 1/sqrt(1 + t) (FedBuff's)
 #   async-const  the same with every staleness weight 1
+#   async-cohort async-poly with each client's layers selected jointly with
+#                the (up to 9) clients training at that moment
+#                (federated.async_cohort: 9; strategic only: top's choice
+#                does not depend on the other clients)
 # for the strategic selection and the top baseline, seeds 1-3, two runs at a
 # time. Writes bench/results/async.txt (and keeps the runs' metrics under
 # runs/bench/async).
@@ -21,13 +25,15 @@ rm -rf "$out" && mkdir -p "$out"
 cells=()
 for seed in 1 2 3; do
   for strategy in strategic top; do
-    for mode in sync async-poly async-const; do
+    for mode in sync async-poly async-const async-cohort; do
+      [ "$mode" = async-cohort ] && [ "$strategy" != strategic ] && continue
       name="$mode-$strategy-seed$seed"
       cfg="$out/$name.yaml"
       case $mode in
         sync) fed="  rounds: 20" ;;
         async-poly) fed=$'  rounds: 40\n  mode: async\n  buffer_size: 5\n  staleness: polynomial\n  staleness_exponent: 0.5' ;;
         async-const) fed=$'  rounds: 40\n  mode: async\n  buffer_size: 5\n  staleness: constant' ;;
+        async-cohort) fed=$'  rounds: 40\n  mode: async\n  buffer_size: 5\n  staleness: polynomial\n  staleness_exponent: 0.5\n  async_cohort: 9' ;;
       esac
       awk -v fed="$fed" '/^  rounds: /{print fed; next} {print}' configs/demo.yaml |
         sed -e "s|^seed: .*|seed: $seed|" -e "s|run_dir: .*|run_dir: $out/$name|" \

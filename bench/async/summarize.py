@@ -39,7 +39,7 @@ print(f"# bash bench/async/run.sh {build}   (simulated clock: devices.train_s 1 
 print()
 hdr = "mode         strategy    " + "".join(f"t(acc>={t:.2f}) s        " for t in TARGETS)
 print(hdr + " updates took s    final %        last-5 %       busiest-quarter share %")
-order = ["sync", "async-poly", "async-const"]
+order = ["sync", "async-poly", "async-const", "async-cohort"]
 summary = {}
 for strategy in ["strategic", "top"]:
     for mode in order:

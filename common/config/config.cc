@@ -127,7 +127,8 @@ std::vector<Field> FederatedFields(FederatedConfig* c) {
           Bind("staleness", &c->staleness),
           Bind("staleness_exponent", &c->staleness_exponent),
           Bind("staleness_hinge_a", &c->staleness_hinge_a),
-          Bind("staleness_hinge_b", &c->staleness_hinge_b)};
+          Bind("staleness_hinge_b", &c->staleness_hinge_b),
+          Bind("async_cohort", &c->async_cohort)};
 }
 
 std::vector<Field> SelectionFields(SelectionConfig* c) {
@@ -566,6 +567,7 @@ absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
       CheckNonNegative("federated.staleness_hinge_a", f.staleness_hinge_a));
   RETURN_IF_ERROR(
       CheckAtLeast("federated.staleness_hinge_b", f.staleness_hinge_b, 0));
+  RETURN_IF_ERROR(CheckAtLeast("federated.async_cohort", f.async_cohort, 0));
   return absl::OkStatus();
 }
 

@@ -154,6 +154,11 @@ struct FederatedConfig {
   double staleness_exponent = 0.5;  // polynomial, >= 0
   double staleness_hinge_a = 10.0;  // hinge, >= 0
   int staleness_hinge_b = 4;        // hinge, >= 0
+  // mode async: a client's layers are selected jointly with up to this many
+  // of the clients training at that moment (whose rows are then dropped), so
+  // that strategic's regulariser sees who else is in flight; 0 = the client
+  // alone. >= 0.
+  int async_cohort = 0;
 };
 
 // How each round picks the layer groups every client trains.

@@ -751,8 +751,18 @@ class AsyncRoundEngine : public RoundEngine {
   // Selects `id`'s layers from its last scores and hands it a training task.
   void AssignTraining(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<SelectionCandidate> candidates = {Candidate(id)};
+    for (const auto& [other, held] : slots_) {
+      if (static_cast<int>(candidates.size()) > options_.async.cohort) break;
+      if (other == id || held.kind != SlotKind::kTrain ||
+          !joined_.count(other) ||
+          (deps_.selector->NeedsScores() && !last_scores_.count(other))) {
+        continue;
+      }
+      candidates.push_back(Candidate(other));
+    }
     absl::StatusOr<SelectionOutcome> outcome =
-        deps_.selector->Select({Candidate(id)}, committed_ + 1);
+        deps_.selector->Select(candidates, committed_ + 1);
     if (!outcome.ok()) {
       fatal_ = absl::Status(
           outcome.status().code(),

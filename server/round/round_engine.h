@@ -254,8 +254,9 @@ struct SecAggOptions {
 // one) hold a task at once; a free place goes to an idle joined client
 // drawn from (seed, draw count). A client scores first when the strategy
 // needs scores and its last ones are selection_period or more commits old,
-// then trains the layers selected for it alone from its last scores, from
-// the global version it fetched. Each arriving update is checked and folded
+// then trains the layers selected for it from its last scores (alone, or
+// with `cohort` of the clients in flight), from the global version it
+// fetched. Each arriving update is checked and folded
 // into the buffer at once, layer l weighted by StalenessWeight of the
 // versions layer l moved since that fetch, and every buffer_size updates
 // the buffer is committed as one "round":
@@ -274,6 +275,10 @@ struct AsyncOptions {
   double exponent = 0.5;                 // polynomial: (1 + t)^-exponent
   double hinge_a = 10.0;  // hinge: 1 while t <= b, then 1 / (a (t - b) + 1)
   int hinge_b = 4;
+  // > 0: a client's layers are selected jointly with up to this many of the
+  // clients holding training tasks (in id order; those with scores when the
+  // strategy needs them), and only its own row is kept.
+  int cohort = 0;
 };
 
 // s(t) of `options.staleness` for t >= 0 versions moved; in (0, 1].

@@ -371,6 +371,7 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.async.exponent = f.staleness_exponent;
   o.async.hinge_a = f.staleness_hinge_a;
   o.async.hinge_b = f.staleness_hinge_b;
+  o.async.cohort = f.async_cohort;
   return o;
 }
 

@@ -65,15 +65,25 @@ std::string ReasonName(const absl::Status& s) {
   return "other";
 }
 
-// Runs posted closures one at a time, in order, on its own thread.
+// Runs posted closures one at a time, in order, on its own thread. After
+// Stop, closures still posted (a call the server shut down mid-way, whose
+// reactor must still be finished) run on the poster's thread, still one at a
+// time: dropping them would leave their calls unfinished and the server's
+// Wait() blocked for good.
 class SerialExecutor {
  public:
   SerialExecutor() : thread_([this] { Run(); }) {}
   ~SerialExecutor() { Stop(); }
 
   void Post(std::function<void()> fn) {
-    absl::MutexLock lock(&mu_);
-    queue_.push_back(std::move(fn));
+    {
+      absl::MutexLock lock(&mu_);
+      if (!stopped_) {
+        queue_.push_back(std::move(fn));
+        return;
+      }
+    }
+    RunInline(fn);
   }
 
   // Runs what is queued, then joins the thread.
@@ -83,6 +93,13 @@ class SerialExecutor {
       stopping_ = true;
     }
     if (thread_.joinable()) thread_.join();
+    std::deque<std::function<void()>> left;
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_ = true;
+      left.swap(queue_);  // posted after the thread's last look
+    }
+    for (std::function<void()>& fn : left) RunInline(fn);
   }
 
  private:
@@ -104,9 +121,25 @@ class SerialExecutor {
     }
   }
 
+  // One closure at a time across posting threads; a closure that posts
+  // another (a reactor finished inline) runs it at once.
+  void RunInline(std::function<void()>& fn) {
+    thread_local bool inside = false;
+    if (inside) {
+      fn();
+      return;
+    }
+    absl::MutexLock lock(&inline_mu_);
+    inside = true;
+    fn();
+    inside = false;
+  }
+
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;  // the thread is gone
+  absl::Mutex inline_mu_;
   std::thread thread_;
 };
 
