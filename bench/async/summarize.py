@@ -78,6 +78,8 @@ print("accuracy % at a simulated time (the last evaluation committed by then)")
 print("strategy    mode         " + "".join(f"t = {T:3d} s        " for T in TIMES))
 for strategy in ["strategic", "top"]:
     for mode in order:
+        if not runs.get((mode, strategy)):
+            continue
         line = f"{strategy:11} {mode:12} "
         for T in TIMES:
             cell = summary.get(("at", strategy, T), {}).get(mode)
