@@ -12,14 +12,13 @@
 //    run.
 // References are in-process engine drives on a fake clock, clients in id
 // order (what the service's ordered aggregation reproduces).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <functional>
-
-#include <unistd.h>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "grpcpp/grpcpp.h"
 #include "proto/layerfl.grpc.pb.h"
@@ -132,7 +131,8 @@ class RawClient {
 
  private:
   static void Deadline(grpc::ClientContext* c) {
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    c->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(10));
   }
 
   int index_;
@@ -169,7 +169,8 @@ void KilledMidUpload(int cancel_after_from_end) {
   for (int i : {0, 2}) {
     daemons.push_back(std::make_unique<DaemonThread>(
         coordinator.target(),
-        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()), Id(i)));
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()),
+        Id(i)));
   }
   bool killed = false;
   const absl::Time limit = absl::Now() + absl::Seconds(10);
@@ -178,13 +179,14 @@ void KilledMidUpload(int cancel_after_from_end) {
     if (t.kind() == wire::TaskReply::SCORE) {
       ASSERT_TRUE(raw.Scores(t.round()).ok());
     } else if (t.kind() == wire::TaskReply::TRAIN) {
-      const std::vector<std::string> layers(t.layers().begin(), t.layers().end());
+      const std::vector<std::string> layers(t.layers().begin(),
+                                            t.layers().end());
       std::vector<ChunkFrame> frames =
           raw.Update(coordinator.engine().global(), t.round(), layers);
       const int n = static_cast<int>(frames.size());
       ASSERT_GT(n, 3);
-      const grpc::Status s =
-          raw.Upload(t.round(), layers, std::move(frames), n - cancel_after_from_end);
+      const grpc::Status s = raw.Upload(t.round(), layers, std::move(frames),
+                                        n - cancel_after_from_end);
       EXPECT_FALSE(s.ok());
       killed = true;  // and never heard from again
     } else if (t.kind() == wire::TaskReply::FINISHED) {
@@ -208,8 +210,9 @@ void KilledMidUpload(int cancel_after_from_end) {
       EXPECT_NE(u.outcome, "ok");
     }
   }
-  ExpectBitIdentical(coordinator.engine().global(),
-                     SequentialDrive(1, kClients, [](int i, int64_t) { return i == 1; }));
+  ExpectBitIdentical(
+      coordinator.engine().global(),
+      SequentialDrive(1, kClients, [](int i, int64_t) { return i == 1; }));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(20));
 }
 
@@ -228,14 +231,16 @@ TEST(FaultTest, ClientKilledAfterLastChunkBeforeClosingContributesNothing) {
 TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
   constexpr int kRounds = 3, kClients = 3;
   const absl::Time t0 = absl::Now();
-  Coordinator coordinator(EngineOptions(kRounds, kDeadline), FastOptions(kClients));
+  Coordinator coordinator(EngineOptions(kRounds, kDeadline),
+                          FastOptions(kClients));
   RawClient raw(coordinator.target(), 1);
   ASSERT_TRUE(raw.Join());
   std::vector<std::unique_ptr<DaemonThread>> daemons;
   for (int i : {0, 2}) {
     daemons.push_back(std::make_unique<DaemonThread>(
         coordinator.target(),
-        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()), Id(i)));
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()),
+        Id(i)));
   }
   // Client 1 answers every round properly except round 1, whose update it
   // sends only once the round has committed without it.
@@ -247,12 +252,14 @@ TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
     if (t.kind() == wire::TaskReply::SCORE) {
       ASSERT_TRUE(raw.Scores(t.round()).ok());
     } else if (t.kind() == wire::TaskReply::TRAIN) {
-      const std::vector<std::string> layers(t.layers().begin(), t.layers().end());
+      const std::vector<std::string> layers(t.layers().begin(),
+                                            t.layers().end());
       std::vector<ChunkFrame> frames =
           raw.Update(coordinator.engine().global(), t.round(), layers);
       if (t.round() == 1) {
-        ASSERT_TRUE(WaitFor([&] { return coordinator.engine().committed_round() >= 1; },
-                            absl::Seconds(10)));
+        ASSERT_TRUE(
+            WaitFor([&] { return coordinator.engine().committed_round() >= 1; },
+                    absl::Seconds(10)));
         late = raw.Upload(1, layers, std::move(frames));
         late_sent = true;
       } else {
@@ -278,7 +285,8 @@ TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
   EXPECT_FALSE(Find(records[0], Id(1))->contributed);
   EXPECT_TRUE(Find(records[0], Id(0))->contributed);
   EXPECT_TRUE(Find(records[0], Id(2))->contributed);
-  EXPECT_GE(records[0].phase_ms.at("train"), absl::ToDoubleMilliseconds(kDeadline) - 100);
+  EXPECT_GE(records[0].phase_ms.at("train"),
+            absl::ToDoubleMilliseconds(kDeadline) - 100);
   // Its late update was recorded as refused stale, for round 1 only.
   const ServiceStats stats = coordinator.server().stats();
   EXPECT_GE(stats.refused.at("stale_round"), 1);
@@ -295,9 +303,11 @@ TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
   EXPECT_EQ(late_records, 1);
   // The weights are those of a run where its round-1 update never existed:
   // it was mixed into no round (its rounds 2 and 3 updates were).
-  ExpectBitIdentical(coordinator.engine().global(),
-                     SequentialDrive(kRounds, kClients,
-                                  [](int i, int64_t round) { return i == 1 && round == 1; }));
+  ExpectBitIdentical(
+      coordinator.engine().global(),
+      SequentialDrive(kRounds, kClients, [](int i, int64_t round) {
+        return i == 1 && round == 1;
+      }));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(25));
 }
 
@@ -331,11 +341,18 @@ TEST(FaultTest, CoordinatorRestartedMidRunFinalWeightsEqualUninterrupted) {
                      FastOptions(kClients), target, store->get());
   EXPECT_TRUE(second.engine().resumed());
   EXPECT_EQ(second.engine().committed_round(), resumed_at);
-  for (auto& d : daemons) {
-    const absl::StatusOr<DaemonResult>& r = d->Join();
-    ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->joins, 2);
-    EXPECT_EQ(r->last_round, kRounds);
+  // Every daemon's outcome first, so that one that hangs is named along
+  // with what the others did.
+  std::vector<absl::StatusOr<DaemonResult>> results;
+  for (auto& d : daemons) results.push_back(d->JoinWithin(absl::Seconds(40)));
+  for (size_t i = 0; i < results.size(); ++i) {
+    const absl::StatusOr<DaemonResult>& r = results[i];
+    ASSERT_TRUE(r.ok()) << "daemon " << i << ": " << r.status()
+                        << "; coordinator at round "
+                        << second.engine().committed_round() << ", phase "
+                        << second.engine().phase();
+    EXPECT_EQ(r->joins, 2) << "daemon " << i;
+    EXPECT_EQ(r->last_round, kRounds) << "daemon " << i;
   }
   const absl::Status waited = second.server().Wait();
   ASSERT_TRUE(waited.ok()) << waited;

@@ -4,6 +4,8 @@
 #ifndef LAYERFL_TESTS_SERVICE_FIXTURE_H_
 #define LAYERFL_TESTS_SERVICE_FIXTURE_H_
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -15,10 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "client/daemon/daemon.h"
 #include "client/daemon/grpc_link.h"
 #include "server/checkpoint/checkpoint_store.h"
@@ -30,7 +31,7 @@ namespace layerfl {
 namespace fixture {
 
 inline Tensor32 MakeTensor(const std::string& name, std::vector<int64_t> shape,
-                    float scale) {
+                           float scale) {
   Tensor32 t;
   t.name = name;
   t.shape = std::move(shape);
@@ -47,11 +48,13 @@ inline ModelWeights SmallModel() {
   m.layers.push_back({"embed", 0, {MakeTensor("embed.w", {256, 64}, 0.1f)}});
   for (int b = 0; b < 2; ++b) {
     const std::string p = absl::StrCat("block", b);
-    m.layers.push_back({p, 0,
+    m.layers.push_back({p,
+                        0,
                         {MakeTensor(p + ".w", {128, 256}, 0.05f),
                          MakeTensor(p + ".b", {256}, 0.01f)}});
   }
-  m.layers.push_back({"head", 0,
+  m.layers.push_back({"head",
+                      0,
                       {MakeTensor("head.w", {10, 128}, 0.2f),
                        MakeTensor("head.b", {10}, 0.0f)}});
   return m;
@@ -67,7 +70,8 @@ class FakeSelector : public LayerSelector {
  public:
   bool NeedsScores() const override { return true; }
   absl::StatusOr<SelectionOutcome> Select(
-      const std::vector<SelectionCandidate>& candidates, int64_t round) override {
+      const std::vector<SelectionCandidate>& candidates,
+      int64_t round) override {
     SelectionOutcome out;
     for (size_t i = 0; i < candidates.size(); ++i) {
       out.layers.push_back({absl::StrCat("block", round % 2), "head"});
@@ -78,7 +82,9 @@ class FakeSelector : public LayerSelector {
   void OnCommitted(const std::vector<SelectionCandidate>&,
                    const SelectionOutcome&) override {}
   std::string SaveState() const override { return ""; }
-  absl::Status RestoreState(const std::string&) override { return absl::OkStatus(); }
+  absl::Status RestoreState(const std::string&) override {
+    return absl::OkStatus();
+  }
 };
 
 // Deterministic local work: the update depends on the global weights it is
@@ -149,9 +155,9 @@ inline RoundEngineOptions EngineOptions(int rounds, absl::Duration deadline) {
 // An engine over SmallModel() with no transport, as layerfl-sim drives one
 // (the references the served runs must match). `selector` and `clock` must
 // outlive it.
-inline std::unique_ptr<RoundEngine> DirectEngine(const RoundEngineOptions& options,
-                                                 LayerSelector* selector,
-                                                 Clock* clock = Clock::Real()) {
+inline std::unique_ptr<RoundEngine> DirectEngine(
+    const RoundEngineOptions& options, LayerSelector* selector,
+    Clock* clock = Clock::Real()) {
   RoundEngine::Deps deps;
   deps.clock = clock;
   deps.selector = selector;
@@ -165,7 +171,9 @@ inline std::unique_ptr<RoundEngine> DirectEngine(const RoundEngineOptions& optio
 // is dropped at the train deadline, and the round commits without it).
 inline ModelWeights SequentialDrive(
     int rounds, int clients,
-    const std::function<bool(int, int64_t)>& skip = [](int, int64_t) { return false; }) {
+    const std::function<bool(int, int64_t)>& skip = [](int, int64_t) {
+      return false;
+    }) {
   const absl::Duration deadline = absl::Seconds(60);
   FakeSelector selector;
   FakeClock clock;
@@ -173,7 +181,8 @@ inline ModelWeights SequentialDrive(
       DirectEngine(EngineOptions(rounds, deadline), &selector, &clock);
   std::vector<std::unique_ptr<FakeWork>> work;
   for (int i = 0; i < clients; ++i) {
-    work.push_back(std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
+    work.push_back(
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::ZeroDuration()));
     EXPECT_TRUE(engine->Join({Id(i), Samples(i), 2.0}).ok());
   }
   while (!engine->finished()) {
@@ -185,16 +194,20 @@ inline ModelWeights SequentialDrive(
         const ModelWeights g = engine->global();
         if (t.kind == TaskKind::kScore && phase == 0) {
           EXPECT_TRUE(
-              engine->SubmitScores(Id(i), t.round, *work[i]->Score(g, t.round, "", t.score_from)).ok());
+              engine
+                  ->SubmitScores(Id(i), t.round,
+                                 *work[i]->Score(g, t.round, "", t.score_from))
+                  .ok());
         } else if (t.kind == TaskKind::kTrain && phase == 1) {
           if (skip(i, t.round)) {
             skipped = true;
             continue;
           }
-          EXPECT_TRUE(engine
-                          ->SubmitUpdate(Id(i), t.round, Samples(i),
-                                         *work[i]->Train(g, t.round, t.layers, {}))
-                          .ok());
+          EXPECT_TRUE(
+              engine
+                  ->SubmitUpdate(Id(i), t.round, Samples(i),
+                                 *work[i]->Train(g, t.round, t.layers, {}))
+                  .ok());
         }
       }
     }
@@ -237,7 +250,9 @@ class Coordinator {
   }
   ~Coordinator() { server_.reset(); }
 
-  std::string target() const { return absl::StrCat("127.0.0.1:", server_->port()); }
+  std::string target() const {
+    return absl::StrCat("127.0.0.1:", server_->port());
+  }
   RoundEngine& engine() { return *engine_; }
   CoordinatorServer& server() { return *server_; }
   void Stop() { server_.reset(); }
@@ -284,6 +299,7 @@ class DaemonThread {
     options_.log = std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr : nullptr;
     thread_ = std::thread([this] {
       result_ = RunClientDaemon(options_, *work_, *link_, &stop_);
+      done_.Notify();
     });
   }
   ~DaemonThread() {
@@ -294,12 +310,27 @@ class DaemonThread {
     thread_.join();
     return result_;
   }
+  // Join, or after `limit` stop the daemon and say it was still running
+  // (a test fails naming it instead of hanging until ctest's timeout).
+  absl::StatusOr<DaemonResult> JoinWithin(absl::Duration limit) {
+    if (!done_.WaitForNotificationWithTimeout(limit)) {
+      stop_.store(true);
+      thread_.join();
+      return absl::DeadlineExceededError(absl::StrCat(
+          "client daemon '", options_.client_id, "' still running after ",
+          absl::FormatDuration(limit), " (stopped; it then returned: ",
+          result_.ok() ? "ok" : result_.status().ToString(), ")"));
+    }
+    thread_.join();
+    return result_;
+  }
 
  private:
   std::unique_ptr<FakeWork> work_;
   std::unique_ptr<CoordinatorLink> link_;
   DaemonOptions options_;
   std::atomic<bool> stop_{false};
+  absl::Notification done_;
   absl::StatusOr<DaemonResult> result_ = absl::UnknownError("not run");
   std::thread thread_;
 };
