@@ -57,25 +57,7 @@ RoundEngineOptions Async(int buffer, int places, int max_staleness = 5) {
   return o;
 }
 
-class AsyncEngineTest : public ::testing::Test {
- protected:
-  std::unique_ptr<RoundEngine> Make(const RoundEngineOptions& opts,
-                                    CheckpointStore* store = nullptr) {
-    RoundEngine::Deps deps;
-    deps.clock = &clock_;
-    deps.selector = &selector_;
-    deps.store = store;
-    auto engine = RoundEngine::Create(opts, TwoLayers(), deps);
-    EXPECT_TRUE(engine.ok()) << engine.status();
-    return engine.ok() ? std::move(*engine) : nullptr;
-  }
-  void JoinAll(RoundEngine& e, std::vector<std::pair<std::string, int64_t>> c) {
-    for (auto& [id, n] : c) ASSERT_TRUE(e.Join({id, n, 2.0}).ok());
-  }
-
-  FakeClock clock_;
-  FakeSelector selector_;
-};
+using AsyncEngineTest = EngineTest;
 
 std::vector<float> ValuesOf(const RoundEngine& e, int layer) {
   return e.global().layers[layer].tensors[0].values;

@@ -1,5 +1,8 @@
 #include "server/round/round_engine.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -11,34 +14,13 @@
 #include "nlohmann/json.hpp"
 #include "tests/round_fakes.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 namespace layerfl {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class RoundEngineTest : public ::testing::Test {
- protected:
-  std::unique_ptr<RoundEngine> Make(RoundEngineOptions opts,
-                                    CheckpointStore* store = nullptr) {
-    RoundEngine::Deps deps;
-    deps.clock = &clock_;
-    deps.selector = &selector_;
-    deps.store = store;
-    auto engine = RoundEngine::Create(opts, TwoLayers(), deps);
-    EXPECT_TRUE(engine.ok()) << engine.status();
-    return std::move(*engine);
-  }
-  void JoinAll(RoundEngine& e, std::vector<std::pair<std::string, int64_t>> c) {
-    for (auto& [id, n] : c) ASSERT_TRUE(e.Join({id, n, 2.0}).ok());
-  }
-
-  FakeClock clock_;
-  FakeSelector selector_;
-};
+using RoundEngineTest = EngineTest;
 
 RoundEngineOptions Opts(int clients_per_round, int min_clients) {
   RoundEngineOptions o;
@@ -104,9 +86,11 @@ TEST_F(RoundEngineTest, StragglerDroppedAtDeadlineAndLateUploadRefused) {
   EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(4.0f, 5.0f));
   // The straggler's upload for round 1 arrives during round 2 and is refused.
   ASSERT_TRUE(e->StartRound().ok());
-  absl::Status late = e->SubmitUpdate("slow", 1, 1, {Delta("a", {100.0f, 100.0f})});
+  absl::Status late =
+      e->SubmitUpdate("slow", 1, 1, {Delta("a", {100.0f, 100.0f})});
   EXPECT_EQ(ReasonOf(late), RejectReason::kStaleRound);
-  EXPECT_THAT(late.message(), HasSubstr("for round 1, but round 2 is training"));
+  EXPECT_THAT(late.message(),
+              HasSubstr("for round 1, but round 2 is training"));
   EXPECT_EQ(e->rejected_total().at("stale_round"), 1);
   auto records = e->TakeRecords();
   ASSERT_EQ(records.size(), 1u);
@@ -178,10 +162,13 @@ TEST_F(RoundEngineTest, ScoringPhaseThenTraining) {
             RejectReason::kStaleRound);
   // Bad scores are refused, naming the layer.
   absl::Status bad = e->SubmitScores("c1", 1, {1.0, -2.0});
-  EXPECT_THAT(bad.message(), HasSubstr("score of layer 'b' must be finite and >= 0"));
-  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0})), RejectReason::kWrongShape);
+  EXPECT_THAT(bad.message(),
+              HasSubstr("score of layer 'b' must be finite and >= 0"));
+  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0})),
+            RejectReason::kWrongShape);
   ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
-  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0, 2.0})), RejectReason::kDuplicate);
+  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 1, {1.0, 2.0})),
+            RejectReason::kDuplicate);
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kWait);
   ASSERT_TRUE(e->SubmitScores("c2", 1, {3.0, 4.0}).ok());
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
@@ -218,7 +205,8 @@ TEST_F(RoundEngineTest, RefusalsChangeNothingAndAreCounted) {
             RejectReason::kNonFinite);
   EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 7, 1, {Delta("a", {1, 1})})),
             RejectReason::kStaleRound);
-  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, int64_t{1} << 62, {Delta("a", {1, 1})})),
+  EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, int64_t{1} << 62,
+                                     {Delta("a", {1, 1})})),
             RejectReason::kBadSampleCount);
   ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})}).ok());
   EXPECT_EQ(ReasonOf(e->SubmitUpdate("c1", 1, 1, {Delta("a", {2, 2})})),
@@ -320,7 +308,8 @@ TEST_F(RoundEngineTest, JoinValidatesFields) {
               HasSubstr("num_samples must be in [1, 10^12], got 0"));
   EXPECT_THAT(e->Join({"x", int64_t{1} << 62, 1.0}).message(),
               HasSubstr("num_samples must be in [1, 10^12]"));
-  EXPECT_THAT(e->Join({"x", 1, -1.0}).message(), HasSubstr("budget must be > 0"));
+  EXPECT_THAT(e->Join({"x", 1, -1.0}).message(),
+              HasSubstr("budget must be > 0"));
   EXPECT_THAT(e->StartRound().message(), HasSubstr("only 0 clients joined"));
 }
 
@@ -620,7 +609,8 @@ TEST_F(RoundEngineTest, SecureAggregationSurvivesDropoutsBeforeAndAfterUpload) {
   EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[1], 2.5f);
   std::vector<RoundRecord> records = e->TakeRecords();
   int contributed = 0;
-  for (const ClientRoundRecord& c : records[0].clients) contributed += c.contributed;
+  for (const ClientRoundRecord& c : records[0].clients)
+    contributed += c.contributed;
   EXPECT_EQ(contributed, 4);
 }
 
@@ -634,15 +624,17 @@ TEST_F(RoundEngineTest, SecureAggregationBelowThresholdAbandonsAndRetries) {
   JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}});
   ASSERT_TRUE(e->StartRound().ok());
   auto ps = Participants({"c1", "c2", "c3"});
-  for (auto& [id, p] : ps) ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  for (auto& [id, p] : ps)
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
   for (auto& [id, p] : ps) {
-    ASSERT_TRUE(e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
+    ASSERT_TRUE(
+        e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
   }
   for (const char* id : {"c1", "c2"}) {
     Task t = e->TaskFor(id);
-    ASSERT_TRUE(e->SubmitMasked(id, 1, *ps[id]->Mask(1, t.shares,
-                                                   {Delta("a", {1, 1})}))
-                    .ok());
+    ASSERT_TRUE(
+        e->SubmitMasked(id, 1, *ps[id]->Mask(1, t.shares, {Delta("a", {1, 1})}))
+            .ok());
   }
   clock_.Advance(absl::Seconds(11));
   ASSERT_TRUE(e->Tick().ok());  // c3 never uploaded: 2 < t = 3
@@ -690,10 +682,10 @@ TEST_F(RoundEngineTest, ScoringTaskStopsAtWhatTheMemoryLimitHolds) {
     if (with_profile) c.profile = profile;
     ASSERT_TRUE(e->Join(c).ok());
   };
-  join("roomy", 3.0, 0, true);       // holds the whole pass
-  join("tight", 2.0, 0, true);       // only b's
-  join("capped", 8.0, 0.5, true);    // the cap holds nothing
-  join("unprofiled", 0.5, 0, false); // nothing to go by: everything
+  join("roomy", 3.0, 0, true);        // holds the whole pass
+  join("tight", 2.0, 0, true);        // only b's
+  join("capped", 8.0, 0.5, true);     // the cap holds nothing
+  join("unprofiled", 0.5, 0, false);  // nothing to go by: everything
   ASSERT_TRUE(e->StartRound().ok());
   EXPECT_EQ(e->TaskFor("roomy").kind, TaskKind::kScore);
   EXPECT_EQ(e->TaskFor("roomy").score_from, 0);

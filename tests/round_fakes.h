@@ -2,13 +2,18 @@
 #define LAYERFL_TESTS_ROUND_FAKES_H_
 
 // What the round engine tests (synchronous and asynchronous) share: a
-// two-layer model, a delta builder and a selector that hands out fixed
-// layers.
+// two-layer model, a delta builder, a selector that hands out fixed layers
+// and a fixture that builds engines over them.
+
+#include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "common/util/clock.h"
 #include "server/round/round_engine.h"
 
 namespace layerfl {
@@ -64,6 +69,27 @@ class FakeSelector : public LayerSelector {
   std::vector<int64_t> seen_rounds;
   std::vector<std::vector<std::string>> seen_candidates;  // ids, per Select
   int commits = 0;
+};
+
+// An engine over TwoLayers() with a fake clock and the fake selector.
+class EngineTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<RoundEngine> Make(const RoundEngineOptions& opts,
+                                    CheckpointStore* store = nullptr) {
+    RoundEngine::Deps deps;
+    deps.clock = &clock_;
+    deps.selector = &selector_;
+    deps.store = store;
+    auto engine = RoundEngine::Create(opts, TwoLayers(), deps);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return engine.ok() ? std::move(*engine) : nullptr;
+  }
+  void JoinAll(RoundEngine& e, std::vector<std::pair<std::string, int64_t>> c) {
+    for (auto& [id, n] : c) ASSERT_TRUE(e.Join({id, n, 2.0}).ok());
+  }
+
+  FakeClock clock_;
+  FakeSelector selector_;
 };
 
 }  // namespace layerfl
