@@ -17,5 +17,7 @@ bash bench/budget/run.sh "$BUILD"
 bash bench/scale/run.sh "$BUILD"
 # sim.parallel_clients 1 vs 2 vs threads 2.
 bash bench/sim_parallel/run.sh "$BUILD"
+# The asynchronous buffer's journal: a durable append vs the write alone.
+{ echo "# build/bin/journal_bench $BUILD"; "$BUILD/bin/journal_bench" "$BUILD"; } | tee bench/results/journal.txt
 # Time to accuracy: synchronous vs asynchronous (FedBuff) rounds, devices 10x apart.
 bash bench/async/run.sh "$BUILD"
