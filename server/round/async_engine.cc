@@ -212,17 +212,16 @@ struct Slot {
   ClientUsage usage;
 };
 
-// An update in the buffer, for the commit's record.
+// An update in the buffer, for the commit's record. Its client (id, budget,
+// sample count, the scores it was selected from) is `candidate`, as the
+// regulation statistics get it.
 struct Contribution {
-  std::string id;
-  double budget = 0;
+  SelectionCandidate candidate;
   std::vector<std::string> layers;
-  std::vector<double> scores;
   double cost = -1;
   int64_t staleness = 0;
   std::vector<double> weights;
   ClientUsage usage;
-  SelectionCandidate candidate;
 };
 
 absl::Status Corrupt(const std::string& what) {
@@ -297,8 +296,7 @@ class AsyncRoundEngine : public RoundEngine {
     } else {
       RETURN_IF_ERROR(StartJournal());
     }
-    RETURN_IF_ERROR(fatal_);
-    return absl::OkStatus();
+    return fatal_;
   }
 
   absl::Status Join(const ClientInfo& client) override {
@@ -466,10 +464,7 @@ class AsyncRoundEngine : public RoundEngine {
     for (const auto& [id, slot] : slots_) {
       if (now >= slot.deadline) late.push_back(id);
     }
-    for (const std::string& id : late) {
-      ++timed_out_;
-      Withdraw(id);
-    }
+    for (const std::string& id : late) Withdraw(id);
     if (!late.empty()) Fill();
     return fatal_;
   }
@@ -645,8 +640,6 @@ class AsyncRoundEngine : public RoundEngine {
       return added;
     }
     Contribution c;
-    c.id = client_id;
-    c.budget = slot.budget;
     c.layers = slot.layers;
     c.cost = slot.cost;
     c.staleness = committed_ - base;
@@ -655,7 +648,6 @@ class AsyncRoundEngine : public RoundEngine {
     c.candidate = Candidate(client_id);
     c.candidate.budget = slot.budget;
     c.candidate.num_samples = slot.num_samples;
-    c.scores = c.candidate.scores;
     buffer_.push_back(std::move(c));
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
@@ -693,14 +685,18 @@ class AsyncRoundEngine : public RoundEngine {
     const size_t places = options_.clients_per_round > 0
                               ? static_cast<size_t>(options_.clients_per_round)
                               : joined_.size();
-    while (slots_.size() < places) {
-      std::vector<const std::string*> idle;
-      for (const auto& [id, info] : joined_) {
-        if (!slots_.count(id)) idle.push_back(&id);
-      }
-      if (idle.empty()) return;
+    if (slots_.size() >= places) return;
+    // The idle joined clients in id order, listed once: each draw takes one
+    // out (Assign gives it a place, or the run stops).
+    std::vector<const std::string*> idle;
+    for (const auto& [id, info] : joined_) {
+      if (!slots_.count(id)) idle.push_back(&id);
+    }
+    while (slots_.size() < places && !idle.empty()) {
       DeterministicRng rng(options_.seed ^ MixSeed(0xa5f1 + draws_));
-      const std::string id = *idle[rng.UniformBelow(idle.size())];
+      const auto pick = idle.begin() + rng.UniformBelow(idle.size());
+      const std::string id = **pick;
+      idle.erase(pick);
       ++draws_;
       Assign(id);
       if (!fatal_.ok()) return;
@@ -955,11 +951,11 @@ class AsyncRoundEngine : public RoundEngine {
     SelectionOutcome outcome;
     for (Contribution& c : buffer_) {
       ClientRoundRecord cr;
-      cr.id = c.id;
-      cr.budget = c.budget;
+      cr.id = c.candidate.id;
+      cr.budget = c.candidate.budget;
       cr.layers = c.layers;
       cr.contributed = true;
-      cr.scores = c.scores;
+      cr.scores = c.candidate.scores;
       cr.cost = c.cost;
       cr.usage = c.usage;
       cr.staleness = c.staleness;
@@ -1021,7 +1017,6 @@ class AsyncRoundEngine : public RoundEngine {
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   uint64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t draws_ ABSL_GUARDED_BY(mu_) = 0;  // places handed out so far
-  int64_t timed_out_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time buffer_start_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Slot> slots_ ABSL_GUARDED_BY(mu_);
