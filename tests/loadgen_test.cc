@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/loadgen/loadgen.h"
 #include "nlohmann/json.hpp"
@@ -112,6 +113,109 @@ TEST(SyntheticWorkTest, UpdatesHaveTheLayersShapesAndAreReproducible) {
   // It fails in its fail round, as asked.
   EXPECT_EQ(work.Score(g, 3, "rgn", 0).status().code(),
             absl::StatusCode::kInternal);
+}
+
+// A scripted coordinator for one daemon: a long poll that waits `poll`,
+// then a scoring task, then the run's end; it records every heartbeat and
+// whether a poll was in flight then.
+class ScriptedLink : public CoordinatorLink {
+ public:
+  explicit ScriptedLink(absl::Duration poll) : poll_(poll) {}
+  absl::StatusOr<std::string> GetRunConfig(const std::string&,
+                                           const std::string&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::StatusOr<JoinInfo> Join(const JoinParams&) override {
+    JoinInfo info;
+    info.run_id = "run";
+    info.heartbeat = absl::Milliseconds(100);
+    return info;
+  }
+  absl::Status Leave(const std::string&) override { return absl::OkStatus(); }
+  absl::Status Heartbeat() override {
+    absl::MutexLock lock(&mu);
+    (polling ? heartbeats_polling : heartbeats_working) += 1;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<ClientTask> GetTask(absl::Duration) override {
+    ClientTask task;
+    {
+      absl::MutexLock lock(&mu);
+      polling = true;
+      ++polls;
+    }
+    if (polls == 1) absl::SleepFor(poll_);
+    task.kind = polls == 1   ? ClientTaskKind::kWait
+                : polls == 2 ? ClientTaskKind::kScore
+                             : ClientTaskKind::kFinished;
+    task.round = 1;
+    task.time_left = absl::Seconds(30);
+    task.metric = "rgn";
+    absl::MutexLock lock(&mu);
+    polling = false;
+    return task;
+  }
+  absl::StatusOr<TransferStats> Fetch(Replica& replica) override {
+    replica.run_id = "run";
+    replica.committed_round = 0;
+    return TransferStats{};
+  }
+  absl::Status ReportScores(int64_t, const std::vector<double>&,
+                            const WorkCost&) override {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<TransferStats> Upload(int64_t, int64_t,
+                                       const std::vector<LayerDelta>&,
+                                       absl::Duration,
+                                       const WorkCost&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::Status SendAdvert(int64_t, const SecAggAdvert&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::Status SendShares(int64_t, const std::vector<SecAggShare>&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::Status SendUnmask(int64_t, const SecAggUnmaskResponse&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::StatusOr<TransferStats> UploadMasked(int64_t,
+                                             const SecAggMaskedInput&,
+                                             absl::Duration,
+                                             const WorkCost&) override {
+    return absl::UnimplementedError("not used");
+  }
+
+  absl::Mutex mu;
+  bool polling ABSL_GUARDED_BY(mu) = false;
+  int polls = 0;  // the daemon's thread only
+  int heartbeats_polling ABSL_GUARDED_BY(mu) = 0;
+  int heartbeats_working ABSL_GUARDED_BY(mu) = 0;
+
+ private:
+  absl::Duration poll_;
+};
+
+// An idle client's long poll is its presence (the coordinator counts the
+// poll's arrival as contact and holds it at most half of client_timeout_s): no heartbeat goes out while one is in flight, so 10,000
+// idle clients cost one call per poll, not one per poll and one per period.
+// While it works (no call in flight) it heartbeats every period.
+TEST(DaemonHeartbeatTest, NoHeartbeatWhileAPollIsInFlightEveryPeriodWhileWorking) {
+  ScriptedLink link(absl::Milliseconds(1200));  // 12 heartbeat periods
+  SyntheticWork::Options wo;
+  wo.delay = absl::Milliseconds(1200);  // scoring takes 12 periods
+  SyntheticWork work("c1", wo);
+  DaemonOptions options;
+  options.client_id = "c1";
+  absl::StatusOr<DaemonResult> result =
+      RunClientDaemon(options, work, link, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  absl::MutexLock lock(&link.mu);
+  EXPECT_EQ(link.polls, 3);
+  EXPECT_EQ(link.heartbeats_polling, 0);
+  // 12 periods of work; a loaded machine may wake the heartbeat thread late.
+  EXPECT_GE(link.heartbeats_working, 4);
+  EXPECT_LE(link.heartbeats_working, 13);
 }
 
 TEST(LoadGenOptionsTest, RefusalsNameTheFlag) {

@@ -305,6 +305,42 @@ TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
   EXPECT_THAT(s.error_message(), StartsWith("unknown_session: "));
 }
 
+// Daemons do not heartbeat while a poll is in flight, so a held poll must
+// end before the client would time out: it is held at most half of
+// client_timeout (here 200 ms, though max_poll is 10 s and the client asked
+// for 10 s), and a client that only polls stays in the run.
+TEST(ServiceTest, PollsAreHeldAtMostHalfTheClientTimeoutAndKeepTheSessionAlive) {
+  ServiceOptions options = FastOptions(5);  // no round: every poll waits
+  options.client_timeout = absl::Milliseconds(400);
+  options.max_poll = absl::Seconds(10);
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
+  auto stub = wire::Coordinator::NewStub(
+      grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
+  wire::JoinRequest join;
+  join.set_client_id("client-000");
+  join.set_num_samples(10);
+  wire::JoinReply joined;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+  }
+  wire::GetTaskRequest poll;
+  poll.set_client_id("client-000");
+  poll.set_session(joined.session());
+  poll.set_wait_ms(10000);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 6; ++i) {  // 6 x 200 ms: three client timeouts
+    const absl::Time t0 = absl::Now();
+    grpc::ClientContext context;
+    wire::TaskReply reply;
+    ASSERT_TRUE(stub->GetTask(&context, poll, &reply).ok()) << i;
+    EXPECT_EQ(reply.kind(), wire::TaskReply::WAIT) << i;
+    EXPECT_GE(absl::Now() - t0, absl::Milliseconds(150)) << i;
+    EXPECT_LT(absl::Now() - t0, absl::Milliseconds(390)) << i;
+  }
+  EXPECT_GT(absl::Now() - start, absl::Milliseconds(1000));
+}
+
 // GetRunConfig: the run's YAML to a client with the run's token (before any
 // Join), bad_token to one without, and FAILED_PRECONDITION from a
 // coordinator that does not serve its config; the refusals are counted.

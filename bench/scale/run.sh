@@ -131,7 +131,8 @@ PY
 {
   echo "# bash bench/scale/run.sh $BUILD $QUICK  ($(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
-  echo "## idle connected clients (each holds a session, heartbeats every 5 s, a 5 s long poll;"
+  echo "## idle connected clients (each holds a session and a 5 s long poll, re-polled at once; no heartbeat"
+  echo "## goes out while a poll is in flight;"
   echo "## conns: shared = gRPC multiplexes the load generator's clients over one TCP connection,"
   echo "## own = one connection per client, as separate devices;"
   echo "## rss0: the coordinator before any client (least over 11 s); bytes/client: 3 s after the last"

@@ -55,37 +55,78 @@ class Backoff {
   std::mt19937_64 rng_{std::random_device{}()};
 };
 
-// Calls Heartbeat every period while active, on its own thread.
+// Calls Heartbeat every period while active, on its own thread, unless the
+// coordinator heard from the client otherwise: a long poll in flight (held
+// at most transport.max_poll_s and half of client_timeout_s by the
+// coordinator, which counts its arrival as contact) stands in for heartbeats, and the next one
+// is due a period after the poll began. An idle client thus costs the
+// coordinator one call per poll instead of one per poll and per period,
+// and a client that trains (no call in flight) still heartbeats.
 class Heartbeater {
  public:
   explicit Heartbeater(CoordinatorLink& link)
       : link_(link), thread_([this] { Loop(); }) {}
   ~Heartbeater() {
-    stop_.store(true);
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+      changed_.Signal();
+    }
     thread_.join();
   }
   void Activate(absl::Duration period) {
-    period_ms_.store(std::max<int64_t>(100, absl::ToInt64Milliseconds(period)));
-    active_.store(true);
+    absl::MutexLock lock(&mu_);
+    period_ = std::max(absl::Milliseconds(100), period);
+    active_ = true;
+    next_ = absl::Now() + period_;  // the join was contact
+    changed_.Signal();
   }
-  void Deactivate() { active_.store(false); }
+  void Deactivate() {
+    absl::MutexLock lock(&mu_);
+    active_ = false;
+    changed_.Signal();
+  }
+  // A long poll begins / ended.
+  void PollBegins() {
+    absl::MutexLock lock(&mu_);
+    polling_ = true;
+    next_ = absl::Now() + period_;
+    changed_.Signal();
+  }
+  void PollEnded() {
+    absl::MutexLock lock(&mu_);
+    polling_ = false;
+    changed_.Signal();
+  }
 
  private:
   void Loop() {
-    absl::Time next = absl::Now();
-    while (!stop_.load()) {
-      absl::SleepFor(absl::Milliseconds(50));
-      if (!active_.load() || absl::Now() < next) continue;
-      next = absl::Now() + absl::Milliseconds(period_ms_.load());
+    absl::MutexLock lock(&mu_);
+    while (!stop_) {
+      if (!active_ || polling_) {
+        changed_.Wait(&mu_);
+        continue;
+      }
+      if (absl::Now() < next_) {
+        changed_.WaitWithDeadline(&mu_, next_);  // or any change
+        continue;
+      }
+      next_ = absl::Now() + period_;
+      mu_.Unlock();
       (void)link_.Heartbeat();  // failures show up on the main loop's calls
+      mu_.Lock();
     }
   }
 
   CoordinatorLink& link_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> active_{false};
-  std::atomic<int64_t> period_ms_{5000};
-  std::thread thread_;
+  absl::Mutex mu_;
+  absl::CondVar changed_;  // signalled on every change below
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool active_ ABSL_GUARDED_BY(mu_) = false;
+  bool polling_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration period_ ABSL_GUARDED_BY(mu_) = absl::Seconds(5);
+  absl::Time next_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: starts once the state above exists
 };
 
 bool IsUnknownSession(const absl::Status& s) {
@@ -239,7 +280,9 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       (void)link.Leave(why);
       return s;
     };
+    heartbeat.PollBegins();
     absl::StatusOr<ClientTask> task = link.GetTask(options.poll);
+    heartbeat.PollEnded();
     if (!task.ok()) {
       if (absl::Status s = handle("get task", task.status()); !s.ok()) return s;
       continue;

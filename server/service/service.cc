@@ -414,9 +414,12 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       return Refuse(reactor, "get_task", request->client_id(), ShuttingDown());
     absl::Status s = CheckSession(request->client_id(), request->session());
     if (!s.ok()) return Refuse(reactor, "get_task", request->client_id(), s);
-    const absl::Duration wait =
-        std::clamp(absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
-                   options_.max_poll);
+    // Held at most half the client timeout too: the poll's arrival is the
+    // client's last contact while it waits (daemons do not heartbeat while
+    // a poll is in flight).
+    const absl::Duration wait = std::clamp(
+        absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
+        std::min(options_.max_poll, options_.client_timeout / 2));
     polls_.Add(Poll{request->client_id(), context, reactor, reply},
                absl::Now() + wait);
     executor_.Post([this] { EvaluatePolls(); });

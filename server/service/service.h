@@ -75,7 +75,8 @@ struct ServiceOptions {
   int64_t chunk_bytes = int64_t{1} << 20;
   // Largest upload chunk payload accepted, in [4, 3 MiB]. Default 2 MiB.
   int64_t max_chunk_bytes = int64_t{2} << 20;
-  // Longest a GetTask long poll is held. Default 10 s.
+  // Longest a GetTask long poll is held (and at most client_timeout / 2).
+  // Default 10 s.
   absl::Duration max_poll = absl::Seconds(10);
   // A client not heard from for this long leaves the run. Default 60 s.
   absl::Duration client_timeout = absl::Seconds(60);
