@@ -193,6 +193,7 @@ TEST_F(OperationsTest, ClientDaemonServesItsOwnMetrics) {
   EXPECT_THAT(text, HasSubstr("layerfl_client_joins_total{client=\"client-000\"} 1"));
   EXPECT_THAT(text, HasSubstr("layerfl_client_work_seconds_count{client=\"client-000\",kind=\"score\"}"));
   EXPECT_THAT(text, HasSubstr("layerfl_client_bytes_down_total{client=\"client-000\",kind=\"wire\"}"));
+  EXPECT_THAT(text, HasSubstr("\nprocess_resident_memory_bytes "));
   ASSERT_TRUE(std::regex_search(
       text, m, std::regex("layerfl_client_last_round\\{[^}]*\\} ([0-9.e+]+)")));
   EXPECT_GE(std::stod(m[1]), 1);
@@ -290,6 +291,13 @@ TEST_F(OperationsTest, PrometheusScrapesTheRun) {
   EXPECT_GT(query("layerfl_bytes_down_total{kind=\"payload\"}"), 0);
   EXPECT_EQ(query("layerfl_rounds_planned"), kRounds);
   EXPECT_GE(query("layerfl_clients_joined"), 4);
+  EXPECT_GE(query("layerfl_polls_waiting"), 0);
+  // The coordinator's own resources: LibTorch alone makes it > 100 MB; it
+  // started during this test suite.
+  EXPECT_GT(query("process_resident_memory_bytes{job=\"layerfl\"}"), 100e6);
+  EXPECT_GT(query("process_cpu_seconds_total{job=\"layerfl\"}"), 0);
+  const double started = query("process_start_time_seconds{job=\"layerfl\"}");
+  EXPECT_GT(started, absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()) - 600);
   EXPECT_GE(query("histogram_quantile(0.5, "
                   "layerfl_round_duration_seconds_bucket)"),
             0);

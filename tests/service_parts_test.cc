@@ -218,5 +218,23 @@ TEST(RunMonitorTest, ExportsEachFoldedUpdatesStaleness) {
   }
 }
 
+// The live gauges an operator sizes a coordinator by: the long polls held
+// (layerfl_polls_waiting) and the process's own memory, CPU and descriptors
+// (the standard process_* names, read from /proc).
+TEST(RunMonitorTest, ExportsHeldPollsAndTheProcessResources) {
+  RunMonitor monitor({"run", 4, {"a", "b"}, "strategic", "layers", false}, [] {
+    LiveState s;
+    s.service.polls_waiting = 7;
+    return s;
+  });
+  const std::string text = monitor.MetricsText();
+  EXPECT_THAT(text, HasSubstr("\nlayerfl_polls_waiting 7\n")) << text;
+  for (const char* name :
+       {"process_resident_memory_bytes ", "process_cpu_seconds_total ",
+        "process_open_fds ", "process_start_time_seconds "}) {
+    EXPECT_THAT(text, HasSubstr(std::string("\n") + name)) << text;
+  }
+}
+
 }  // namespace
 }  // namespace layerfl

@@ -341,6 +341,41 @@ TEST(ServiceTest, PollsAreHeldAtMostHalfTheClientTimeoutAndKeepTheSessionAlive) 
   EXPECT_GT(absl::Now() - start, absl::Milliseconds(1000));
 }
 
+// stats().polls_waiting: the long polls held now (an operator's view of what
+// idle clients cost), back to 0 once they are answered.
+TEST(ServiceTest, CountsTheLongPollsItHolds) {
+  ServiceOptions options = FastOptions(5);  // no round: every poll waits
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
+  auto stub = wire::Coordinator::NewStub(
+      grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
+  std::vector<std::thread> polls;
+  for (int i = 0; i < 3; ++i) {
+    wire::JoinRequest join;
+    join.set_client_id(Id(i));
+    join.set_num_samples(10);
+    wire::JoinReply joined;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+    polls.emplace_back([&stub, i, session = joined.session()] {
+      wire::GetTaskRequest poll;
+      poll.set_client_id(Id(i));
+      poll.set_session(session);
+      poll.set_wait_ms(800);
+      grpc::ClientContext context;
+      wire::TaskReply reply;
+      EXPECT_TRUE(stub->GetTask(&context, poll, &reply).ok());
+    });
+  }
+  int64_t most = 0;
+  for (int i = 0; i < 100 && most < 3; ++i) {  // bounded: 0.5 s
+    most = std::max(most, coordinator.server().stats().polls_waiting);
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(most, 3);
+  for (std::thread& t : polls) t.join();
+  EXPECT_EQ(coordinator.server().stats().polls_waiting, 0);
+}
+
 // GetRunConfig: the run's YAML to a client with the run's token (before any
 // Join), bad_token to one without, and FAILED_PRECONDITION from a
 // coordinator that does not serve its config; the refusals are counted.

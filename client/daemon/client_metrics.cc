@@ -3,6 +3,7 @@
 #include <map>
 
 #include "absl/synchronization/mutex.h"
+#include "common/metrics/process_metrics.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -130,7 +131,8 @@ void ClientMetrics::OnTask(const TaskRecord& record, const WorkCost& cost) {
 }
 
 std::string ClientMetrics::MetricsText() const {
-  return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
+  return prometheus::TextSerializer().Serialize(
+      WithProcessMetrics(impl_->registry->Collect()));
 }
 
 }  // namespace layerfl

@@ -6,6 +6,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics/process_metrics.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -127,6 +128,10 @@ struct RunMonitor::Impl {
   Gauge& connected =
       gauges("layerfl_clients_connected", "Clients with a live session")
           .Add({});
+  Gauge& polls_waiting =
+      gauges("layerfl_polls_waiting",
+             "Task long polls held now (a gRPC call each)")
+          .Add({});
   Gauge& ever_joined =
       gauges("layerfl_clients_joined", "Clients that ever joined").Add({});
   Gauge& participants = gauges("layerfl_clients_participating",
@@ -197,6 +202,7 @@ struct RunMonitor::Impl {
     if (epsilon != nullptr) epsilon->Set(s.epsilon);
     connected.Set(static_cast<double>(st.clients.size()));
     ever_joined.Set(static_cast<double>(st.ever_joined));
+    polls_waiting.Set(static_cast<double>(st.polls_waiting));
     held.Set(static_cast<double>(st.held_bytes));
     held_peak.Set(static_cast<double>(st.peak_held_bytes));
     down_wire.Set(static_cast<double>(st.down_wire_bytes));
@@ -288,7 +294,8 @@ std::string RunMonitor::MetricsText() {
   Impl& m = *impl_;
   absl::MutexLock lock(&m.mu);
   m.Refresh();
-  return prometheus::TextSerializer().Serialize(m.registry->Collect());
+  return prometheus::TextSerializer().Serialize(
+      WithProcessMetrics(m.registry->Collect()));
 }
 
 std::string RunMonitor::StateJson() {

@@ -13,6 +13,7 @@
 // thread-safe; Evaluate and FinishAll run on one thread at a time (the
 // service's executor).
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <utility>
@@ -30,7 +31,11 @@ class LongPolls {
   void Add(P poll, absl::Time expiry) {
     absl::MutexLock lock(&mu_);
     fresh_.emplace_back(expiry, std::move(poll));
+    held_.fetch_add(1, std::memory_order_relaxed);
   }
+
+  // Polls added and not yet answered (any thread; for the metrics).
+  int64_t held() const { return held_.load(std::memory_order_relaxed); }
 
   // `answer(poll, last_chance)` answers the poll and returns true when it
   // has a task (or, with last_chance, always). Asked: every fresh poll; every
@@ -57,14 +62,18 @@ class LongPolls {
       ++asked;
       if (expiry <= now) {
         answer(poll, /*last_chance=*/true);
+        held_.fetch_sub(1, std::memory_order_relaxed);
       } else if (!answer(poll, /*last_chance=*/false)) {
         waiting_.emplace(expiry, std::move(poll));
+      } else {
+        held_.fetch_sub(1, std::memory_order_relaxed);
       }
     }
     while (!waiting_.empty() && waiting_.begin()->first <= now) {
       ++asked;
       answer(waiting_.begin()->second, /*last_chance=*/true);
       waiting_.erase(waiting_.begin());
+      held_.fetch_sub(1, std::memory_order_relaxed);
     }
     return asked;
   }
@@ -79,6 +88,8 @@ class LongPolls {
     }
     for (auto& [expiry, poll] : all) finish(poll);
     for (auto& [expiry, poll] : waiting_) finish(poll);
+    held_.fetch_sub(static_cast<int64_t>(all.size() + waiting_.size()),
+                    std::memory_order_relaxed);
     waiting_.clear();
   }
 
@@ -89,6 +100,7 @@ class LongPolls {
   std::multimap<absl::Time, P> waiting_;
   uint64_t epoch_ = 0;
   bool evaluated_ = false;
+  std::atomic<int64_t> held_{0};
 };
 
 }  // namespace layerfl

@@ -255,6 +255,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     s.ever_joined = ever_joined_count_;
     s.timed_out = timed_out_;
     s.leave_reasons = leave_reasons_total_;
+    s.polls_waiting = polls_.held();
     return s;
   }
 

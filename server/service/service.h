@@ -172,6 +172,9 @@ struct ServiceStats {
   int64_t ever_joined = 0;
   int64_t timed_out = 0;
   std::map<std::string, int64_t> leave_reasons;
+  // Task long polls the coordinator holds now (each is a gRPC call in
+  // flight: most of an idle client's memory).
+  int64_t polls_waiting = 0;
 };
 
 // Parses a per-client tokens file's `text`: one "client_id token" pair per
