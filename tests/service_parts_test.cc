@@ -15,6 +15,7 @@
 #include "proto/layerfl.pb.h"
 #include "server/monitor/run_monitor.h"
 #include "server/service/held_uploads.h"
+#include "server/service/memory_release.h"
 #include "server/service/snapshot.h"
 
 namespace layerfl {
@@ -234,6 +235,29 @@ TEST(RunMonitorTest, ExportsHeldPollsAndTheProcessResources) {
         "process_open_fds ", "process_start_time_seconds "}) {
     EXPECT_THAT(text, HasSubstr(std::string("\n") + name)) << text;
   }
+}
+
+// The coordinator's free pages go back to the kernel once it has been quiet
+// for a whole period after some activity, once per quiet stretch, and
+// never while the activity moves (a round's transfers).
+TEST(QuietReleaseTest, ReleasesOnceAfterAQuietPeriodNeverDuringActivity) {
+  const absl::Time t0 = absl::UnixEpoch();
+  const auto at = [&](double s) { return t0 + absl::Seconds(s); };
+  QuietRelease r(absl::Seconds(10), t0);
+  EXPECT_FALSE(r.Due(at(5), 0));
+  EXPECT_TRUE(r.Due(at(10), 0));   // the start's garbage, once
+  EXPECT_FALSE(r.Due(at(30), 0));  // nothing happened since
+  // A round: the activity moves every second for 40 s; no release.
+  for (int s = 31; s <= 70; ++s) EXPECT_FALSE(r.Due(at(s), s * 1000)) << s;
+  EXPECT_FALSE(r.Due(at(79), 70000));  // 9 s quiet
+  EXPECT_TRUE(r.Due(at(80), 70000));   // 10 s quiet
+  EXPECT_FALSE(r.Due(at(95), 70000));
+  // Joins move it too.
+  EXPECT_FALSE(r.Due(at(96), 70001));
+  EXPECT_TRUE(r.Due(at(106), 70001));
+  // Zero period: never.
+  QuietRelease never(absl::ZeroDuration(), t0);
+  EXPECT_FALSE(never.Due(at(100), 0));
 }
 
 }  // namespace

@@ -39,10 +39,11 @@ config() {
     "$wait_for" "$wait_s" >> "$tmp/run.yaml"
 }
 
-start_coordinator() {  # ARENAS -> $CP, $PORT
+start_coordinator() {  # ARENAS [RELEASE_S] -> $CP, $PORT
   rm -rf "$tmp/run" "$tmp/port"
-  /usr/bin/time -f "%U %S" -o "$tmp/cpu" "$BUILD/bin/layerfl-coordinator" --config "$tmp/run.yaml" \
+  /usr/bin/time -f "%U %S %R" -o "$tmp/cpu" "$BUILD/bin/layerfl-coordinator" --config "$tmp/run.yaml" \
     --listen 127.0.0.1:0 --port_file "$tmp/port" --metrics_listen= --malloc_arenas "$1" \
+    --release_memory_s "${2:-10}" \
     > "$tmp/coord.log" 2>&1 &
   CP=$!
   while [ ! -s "$tmp/port" ]; do sleep 0.1; done
@@ -61,7 +62,8 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   start_coordinator "$arenas"
   local before t0 t1 after a
   # The baseline: the least RSS over 11 s before any client, which spans
-  # one release of free pages (--release_memory_s 10) of the start's garbage.
+  # one release of free pages (--release_memory_s 10: after 10 s without
+  # joins or transfers) of the start's garbage.
   before=$(rss $CPID)
   for _ in $(seq 22); do
     sleep 0.5
@@ -78,7 +80,7 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   sleep 3
   after=$(rss $CPID)
   # 12 s more, sampled every 0.5 s: the least (just after the coordinator
-  # returned its free pages, --release_memory_s 10) and the most.
+  # returned its free pages, 10 s after the last join) and the most.
   local lo=$after hi=$after
   for _ in $(seq 24); do
     sleep 0.5
@@ -94,10 +96,10 @@ idle() {  # N ARENAS [own]: own = every client on its own TCP connection
   wait $LP $CP 2>/dev/null || true
 }
 
-rounds() {  # N M MODEL
-  local n=$1 m=$2 model=$3
+rounds() {  # N M MODEL [RELEASE_S]
+  local n=$1 m=$2 model=$3 release=${4:-10}
   config "$n" "$m" 3 "$n" 600 "$model"
-  start_coordinator 1
+  start_coordinator 1 "$release"
   local cpu0
   cpu0=$(cpu $CPID)
   "$BUILD/bin/layerfl-loadgen" --coordinator 127.0.0.1:$PORT --clients "$n" --poll_ms 5000 \
@@ -105,9 +107,11 @@ rounds() {  # N M MODEL
   wait $CP
   local total
   total=$(awk '{print $1 + $2}' "$tmp/cpu")
-  /usr/bin/python3 - "$tmp/run/metrics.jsonl" "$n" "$m" "$model" "$cpu0" "$total" "$(cat "$tmp/lg.log")" "$FOLD_GBPS" <<'PY'
+  /usr/bin/python3 - "$tmp/run/metrics.jsonl" "$n" "$m" "$model" "$cpu0" "$total" "$(cat "$tmp/lg.log")" "$FOLD_GBPS" \
+    "$(cat "$tmp/cpu")" "$release" <<'PY'
 import json, sys
-path, n, m, model, cpu0, total, summary, fold = sys.argv[1:]
+path, n, m, model, cpu0, total, summary, fold, times, release = sys.argv[1:]
+_, sys_s, faults = times.split()
 recs = [json.loads(l) for l in open(path)]
 def mean(key):
     return sum(r["timing_ms"].get(key, 0) for r in recs) / len(recs)
@@ -123,7 +127,8 @@ agg = sum(r["bytes_up"] for r in recs) / len(recs) / (float(fold) * 1e9) * 1e3
 print(f"{n:>7} {m:>6} {model:>6} {len(recs):>3} {(float(total) - float(cpu0)) / len(recs):>10.2f} "
       f"{mean('score'):>9.0f} {mean('train'):>9.0f} {mean('aggregate'):>9.1f} {mean('eval'):>7.1f} "
       f"{mean('checkpoint'):>7.1f} {after:>9.1f} {mb:>9.1f} {agg:>7.1f} {after / agg:>9.2f} "
-      f"{solve_max:>10.1f} {gap_max:>8.4f} {status}")
+      f"{solve_max:>10.1f} {gap_max:>8.4f} {float(sys_s) / len(recs):>8.2f} {int(faults) // len(recs):>9} "
+      f"{release:>7} {status}")
 print("   " + summary.strip().splitlines()[-1], file=sys.stderr)
 PY
 }
@@ -153,13 +158,18 @@ PY
   FOLD_GBPS=$("$BUILD/bin/aggregation_bench" --quick | awk '/^vit-11M/ {print $5; exit}')
   echo "## rounds (3 rounds; coordinator CPU s per round; phase means in ms; after = aggregate + eval + checkpoint,"
   echo "## the time from the last upload to the commit; agg_ms = what aggregation_bench --quick folds the round's"
-  echo "## float32 update bytes in, at its vit-11M rate measured in this run: $FOLD_GBPS GB/s)"
-  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s %7s %9s %10s %8s %s\n" clients per_rd model rds cpu_s/rd \
-    score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd agg_ms after/agg solve_max_ms gap_max status
-  runs="100:10:small 1000:100:small 1000:1000:small 10000:1000:small 1000:100:1m 1000:1000:1m"
+  echo "## float32 update bytes in, at its vit-11M rate measured in this run: $FOLD_GBPS GB/s;"
+  echo "## sys_s/rd, faults/rd: the coordinator's system CPU and minor page faults over the whole run / rounds;"
+  echo "## release: --release_memory_s (10: free pages go back after 10 s without transfers; 0: never))"
+  printf "%7s %6s %6s %3s %10s %9s %9s %9s %7s %7s %9s %9s %7s %9s %10s %8s %8s %9s %7s %s\n" clients per_rd model rds \
+    cpu_s/rd score_ms train_ms aggr_ms eval_ms ckpt_ms after_ms MB_up/rd agg_ms after/agg solve_max_ms gap_max \
+    sys_s/rd faults/rd release status
+  # The last: the same round with the heap never released (--release_memory_s 0),
+  # against the default (released only after 10 s without transfers).
+  runs="100:10:small 1000:100:small 1000:1000:small 10000:1000:small 1000:100:1m 1000:1000:1m 1000:1000:1m:0"
   [ -n "$QUICK" ] && runs="100:10:small 1000:100:small"
   for r in $runs; do
-    IFS=: read -r n m model <<< "$r"
-    rounds "$n" "$m" "$model"
+    IFS=: read -r n m model release <<< "$r"
+    rounds "$n" "$m" "$model" "${release:-10}"
   done
 } 2>&1 | tee "$out"

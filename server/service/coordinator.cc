@@ -19,6 +19,7 @@
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
 #include "server/selection/budget.h"
+#include "server/service/memory_release.h"
 #include "server/setup/run_setup.h"
 
 namespace layerfl {
@@ -177,16 +178,21 @@ absl::Status RunCoordinator(const RunConfig& c,
   }
   std::atomic<bool> over{false};
   std::thread watcher([&] {
-    absl::Time released = absl::Now();
+    QuietRelease release(options.release_memory_every, absl::Now());
+    absl::Time sampled = absl::InfinitePast();
     while (!over.load()) {
       if (stop != nullptr && stop->load()) {
         server->Shutdown();
         return;
       }
       if (options.release_memory_every > absl::ZeroDuration() &&
-          absl::Now() - released >= options.release_memory_every) {
-        ReleaseFreeMemory();
-        released = absl::Now();
+          absl::Now() - sampled >= absl::Seconds(1)) {
+        sampled = absl::Now();
+        const ServiceStats st = server->stats();
+        if (release.Due(sampled, st.ever_joined + st.down_wire_bytes +
+                                     st.up_wire_bytes)) {
+          ReleaseFreeMemory();
+        }
       }
       absl::SleepFor(absl::Milliseconds(50));
     }

@@ -37,9 +37,10 @@ struct CoordinatorOptions {
   // The HTTP listener for operators (server/monitor: /metrics, the
   // dashboard, /api/state); address "" = none. Default none.
   HttpListenerOptions http{"", ""};
-  // Return the heap's free pages to the kernel this often (a burst of
-  // joins or uploads otherwise stays in the RSS: the daemons retain freed
-  // memory for reuse); zero = never. Default 10 s.
+  // Return the heap's free pages to the kernel once the coordinator has
+  // been this long without a join, download or upload (a burst of joins or
+  // uploads otherwise stays in the RSS: the daemons retain freed memory for
+  // reuse; server/service/memory_release.h); zero = never. Default 10 s.
   absl::Duration release_memory_every = absl::Seconds(10);
   // When set, the HTTP listener's port is written there once listening.
   std::string http_port_file;

@@ -52,8 +52,9 @@ ABSL_FLAG(std::string, http_token_file, "",
           "file holding the HTTP listener's token: every request must then "
           "carry it (Authorization: Bearer <token>, or ?token=)");
 ABSL_FLAG(double, release_memory_s, 10,
-          "return the heap's free pages to the kernel this often, seconds "
-          "(after a burst of joins or uploads); 0 = never");
+          "return the heap's free pages to the kernel once this many "
+          "seconds passed without a join, download or upload (after a "
+          "burst); 0 = never");
 ABSL_FLAG(int, malloc_arenas, 1,
           "glibc malloc arenas (M_ARENA_MAX); 1 keeps an idle connected "
           "client at ~13 KB of RSS instead of ~59 KB (bench/results/"
