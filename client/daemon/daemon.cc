@@ -56,12 +56,15 @@ class Backoff {
 };
 
 // Calls Heartbeat every period while active, on its own thread, unless the
-// coordinator heard from the client otherwise: a long poll in flight (held
+// coordinator hears from the client otherwise: a long poll in flight (held
 // at most transport.max_poll_s and half of client_timeout_s by the
-// coordinator, which counts its arrival as contact) stands in for heartbeats, and the next one
-// is due a period after the poll began. An idle client thus costs the
-// coordinator one call per poll instead of one per poll and per period,
-// and a client that trains (no call in flight) still heartbeats.
+// coordinator, which counts its arrival as contact) stands in for
+// heartbeats, and the next one is due a period after the poll began. An
+// idle client thus costs the coordinator one call per poll instead of one
+// per poll and one per period; a client that scores, trains or uploads (no
+// poll in flight) still heartbeats. The thread sleeps until the next one is
+// due or anything changes (it used to wake every 50 ms: 200,000 wake-ups a
+// second for 10,000 clients in one load generator).
 class Heartbeater {
  public:
   explicit Heartbeater(CoordinatorLink& link)
