@@ -129,6 +129,47 @@ TEST_F(AsyncEngineTest, BufferDividesBySamplesAndScalesStaleUpdates) {
   EXPECT_EQ(records[1].clients[1].staleness, 0);
 }
 
+// The transport re-asks waiting polls by TaskChangesSince: a place handed
+// on names the clients whose tasks changed (not everyone, so an update
+// costs O(1) polls with 10,000 connected), the start and each commit name
+// everyone, and nothing changed names nobody.
+TEST_F(AsyncEngineTest, TaskChangesNameTheClientsWhosePlaceMoved) {
+  auto e = Make(Async(2, 1));
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}});
+  const uint64_t e0 = e->task_epoch();
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_TRUE(e->TaskChangesSince(e0).all);
+  const uint64_t e1 = e->task_epoch();
+  const TaskChanges none = e->TaskChangesSince(e1);
+  EXPECT_FALSE(none.all);
+  EXPECT_TRUE(none.clients.empty());
+  EXPECT_EQ(none.epoch, e1);
+  const auto holder = [&]() -> std::string {
+    for (const char* id : {"c1", "c2", "c3"}) {
+      if (e->TaskFor(id).kind == TaskKind::kTrain) return id;
+    }
+    return "";
+  };
+  const std::string first = holder();
+  ASSERT_FALSE(first.empty());
+  ASSERT_TRUE(e->SubmitUpdate(first, 1, 1, {Delta("a", {1, 1})}).ok());
+  const std::string second = holder();  // the place, drawn again
+  ASSERT_FALSE(second.empty());
+  const TaskChanges moved = e->TaskChangesSince(e1);
+  EXPECT_FALSE(moved.all);
+  EXPECT_GT(moved.epoch, e1);
+  EXPECT_THAT(moved.clients, ::testing::Contains(first));
+  EXPECT_THAT(moved.clients, ::testing::Contains(second));
+  for (const std::string& id : moved.clients) {
+    EXPECT_TRUE(id == first || id == second) << id;
+  }
+  // The buffer's second update commits: everyone's task may have changed.
+  const uint64_t e2 = e->task_epoch();
+  ASSERT_TRUE(e->SubmitUpdate(second, 1, 1, {Delta("a", {1, 1})}).ok());
+  EXPECT_EQ(e->committed_round(), 1);
+  EXPECT_TRUE(e->TaskChangesSince(e2).all);
+}
+
 TEST_F(AsyncEngineTest, TooStaleRefusedCountedAndThePlaceHandedOn) {
   RoundEngineOptions o = Async(1, 2, /*max_staleness=*/0);
   auto e = Make(o);

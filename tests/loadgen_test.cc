@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,13 @@ using ::testing::HasSubstr;
 const std::string kBin = LAYERFL_BIN_DIR;
 const std::string kSource = LAYERFL_SOURCE_DIR;
 
+// What the engine says changed (RoundEngine::TaskChangesSince's shape).
+struct Changes {
+  uint64_t epoch = 0;
+  bool all = false;
+  std::vector<std::string> clients;
+};
+
 TEST(LongPollsTest, AsksWaitingPollsOnlyWhenTheEpochMovesOrTheyExpire) {
   LongPolls<int> polls;
   const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
@@ -42,35 +50,94 @@ TEST(LongPollsTest, AsksWaitingPollsOnlyWhenTheEpochMovesOrTheyExpire) {
     asked.emplace_back(p, last);
     return have_task || last;
   };
-  for (int p : {1, 2, 3}) polls.Add(p, t0 + absl::Seconds(p));
-  EXPECT_EQ(polls.Evaluate(7, t0, answer), 3);  // all new: asked once
-  polls.Add(4, t0 + absl::Seconds(10));
+  // The engine's epoch: everyone's task may change whenever it moves.
+  const auto at = [](uint64_t epoch) {
+    return [epoch](uint64_t since) {
+      return Changes{epoch, epoch != since, {}};
+    };
+  };
+  for (int p : {1, 2, 3}) {
+    polls.Add(absl::StrCat("c", p), p, t0 + absl::Seconds(p));
+  }
+  EXPECT_EQ(polls.held(), 3);
+  EXPECT_EQ(polls.Evaluate(at(7), t0, answer), 3);  // all new: asked once
+  polls.Add("c4", 4, t0 + absl::Seconds(10));
   asked.clear();
-  EXPECT_EQ(polls.Evaluate(7, t0, answer), 1);  // same epoch: only the new
+  EXPECT_EQ(polls.Evaluate(at(7), t0, answer), 1);  // same epoch: the new
   EXPECT_THAT(asked, ElementsAre(std::pair<int, bool>{4, false}));
   asked.clear();
-  EXPECT_EQ(polls.Evaluate(7, t0, answer), 0);  // nothing new, none expired
+  EXPECT_EQ(polls.Evaluate(at(7), t0, answer), 0);  // nothing new or expired
   // Poll 1's wait runs out: its last chance, then it is gone.
-  EXPECT_EQ(polls.Evaluate(7, t0 + absl::Seconds(1), answer), 1);
+  EXPECT_EQ(polls.Evaluate(at(7), t0 + absl::Seconds(1), answer), 1);
   EXPECT_THAT(asked, ElementsAre(std::pair<int, bool>{1, true}));
+  EXPECT_EQ(polls.held(), 3);
   // The epoch moves: every waiting poll is asked again; those with a task
   // are answered and forgotten.
   asked.clear();
   have_task = true;
-  EXPECT_EQ(polls.Evaluate(8, t0 + absl::Seconds(1), answer), 3);
+  EXPECT_EQ(polls.Evaluate(at(8), t0 + absl::Seconds(1), answer), 3);
   EXPECT_EQ(asked.size(), 3u);
+  EXPECT_EQ(polls.held(), 0);
   asked.clear();
-  EXPECT_EQ(polls.Evaluate(9, t0 + absl::Seconds(60), answer), 0);
+  EXPECT_EQ(polls.Evaluate(at(9), t0 + absl::Seconds(60), answer), 0);
   // FinishAll hands over fresh and waiting polls alike.
   have_task = false;
-  polls.Add(5, t0 + absl::Seconds(100));
-  polls.Add(6, t0 + absl::Seconds(100));
-  EXPECT_EQ(polls.Evaluate(9, t0, answer), 2);  // 5, 6 wait
-  polls.Add(7, t0 + absl::Seconds(100));        // fresh
+  polls.Add("c5", 5, t0 + absl::Seconds(100));
+  polls.Add("c6", 6, t0 + absl::Seconds(100));
+  EXPECT_EQ(polls.Evaluate(at(9), t0, answer), 2);  // 5, 6 wait
+  polls.Add("c7", 7, t0 + absl::Seconds(100));      // fresh
   std::vector<int> finished;
   polls.FinishAll([&](int& p) { finished.push_back(p); });
   EXPECT_THAT(finished, ::testing::UnorderedElementsAre(5, 6, 7));
-  EXPECT_EQ(polls.Evaluate(10, t0, answer), 0);
+  EXPECT_EQ(polls.held(), 0);
+  EXPECT_EQ(polls.Evaluate(at(10), t0, answer), 0);
+}
+
+// The asynchronous engine hands out one place at a time: only the polls of
+// the clients it names are asked again, however many wait.
+TEST(LongPollsTest, AsksOnlyTheNamedClientsPollsWhenTheChangeIsTargeted) {
+  LongPolls<int> polls;
+  const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
+  std::vector<int> asked;
+  std::set<int> with_task;
+  const auto answer = [&](int& p, bool last) {
+    asked.push_back(p);
+    return last || with_task.count(p) > 0;
+  };
+  for (int p = 0; p < 1000; ++p) {
+    polls.Add(absl::StrCat("c", p), p, t0 + absl::Seconds(30));
+  }
+  polls.Add("c7", 1007, t0 + absl::Seconds(20));  // c7's second poll
+  const auto first = [](uint64_t) { return Changes{1, false, {}}; };
+  EXPECT_EQ(polls.Evaluate(first, t0, answer), 1001);  // all new
+  asked.clear();
+  // c7 and c500 were handed places (c500 twice in the list).
+  with_task = {7, 1007, 500};
+  uint64_t seen = 0;
+  const auto targeted = [&](uint64_t since) {
+    seen = since;
+    return Changes{4, false, {"c7", "c500", "c500", "nobody"}};
+  };
+  EXPECT_EQ(polls.Evaluate(targeted, t0, answer), 3);
+  EXPECT_EQ(seen, 1u);  // asked since the last Evaluate's epoch
+  EXPECT_THAT(asked, ::testing::UnorderedElementsAre(7, 1007, 500));
+  EXPECT_EQ(polls.held(), 998);
+  // Nothing changed: nobody is asked; then c9 alone, which waits on.
+  asked.clear();
+  EXPECT_EQ(polls.Evaluate([](uint64_t) { return Changes{4, false, {}}; },
+                           t0, answer),
+            0);
+  EXPECT_EQ(polls.Evaluate([](uint64_t) { return Changes{5, false, {"c9"}}; },
+                           t0, answer),
+            1);
+  EXPECT_THAT(asked, ElementsAre(9));
+  // The waits run out: every remaining poll's last chance, each once.
+  asked.clear();
+  EXPECT_EQ(polls.Evaluate([](uint64_t) { return Changes{5, false, {}}; },
+                           t0 + absl::Seconds(30), answer),
+            998);
+  EXPECT_EQ(std::set<int>(asked.begin(), asked.end()).size(), 998u);
+  EXPECT_EQ(polls.held(), 0);
 }
 
 ModelWeights TwoLayers() {

@@ -5,10 +5,9 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "client/loadgen/loadgen.h"
 #include "common/data/file.h"
+#include "common/util/flags.h"
 
 ABSL_FLAG(std::string, coordinator, "", "coordinator host:port; required");
 ABSL_FLAG(int, clients, 100, "synthetic clients to run, >= 1");
@@ -35,9 +34,9 @@ ABSL_FLAG(bool, own_connections, false,
           "(default: gRPC multiplexes them over one)");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  layerfl::ParseFlags(
+      argc, argv,
       "layerfl-loadgen --coordinator HOST:PORT --clients N [--token_file F]");
-  absl::ParseCommandLine(argc, argv);
   layerfl::LoadGenOptions o;
   o.target = absl::GetFlag(FLAGS_coordinator);
   o.clients = absl::GetFlag(FLAGS_clients);

@@ -4,6 +4,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 
 namespace layerfl {
 
@@ -16,6 +17,7 @@ std::vector<char*> ParseFlags(int argc, char** argv, const std::string& usage) {
   config.contains_helpshort_flags = ours;
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(usage);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return absl::ParseCommandLine(argc, argv);
 }
 

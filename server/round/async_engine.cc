@@ -303,6 +303,7 @@ class AsyncRoundEngine : public RoundEngine {
     RETURN_IF_ERROR(ValidateJoin(client));
     absl::MutexLock lock(&mu_);
     joined_[client.id] = client;
+    if (!slots_.count(client.id)) AddIdle(client.id);
     Fill();
     return absl::OkStatus();
   }
@@ -311,6 +312,7 @@ class AsyncRoundEngine : public RoundEngine {
     absl::MutexLock lock(&mu_);
     joined_.erase(client_id);
     if (slots_.count(client_id)) Withdraw(client_id);
+    RemoveIdle(client_id);
     Fill();
   }
 
@@ -485,6 +487,21 @@ class AsyncRoundEngine : public RoundEngine {
     absl::MutexLock lock(&mu_);
     return task_epoch_;
   }
+  TaskChanges TaskChangesSince(uint64_t since) const override {
+    absl::MutexLock lock(&mu_);
+    TaskChanges c;
+    c.epoch = task_epoch_;
+    if (since == task_epoch_) return c;
+    if (since < broadcast_epoch_ || since < changes_floor_) {
+      c.all = true;
+      return c;
+    }
+    for (auto it = changes_.rbegin(); it != changes_.rend() && it->first > since;
+         ++it) {
+      c.clients.push_back(it->second);
+    }
+    return c;
+  }
   bool finished() const override {
     absl::MutexLock lock(&mu_);
     return finished_locked();
@@ -520,8 +537,18 @@ class AsyncRoundEngine : public RoundEngine {
   absl::Time Deadline() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return deps_.clock->Now() + options_.round_deadline;
   }
-  // A task handed out, changed or withdrawn, a commit, or the end.
-  void Bump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { ++task_epoch_; }
+  // The start, a commit, or the end: anyone's task may have changed.
+  void Bump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    broadcast_epoch_ = ++task_epoch_;
+  }
+  // `id`'s task was handed out, changed or withdrawn: only its own.
+  void Bump(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    changes_.emplace_back(++task_epoch_, id);
+    if (changes_.size() > kMaxTaskChanges) {
+      changes_floor_ = changes_.front().first;
+      changes_.pop_front();
+    }
+  }
 
   std::vector<int64_t> Versions() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<int64_t> v;
@@ -654,8 +681,8 @@ class AsyncRoundEngine : public RoundEngine {
         record_.bytes_up += t.numel() * static_cast<int64_t>(sizeof(float));
       }
     }
-    slots_.erase(client_id);
-    Bump();
+    EraseSlot(client_id);
+    Bump(client_id);
     return absl::OkStatus();
   }
 
@@ -686,21 +713,42 @@ class AsyncRoundEngine : public RoundEngine {
                               ? static_cast<size_t>(options_.clients_per_round)
                               : joined_.size();
     if (slots_.size() >= places) return;
-    // The idle joined clients in id order, listed once: each draw takes one
-    // out (Assign gives it a place, or the run stops).
-    std::vector<const std::string*> idle;
-    for (const auto& [id, info] : joined_) {
-      if (!slots_.count(id)) idle.push_back(&id);
-    }
-    while (slots_.size() < places && !idle.empty()) {
+    // A draw picks among the idle joined clients in id order (idle_, kept
+    // as places are handed and freed: listing them for every draw made each
+    // update cost O(joined clients)). A client Assign made no place for
+    // (only if its task record is refused) is not drawn again in this call.
+    std::vector<std::string> skipped;
+    while (slots_.size() < places && !idle_.empty()) {
       DeterministicRng rng(options_.seed ^ MixSeed(0xa5f1 + draws_));
-      const auto pick = idle.begin() + rng.UniformBelow(idle.size());
-      const std::string id = **pick;
-      idle.erase(pick);
+      const std::string id = idle_[rng.UniformBelow(idle_.size())];
       ++draws_;
       Assign(id);
-      if (!fatal_.ok()) return;
+      if (!fatal_.ok()) break;
+      if (!slots_.count(id)) {
+        RemoveIdle(id);
+        skipped.push_back(id);
+      }
     }
+    for (const std::string& id : skipped) AddIdle(id);
+  }
+
+  // slots_ and idle_ change together: idle_ = joined clients without a slot.
+  void SetSlot(const std::string& id, Slot slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    slots_[id] = std::move(slot);
+    RemoveIdle(id);
+  }
+  void EraseSlot(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    slots_.erase(id);
+    if (joined_.count(id)) AddIdle(id);
+  }
+  void AddIdle(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const auto at = std::lower_bound(idle_.begin(), idle_.end(), id);
+    if (at == idle_.end() || *at != id) idle_.insert(at, id);
+  }
+  void RemoveIdle(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const auto at = std::lower_bound(idle_.begin(), idle_.end(), id);
+    if (at != idle_.end() && *at == id) idle_.erase(at);
   }
 
   bool NeedsScores(const std::string& id) const
@@ -833,8 +881,8 @@ class AsyncRoundEngine : public RoundEngine {
         }
         slot.deadline = Deadline();
         draws_ = draws;
-        slots_[id] = std::move(slot);
-        Bump();
+        SetSlot(id, std::move(slot));
+        Bump(id);
         return absl::OkStatus();
       }
       case 'S': {
@@ -856,8 +904,8 @@ class AsyncRoundEngine : public RoundEngine {
           ++record_.rejected[refusal];
           ++rejected_total_[refusal];
         }
-        slots_.erase(id);
-        Bump();
+        EraseSlot(id);
+        Bump(id);
         return absl::OkStatus();
       }
       case 'Q': {
@@ -979,7 +1027,11 @@ class AsyncRoundEngine : public RoundEngine {
       record_.eval = *eval;
       record_.phase_ms["eval"] = absl::ToDoubleMilliseconds(absl::Now() - e0);
     }
-    if (finished_locked()) slots_.clear();  // nothing more is asked of them
+    if (finished_locked()) {  // nothing more is asked of them
+      slots_.clear();
+      idle_.clear();
+      for (const auto& [id, info] : joined_) idle_.push_back(id);
+    }
     if (deps_.store != nullptr) {
       const absl::Time c0 = absl::Now();
       Checkpoint ckpt;
@@ -1016,10 +1068,19 @@ class AsyncRoundEngine : public RoundEngine {
   bool replaying_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   uint64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last epoch that changed anyone's task, and the targeted changes
+  // since (epoch, client), the newest kMaxTaskChanges of them; asking from
+  // before changes_floor_ gets "everyone's".
+  static constexpr size_t kMaxTaskChanges = 4096;
+  uint64_t broadcast_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t changes_floor_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<std::pair<uint64_t, std::string>> changes_ ABSL_GUARDED_BY(mu_);
   int64_t draws_ ABSL_GUARDED_BY(mu_) = 0;  // places handed out so far
   absl::Time buffer_start_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Slot> slots_ ABSL_GUARDED_BY(mu_);
+  // The joined clients without a slot, in id order (Fill draws from it).
+  std::vector<std::string> idle_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<double>> last_scores_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> scored_at_ ABSL_GUARDED_BY(mu_);
   // (commit, layer versions) of the last max_staleness + 1 commits.

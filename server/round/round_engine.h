@@ -300,6 +300,15 @@ struct RoundEngineOptions {
   AsyncOptions async;  // privacy and secure aggregation must be off with it
 };
 
+// What changed for the clients' tasks since an earlier task epoch
+// (RoundEngine::TaskChangesSince).
+struct TaskChanges {
+  uint64_t epoch = 0;  // the task epoch now
+  bool all = false;    // anyone's task may have changed
+  // Else: only these clients' (may repeat; empty = nobody's).
+  std::vector<std::string> clients;
+};
+
 class RoundEngine {
  public:
   struct Deps {
@@ -381,6 +390,17 @@ class RoundEngine {
   // waiting long polls only then (so that an idle client costs nothing per
   // operation).
   virtual uint64_t task_epoch() const = 0;
+  // Since `since` (an earlier task_epoch()): whose TaskFor answers may have
+  // changed — everyone's, or only some clients' (the asynchronous engine
+  // hands one place at a time: re-asking 10,000 waiting polls per update
+  // would make each update cost O(connected clients)). The default:
+  // everyone's whenever the epoch moved.
+  virtual TaskChanges TaskChangesSince(uint64_t since) const {
+    TaskChanges c;
+    c.epoch = task_epoch();
+    c.all = c.epoch != since;
+    return c;
+  }
   // The run is over: every round committed, or (privacy.dp.target_epsilon)
   // the next round would spend more than the target.
   virtual bool finished() const = 0;

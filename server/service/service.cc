@@ -421,7 +421,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     const absl::Duration wait = std::clamp(
         absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
         std::min(options_.max_poll, options_.client_timeout / 2));
-    polls_.Add(Poll{request->client_id(), context, reactor, reply},
+    polls_.Add(request->client_id(),
+               Poll{request->client_id(), context, reactor, reply},
                absl::Now() + wait);
     executor_.Post([this] { EvaluatePolls(); });
     return reactor;
@@ -800,17 +801,20 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   // Answers the long polls that have a task, and those whose wait ran out
-  // (long_polls.h: only new polls are asked unless the task epoch moved).
+  // (long_polls.h: only new polls, and those of clients whose task may have
+  // changed, are asked).
   void EvaluatePolls() {
     if (stopping_.load()) {
       polls_.FinishAll(
           [](Poll& p) { p.reactor->Finish(ToGrpc(ShuttingDown())); });
       return;
     }
-    polls_.Evaluate(deps_.engine->task_epoch(), absl::Now(),
-                    [this](Poll& p, bool last_chance) {
-                      return AnswerPoll(p, last_chance);
-                    });
+    polls_.Evaluate(
+        [this](uint64_t since) {
+          return deps_.engine->TaskChangesSince(since);
+        },
+        absl::Now(),
+        [this](Poll& p, bool last_chance) { return AnswerPoll(p, last_chance); });
   }
 
   // Answers `p` with its task and returns true, or returns false when it
@@ -878,8 +882,17 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   void ExpireSessions() {
+    // A pass walks every session: at most one a second (and ten per client
+    // timeout), not one per tick — 10,000 sessions ten times a second held
+    // the session lock every heartbeat and poll takes.
+    const absl::Time now = deps_.clock->Now();
+    if (now - last_expiry_pass_ <
+        std::min(absl::Seconds(1), options_.client_timeout / 10)) {
+      return;
+    }
+    last_expiry_pass_ = now;
     const std::vector<std::string> expired =
-        sessions_.Expire(deps_.clock->Now(), options_.client_timeout);
+        sessions_.Expire(now, options_.client_timeout);
     if (!expired.empty()) {
       absl::MutexLock lock(&stats_mu_);
       timed_out_ += static_cast<int64_t>(expired.size());
@@ -979,6 +992,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   SessionTable sessions_;
   LongPolls<Poll> polls_;
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_expiry_pass_ = absl::InfinitePast();  // executor only
 
   // Engine thread only.
   std::set<std::string> ever_joined_;
