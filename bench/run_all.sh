@@ -15,6 +15,7 @@ bash bench/trainer/run.sh "$BUILD"
 bash bench/budget/run.sh "$BUILD"
 # The coordinator with 100-10,000 connected synthetic clients (layerfl-loadgen).
 bash bench/scale/run.sh "$BUILD"
+bash bench/scale/async.sh "$BUILD"
 # sim.parallel_clients 1 vs 2 vs threads 2.
 bash bench/sim_parallel/run.sh "$BUILD"
 # The asynchronous buffer's journal: a durable append vs the write alone.
