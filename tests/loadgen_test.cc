@@ -46,7 +46,8 @@ TEST(LongPollsTest, AsksWaitingPollsOnlyWhenTheEpochMovesOrTheyExpire) {
   const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
   std::vector<std::pair<int, bool>> asked;  // poll, last chance
   bool have_task = false;
-  const auto answer = [&](int& p, bool last) {
+  const auto answer = [&](const std::string& client, int& p, bool last) {
+    EXPECT_EQ(client, absl::StrCat("c", p));
     asked.emplace_back(p, last);
     return have_task || last;
   };
@@ -100,7 +101,8 @@ TEST(LongPollsTest, AsksOnlyTheNamedClientsPollsWhenTheChangeIsTargeted) {
   const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
   std::vector<int> asked;
   std::set<int> with_task;
-  const auto answer = [&](int& p, bool last) {
+  const auto answer = [&](const std::string& client, int& p, bool last) {
+    EXPECT_EQ(client, absl::StrCat("c", p % 1000));
     asked.push_back(p);
     return last || with_task.count(p) > 0;
   };

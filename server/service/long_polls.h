@@ -40,8 +40,8 @@ class LongPolls {
   // Polls added and not yet answered (any thread; for the metrics).
   int64_t held() const { return held_.load(std::memory_order_relaxed); }
 
-  // `answer(poll, last_chance)` answers the poll and returns true when it
-  // has a task (or, with last_chance, always). `changes_since(epoch)`
+  // `answer(client, poll, last_chance)` answers the poll and returns true
+  // when it has a task (or, with last_chance, always). `changes_since(epoch)`
   // returns what changed since the last Evaluate's epoch (a TaskChanges:
   // `epoch`, `all`, `clients`). Asked: every fresh poll; every waiting one
   // when `all` (or on the first Evaluate), else the waiting polls of
@@ -79,9 +79,9 @@ class LongPolls {
     for (auto& [expiry, entry] : ask) {
       ++asked;
       if (expiry <= now) {
-        answer(entry.poll, /*last_chance=*/true);
+        answer(entry.client, entry.poll, /*last_chance=*/true);
         held_.fetch_sub(1, std::memory_order_relaxed);
-      } else if (!answer(entry.poll, /*last_chance=*/false)) {
+      } else if (!answer(entry.client, entry.poll, /*last_chance=*/false)) {
         const std::string client = entry.client;
         by_client_.emplace(client, waiting_.emplace(expiry, std::move(entry)));
       } else {
@@ -91,7 +91,7 @@ class LongPolls {
     while (!waiting_.empty() && waiting_.begin()->first <= now) {
       ++asked;
       const auto it = waiting_.begin();
-      answer(it->second.poll, /*last_chance=*/true);
+      answer(it->second.client, it->second.poll, /*last_chance=*/true);
       auto [first, last] = by_client_.equal_range(it->second.client);
       for (auto b = first; b != last; ++b) {
         if (b->second == it) {

@@ -57,8 +57,8 @@ ABSL_FLAG(double, release_memory_s, 10,
           "burst); 0 = never");
 ABSL_FLAG(int, malloc_arenas, 1,
           "glibc malloc arenas (M_ARENA_MAX); 1 keeps idle connected "
-          "clients' RSS low and steady (10,000: 17.4-17.9 KB each, vs "
-          "17.8-22.6 KB with glibc's default; bench/results/scale.txt); "
+          "clients' RSS low and steady (10,000: 16.3-16.5 KB each, vs "
+          "17.3-18.6 KB with glibc's default; bench/results/scale.txt); "
           "0 = glibc's default (8 per core)");
 // The transport settings (encoding, chunk sizes, ordered aggregation, waits,
 // timeouts) are part of the run: the config's `transport` section.

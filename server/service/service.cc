@@ -144,7 +144,6 @@ class SerialExecutor {
 };
 
 struct Poll {
-  std::string id;
   grpc::CallbackServerContext* context;
   grpc::ServerUnaryReactor* reactor;
   wire::TaskReply* reply;
@@ -422,7 +421,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         absl::Milliseconds(request->wait_ms()), absl::ZeroDuration(),
         std::min(options_.max_poll, options_.client_timeout / 2));
     polls_.Add(request->client_id(),
-               Poll{request->client_id(), context, reactor, reply},
+               Poll{context, reactor, reply},
                absl::Now() + wait);
     executor_.Post([this] { EvaluatePolls(); });
     return reactor;
@@ -814,13 +813,15 @@ class CoordinatorServerImpl final : public CoordinatorServer,
           return deps_.engine->TaskChangesSince(since);
         },
         absl::Now(),
-        [this](Poll& p, bool last_chance) { return AnswerPoll(p, last_chance); });
+        [this](const std::string& id, Poll& p, bool last_chance) {
+          return AnswerPoll(id, p, last_chance);
+        });
   }
 
   // Answers `p` with its task and returns true, or returns false when it
   // has none yet and may wait on (not its last chance, still connected).
-  bool AnswerPoll(Poll& p, bool last_chance) {
-    const Task t = deps_.engine->TaskFor(p.id);
+  bool AnswerPoll(const std::string& id, Poll& p, bool last_chance) {
+    const Task t = deps_.engine->TaskFor(id);
     if (t.kind == TaskKind::kWait && !last_chance &&
         !p.context->IsCancelled()) {
       return false;
@@ -858,7 +859,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         break;
       case TaskKind::kFinished: {
         p.reply->set_kind(wire::TaskReply::FINISHED);
-        sessions_.MarkToldFinished(p.id);
+        sessions_.MarkToldFinished(id);
         break;
       }
     }
