@@ -275,20 +275,24 @@ TEST(ServiceTest, SilentClientDroppedAtDeadlineRoundCompletesAtQuorum) {
   EXPECT_TRUE(late_refused);
 }
 
+// A bare Join of `id` (10 samples), as a client would send it.
+grpc::Status JoinAs(wire::Coordinator::Stub& stub, const std::string& id,
+                    wire::JoinReply* joined) {
+  wire::JoinRequest join;
+  join.set_client_id(id);
+  join.set_num_samples(10);
+  grpc::ClientContext context;
+  return stub.Join(&context, join, joined);
+}
+
 TEST(ServiceTest, ClientThatStopsHeartbeatingLeavesAndMustRejoin) {
   ServiceOptions options = FastOptions(5);
   options.client_timeout = absl::Milliseconds(300);
   Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
   auto stub = wire::Coordinator::NewStub(
       grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
-  wire::JoinRequest join;
-  join.set_client_id("client-000");
-  join.set_num_samples(10);
   wire::JoinReply joined;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
-  }
+  ASSERT_TRUE(JoinAs(*stub, "client-000", &joined).ok());
   wire::HeartbeatRequest hb;
   hb.set_client_id("client-000");
   hb.set_session(joined.session());
@@ -316,14 +320,8 @@ TEST(ServiceTest, PollsAreHeldAtMostHalfTheClientTimeoutAndKeepTheSessionAlive) 
   Coordinator coordinator(EngineOptions(1, absl::Seconds(30)), options);
   auto stub = wire::Coordinator::NewStub(
       grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
-  wire::JoinRequest join;
-  join.set_client_id("client-000");
-  join.set_num_samples(10);
   wire::JoinReply joined;
-  {
-    grpc::ClientContext context;
-    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
-  }
+  ASSERT_TRUE(JoinAs(*stub, "client-000", &joined).ok());
   wire::GetTaskRequest poll;
   poll.set_client_id("client-000");
   poll.set_session(joined.session());
@@ -350,12 +348,8 @@ TEST(ServiceTest, CountsTheLongPollsItHolds) {
       grpc::CreateChannel(coordinator.target(), grpc::InsecureChannelCredentials()));
   std::vector<std::thread> polls;
   for (int i = 0; i < 3; ++i) {
-    wire::JoinRequest join;
-    join.set_client_id(Id(i));
-    join.set_num_samples(10);
     wire::JoinReply joined;
-    grpc::ClientContext context;
-    ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+    ASSERT_TRUE(JoinAs(*stub, Id(i), &joined).ok());
     polls.emplace_back([&stub, i, session = joined.session()] {
       wire::GetTaskRequest poll;
       poll.set_client_id(Id(i));
