@@ -185,8 +185,8 @@ TEST(SyntheticWorkTest, UpdatesHaveTheLayersShapesAndAreReproducible) {
 }
 
 // A scripted coordinator for one daemon: a long poll that waits `poll`,
-// then a scoring task, then the run's end; it records every heartbeat and
-// whether a poll was in flight then.
+// then a scoring task, then the run's end; it records when each heartbeat
+// came and when the long poll began and ended.
 class ScriptedLink : public CoordinatorLink {
  public:
   explicit ScriptedLink(absl::Duration poll) : poll_(poll) {}
@@ -203,25 +203,26 @@ class ScriptedLink : public CoordinatorLink {
   absl::Status Leave(const std::string&) override { return absl::OkStatus(); }
   absl::Status Heartbeat() override {
     absl::MutexLock lock(&mu);
-    (polling ? heartbeats_polling : heartbeats_working) += 1;
+    heartbeats.push_back(absl::Now());
     return absl::OkStatus();
   }
   absl::StatusOr<ClientTask> GetTask(absl::Duration) override {
     ClientTask task;
-    {
+    if (++polls == 1) {
       absl::MutexLock lock(&mu);
-      polling = true;
-      ++polls;
+      poll_began = absl::Now();
     }
-    if (polls == 1) absl::SleepFor(poll_);
+    if (polls == 1) {
+      absl::SleepFor(poll_);
+      absl::MutexLock lock(&mu);
+      poll_ended = absl::Now();
+    }
     task.kind = polls == 1   ? ClientTaskKind::kWait
                 : polls == 2 ? ClientTaskKind::kScore
                              : ClientTaskKind::kFinished;
     task.round = 1;
     task.time_left = absl::Seconds(30);
     task.metric = "rgn";
-    absl::MutexLock lock(&mu);
-    polling = false;
     return task;
   }
   absl::StatusOr<TransferStats> Fetch(Replica& replica) override {
@@ -256,10 +257,9 @@ class ScriptedLink : public CoordinatorLink {
   }
 
   absl::Mutex mu;
-  bool polling ABSL_GUARDED_BY(mu) = false;
   int polls = 0;  // the daemon's thread only
-  int heartbeats_polling ABSL_GUARDED_BY(mu) = 0;
-  int heartbeats_working ABSL_GUARDED_BY(mu) = 0;
+  std::vector<absl::Time> heartbeats ABSL_GUARDED_BY(mu);
+  absl::Time poll_began ABSL_GUARDED_BY(mu), poll_ended ABSL_GUARDED_BY(mu);
 
  private:
   absl::Duration poll_;
@@ -281,10 +281,19 @@ TEST(DaemonHeartbeatTest, NoHeartbeatWhileAPollIsInFlightEveryPeriodWhileWorking
   ASSERT_TRUE(result.ok()) << result.status();
   absl::MutexLock lock(&link.mu);
   EXPECT_EQ(link.polls, 3);
-  EXPECT_EQ(link.heartbeats_polling, 0);
-  // 12 periods of work; a loaded machine may wake the heartbeat thread late.
-  EXPECT_GE(link.heartbeats_working, 4);
-  EXPECT_LE(link.heartbeats_working, 13);
+  // None during the 1.2 s poll (a heartbeat already on its way when the
+  // poll began may land in its first moments: 50 ms of margin); then 12
+  // periods of scoring (a loaded machine may wake the heartbeat thread late).
+  int during_poll = 0, after = 0;
+  for (absl::Time t : link.heartbeats) {
+    if (t > link.poll_began + absl::Milliseconds(50) && t < link.poll_ended) {
+      ++during_poll;
+    }
+    if (t >= link.poll_ended) ++after;
+  }
+  EXPECT_EQ(during_poll, 0);
+  EXPECT_GE(after, 4);
+  EXPECT_LE(after, 14);
 }
 
 TEST(LoadGenOptionsTest, RefusalsNameTheFlag) {
