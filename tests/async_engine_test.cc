@@ -311,6 +311,13 @@ TEST_F(AsyncEngineTest, FinishesAfterTheConfiguredCommits) {
   EXPECT_FALSE(e->round_running());
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kFinished);
   EXPECT_EQ(e->TaskFor("c1").round, 2);
+  // An update still in flight when the run ended: stale, saying why.
+  absl::Status late = e->SubmitUpdate("c1", 3, 1, {Delta("a", {1, 1})});
+  EXPECT_EQ(ReasonOf(late), RejectReason::kStaleRound);
+  EXPECT_THAT(late.message(),
+              HasSubstr("client 'c1' sent an update after the run finished "
+                        "at version 2"));
+  EXPECT_EQ(e->committed_round(), 2);
 }
 
 TEST(Journal, TornAndDamagedTailsAreDropped) {

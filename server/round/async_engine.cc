@@ -610,6 +610,13 @@ class AsyncRoundEngine : public RoundEngine {
       return Refuse(RejectReason::kUnknownClient,
                     absl::StrCat("client '", client_id, "' has not joined"));
     }
+    if (finished_locked()) {
+      // Its task was cleared when the last commit ended the run.
+      return Refuse(RejectReason::kStaleRound,
+                    absl::StrCat("client '", client_id, "' sent ", what,
+                                 " after the run finished at version ",
+                                 committed_));
+    }
     auto it = slots_.find(client_id);
     if (!started_ || it == slots_.end()) {
       return Refuse(RejectReason::kNotAssigned,
