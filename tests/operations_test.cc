@@ -229,6 +229,8 @@ TEST_F(OperationsTest, HeadlessChromiumRendersTheDashboardDuringTheRun) {
       << html;
   EXPECT_GE(std::stoi(m[1]), 1) << html;
   EXPECT_THAT(html, HasSubstr("<td>client-000</td>"));
+  // The count comes from clients_connected (4 clients, all listed).
+  EXPECT_THAT(html, HasSubstr("<span id=\"nclients\">4</span>")) << html;
   ASSERT_TRUE(std::regex_search(
       html, m, std::regex("id=\"acc-line\" points=\"([^\"]+)\"")))
       << html;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
 #include "proto/layerfl.pb.h"
 #include "server/monitor/run_monitor.h"
 #include "server/service/held_uploads.h"
@@ -258,6 +260,38 @@ TEST(QuietReleaseTest, ReleasesOnceAfterAQuietPeriodNeverDuringActivity) {
   // Zero period: never.
   QuietRelease never(absl::ZeroDuration(), t0);
   EXPECT_FALSE(never.Due(at(100), 0));
+}
+
+// With thousands connected the dashboard's state lists the 100 longest
+// silent (nearest to timing out, ties by id) and counts them all.
+TEST(RunMonitorTest, StateListsTheLongestSilentClientsAndCountsAll) {
+  RunMonitor monitor({"run", 4, {"a"}, "strategic", "layers", false}, [] {
+    LiveState s;
+    for (int i = 0; i < 1000; ++i) {
+      // 0..499 s of silence, each twice (c0000 and c0500 both 0 s, ...).
+      s.service.clients.push_back({absl::StrFormat("c%04d", i), 1.0,
+                                   absl::Seconds(i % 500)});
+    }
+    return s;
+  });
+  const nlohmann::json j = nlohmann::json::parse(monitor.StateJson());
+  EXPECT_EQ(j.at("clients_connected"), 1000);
+  const nlohmann::json& clients = j.at("clients");
+  ASSERT_EQ(clients.size(), 100u);
+  EXPECT_EQ(clients[0].at("id"), "c0499");  // 499 s, before c0999 (id order)
+  EXPECT_EQ(clients[1].at("id"), "c0999");
+  EXPECT_EQ(clients[0].at("since_contact_s"), 499.0);
+  EXPECT_EQ(clients[99].at("id"), "c0950");  // 450 s: the 50th pair
+  // Few connected: all of them.
+  RunMonitor few({"run", 4, {"a"}, "strategic", "layers", false}, [] {
+    LiveState s;
+    s.service.clients.push_back({"only", 2.0, absl::Seconds(3)});
+    return s;
+  });
+  const nlohmann::json f = nlohmann::json::parse(few.StateJson());
+  EXPECT_EQ(f.at("clients_connected"), 1);
+  ASSERT_EQ(f.at("clients").size(), 1u);
+  EXPECT_EQ(f.at("clients")[0].at("budget"), 2.0);
 }
 
 }  // namespace

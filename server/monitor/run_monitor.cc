@@ -17,6 +17,9 @@
 namespace layerfl {
 namespace {
 
+// /api/state lists at most this many connected clients.
+constexpr size_t kStateClients = 100;
+
 using prometheus::Counter;
 using prometheus::Family;
 using prometheus::Gauge;
@@ -328,14 +331,27 @@ std::string RunMonitor::StateJson() {
     history.push_back(std::move(h));
   }
   j["history"] = std::move(history);
+  // The longest silent clients first (those nearest to timing out), at most
+  // kStateClients of them: with 10,000 connected, a page refreshed every
+  // second cannot list them all. The count is exact.
+  std::vector<const ConnectedClient*> listed;
+  for (const ConnectedClient& c : s.service.clients) listed.push_back(&c);
+  const size_t shown = std::min(listed.size(), kStateClients);
+  std::partial_sort(listed.begin(), listed.begin() + shown, listed.end(),
+                    [](const ConnectedClient* a, const ConnectedClient* b) {
+                      return a->since_contact != b->since_contact
+                                 ? a->since_contact > b->since_contact
+                                 : a->id < b->id;
+                    });
   nlohmann::json clients = nlohmann::json::array();
-  for (const ConnectedClient& c : s.service.clients) {
+  for (size_t i = 0; i < shown; ++i) {
     clients.push_back(
-        {{"id", c.id},
-         {"budget", c.budget},
-         {"since_contact_s", absl::ToDoubleSeconds(c.since_contact)}});
+        {{"id", listed[i]->id},
+         {"budget", listed[i]->budget},
+         {"since_contact_s", absl::ToDoubleSeconds(listed[i]->since_contact)}});
   }
   j["clients"] = std::move(clients);
+  j["clients_connected"] = s.service.clients.size();
   j["clients_joined"] = s.service.ever_joined;
   j["clients_timed_out"] = s.service.timed_out;
   j["refusals"] = s.service.refused;

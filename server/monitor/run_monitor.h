@@ -53,8 +53,9 @@ class RunMonitor {
   // Every metric in the Prometheus text format (version 0.0.4).
   std::string MetricsText();
   // The dashboard's state: run, round and phase, per-round history
-  // (accuracy, loss, epsilon, per-layer selection counts), connected
-  // clients with budgets and last contact, refusals and leaves by reason.
+  // (accuracy, loss, epsilon, per-layer selection counts), the connected
+  // clients' count and the 100 longest silent with budgets and last
+  // contact, refusals and leaves by reason.
   std::string StateJson();
 
   std::map<std::string, HttpHandler> Routes();
