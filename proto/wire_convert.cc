@@ -196,10 +196,20 @@ void ToProto(const SecAggShare& in, wire::v1::SecAggShare* out) {
   out->set_from(in.from);
   out->set_to(in.to);
   out->set_ciphertext(in.ciphertext);
+  out->set_key_commitment(Bytes(in.key_commitment));
+  out->set_self_commitment(Bytes(in.self_commitment));
 }
 
 SecAggShare FromProto(const wire::v1::SecAggShare& in) {
-  return {in.from(), in.to(), in.ciphertext()};
+  SecAggShare s;
+  s.from = in.from();
+  s.to = in.to();
+  s.ciphertext = in.ciphertext();
+  // A commitment of another length stays zero: it matches no share, and the
+  // share's dealer is excluded for it.
+  (void)ToKey(in.key_commitment(), "key_commitment", &s.key_commitment);
+  (void)ToKey(in.self_commitment(), "self_commitment", &s.self_commitment);
+  return s;
 }
 
 void ToProto(const SecAggUnmaskRequest& in,

@@ -1366,5 +1366,51 @@ TEST(ConfigSameRun, WithMachineLocalFieldsKeepsTheRunsAndTakesTheMachines) {
   EXPECT_TRUE(CheckSameRun(*out, run).ok());
 }
 
+
+// A client without a config file takes none of the coordinator's
+// machine-local fields but where the run's dataset is installed; the
+// coordinator never serves its experiment seeds.
+TEST(ConfigSameRun, NoLocalConfigTakesNoneOfTheCoordinatorsMachineFields) {
+  RunConfig run;
+  run.threads = 1;
+  run.profile.cache_dir = "/coordinator/cache";
+  run.pretrain.checkpoint = "/coordinator/pretrained.ckpt";
+  run.federated.run_dir = "/coordinator/run";
+  run.data.dir = "/usr/share/datasets/fashion-mnist";
+  run.privacy.dp.noise_seed = 11;
+  run.privacy.dp.insecure_sampling_seed = 12;
+  absl::StatusOr<RunConfig> out = WithDefaultMachineLocalFields(run);
+  ASSERT_TRUE(out.ok()) << out.status();
+  const RunConfig defaults;
+  EXPECT_EQ(out->threads, defaults.threads);
+  EXPECT_EQ(out->profile.cache_dir, defaults.profile.cache_dir);
+  EXPECT_EQ(out->pretrain.checkpoint, defaults.pretrain.checkpoint);
+  EXPECT_EQ(out->federated.run_dir, defaults.federated.run_dir);
+  EXPECT_EQ(out->privacy.dp.noise_seed, 0u);
+  EXPECT_EQ(out->data.dir, "/usr/share/datasets/fashion-mnist");
+  EXPECT_TRUE(IsMachineLocalField("privacy.dp.noise_seed"));
+  EXPECT_TRUE(IsMachineLocalField("privacy.dp.insecure_sampling_seed"));
+
+  absl::StatusOr<RunConfig> served = ParseRunConfig(ServedRunConfigYaml(run));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->privacy.dp.noise_seed, 0u);
+  EXPECT_EQ(served->privacy.dp.insecure_sampling_seed, 0u);
+  EXPECT_EQ(ServedRunConfigYaml(run).find("11"), std::string::npos);
+}
+
+// Local DP adds only each client's share of the noise: without secure
+// aggregation the coordinator would see every update nearly in the clear.
+TEST(ConfigRules, LocalDpNeedsSecureAggregation) {
+  RunConfig c;
+  c.federated.aggregation = "uniform";
+  c.privacy.dp.enabled = true;
+  c.privacy.dp.mode = "local";
+  EXPECT_THAT(std::string(c.Validate().message()),
+              HasSubstr("privacy.dp.mode: 'local' needs "
+                        "privacy.secure_aggregation.enabled: true"));
+  c.privacy.secure_aggregation.enabled = true;
+  EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+}
+
 }  // namespace
 }  // namespace layerfl

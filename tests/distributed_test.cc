@@ -144,7 +144,8 @@ class DistributedTest : public ::testing::Test {
   }
 
   // A layerfl-coordinator on `config` and `processes` layerfl-client
-  // processes (--coordinator and --poll_ms plus client_flags(i): no --config
+  // processes (--coordinator, --poll_ms, --threads=1 plus client_flags(i):
+  // no --config
   // unless it says so, the run's config comes from the coordinator); all
   // must exit 0 by `deadline`. Logs at <coord_dir>.coordinator.log and
   // <coord_dir>.client<i>.log.
@@ -159,9 +160,11 @@ class DistributedTest : public ::testing::Test {
     ASSERT_FALSE(port.empty()) << coordinator.Log();
     std::vector<std::unique_ptr<Process>> clients;
     for (int i = 0; i < processes; ++i) {
+      // threads is machine-local (a client without a config file takes
+      // none of the coordinator's): the runs compared here use 1.
       std::vector<std::string> argv = {kBin + "/layerfl-client",
                                        "--coordinator=127.0.0.1:" + port,
-                                       "--poll_ms=2000"};
+                                       "--poll_ms=2000", "--threads=1"};
       for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
       clients.push_back(std::make_unique<Process>(
           argv, absl::StrCat(coord_dir, ".client", i, ".log")));
@@ -419,7 +422,7 @@ TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
             << " s (round deadline 60 s)\n";
   EXPECT_LT(seconds, 40);
   const std::string log = coordinator->Log();
-  EXPECT_THAT(log, ::testing::HasSubstr("leave client-003 (work_failed: "));
+  EXPECT_THAT(log, ::testing::HasSubstr("leave client-003 ('work_failed: "));
   EXPECT_THAT(log, ::testing::HasSubstr("leaves for work_failed so far: 1"));
   // The mismatch names the tensor and both shapes.
   EXPECT_THAT(

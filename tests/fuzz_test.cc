@@ -35,7 +35,10 @@ constexpr absl::Duration kBudget = absl::Seconds(15);
 class FuzzTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServiceOptions options = FastOptions(100000);  // no round ever starts
+    // Round 1 starts at two joins; both score, and client-000 then holds
+    // the task of training round 1 (uploads are admitted at their header
+    // only then), which nobody ever completes: nothing commits.
+    ServiceOptions options = FastOptions(2);
     options.wait_for_clients_timeout = absl::Hours(1);
     options.token = "secret";
     options.max_chunk_bytes = 64 << 10;
@@ -52,6 +55,35 @@ class FuzzTest : public ::testing::Test {
     grpc::ClientContext context;
     ASSERT_TRUE(stub_->Join(&context, join, &reply).ok());
     session_ = reply.session();
+    join.set_client_id("client-001");
+    grpc::ClientContext context1;
+    wire::JoinReply reply1;
+    ASSERT_TRUE(stub_->Join(&context1, join, &reply1).ok());
+    for (const auto& [id, session] :
+         {std::pair<std::string, std::string>{"client-000", session_},
+          {"client-001", reply1.session()}}) {
+      for (int attempt = 0; attempt < 50; ++attempt) {
+        wire::GetTaskRequest poll;
+        poll.set_client_id(id);
+        poll.set_session(session);
+        poll.set_wait_ms(200);
+        wire::TaskReply task;
+        grpc::ClientContext c;
+        ASSERT_TRUE(stub_->GetTask(&c, poll, &task).ok());
+        if (task.kind() != wire::TaskReply::SCORE) continue;
+        wire::ScoresRequest scores;
+        scores.set_client_id(id);
+        scores.set_session(session);
+        scores.set_round(1);
+        for (int l = 0; l < 4; ++l) scores.add_scores(1.0 + l);
+        wire::ScoresReply ok;
+        grpc::ClientContext c2;
+        ASSERT_TRUE(stub_->ReportScores(&c2, scores, &ok).ok());
+        break;
+      }
+    }
+    ASSERT_EQ(coordinator_->engine().TaskFor("client-000").kind,
+              TaskKind::kTrain);
   }
 
   void Deadline(grpc::ClientContext* c) {
@@ -119,10 +151,12 @@ class FuzzTest : public ::testing::Test {
     return std::uniform_real_distribution<double>(-10, 10)(rng_);
   }
 
-  // A valid upload of a random subset of layers, then mutated.
+  // A well-formed upload of a random set of layers, then mutated. Every set
+  // names a layer client-000 was not assigned (it trains block1 and head),
+  // so that even an upload the mutations left intact is refused.
   void FuzzUpload(int i) {
     static const std::vector<std::vector<std::string>> kSets = {
-        {"head"}, {"block0", "head"}, {"block1", "head"}, {"embed"},
+        {"block0"}, {"block0", "head"}, {"embed", "block1"}, {"embed"},
         {"embed", "block0", "block1", "head"}, {}};
     std::vector<std::string> layers = kSets[rng_() % kSets.size()];
     const int64_t chunk = int64_t{4} << (10 + rng_() % 4);  // 4K..32K
@@ -290,7 +324,7 @@ class FuzzTest : public ::testing::Test {
       open = writer->Write(c);
     }
     if (open) writer->WritesDone();
-    // No round is running: nothing may be accepted, however well-formed.
+    // Nothing may be accepted, however well-formed.
     Note(writer->Finish(), true, absl::StrCat("upload #", i, " (mutations ", kinds, ")"));
   }
 
@@ -322,8 +356,9 @@ class FuzzTest : public ::testing::Test {
         Deadline(&c);
         const grpc::Status s = stub_->GetTask(&c, r, &reply);
         Note(s, !mine, what + " get_task");
-        if (s.ok()) {
-          EXPECT_EQ(reply.kind(), wire::TaskReply::WAIT) << what;
+        if (s.ok()) {  // its task, still: training round 1
+          EXPECT_EQ(reply.kind(), wire::TaskReply::TRAIN) << what;
+          EXPECT_EQ(reply.round(), 1) << what;
         }
         break;
       }
@@ -466,7 +501,9 @@ TEST_F(FuzzTest, ThousandsOfBadMessagesRefusedAndCommittedStateUnchanged) {
 
   // Committed state bit-identical: weights, layer versions, round.
   EXPECT_EQ(coordinator_->engine().committed_round(), round_before);
-  EXPECT_FALSE(coordinator_->engine().round_running());
+  // Round 1 still waits for client-000's update (and client-001's).
+  EXPECT_TRUE(coordinator_->engine().round_running());
+  EXPECT_EQ(coordinator_->engine().TaskFor("client-000").kind, TaskKind::kTrain);
   ExpectBitIdentical(coordinator_->engine().global(), before);
   ExpectBitIdentical(coordinator_->engine().global(), SmallModel());
   EXPECT_TRUE(coordinator_->records().empty());

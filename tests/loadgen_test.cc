@@ -446,7 +446,7 @@ TEST_F(LoadGenTest, FailingAndDroppingClientsAreAccountedFor) {
   EXPECT_EQ(Field(summary, "uploads accepted"), contributed);
   // Only clients that scored in round 2 meet their failure there.
   EXPECT_THAT(coordinator_log_,
-              HasSubstr("synthetic failure in round 2); leaves for "
+              HasSubstr("synthetic failure in round 2'); leaves for "
                         "work_failed so far: 1"));
   EXPECT_THAT(coordinator_log_, HasSubstr("timed out"));
 }

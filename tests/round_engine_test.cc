@@ -646,6 +646,110 @@ TEST_F(RoundEngineTest, SecureAggregationBelowThresholdAbandonsAndRetries) {
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kAdvertise);
 }
 
+// An active attacker among the participants (issue 22). c5 sends shares
+// of the right length that do not authenticate: every honest peer leaves it
+// out of its masks and names it, the engine drops it (counted bad_share),
+// and the round commits with exactly the honest clients' mean.
+TEST_F(RoundEngineTest, SecureAggregationExcludesASenderOfBadShares) {
+  RoundEngineOptions o = SecAggOpts();
+  o.secagg.threshold = 0.5;  // 3 of 5
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}, {"c5", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3", "c4", "c5"});
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    absl::StatusOr<std::vector<SecAggShare>> shares =
+        p->ShareKeys(*e->TaskFor(id).roster);
+    ASSERT_TRUE(shares.ok()) << shares.status();
+    if (id == "c5") {
+      for (SecAggShare& share : *shares) {
+        for (char& c : share.ciphertext) c = static_cast<char>(c ^ 0x5a);
+      }
+    }
+    ASSERT_TRUE(e->SubmitShares(id, 1, *shares).ok());
+  }
+  for (auto& [id, p] : ps) {
+    const Task t = e->TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kTrain) << id;
+    const float x = static_cast<float>(id.back() - '0');
+    absl::StatusOr<SecAggMaskedInput> in =
+        p->Mask(1, t.shares, {Delta("a", {x, 0.5f})});
+    ASSERT_TRUE(in.ok()) << id << ": " << in.status();
+    EXPECT_EQ(in->excluded, id == "c5" ? std::vector<std::string>{}
+                                       : std::vector<std::string>{"c5"})
+        << id;
+    ASSERT_TRUE(e->SubmitMasked(id, 1, *in).ok()) << id;
+  }
+  // The unmask step asks the four honest clients only.
+  EXPECT_EQ(e->TaskFor("c5").kind, TaskKind::kWait);
+  for (const char* id : {"c1", "c2", "c3", "c4"}) {
+    const Task t = e->TaskFor(id);
+    ASSERT_EQ(t.kind, TaskKind::kUnmask) << id;
+    EXPECT_THAT(t.unmask->dropped, ElementsAre("c5"));
+    ASSERT_TRUE(e->SubmitUnmask(id, 1, *ps[id]->Unmask(*t.unmask)).ok());
+  }
+  ASSERT_EQ(e->committed_round(), 1);
+  // a = [1, 2] + mean of c1..c4 = [1 + 10/4, 2.5].
+  ModelWeights g = e->global();
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[0], 1.0f + 10.0f / 4);
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[1], 2.5f);
+  std::vector<RoundRecord> records = e->TakeRecords();
+  EXPECT_EQ(records[0].attempt, 0);
+  EXPECT_EQ(records[0].rejected.at("bad_share"), 1);
+  for (const ClientRoundRecord& c : records[0].clients) {
+    EXPECT_EQ(c.contributed, c.id != "c5") << c.id;
+  }
+}
+
+// c4 reveals a corrupted share at the unmask step: its response is refused
+// (bad_share, caught by the dealer's commitment), it is left out of the
+// unmasking, the secrets are rebuilt from the others' shares, and the round
+// commits in the same attempt with every survivor's update (c4's included).
+TEST_F(RoundEngineTest, SecureAggregationExcludesALyingUnmaskResponse) {
+  RoundEngineOptions o = SecAggOpts();
+  o.secagg.threshold = 0.5;  // 2 of 4
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3", "c4"});
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(
+        e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    const float x = static_cast<float>(id.back() - '0');
+    ASSERT_TRUE(e->SubmitMasked(
+                      id, 1, *p->Mask(1, e->TaskFor(id).shares,
+                                      {Delta("a", {x, 0.5f})}))
+                    .ok());
+  }
+  absl::StatusOr<SecAggUnmaskResponse> lie =
+      ps["c4"]->Unmask(*e->TaskFor("c4").unmask);
+  ASSERT_TRUE(lie.ok());
+  lie->self_mask_shares.at("c1")[0] ^= 1;
+  const absl::Status refused = e->SubmitUnmask("c4", 1, *lie);
+  EXPECT_THAT(refused.message(), HasSubstr("does not match its commitment"));
+  EXPECT_EQ(e->committed_round(), 0);
+  for (const char* id : {"c1", "c2", "c3"}) {
+    ASSERT_TRUE(
+        e->SubmitUnmask(id, 1, *ps[id]->Unmask(*e->TaskFor(id).unmask)).ok());
+  }
+  ASSERT_EQ(e->committed_round(), 1);
+  // a = [1, 2] + mean of c1..c4 = [1 + 10/4, 2.5].
+  ModelWeights g = e->global();
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[0], 1.0f + 10.0f / 4);
+  EXPECT_FLOAT_EQ(g.layers[0].tensors[0].values[1], 2.5f);
+  std::vector<RoundRecord> records = e->TakeRecords();
+  EXPECT_EQ(records[0].attempt, 0);
+  EXPECT_EQ(records[0].rejected.at("bad_share"), 1);
+}
+
 TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
   auto plain = Make(Opts(0, 1));
   JoinAll(*plain, {{"c1", 1}});

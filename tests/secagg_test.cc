@@ -1,9 +1,11 @@
 // Secure aggregation over per-layer participant sets (common/secagg): exact
-// sums, masked inputs that reveal nothing readable, dropouts, and what a
-// dishonest server or a replaying network would try.
+// sums, masked inputs that reveal nothing readable, dropouts, what a
+// dishonest server or a replaying network would try, and clients that deal
+// garbage shares or return lying unmask shares.
 #include "common/secagg/secagg.h"
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -17,6 +19,7 @@
 namespace layerfl {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 struct Participant {
@@ -35,6 +38,7 @@ struct Round {
       clients[p.id] = std::make_unique<SecAggClient>(p.id, round);
     }
   }
+  // Shares a dealer hands the server pass through `deal` first.
   void AdvertiseAndShare() {
     for (const Participant& p : participants) {
       ASSERT_TRUE(server.AddAdvert(clients[p.id]->Advertise(), p.layers).ok());
@@ -46,14 +50,26 @@ struct Round {
       absl::StatusOr<std::vector<SecAggShare>> shares =
           clients[p.id]->ShareKeys(roster);
       ASSERT_TRUE(shares.ok()) << shares.status();
+      for (SecAggShare& s : *shares) {
+        if (deal) deal(s);
+      }
       ASSERT_TRUE(server.AddShares(p.id, *shares).ok());
     }
+  }
+  // `cheater` deals well-formed garbage (random bytes, the right length) to
+  // every id in `victims`.
+  void DealGarbage(const std::string& cheater,
+                   const std::set<std::string>& victims) {
+    deal = [cheater, victims, rng = std::mt19937(99)](SecAggShare& s) mutable {
+      if (s.from != cheater || !victims.count(s.to)) return;
+      for (char& c : s.ciphertext) c = static_cast<char>(rng());
+    };
   }
   void MaskAll(const std::set<std::string>& no_input = {}) {
     for (const Participant& p : participants) {
       absl::StatusOr<SecAggMaskedInput> in =
           clients[p.id]->Mask(server.SharesFor(p.id), p.values);
-      ASSERT_TRUE(in.ok()) << in.status();
+      ASSERT_TRUE(in.ok()) << p.id << ": " << in.status();
       masked[p.id] = *in;
       if (!no_input.count(p.id)) {
         ASSERT_TRUE(server.AddMaskedInput(*in).ok());
@@ -64,12 +80,19 @@ struct Round {
   void Unmask(const std::set<std::string>& silent = {}) {
     absl::StatusOr<SecAggUnmaskRequest> req = server.UnmaskRequest();
     ASSERT_TRUE(req.ok()) << req.status();
+    request = *req;
     for (const std::string& id : req->survivors) {
       if (silent.count(id)) continue;
       absl::StatusOr<SecAggUnmaskResponse> resp = clients[id]->Unmask(*req);
       ASSERT_TRUE(resp.ok()) << resp.status();
+      responses[id] = *resp;
       ASSERT_TRUE(server.AddUnmaskResponse(*resp).ok());
     }
+  }
+  std::set<std::string> Ids() const {
+    std::set<std::string> ids;
+    for (const Participant& p : participants) ids.insert(p.id);
+    return ids;
   }
   // The plain per-layer sums over `contributors`.
   std::vector<std::vector<uint32_t>> Expected(
@@ -91,7 +114,14 @@ struct Round {
   std::map<std::string, std::unique_ptr<SecAggClient>> clients;
   std::map<std::string, SecAggMaskedInput> masked;
   SecAggRoster roster;
+  std::function<void(SecAggShare&)> deal;
+  SecAggUnmaskRequest request;
+  std::map<std::string, SecAggUnmaskResponse> responses;
 };
+
+std::vector<std::string> Sorted(const std::set<std::string>& ids) {
+  return {ids.begin(), ids.end()};
+}
 
 std::vector<Participant> People(int n, const std::vector<int64_t>& sizes,
                                 uint32_t seed) {
@@ -234,14 +264,19 @@ TEST(SecAggTest, ClientRefusesToRevealBothSecretsOfAPeer) {
 TEST(SecAggTest, MalformedAndReplayedMessagesRefused) {
   Round r(5, 3, kSizes, People(4, kSizes, 8));
   r.AdvertiseAndShare();
-  // A share altered in transit does not authenticate.
   std::vector<SecAggShare> shares = r.server.SharesFor("client-100");
   ASSERT_EQ(shares.size(), 3u);
-  std::vector<SecAggShare> tampered = shares;
-  tampered[0].ciphertext[40] ^= 1;
   const Participant& p0 = r.participants[0];
-  EXPECT_THAT(r.clients["client-100"]->Mask(tampered, p0.values).status().message(),
-              HasSubstr("bad_share"));
+  // A share from outside the roster, or from this client itself.
+  std::vector<SecAggShare> stranger_share = shares;
+  stranger_share[0].from = "client-999";
+  EXPECT_THAT(
+      r.clients["client-100"]->Mask(stranger_share, p0.values).status().message(),
+      HasSubstr("unknown_peer: share from 'client-999'"));
+  std::vector<SecAggShare> own = shares;
+  own[0].from = "client-100";
+  EXPECT_THAT(r.clients["client-100"]->Mask(own, p0.values).status().message(),
+              HasSubstr("unknown_peer: share from 'client-100'"));
   // The same share twice.
   std::vector<SecAggShare> twice = shares;
   twice.push_back(shares[0]);
@@ -289,22 +324,318 @@ TEST(SecAggTest, MalformedAndReplayedMessagesRefused) {
   EXPECT_THAT(r.server.AddUnmaskResponse(*resp).message(), HasSubstr("replayed"));
 }
 
-// A survivor that sends a wrong share is caught against the commitment.
-TEST(SecAggTest, CorruptShareCaughtByCommitment) {
+// A share altered in transit, or dealt as garbage: the recipient leaves its
+// sender out and says so; the server drops the sender and the sums are exact
+// over everyone else.
+TEST(SecAggTest, TamperedShareExcludesItsSenderNotTheRound) {
+  Round r(5, 3, kSizes, People(5, kSizes, 8));
+  r.AdvertiseAndShare();
+  std::vector<SecAggShare> shares = r.server.SharesFor("client-100");
+  ASSERT_EQ(shares.size(), 4u);
+  ASSERT_EQ(shares[0].from, "client-101");
+  shares[0].ciphertext[40] ^= 1;
+  absl::StatusOr<SecAggMaskedInput> in =
+      r.clients["client-100"]->Mask(shares, r.participants[0].values);
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_THAT(in->excluded, ElementsAre("client-101"));
+  ASSERT_TRUE(r.server.AddMaskedInput(*in).ok());
+  for (size_t i = 1; i < r.participants.size(); ++i) {
+    const Participant& p = r.participants[i];
+    absl::StatusOr<SecAggMaskedInput> other =
+        r.clients[p.id]->Mask(r.server.SharesFor(p.id), p.values);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_TRUE(other->excluded.empty());
+    ASSERT_TRUE(r.server.AddMaskedInput(*other).ok());
+  }
+  EXPECT_EQ(r.server.Excluded(),
+            (std::map<std::string, std::string>{{"client-101", "client-100"}}));
+  r.Unmask();
+  EXPECT_THAT(r.request.survivors,
+              ElementsAre("client-100", "client-102", "client-103", "client-104"));
+  EXPECT_THAT(r.request.dropped, ElementsAre("client-101"));
+  // client-100 never held client-101's key share; the others return theirs.
+  EXPECT_TRUE(r.responses["client-100"].key_shares.empty());
+  EXPECT_EQ(r.responses["client-102"].key_shares.count("client-101"), 1u);
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(*sums, r.Expected({"client-101"}));
+}
+
+// A dealer sends same-length random bytes to every peer. Its own input
+// arrives first (before anyone accused it) and is still left out.
+TEST(SecAggTest, GarbageDealerIsExcludedAndTheSumsAreExact) {
+  Round r(11, 3, kSizes, People(5, kSizes, 11));
+  r.DealGarbage("client-100", {"client-101", "client-102", "client-103",
+                               "client-104"});
+  r.AdvertiseAndShare();
+  r.MaskAll();
+  EXPECT_TRUE(r.masked["client-100"].excluded.empty());
+  for (const std::string id :
+       {"client-101", "client-102", "client-103", "client-104"}) {
+    EXPECT_THAT(r.masked[id].excluded, ElementsAre("client-100")) << id;
+  }
+  EXPECT_EQ(r.server.Excluded(),
+            (std::map<std::string, std::string>{{"client-100", "client-101"}}));
+  EXPECT_EQ(r.server.SurvivorsPerLayer()[0], 4);
+  r.Unmask();
+  EXPECT_THAT(r.request.survivors,
+              ElementsAre("client-101", "client-102", "client-103", "client-104"));
+  EXPECT_THAT(r.request.dropped, ElementsAre("client-100"));
+  // Nobody holds the cheater's key: no key share is asked for or accepted.
+  for (const auto& [id, resp] : r.responses) {
+    EXPECT_TRUE(resp.key_shares.empty()) << id;
+  }
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  const std::vector<std::vector<uint32_t>> honest = r.Expected({"client-100"});
+  EXPECT_EQ(*sums, honest);
+  EXPECT_NE(honest, r.Expected({}));  // the cheater's update really is out
+  std::vector<int> n = r.server.SurvivorsPerLayer();
+  EXPECT_EQ(n[0], 4);
+  EXPECT_LT(n[1], 4);  // the layer sets differ
+}
+
+// The cheater (client-105, 6 clients, threshold 3) deals garbage to the
+// first g of the others. g <= 2: 3+ survivors still hold its key share,
+// and only the cheater drops. g = 3 or 4: its key share is held by 1-2
+// survivors, too few to rebuild it, so those holders drop as well and the
+// sums are over the g clients that excluded it.
+TEST(SecAggTest, PartialGarbageDropsTheHoldersThatCannotBeUnmasked) {
+  const std::vector<std::string> others = {"client-100", "client-101",
+                                           "client-102", "client-103",
+                                           "client-104"};
+  for (int g = 1; g <= 4; ++g) {
+    Round r(12, 3, kSizes, People(6, kSizes, 20 + g));
+    const std::set<std::string> victims(others.begin(), others.begin() + g);
+    r.DealGarbage("client-105", victims);
+    r.AdvertiseAndShare();
+    r.MaskAll();
+    for (const std::string& id : others) {
+      EXPECT_EQ(r.masked[id].excluded.size(), victims.count(id)) << id;
+    }
+    r.Unmask();
+    const std::set<std::string> survivors =
+        g <= 2 ? std::set<std::string>(others.begin(), others.end()) : victims;
+    std::set<std::string> dropped;
+    for (const std::string& id : r.Ids()) {
+      if (!survivors.count(id)) dropped.insert(id);
+    }
+    EXPECT_EQ(r.request.survivors, Sorted(survivors)) << "g=" << g;
+    EXPECT_EQ(r.request.dropped, Sorted(dropped)) << "g=" << g;
+    absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+    ASSERT_TRUE(sums.ok()) << "g=" << g << ": " << sums.status();
+    EXPECT_EQ(*sums, r.Expected(dropped)) << "g=" << g;
+  }
+  // Threshold 4: two victims leave three holders, who drop; the two victims
+  // are then too few to rebuild the holders' keys and drop in turn.
+  Round r(13, 4, kSizes, People(6, kSizes, 30));
+  r.DealGarbage("client-105", {"client-100", "client-101"});
+  r.AdvertiseAndShare();
+  r.MaskAll();
+  absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
+  ASSERT_FALSE(req.ok());
+  EXPECT_EQ(req.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(req.status().message(), HasSubstr("too_few_survivors"));
+  EXPECT_THAT(std::string(req.status().message()),
+              HasSubstr("1 of them accused, 5 stranded; 0 survivors"));
+}
+
+// A dealer whose clear-text commitment does not match what it encrypted is
+// excluded by the recipient (who would otherwise be blamed at unmask time).
+TEST(SecAggTest, DealerWithAWrongCommitmentIsExcluded) {
+  Round r(14, 3, kSizes, People(5, kSizes, 14));
+  r.deal = [](SecAggShare& s) {
+    if (s.from == "client-103" && s.to == "client-100") s.key_commitment[5] ^= 1;
+  };
+  r.AdvertiseAndShare();
+  r.MaskAll();
+  EXPECT_THAT(r.masked["client-100"].excluded, ElementsAre("client-103"));
+  EXPECT_TRUE(r.masked["client-101"].excluded.empty());
+  r.Unmask();
+  EXPECT_THAT(r.request.dropped, ElementsAre("client-103"));
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(*sums, r.Expected({"client-103"}));
+}
+
+// Masking needs threshold - 1 peers whose shares open (threshold 4: 3).
+TEST(SecAggTest, MaskRefusesWithFewerThanThresholdMinusOneShares) {
+  Round r(15, 4, kSizes, People(5, kSizes, 15));
+  r.AdvertiseAndShare();
+  SecAggClient& c = *r.clients["client-100"];
+  const std::vector<uint32_t> unused;
+  const auto& values = r.participants[0].values;
+  const std::vector<SecAggShare> all = r.server.SharesFor("client-100");
+  ASSERT_EQ(all.size(), 4u);
+  absl::StatusOr<SecAggMaskedInput> none = c.Mask({}, values);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(none.status().message(),
+              HasSubstr("too_few_shares: 0 shares arrived, 0 authenticated; "
+                        "masking needs 3"));
+  const std::vector<SecAggShare> two(all.begin(), all.begin() + 2);
+  EXPECT_THAT(c.Mask(two, values).status().message(),
+              HasSubstr("too_few_shares: 2 shares arrived, 2 authenticated"));
+  std::vector<SecAggShare> three_bad(all.begin(), all.begin() + 3);
+  three_bad[1].ciphertext[50] ^= 1;
+  absl::StatusOr<SecAggMaskedInput> bad = c.Mask(three_bad, values);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("too_few_shares: 3 shares arrived, 2 authenticated"));
+  std::vector<SecAggShare> all_garbage = all;
+  for (SecAggShare& s : all_garbage) s.ciphertext.assign(s.ciphertext.size(), 'x');
+  EXPECT_THAT(c.Mask(all_garbage, values).status().message(),
+              HasSubstr("too_few_shares: 4 shares arrived, 0 authenticated"));
+  // The refusals changed nothing: three good shares of four still mask.
+  std::vector<SecAggShare> one_bad = all;
+  one_bad[3].ciphertext[50] ^= 1;
+  absl::StatusOr<SecAggMaskedInput> in = c.Mask(one_bad, values);
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_THAT(in->excluded, ElementsAre(all[3].from));
+}
+
+// What the server accepts as an exclusion list.
+TEST(SecAggTest, ServerChecksExclusionLists) {
+  Round r(16, 3, kSizes, People(4, kSizes, 16));
+  r.AdvertiseAndShare();
+  const Participant& p = r.participants[0];
+  absl::StatusOr<SecAggMaskedInput> in =
+      r.clients[p.id]->Mask(r.server.SharesFor(p.id), p.values);
+  ASSERT_TRUE(in.ok()) << in.status();
+  SecAggMaskedInput self = *in;
+  self.excluded = {"client-100"};
+  EXPECT_THAT(r.server.AddMaskedInput(self).message(),
+              HasSubstr("malformed: 'client-100' excludes 'client-100'"));
+  SecAggMaskedInput stranger = *in;
+  stranger.excluded = {"client-999"};
+  EXPECT_THAT(r.server.AddMaskedInput(stranger).message(),
+              HasSubstr("malformed: 'client-100' excludes 'client-999'"));
+  SecAggMaskedInput twice = *in;
+  twice.excluded = {"client-101", "client-101"};
+  EXPECT_THAT(r.server.AddMaskedInput(twice).message(),
+              HasSubstr("malformed: 'client-100' excludes 'client-101'"));
+  // Three peers shared; excluding two leaves one, below threshold - 1 = 2.
+  SecAggMaskedInput lonely = *in;
+  lonely.excluded = {"client-101", "client-102"};
+  EXPECT_THAT(r.server.AddMaskedInput(lonely).message(),
+              HasSubstr("malformed: 'client-100' masked with 1 peers; at least 2"));
+  EXPECT_TRUE(r.server.Excluded().empty());
+  ASSERT_TRUE(r.server.AddMaskedInput(*in).ok());
+}
+
+// client-101 returns a flipped self-mask share of client-103, client-102 a
+// flipped key share of the dropped client-105: both responses are refused
+// whole and their senders recorded; the three honest responses rebuild every
+// secret, and both liars' own updates stay in the sums.
+TEST(SecAggTest, LyingUnmaskResponsesAreRefusedAndTheSumsStayExact) {
+  Round r(17, 3, kSizes, People(6, kSizes, 17));
+  r.AdvertiseAndShare();
+  r.MaskAll({"client-105"});
+  absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_THAT(req->survivors, ElementsAre("client-100", "client-101", "client-102",
+                                          "client-103", "client-104"));
+  for (const std::string& id : req->survivors) {
+    absl::StatusOr<SecAggUnmaskResponse> resp = r.clients[id]->Unmask(*req);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    SecAggUnmaskResponse sent = *resp;
+    if (id == "client-101") {
+      sent.self_mask_shares.at("client-103")[7] ^= 1;
+      EXPECT_EQ(r.server.AddUnmaskResponse(sent).message(),
+                "bad_share: unmask share of 'client-103' from 'client-101' "
+                "does not match its commitment");
+      // Its honest response afterwards is refused too.
+      EXPECT_THAT(r.server.AddUnmaskResponse(*resp).message(),
+                  HasSubstr("bad_share"));
+    } else if (id == "client-102") {
+      sent.key_shares.at("client-105")[0] ^= 0x80;
+      EXPECT_EQ(r.server.AddUnmaskResponse(sent).message(),
+                "bad_share: unmask share of 'client-105' from 'client-102' "
+                "does not match its commitment");
+    } else {
+      ASSERT_TRUE(r.server.AddUnmaskResponse(sent).ok());
+    }
+  }
+  EXPECT_EQ(r.server.BadResponders(),
+            (std::set<std::string>{"client-101", "client-102"}));
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(*sums, r.Expected({"client-105"}));
+  EXPECT_NE(*sums, r.Expected({"client-101", "client-102", "client-105"}));
+  EXPECT_EQ(r.server.SurvivorsPerLayer()[0], 5);
+}
+
+// A survivor's share of its own seed carries no commitment. It is left out
+// while `threshold` others returned theirs; when it is needed and wrong, the
+// rebuilt seed fails the advert's commitment and the survivor is blamed.
+TEST(SecAggTest, OwnSeedShareIsUsedOnlyWhenNeededAndThenChecked) {
   Round r(9, 3, kSizes, People(4, kSizes, 9));
   r.AdvertiseAndShare();
   r.MaskAll();
   absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
   ASSERT_TRUE(req.ok());
-  bool first = true;
   for (const std::string& id : req->survivors) {
     absl::StatusOr<SecAggUnmaskResponse> resp = r.clients[id]->Unmask(*req);
     ASSERT_TRUE(resp.ok());
-    if (first) resp->self_mask_shares.begin()->second[0] ^= 1;
-    first = false;
+    if (id == "client-100") resp->self_mask_shares.at("client-100")[0] ^= 1;
     ASSERT_TRUE(r.server.AddUnmaskResponse(*resp).ok());
   }
-  EXPECT_THAT(r.server.Sums().status().message(), HasSubstr("bad_share"));
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(*sums, r.Expected({}));
+  EXPECT_TRUE(r.server.BadResponders().empty());
+
+  Round s(9, 3, kSizes, People(3, kSizes, 10));
+  s.AdvertiseAndShare();
+  s.MaskAll();
+  req = s.server.UnmaskRequest();
+  ASSERT_TRUE(req.ok());
+  for (const std::string& id : req->survivors) {
+    absl::StatusOr<SecAggUnmaskResponse> resp = s.clients[id]->Unmask(*req);
+    ASSERT_TRUE(resp.ok());
+    if (id == "client-100") resp->self_mask_shares.at("client-100")[0] ^= 1;
+    ASSERT_TRUE(s.server.AddUnmaskResponse(*resp).ok());
+  }
+  EXPECT_THAT(s.server.Sums().status().message(),
+              HasSubstr("bad_share: the self-mask seed of 'client-100'"));
+  EXPECT_EQ(s.server.BadResponders(), std::set<std::string>{"client-100"});
+}
+
+// An unmask response must hold exactly the key shares of the dropped peers
+// its sender did not exclude.
+TEST(SecAggTest, UnmaskResponseKeySharesFollowExclusions) {
+  Round r(18, 3, kSizes, People(5, kSizes, 18));
+  r.DealGarbage("client-104", {"client-100"});
+  r.AdvertiseAndShare();
+  r.MaskAll();
+  absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
+  ASSERT_TRUE(req.ok()) << req.status();
+  EXPECT_THAT(req->dropped, ElementsAre("client-104"));
+  // client-100 excluded client-104: it answers without its key share.
+  absl::StatusOr<SecAggUnmaskResponse> r100 = r.clients["client-100"]->Unmask(*req);
+  ASSERT_TRUE(r100.ok()) << r100.status();
+  EXPECT_TRUE(r100->key_shares.empty());
+  SecAggUnmaskResponse extra = *r100;
+  extra.key_shares["client-104"] = std::string(32, 'k');
+  EXPECT_THAT(r.server.AddUnmaskResponse(extra).message(), HasSubstr("malformed"));
+  absl::StatusOr<SecAggUnmaskResponse> r101 = r.clients["client-101"]->Unmask(*req);
+  ASSERT_TRUE(r101.ok());
+  ASSERT_EQ(r101->key_shares.count("client-104"), 1u);
+  SecAggUnmaskResponse missing = *r101;
+  missing.key_shares.clear();
+  EXPECT_THAT(r.server.AddUnmaskResponse(missing).message(),
+              HasSubstr("malformed"));
+  EXPECT_TRUE(r.server.BadResponders().empty());
+  ASSERT_TRUE(r.server.AddUnmaskResponse(*r100).ok());
+  ASSERT_TRUE(r.server.AddUnmaskResponse(*r101).ok());
+  for (const std::string id : {"client-102", "client-103"}) {
+    absl::StatusOr<SecAggUnmaskResponse> resp = r.clients[id]->Unmask(*req);
+    ASSERT_TRUE(resp.ok());
+    ASSERT_TRUE(r.server.AddUnmaskResponse(*resp).ok());
+  }
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> sums = r.server.Sums();
+  ASSERT_TRUE(sums.ok()) << sums.status();
+  EXPECT_EQ(*sums, r.Expected({"client-104"}));
 }
 
 TEST(SecAggTest, RosterChecks) {
@@ -315,6 +646,16 @@ TEST(SecAggTest, RosterChecks) {
   EXPECT_THAT(server.AddAdvert(b.Advertise(), {1, 0}).message(),
               HasSubstr("malformed"));
   EXPECT_THAT(server.AddAdvert(b.Advertise(), {9}).message(), HasSubstr("malformed"));
+  // A low-order key would make every peer's key agreement with it fail.
+  SecAggClient c("c", 1);
+  SecAggAdvert zero_mask = c.Advertise();
+  zero_mask.mask_pk.fill(0);
+  EXPECT_THAT(server.AddAdvert(zero_mask, {0}).message(),
+              HasSubstr("malformed: a degenerate key in the advert of 'c'"));
+  SecAggAdvert zero_enc = c.Advertise();
+  zero_enc.enc_pk.fill(0);
+  EXPECT_THAT(server.AddAdvert(zero_enc, {0}).message(),
+              HasSubstr("malformed: a degenerate key"));
   ASSERT_TRUE(server.AddAdvert(b.Advertise(), {1}).ok());
   EXPECT_THAT(server.Roster().status().message(), HasSubstr("too_few_survivors"));
   // A roster that carries other keys for a client.

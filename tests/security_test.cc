@@ -143,13 +143,18 @@ absl::StatusOr<DaemonResult> RunDaemon(GrpcLinkOptions link, const std::string& 
   return RunClientDaemon(d, work, *l, &stop);
 }
 
-// Two daemons to the end of the run; both must finish at `rounds`.
+// Two daemons to the end of the run; both must finish at `rounds`. The
+// second uses `second_link` when given (its own certificate).
 void ExpectRunCompletes(Coordinator& coordinator, const GrpcLinkOptions& link,
-                        int rounds) {
+                        int rounds,
+                        const GrpcLinkOptions* second_link = nullptr) {
   absl::StatusOr<DaemonResult> r[2] = {absl::UnknownError("not run"),
                                        absl::UnknownError("not run")};
   std::thread a([&] { r[0] = RunDaemon(link, "client-000"); });
-  std::thread b([&] { r[1] = RunDaemon(link, "client-001"); });
+  std::thread b([&] {
+    r[1] = RunDaemon(second_link != nullptr ? *second_link : link,
+                     "client-001");
+  });
   a.join();
   b.join();
   for (const auto& x : r) {
@@ -190,7 +195,8 @@ class Certs : public ::testing::Test {
         "-extfile $1.ext -out $1.pem; }\n",
         "ca ca; ca otherca\n",
         "leaf server ca DNS:localhost,IP:127.0.0.1 serverAuth\n",
-        "leaf client ca DNS:layerfl-client clientAuth\n",
+        "leaf client-000 ca DNS:client-000 clientAuth\n",
+        "leaf client-001 ca DNS:client-001 clientAuth\n",
         "leaf stranger otherca DNS:layerfl-client clientAuth\n");
     std::ofstream(dir_ / "make.sh") << script;
     if (std::system(absl::StrCat("bash '", d, "/make.sh' > '", d, "/make.log' 2>&1").c_str()) != 0) {
@@ -236,11 +242,15 @@ TEST_F(Certs, RunOverTlsCompletes) {
 
 TEST_F(Certs, RunOverMutualTlsCompletes) {
   Coordinator coordinator(ServerTlsOptions(true));
-  GrpcLinkOptions link = Link(coordinator, "client");
-  link.target = absl::StrCat("localhost:", coordinator.server().port());
-  link.tls.server_name = "localhost";
-  ExpectRunCompletes(coordinator, link, 2);
+  GrpcLinkOptions links[2] = {Link(coordinator, "client-000"),
+                              Link(coordinator, "client-001")};
+  for (GrpcLinkOptions& link : links) {
+    link.target = absl::StrCat("localhost:", coordinator.server().port());
+    link.tls.server_name = "localhost";
+  }
+  ExpectRunCompletes(coordinator, links[0], 2, &links[1]);
 }
+
 
 // Join over a channel with `credentials`; the status.
 grpc::Status TryJoin(const std::string& target,
@@ -258,6 +268,25 @@ grpc::Status TryJoin(const std::string& target,
   return stub->Join(&context, join, &reply);
 }
 
+// With mutual TLS a certificate is one client: client-001's certificate
+// joins as client-001 only.
+TEST_F(Certs, MutualTlsBindsTheClientIdToItsCertificate) {
+  Coordinator coordinator(ServerTlsOptions(true));
+  grpc::SslCredentialsOptions cert001;
+  cert001.pem_root_certs = Pem("ca.pem");
+  cert001.pem_cert_chain = Pem("client-001.pem");
+  cert001.pem_private_key = Pem("client-001.key");
+  const grpc::Status taken =
+      TryJoin(coordinator.target(), grpc::SslCredentials(cert001), "client-000");
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(taken.error_message(),
+              HasSubstr("bad_token: client 'client-000' presented a "
+                        "certificate for ['client-001']"));
+  const grpc::Status own =
+      TryJoin(coordinator.target(), grpc::SslCredentials(cert001), "client-001");
+  EXPECT_TRUE(own.ok()) << own.error_message();
+}
+
 TEST_F(Certs, MutualTlsRefusesClientsWithoutAValidCertificate) {
   Coordinator coordinator(ServerTlsOptions(true));
   grpc::SslCredentialsOptions no_cert;
@@ -269,8 +298,8 @@ TEST_F(Certs, MutualTlsRefusesClientsWithoutAValidCertificate) {
   EXPECT_FALSE(TryJoin(coordinator.target(), grpc::SslCredentials(stranger)).ok());
   EXPECT_FALSE(TryJoin(coordinator.target(), grpc::InsecureChannelCredentials()).ok());
   grpc::SslCredentialsOptions good = no_cert;
-  good.pem_cert_chain = Pem("client.pem");
-  good.pem_private_key = Pem("client.key");
+  good.pem_cert_chain = Pem("client-000.pem");
+  good.pem_private_key = Pem("client-000.key");
   const grpc::Status ok = TryJoin(coordinator.target(), grpc::SslCredentials(good));
   EXPECT_TRUE(ok.ok()) << ok.error_message();
   // The daemon without a certificate gives up (it never reaches the service).

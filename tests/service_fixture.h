@@ -219,17 +219,20 @@ inline ModelWeights SequentialDrive(
   return engine->global();
 }
 
-// An engine behind a server on 127.0.0.1.
+// An engine behind a server on 127.0.0.1 (SmallModel() unless `model` is
+// given; the service's log to `log` when given).
 class Coordinator {
  public:
   Coordinator(const RoundEngineOptions& engine_options, ServiceOptions options,
               const std::string& address = "127.0.0.1:0",
-              CheckpointStore* store = nullptr) {
+              CheckpointStore* store = nullptr,
+              const ModelWeights& model = SmallModel(),
+              std::ostream* log = nullptr) {
     RoundEngine::Deps deps;
     deps.clock = Clock::Real();
     deps.selector = &selector_;
     deps.store = store;
-    auto engine = RoundEngine::Create(engine_options, SmallModel(), deps);
+    auto engine = RoundEngine::Create(engine_options, model, deps);
     EXPECT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
     if (options.run_id.empty()) options.run_id = "test-run";
@@ -243,7 +246,9 @@ class Coordinator {
       absl::MutexLock lock(&mu_);
       records_.push_back(r);
     };
-    sdeps.log = std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr : nullptr;
+    sdeps.log = log != nullptr                          ? log
+                : std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr
+                                                      : nullptr;
     auto server = CoordinatorServer::Start(address, options, sdeps);
     EXPECT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -283,8 +288,10 @@ inline ServiceOptions FastOptions(int wait_for_clients) {
 // A client daemon on its own thread.
 class DaemonThread {
  public:
+  // `tweak`, when given, adjusts the daemon's options before it starts.
   DaemonThread(const std::string& target, std::unique_ptr<FakeWork> work,
-               const std::string& id)
+               const std::string& id,
+               const std::function<void(DaemonOptions&)>& tweak = nullptr)
       : work_(std::move(work)) {
     GrpcLinkOptions link;
     link.target = target;
@@ -297,6 +304,7 @@ class DaemonThread {
     options_.backoff_max = absl::Milliseconds(300);
     options_.give_up = absl::Seconds(20);
     options_.log = std::getenv("LAYERFL_TEST_VERBOSE") ? &std::cerr : nullptr;
+    if (tweak) tweak(options_);
     thread_ = std::thread([this] {
       result_ = RunClientDaemon(options_, *work_, *link_, &stop_);
       done_.Notify();

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/privacy/rdp_accountant.h"
 #include "nlohmann/json.hpp"
 #include "server/sim/simulator.h"
 #include "tests/weights_matchers.h"
@@ -222,6 +223,7 @@ TEST(SimulatorTest, DifferentialPrivacyReportsGrowingEpsilon) {
   c.privacy.dp.clip_norm = 0.5;
   c.privacy.dp.noise_multiplier = 1.0;
   c.privacy.dp.noise_seed = 5;
+  c.privacy.dp.insecure_sampling_seed = 7;  // reproducible participants
   ASSERT_TRUE(c.Validate().ok()) << c.Validate();
   std::ostringstream progress;
   SimOptions options;
@@ -238,6 +240,9 @@ TEST(SimulatorTest, DifferentialPrivacyReportsGrowingEpsilon) {
     EXPECT_GT(eps, last);
     last = eps;
     EXPECT_DOUBLE_EQ(rec["privacy"]["clip_norm"].get<double>(), 0.5);
+    EXPECT_EQ(rec["privacy"]["sampling"], "insecure_seed");
+    // Central mode: the coordinator is trusted with the updates.
+    EXPECT_FALSE(rec["privacy"].contains("epsilon_coordinator"));
     // A round that scores (round 1 always) releases scores and update
     // together: multiplier 1 / sqrt(1 + 1); one that reuses scores, 1.
     const double z = rec["privacy"]["noise_multiplier"].get<double>();
@@ -439,6 +444,7 @@ TEST(SimulatorTest, ParallelClientsAreBitIdenticalToSequential) {
   c.privacy.dp.enabled = true;
   c.privacy.dp.mode = "local";
   c.privacy.dp.noise_seed = 5;  // reproducible noise and rounding
+  c.privacy.dp.insecure_sampling_seed = 7;
   c.privacy.secure_aggregation.enabled = true;
   c.privacy.secure_aggregation.value_range = 4.0;
   c.federated.aggregation = "uniform";
@@ -446,6 +452,27 @@ TEST(SimulatorTest, ParallelClientsAreBitIdenticalToSequential) {
   std::filesystem::remove_all(c.federated.run_dir);
   absl::StatusOr<SimResult> a = RunSimulation(c, SimOptions());
   ASSERT_TRUE(a.ok()) << a.status();
+  // Local mode: epsilon against the coordinator is each round's release
+  // composed without amplification (q = 1), against the released model
+  // with the sampling rate 5 / 7.
+  {
+    std::ifstream in(a->metrics_path);
+    RdpAccountant model, coordinator;
+    int rounds = 0;
+    for (std::string line; std::getline(in, line); ++rounds) {
+      const nlohmann::json rec = nlohmann::json::parse(line);
+      const double z = rec["privacy"]["noise_multiplier"].get<double>();
+      ASSERT_TRUE(model.Compose(5.0 / 7.0, z).ok());
+      ASSERT_TRUE(coordinator.Compose(1.0, z).ok());
+      EXPECT_DOUBLE_EQ(rec["privacy"]["epsilon"].get<double>(),
+                       model.Epsilon(c.privacy.dp.delta));
+      EXPECT_DOUBLE_EQ(rec["privacy"]["epsilon_coordinator"].get<double>(),
+                       coordinator.Epsilon(c.privacy.dp.delta));
+      EXPECT_GT(rec["privacy"]["epsilon_coordinator"].get<double>(),
+                rec["privacy"]["epsilon"].get<double>());
+    }
+    EXPECT_EQ(rounds, 3);
+  }
   c.sim.parallel_clients = 3;
   c.federated.run_dir = ::testing::TempDir() + "/sim_parallel3";
   std::filesystem::remove_all(c.federated.run_dir);

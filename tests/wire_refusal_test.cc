@@ -639,8 +639,10 @@ TEST_P(WaitingRefusalTest, DuplicateWhileWaiting) {
   ToTraining();
   grpc::Status first;
   std::thread b = UploadBWhileItWaits(&first);
+  // Its waiting update's stream is still open: the second stream is
+  // refused at its first message.
   ExpectRefused(UploadValid(b_, 0.7f), grpc::StatusCode::FAILED_PRECONDITION,
-                "duplicate", "already has an update waiting");
+                "duplicate", "already has an upload stream open");
   ExpectCommittedStateUnchanged();
   grpc::Status a = UploadValid(a_, 0.3f);
   EXPECT_TRUE(a.ok()) << a.error_message();

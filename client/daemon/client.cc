@@ -84,6 +84,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
   out.daemon.budget = limits.budget;
   out.daemon.max_time_s = limits.max_time_s;
   out.daemon.max_memory_mb = limits.max_memory_mb;
+  out.daemon.secure_aggregation = c.privacy.secure_aggregation.enabled;
   out.daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   SetTorchThreads(c.threads);
   return out;
@@ -192,11 +193,11 @@ absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
             absl::StrCat(kNotTheRunsConfig, same.message()));
       }
     }
-    if (local.has_value()) {
-      ASSIGN_OR_RETURN(out, WithMachineLocalFields(*run, *local));
-    } else {
-      out = *std::move(run);
-    }
+    // Without a file of its own the client takes none of the coordinator's
+    // machine-local fields (its threads, paths, profile settings).
+    ASSIGN_OR_RETURN(out, local.has_value()
+                              ? WithMachineLocalFields(*run, *local)
+                              : WithDefaultMachineLocalFields(*run));
   }
   if (options.threads > 0) out.threads = options.threads;
   if (!options.dataset_dir.empty()) out.data.dir = options.dataset_dir;

@@ -153,6 +153,9 @@ bool IsTransient(const absl::Status& status) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kAborted:
+    // The coordinator cancelled the call: it was stopping, or cut a stream
+    // that ran past its deadline.
+    case absl::StatusCode::kCancelled:
       return true;
     default:
       return false;
@@ -192,11 +195,15 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                                              const std::atomic<bool>* stop) {
   Logger log(options.log, options.client_id);
   Backoff backoff(options);
+  // Refusals back off on their own schedule: a successful poll in between
+  // must not reset it (a refused client would retry every initial step).
+  Backoff refused_backoff(options);
   Heartbeater heartbeat(link);
   DaemonResult result;
   Replica replica;
   // Secure aggregation: this client's side, made at its first key step.
   std::unique_ptr<SecAggParticipant> secagg;
+  int64_t secagg_round = -1;  // the round its keys were advertised for
   bool joined = false;
   absl::Time last_ok = absl::Now();
   std::string last_problem;
@@ -337,6 +344,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
             options.client_id, std::move(groups), options.secagg_rounding_seed);
       }
       sent = link.SendAdvert(task->round, secagg->Advertise(task->round));
+      secagg_round = task->round;
       if (sent.ok())
         log(absl::StrFormat("round %d: keys advertised", task->round));
     } else if (task->kind == ClientTaskKind::kShareKeys) {
@@ -350,6 +358,12 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       if (sent.ok()) {
         log(absl::StrFormat("round %d: key shares sent to %d peers",
                             task->round, shares->size()));
+        if (task->round == options.exit_after_shares_round) {
+          heartbeat.Deactivate();
+          return absl::AbortedError(absl::StrCat(
+              "fault injection: exiting after the key shares of round ",
+              task->round));
+        }
       }
     } else if (task->kind == ClientTaskKind::kUnmask) {
       absl::StatusOr<SecAggUnmaskResponse> response =
@@ -373,6 +387,19 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
         log(absl::StrFormat("round %d: scored (%s) [fetched %s]", task->round,
                             task->metric, down));
       }
+    } else if (options.secure_aggregation &&
+               (secagg == nullptr || secagg_round != task->round)) {
+      // The keys this round's shares were made with are gone (this process
+      // started after they were shared): it cannot mask, and never sends
+      // an update in the clear. Out of this round, back for the next.
+      const std::string why = absl::StrCat(
+          "secagg_state_lost: no key state for round ", task->round,
+          " (this client started after sharing its keys); sitting it out");
+      log(why);
+      heartbeat.Deactivate();
+      (void)link.Leave(why);
+      joined = false;
+      continue;
     } else {
       absl::StatusOr<std::vector<LayerDelta>> update = work.Train(
           replica.weights, task->round, task->layers, task->layer_participants);
@@ -385,13 +412,27 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       const absl::Duration left =
           std::max(absl::ZeroDuration(), task_deadline - absl::Now());
       absl::StatusOr<TransferStats> up;
-      if (secagg != nullptr && !task->shares.empty()) {
-        // Secure aggregation: the update goes masked.
+      if (options.secure_aggregation) {
+        // Secure aggregation: the update goes masked, or not at all.
         absl::StatusOr<SecAggMaskedInput> masked =
             secagg->Mask(task->round, task->shares, *update);
-        up = masked.ok() ? link.UploadMasked(task->round, *masked, left,
-                                             work.LastTrainCost())
-                         : absl::StatusOr<TransferStats>(masked.status());
+        if (!masked.ok()) {
+          const std::string why =
+              absl::StrCat("secagg_refused: round ", task->round, ": ",
+                           masked.status().message());
+          log(why);
+          heartbeat.Deactivate();
+          (void)link.Leave(why);
+          joined = false;
+          continue;
+        }
+        if (!masked->excluded.empty()) {
+          log(absl::StrFormat(
+              "round %d: left out of the masks (their shares failed): %s",
+              task->round, absl::StrJoin(masked->excluded, ",")));
+        }
+        up = link.UploadMasked(task->round, *masked, left,
+                               work.LastTrainCost());
       } else {
         up = link.Upload(task->round, work.num_samples(), *update, left,
                          work.LastTrainCost());
@@ -430,10 +471,17 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       if (IsUnknownSession(sent) || IsTransient(sent)) {
         if (absl::Status s = handle("report", sent); !s.ok()) return s;
       } else {
-        log(absl::StrCat("round ", task->round, ": refused: ", sent.message()));
+        // Refused: the same task asked again at once would loop hot.
+        const absl::Duration delay = refused_backoff.Next();
+        log(absl::StrCat(
+            "round ", task->round, ": refused: ", sent.message(),
+            "; next poll in ",
+            absl::FormatDuration(absl::Trunc(delay, absl::Milliseconds(1)))));
+        SleepUnlessStopped(delay, stop);
       }
       continue;
     }
+    refused_backoff.Reset();
     succeeded();
   }
   heartbeat.Deactivate();

@@ -188,6 +188,13 @@ struct DaemonOptions {
   double max_time_s = 0;
   double max_memory_mb = 0;
   absl::Duration poll = absl::Seconds(5);  // GetTask long-poll wait
+  // The run aggregates securely (privacy.secure_aggregation.enabled): an
+  // update only ever leaves masked. A TRAIN task this client holds no key
+  // state for (it restarted after sharing its keys) or whose relayed shares
+  // do not let it mask (fewer than t - 1 peers) is not answered: the daemon
+  // leaves the round with the reason ("secagg_state_lost: ...",
+  // "secagg_refused: ...") and joins again for the next one.
+  bool secure_aggregation = false;
   // Secure aggregation's stochastic rounding: 0 = from the OS; else
   // reproducible (privacy.dp.noise_seed, as the simulator).
   uint64_t secagg_rounding_seed = 0;
@@ -195,6 +202,10 @@ struct DaemonOptions {
   // the daemon stops dead (no Leave, no further answer) and returns
   // Aborted; 0 = never.
   int64_t exit_after_upload_round = 0;
+  // Fault injection for tests: after its key shares of this round are
+  // accepted the daemon stops dead (no Leave) and returns Aborted; 0 =
+  // never.
+  int64_t exit_after_shares_round = 0;
   // Fault injection for tests and trials: wait this long after training,
   // before each upload, as a slow device or link would; 0 = none.
   absl::Duration delay_upload = absl::ZeroDuration();
@@ -223,6 +234,10 @@ struct DaemonResult {
   std::vector<TaskRecord> tasks;
 };
 
+// Every refusal (a non-transient error of a report or an upload) waits a
+// backoff step before the next poll, so that a refused client never loops
+// hot.
+//
 // Runs until the coordinator says the run is finished (OK, after Leave), the
 // coordinator stays unreachable for `give_up` (Unavailable), the local work
 // fails (its error), the join is refused (the refusal), or `stop` becomes
@@ -240,7 +255,8 @@ absl::StatusOr<std::string> FetchRunConfig(const DaemonOptions& options,
                                            const std::atomic<bool>* stop);
 
 // Whether a link error means "try again later" (coordinator down, restarting,
-// overloaded, or a deadline passed).
+// overloaded or busy, a deadline passed, or the call cancelled by the
+// coordinator).
 bool IsTransient(const absl::Status& status);
 
 }  // namespace layerfl

@@ -383,6 +383,7 @@ class GrpcLink : public CoordinatorLink {
       for (const std::vector<uint32_t>& l : input.layers) {
         h->add_layer_sizes(static_cast<int64_t>(l.size()));
       }
+      for (const std::string& id : input.excluded) h->add_excluded(id);
     }
     grpc::ClientContext context;
     SetDeadline(context, std::max(options_.rpc_timeout,

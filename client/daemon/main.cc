@@ -100,6 +100,10 @@ ABSL_FLAG(std::string, http_token_file, "",
 ABSL_FLAG(int64_t, fault_exit_after_upload, 0,
           "fault injection (tests): stop dead, as if killed, right after the "
           "update of this round was accepted; 0 = never");
+ABSL_FLAG(int64_t, fault_exit_after_shares, 0,
+          "fault injection (tests): stop dead, as if killed, right after the "
+          "key shares of this round were accepted (secure aggregation); 0 = "
+          "never");
 ABSL_FLAG(int64_t, delay_upload_ms, 0,
           "wait this long after training, before each upload, as a slow "
           "device or link would (tests and trials); 0 = none");
@@ -222,6 +226,7 @@ int main(int argc, char** argv) {
   d.backoff_max = absl::Milliseconds(absl::GetFlag(FLAGS_backoff_max_ms));
   d.give_up = absl::Seconds(absl::GetFlag(FLAGS_give_up_s));
   d.exit_after_upload_round = absl::GetFlag(FLAGS_fault_exit_after_upload);
+  d.exit_after_shares_round = absl::GetFlag(FLAGS_fault_exit_after_shares);
   d.delay_upload = absl::Milliseconds(absl::GetFlag(FLAGS_delay_upload_ms));
   d.log = &std::cerr;
   options.link.target = absl::GetFlag(FLAGS_coordinator);

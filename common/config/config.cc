@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -188,7 +189,8 @@ std::vector<Field> DpFields(DpConfig* c) {
           Bind("score_noise_multiplier", &c->score_noise_multiplier),
           Bind("delta", &c->delta),
           Bind("target_epsilon", &c->target_epsilon),
-          Bind("noise_seed", &c->noise_seed)};
+          Bind("noise_seed", &c->noise_seed),
+          Bind("insecure_sampling_seed", &c->insecure_sampling_seed)};
 }
 
 std::vector<Field> SecureAggregationFields(SecureAggregationConfig* c) {
@@ -723,6 +725,14 @@ absl::Status ValidatePrivacy(const PrivacyConfig& p, const FederatedConfig& f,
                "coordinator counts the unclipped updates)",
                dp.clipping);
   }
+  if (dp.mode == "local" && !sa.enabled) {
+    return Bad("privacy.dp.mode",
+               "'local' needs privacy.secure_aggregation.enabled: true (each "
+               "client adds only its share of the noise; without secure "
+               "aggregation the coordinator sees every update with 1/sqrt(n) "
+               "of it); use mode: central or turn secure aggregation on",
+               dp.mode);
+  }
   if (dp.clipping == "adaptive" &&
       !(2 * CountNoiseStd(dp, f, d) > dp.noise_multiplier)) {
     return Bad("privacy.dp.count_noise_std",
@@ -813,7 +823,8 @@ bool IsMachineLocalField(absl::string_view path) {
       "threads",          "data.dir",          "data.train_tsv",
       "data.test_tsv",    "model.torchscript_path", "pretrain.checkpoint",
       "federated.run_dir", "profile.cache_dir", "profile.steps",
-      "profile.reps"};
+      "profile.reps", "privacy.dp.noise_seed",
+      "privacy.dp.insecure_sampling_seed"};
   static constexpr absl::string_view kLocalSections[] = {"demo.", "devices.",
                                                          "sim."};
   for (absl::string_view p : kLocal) {
@@ -843,18 +854,42 @@ absl::Status CheckSameRun(const RunConfig& local, const RunConfig& run) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RunConfig> WithMachineLocalFields(const RunConfig& run,
-                                                 const RunConfig& local) {
-  RunConfig out = run, from = local;
+namespace {
+
+// `run` with the fields `take` names copied from `from`, validated.
+absl::StatusOr<RunConfig> WithFieldsOf(
+    const RunConfig& run, const RunConfig& from,
+    const std::function<bool(absl::string_view)>& take) {
+  RunConfig out = run, src_config = from;
   const auto dst = Leaves(&out);
-  const auto src = Leaves(&from);
+  const auto src = Leaves(&src_config);
   for (size_t i = 0; i < dst.size(); ++i) {
-    if (!IsMachineLocalField(dst[i].first)) continue;
+    if (!take(dst[i].first)) continue;
     RETURN_IF_ERROR(
         dst[i].second.read(src[i].second.write(), dst[i].first, Style()));
   }
   RETURN_IF_ERROR(out.Validate());
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<RunConfig> WithMachineLocalFields(const RunConfig& run,
+                                                 const RunConfig& local) {
+  return WithFieldsOf(run, local, IsMachineLocalField);
+}
+
+absl::StatusOr<RunConfig> WithDefaultMachineLocalFields(const RunConfig& run) {
+  return WithFieldsOf(run, RunConfig(), [](absl::string_view path) {
+    return IsMachineLocalField(path) && !absl::StartsWith(path, "data.");
+  });
+}
+
+std::string ServedRunConfigYaml(const RunConfig& config) {
+  RunConfig served = config;
+  served.privacy.dp.noise_seed = 0;
+  served.privacy.dp.insecure_sampling_seed = 0;
+  return RunConfigToYaml(served);
 }
 
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {

@@ -300,8 +300,16 @@ struct DpConfig {
   // 0: noise keys from the operating system (production). Any other value
   // derives every key from it, so that runs are reproducible and the
   // simulator and the daemons draw the same noise; whoever knows the seed
-  // can subtract the noise: experiments only.
+  // can subtract the noise: experiments only. Machine-local: the coordinator
+  // never sends it; a client draws reproducible noise only when its own
+  // --config sets it.
   uint64_t noise_seed = 0;
+  // With DP on, each round's participants are drawn with the operating
+  // system's CSPRNG (the accountant's amplification by subsampling assumes
+  // nobody can predict the sample). Any other value draws them from it
+  // instead, reproducibly, and every metrics line says
+  // "sampling":"insecure_seed": experiments only. Machine-local.
+  uint64_t insecure_sampling_seed = 0;
 };
 
 // Secure aggregation (common/secagg): the coordinator learns each layer's
@@ -369,13 +377,29 @@ double ClipCountNoiseStd(const RunConfig& config);
 // coordinator sends its clients.
 std::string RunConfigToYaml(const RunConfig& config);
 
+// What the coordinator serves its clients (GetRunConfig): RunConfigToYaml
+// of `config` with the coordinator's experiment seeds
+// (privacy.dp.noise_seed, privacy.dp.insecure_sampling_seed) at 0. Whoever
+// knows the noise seed can subtract the noise, and the sampling seed lets
+// anyone predict who takes part: neither leaves the coordinator.
+std::string ServedRunConfigYaml(const RunConfig& config);
+
 // Fields that belong to the machine a process runs on rather than to the
 // run: threads, paths (data.dir, data.train_tsv, data.test_tsv,
 // model.torchscript_path, pretrain.checkpoint, federated.run_dir,
-// profile.cache_dir), how a profile is measured (profile.steps, reps) and
+// profile.cache_dir), how a profile is measured (profile.steps, reps), the
+// experiment seeds privacy.dp.noise_seed and insecure_sampling_seed, and
 // the simulator-only sections (demo, devices). Every other field defines
 // the run and must be the same on every machine. `path` as "train.lr".
 bool IsMachineLocalField(absl::string_view path);
+
+// `run` for a machine that has no config file of its own: every
+// machine-local field at its default, except the dataset paths (data.dir,
+// data.train_tsv, data.test_tsv), which say where the run's dataset is
+// installed (a client's own --data_dir or --dataset_dir replaces them).
+// Validated: a run that needs a path only a local config can give (e.g.
+// model.torchscript_path) is InvalidArgument naming it.
+absl::StatusOr<RunConfig> WithDefaultMachineLocalFields(const RunConfig& run);
 
 // OK when `local` and `run` agree on every field that defines the run; else
 // FailedPrecondition naming the first field that differs, in the config's

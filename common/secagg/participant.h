@@ -32,7 +32,9 @@ class SecAggParticipant {
   SecAggAdvert Advertise(int64_t round);
   absl::StatusOr<std::vector<SecAggShare>> ShareKeys(const SecAggRoster& roster);
   // Quantizes `update` (exactly the roster's layers for this client) and
-  // masks it with the relayed `shares`.
+  // masks it with the relayed `shares` (SecAggClient::Mask): peers whose
+  // share does not open are named in the result's `excluded`, and fewer
+  // than threshold - 1 usable shares refuse the call (too_few_shares).
   absl::StatusOr<SecAggMaskedInput> Mask(int64_t round,
                                          const std::vector<SecAggShare>& shares,
                                          const std::vector<LayerDelta>& update);

@@ -21,6 +21,9 @@ namespace {
 
 constexpr char kShareMagic[] = "lfsa1";
 constexpr size_t kMagicLen = sizeof(kShareMagic) - 1;
+constexpr char kCommitTag[] = "lfsa-share-commitment1";
+constexpr char kKeyShare = 'k';
+constexpr char kSelfShare = 's';
 
 absl::Status Refuse(absl::string_view reason, absl::string_view detail) {
   return absl::InvalidArgumentError(absl::StrCat(reason, ": ", detail));
@@ -143,6 +146,73 @@ size_t PlaintextSize(const std::string& from, const std::string& to) {
   return kMagicLen + 8 + 1 + from.size() + 1 + to.size() + 64;
 }
 
+// BLAKE2b-256(tag || round || |dealer| dealer || |to| to || kind || share).
+Key32 ShareCommitment(int64_t round, const std::string& dealer,
+                      const std::string& to, char kind,
+                      const std::string& share) {
+  std::string in(kCommitTag, sizeof(kCommitTag) - 1);
+  PutU64(in, static_cast<uint64_t>(round));
+  PutU64(in, dealer.size());
+  in += dealer;
+  PutU64(in, to.size());
+  in += to;
+  in += kind;
+  in += share;
+  Key32 c = Hash(in);
+  sodium_memzero(in.data(), in.size());
+  return c;
+}
+
+struct Opened {
+  std::string key_share, self_share;
+};
+
+// The two shares in `s`, sent by `s.from` (public key `from_pk`) to `me`;
+// nothing when the ciphertext does not authenticate, is bound to another
+// round or pair, has the wrong length or does not match the commitments.
+std::optional<Opened> OpenShare(const SecAggShare& s, int64_t round,
+                                const std::string& me, const Key32& from_pk,
+                                const Key32& my_sk) {
+  constexpr size_t kOverhead = crypto_box_NONCEBYTES + crypto_box_MACBYTES;
+  if (s.ciphertext.size() < kOverhead) return std::nullopt;
+  std::string pt(s.ciphertext.size() - kOverhead, 0);
+  const auto* c = reinterpret_cast<const unsigned char*>(s.ciphertext.data());
+  if (crypto_box_open_easy(reinterpret_cast<unsigned char*>(pt.data()),
+                           c + crypto_box_NONCEBYTES,
+                           s.ciphertext.size() - crypto_box_NONCEBYTES, c,
+                           from_pk.data(), my_sk.data()) != 0) {
+    return std::nullopt;
+  }
+  const std::string head = SharePlaintext(round, s.from, me, "", "");
+  std::optional<Opened> out;
+  if (pt.size() == PlaintextSize(s.from, me) &&
+      pt.compare(0, head.size(), head) == 0) {
+    Opened o{pt.substr(head.size(), 32), pt.substr(head.size() + 32, 32)};
+    if (ShareCommitment(round, s.from, me, kKeyShare, o.key_share) ==
+            s.key_commitment &&
+        ShareCommitment(round, s.from, me, kSelfShare, o.self_share) ==
+            s.self_commitment) {
+      out = std::move(o);
+    } else {
+      sodium_memzero(o.key_share.data(), o.key_share.size());
+      sodium_memzero(o.self_share.data(), o.self_share.size());
+    }
+  }
+  sodium_memzero(pt.data(), pt.size());
+  return out;
+}
+
+// A low-order X25519 point: its product with every (clamped) scalar is zero,
+// so no key agreement with it works.
+bool Degenerate(const Key32& pk) {
+  Key32 scalar;
+  scalar.fill(0x5a);
+  unsigned char q[crypto_scalarmult_BYTES];
+  const bool bad = crypto_scalarmult(q, scalar.data(), pk.data()) != 0;
+  sodium_memzero(q, sizeof(q));
+  return bad;
+}
+
 bool ValidIds(const std::vector<std::string>& ids) {
   return std::is_sorted(ids.begin(), ids.end()) &&
          std::adjacent_find(ids.begin(), ids.end()) == ids.end();
@@ -240,7 +310,12 @@ absl::StatusOr<std::vector<SecAggShare>> SecAggClient::ShareKeys(
                                               "' cannot encrypt"));
     }
     sodium_memzero(pt.data(), pt.size());
-    out.push_back({id_, peer.id, std::move(ct)});
+    SecAggShare share{id_, peer.id, std::move(ct)};
+    share.key_commitment =
+        ShareCommitment(round_, id_, peer.id, kKeyShare, key_shares[k]);
+    share.self_commitment =
+        ShareCommitment(round_, id_, peer.id, kSelfShare, self_shares[k]);
+    out.push_back(std::move(share));
   }
   return out;
 }
@@ -266,6 +341,7 @@ absl::StatusOr<SecAggMaskedInput> SecAggClient::Mask(
     }
   }
   std::map<std::string, Held> fresh;
+  std::set<std::string> seen, excluded;
   for (const SecAggShare& s : received) {
     const SecAggRosterEntry* from = nullptr;
     for (const SecAggRosterEntry& e : roster_->entries) {
@@ -278,35 +354,24 @@ absl::StatusOr<SecAggMaskedInput> SecAggClient::Mask(
     if (s.to != id_) {
       return Refuse("malformed", absl::StrCat("share for '", s.to, "'"));
     }
-    if (fresh.count(s.from)) {
+    if (!seen.insert(s.from).second) {
       return Refuse("replayed", absl::StrCat("second share from '", s.from, "'"));
     }
-    const size_t pt_size = PlaintextSize(s.from, id_);
-    if (s.ciphertext.size() !=
-        crypto_box_NONCEBYTES + crypto_box_MACBYTES + pt_size) {
-      return Refuse("malformed",
-                    absl::StrCat("share from '", s.from, "' has ",
-                                 s.ciphertext.size(), " bytes"));
+    std::optional<Opened> opened =
+        OpenShare(s, round_, id_, from->advert.enc_pk, enc_sk_);
+    if (!opened) {
+      excluded.insert(s.from);
+      continue;
     }
-    std::string pt(pt_size, 0);
-    const auto* c = reinterpret_cast<const unsigned char*>(s.ciphertext.data());
-    if (crypto_box_open_easy(reinterpret_cast<unsigned char*>(pt.data()),
-                             c + crypto_box_NONCEBYTES,
-                             s.ciphertext.size() - crypto_box_NONCEBYTES, c,
-                             from->advert.enc_pk.data(), enc_sk_.data()) != 0) {
-      return Refuse("bad_share", absl::StrCat("share from '", s.from,
-                                              "' does not authenticate"));
-    }
-    const std::string expected_head =
-        SharePlaintext(round_, s.from, id_, "", "");
-    if (pt.compare(0, expected_head.size(), expected_head) != 0) {
-      return Refuse("replayed",
-                    absl::StrCat("share from '", s.from,
-                                 "' is bound to another round or pair"));
-    }
-    fresh[s.from] = {pt.substr(expected_head.size(), 32),
-                     pt.substr(expected_head.size() + 32, 32)};
-    sodium_memzero(pt.data(), pt.size());
+    fresh[s.from] = {std::move(opened->key_share),
+                     std::move(opened->self_share)};
+  }
+  const int needed = roster_->threshold - 1;
+  if (static_cast<int>(fresh.size()) < needed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "too_few_shares: ", received.size(), " shares arrived, ",
+        fresh.size(), " authenticated; masking needs ", needed,
+        " (threshold ", roster_->threshold, " less this client)"));
   }
   for (auto& [peer, held] : fresh) held_[peer] = std::move(held);
 
@@ -314,6 +379,7 @@ absl::StatusOr<SecAggMaskedInput> SecAggClient::Mask(
   out.id = id_;
   out.round = round_;
   out.layers = quantized;
+  out.excluded.assign(excluded.begin(), excluded.end());
   for (size_t i = 0; i < me.layers.size(); ++i) {
     const int layer = me.layers[i];
     AddMask(out.layers[i], seed_, round_, layer, false);
@@ -374,7 +440,10 @@ absl::StatusOr<SecAggUnmaskResponse> SecAggClient::Unmask(
     if (!held_.count(p)) return Refuse("unknown_peer", absl::StrCat("'", p, "'"));
   }
   for (const std::string& p : request.dropped) {
-    if (!held_.count(p)) return Refuse("unknown_peer", absl::StrCat("'", p, "'"));
+    const bool member = std::any_of(
+        roster_->entries.begin(), roster_->entries.end(),
+        [&p](const SecAggRosterEntry& e) { return e.advert.id == p; });
+    if (!member) return Refuse("unknown_peer", absl::StrCat("'", p, "'"));
   }
   SecAggUnmaskResponse out;
   out.id = id_;
@@ -384,7 +453,8 @@ absl::StatusOr<SecAggUnmaskResponse> SecAggClient::Unmask(
     revealed_self_.insert(p);
   }
   for (const std::string& p : dropped) {
-    out.key_shares[p] = held_[p].key_share;
+    auto it = held_.find(p);
+    if (it != held_.end()) out.key_shares[p] = it->second.key_share;
     revealed_key_.insert(p);
   }
   return out;
@@ -415,6 +485,10 @@ absl::Status SecAggServer::AddAdvert(const SecAggAdvert& advert,
   }
   if (entries_.count(advert.id)) {
     return Refuse("replayed", absl::StrCat("second advert of '", advert.id, "'"));
+  }
+  if (Degenerate(advert.enc_pk) || Degenerate(advert.mask_pk)) {
+    return Refuse("malformed", absl::StrCat("a degenerate key in the advert of '",
+                                            advert.id, "'"));
   }
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i] < 0 || layers[i] >= static_cast<int>(layer_sizes_.size()) ||
@@ -493,6 +567,23 @@ std::vector<SecAggShare> SecAggServer::SharesFor(const std::string& id) const {
   return out;
 }
 
+const SecAggShare* SecAggServer::Dealt(const std::string& dealer,
+                                      const std::string& to) const {
+  auto it = shares_.find(dealer);
+  if (it == shares_.end()) return nullptr;
+  for (const SecAggShare& s : it->second) {
+    if (s.to == to) return &s;
+  }
+  return nullptr;
+}
+
+bool SecAggServer::Holds(const std::string& s, const std::string& d) const {
+  auto in = inputs_.find(s);
+  if (s == d || in == inputs_.end() || !shares_.count(d)) return false;
+  const std::vector<std::string>& x = in->second.excluded;
+  return std::find(x.begin(), x.end(), d) == x.end();
+}
+
 absl::Status SecAggServer::AddMaskedInput(const SecAggMaskedInput& input) {
   if (input.round != round_) {
     return Refuse("replayed", absl::StrCat("input of round ", input.round));
@@ -518,21 +609,61 @@ absl::Status SecAggServer::AddMaskedInput(const SecAggMaskedInput& input) {
                                               input.id, "' has the wrong length"));
     }
   }
+  std::set<std::string> excluded;
+  for (const std::string& x : input.excluded) {
+    if (x == input.id || !shares_.count(x) || !excluded.insert(x).second) {
+      return Refuse("malformed", absl::StrCat("'", input.id, "' excludes '",
+                                              x, "'"));
+    }
+  }
+  const int peers = static_cast<int>(shares_.size() - 1 - excluded.size());
+  if (peers < threshold_ - 1) {
+    return Refuse("malformed",
+                  absl::StrCat("'", input.id, "' masked with ", peers,
+                               " peers; at least ", threshold_ - 1));
+  }
   inputs_[input.id] = input;
+  for (const std::string& x : excluded) accused_.emplace(x, input.id);
   return absl::OkStatus();
 }
 
+std::map<std::string, std::string> SecAggServer::Excluded() const {
+  return accused_;
+}
+
 absl::StatusOr<SecAggUnmaskRequest> SecAggServer::UnmaskRequest() {
-  if (static_cast<int>(inputs_.size()) < threshold_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("too_few_survivors: ", inputs_.size(),
-                     " masked inputs, threshold ", threshold_));
+  std::set<std::string> survivors;
+  for (const auto& [id, in] : inputs_) {
+    if (!accused_.count(id)) survivors.insert(id);
+  }
+  const size_t usable = survivors.size();
+  // A dropped peer held by 1 to threshold - 1 survivors strands its
+  // holders' inputs: drop them too, until nothing changes.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& [d, list] : shares_) {
+      if (survivors.count(d)) continue;
+      std::vector<std::string> holders;
+      for (const std::string& s : survivors) {
+        if (Holds(s, d)) holders.push_back(s);
+      }
+      if (!holders.empty() && static_cast<int>(holders.size()) < threshold_) {
+        for (const std::string& s : holders) survivors.erase(s);
+        changed = true;
+      }
+    }
+  }
+  if (static_cast<int>(survivors.size()) < threshold_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "too_few_survivors: ", inputs_.size(), " masked inputs, ",
+        inputs_.size() - usable, " of them accused, ", usable - survivors.size(),
+        " stranded; ", survivors.size(), " survivors, threshold ", threshold_));
   }
   unmasking_ = true;
-  survivors_.clear();
+  survivors_.assign(survivors.begin(), survivors.end());
   dropped_.clear();
   for (const auto& [id, list] : shares_) {
-    (inputs_.count(id) ? survivors_ : dropped_).push_back(id);
+    if (!survivors.count(id)) dropped_.push_back(id);
   }
   SecAggUnmaskRequest r;
   r.round = round_;
@@ -547,13 +678,21 @@ absl::Status SecAggServer::AddUnmaskResponse(
   if (response.round != round_) {
     return Refuse("replayed", absl::StrCat("response of round ", response.round));
   }
-  if (!std::binary_search(survivors_.begin(), survivors_.end(), response.id)) {
-    return Refuse("unknown_peer",
-                  absl::StrCat("response from '", response.id, "'"));
+  const std::string& r = response.id;
+  if (!std::binary_search(survivors_.begin(), survivors_.end(), r)) {
+    return Refuse("unknown_peer", absl::StrCat("response from '", r, "'"));
   }
-  if (responses_.count(response.id)) {
-    return Refuse("replayed",
-                  absl::StrCat("second response from '", response.id, "'"));
+  if (responses_.count(r)) {
+    return Refuse("replayed", absl::StrCat("second response from '", r, "'"));
+  }
+  if (bad_responders_.count(r)) {
+    return Refuse("bad_share", absl::StrCat("'", r,
+                                            "' already returned a share that "
+                                            "does not match its commitment"));
+  }
+  std::vector<std::string> held;
+  for (const std::string& d : dropped_) {
+    if (Holds(r, d)) held.push_back(d);
   }
   auto same_keys = [](const std::map<std::string, std::string>& m,
                       const std::vector<std::string>& ids) {
@@ -565,12 +704,39 @@ absl::Status SecAggServer::AddUnmaskResponse(
     return true;
   };
   if (!same_keys(response.self_mask_shares, survivors_) ||
-      !same_keys(response.key_shares, dropped_)) {
-    return Refuse("malformed", absl::StrCat("response of '", response.id,
+      !same_keys(response.key_shares, held)) {
+    return Refuse("malformed", absl::StrCat("response of '", r,
                                             "' does not match the request"));
   }
-  responses_[response.id] = response;
+  auto check = [&](const std::map<std::string, std::string>& shares,
+                   char kind) -> absl::Status {
+    for (const auto& [peer, share] : shares) {
+      if (peer == r) continue;  // its own share: no commitment (see Sums)
+      const SecAggShare* dealt = Dealt(peer, r);
+      if (dealt == nullptr ||
+          ShareCommitment(round_, peer, r, kind, share) !=
+              (kind == kKeyShare ? dealt->key_commitment
+                                 : dealt->self_commitment)) {
+        bad_responders_.insert(r);
+        return Refuse("bad_share",
+                      absl::StrCat("unmask share of '", peer, "' from '", r,
+                                   "' does not match its commitment"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = check(response.self_mask_shares, kSelfShare); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = check(response.key_shares, kKeyShare); !s.ok()) {
+    return s;
+  }
+  responses_[r] = response;
   return absl::OkStatus();
+}
+
+std::set<std::string> SecAggServer::BadResponders() const {
+  return bad_responders_;
 }
 
 absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
@@ -584,27 +750,48 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
                             order_.begin()) +
            1;
   };
-  // Any `threshold` responses rebuild every secret.
-  std::vector<const SecAggUnmaskResponse*> use;
-  for (const auto& [id, r] : responses_) {
-    if (static_cast<int>(use.size()) < threshold_) use.push_back(&r);
-  }
+  const size_t t = static_cast<size_t>(threshold_);
+  // Every accepted share except a survivor's own matched its commitment.
   std::map<std::string, Key32> seeds, keys;
   for (const std::string& j : survivors_) {
     std::vector<std::pair<int, std::string>> parts;
-    for (const SecAggUnmaskResponse* r : use) {
-      parts.push_back({index_of(r->id), r->self_mask_shares.at(j)});
+    for (const auto& [id, resp] : responses_) {
+      if (id != j && parts.size() < t) {
+        parts.push_back({index_of(id), resp.self_mask_shares.at(j)});
+      }
+    }
+    const bool own = parts.size() < t && responses_.count(j);
+    if (own) {
+      parts.push_back({index_of(j), responses_.at(j).self_mask_shares.at(j)});
+    }
+    if (parts.size() < t) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "too_few_survivors: ", parts.size(), " shares of the self-mask seed of '",
+          j, "', threshold ", threshold_));
     }
     seeds[j] = Combine(parts);
     if (Hash(AsString(seeds[j])) != Find(j)->advert.commitment) {
+      if (own) bad_responders_.insert(j);
       return Refuse("bad_share", absl::StrCat("the self-mask seed of '", j,
                                               "' does not match its commitment"));
     }
   }
   for (const std::string& d : dropped_) {
+    const bool masked = std::any_of(
+        survivors_.begin(), survivors_.end(),
+        [&](const std::string& s) { return Holds(s, d); });
+    if (!masked) continue;
     std::vector<std::pair<int, std::string>> parts;
-    for (const SecAggUnmaskResponse* r : use) {
-      parts.push_back({index_of(r->id), r->key_shares.at(d)});
+    for (const auto& [id, resp] : responses_) {
+      auto it = resp.key_shares.find(d);
+      if (it != resp.key_shares.end() && parts.size() < t) {
+        parts.push_back({index_of(id), it->second});
+      }
+    }
+    if (parts.size() < t) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("too_few_survivors: ", parts.size(), " key shares of '",
+                       d, "' returned, threshold ", threshold_));
     }
     keys[d] = Combine(parts);
     Key32 pk;
@@ -625,14 +812,15 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
       AddMask(acc, seeds[j], round_, e.layers[i], true);
     }
   }
-  // Survivor j added +-PRG(s_jd) for every dropped d sharing a layer: take
-  // it back out with s_jd rebuilt from d's key.
-  for (const std::string& d : dropped_) {
+  // Survivor j added +-PRG(s_jd) for every dropped d it held sharing a
+  // layer: take it back out with s_jd rebuilt from d's key.
+  for (const auto& [d, key] : keys) {
     const SecAggRosterEntry& de = *Find(d);
     for (const std::string& j : survivors_) {
+      if (!Holds(j, d)) continue;
       const SecAggRosterEntry& je = *Find(j);
       std::optional<Key32> seed =
-          PairSeed(keys[d], d, de.advert.mask_pk, j, je.advert.mask_pk);
+          PairSeed(key, d, de.advert.mask_pk, j, je.advert.mask_pk);
       if (!seed) return Refuse("malformed", "degenerate key");
       for (int layer : je.layers) {
         if (!std::binary_search(de.layers.begin(), de.layers.end(), layer)) {
@@ -648,8 +836,15 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
 
 std::vector<int> SecAggServer::SurvivorsPerLayer() const {
   std::vector<int> n(layer_sizes_.size(), 0);
-  for (const auto& [id, in] : inputs_) {
+  auto count = [&](const std::string& id) {
     for (int layer : Find(id)->layers) ++n[layer];
+  };
+  if (unmasking_) {
+    for (const std::string& id : survivors_) count(id);
+  } else {
+    for (const auto& [id, in] : inputs_) {
+      if (!accused_.count(id)) count(id);
+    }
   }
   return n;
 }

@@ -9,7 +9,8 @@
 // own sum. The coordinator learns each layer's sum over its surviving
 // participants and nothing else about an individual update (threat model in
 // the README: honest-but-curious coordinator, fewer than `threshold`
-// colluding clients).
+// colluding clients). Clients that deviate from the protocol lose their place
+// in the round instead of ending it (see "Active clients" below).
 //
 // One round, transport-free (the round engine and the daemons carry the
 // messages):
@@ -21,19 +22,56 @@
 //      self-mask seed into Shamir `threshold`-of-n shares (libgfshare over
 //      GF(2^8); n <= 255) and sends share k to roster member k, encrypted and
 //      authenticated to it (crypto_box: X25519 + XSalsa20-Poly1305) and
-//      bound to (round, sender, recipient). The server relays them.
-//   3. Mask: each client that holds the shares of the others adds, per
-//      trained layer l, its self mask PRG(b_i, l) and for every other sharer
-//      j that trained l the pairwise mask +-PRG(s_ij, l) (s_ij from X25519
-//      key agreement, + when id_i < id_j) to its quantized layer, mod 2^32.
-//      PRG: ChaCha20 (IETF) keyed by BLAKE2b(seed, round, layer).
-//   4. Unmask: the server names the survivors (masked input received) and
-//      the dropped (shared keys, sent no input). Each survivor returns the
+//      bound to (round, sender, recipient). Beside each ciphertext, in the
+//      clear, it commits to the two plaintext shares it holds (BLAKE2b-256
+//      over a domain tag, the round, the dealer, the recipient, the kind and
+//      the share). The server keeps the commitments and relays the shares.
+//   3. Mask: each client opens the shares relayed to it. A share that does
+//      not authenticate, is not bound to (this round, its sender, this
+//      client), has the wrong length or does not match its sender's
+//      commitments excludes its sender: the client leaves it out of its
+//      pairwise masks and names it in SecAggMaskedInput::excluded. Fewer
+//      than `threshold` - 1 peers left: the client refuses to mask
+//      (too_few_shares), so no input leaves it masked by fewer. Otherwise it
+//      adds, per trained layer l, its self mask PRG(b_i, l) and for every
+//      included peer j that trained l the pairwise mask +-PRG(s_ij, l)
+//      (s_ij from X25519 key agreement, + when id_i < id_j) to its quantized
+//      layer, mod 2^32. PRG: ChaCha20 (IETF) keyed by BLAKE2b(seed, round,
+//      layer).
+//   4. Unmask: every id excluded by an accepted input is accused and counts
+//      as dropped (its own input, early or late, is not used). Survivors:
+//      the members whose input arrived and who are not accused. A survivor
+//      S holds a dropped peer D's key share, and masked with D, unless S
+//      excluded D. When a dropped D is held by some but fewer than
+//      `threshold` survivors, D's key could never be rebuilt: those holders
+//      are dropped as well (their pairwise masks come out through their own
+//      key shares), until nothing changes. Each survivor returns the
 //      self-mask share of every survivor and the key share of every dropped
-//      client, never both for one peer (a server that lies about who dropped
-//      learns nothing). From `threshold` responses the server rebuilds the
-//      seeds, checks them against the advertised keys and commitments,
-//      removes the masks and reads each layer's sum.
+//      peer it holds, never both for one peer (a server that lies about who
+//      dropped learns nothing). The server checks each returned share
+//      against the commitment its dealer made for that responder and
+//      refuses the whole response of a responder caught lying; secrets are
+//      rebuilt from checked shares only (a survivor's own share of its own
+//      seed has no commitment: it is used only when fewer than `threshold`
+//      others returned one, and then a wrong seed is blamed on it), checked
+//      again against the advertised keys and seed commitments, and the
+//      masks removed to read each layer's sum.
+//
+// Active clients: an advert with a low-order key is refused; a client that
+// deals undecryptable or mismatched shares is excluded by whoever received
+// them and dropped by the server; one that returns a share unlike its
+// dealer's commitment has that response refused (BadResponders) while its
+// own input stays in the sums if it survived. An accusation is taken on
+// trust, so a lying client can have honest peers dropped (costing their
+// updates, never their privacy); the sums stay exact over the survivors the
+// server names, and the round ends (too_few_survivors) only when fewer than
+// `threshold` remain. Out of scope: a dealer whose shares match its
+// commitments but do not lie on one polynomial through its advertised key
+// or seed (caught when the secret is rebuilt, which then fails the round;
+// needs verifiable secret sharing); a client whose input or exclusion list
+// is not what it computed (it can always spoil the sums: nothing validates
+// inputs); and a coordinator that forges adverts or tells clients different
+// stories (adverts are not signed and there is no consistency round).
 //
 // Every primitive is libsodium's (X25519, crypto_box, ChaCha20, BLAKE2b,
 // randombytes) or libgfshare's (Shamir over GF(2^8), fed by randombytes). No
@@ -41,7 +79,9 @@
 //
 // Refusals name their reason first: "malformed: ...", "replayed: ...",
 // "unknown_peer: ...", "double_reveal: ...", "too_few_survivors: ...",
-// "bad_share: ...". A refused message changes nothing.
+// "too_few_shares: ...", "bad_share: ...". A refused message changes
+// nothing, except that the server records the sender of an unmask response
+// refused as bad_share in BadResponders().
 //
 // Not thread-safe; one object per client per round, one server per round.
 
@@ -90,6 +130,9 @@ struct SecAggRoster {
 struct SecAggShare {
   std::string from, to;
   std::string ciphertext;  // nonce || crypto_box_easy(plaintext)
+  // The dealer's commitments to the key share and the self-mask share inside
+  // `ciphertext` (clear text, kept by the server to check unmask responses).
+  Key32 key_commitment{}, self_commitment{};
 };
 
 struct SecAggMaskedInput {
@@ -97,6 +140,9 @@ struct SecAggMaskedInput {
   int64_t round = 0;
   // One entry per layer the client trains, in its roster order.
   std::vector<std::vector<uint32_t>> layers;
+  // Peers whose share did not open (sorted ids): left out of the pairwise
+  // masks, and dropped by the server. Empty by default.
+  std::vector<std::string> excluded;
 };
 
 struct SecAggUnmaskRequest {
@@ -125,22 +171,28 @@ class SecAggClient {
 
   // Checks the roster (this round, this client in it with its own keys,
   // distinct ids, 2 <= threshold <= n <= 255, layer indices valid) and
-  // returns one encrypted share for every other entry.
+  // returns one encrypted, committed share for every other entry.
   absl::StatusOr<std::vector<SecAggShare>> ShareKeys(const SecAggRoster& roster);
 
-  // Decrypts the shares relayed to this client (each must come from a
-  // roster member, be addressed here, be bound to this round and appear
-  // once), then masks `quantized` (one vector per trained layer, the
-  // roster's lengths). Peers whose share did not arrive are left out of the
-  // pairwise masks, as the server leaves them out of the sums.
+  // Opens the shares relayed to this client, then masks `quantized` (one
+  // vector per trained layer, the roster's lengths). The relay's mistakes
+  // refuse the call: a share from outside the roster or from this client
+  // (unknown_peer), addressed elsewhere (malformed), a sender twice
+  // (replayed). The sender's do not: a share that does not authenticate,
+  // is bound to another round or pair, has the wrong length or does not
+  // match its commitments puts its sender in `excluded`. Excluded peers and
+  // peers whose share did not arrive are left out of the pairwise masks.
+  // FailedPrecondition "too_few_shares: ..." when fewer than threshold - 1
+  // peers remain; then nothing changes and the call may be repeated.
   absl::StatusOr<SecAggMaskedInput> Mask(
       const std::vector<SecAggShare>& received,
       const std::vector<std::vector<uint32_t>>& quantized);
 
   // The shares the server asks for; refuses a peer named both survivor and
-  // dropped, in this request or across requests, names it did not share
-  // with, fewer survivors than the threshold, or a request that does not
-  // list this client as a survivor.
+  // dropped, in this request or across requests, a survivor whose share it
+  // does not hold, names outside the roster, fewer survivors than the
+  // threshold, or a request that does not list this client as a survivor.
+  // A dropped peer it excluded or never got a share from gets no key share.
   absl::StatusOr<SecAggUnmaskResponse> Unmask(
       const SecAggUnmaskRequest& request);
 
@@ -166,7 +218,8 @@ class SecAggServer {
   SecAggServer(int64_t round, int threshold, std::vector<int64_t> layer_sizes,
                double value_range = 1.0);
 
-  // Phase 1. `layers`: the layer indices the client trains.
+  // Phase 1. `layers`: the layer indices the client trains. An advert with a
+  // low-order key (no key agreement possible) is malformed.
   absl::Status AddAdvert(const SecAggAdvert& advert, std::vector<int> layers);
   // Fixes the roster, entries in id order; `threshold` > 0 replaces the one
   // given at construction (a round sizes it by who advertised).
@@ -180,21 +233,47 @@ class SecAggServer {
   std::vector<SecAggShare> SharesFor(const std::string& id) const;
 
   // Phase 3: from a member that shared, once, with its layers' lengths.
+  // `excluded` must name distinct members that shared, not the sender, and
+  // leave it at least threshold - 1 peers (else malformed); each becomes
+  // accused.
   absl::Status AddMaskedInput(const SecAggMaskedInput& input);
+  // Accused id -> the first accepted input that excluded it. Accused clients
+  // are dropped for the round whether or not their input arrived.
+  std::map<std::string, std::string> Excluded() const;
 
-  // Phase 4. too_few_survivors (FailedPrecondition) when fewer than
-  // `threshold` sent their input: the round must be abandoned.
+  // Phase 4. Closes the inputs; survivors and dropped as in the header
+  // comment (a survivor whose input cannot be unmasked because too few
+  // survivors hold a dropped peer's key is dropped too). too_few_survivors
+  // (FailedPrecondition, nothing changes) when fewer than `threshold`
+  // survivors remain: the round must be abandoned.
   absl::StatusOr<SecAggUnmaskRequest> UnmaskRequest();
+  // From a survivor, once: the self-mask share of every survivor and the
+  // key share of every dropped peer it did not exclude (else malformed).
+  // A share unlike the commitment its dealer made for the responder refuses
+  // the whole response (bad_share) and adds the responder to
+  // BadResponders(); its later responses are refused as well.
   absl::Status AddUnmaskResponse(const SecAggUnmaskResponse& response);
+  std::set<std::string> BadResponders() const;
 
   // Each layer's sum over its surviving participants (mod 2^32), empty for
-  // layers none of them trained, and how many survivors trained it. Needs
-  // `threshold` unmask responses.
+  // layers none of them trained, and how many survivors trained it (before
+  // UnmaskRequest: the inputs of clients not accused). Needs `threshold`
+  // accepted unmask responses and, for every dropped peer some survivor
+  // masked with, `threshold` of them holding its key share
+  // (too_few_survivors); bad_share when a rebuilt secret does not match its
+  // advert (a survivor whose own uncommitted seed share was needed for it is
+  // then added to BadResponders()).
   absl::StatusOr<std::vector<std::vector<uint32_t>>> Sums();
   std::vector<int> SurvivorsPerLayer() const;
 
  private:
   const SecAggRosterEntry* Find(const std::string& id) const;
+  // The share `dealer` sent to `to`; null if none.
+  const SecAggShare* Dealt(const std::string& dealer,
+                           const std::string& to) const;
+  // Whether survivor `s` masked with `d` and holds its shares: both shared,
+  // s sent its input and did not exclude d.
+  bool Holds(const std::string& s, const std::string& d) const;
 
   int64_t round_;
   int threshold_;
@@ -205,9 +284,11 @@ class SecAggServer {
   std::vector<std::string> order_;  // roster order (ids sorted)
   std::map<std::string, std::vector<SecAggShare>> shares_;  // by sender
   std::map<std::string, SecAggMaskedInput> inputs_;
+  std::map<std::string, std::string> accused_;  // accused -> first accuser
   bool unmasking_ = false;
-  std::vector<std::string> survivors_, dropped_;
+  std::vector<std::string> survivors_, dropped_;  // sorted
   std::map<std::string, SecAggUnmaskResponse> responses_;
+  std::set<std::string> bad_responders_;
 };
 
 // Fixed-point quantization into Z_2^32 with headroom for `max_summands`

@@ -37,4 +37,9 @@ std::string RandomHexToken(int bytes) {
   return hex;
 }
 
+uint32_t SecureUniform(uint32_t upper) {
+  InitSodium();
+  return randombytes_uniform(upper);
+}
+
 }  // namespace layerfl

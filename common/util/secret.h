@@ -5,7 +5,10 @@
 // operators' HTTP token), through libsodium: never a hand-written compare
 // or a general-purpose PRNG.
 
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace layerfl {
 
@@ -17,6 +20,20 @@ bool SecretsEqual(const std::string& given, const std::string& secret);
 // `bytes` bytes from the OS's cryptographic random source
 // (randombytes_buf), as 2 * bytes lowercase hex digits.
 std::string RandomHexToken(int bytes);
+
+// Uniform in [0, upper) from the OS's cryptographic random source; upper
+// >= 1.
+uint32_t SecureUniform(uint32_t upper);
+
+// A uniform random permutation of `items` (Fisher-Yates over
+// randombytes_uniform): nobody can predict it, not even from the run's
+// config. For samples whose secrecy a privacy guarantee relies on.
+template <typename T>
+void SecureShuffle(std::vector<T>& items) {
+  for (size_t i = items.size(); i > 1; --i) {
+    std::swap(items[i - 1], items[SecureUniform(static_cast<uint32_t>(i))]);
+  }
+}
 
 }  // namespace layerfl
 

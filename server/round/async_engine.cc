@@ -383,6 +383,13 @@ class AsyncRoundEngine : public RoundEngine {
     return fatal_;
   }
 
+  absl::Status CheckUpload(const std::string& client_id,
+                           int64_t round) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    return Admission(client_id, round, SlotKind::kTrain, &slot);
+  }
+
   absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                             int64_t num_samples,
                             const std::vector<LayerDelta>& update) override {
@@ -603,35 +610,35 @@ class AsyncRoundEngine : public RoundEngine {
 
   // A result from a client holding a task of `kind` whose round names a
   // version it can have fetched since the task was handed out.
-  absl::Status Admit(const std::string& client_id, int64_t round, SlotKind kind,
+  absl::Status Admission(const std::string& client_id, int64_t round, SlotKind kind,
                      Slot** slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const char* what = kind == SlotKind::kScore ? "scores" : "an update";
     if (!joined_.count(client_id)) {
-      return Refuse(RejectReason::kUnknownClient,
+      return Rejection(RejectReason::kUnknownClient,
                     absl::StrCat("client '", client_id, "' has not joined"));
     }
     if (finished_locked()) {
       // Its task was cleared when the last commit ended the run.
-      return Refuse(RejectReason::kStaleRound,
+      return Rejection(RejectReason::kStaleRound,
                     absl::StrCat("client '", client_id, "' sent ", what,
                                  " after the run finished at version ",
                                  committed_));
     }
     auto it = slots_.find(client_id);
     if (!started_ || it == slots_.end()) {
-      return Refuse(RejectReason::kNotAssigned,
+      return Rejection(RejectReason::kNotAssigned,
                     absl::StrCat("client '", client_id, "' sent ", what,
                                  " but holds no task"));
     }
     if (it->second.kind != kind) {
-      return Refuse(
+      return Rejection(
           RejectReason::kNotAssigned,
           absl::StrCat(
               "client '", client_id, "' sent ", what, " but its task is to ",
               it->second.kind == SlotKind::kScore ? "score" : "train"));
     }
     if (round - 1 < it->second.base || round - 1 > committed_) {
-      return Refuse(
+      return Rejection(
           RejectReason::kStaleRound,
           absl::StrCat("client '", client_id, "' sent ", what, " for round ",
                        round, ": its task was handed out at version ",
@@ -640,6 +647,14 @@ class AsyncRoundEngine : public RoundEngine {
     }
     *slot = &it->second;
     return absl::OkStatus();
+  }
+
+  // Admission, counted when refused.
+  absl::Status Admit(const std::string& client_id, int64_t round, SlotKind kind,
+                     Slot** slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::Status s = Admission(client_id, round, kind, slot);
+    if (!s.ok()) CountRejection(s);
+    return s;
   }
 
   // Folds a checked update into the buffer (no journaling, no commit).

@@ -14,6 +14,7 @@
 #include "common/privacy/dp.h"
 #include "common/privacy/noise.h"
 #include "common/privacy/rdp_accountant.h"
+#include "common/util/secret.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/round/async_engine.h"
@@ -144,8 +145,15 @@ class RoundEngineImpl : public RoundEngine {
     const int64_t round = running_round();
     std::vector<std::string> ids;
     for (const auto& [id, info] : joined_) ids.push_back(id);
-    DeterministicRng rng(options_.seed ^ MixSeed(round * 1000003 + attempt_));
-    rng.Shuffle(ids);
+    const PrivacyOptions& p = options_.privacy;
+    if (p.enabled && p.insecure_sampling_seed == 0) {
+      SecureShuffle(ids);
+    } else {
+      DeterministicRng rng(
+          (p.enabled ? p.insecure_sampling_seed : options_.seed) ^
+          MixSeed(round * 1000003 + attempt_));
+      rng.Shuffle(ids);
+    }
     if (options_.clients_per_round > 0 &&
         static_cast<int>(ids.size()) > options_.clients_per_round) {
       ids.resize(options_.clients_per_round);
@@ -251,6 +259,13 @@ class RoundEngineImpl : public RoundEngine {
     return absl::OkStatus();
   }
 
+  absl::Status CheckUpload(const std::string& client_id,
+                           int64_t round) override {
+    absl::MutexLock lock(&mu_);
+    Slot* slot = nullptr;
+    return Admission(client_id, round, Phase::kTraining, &slot);
+  }
+
   absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                             int64_t num_samples,
                             const std::vector<LayerDelta>& update) override {
@@ -349,7 +364,21 @@ class RoundEngineImpl : public RoundEngine {
           absl::StrCat("client '", client_id, "' sent the unmask response of '",
                        response.id, "'"));
     }
-    RETURN_IF_ERROR(Protocol(secagg_->AddUnmaskResponse(response)));
+    if (absl::Status s = secagg_->AddUnmaskResponse(response); !s.ok()) {
+      if (secagg_->BadResponders().count(client_id)) {
+        // A share that does not match its dealer's commitment: the
+        // responder is left out of the unmasking (its update stays in the
+        // sums), the secrets are rebuilt from the others' shares.
+        slot->dropped = true;
+        participant_fault_ = true;
+        absl::Status bad = Rejection(RejectReason::kProtocol, std::string(s.message()));
+        ++record_.rejected["bad_share"];
+        ++rejected_total_["bad_share"];
+        MaybeAdvance();
+        return bad;
+      }
+      return Protocol(s);
+    }
     slot->answered = true;
     MaybeAdvance();
     return absl::OkStatus();
@@ -491,8 +520,26 @@ class RoundEngineImpl : public RoundEngine {
     } else if (phase_ == Phase::kShareKeys) {
       SetPhase(Phase::kTraining);
     } else if (phase_ == Phase::kTraining) {
+      // Whoever a peer's masked input accused (its shares did not
+      // authenticate) is out of the round, counted as bad_share.
+      for (const auto& [accused, accuser] : secagg_->Excluded()) {
+        ++record_.rejected["bad_share"];
+        ++rejected_total_["bad_share"];
+        participant_fault_ = true;
+      }
       absl::StatusOr<SecAggUnmaskRequest> request = secagg_->UnmaskRequest();
       if (!request.ok()) return false;
+      // The unmask step waits for the survivors only: an accused client, or
+      // one whose keys too few survivors hold, uploaded but is not in the
+      // sums.
+      const std::set<std::string> survivors(request->survivors.begin(),
+                                            request->survivors.end());
+      for (auto& [id, slot] : slots_) {
+        if (slot.uploaded && !survivors.count(id)) {
+          slot.uploaded = false;
+          slot.dropped = true;
+        }
+      }
       unmask_ =
           std::make_shared<const SecAggUnmaskRequest>(std::move(*request));
       SetPhase(Phase::kUnmask);
@@ -536,39 +583,47 @@ class RoundEngineImpl : public RoundEngine {
 
   // Checks that a result belongs to the running phase of the running round
   // and comes from a participant still owed an answer.
-  absl::Status Admit(const std::string& client_id, int64_t round, Phase phase,
+  absl::Status Admission(const std::string& client_id, int64_t round, Phase phase,
                      Slot** slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!joined_.count(client_id) && !slots_.count(client_id)) {
-      return Refuse(RejectReason::kUnknownClient,
+      return Rejection(RejectReason::kUnknownClient,
                     absl::StrCat("client '", client_id, "' has not joined"));
     }
     const char* what = PhaseWhat(phase);
     if (round != running_round() || phase_ != phase) {
-      return Refuse(RejectReason::kStaleRound,
+      return Rejection(RejectReason::kStaleRound,
                     absl::StrCat("client '", client_id, "' sent ", what,
                                  " for round ", round, ", but round ",
                                  running_round(), " is ", PhaseName(phase_)));
     }
     auto it = slots_.find(client_id);
     if (it == slots_.end()) {
-      return Refuse(RejectReason::kNotAssigned,
+      return Rejection(RejectReason::kNotAssigned,
                     absl::StrCat("client '", client_id,
                                  "' is not a participant of round ", round));
     }
     if (it->second.dropped) {
-      return Refuse(
+      return Rejection(
           RejectReason::kStaleRound,
           absl::StrCat("client '", client_id, "' was dropped from round ",
                        round, " (deadline passed); its ", what,
                        " arrived too late"));
     }
     if (it->second.answered) {
-      return Refuse(RejectReason::kDuplicate,
+      return Rejection(RejectReason::kDuplicate,
                     absl::StrCat("client '", client_id, "' already sent its ",
                                  what, " for round ", round));
     }
     *slot = &it->second;
     return absl::OkStatus();
+  }
+
+  // Admission, counted when refused.
+  absl::Status Admit(const std::string& client_id, int64_t round, Phase phase,
+                     Slot** slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::Status s = Admission(client_id, round, phase, slot);
+    if (!s.ok()) CountRejection(s);
+    return s;
   }
 
   // The scores each client reported last (reused by rounds that do not
@@ -588,6 +643,10 @@ class RoundEngineImpl : public RoundEngine {
       // Client ids never start with '@'.
       absl::StrAppend(&out, "@privacy\t", absl::StrFormat("%a", clip_norm_),
                       "\t", accountant_.Serialize(), "\n");
+      if (!options_.privacy.central) {
+        absl::StrAppend(&out, "@privacy_coordinator\t",
+                        coordinator_accountant_.Serialize(), "\n");
+      }
     }
     return out;
   }
@@ -595,10 +654,16 @@ class RoundEngineImpl : public RoundEngine {
   absl::Status RestoreEngineState(const std::string& bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     last_scores_.clear();
-    bool privacy_restored = false;
+    bool privacy_restored = false, coordinator_restored = false;
     for (absl::string_view line :
          absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> parts = absl::StrSplit(line, '\t');
+      if (parts.size() == 2 && parts[0] == "@privacy_coordinator") {
+        ASSIGN_OR_RETURN(coordinator_accountant_,
+                         RdpAccountant::Parse(std::string(parts[1])));
+        coordinator_restored = true;
+        continue;
+      }
       if (parts.size() == 3 && parts[0] == "@privacy") {
         clip_norm_ = std::strtod(std::string(parts[1]).c_str(), nullptr);
         if (!(clip_norm_ > 0) || !std::isfinite(clip_norm_)) {
@@ -628,6 +693,13 @@ class RoundEngineImpl : public RoundEngine {
       return absl::FailedPreconditionError(
           "the checkpoint was written by a run without privacy.dp; a private "
           "run cannot continue it (start in a fresh federated.run_dir)");
+    }
+    if (options_.privacy.enabled && !options_.privacy.central &&
+        !coordinator_restored) {
+      return absl::FailedPreconditionError(
+          "the checkpoint keeps no epsilon against the coordinator (written "
+          "before local mode accounted it); start in a fresh "
+          "federated.run_dir");
     }
     return absl::OkStatus();
   }
@@ -671,8 +743,7 @@ class RoundEngineImpl : public RoundEngine {
     const int64_t round = running_round();
     if (options_.privacy.enabled && scores_released_) {
       // The scores were released even though nothing of the round is kept.
-      accountant_.Compose(sample_rate_, options_.privacy.score_noise_multiplier)
-          .IgnoreError();
+      ComposeRound(options_.privacy.score_noise_multiplier);
     }
     SetPhase(Phase::kIdle);
     aggregator_.reset();
@@ -681,7 +752,11 @@ class RoundEngineImpl : public RoundEngine {
     unmask_.reset();
     slots_.clear();
     ++attempt_;
-    if (attempt_ > options_.max_round_retries) {
+    // An attempt a participant broke (shares that did not authenticate, a
+    // lying unmask response) is retried without using up the retries.
+    if (participant_fault_) ++participant_aborts_;
+    participant_fault_ = false;
+    if (attempt_ - participant_aborts_ > options_.max_round_retries) {
       fatal_ = absl::DeadlineExceededError(absl::StrCat(
           "round ", round, " missed its quorum (", answered, " of ",
           options_.min_clients, " clients answered) ", attempt_,
@@ -768,6 +843,7 @@ class RoundEngineImpl : public RoundEngine {
       absl::Status folded = FoldSecureSums();
       if (!folded.ok()) {
         // Too few revealed, or a revealed share did not check out.
+        if (!secagg_->BadResponders().empty()) participant_fault_ = true;
         CountRejection(
             Rejection(RejectReason::kProtocol, std::string(folded.message())));
         int answered = 0;
@@ -844,6 +920,8 @@ class RoundEngineImpl : public RoundEngine {
     records_.push_back(record_);
     SetPhase(Phase::kIdle);
     attempt_ = 0;
+    participant_aborts_ = 0;
+    participant_fault_ = false;
     slots_.clear();
   }
 
@@ -899,12 +977,16 @@ class RoundEngineImpl : public RoundEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const PrivacyOptions& p = options_.privacy;
     const double z = RoundMultiplier(stats, scores_released_);
-    accountant_.Compose(sample_rate_, z).IgnoreError();
+    ComposeRound(z);
     record_.private_round = true;
     record_.clip_norm = clip_norm_;
     record_.noise_multiplier = z;
     record_.delta = p.delta;
     record_.epsilon = accountant_.Epsilon(p.delta);
+    if (!p.central) {
+      record_.epsilon_coordinator = coordinator_accountant_.Epsilon(p.delta);
+    }
+    record_.insecure_sampling = p.insecure_sampling_seed != 0;
     if (p.adaptive && !stats.update_norms.empty()) {
       // Andrew et al. 2021: a noised count of the updates the clip left
       // whole (bits b - 1/2), then a geometric step toward the quantile.
@@ -921,14 +1003,30 @@ class RoundEngineImpl : public RoundEngine {
     }
   }
 
-  // Whether one more round (scoring or not) would spend more than the target.
+  // One release of multiplier `z` on this attempt's sample: against the
+  // released model amplified by the sampling rate; in local mode also
+  // against the coordinator, which picked the sample and sees the noised
+  // sum, without amplification.
+  void ComposeRound(double z) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    accountant_.Compose(sample_rate_, z).IgnoreError();
+    if (!options_.privacy.central) {
+      coordinator_accountant_.Compose(1.0, z).IgnoreError();
+    }
+  }
+
+  // Whether one more round (scoring or not) would spend more than the
+  // target, against the released model or (local mode) the coordinator.
   bool ExceedsTargetEpsilon(bool score) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const PrivacyOptions& p = options_.privacy;
+    const double z = WithScores(p.noise_multiplier, score);
     RdpAccountant next = accountant_;
-    next.Compose(sample_rate_, WithScores(p.noise_multiplier, score))
-        .IgnoreError();
-    return next.Epsilon(p.delta) > p.target_epsilon;
+    next.Compose(sample_rate_, z).IgnoreError();
+    if (next.Epsilon(p.delta) > p.target_epsilon) return true;
+    if (p.central) return false;
+    RdpAccountant against_coordinator = coordinator_accountant_;
+    against_coordinator.Compose(1.0, z).IgnoreError();
+    return against_coordinator.Epsilon(p.delta) > p.target_epsilon;
   }
 
   const RoundEngineOptions options_;
@@ -944,6 +1042,10 @@ class RoundEngineImpl : public RoundEngine {
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
   uint64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   int attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  // Attempts of this round abandoned after a participant cheated (they do
+  // not count against max_round_retries); whether the running one saw it.
+  int participant_aborts_ ABSL_GUARDED_BY(mu_) = 0;
+  bool participant_fault_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time phase_start_ ABSL_GUARDED_BY(mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
@@ -968,6 +1070,8 @@ class RoundEngineImpl : public RoundEngine {
   RdpAccountant accountant_ ABSL_GUARDED_BY(mu_);
   bool privacy_spent_ ABSL_GUARDED_BY(mu_) = false;
   double sample_rate_ ABSL_GUARDED_BY(mu_) = 1.0;
+  // Local mode: the same releases without amplification (ComposeRound).
+  RdpAccountant coordinator_accountant_ ABSL_GUARDED_BY(mu_);
   bool scores_released_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -1014,6 +1118,10 @@ std::string RoundRecord::ToJson() const {
                       {"delta", delta},
                       {"clip_norm", clip_norm},
                       {"noise_multiplier", noise_multiplier}};
+    if (epsilon_coordinator >= 0) {
+      out["privacy"]["epsilon_coordinator"] = epsilon_coordinator;
+    }
+    out["privacy"]["sampling"] = insecure_sampling ? "insecure_seed" : "os";
   }
   Json timing = Json::object();
   for (const auto& [phase, ms] : phase_ms) timing[phase] = ms;

@@ -197,6 +197,14 @@ struct RoundRecord {
   // accounted with (the update's, joint with the scores' when it scored).
   bool private_round = false;
   double epsilon = 0, delta = 0, clip_norm = 0, noise_multiplier = 0;
+  // Local mode: epsilon against the coordinator, which knows the sample and
+  // sees every round's noised sum (accounted as if every client took part
+  // every round: no amplification by subsampling); -1 in central mode,
+  // where the coordinator is trusted with the updates.
+  double epsilon_coordinator = -1;
+  // The participants were drawn from privacy.dp.insecure_sampling_seed, not
+  // the OS's CSPRNG: "sampling":"insecure_seed" in the JSON.
+  bool insecure_sampling = false;
   // One JSON line. Everything measured (timings, each client's usage) comes
   // last, after "timing_ms", so that determinism checks can cut it off.
   std::string ToJson() const;
@@ -234,6 +242,10 @@ struct PrivacyOptions {
   double delta = 1e-5;
   double target_epsilon = 0;  // 0 = none
   uint64_t noise_seed = 0;    // 0 = keys from the OS
+  // 0: each round's participants are drawn with the OS's CSPRNG (the
+  // subsampling amplification relies on a sample nobody can predict); any
+  // other value seeds the draw (experiments only; marked in the records).
+  uint64_t insecure_sampling_seed = 0;
 };
 
 // Secure aggregation (privacy.secure_aggregation). After selection a round
@@ -347,6 +359,12 @@ class RoundEngine {
   // nothing.
   virtual absl::Status SubmitScores(const std::string& client_id, int64_t round,
                                     const std::vector<double>& scores) = 0;
+  // OK when an update (plain or masked) from `client_id` for `round` would
+  // be admitted now, else the refusal its Submit would give for who and
+  // when (unknown_client, not_assigned, stale_round, duplicate), not
+  // counted: for transports that check a stream at its first message.
+  virtual absl::Status CheckUpload(const std::string& client_id,
+                                   int64_t round) = 0;
   virtual absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                                     int64_t num_samples,
                                     const std::vector<LayerDelta>& update) = 0;

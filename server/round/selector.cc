@@ -359,6 +359,7 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.privacy.delta = dp.delta;
   o.privacy.target_epsilon = dp.target_epsilon;
   o.privacy.noise_seed = dp.noise_seed;
+  o.privacy.insecure_sampling_seed = dp.insecure_sampling_seed;
   const SecureAggregationConfig& sa = c.privacy.secure_aggregation;
   o.secagg.enabled = sa.enabled;
   o.secagg.threshold = sa.threshold;

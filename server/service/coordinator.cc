@@ -66,7 +66,8 @@ absl::StatusOr<ServiceOptions> TransportOptions(const RunConfig& c,
   s.heartbeat = absl::Seconds(t.heartbeat_s);
   s.max_poll = absl::Seconds(t.max_poll_s);
   s.linger = absl::Seconds(t.linger_s);
-  s.run_config_yaml = RunConfigToYaml(c);
+  s.run_config_yaml = ServedRunConfigYaml(c);
+  s.secure_aggregation = c.privacy.secure_aggregation.enabled;
   return s;
 }
 

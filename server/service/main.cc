@@ -38,6 +38,15 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "CA certificates (PEM) client certificates must chain to; set = "
           "mutual TLS (clients without a valid certificate are refused)");
 ABSL_FLAG(int64_t, tick_ms, 100, "deadline/round-start check period, ms");
+ABSL_FLAG(bool, insecure, false,
+          "serve beyond loopback without a token or mutual TLS (anyone who "
+          "reaches the port can join); without it such a --listen is refused");
+ABSL_FLAG(int64_t, max_upload_mb_in_flight, 1024,
+          "cap on the MiB of uploads being received at once; a client whose "
+          "upload would pass it is told 'busy' and sends it again later");
+ABSL_FLAG(double, stream_timeout_s, 60,
+          "an upload or download stream is cancelled after this many seconds "
+          "plus one per MiB it carries");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "host:port of the HTTP listener for operators: Prometheus /metrics, "
           "the dashboard at /, its state at /api/state (localhost only by "
@@ -144,6 +153,14 @@ int main(int argc, char** argv) {
     return fail_flags("--tls_client_ca (mutual TLS) needs --tls_cert and --tls_key");
   }
   s.tick = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
+  s.insecure = absl::GetFlag(FLAGS_insecure);
+  s.max_upload_bytes_in_flight = absl::GetFlag(FLAGS_max_upload_mb_in_flight) << 20;
+  if (!(absl::GetFlag(FLAGS_stream_timeout_s) > 0))
+    return fail_flags("--stream_timeout_s: must be > 0");
+  s.stream_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_timeout_s));
+  if (absl::Status safe = layerfl::CheckListenSecurity(options.listen, s); !safe.ok()) {
+    return fail_flags(absl::StrCat("--", safe.message()));
+  }
   {
     absl::StatusOr<layerfl::ServiceOptions> check = layerfl::TransportOptions(*config, s);
     if (!check.ok()) return fail_flags(std::string(check.status().message()));

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/util/log_text.h"
 #include "common/util/secret.h"
 #include "common/util/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -35,21 +36,32 @@ namespace wire = ::layerfl::wire::v1;
 
 constexpr int64_t kMaxChunkLimit = int64_t{3} << 20;
 constexpr size_t kMaxTransferRecords = 4096;
-constexpr const char* kServiceReasons[] = {"bad_token", "unknown_session",
-                                           "bad_request", "shutting_down",
-                                           "spill_lost"};
+constexpr const char* kServiceReasons[] = {
+    "bad_token", "unknown_session", "bad_request", "shutting_down",
+    "spill_lost", "busy"};
+// What a Leave's reason ("<kind>: <detail>") is counted as; any other kind
+// is "other" (the counter's labels stay a fixed set).
+constexpr const char* kLeaveKinds[] = {"work_failed", "secagg_refused",
+                                       "secagg_state_lost"};
+constexpr int64_t kMiB = int64_t{1} << 20;
 
 absl::Status BadRequest(std::string detail) {
   return absl::InvalidArgumentError(absl::StrCat("bad_request: ", detail));
 }
 absl::Status UnknownSession(const std::string& id) {
   return absl::UnauthenticatedError(absl::StrCat(
-      "unknown_session: client '", id,
-      "' has no live session here (coordinator restarted or client timed "
+      "unknown_session: client ", LogQuote(id),
+      " has no live session here (coordinator restarted or client timed "
       "out); join again"));
 }
 absl::Status ShuttingDown() {
   return absl::UnavailableError("shutting_down: the coordinator is stopping");
+}
+absl::Status CheckClientId(const std::string& id) {
+  if (IsValidClientId(id)) return absl::OkStatus();
+  return BadRequest(absl::StrCat(
+      "client_id ", LogQuote(id),
+      " is not 1-128 characters of [A-Za-z0-9._:-] (not starting with '.')"));
 }
 
 std::string ReasonName(const absl::Status& s) {
@@ -196,6 +208,11 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       return absl::UnavailableError(
           absl::StrCat("cannot listen on '", address, "'"));
     }
+    if (options_.insecure && options_.token.empty() &&
+        options_.client_tokens.empty() && options_.tls.client_ca_pem.empty()) {
+      Log("--insecure: no token and no mutual TLS; anyone who reaches this "
+          "port can join the run");
+    }
     Log(absl::StrCat("listening on port ", port_,
                      options_.tls.cert_pem.empty()        ? " (insecure)"
                      : options_.tls.client_ca_pem.empty() ? " (TLS)"
@@ -222,6 +239,42 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     const bool known = it != options_.client_tokens.end();
     const bool equal = SecretsEqual(token, known ? it->second : kNoSuchClient);
     return known && equal;
+  }
+
+  // With mutual TLS a certificate is one client: the id must be one of its
+  // names (grpc's peer identity: the SAN DNS names, or the CN without
+  // them).
+  absl::Status CheckPeerIdentity(grpc::CallbackServerContext* context,
+                                 const std::string& id) const {
+    if (options_.tls.client_ca_pem.empty()) return absl::OkStatus();
+    std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+    std::vector<std::string> names;
+    if (auth != nullptr) {
+      for (const grpc::string_ref& name : auth->GetPeerIdentity()) {
+        names.emplace_back(name.data(), name.size());
+        if (names.back() == id) return absl::OkStatus();
+      }
+    }
+    std::string listed;
+    for (const std::string& n : names) {
+      absl::StrAppend(&listed, listed.empty() ? "" : ", ", LogQuote(n));
+    }
+    return absl::UnauthenticatedError(absl::StrCat(
+        "bad_token: client ", LogQuote(id),
+        " presented a certificate for [", listed,
+        "]; a client's certificate must name its id"));
+  }
+
+  // The checks before a client is told anything: a well-formed id, its
+  // token and (mutual TLS) its certificate.
+  absl::Status Authenticate(grpc::CallbackServerContext* context,
+                            const std::string& id, const std::string& token) {
+    if (!TokenMatches(id, token)) {
+      return absl::UnauthenticatedError(
+          "bad_token: the token does not match the run's");
+    }
+    RETURN_IF_ERROR(CheckClientId(id));
+    return CheckPeerIdentity(context, id);
   }
 
   absl::Status Wait() override {
@@ -300,10 +353,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                                          const wire::RunConfigRequest* request,
                                          wire::RunConfigReply* reply) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    if (!TokenMatches(request->client_id(), request->token())) {
-      return Refuse(reactor, "run_config", request->client_id(),
-                    absl::UnauthenticatedError(
-                        "bad_token: the token does not match the run's"));
+    if (absl::Status s =
+            Authenticate(context, request->client_id(), request->token());
+        !s.ok()) {
+      return Refuse(reactor, "run_config", request->client_id(), s);
     }
     if (options_.run_config_yaml.empty()) {
       return Refuse(reactor, "run_config", request->client_id(),
@@ -323,10 +376,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (stopping_.load())
       return Refuse(reactor, "join", request->client_id(), ShuttingDown());
-    if (!TokenMatches(request->client_id(), request->token())) {
-      return Refuse(reactor, "join", request->client_id(),
-                    absl::UnauthenticatedError(
-                        "bad_token: the token does not match the run's"));
+    if (absl::Status s =
+            Authenticate(context, request->client_id(), request->token());
+        !s.ok()) {
+      return Refuse(reactor, "join", request->client_id(), s);
     }
     executor_.Post([this, request, reply, reactor] {
       const std::string& id = request->client_id();
@@ -378,16 +431,21 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       if (request->reason().empty()) {
         Log(absl::StrCat("leave ", request->client_id()));
       } else {
-        // "<kind>: <detail>"; counted by kind.
-        const std::string reason = request->reason().substr(0, 1024);
-        const std::string kind = reason.substr(0, reason.find(':'));
+        // "<kind>: <detail>"; counted by kind, one of kLeaveKinds or "other".
+        const std::string& reason = request->reason();
+        const std::string said = reason.substr(0, reason.find(':'));
+        std::string kind = "other";
+        for (const char* k : kLeaveKinds) {
+          if (said == k) kind = k;
+        }
         const int64_t n = ++leave_reasons_[kind];
         {
           absl::MutexLock lock(&stats_mu_);
           leave_reasons_total_ = leave_reasons_;
         }
-        Log(absl::StrCat("leave ", request->client_id(), " (", reason,
-                         "); leaves for ", kind, " so far: ", n));
+        Log(absl::StrCat("leave ", request->client_id(), " (",
+                         LogQuote(reason, 512), "); leaves for ", kind,
+                         " so far: ", n));
       }
       reactor->Finish(grpc::Status::OK);
       AfterOp();
@@ -537,6 +595,13 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   void CountDownload(int64_t bytes) { bytes_down_.fetch_add(bytes); }
 
+  // An upload refused before it reached the engine thread.
+  void RecordUpload(TransferRecord record) {
+    absl::MutexLock lock(&stats_mu_);
+    uploads_.push_back(std::move(record));
+    if (uploads_.size() > kMaxTransferRecords) uploads_.pop_front();
+  }
+
   void RecordDownload(TransferRecord record) {
     absl::MutexLock lock(&stats_mu_);
     if (record.outcome != "ok") {
@@ -549,13 +614,122 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     if (downloads_.size() > kMaxTransferRecords) downloads_.pop_front();
   }
 
+  // Counted always; logged at most 5 a reason every 10 s, the id quoted
+  // and cut, the message cut.
   void CountRefusal(const std::string& rpc, const std::string& id,
                     const absl::Status& s) {
+    const std::string reason = ReasonName(s);
+    int64_t held_back = 0;
+    bool log = false;
     {
       absl::MutexLock lock(&stats_mu_);
-      ++refused_[ReasonName(s)];
+      ++refused_[reason];
+      log = refusal_log_limit_.Allow(reason, absl::Now(), &held_back);
     }
-    Log(absl::StrCat("refused ", rpc, " from ", id, ": ", s.message()));
+    if (!log) return;
+    const absl::string_view message = s.message();
+    Log(absl::StrCat(
+        "refused ", rpc, " from ", LogQuote(id), ": ",
+        message.substr(0, 512), message.size() > 512 ? "...(cut)" : "",
+        held_back > 0 ? absl::StrCat(" (", held_back, " more ", reason,
+                                     " refusals were not logged)")
+                      : ""));
+  }
+
+  // A stream begins: it must end within stream_timeout (SetStreamBytes
+  // extends that by a second per MiB once its size is known).
+  void OpenStream(const void* key, grpc::CallbackServerContext* context) {
+    absl::MutexLock lock(&streams_mu_);
+    streams_[key] = {context, absl::Now() + options_.stream_timeout};
+  }
+  void SetStreamBytes(const void* key, int64_t bytes) {
+    absl::MutexLock lock(&streams_mu_);
+    auto it = streams_.find(key);
+    if (it != streams_.end()) {
+      it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
+    }
+  }
+
+  // An upload's first message: admitted only for a client that holds a
+  // training task of `round`, in the run's mode, with no other upload
+  // stream open, and while its `bytes` fit under the cap of bytes in
+  // flight. Nothing of the stream has been buffered yet.
+  absl::Status AdmitUpload(const void* key, const std::string& id,
+                           int64_t round, bool masked, int64_t bytes) {
+    if (masked != options_.secure_aggregation) {
+      return Rejection(
+          RejectReason::kProtocol,
+          masked ? absl::StrCat("client '", id,
+                                "' sent a masked update; this run does not "
+                                "aggregate securely")
+                 : absl::StrCat("client '", id,
+                                "' sent a plain update; this run aggregates "
+                                "securely (privacy.secure_aggregation)"));
+    }
+    RETURN_IF_ERROR(deps_.engine->CheckUpload(id, round));
+    absl::MutexLock lock(&streams_mu_);
+    auto it = streams_.find(key);
+    if (it == streams_.end()) return ShuttingDown();
+    if (uploading_.count(id)) {
+      return Rejection(RejectReason::kDuplicate,
+                       absl::StrCat("client '", id,
+                                    "' already has an upload stream open"));
+    }
+    if (upload_bytes_in_flight_ + bytes > options_.max_upload_bytes_in_flight) {
+      return absl::UnavailableError(absl::StrCat(
+          "busy: ", upload_bytes_in_flight_, " bytes of uploads are being "
+          "received; this one's ", bytes, " would pass the cap of ",
+          options_.max_upload_bytes_in_flight, "; send it again later"));
+    }
+    uploading_.insert(id);
+    upload_bytes_in_flight_ += bytes;
+    it->second.uploader = id;
+    it->second.reading_bytes = bytes;
+    it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
+    return absl::OkStatus();
+  }
+
+  // The stream was read to its end: its bytes leave the cap (what waits
+  // for its turn is held_'s) and it has no deadline any more.
+  void StreamRead(const void* key) {
+    absl::MutexLock lock(&streams_mu_);
+    auto it = streams_.find(key);
+    if (it == streams_.end()) return;
+    upload_bytes_in_flight_ -= it->second.reading_bytes;
+    it->second.reading_bytes = 0;
+    it->second.deadline = absl::InfiniteFuture();
+  }
+
+  // The stream is over (its reactor's OnDone).
+  void CloseStream(const void* key) {
+    absl::MutexLock lock(&streams_mu_);
+    auto it = streams_.find(key);
+    if (it == streams_.end()) return;
+    upload_bytes_in_flight_ -= it->second.reading_bytes;
+    if (!it->second.uploader.empty()) uploading_.erase(it->second.uploader);
+    streams_.erase(it);
+  }
+
+  // Ticker: streams past their deadline are cancelled (their reactors then
+  // finish them and refuse what was read).
+  void CancelOverdueStreams() {
+    const absl::Time now = absl::Now();
+    std::vector<std::string> overdue;
+    {
+      absl::MutexLock lock(&streams_mu_);
+      for (auto& [key, st] : streams_) {
+        if (st.cancelled || now < st.deadline) continue;
+        st.cancelled = true;
+        st.context->TryCancel();
+        overdue.push_back(st.uploader.empty() ? "a download or an upload "
+                                                "before its header"
+                                              : "the upload of " +
+                                                    LogQuote(st.uploader));
+      }
+    }
+    for (const std::string& what : overdue) {
+      Log(absl::StrCat("cancelled ", what, ": past its stream deadline"));
+    }
   }
 
   // Called on a reactor thread with a fully decoded, checked update.
@@ -629,7 +803,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     absl::MutexLock lock(&log_mu_);
     *deps_.log << absl::FormatTime("%H:%M:%E3S", absl::Now(),
                                    absl::LocalTimeZone())
-               << " coordinator: " << line << std::endl;
+               << " coordinator: " << OneLine(line) << std::endl;
   }
 
   void SetDone(absl::Status status) {
@@ -908,6 +1082,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 
   void TickOp() {
     tick_queued_.store(false);
+    CancelOverdueStreams();
     if (done()) return;
     ExpireSessions();
     absl::Status s;
@@ -1016,6 +1191,22 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   int64_t timed_out_ ABSL_GUARDED_BY(stats_mu_) = 0;
   std::map<std::string, int64_t> leave_reasons_total_
       ABSL_GUARDED_BY(stats_mu_);
+  PerKeyRateLimit refusal_log_limit_ ABSL_GUARDED_BY(stats_mu_){
+      5, absl::Seconds(10)};
+
+  // Streams being read or written (key: the reactor), for their deadlines
+  // and the upload caps.
+  struct StreamState {
+    grpc::CallbackServerContext* context = nullptr;
+    absl::Time deadline;
+    std::string uploader;       // set once an upload is admitted
+    int64_t reading_bytes = 0;  // an admitted upload's, until it is read
+    bool cancelled = false;
+  };
+  absl::Mutex streams_mu_;
+  std::map<const void*, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
+  std::set<std::string> uploading_ ABSL_GUARDED_BY(streams_mu_);
+  int64_t upload_bytes_in_flight_ ABSL_GUARDED_BY(streams_mu_) = 0;
 
   absl::Mutex log_mu_;
 
@@ -1028,8 +1219,11 @@ class CoordinatorServerImpl final : public CoordinatorServer,
 // serialized chunks, handed to gRPC without a copy.
 class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  FetchReactor(CoordinatorServerImpl* service, const grpc::ByteBuffer* raw)
+  FetchReactor(CoordinatorServerImpl* service,
+               grpc::CallbackServerContext* context,
+               const grpc::ByteBuffer* raw)
       : service_(service) {
+    service_->OpenStream(this, context);
     wire::FetchRequest request;
     grpc::ByteBuffer copy(*raw);  // shares the slices
     grpc::ProtoBufferReader reader(&copy);
@@ -1072,6 +1266,7 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       record_.payload_bytes += layer->payload_bytes;
     }
     record_.round = snapshot_.committed_round;
+    service_->SetStreamBytes(this, record_.payload_bytes);
     const std::string bytes = reply.SerializeAsString();
     grpc::Slice slice(bytes);
     buffer_ = grpc::ByteBuffer(&slice, 1);
@@ -1109,7 +1304,10 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     Send(static_cast<int64_t>(bytes.size()));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->CloseStream(this);
+    delete this;
+  }
 
  private:
   void Send(int64_t message_bytes) {
@@ -1132,8 +1330,10 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 // arrives; hands the decoded update to the engine thread.
 class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
  public:
-  UploadReactor(CoordinatorServerImpl* service, wire::UploadReply* reply)
+  UploadReactor(CoordinatorServerImpl* service,
+                grpc::CallbackServerContext* context, wire::UploadReply* reply)
       : service_(service), reply_(reply) {
+    service_->OpenStream(this, context);
     StartRead(&message_);
   }
 
@@ -1162,7 +1362,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   // discarded, unless the engine already accepted the complete update.
   void OnCancel() override { cancelled_->store(true); }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->CloseStream(this);
+    delete this;
+  }
 
  private:
   absl::Status Start() {
@@ -1171,8 +1374,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     }
     const wire::UploadManifest& m = message_.manifest();
     id_ = m.client_id();
+    record_.round = m.round();
     if (service_->stopping()) return ShuttingDown();
     RETURN_IF_ERROR(service_->CheckSession(m.client_id(), m.session()));
+    authenticated_ = true;
     ASSIGN_OR_RETURN(Encoding encoding, FromProto(m.encoding()));
     const ServiceOptions& options = service_->options();
     if (encoding != options.encoding) {
@@ -1201,6 +1406,12 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
       expected.push_back({layer, *it});
       record_.layers.push_back(layer);
     }
+    int64_t bytes = 0;
+    for (const ExpectedLayer& e : expected) {
+      bytes += e.layout->numel * BytesPerValue(options.encoding);
+    }
+    RETURN_IF_ERROR(service_->AdmitUpload(this, id_, m.round(),
+                                          /*masked=*/false, bytes));
     DecoderLimits limits;
     limits.encoding = options.encoding;
     limits.max_chunk_bytes = options.max_chunk_bytes;
@@ -1215,6 +1426,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   }
 
   void EndOfStream() {
+    service_->StreamRead(this);
     absl::Status s = decoder_.has_value()
                          ? decoder_->Finish()
                          : BadRequest("an upload without a manifest");
@@ -1241,20 +1453,34 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     const int64_t wire_bytes = wire_bytes_;
     held->done = [this, wire_bytes](const absl::Status& status) {
       reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
-      Finish(ToGrpc(status));
+      End(ToGrpc(status));
     };
     service_->SubmitUpload(std::move(held));
   }
 
   void Refuse(const absl::Status& s) {
     service_->CountRefusal("upload", id_.empty() ? "?" : id_, s);
-    Finish(ToGrpc(s));
+    if (authenticated_) {  // an id of a live session: short and valid
+      record_.client = id_;
+      record_.wire_bytes = wire_bytes_;
+      record_.outcome = ReasonName(s);
+      service_->RecordUpload(record_);
+    }
+    End(ToGrpc(s));
+  }
+
+  // Finishes the call; the stream's place (one per session, its bytes in
+  // flight) is free before the client hears the answer.
+  void End(const grpc::Status& status) {
+    service_->CloseStream(this);
+    Finish(status);
   }
 
   CoordinatorServerImpl* service_;
   wire::UploadReply* reply_;
   wire::UploadMessage message_;
   std::optional<LayerStreamDecoder> decoder_;
+  bool authenticated_ = false;
   std::shared_ptr<std::atomic<bool>> cancelled_ =
       std::make_shared<std::atomic<bool>>(false);
   std::string id_;
@@ -1269,8 +1495,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
 // order, in chunks no larger than the run's max chunk bytes.
 class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
  public:
-  MaskedReactor(CoordinatorServerImpl* service, wire::UploadReply* reply)
+  MaskedReactor(CoordinatorServerImpl* service,
+                grpc::CallbackServerContext* context, wire::UploadReply* reply)
       : service_(service), reply_(reply) {
+    service_->OpenStream(this, context);
     StartRead(&message_);
   }
 
@@ -1288,7 +1516,10 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
     StartRead(&message_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->CloseStream(this);
+    delete this;
+  }
 
  private:
   absl::Status Start() {
@@ -1316,12 +1547,19 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
       sum += n;
     }
     if (sum > total) return BadRequest("a masked upload larger than the model");
+    RETURN_IF_ERROR(service_->AdmitUpload(
+        this, input_.id, input_.round, /*masked=*/true,
+        sum * static_cast<int64_t>(sizeof(uint32_t))));
     sizes_.assign(h.layer_sizes().begin(), h.layer_sizes().end());
     input_.layers.resize(sizes_.size());
     for (size_t i = 0; i < sizes_.size(); ++i)
       input_.layers[i].reserve(sizes_[i]);
     if (h.train_s() > 0) usage_.train_s = h.train_s();
     if (h.peak_bytes() > 0) usage_.peak_bytes = h.peak_bytes();
+    if (h.excluded_size() > 255) {
+      return BadRequest("a masked upload excluding more than 255 peers");
+    }
+    input_.excluded.assign(h.excluded().begin(), h.excluded().end());
     started_ = true;
     return absl::OkStatus();
   }
@@ -1349,6 +1587,7 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
   }
 
   void EndOfStream() {
+    service_->StreamRead(this);
     if (!started_) {
       Refuse(BadRequest("a masked upload without a header"));
       return;
@@ -1364,13 +1603,20 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
         std::move(input_), usage_, wire_bytes,
         [this, wire_bytes](const absl::Status& s) {
           reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
-          Finish(ToGrpc(s));
+          End(ToGrpc(s));
         });
   }
 
   void Refuse(const absl::Status& s) {
     service_->CountRefusal("upload", input_.id.empty() ? "?" : input_.id, s);
-    Finish(ToGrpc(s));
+    End(ToGrpc(s));
+  }
+
+  // Finishes the call; the stream's place (one per session, its bytes in
+  // flight) is free before the client hears the answer.
+  void End(const grpc::Status& status) {
+    service_->CloseStream(this);
+    Finish(status);
   }
 
   CoordinatorServerImpl* service_;
@@ -1384,20 +1630,20 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
 };
 
 grpc::ServerReadReactor<wire::MaskedMessage>*
-CoordinatorServerImpl::UploadMasked(grpc::CallbackServerContext*,
+CoordinatorServerImpl::UploadMasked(grpc::CallbackServerContext* context,
                                     wire::UploadReply* reply) {
-  return new MaskedReactor(this, reply);
+  return new MaskedReactor(this, context, reply);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* CoordinatorServerImpl::FetchLayers(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
-  return new FetchReactor(this, request);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  return new FetchReactor(this, context, request);
 }
 
 grpc::ServerReadReactor<wire::UploadMessage>*
-CoordinatorServerImpl::UploadUpdate(grpc::CallbackServerContext*,
+CoordinatorServerImpl::UploadUpdate(grpc::CallbackServerContext* context,
                                     wire::UploadReply* reply) {
-  return new UploadReactor(this, reply);
+  return new UploadReactor(this, context, reply);
 }
 
 }  // namespace
@@ -1423,6 +1669,16 @@ absl::Status ServiceOptions::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": must be > 0, got ", absl::FormatDuration(d)));
     }
+  }
+  if (max_upload_bytes_in_flight < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_upload_bytes_in_flight: must be >= 1, got ",
+                     max_upload_bytes_in_flight));
+  }
+  if (stream_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stream_timeout: must be > 0, got ",
+                     absl::FormatDuration(stream_timeout)));
   }
   if (max_held_bytes < 0) {
     return absl::InvalidArgumentError(
@@ -1453,6 +1709,29 @@ absl::Status ServiceOptions::Validate() const {
         "tls.client_ca_pem: mutual TLS needs the server certificate and key");
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckListenSecurity(const std::string& address,
+                                 const ServiceOptions& options) {
+  if (options.insecure || !options.token.empty() ||
+      !options.client_tokens.empty() || !options.tls.client_ca_pem.empty()) {
+    return absl::OkStatus();
+  }
+  if (absl::StartsWith(address, "unix:")) return absl::OkStatus();
+  std::string host = address.substr(0, address.rfind(':'));
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost" || host == "::1" || absl::StartsWith(host, "127.")) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "listen: '", address,
+      "' is reachable beyond this machine and nothing authenticates the "
+      "clients: give per-client tokens (--tokens_file) or a shared one "
+      "(--token_file), or mutual TLS (--tls_cert, --tls_key, "
+      "--tls_client_ca); or listen on 127.0.0.1; --insecure serves anyone "
+      "who reaches the port"));
 }
 
 absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
@@ -1488,6 +1767,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const std::string& address, const ServiceOptions& options,
     ServiceDeps deps) {
   RETURN_IF_ERROR(options.Validate());
+  RETURN_IF_ERROR(CheckListenSecurity(address, options));
   if (deps.engine == nullptr || deps.clock == nullptr || !deps.budget) {
     return absl::InvalidArgumentError(
         "coordinator server: engine, clock and budget are required");

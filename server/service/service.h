@@ -21,7 +21,26 @@
 // codec's (WireErrorName: "bad_checksum", "truncated", ...), or the service's
 // own: "bad_token", "unknown_session", "bad_request", "shutting_down",
 // "spill_lost" (an update that waited on disk could not be read back; the
-// client may send it again).
+// client may send it again), "busy" (the bytes of uploads in flight are at
+// their cap: back off and send again; UNAVAILABLE).
+//
+// Uploads are admitted at their first message, before any value is read or
+// buffered: the session must be live, the client must hold a TRAIN task of
+// that round, the stream must match the run's mode (a plain update in a
+// secure run, or a masked one in a plain run, is refused "protocol"), a
+// session has one upload stream at a time ("duplicate"), and the declared
+// bytes must fit under max_upload_bytes_in_flight ("busy"). Every upload and
+// download stream is cancelled when it runs past its deadline
+// (stream_timeout plus a second per MiB it carries).
+//
+// Identity. Listening beyond loopback needs a token (per-client tokens
+// recommended) or mutual TLS unless `insecure` (CheckListenSecurity). With
+// mutual TLS the client id must be one of its certificate's names (SAN DNS
+// names, or the CN when it has none): a certificate is one client. Client
+// ids are 1-128 characters of [A-Za-z0-9._:-] (bad_request otherwise).
+//
+// Logs. Text from the network (ids, reasons) is quoted, escaped and cut;
+// refusals are logged at most 5 per reason every 10 s, the rest counted.
 //
 // Ordered aggregation. The aggregator's float32 running sums depend on the
 // order updates are added. With `ordered_aggregation` the engine thread adds a
@@ -104,9 +123,23 @@ struct ServiceOptions {
   // Identifies the run's weights: clients holding layers of another run_id
   // download everything. Required.
   std::string run_id;
-  // The run's config as GetRunConfig sends it (RunConfigToYaml); "" = this
-  // coordinator does not serve it (refused FAILED_PRECONDITION). Default "".
+  // The run's config as GetRunConfig sends it (ServedRunConfigYaml); "" =
+  // this coordinator does not serve it (refused FAILED_PRECONDITION).
+  // Default "".
   std::string run_config_yaml;
+  // The run aggregates securely (privacy.secure_aggregation): plain uploads
+  // are refused at their header, masked ones otherwise. Default false.
+  bool secure_aggregation = false;
+  // Cap on the value bytes of all upload streams being received at once; a
+  // stream that would pass it is refused "busy" at its header. Default
+  // 1 GiB.
+  int64_t max_upload_bytes_in_flight = int64_t{1} << 30;
+  // A stream (upload or download) is cancelled after stream_timeout plus
+  // one second per MiB it carries. Default 60 s.
+  absl::Duration stream_timeout = absl::Seconds(60);
+  // Serve beyond loopback without a token or mutual TLS (anyone who reaches
+  // the port can join). Default false.
+  bool insecure = false;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;
@@ -176,6 +209,12 @@ struct ServiceStats {
   // flight: most of an idle client's memory).
   int64_t polls_waiting = 0;
 };
+
+// OK when serving on `address` is safe with `options`: a loopback address
+// (127.0.0.0/8, ::1, localhost, unix:), a token or per-client tokens,
+// mutual TLS, or `insecure`. Otherwise InvalidArgument naming the fix.
+absl::Status CheckListenSecurity(const std::string& address,
+                                 const ServiceOptions& options);
 
 // Parses a per-client tokens file's `text`: one "client_id token" pair per
 // line, blank lines and `#` comments ignored. InvalidArgument
