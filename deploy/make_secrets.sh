@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Makes what deploy/docker-compose.yml mounts but the repository must not hold:
-#   SECRETS_DIR/token.txt   the run's shared token (--token_file), 256 random bits
-#   CERTS_DIR/ca.pem        a private CA (its key stays in SECRETS_DIR/ca.key,
-#                            which no container mounts), and signed by it:
-#   CERTS_DIR/coordinator.pem, coordinator.key   for the name "coordinator"
-#                            (the compose service) and localhost
-#   CERTS_DIR/client.pem, client.key             a client certificate (mutual TLS)
+# Makes what deploy/docker-compose.yml and deploy/kustomization.yaml mount but
+# the repository must not hold, one identity per client:
+#   SECRETS_DIR/tokens.txt        the coordinator's --tokens_file: one line
+#                                 "client-00i TOKEN" per client (256 random bits each)
+#   SECRETS_DIR/client-00i.token  client i's own token (--token_file)
+#   SECRETS_DIR/worker-W.tokens   the tokens of the clients worker pod W hosts
+#                                 (k8s/workers.yaml, --tokens_file)
+#   CERTS_DIR/ca.pem              a private CA (its key stays in SECRETS_DIR/ca.key,
+#                                 which no container mounts), and signed by it:
+#   CERTS_DIR/coordinator.pem, .key  for the name "coordinator" (the compose
+#                                 service and the k8s Service) and localhost
+#   CERTS_DIR/client-00i.pem, .key   client i's certificate: its id is the
+#                                 certificate's name (CN and SAN), which the
+#                                 coordinator requires of a client that joins
+#                                 as client-00i
+#   CERTS_DIR/worker-W.pem, .key     worker pod W's, naming each id it hosts
 # Usage: make_secrets.sh [SECRETS_DIR [CERTS_DIR]]   (default deploy/secrets,
-# deploy/certs). Existing files are kept; delete them to rotate. Both
-# directories are mode 0700 and everything in them readable by the owner only:
-# inside the containers (root) the bind mounts keep these modes.
+# deploy/certs). LAYERFL_CLIENTS (default 8, configs/distributed.yaml's
+# data.num_clients) clients; workers host LAYERFL_PER_WORKER (default 4) each.
+# Existing files are kept; delete them to rotate. Both directories are mode
+# 0700 and everything in them readable by the owner only: inside the
+# containers (root) the bind mounts keep these modes.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 secrets="${1:-$here/secrets}"
 certs="${2:-$here/certs}"
+clients="${LAYERFL_CLIENTS:-8}"
+per_worker="${LAYERFL_PER_WORKER:-4}"
 umask 077
 mkdir -p "$secrets" "$certs"
-
-if [[ ! -s "$secrets/token.txt" ]]; then
-  openssl rand -hex 32 > "$secrets/token.txt"
-  echo "make_secrets: wrote $secrets/token.txt"
-fi
 
 if [[ ! -s "$certs/ca.pem" ]]; then
   openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj "/CN=LayerFL CA" \
@@ -41,4 +49,29 @@ issue() {
   echo "make_secrets: wrote $certs/$name.pem"
 }
 issue coordinator "DNS:coordinator,DNS:localhost,IP:127.0.0.1" serverAuth
-issue client "DNS:layerfl-client" clientAuth
+
+for ((i = 0; i < clients; i++)); do
+  id=$(printf 'client-%03d' "$i")
+  issue "$id" "DNS:$id" clientAuth
+  if [[ ! -s "$secrets/$id.token" ]]; then
+    openssl rand -hex 32 > "$secrets/$id.token"
+  fi
+done
+# The coordinator's tokens file, and each worker's, from the clients' tokens
+# (rewritten every time: they follow the per-client files).
+: > "$secrets/tokens.txt"
+for ((i = 0; i < clients; i++)); do
+  id=$(printf 'client-%03d' "$i")
+  printf '%s %s\n' "$id" "$(cat "$secrets/$id.token")" >> "$secrets/tokens.txt"
+done
+for ((w = 0; w * per_worker < clients; w++)); do
+  : > "$secrets/worker-$w.tokens"
+  san=""
+  for ((i = w * per_worker; i < (w + 1) * per_worker && i < clients; i++)); do
+    id=$(printf 'client-%03d' "$i")
+    printf '%s %s\n' "$id" "$(cat "$secrets/$id.token")" >> "$secrets/worker-$w.tokens"
+    san="${san:+$san,}DNS:$id"
+  done
+  issue "worker-$w" "$san" clientAuth
+done
+echo "make_secrets: tokens for $clients clients in $secrets (tokens.txt, client-*.token, worker-*.tokens)"

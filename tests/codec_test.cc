@@ -416,6 +416,32 @@ TEST(CodecTest, HostileShapeRefusedBeforeAllocating) {
   EXPECT_EQ(WireErrorOf(d.Add(&h, 0, "", Crc32(""))), WireError::kWrongShape);
 }
 
+// Each layer under the per-layer cap, together past the stream's: the
+// layer that passes it is refused before anything of it is allocated.
+TEST(CodecTest, StreamPastItsTotalIsRefused) {
+  DecoderLimits limits;
+  limits.max_layer_numel = 1000;
+  limits.max_total_numel = 2500;
+  std::vector<ExpectedLayer> expected;
+  for (const char* name : {"a", "b", "c"}) expected.push_back({name, std::nullopt});
+  LayerStreamDecoder d(expected, {}, limits);
+  for (const char* name : {"a", "b", "c"}) {
+    LayerHeader h;
+    h.layer = name;
+    h.tensors = {{std::string(name) + ".w", {1000}}};
+    h.layout = LayoutFingerprint(h.tensors);
+    h.payload_bytes = 4000;
+    const std::string data(4000, '\0');
+    const absl::Status s = d.Add(&h, 0, data, Crc32(data));
+    if (std::string(name) == "c") {
+      EXPECT_EQ(WireErrorOf(s), WireError::kWrongShape) << s;
+      EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("2500 values in all"));
+    } else {
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+}
+
 TEST(CodecTest, EncodingNamesParse) {
   for (Encoding e : {Encoding::kFloat32, Encoding::kFloat16, Encoding::kBFloat16}) {
     EXPECT_EQ(*ParseEncoding(EncodingName(e)), e);

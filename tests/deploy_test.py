@@ -335,10 +335,11 @@ for n, s in sorted(services.items()):
              "service %s: --config=%s is %s in the repository"
              % (n, config, os.path.relpath(repo_config, SRC) if repo_config else "nowhere")):
         config_yaml = yaml.safe_load(open(repo_config)) or {}
-    if "token_file" in args:
-        m = re.fullmatch(r"/run/secrets/([\w.-]+)", args["token_file"])
-        check(m is not None and m.group(1) in secret_names and m.group(1) in top_secrets,
-              "service %s: --token_file=%s is its secret" % (n, args["token_file"]))
+    for flag in ("token_file", "tokens_file"):
+        if flag in args:
+            m = re.fullmatch(r"/run/secrets/([\w.-]+)", args[flag])
+            check(m is not None and m.group(1) in secret_names and m.group(1) in top_secrets,
+                  "service %s: --%s=%s is its secret" % (n, flag, args[flag]))
     for sec in secret_names:
         f = (top_secrets.get(sec) or {}).get("file", "")
         check(os.path.isfile(f) and os.path.getsize(f) > 0,
@@ -375,9 +376,30 @@ for n, s in sorted(services.items()):
     for target, v in mounts.items():
         src = v.get("source", "")
         if src.startswith("/") and src.startswith(certs_dir):
-            check(os.path.isfile(os.path.join(src, "ca.pem")),
-                  "service %s: certificates volume %s -> %s holds make_secrets.sh's ca.pem"
+            check(os.path.isfile(src) and v.get("read_only"),
+                  "service %s: %s -> %s is one of make_secrets.sh's files, read-only "
+                  "(no container mounts the whole certificates directory)"
                   % (n, os.path.relpath(src, tmp), target))
+    mounted_files = {os.path.basename(v.get("source", "")) for v in mounts.values()}
+    if binary == "layerfl-client":
+        # One identity per client: its own certificate (naming its id), key
+        # and token, and nobody else's key.
+        cid = args.get("id", "")
+        check(os.path.basename(args.get("tls_cert", "")) == cid + ".pem" and
+              os.path.basename(args.get("tls_key", "")) == cid + ".key",
+              "service %s: presents its own certificate %s.pem" % (n, cid))
+        r = run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                 os.path.join(certs_dir, cid + ".pem")])
+        check("DNS:%s" % cid in r.stdout, "certificate %s.pem names %s: %s"
+              % (cid, cid, r.stdout.strip().splitlines()[-1:] if r.stdout else "none"))
+        others = [f for f in mounted_files if f.endswith(".key") and f != cid + ".key"]
+        check(not others, "service %s mounts no other client's key: %s" % (n, others))
+        tok = (top_secrets.get(secret_names[0] if secret_names else "") or {}).get("file", "")
+        check(len(secret_names) == 1 and os.path.basename(tok) == cid + ".token",
+              "service %s: its one secret is its own token (%s)" % (n, os.path.basename(tok)))
+    if binary == "layerfl-coordinator":
+        check(not [f for f in mounted_files if f.startswith("client-") or f.startswith("worker-")],
+              "service %s holds no client's key" % n)
     if binary == "layerfl-coordinator":
         check(coordinator_service is None, "one coordinator service")
         coordinator_service, coordinator_config = n, config
@@ -411,7 +433,8 @@ check(partition_services and client_shares and client_shares == written_shares,
       % (sorted(client_shares), partition_services, sorted(written_shares)))
 check(len(clients) >= 2, "several client services (%d)" % len(clients))
 r = run(["openssl", "verify", "-CAfile", os.path.join(certs_dir, "ca.pem"),
-         os.path.join(certs_dir, "coordinator.pem"), os.path.join(certs_dir, "client.pem")])
+         os.path.join(certs_dir, "coordinator.pem"), os.path.join(certs_dir, "client-000.pem"),
+         os.path.join(certs_dir, "worker-0.pem")])
 check(r.returncode == 0, "make_secrets.sh's certificates verify against its CA")
 r = run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
          os.path.join(certs_dir, "coordinator.pem")])
@@ -540,11 +563,17 @@ for d in by_kind.get("StatefulSet", []) + by_kind.get("Job", []):
                      "%s: --config=%s is in the repository" % (where, config)):
                 cfg = yaml.safe_load(open(repo_config)) or {}
             data_dir = (cfg.get("data") or {}).get("dir", DATA_DIR_DEFAULT)
-            for flag in ("token_file", "tls_cert", "tls_key", "tls_ca", "tls_client_ca"):
+            n_pods = (cfg.get("data") or {}).get("num_clients") or 1
+            for flag in ("token_file", "tokens_file", "tls_cert", "tls_key", "tls_ca",
+                         "tls_client_ca"):
                 if flag in args:
                     m = mounted(args[flag])
                     secret = (volumes.get(m["name"], {}).get("secret") or {}).get("secretName") if m else None
-                    check(secret in generated and os.path.basename(args[flag]) in generated[secret],
+                    base = os.path.basename(args[flag])
+                    # Per pod: {index:03} is the pod's completion index.
+                    names = ([base.format(index=i) for i in range(n_pods)]
+                             if "{index" in base else [base])
+                    check(secret in generated and all(x in generated[secret] for x in names),
                           "%s: --%s=%s is a key of a generated secret" % (where, flag, args[flag]))
             if binary == "layerfl-coordinator":
                 port = args.get("listen", "0.0.0.0:50051").rsplit(":", 1)[1]
@@ -665,6 +694,25 @@ for d in worker_jobs:
                           "%s dials the coordinator Service" % where, quiet=True)
                     check(args.get("tls_server_name") == k8s_cert_name,
                           "%s checks the coordinator certificate's name" % where, quiet=True)
+                    # Its own identity: a certificate naming every id it
+                    # hosts, and those ids' tokens.
+                    for flag in ("tokens_file", "tls_cert", "tls_key", "tls_ca"):
+                        mp = [p for p in mounts if args.get(flag, "").startswith(p + "/")]
+                        secret = ((volumes.get(mounts[mp[0]]["name"], {}).get("secret") or {})
+                                  .get("secretName") if mp else None)
+                        check(secret in generated and
+                              os.path.basename(args.get(flag, "")) in generated[secret],
+                              "%s: --%s=%s is a key of a generated secret"
+                              % (where, flag, args.get(flag)))
+                    cert = os.path.join(certs_dir, os.path.basename(args.get("tls_cert", "")))
+                    r = run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", cert])
+                    check(all("DNS:client-%03d" % i in r.stdout for i in ids),
+                          "%s: its certificate names the ids it hosts: %s" % (where, r.stdout.strip()))
+                    tokens = os.path.join(secrets_dir, os.path.basename(args.get("tokens_file", "")))
+                    listed = ({l.split()[0] for l in open(tokens) if l.strip()}
+                              if os.path.isfile(tokens) else set())
+                    check(listed == {"client-%03d" % i for i in ids},
+                          "%s: its tokens file holds exactly its ids' tokens" % where)
         check(written is not None and written == ids and ids,
               "%s pod %d: its init container writes exactly its clients' shares (%s vs ids %s)"
               % (name, w, sorted(written or []), sorted(ids or [])))

@@ -4,8 +4,11 @@
 // garbage shares or return lying unmask shares.
 #include "common/secagg/secagg.h"
 
+#include "common/secagg/participant.h"
+
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -667,6 +670,32 @@ TEST(SecAggTest, RosterChecks) {
   fake.enc_pk[0] ^= 1;
   forged.entries = {{fake, {0}}, {b.Advertise(), {1}}};
   EXPECT_THAT(a.ShareKeys(forged).status().message(), HasSubstr("other keys"));
+}
+
+// A lying coordinator's roster whose scale would overflow quantization's
+// integer cast (or wrap the sums), or whose range is not finite, is refused
+// before anything is shared.
+TEST(SecAggTest, ParticipantRefusesAnUnusableQuantization) {
+  SecAggServer server(1, 2, kSizes);
+  SecAggParticipant a("a", {"l0", "l1", "l2"}, 1);
+  SecAggParticipant b("b", {"l0", "l1", "l2"}, 1);
+  ASSERT_TRUE(server.AddAdvert(a.Advertise(1), {0}).ok());
+  ASSERT_TRUE(server.AddAdvert(b.Advertise(1), {1}).ok());
+  absl::StatusOr<SecAggRoster> roster = server.Roster();
+  ASSERT_TRUE(roster.ok()) << roster.status();
+  for (const auto& [scale, range] :
+       {std::pair<double, double>{roster->scale * 2, roster->value_range},
+        {1e300, roster->value_range},
+        {roster->scale, std::numeric_limits<double>::infinity()},
+        {0.5, roster->value_range}}) {
+    SecAggRoster lying = *roster;
+    lying.scale = scale;
+    lying.value_range = range;
+    EXPECT_THAT(a.ShareKeys(lying).status().message(),
+                HasSubstr("malformed: roster quantization scale"))
+        << scale << " " << range;
+  }
+  EXPECT_TRUE(a.ShareKeys(*roster).ok());
 }
 
 // Quantization: clip, scale with headroom for n summands, stochastic

@@ -20,6 +20,19 @@
 namespace layerfl {
 namespace {
 
+// The token `id` presents: its own (client_tokens), else the shared one.
+absl::StatusOr<std::string> TokenFor(const ClientOptions& options,
+                                     const std::string& id) {
+  if (options.client_tokens.empty()) return options.daemon.token;
+  auto it = options.client_tokens.find(id);
+  if (it == options.client_tokens.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokens_file: no token for client '", id, "'"));
+  }
+  return it->second;
+}
+
+
 // One client's work through its LocalWorker. `turn`, when given, is held
 // around every task: the clients of a worker process share one model
 // replica and take turns on it.
@@ -81,6 +94,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
       DeclaredBudget(c, options.budget, options.budget_s, options.budget_mb));
   out.daemon = options.daemon;
   out.daemon.client_id = client_id;
+  ASSIGN_OR_RETURN(out.daemon.token, TokenFor(options, client_id));
   out.daemon.budget = limits.budget;
   out.daemon.max_time_s = limits.max_time_s;
   out.daemon.max_memory_mb = limits.max_memory_mb;
@@ -175,6 +189,7 @@ absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
   } else {
     DaemonOptions ask = options.daemon;
     ask.client_id = client_id;
+    ASSIGN_OR_RETURN(ask.token, TokenFor(options, client_id));
     absl::StatusOr<std::string> yaml = FetchRunConfig(ask, link, stop);
     if (!yaml.ok()) {
       return absl::Status(
@@ -347,6 +362,11 @@ absl::Status RunHostedClients(const ClientOptions& options,
       ids.push_back(PartitionClientId(i));
     }
   }
+  std::vector<std::string> tokens;
+  for (const std::string& id : ids) {
+    ASSIGN_OR_RETURN(std::string token, TokenFor(options, id));
+    tokens.push_back(std::move(token));
+  }
   // The run, asked once (as the first client).
   std::unique_ptr<CoordinatorLink> first_link = CreateGrpcLink(options.link);
   ASSIGN_OR_RETURN(PreparedRun prepared,
@@ -391,6 +411,7 @@ absl::Status RunHostedClients(const ClientOptions& options,
     threads.emplace_back([&, k] {
       DaemonOptions daemon = prepared.daemon;
       daemon.client_id = ids[k];
+      daemon.token = tokens[k];
       std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
       absl::StatusOr<DaemonResult> r =
           RunClientDaemon(daemon, *work[k], *link, stop);

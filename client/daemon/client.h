@@ -64,7 +64,12 @@ struct ClientOptions {
   // Index into the run's client partitions when data_dir is "".
   int partition = 0;
   // client_id "" = PartitionClientId(partition); required with data_dir.
+  // daemon.token is the token every hosted id presents unless
+  // client_tokens is set.
   DaemonOptions daemon;
+  // Per-client tokens (a tokens file: client id -> token): each id presents
+  // its own; an id without one is InvalidArgument naming it. Empty = none.
+  std::map<std::string, std::string> client_tokens;
   GrpcLinkOptions link;
   // This daemon's Prometheus /metrics (client_metrics.h); address "" =
   // none (the default: several clients may share a machine).

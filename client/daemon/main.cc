@@ -21,6 +21,7 @@
 #include "common/data/file.h"
 #include "common/util/flags.h"
 #include "common/util/memory.h"
+#include "common/util/secret.h"
 #include "common/util/signals.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -66,6 +67,11 @@ ABSL_FLAG(std::string, token, "",
 ABSL_FLAG(std::string, token_file, "",
           "file holding the run's shared secret, or this client's own token "
           "when the coordinator has --tokens_file");
+ABSL_FLAG(std::string, tokens_file, "",
+          "per-client tokens, one 'client_id token' per line (# comments): "
+          "each client this process runs presents its own id's (for --ids / "
+          "--partitions workers when the coordinator has --tokens_file); "
+          "exclusive with --token/--token_file");
 ABSL_FLAG(std::string, tls_ca, "",
           "CA certificates (PEM) to verify the coordinator with; set = TLS");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -216,6 +222,22 @@ int main(int argc, char** argv) {
         "token_file", absl::GetFlag(FLAGS_token_file));
     if (!token.ok()) return fail_flags(std::string(token.status().message()));
     d.token = *std::move(token);
+  }
+  if (!absl::GetFlag(FLAGS_tokens_file).empty()) {
+    if (!d.token.empty()) {
+      return fail_flags("--tokens_file and --token/--token_file are exclusive");
+    }
+    const std::string path = absl::GetFlag(FLAGS_tokens_file);
+    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
+    if (!text.ok()) {
+      return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
+    }
+    absl::StatusOr<std::map<std::string, std::string>> tokens =
+        layerfl::ParseClientTokens(*text, path);
+    if (!tokens.ok()) {
+      return fail_flags(absl::StrCat("--tokens_file: ", tokens.status().message()));
+    }
+    options.client_tokens = *std::move(tokens);
   }
   options.budget = absl::GetFlag(FLAGS_budget);
   options.budget_s = absl::GetFlag(FLAGS_budget_s);

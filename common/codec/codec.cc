@@ -352,6 +352,13 @@ absl::Status LayerStreamDecoder::StartLayer(const LayerHeader& h) {
     numel += n;
     current_.tensors.push_back(std::move(t));
   }
+  if (numel > limits_.max_total_numel - total_numel_) {
+    return WireRefusal(
+        WireError::kWrongShape,
+        absl::StrCat("layer '", h.layer, "' takes the stream past ",
+                     limits_.max_total_numel, " values in all"));
+  }
+  total_numel_ += numel;
   const uint64_t want_bytes =
       static_cast<uint64_t>(numel) * BytesPerValue(limits_.encoding);
   if (h.payload_bytes != want_bytes) {

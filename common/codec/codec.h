@@ -165,6 +165,10 @@ struct DecoderLimits {
   int64_t max_chunk_bytes = 2 << 20;       // larger chunks are refused
   // Largest layer accepted when its layout is unknown (elements).
   int64_t max_layer_numel = int64_t{1} << 28;
+  // Most values a whole stream may carry (a sender announcing layer after
+  // layer cannot make the receiver allocate without end). Default 2^31
+  // (8 GiB as float32).
+  int64_t max_total_numel = int64_t{1} << 31;
 };
 
 // Checks and reassembles a layer stream into float32 tensors. Not
@@ -215,6 +219,7 @@ class LayerStreamDecoder {
   std::vector<size_t> current_numel_;  // per tensor of the current layer
   size_t tensor_ = 0;                  // the tensor being filled
   int64_t payload_bytes_ = 0;
+  int64_t total_numel_ = 0;  // values announced by the layers so far
   bool finished_ = false;
 };
 

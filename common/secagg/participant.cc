@@ -1,5 +1,7 @@
 #include "common/secagg/participant.h"
 
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -33,9 +35,17 @@ SecAggAdvert SecAggParticipant::Advertise(int64_t round) {
 absl::StatusOr<std::vector<SecAggShare>> SecAggParticipant::ShareKeys(
     const SecAggRoster& roster) {
   if (absl::Status s = CheckRound(roster.round); !s.ok()) return s;
-  if (!(roster.scale >= 1) || !(roster.value_range > 0)) {
-    return absl::InvalidArgumentError(
-        "malformed: roster without a usable quantization scale and range");
+  // The scale must leave every participant's value, and every sum of them,
+  // inside 32 bits (SecAggScale): a larger one would overflow the integer
+  // cast of quantization or wrap the sums.
+  const int n = static_cast<int>(roster.entries.size());
+  if (!(roster.value_range > 0) || !std::isfinite(roster.value_range) ||
+      !(roster.scale >= 1) ||
+      roster.scale > SecAggScale(roster.value_range, std::max(n, 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed: roster quantization scale ", roster.scale, " and range ",
+        roster.value_range, " for ", n,
+        " participants (the scale must be in [1, SecAggScale(range, n)])"));
   }
   absl::StatusOr<std::vector<SecAggShare>> shares = client_->ShareKeys(roster);
   if (shares.ok()) roster_ = std::make_unique<SecAggRoster>(roster);

@@ -3,7 +3,12 @@
 #include <sodium.h>
 
 #include <cstdlib>
+#include <utility>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 
 namespace layerfl {
 namespace {
@@ -40,6 +45,35 @@ std::string RandomHexToken(int bytes) {
 uint32_t SecureUniform(uint32_t upper) {
   InitSodium();
   return randombytes_uniform(upper);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
+    const std::string& text, const std::string& source) {
+  std::map<std::string, std::string> tokens;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    const size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (fields.empty()) continue;
+    if (fields.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ":", line_no, ": expected 'client_id token', got ",
+          fields.size(), " fields"));
+    }
+    if (!tokens.emplace(std::string(fields[0]), std::string(fields[1]))
+             .second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ":", line_no, ": client '", fields[0], "' listed twice"));
+    }
+  }
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": no client tokens"));
+  }
+  return tokens;
 }
 
 }  // namespace layerfl

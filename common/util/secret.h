@@ -6,9 +6,12 @@
 // or a general-purpose PRNG.
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace layerfl {
 
@@ -34,6 +37,12 @@ void SecureShuffle(std::vector<T>& items) {
     std::swap(items[i - 1], items[SecureUniform(static_cast<uint32_t>(i))]);
   }
 }
+
+// Parses a per-client tokens file's `text`: one "client_id token" pair per
+// line, blank lines and `#` comments ignored. InvalidArgument
+// "SOURCE:LINE: ..." on a malformed line, a duplicate id or no pair at all.
+absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
+    const std::string& text, const std::string& source);
 
 }  // namespace layerfl
 

@@ -64,6 +64,7 @@
 #include "absl/time/time.h"
 #include "common/codec/codec.h"
 #include "common/util/clock.h"
+#include "common/util/secret.h"  // ParseClientTokens
 #include "server/round/round_engine.h"
 
 namespace layerfl {
@@ -216,11 +217,6 @@ struct ServiceStats {
 absl::Status CheckListenSecurity(const std::string& address,
                                  const ServiceOptions& options);
 
-// Parses a per-client tokens file's `text`: one "client_id token" pair per
-// line, blank lines and `#` comments ignored. InvalidArgument
-// "SOURCE:LINE: ..." on a malformed line, a duplicate id or no pair at all.
-absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
-    const std::string& text, const std::string& source);
 
 class CoordinatorServer {
  public:
