@@ -15,6 +15,11 @@
 #                                 coordinator requires of a client that joins
 #                                 as client-00i
 #   CERTS_DIR/worker-W.pem, .key     worker pod W's, naming each id it hosts
+#   SECRETS_DIR/client-00i.identity  client i's Ed25519 identity seed (hex):
+#                                 secure aggregation signs its adverts with it
+#   CERTS_DIR/identities.txt      every client's identity public key
+#                                 ("client-00i HEX"), which each client checks
+#                                 the roster's adverts against
 # Usage: make_secrets.sh [SECRETS_DIR [CERTS_DIR]]   (default deploy/secrets,
 # deploy/certs). LAYERFL_CLIENTS (default 8, configs/distributed.yaml's
 # data.num_clients) clients; workers host LAYERFL_PER_WORKER (default 4) each.
@@ -50,20 +55,32 @@ issue() {
 }
 issue coordinator "DNS:coordinator,DNS:localhost,IP:127.0.0.1" serverAuth
 
+hex() { od -An -tx1 | tr -d ' \n'; }
 for ((i = 0; i < clients; i++)); do
   id=$(printf 'client-%03d' "$i")
   issue "$id" "DNS:$id" clientAuth
   if [[ ! -s "$secrets/$id.token" ]]; then
     openssl rand -hex 32 > "$secrets/$id.token"
   fi
+  if [[ ! -s "$secrets/$id.identity" ]]; then
+    # PKCS#8 and SPKI DER of Ed25519 end with the 32-byte seed and key.
+    openssl genpkey -algorithm ed25519 -outform DER -out "$secrets/$id.der"
+    tail -c 32 "$secrets/$id.der" | hex > "$secrets/$id.identity"
+    openssl pkey -inform DER -in "$secrets/$id.der" -pubout -outform DER |
+      tail -c 32 | hex > "$secrets/$id.identity.pub"
+    rm -f "$secrets/$id.der"
+  fi
 done
 # The coordinator's tokens file, and each worker's, from the clients' tokens
 # (rewritten every time: they follow the per-client files).
 : > "$secrets/tokens.txt"
+: > "$certs/identities.txt"
 for ((i = 0; i < clients; i++)); do
   id=$(printf 'client-%03d' "$i")
   printf '%s %s\n' "$id" "$(cat "$secrets/$id.token")" >> "$secrets/tokens.txt"
+  printf '%s %s\n' "$id" "$(cat "$secrets/$id.identity.pub")" >> "$certs/identities.txt"
 done
+chmod 644 "$certs/identities.txt"  # public keys
 for ((w = 0; w * per_worker < clients; w++)); do
   : > "$secrets/worker-$w.tokens"
   san=""
@@ -74,4 +91,4 @@ for ((w = 0; w * per_worker < clients; w++)); do
   done
   issue "worker-$w" "$san" clientAuth
 done
-echo "make_secrets: tokens for $clients clients in $secrets (tokens.txt, client-*.token, worker-*.tokens)"
+echo "make_secrets: tokens and identities for $clients clients in $secrets, identities.txt in $certs"

@@ -151,6 +151,7 @@ void ToProto(const SecAggAdvert& in, wire::v1::SecAggAdvert* out) {
   out->set_enc_pk(Bytes(in.enc_pk));
   out->set_mask_pk(Bytes(in.mask_pk));
   out->set_commitment(Bytes(in.commitment));
+  out->set_signature(in.signature);
 }
 
 absl::StatusOr<SecAggAdvert> FromProto(const wire::v1::SecAggAdvert& in) {
@@ -161,6 +162,11 @@ absl::StatusOr<SecAggAdvert> FromProto(const wire::v1::SecAggAdvert& in) {
   if (s.ok()) s = ToKey(in.mask_pk(), "mask_pk", &a.mask_pk);
   if (s.ok()) s = ToKey(in.commitment(), "commitment", &a.commitment);
   if (!s.ok()) return s;
+  if (!in.signature().empty() && in.signature().size() != 64) {
+    return absl::InvalidArgumentError(
+        "malformed: an advert signature must have 64 bytes");
+  }
+  a.signature = in.signature();
   return a;
 }
 

@@ -5,6 +5,7 @@
 // loopback without authentication.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sodium.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -498,12 +499,45 @@ TEST(IdentityTest, APerClientTokenCannotTakeOverAnotherClientsSession) {
 }
 
 
-// Secure aggregation, client-002 killed after sharing its keys of round 1
-// and restarted: the new process holds no key state for round 1, so it
-// leaves that round (secagg_state_lost) instead of uploading, and takes
-// part in round 2. No plain update reaches the coordinator, nothing is
-// held or spilled, and both rounds commit.
+// Identities for `ids`: each one's Ed25519 key and everyone's public keys,
+// as an operator would hand them out.
+std::map<std::string, std::shared_ptr<const SecAggIdentity>> Identities(
+    const std::vector<std::string>& ids) {
+  EXPECT_GE(sodium_init(), 0);
+  std::map<std::string, std::string> seeds;
+  std::string peers;
+  const auto hex = [](const unsigned char* b, size_t n) {
+    std::string out(2 * n + 1, '\0');
+    sodium_bin2hex(out.data(), out.size(), b, n);
+    out.pop_back();
+    return out;
+  };
+  for (const std::string& id : ids) {
+    unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    unsigned char seed[crypto_sign_SEEDBYTES];
+    randombytes_buf(seed, sizeof(seed));
+    crypto_sign_seed_keypair(pk, sk, seed);
+    seeds[id] = hex(seed, sizeof(seed));
+    absl::StrAppend(&peers, id, " ", hex(pk, sizeof(pk)), "\n");
+  }
+  std::map<std::string, std::shared_ptr<const SecAggIdentity>> out;
+  for (const std::string& id : ids) {
+    absl::StatusOr<SecAggIdentity> i =
+        ParseSecAggIdentity(id, seeds[id], "key", peers, "peers");
+    EXPECT_TRUE(i.ok()) << i.status();
+    out[id] = std::make_shared<const SecAggIdentity>(*i);
+  }
+  return out;
+}
+
+// Secure aggregation with signed adverts (every client holds its identity
+// key and the others' public keys), client-002 killed after sharing its
+// keys of round 1 and restarted: the new process holds no key state for
+// round 1, so it leaves that round (secagg_state_lost) instead of
+// uploading, and takes part in round 2. No plain update reaches the
+// coordinator, nothing is held or spilled, and both rounds commit.
 TEST(SecureRunTest, AClientRestartedAfterSharingNeverSendsAPlainUpdate) {
+  const auto identities = Identities({Id(0), Id(1), Id(2)});
   std::ostringstream log;
   RoundEngineOptions engine = EngineOptions(2, absl::Seconds(30));
   engine.secagg.enabled = true;
@@ -518,7 +552,10 @@ TEST(SecureRunTest, AClientRestartedAfterSharingNeverSendsAPlainUpdate) {
   options.spill_dir = spill;
   auto coordinator = std::make_unique<Coordinator>(
       engine, options, "127.0.0.1:0", nullptr, SmallModel(), &log);
-  const auto secure = [](DaemonOptions& d) { d.secure_aggregation = true; };
+  const auto secure = [&identities](DaemonOptions& d) {
+    d.secure_aggregation = true;
+    d.secagg_identity = identities.at(d.client_id);
+  };
   std::vector<std::unique_ptr<DaemonThread>> daemons;
   for (int i = 0; i < 2; ++i) {
     daemons.push_back(std::make_unique<DaemonThread>(
@@ -529,8 +566,8 @@ TEST(SecureRunTest, AClientRestartedAfterSharingNeverSendsAPlainUpdate) {
   auto killed = std::make_unique<DaemonThread>(
       coordinator->target(),
       std::make_unique<FakeWork>(Id(2), Samples(2), absl::ZeroDuration()),
-      Id(2), [](DaemonOptions& d) {
-        d.secure_aggregation = true;
+      Id(2), [&](DaemonOptions& d) {
+        secure(d);
         d.exit_after_shares_round = 1;
       });
   const absl::StatusOr<DaemonResult> first = killed->JoinWithin(absl::Seconds(30));
@@ -564,7 +601,9 @@ TEST(SecureRunTest, AClientRestartedAfterSharingNeverSendsAPlainUpdate) {
   for (int r = 0; r < 2; ++r) {
     for (const ClientRoundRecord& c : records[r].clients) {
       contributed[r] += c.contributed;
-      if (c.id == Id(2)) EXPECT_EQ(c.contributed, r == 1) << r;
+      if (c.id == Id(2)) {
+        EXPECT_EQ(c.contributed, r == 1) << r;
+      }
     }
   }
   EXPECT_EQ(contributed[0], 2);

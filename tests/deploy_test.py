@@ -394,9 +394,28 @@ for n, s in sorted(services.items()):
               % (cid, cid, r.stdout.strip().splitlines()[-1:] if r.stdout else "none"))
         others = [f for f in mounted_files if f.endswith(".key") and f != cid + ".key"]
         check(not others, "service %s mounts no other client's key: %s" % (n, others))
-        tok = (top_secrets.get(secret_names[0] if secret_names else "") or {}).get("file", "")
-        check(len(secret_names) == 1 and os.path.basename(tok) == cid + ".token",
-              "service %s: its one secret is its own token (%s)" % (n, os.path.basename(tok)))
+        files = sorted(os.path.basename((top_secrets.get(x) or {}).get("file", ""))
+                       for x in secret_names)
+        check(files == [cid + ".identity", cid + ".token"],
+              "service %s: its secrets are its own token and identity key (%s)" % (n, files))
+        if "identity_key" in args:
+            m = re.fullmatch(r"/run/secrets/([\w.-]+)", args["identity_key"])
+            check(m is not None and m.group(1) in secret_names,
+                  "service %s: --identity_key is its secret" % n)
+            peers = mounts.get(args.get("peer_identities", ""))
+            check(peers is not None and os.path.basename(peers.get("source", "")) == "identities.txt",
+                  "service %s: --peer_identities is make_secrets.sh's identities.txt" % n)
+            # The client accepts them: its seed's public key is its line of
+            # identities.txt (exit 2 would name the flag; 1 = it then could
+            # not reach a coordinator, as expected here).
+            r = run([os.path.join(BIN, "layerfl-client"), "--id", cid,
+                     "--identity_key", os.path.join(secrets_dir, cid + ".identity"),
+                     "--peer_identities", os.path.join(certs_dir, "identities.txt"),
+                     "--coordinator", "127.0.0.1:1", "--give_up_s", "1",
+                     "--partition", "0"])
+            check(r.returncode != 2 and "identity" not in r.stderr,
+                  "service %s: layerfl-client accepts its identity key and identities.txt (%s)"
+                  % (n, r.stderr.strip().splitlines()[-1:] if r.stderr else "ok"))
     if binary == "layerfl-coordinator":
         check(not [f for f in mounted_files if f.startswith("client-") or f.startswith("worker-")],
               "service %s holds no client's key" % n)

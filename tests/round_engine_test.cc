@@ -750,6 +750,48 @@ TEST_F(RoundEngineTest, SecureAggregationExcludesALyingUnmaskResponse) {
   EXPECT_EQ(records[0].rejected.at("bad_share"), 1);
 }
 
+// An attempt a cheater broke (here its exclusion leaves fewer updates than
+// min_clients) is abandoned without using up max_round_retries: with none
+// allowed the run goes on to the next attempt instead of failing.
+TEST_F(RoundEngineTest, AnAttemptACheaterBrokeDoesNotUseUpTheRetries) {
+  RoundEngineOptions o = SecAggOpts();
+  o.min_clients = 3;
+  o.max_round_retries = 0;
+  o.secagg.threshold = 0.6;  // 2 of 3
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3"});
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    std::vector<SecAggShare> shares = *p->ShareKeys(*e->TaskFor(id).roster);
+    if (id == "c3") {
+      for (SecAggShare& share : shares) share.ciphertext[0] ^= 1;
+    }
+    ASSERT_TRUE(e->SubmitShares(id, 1, shares).ok());
+  }
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitMasked(id, 1,
+                                *p->Mask(1, e->TaskFor(id).shares,
+                                         {Delta("a", {1.0f, 1.0f})}))
+                    .ok());
+  }
+  for (const char* id : {"c1", "c2"}) {
+    ASSERT_TRUE(
+        e->SubmitUnmask(id, 1, *ps[id]->Unmask(*e->TaskFor(id).unmask)).ok());
+  }
+  // Two updates left of min_clients 3: abandoned, model untouched ...
+  EXPECT_EQ(e->committed_round(), 0);
+  EXPECT_FALSE(e->round_running());
+  EXPECT_THAT(e->global().layers[0].tensors[0].values, ElementsAre(1.0f, 2.0f));
+  // ... and the next attempt starts although no retry was allowed.
+  EXPECT_TRUE(e->Tick().ok());
+  EXPECT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kAdvertise);
+}
+
 TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
   auto plain = Make(Opts(0, 1));
   JoinAll(*plain, {{"c1", 1}});

@@ -4,7 +4,7 @@
 // garbage shares or return lying unmask shares.
 #include "common/secagg/secagg.h"
 
-#include "common/secagg/participant.h"
+#include <sodium.h>
 
 #include <cmath>
 #include <functional>
@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "common/secagg/participant.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -670,6 +672,97 @@ TEST(SecAggTest, RosterChecks) {
   fake.enc_pk[0] ^= 1;
   forged.entries = {{fake, {0}}, {b.Advertise(), {1}}};
   EXPECT_THAT(a.ShareKeys(forged).status().message(), HasSubstr("other keys"));
+}
+
+// Identities (Bonawitz et al.'s malicious variant): each client signs its
+// advert with its Ed25519 key and checks every roster entry against the
+// operator's public keys. A coordinator that substitutes a peer's keys, drops
+// a signature or adds an id nobody vouched for is refused.
+class IdentityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_GE(sodium_init(), 0);
+    for (const char* id : {"a", "b", "c"}) {
+      unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+      unsigned char seed[crypto_sign_SEEDBYTES];
+      randombytes_buf(seed, sizeof(seed));
+      crypto_sign_seed_keypair(pk, sk, seed);
+      seeds_[id] = Hex(seed, sizeof(seed));
+      absl::StrAppend(&peers_, id, " ", Hex(pk, sizeof(pk)), "\n");
+    }
+  }
+  static std::string Hex(const unsigned char* b, size_t n) {
+    std::string out(2 * n + 1, '\0');
+    sodium_bin2hex(out.data(), out.size(), b, n);
+    out.pop_back();
+    return out;
+  }
+  std::shared_ptr<const SecAggIdentity> Identity(const std::string& id) {
+    absl::StatusOr<SecAggIdentity> i =
+        ParseSecAggIdentity(id, seeds_[id], "key", peers_, "peers");
+    EXPECT_TRUE(i.ok()) << i.status();
+    return std::make_shared<const SecAggIdentity>(*i);
+  }
+  std::map<std::string, std::string> seeds_;
+  std::string peers_;
+};
+
+TEST_F(IdentityTest, SignedAdvertsPassAndForgedKeysAreRefused) {
+  SecAggClient a("a", 1, Identity("a")), b("b", 1, Identity("b")),
+      c("c", 1, Identity("c"));
+  SecAggServer server(1, 2, kSizes);
+  ASSERT_TRUE(server.AddAdvert(a.Advertise(), {0}).ok());
+  ASSERT_TRUE(server.AddAdvert(b.Advertise(), {1}).ok());
+  ASSERT_TRUE(server.AddAdvert(c.Advertise(), {0, 1}).ok());
+  EXPECT_EQ(a.Advertise().signature.size(), 64u);
+  absl::StatusOr<SecAggRoster> roster = server.Roster();
+  ASSERT_TRUE(roster.ok()) << roster.status();
+
+  // The coordinator puts its own key in c's entry (to read the shares sent
+  // to c): a's check of c's signature fails.
+  SecAggRoster forged = *roster;
+  SecAggClient mallory("c", 1);
+  forged.entries[2].advert.enc_pk = mallory.Advertise().enc_pk;
+  EXPECT_THAT(std::string(a.ShareKeys(forged).status().message()),
+              HasSubstr("malformed: the advert of 'c' is not signed by its "
+                        "identity key"));
+  // An unsigned entry, and one of an id nobody vouched for.
+  SecAggRoster unsigned_entry = *roster;
+  unsigned_entry.entries[1].advert.signature.clear();
+  EXPECT_THAT(std::string(a.ShareKeys(unsigned_entry).status().message()),
+              HasSubstr("the advert of 'b' is not signed"));
+  SecAggRoster stranger = *roster;
+  stranger.entries[2] = {mallory.Advertise(), {0}};
+  stranger.entries[2].advert.id = "d";
+  EXPECT_THAT(std::string(a.ShareKeys(stranger).status().message()),
+              HasSubstr("unknown_peer: no identity key for 'd'"));
+  // The honest roster shares; the refusals changed nothing.
+  EXPECT_TRUE(a.ShareKeys(*roster).ok());
+  EXPECT_TRUE(b.ShareKeys(*roster).ok());
+}
+
+TEST_F(IdentityTest, IdentityFilesAreChecked) {
+  EXPECT_THAT(std::string(ParseSecAggIdentity("a", "xyz", "key", peers_, "peers")
+                              .status()
+                              .message()),
+              HasSubstr("key: expected a 32-byte Ed25519 seed"));
+  EXPECT_THAT(std::string(ParseSecAggIdentity("a", seeds_["b"], "key", peers_,
+                                               "peers")
+                              .status()
+                              .message()),
+              HasSubstr("peers: does not list 'a' with the public key of key"));
+  EXPECT_THAT(std::string(ParseSecAggIdentity("a", seeds_["a"], "key",
+                                              peers_ + "a 00\n", "peers")
+                              .status()
+                              .message()),
+              HasSubstr("peers:4: expected 'client_id public_key'"));
+  EXPECT_THAT(
+      std::string(ParseSecAggIdentity("a", seeds_["a"], "key",
+                                      peers_ + peers_.substr(0, peers_.find('\n') + 1),
+                                      "peers")
+                      .status()
+                      .message()),
+      HasSubstr("peers:4: client 'a' listed twice"));
 }
 
 // A lying coordinator's roster whose scale would overflow quantization's

@@ -341,7 +341,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
           groups.push_back(l.group);
         }
         secagg = std::make_unique<SecAggParticipant>(
-            options.client_id, std::move(groups), options.secagg_rounding_seed);
+            options.client_id, std::move(groups), options.secagg_rounding_seed,
+            options.secagg_identity);
       }
       sent = link.SendAdvert(task->round, secagg->Advertise(task->round));
       secagg_round = task->round;

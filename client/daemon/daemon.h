@@ -195,6 +195,10 @@ struct DaemonOptions {
   // leaves the round with the reason ("secagg_state_lost: ...",
   // "secagg_refused: ...") and joins again for the next one.
   bool secure_aggregation = false;
+  // Secure aggregation: this client's identity (signed adverts, the
+  // roster's signatures checked against its operator's peer keys); null =
+  // unsigned.
+  std::shared_ptr<const SecAggIdentity> secagg_identity;
   // Secure aggregation's stochastic rounding: 0 = from the OS; else
   // reproducible (privacy.dp.noise_seed, as the simulator).
   uint64_t secagg_rounding_seed = 0;

@@ -67,6 +67,14 @@ ABSL_FLAG(std::string, token, "",
 ABSL_FLAG(std::string, token_file, "",
           "file holding the run's shared secret, or this client's own token "
           "when the coordinator has --tokens_file");
+ABSL_FLAG(std::string, identity_key, "",
+          "secure aggregation: file holding this client's Ed25519 identity "
+          "seed (64 hex digits); its adverts are signed and every peer's are "
+          "checked against --peer_identities (needs --id)");
+ABSL_FLAG(std::string, peer_identities, "",
+          "secure aggregation: the run's identity public keys, one "
+          "'client_id hex_key' a line, as the operator distributes them "
+          "(never from the coordinator); with --identity_key");
 ABSL_FLAG(std::string, tokens_file, "",
           "per-client tokens, one 'client_id token' per line (# comments): "
           "each client this process runs presents its own id's (for --ids / "
@@ -238,6 +246,25 @@ int main(int argc, char** argv) {
       return fail_flags(absl::StrCat("--tokens_file: ", tokens.status().message()));
     }
     options.client_tokens = *std::move(tokens);
+  }
+  if (absl::GetFlag(FLAGS_identity_key).empty() !=
+      absl::GetFlag(FLAGS_peer_identities).empty()) {
+    return fail_flags("--identity_key and --peer_identities go together");
+  }
+  if (!absl::GetFlag(FLAGS_identity_key).empty()) {
+    if (d.client_id.empty()) return fail_flags("--identity_key needs --id");
+    absl::StatusOr<std::string> key =
+        layerfl::ReadFlagFile("identity_key", absl::GetFlag(FLAGS_identity_key));
+    if (!key.ok()) return fail_flags(std::string(key.status().message()));
+    absl::StatusOr<std::string> peers = layerfl::ReadFlagFile(
+        "peer_identities", absl::GetFlag(FLAGS_peer_identities));
+    if (!peers.ok()) return fail_flags(std::string(peers.status().message()));
+    absl::StatusOr<layerfl::SecAggIdentity> identity =
+        layerfl::ParseSecAggIdentity(d.client_id, *key, "--identity_key", *peers,
+                                     "--peer_identities");
+    if (!identity.ok()) return fail_flags(std::string(identity.status().message()));
+    d.secagg_identity =
+        std::make_shared<const layerfl::SecAggIdentity>(*std::move(identity));
   }
   options.budget = absl::GetFlag(FLAGS_budget);
   options.budget_s = absl::GetFlag(FLAGS_budget_s);

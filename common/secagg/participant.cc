@@ -9,12 +9,13 @@
 
 namespace layerfl {
 
-SecAggParticipant::SecAggParticipant(std::string id,
-                                     std::vector<std::string> groups,
-                                     uint64_t rounding_seed)
+SecAggParticipant::SecAggParticipant(
+    std::string id, std::vector<std::string> groups, uint64_t rounding_seed,
+    std::shared_ptr<const SecAggIdentity> identity)
     : id_(std::move(id)),
       groups_(std::move(groups)),
-      rounding_seed_(rounding_seed) {}
+      rounding_seed_(rounding_seed),
+      identity_(std::move(identity)) {}
 
 absl::Status SecAggParticipant::CheckRound(int64_t round) const {
   if (client_ == nullptr || round != round_) {
@@ -28,7 +29,7 @@ absl::Status SecAggParticipant::CheckRound(int64_t round) const {
 SecAggAdvert SecAggParticipant::Advertise(int64_t round) {
   round_ = round;
   roster_.reset();
-  client_ = std::make_unique<SecAggClient>(id_, round);
+  client_ = std::make_unique<SecAggClient>(id_, round, identity_);
   return client_->Advertise();
 }
 

@@ -25,8 +25,11 @@ class SecAggParticipant {
   // `groups`: the model's layer groups in order (roster layer indices refer
   // to them). `rounding_seed`: 0 = stochastic rounding from the OS CSPRNG;
   // any other value makes it reproducible per (seed, id, round).
+  // `identity`: sign this client's adverts and check the roster's (null =
+  // unsigned, as without identities).
   SecAggParticipant(std::string id, std::vector<std::string> groups,
-                    uint64_t rounding_seed);
+                    uint64_t rounding_seed,
+                    std::shared_ptr<const SecAggIdentity> identity = nullptr);
 
   // Starts `round` with fresh keys.
   SecAggAdvert Advertise(int64_t round);
@@ -47,6 +50,7 @@ class SecAggParticipant {
   std::string id_;
   std::vector<std::string> groups_;
   uint64_t rounding_seed_;
+  std::shared_ptr<const SecAggIdentity> identity_;
   int64_t round_ = -1;
   std::unique_ptr<SecAggClient> client_;
   std::unique_ptr<SecAggRoster> roster_;

@@ -12,8 +12,10 @@ extern "C" {
 #include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/privacy/noise.h"
 
 namespace layerfl {
@@ -220,8 +222,9 @@ bool ValidIds(const std::vector<std::string>& ids) {
 
 }  // namespace
 
-SecAggClient::SecAggClient(std::string id, int64_t round)
-    : id_(std::move(id)), round_(round) {
+SecAggClient::SecAggClient(std::string id, int64_t round,
+                           std::shared_ptr<const SecAggIdentity> identity)
+    : id_(std::move(id)), round_(round), identity_(std::move(identity)) {
   InitCrypto();
   crypto_box_keypair(enc_pk_.data(), enc_sk_.data());
   randombytes_buf(mask_sk_.data(), mask_sk_.size());
@@ -242,6 +245,14 @@ SecAggAdvert SecAggClient::Advertise() const {
   a.enc_pk = enc_pk_;
   a.mask_pk = mask_pk_;
   a.commitment = Hash(AsString(seed_));
+  if (identity_ != nullptr) {
+    const std::string message = SecAggAdvertMessage(a);
+    a.signature.resize(crypto_sign_BYTES);
+    crypto_sign_detached(
+        reinterpret_cast<unsigned char*>(a.signature.data()), nullptr,
+        reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+        identity_->secret_key.data());
+  }
   return a;
 }
 
@@ -281,6 +292,24 @@ absl::StatusOr<std::vector<SecAggShare>> SecAggClient::ShareKeys(
         return Refuse("malformed", "the roster holds other keys for this client");
       }
       my_index_ = k;
+    }
+    if (identity_ != nullptr) {
+      auto peer = identity_->peers.find(e.advert.id);
+      if (peer == identity_->peers.end()) {
+        return Refuse("unknown_peer",
+                      absl::StrCat("no identity key for '", e.advert.id,
+                                   "' in the roster"));
+      }
+      const std::string message = SecAggAdvertMessage(e.advert);
+      if (e.advert.signature.size() != crypto_sign_BYTES ||
+          crypto_sign_verify_detached(
+              reinterpret_cast<const unsigned char*>(e.advert.signature.data()),
+              reinterpret_cast<const unsigned char*>(message.data()),
+              message.size(), peer->second.data()) != 0) {
+        return Refuse("malformed",
+                      absl::StrCat("the advert of '", e.advert.id,
+                                   "' is not signed by its identity key"));
+      }
     }
   }
   if (!ValidIds(ids)) {
@@ -879,6 +908,69 @@ std::vector<double> SecAggDequantize(const std::vector<uint32_t>& sum,
     out[k] = static_cast<int32_t>(sum[k]) / scale;
   }
   return out;
+}
+
+std::string SecAggAdvertMessage(const SecAggAdvert& advert) {
+  std::string m = "lfsa-advert1";
+  const uint64_t round = static_cast<uint64_t>(advert.round);
+  const uint64_t len = advert.id.size();
+  m.append(reinterpret_cast<const char*>(&round), sizeof(round));
+  m.append(reinterpret_cast<const char*>(&len), sizeof(len));
+  m += advert.id;
+  m += AsString(advert.enc_pk);
+  m += AsString(advert.mask_pk);
+  m += AsString(advert.commitment);
+  return m;
+}
+
+absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
+    const std::string& id, const std::string& key_text,
+    const std::string& key_source, const std::string& peers_text,
+    const std::string& peers_source) {
+  InitCrypto();
+  const auto hex32 = [](absl::string_view text, Key32* out) {
+    size_t got = 0;
+    const std::string hex(absl::StripAsciiWhitespace(text));
+    return sodium_hex2bin(out->data(), out->size(), hex.data(), hex.size(),
+                          nullptr, &got, nullptr) == 0 &&
+           got == out->size();
+  };
+  Key32 seed{};
+  if (!hex32(key_text, &seed)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key_source, ": expected a 32-byte Ed25519 seed as 64 hex digits"));
+  }
+  SecAggIdentity identity;
+  Key32 own{};
+  crypto_sign_seed_keypair(own.data(), identity.secret_key.data(), seed.data());
+  sodium_memzero(seed.data(), seed.size());
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(peers_text, '\n')) {
+    ++line_no;
+    const size_t hash = line.find('#');
+    if (hash != absl::string_view::npos) line = line.substr(0, hash);
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (fields.empty()) continue;
+    Key32 pk{};
+    if (fields.size() != 2 || !hex32(fields[1], &pk)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          peers_source, ":", line_no,
+          ": expected 'client_id public_key' (64 hex digits)"));
+    }
+    if (!identity.peers.emplace(std::string(fields[0]), pk).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          peers_source, ":", line_no, ": client '", fields[0],
+          "' listed twice"));
+    }
+  }
+  auto mine = identity.peers.find(id);
+  if (mine == identity.peers.end() || mine->second != own) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        peers_source, ": does not list '", id, "' with the public key of ",
+        key_source));
+  }
+  return identity;
 }
 
 }  // namespace layerfl

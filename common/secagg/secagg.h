@@ -106,7 +106,34 @@ struct SecAggAdvert {
   Key32 enc_pk{};     // crypto_box public key (share encryption)
   Key32 mask_pk{};    // X25519 public key (pairwise masks)
   Key32 commitment{};  // BLAKE2b of the self-mask seed
+  // Ed25519 signature by the client's identity key over the fields above
+  // (SecAggAdvertMessage); "" = unsigned (no identities configured).
+  std::string signature;
 };
+
+// Long-term identities (Bonawitz et al.'s malicious-security variant): a
+// client signs its adverts with its Ed25519 key, and checks every roster
+// entry's signature against the public keys its operator gave it (never
+// taken from the coordinator), so that a coordinator cannot substitute a
+// peer's keys. With an identity a client refuses a roster entry that is
+// unsigned, signed by another key, or of an id it has no key for.
+struct SecAggIdentity {
+  std::array<unsigned char, 64> secret_key{};  // crypto_sign secret key
+  std::map<std::string, Key32> peers;          // id -> Ed25519 public key
+};
+
+// An identity from its files' texts: `key_text` the 32-byte Ed25519 seed
+// as 64 hex digits; `peers_text` one "client_id hex_public_key" a line (#
+// comments), which must include this client's own (checked against the
+// seed). InvalidArgument "SOURCE:LINE: ..." naming the problem.
+absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
+    const std::string& id, const std::string& key_text,
+    const std::string& key_source, const std::string& peers_text,
+    const std::string& peers_source);
+
+// What an advert's signature covers: a tag, the round, the id and the
+// three keys.
+std::string SecAggAdvertMessage(const SecAggAdvert& advert);
 
 struct SecAggRosterEntry {
   SecAggAdvert advert;
@@ -161,7 +188,9 @@ struct SecAggUnmaskResponse {
 class SecAggClient {
  public:
   // Fresh keys and self-mask seed from the operating system's CSPRNG.
-  SecAggClient(std::string id, int64_t round);
+  // With `identity` the adverts are signed and the roster's checked.
+  SecAggClient(std::string id, int64_t round,
+               std::shared_ptr<const SecAggIdentity> identity = nullptr);
   ~SecAggClient();
   SecAggClient(const SecAggClient&) = delete;
   SecAggClient& operator=(const SecAggClient&) = delete;
@@ -203,6 +232,7 @@ class SecAggClient {
 
   std::string id_;
   int64_t round_;
+  std::shared_ptr<const SecAggIdentity> identity_;
   Key32 enc_pk_{}, enc_sk_{}, mask_pk_{}, mask_sk_{}, seed_{};
   std::unique_ptr<SecAggRoster> roster_;
   int my_index_ = -1;

@@ -522,9 +522,11 @@ class RoundEngineImpl : public RoundEngine {
     } else if (phase_ == Phase::kTraining) {
       // Whoever a peer's masked input accused (its shares did not
       // authenticate) is out of the round, counted as bad_share.
-      for (const auto& [accused, accuser] : secagg_->Excluded()) {
-        ++record_.rejected["bad_share"];
-        ++rejected_total_["bad_share"];
+      const int64_t accused =
+          static_cast<int64_t>(secagg_->Excluded().size());
+      if (accused > 0) {
+        record_.rejected["bad_share"] += accused;
+        rejected_total_["bad_share"] += accused;
         participant_fault_ = true;
       }
       absl::StatusOr<SecAggUnmaskRequest> request = secagg_->UnmaskRequest();

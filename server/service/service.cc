@@ -640,7 +640,9 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   // extends that by a second per MiB once its size is known).
   void OpenStream(const void* key, grpc::CallbackServerContext* context) {
     absl::MutexLock lock(&streams_mu_);
-    streams_[key] = {context, absl::Now() + options_.stream_timeout};
+    StreamState& st = streams_[key];
+    st.context = context;
+    st.deadline = absl::Now() + options_.stream_timeout;
   }
   void SetStreamBytes(const void* key, int64_t bytes) {
     absl::MutexLock lock(&streams_mu_);
