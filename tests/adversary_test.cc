@@ -24,6 +24,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "common/config/config.h"
 #include "proto/layerfl.grpc.pb.h"
 #include "tests/service_fixture.h"
 
@@ -431,8 +432,10 @@ TEST(ListenSecurityTest, BeyondLoopbackNeedsATokenOrMutualTls) {
   EXPECT_TRUE(CheckListenSecurity("127.0.0.1:0", o).ok());
   EXPECT_TRUE(CheckListenSecurity("localhost:50051", o).ok());
   EXPECT_TRUE(CheckListenSecurity("[::1]:50051", o).ok());
-  for (const char* address : {"0.0.0.0:50051", "[::]:50051", "10.0.0.5:1",
-                              "coordinator:50051"}) {
+  EXPECT_TRUE(CheckListenSecurity("127.3.4.5:1", o).ok());
+  for (const char* address :
+       {"0.0.0.0:50051", "[::]:50051", "10.0.0.5:1", "coordinator:50051",
+        "127.0.0.1.example.com:1", "127.evil:1", "[::ffff:10.0.0.1]:1"}) {
     const absl::Status s = CheckListenSecurity(address, o);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << address;
     EXPECT_THAT(std::string(s.message()), HasSubstr("--tokens_file"));
@@ -470,6 +473,33 @@ TEST(ListenSecurityTest, TheCoordinatorOnAllAddressesWithoutAuthExitsTwo) {
   EXPECT_THAT(out, HasSubstr("--listen: '0.0.0.0:0' is reachable beyond"));
   EXPECT_THAT(out, HasSubstr("--tokens_file"));
   EXPECT_THAT(out, HasSubstr("--insecure"));
+}
+
+// A client that must only ever send masked updates refuses a run whose
+// coordinator says it does not aggregate securely (exit 2, naming why),
+// before it loads data or joins.
+TEST(SecureRunTest, AClientRequiringSecureAggregationRefusesAPlainRun) {
+  absl::StatusOr<RunConfig> run = LoadRunConfig(
+      std::string(LAYERFL_SOURCE_DIR) + "/configs/distributed.yaml");
+  ASSERT_TRUE(run.ok()) << run.status();
+  ServiceOptions options = FastOptions(10);
+  options.run_config_yaml = ServedRunConfigYaml(*run);
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(60)), options);
+  const std::string command = absl::StrCat(
+      LAYERFL_BIN_DIR, "/layerfl-client --coordinator ", coordinator.target(),
+      " --partition 0 --require_secure_aggregation --give_up_s 10 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_THAT(out, HasSubstr("require_secure_aggregation: the run does not "
+                             "aggregate securely"));
+  EXPECT_TRUE(coordinator.server().stats().clients.empty());
 }
 
 // With per-client tokens, client-000's token opens no session for

@@ -792,6 +792,66 @@ TEST_F(RoundEngineTest, AnAttemptACheaterBrokeDoesNotUseUpTheRetries) {
   EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kAdvertise);
 }
 
+// A cheater that accuses as many honest peers as it may (n - t) strands
+// every holder and breaks the attempt; it cannot do so again: it sits out
+// the round's next attempt (it accused two peers), its two victims too
+// while enough others remain, and the round commits on the next attempt
+// although no retry was allowed.
+TEST_F(RoundEngineTest, ACheaterThatAccusesHonestPeersCannotStallTheRound) {
+  RoundEngineOptions o = SecAggOpts();
+  o.min_clients = 3;
+  o.max_round_retries = 0;
+  o.secagg.threshold = 0.5;  // a majority: 4 of 6
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}, {"c3", 1}, {"c4", 1}, {"c5", 1},
+               {"c6", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  auto ps = Participants({"c1", "c2", "c3", "c4", "c5", "c6"});
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    ASSERT_TRUE(
+        e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
+  }
+  for (auto& [id, p] : ps) {
+    absl::StatusOr<SecAggMaskedInput> in =
+        p->Mask(1, e->TaskFor(id).shares, {Delta("a", {1.0f, 1.0f})});
+    ASSERT_TRUE(in.ok()) << in.status();
+    if (id == "c6") in->excluded = {"c1", "c2"};  // a lie: their shares were fine
+    ASSERT_TRUE(e->SubmitMasked(id, 1, *in).ok()) << id;
+  }
+  EXPECT_EQ(e->committed_round(), 0);
+  EXPECT_FALSE(e->round_running());  // broken: too few survivors
+  ASSERT_TRUE(e->StartRound().ok());
+  for (const char* out : {"c1", "c2", "c6"}) {
+    EXPECT_EQ(e->TaskFor(out).kind, TaskKind::kWait) << out;
+  }
+  auto again = Participants({"c3", "c4", "c5"});
+  for (auto& [id, p] : again) {
+    ASSERT_EQ(e->TaskFor(id).kind, TaskKind::kAdvertise) << id;
+    ASSERT_TRUE(e->SubmitAdvert(id, 1, p->Advertise(1)).ok());
+  }
+  for (auto& [id, p] : again) {
+    ASSERT_TRUE(
+        e->SubmitShares(id, 1, *p->ShareKeys(*e->TaskFor(id).roster)).ok());
+  }
+  for (auto& [id, p] : again) {
+    ASSERT_TRUE(e->SubmitMasked(id, 1,
+                                *p->Mask(1, e->TaskFor(id).shares,
+                                         {Delta("a", {3.0f, 0.0f})}))
+                    .ok());
+  }
+  for (auto& [id, p] : again) {
+    ASSERT_TRUE(
+        e->SubmitUnmask(id, 1, *p->Unmask(*e->TaskFor(id).unmask)).ok());
+  }
+  ASSERT_EQ(e->committed_round(), 1);
+  EXPECT_FLOAT_EQ(e->global().layers[0].tensors[0].values[0], 1.0f + 3.0f);
+  std::vector<RoundRecord> records = e->TakeRecords();
+  EXPECT_EQ(records[0].attempt, 1);
+}
+
 TEST_F(RoundEngineTest, SecureStepsRefusedWhenOffAndForOthers) {
   auto plain = Make(Opts(0, 1));
   JoinAll(*plain, {{"c1", 1}});

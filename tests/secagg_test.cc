@@ -400,19 +400,19 @@ TEST(SecAggTest, GarbageDealerIsExcludedAndTheSumsAreExact) {
   EXPECT_LT(n[1], 4);  // the layer sets differ
 }
 
-// The cheater (client-105, 6 clients, threshold 3) deals garbage to the
-// first g of the others. g <= 2: 3+ survivors still hold its key share,
-// and only the cheater drops. g = 3 or 4: its key share is held by 1-2
-// survivors, too few to rebuild it, so those holders drop as well and the
-// sums are over the g clients that excluded it.
+// The cheater (client-106, 7 clients, threshold 4: a majority) deals
+// garbage to the first g of the others. g <= 2: 4+ survivors still hold its
+// key share, and only the cheater drops. g = 4 or 5: its key share is held
+// by 1-2 survivors, too few to rebuild it, so those holders drop as well
+// and the sums are over the g clients that excluded it.
 TEST(SecAggTest, PartialGarbageDropsTheHoldersThatCannotBeUnmasked) {
   const std::vector<std::string> others = {"client-100", "client-101",
                                            "client-102", "client-103",
-                                           "client-104"};
-  for (int g = 1; g <= 4; ++g) {
-    Round r(12, 3, kSizes, People(6, kSizes, 20 + g));
+                                           "client-104", "client-105"};
+  for (int g : {1, 2, 4, 5}) {
+    Round r(12, 4, kSizes, People(7, kSizes, 20 + g));
     const std::set<std::string> victims(others.begin(), others.begin() + g);
-    r.DealGarbage("client-105", victims);
+    r.DealGarbage("client-106", victims);
     r.AdvertiseAndShare();
     r.MaskAll();
     for (const std::string& id : others) {
@@ -431,8 +431,8 @@ TEST(SecAggTest, PartialGarbageDropsTheHoldersThatCannotBeUnmasked) {
     ASSERT_TRUE(sums.ok()) << "g=" << g << ": " << sums.status();
     EXPECT_EQ(*sums, r.Expected(dropped)) << "g=" << g;
   }
-  // Threshold 4: two victims leave three holders, who drop; the two victims
-  // are then too few to rebuild the holders' keys and drop in turn.
+  // Threshold 4 of 6: two victims leave three holders, who drop; the two
+  // victims are then too few to rebuild the holders' keys and drop in turn.
   Round r(13, 4, kSizes, People(6, kSizes, 30));
   r.DealGarbage("client-105", {"client-100", "client-101"});
   r.AdvertiseAndShare();
@@ -530,16 +530,17 @@ TEST(SecAggTest, ServerChecksExclusionLists) {
 
 // client-101 returns a flipped self-mask share of client-103, client-102 a
 // flipped key share of the dropped client-105: both responses are refused
-// whole and their senders recorded; the three honest responses rebuild every
-// secret, and both liars' own updates stay in the sums.
+// whole and their senders recorded; the four honest responses (threshold 4
+// of 7) rebuild every secret, and both liars' own updates stay in the sums.
 TEST(SecAggTest, LyingUnmaskResponsesAreRefusedAndTheSumsStayExact) {
-  Round r(17, 3, kSizes, People(6, kSizes, 17));
+  Round r(17, 4, kSizes, People(7, kSizes, 17));
   r.AdvertiseAndShare();
   r.MaskAll({"client-105"});
   absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
   ASSERT_TRUE(req.ok()) << req.status();
   EXPECT_THAT(req->survivors, ElementsAre("client-100", "client-101", "client-102",
-                                          "client-103", "client-104"));
+                                          "client-103", "client-104",
+                                          "client-106"));
   for (const std::string& id : req->survivors) {
     absl::StatusOr<SecAggUnmaskResponse> resp = r.clients[id]->Unmask(*req);
     ASSERT_TRUE(resp.ok()) << resp.status();
@@ -567,7 +568,7 @@ TEST(SecAggTest, LyingUnmaskResponsesAreRefusedAndTheSumsStayExact) {
   ASSERT_TRUE(sums.ok()) << sums.status();
   EXPECT_EQ(*sums, r.Expected({"client-105"}));
   EXPECT_NE(*sums, r.Expected({"client-101", "client-102", "client-105"}));
-  EXPECT_EQ(r.server.SurvivorsPerLayer()[0], 5);
+  EXPECT_EQ(r.server.SurvivorsPerLayer()[0], 6);
 }
 
 // A survivor's share of its own seed carries no commitment. It is left out
@@ -763,6 +764,61 @@ TEST_F(IdentityTest, IdentityFilesAreChecked) {
                       .status()
                       .message()),
       HasSubstr("peers:4: client 'a' listed twice"));
+}
+
+// A layer two clients trained, one of them gone: summing it over the one
+// left would hand the coordinator that client's values. The server does
+// not ask, and a client asked anyway (a lying coordinator) refuses.
+TEST(SecAggTest, ALayerLeftWithOneOfItsTrainersIsNeverUnmasked) {
+  const std::vector<int64_t> sizes = {5, 3};
+  std::vector<Participant> people;
+  for (const char* id : {"a", "b", "c", "d"}) {
+    Participant p;
+    p.id = id;
+    p.layers = (p.id == "a" || p.id == "b") ? std::vector<int>{0, 1}
+                                            : std::vector<int>{0};
+    for (int l : p.layers) p.values.push_back(std::vector<uint32_t>(sizes[l], 7));
+    people.push_back(p);
+  }
+  Round r(5, 3, sizes, people);
+  r.AdvertiseAndShare();
+  r.MaskAll({"b"});  // b shared its keys, then vanished
+  absl::StatusOr<SecAggUnmaskRequest> req = r.server.UnmaskRequest();
+  ASSERT_FALSE(req.ok());
+  EXPECT_THAT(std::string(req.status().message()),
+              HasSubstr("too_few_survivors: layer 1 would be summed over 1 "
+                        "survivor of 2"));
+  SecAggUnmaskRequest lie;
+  lie.round = 5;
+  lie.survivors = {"a", "c", "d"};
+  lie.dropped = {"b"};
+  EXPECT_THAT(std::string(r.clients["c"]->Unmask(lie).status().message()),
+              HasSubstr("too_few_survivors: layer 1 would be summed over 1"));
+}
+
+// A roster below a majority (a coordinator that could then split the
+// clients in two groups of t) and an advert of another round are refused.
+TEST(SecAggTest, ClientRefusesAMinorityThresholdAndAStaleAdvert) {
+  SecAggServer server(1, 2, kSizes);
+  std::vector<std::unique_ptr<SecAggClient>> clients;
+  for (const char* id : {"a", "b", "c", "d"}) {
+    clients.push_back(std::make_unique<SecAggClient>(id, 1));
+    ASSERT_TRUE(server.AddAdvert(clients.back()->Advertise(), {0}).ok());
+  }
+  absl::StatusOr<SecAggRoster> roster = server.Roster(2);
+  ASSERT_TRUE(roster.ok());
+  EXPECT_EQ(roster->threshold, 3);  // raised to a majority of 4
+  SecAggRoster minority = *roster;
+  minority.threshold = 2;
+  EXPECT_THAT(std::string(clients[0]->ShareKeys(minority).status().message()),
+              HasSubstr("threshold 2 with 4 participants (it must be a "
+                        "majority, >= 3)"));
+  SecAggRoster stale = *roster;
+  SecAggClient old("b", 0);
+  stale.entries[1].advert = old.Advertise();
+  EXPECT_THAT(std::string(clients[0]->ShareKeys(stale).status().message()),
+              HasSubstr("replayed: the advert of 'b' is of round 0"));
+  EXPECT_TRUE(clients[0]->ShareKeys(*roster).ok());
 }
 
 // A lying coordinator's roster whose scale would overflow quantization's

@@ -99,6 +99,12 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
   out.daemon.max_time_s = limits.max_time_s;
   out.daemon.max_memory_mb = limits.max_memory_mb;
   out.daemon.secure_aggregation = c.privacy.secure_aggregation.enabled;
+  if (out.daemon.require_secure_aggregation && !out.daemon.secure_aggregation) {
+    return absl::InvalidArgumentError(
+        "require_secure_aggregation: the run does not aggregate securely "
+        "(privacy.secure_aggregation.enabled: false) and this client sends "
+        "its updates only masked");
+  }
   out.daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   SetTorchThreads(c.threads);
   return out;

@@ -1,5 +1,7 @@
 #include "client/daemon/daemon.h"
 
+#include <algorithm>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -189,6 +191,27 @@ absl::StatusOr<std::string> FetchRunConfig(const DaemonOptions& options,
   return absl::CancelledError("stopped");
 }
 
+namespace {
+
+// How many roster entries train each of `layers` (by name, via the model's
+// group order the roster's layer indices refer to).
+std::vector<int> LayerParticipants(const SecAggRoster& roster,
+                                   const ModelWeights& weights,
+                                   const std::vector<std::string>& layers) {
+  std::vector<int> out;
+  for (const std::string& name : layers) {
+    const int index = weights.Find(name);
+    int n = 0;
+    for (const SecAggRosterEntry& e : roster.entries) {
+      n += std::count(e.layers.begin(), e.layers.end(), index) > 0;
+    }
+    out.push_back(n);
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                                              ClientWork& work,
                                              CoordinatorLink& link,
@@ -204,6 +227,9 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
   // Secure aggregation: this client's side, made at its first key step.
   std::unique_ptr<SecAggParticipant> secagg;
   int64_t secagg_round = -1;  // the round its keys were advertised for
+  // The masked input of secagg_round once made: a retry (busy, a cut
+  // stream) resends it as it is (the keys mask one input once).
+  std::optional<SecAggMaskedInput> masked_input;
   bool joined = false;
   absl::Time last_ok = absl::Now();
   std::string last_problem;
@@ -346,6 +372,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       }
       sent = link.SendAdvert(task->round, secagg->Advertise(task->round));
       secagg_round = task->round;
+      masked_input.reset();
       if (sent.ok())
         log(absl::StrFormat("round %d: keys advertised", task->round));
     } else if (task->kind == ClientTaskKind::kShareKeys) {
@@ -401,9 +428,30 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       (void)link.Leave(why);
       joined = false;
       continue;
+    } else if (options.secure_aggregation && masked_input.has_value()) {
+      // The upload of this round's masked input failed before: again, as
+      // it was (not retrained: its masks are spent).
+      const absl::Duration left =
+          std::max(absl::ZeroDuration(), task_deadline - absl::Now());
+      absl::StatusOr<TransferStats> up = link.UploadMasked(
+          task->round, *masked_input, left, work.LastTrainCost());
+      sent = up.status();
+      if (up.ok()) {
+        record.upload = *up;
+        log(absl::StrFormat("round %d: masked update sent again, %d bytes",
+                            task->round, up->wire_bytes));
+      }
     } else {
+      std::vector<int> participants = task->layer_participants;
+      if (options.secure_aggregation && secagg->roster() != nullptr) {
+        // Local DP sizes each client's share of the noise by the layer's
+        // participants: counted from the roster this client masks with,
+        // not taken from the coordinator's word.
+        participants = LayerParticipants(*secagg->roster(), replica.weights,
+                                         task->layers);
+      }
       absl::StatusOr<std::vector<LayerDelta>> update = work.Train(
-          replica.weights, task->round, task->layers, task->layer_participants);
+          replica.weights, task->round, task->layers, participants);
       if (!update.ok()) {
         return work_failed("training", update.status());
       }
@@ -432,7 +480,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
               "round %d: left out of the masks (their shares failed): %s",
               task->round, absl::StrJoin(masked->excluded, ",")));
         }
-        up = link.UploadMasked(task->round, *masked, left,
+        masked_input = *std::move(masked);
+        up = link.UploadMasked(task->round, *masked_input, left,
                                work.LastTrainCost());
       } else {
         up = link.Upload(task->round, work.num_samples(), *update, left,

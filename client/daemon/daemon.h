@@ -195,6 +195,10 @@ struct DaemonOptions {
   // leaves the round with the reason ("secagg_state_lost: ...",
   // "secagg_refused: ...") and joins again for the next one.
   bool secure_aggregation = false;
+  // Refuse to take part in a run that does not aggregate securely (the
+  // coordinator's config is its word: a client that must never send a plain
+  // update says so itself). Implied by secagg_identity in layerfl-client.
+  bool require_secure_aggregation = false;
   // Secure aggregation: this client's identity (signed adverts, the
   // roster's signatures checked against its operator's peer keys); null =
   // unsigned.

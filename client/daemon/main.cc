@@ -75,6 +75,10 @@ ABSL_FLAG(std::string, peer_identities, "",
           "secure aggregation: the run's identity public keys, one "
           "'client_id hex_key' a line, as the operator distributes them "
           "(never from the coordinator); with --identity_key");
+ABSL_FLAG(bool, require_secure_aggregation, false,
+          "refuse (exit 2) a run that does not aggregate securely: the "
+          "coordinator's config cannot turn this client's updates plain "
+          "(implied by --identity_key)");
 ABSL_FLAG(std::string, tokens_file, "",
           "per-client tokens, one 'client_id token' per line (# comments): "
           "each client this process runs presents its own id's (for --ids / "
@@ -265,6 +269,10 @@ int main(int argc, char** argv) {
     if (!identity.ok()) return fail_flags(std::string(identity.status().message()));
     d.secagg_identity =
         std::make_shared<const layerfl::SecAggIdentity>(*std::move(identity));
+    d.require_secure_aggregation = true;
+  }
+  if (absl::GetFlag(FLAGS_require_secure_aggregation)) {
+    d.require_secure_aggregation = true;
   }
   options.budget = absl::GetFlag(FLAGS_budget);
   options.budget_s = absl::GetFlag(FLAGS_budget_s);

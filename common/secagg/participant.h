@@ -44,6 +44,9 @@ class SecAggParticipant {
   absl::StatusOr<SecAggUnmaskResponse> Unmask(
       const SecAggUnmaskRequest& request);
 
+  // The roster this round's keys were shared under; null before.
+  const SecAggRoster* roster() const { return roster_.get(); }
+
  private:
   absl::Status CheckRound(int64_t round) const;
 

@@ -33,6 +33,26 @@ absl::Status Refuse(absl::string_view reason, absl::string_view detail) {
 
 void FillRandom(unsigned char* buf, unsigned int n) { randombytes_buf(buf, n); }
 
+// The first layer that at least two roster entries train and exactly one
+// survivor does, described; nullopt when there is none.
+std::optional<std::string> LoneSurvivorLayer(
+    const SecAggRoster& roster, const std::set<std::string>& survivors) {
+  std::map<int, std::pair<int, int>> trainers;  // layer -> (roster, alive)
+  for (const SecAggRosterEntry& e : roster.entries) {
+    for (int l : e.layers) {
+      ++trainers[l].first;
+      if (survivors.count(e.advert.id)) ++trainers[l].second;
+    }
+  }
+  for (const auto& [layer, n] : trainers) {
+    if (n.first >= 2 && n.second == 1) {
+      return absl::StrCat("layer ", layer, " would be summed over 1 survivor of ",
+                          n.first, " that trained it");
+    }
+  }
+  return std::nullopt;
+}
+
 void InitCrypto() {
   EnsureSodium();
   gfshare_fill_rand = FillRandom;
@@ -267,9 +287,15 @@ absl::StatusOr<std::vector<SecAggShare>> SecAggClient::ShareKeys(
   if (n > 255) {
     return Refuse("malformed", absl::StrCat(n, " participants; at most 255"));
   }
-  if (roster.threshold < 2 || roster.threshold > n) {
-    return Refuse("malformed", absl::StrCat("threshold ", roster.threshold,
-                                            " with ", n, " participants"));
+  // A majority at least: with t <= n/2 a coordinator could tell two
+  // disjoint groups of t different survivor sets and collect both secrets of
+  // one client (one group's self-mask shares, the other's key shares).
+  if (roster.threshold < std::max(2, SecAggMinThreshold(n)) ||
+      roster.threshold > n) {
+    return Refuse("malformed",
+                  absl::StrCat("threshold ", roster.threshold, " with ", n,
+                               " participants (it must be a majority, >= ",
+                               std::max(2, SecAggMinThreshold(n)), ")"));
   }
   std::vector<std::string> ids;
   my_index_ = -1;
@@ -292,6 +318,11 @@ absl::StatusOr<std::vector<SecAggShare>> SecAggClient::ShareKeys(
         return Refuse("malformed", "the roster holds other keys for this client");
       }
       my_index_ = k;
+    }
+    if (e.advert.round != round_) {
+      return Refuse("replayed",
+                    absl::StrCat("the advert of '", e.advert.id,
+                                 "' is of round ", e.advert.round));
     }
     if (identity_ != nullptr) {
       auto peer = identity_->peers.find(e.advert.id);
@@ -468,6 +499,11 @@ absl::StatusOr<SecAggUnmaskResponse> SecAggClient::Unmask(
   for (const std::string& p : request.survivors) {
     if (!held_.count(p)) return Refuse("unknown_peer", absl::StrCat("'", p, "'"));
   }
+  // A layer that two or more participants trained, left with one survivor,
+  // would be summed over that one client: its update in the clear.
+  if (std::optional<std::string> lone = LoneSurvivorLayer(*roster_, survivors)) {
+    return Refuse("too_few_survivors", *lone);
+  }
   for (const std::string& p : request.dropped) {
     const bool member = std::any_of(
         roster_->entries.begin(), roster_->entries.end(),
@@ -532,6 +568,9 @@ absl::Status SecAggServer::AddAdvert(const SecAggAdvert& advert,
 absl::StatusOr<SecAggRoster> SecAggServer::Roster(int threshold) {
   if (roster_fixed_) return Refuse("replayed", "the roster is already fixed");
   if (threshold > 0) threshold_ = threshold;
+  // Never below a majority (SecAggMinThreshold): clients refuse less.
+  threshold_ = std::max(threshold_,
+                        SecAggMinThreshold(static_cast<int>(entries_.size())));
   if (static_cast<int>(entries_.size()) < threshold_) {
     return absl::FailedPreconditionError(
         absl::StrCat("too_few_survivors: ", entries_.size(),
@@ -682,6 +721,13 @@ absl::StatusOr<SecAggUnmaskRequest> SecAggServer::UnmaskRequest() {
       }
     }
   }
+  SecAggRoster members;
+  for (const auto& [id, e] : entries_) members.entries.push_back(e);
+  if (std::optional<std::string> lone = LoneSurvivorLayer(members, survivors)) {
+    // Survivors would refuse to unmask it (SecAggClient::Unmask).
+    return absl::FailedPreconditionError(
+        absl::StrCat("too_few_survivors: ", *lone));
+  }
   if (static_cast<int>(survivors.size()) < threshold_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "too_few_survivors: ", inputs_.size(), " masked inputs, ",
@@ -764,6 +810,19 @@ absl::Status SecAggServer::AddUnmaskResponse(
   return absl::OkStatus();
 }
 
+std::set<std::string> SecAggServer::BadDealers() const {
+  return bad_dealers_;
+}
+
+std::map<std::string, std::vector<std::string>> SecAggServer::Accusations()
+    const {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [id, in] : inputs_) {
+    if (!in.excluded.empty()) out[id] = in.excluded;
+  }
+  return out;
+}
+
 std::set<std::string> SecAggServer::BadResponders() const {
   return bad_responders_;
 }
@@ -800,7 +859,13 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
     }
     seeds[j] = Combine(parts);
     if (Hash(AsString(seeds[j])) != Find(j)->advert.commitment) {
-      if (own) bad_responders_.insert(j);
+      // Shares that each match their commitments but rebuild another seed:
+      // the dealer's doing (or, with its own share used, its response's).
+      if (own) {
+        bad_responders_.insert(j);
+      } else {
+        bad_dealers_.insert(j);
+      }
       return Refuse("bad_share", absl::StrCat("the self-mask seed of '", j,
                                               "' does not match its commitment"));
     }
@@ -826,6 +891,7 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> SecAggServer::Sums() {
     Key32 pk;
     crypto_scalarmult_base(pk.data(), keys[d].data());
     if (pk != Find(d)->advert.mask_pk) {
+      bad_dealers_.insert(d);
       return Refuse("bad_share", absl::StrCat("the key of '", d,
                                               "' does not match its advert"));
     }
@@ -972,5 +1038,7 @@ absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
   }
   return identity;
 }
+
+int SecAggMinThreshold(int n) { return n / 2 + 1; }
 
 }  // namespace layerfl

@@ -131,6 +131,10 @@ absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
     const std::string& key_source, const std::string& peers_text,
     const std::string& peers_source);
 
+// The smallest threshold a client accepts for a roster of n: a majority
+// (floor(n/2) + 1), so that no two disjoint sets of t clients exist.
+int SecAggMinThreshold(int n);
+
 // What an advert's signature covers: a tag, the round, the id and the
 // three keys.
 std::string SecAggAdvertMessage(const SecAggAdvert& advert);
@@ -283,6 +287,13 @@ class SecAggServer {
   // the whole response (bad_share) and adds the responder to
   // BadResponders(); its later responses are refused as well.
   absl::Status AddUnmaskResponse(const SecAggUnmaskResponse& response);
+  // Survivors or dropped clients whose secret, rebuilt from shares that
+  // each matched their commitments, is not the one their advert committed
+  // to: they dealt inconsistent shares. Filled by Sums().
+  std::set<std::string> BadDealers() const;
+  // Every accepted masked input's exclusions: accuser -> the peers it
+  // excluded.
+  std::map<std::string, std::vector<std::string>> Accusations() const;
   std::set<std::string> BadResponders() const;
 
   // Each layer's sum over its surviving participants (mod 2^32), empty for
@@ -319,6 +330,7 @@ class SecAggServer {
   std::vector<std::string> survivors_, dropped_;  // sorted
   std::map<std::string, SecAggUnmaskResponse> responses_;
   std::set<std::string> bad_responders_;
+  std::set<std::string> bad_dealers_;
 };
 
 // Fixed-point quantization into Z_2^32 with headroom for `max_summands`

@@ -25,6 +25,10 @@
 namespace layerfl {
 namespace {
 
+// Attempts of one round a participant may break without using up
+// federated.max_round_retries (the implicated sit out the next ones).
+constexpr int kMaxParticipantAborts = 3;
+
 // kAdvertise, kShareKeys and kUnmask only with secure aggregation.
 enum class Phase {
   kIdle,
@@ -144,7 +148,28 @@ class RoundEngineImpl : public RoundEngine {
     }
     const int64_t round = running_round();
     std::vector<std::string> ids;
-    for (const auto& [id, info] : joined_) ids.push_back(id);
+    // After a participant broke an attempt (BarSuspects): without every
+    // implicated client if enough are left, else without the ones that
+    // implicated themselves, else (barring never stops a round) everyone.
+    const auto draw = [this](bool skip_suspected, bool skip_barred)
+                          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      std::vector<std::string> out;
+      for (const auto& [id, info] : joined_) {
+        if ((skip_barred && barred_.count(id)) ||
+            (skip_suspected && suspected_.count(id))) {
+          continue;
+        }
+        out.push_back(id);
+      }
+      return out;
+    };
+    ids = draw(true, true);
+    if (static_cast<int>(ids.size()) < options_.min_clients) {
+      ids = draw(false, true);
+    }
+    if (static_cast<int>(ids.size()) < options_.min_clients) {
+      ids = draw(false, false);
+    }
     const PrivacyOptions& p = options_.privacy;
     if (p.enabled && p.insecure_sampling_seed == 0) {
       SecureShuffle(ids);
@@ -743,10 +768,20 @@ class RoundEngineImpl : public RoundEngine {
 
   void Abandon(int answered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const int64_t round = running_round();
-    if (options_.privacy.enabled && scores_released_) {
+    bool unmasked = false;  // unmask shares arrived: sums may be known
+    if (phase_ == Phase::kUnmask) {
+      for (const auto& [id, slot] : slots_) unmasked |= slot.answered;
+    }
+    if (options_.privacy.enabled && unmasked) {
+      // Whoever holds the masked inputs and those shares may have read the
+      // noised sums: the update counts as released (with the scores).
+      ComposeRound(WithScores(options_.privacy.noise_multiplier,
+                              scores_released_));
+    } else if (options_.privacy.enabled && scores_released_) {
       // The scores were released even though nothing of the round is kept.
       ComposeRound(options_.privacy.score_noise_multiplier);
     }
+    if (participant_fault_ && secagg_ != nullptr) BarSuspects();
     SetPhase(Phase::kIdle);
     aggregator_.reset();
     secagg_.reset();
@@ -755,8 +790,12 @@ class RoundEngineImpl : public RoundEngine {
     slots_.clear();
     ++attempt_;
     // An attempt a participant broke (shares that did not authenticate, a
-    // lying unmask response) is retried without using up the retries.
-    if (participant_fault_) ++participant_aborts_;
+    // lying unmask response, inconsistent shares) is retried without using
+    // up the retries, up to kMaxParticipantAborts a round, and the clients
+    // it implicates sit out this round's next attempts (BarSuspects).
+    if (participant_fault_ && participant_aborts_ < kMaxParticipantAborts) {
+      ++participant_aborts_;
+    }
     participant_fault_ = false;
     if (attempt_ - participant_aborts_ > options_.max_round_retries) {
       fatal_ = absl::DeadlineExceededError(absl::StrCat(
@@ -765,6 +804,31 @@ class RoundEngineImpl : public RoundEngine {
           " times (federated.max_round_retries = ", options_.max_round_retries,
           ")"));
     }
+  }
+
+  // Who sits out this round's next attempts after a participant broke one.
+  // Barred (implicated by their own messages): an accuser that accused two
+  // or more peers, and every client whose unmask shares or dealt shares did
+  // not check out. Suspected (no proof either way): every accused client,
+  // and an accuser that was the only one to accuse its peer. StartRound
+  // leaves out both if enough clients remain, else the barred only: a
+  // cheater removes itself with whoever it names, and cannot stall a round.
+  void BarSuspects() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::map<std::string, std::vector<std::string>> accusations =
+        secagg_->Accusations();
+    std::map<std::string, int> accusers_of;
+    for (const auto& [accuser, accused] : accusations) {
+      for (const std::string& a : accused) ++accusers_of[a];
+    }
+    for (const auto& [accuser, accused] : accusations) {
+      if (accused.size() >= 2) barred_.insert(accuser);
+      for (const std::string& a : accused) {
+        suspected_.insert(a);
+        if (accusers_of[a] == 1) suspected_.insert(accuser);
+      }
+    }
+    for (const std::string& id : secagg_->BadResponders()) barred_.insert(id);
+    for (const std::string& id : secagg_->BadDealers()) barred_.insert(id);
   }
 
   void EnterTraining() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -845,7 +909,10 @@ class RoundEngineImpl : public RoundEngine {
       absl::Status folded = FoldSecureSums();
       if (!folded.ok()) {
         // Too few revealed, or a revealed share did not check out.
-        if (!secagg_->BadResponders().empty()) participant_fault_ = true;
+        if (!secagg_->BadResponders().empty() ||
+            !secagg_->BadDealers().empty()) {
+          participant_fault_ = true;
+        }
         CountRejection(
             Rejection(RejectReason::kProtocol, std::string(folded.message())));
         int answered = 0;
@@ -924,6 +991,8 @@ class RoundEngineImpl : public RoundEngine {
     attempt_ = 0;
     participant_aborts_ = 0;
     participant_fault_ = false;
+    barred_.clear();
+    suspected_.clear();
     slots_.clear();
   }
 
@@ -1048,6 +1117,10 @@ class RoundEngineImpl : public RoundEngine {
   // not count against max_round_retries); whether the running one saw it.
   int participant_aborts_ ABSL_GUARDED_BY(mu_) = 0;
   bool participant_fault_ ABSL_GUARDED_BY(mu_) = false;
+  // Clients implicated in an attempt a participant broke; not drawn for
+  // this round's next attempts (BarSuspects), cleared at the commit.
+  std::set<std::string> barred_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> suspected_ ABSL_GUARDED_BY(mu_);
   absl::Time phase_start_ ABSL_GUARDED_BY(mu_);
   absl::Time deadline_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);

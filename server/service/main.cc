@@ -44,6 +44,9 @@ ABSL_FLAG(bool, insecure, false,
 ABSL_FLAG(int64_t, max_upload_mb_in_flight, 1024,
           "cap on the MiB of uploads being received at once; a client whose "
           "upload would pass it is told 'busy' and sends it again later");
+ABSL_FLAG(int64_t, grpc_memory_mb, 2048,
+          "gRPC's memory quota: what the transport may hold (read buffers of "
+          "messages still arriving, above all); beyond it it sheds load");
 ABSL_FLAG(double, stream_timeout_s, 60,
           "an upload or download stream is cancelled after this many seconds "
           "plus one per MiB it carries");
@@ -154,6 +157,7 @@ int main(int argc, char** argv) {
   }
   s.tick = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
   s.insecure = absl::GetFlag(FLAGS_insecure);
+  s.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_mb) << 20;
   s.max_upload_bytes_in_flight = absl::GetFlag(FLAGS_max_upload_mb_in_flight) << 20;
   if (!(absl::GetFlag(FLAGS_stream_timeout_s) > 0))
     return fail_flags("--stream_timeout_s: must be > 0");

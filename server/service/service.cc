@@ -1,5 +1,8 @@
 #include "server/service/service.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -21,6 +24,7 @@
 #include "common/util/secret.h"
 #include "common/util/status_macros.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "proto/layerfl.grpc.pb.h"
 #include "proto/wire_convert.h"
@@ -201,6 +205,12 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     }
     builder.AddListeningPort(address, credentials, &port_);
     builder.RegisterService(this);
+    // What gRPC itself may hold in memory (read buffers of calls whose
+    // message has not arrived whole, above all): beyond it, it sheds load
+    // instead of growing.
+    grpc::ResourceQuota quota("layerfl-coordinator");
+    quota.Resize(static_cast<size_t>(options_.grpc_memory_bytes));
+    builder.SetResourceQuota(quota);
     builder.SetMaxReceiveMessageSize(
         static_cast<int>(options_.max_chunk_bytes + (64 << 10)));
     server_ = builder.BuildAndStart();
@@ -1677,6 +1687,10 @@ absl::Status ServiceOptions::Validate() const {
         absl::StrCat("max_upload_bytes_in_flight: must be >= 1, got ",
                      max_upload_bytes_in_flight));
   }
+  if (grpc_memory_bytes < (int64_t{16} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "grpc_memory_bytes: must be >= 16 MiB, got ", grpc_memory_bytes));
+  }
   if (stream_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("stream_timeout: must be > 0, got ",
@@ -1724,7 +1738,15 @@ absl::Status CheckListenSecurity(const std::string& address,
   if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
     host = host.substr(1, host.size() - 2);
   }
-  if (host == "localhost" || host == "::1" || absl::StartsWith(host, "127.")) {
+  // An address literal in 127.0.0.0/8 or ::1 (a host name is not trusted
+  // to resolve there, but "localhost").
+  in_addr v4{};
+  in6_addr v6{};
+  if (host == "localhost" ||
+      (inet_pton(AF_INET, host.c_str(), &v4) == 1 &&
+       (ntohl(v4.s_addr) >> 24) == 127) ||
+      (inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+       IN6_IS_ADDR_LOOPBACK(&v6))) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(

@@ -135,6 +135,9 @@ struct ServiceOptions {
   // stream that would pass it is refused "busy" at its header. Default
   // 1 GiB.
   int64_t max_upload_bytes_in_flight = int64_t{1} << 30;
+  // gRPC's memory quota (ResourceQuota): what the transport may hold, e.g.
+  // of messages not yet arrived whole. Default 2 GiB.
+  int64_t grpc_memory_bytes = int64_t{2} << 30;
   // A stream (upload or download) is cancelled after stream_timeout plus
   // one second per MiB it carries. Default 60 s.
   absl::Duration stream_timeout = absl::Seconds(60);
