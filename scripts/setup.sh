@@ -11,6 +11,8 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libyaml-cpp-dev zlib1g-dev nlohmann-json3-dev
   libsodium-dev libgfshare-dev
+  libutf8proc-dev libsentencepiece-dev sentencepiece
+  python3-sentencepiece python3-regex
   prometheus-cpp-dev libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist

@@ -62,7 +62,9 @@ DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
 # In scripts/setup.sh but not needed to build the daemons: the dataset (a
 # volume), the Python side, the test tools.
 SETUP_ONLY = {"dataset-fashion-mnist", "python3-torch", "iproute2", "openssl",
-              "docker-compose", "prometheus", "chromium", "fonts-dejavu-core"}
+              "docker-compose", "prometheus", "chromium", "fonts-dejavu-core",
+              # the tokenizers' tests only: spm_train and Python references
+              "sentencepiece", "python3-sentencepiece", "python3-regex"}
 # Runtime libraries loaded through another library, named on purpose:
 # libtorch1.13 accepts any BLAS, LayerFL wants OpenBLAS with OpenMP (setup.sh).
 RUNTIME_EXTRA = {"libopenblas0-openmp"}
