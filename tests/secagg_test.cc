@@ -753,10 +753,11 @@ TEST_F(IdentityTest, IdentityFilesAreChecked) {
                               .message()),
               HasSubstr("peers: does not list 'a' with the public key of key"));
   EXPECT_THAT(std::string(ParseSecAggIdentity("a", seeds_["a"], "key",
-                                              peers_ + "a 00\n", "peers")
+                                              peers_ + "z 00\n", "peers")
                               .status()
                               .message()),
-              HasSubstr("peers:4: expected 'client_id public_key'"));
+              HasSubstr("peers: client 'z': expected a public key of 64 hex "
+                        "digits"));
   EXPECT_THAT(
       std::string(ParseSecAggIdentity("a", seeds_["a"], "key",
                                       peers_ + peers_.substr(0, peers_.find('\n') + 1),

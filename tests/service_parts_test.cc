@@ -19,6 +19,7 @@
 #include "server/service/held_uploads.h"
 #include "server/service/memory_release.h"
 #include "server/service/snapshot.h"
+#include "server/service/streams.h"
 
 namespace layerfl {
 namespace {
@@ -292,6 +293,49 @@ TEST(RunMonitorTest, StateListsTheLongestSilentClientsAndCountsAll) {
   EXPECT_EQ(f.at("clients_connected"), 1);
   ASSERT_EQ(f.at("clients").size(), 1u);
   EXPECT_EQ(f.at("clients")[0].at("budget"), 2.0);
+}
+
+
+// The stream registry: one upload stream per client, the cap on bytes in
+// flight, bytes freed exactly once, and deadlines of a second per MiB.
+TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
+  StreamRegistry streams(absl::Seconds(10), 10 << 20);
+  int cancels[4] = {0, 0, 0, 0};
+  const int keys[4] = {0, 1, 2, 3};
+  for (int k = 0; k < 4; ++k) {
+    streams.Open(&keys[k], [&cancels, k] { ++cancels[k]; });
+  }
+  EXPECT_TRUE(streams.AdmitUpload(&keys[0], "a", 6 << 20).ok());
+  const absl::Status again = streams.AdmitUpload(&keys[1], "a", 1);
+  EXPECT_THAT(std::string(again.message()),
+              ::testing::StartsWith("duplicate: client 'a' already has"));
+  const absl::Status busy = streams.AdmitUpload(&keys[1], "b", 5 << 20);
+  EXPECT_EQ(busy.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(busy.message()), ::testing::StartsWith("busy: "));
+  EXPECT_TRUE(streams.AdmitUpload(&keys[1], "b", 4 << 20).ok());
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 10 << 20);
+  streams.Read(&keys[0]);  // read whole: its bytes leave the cap ...
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 4 << 20);
+  EXPECT_THAT(std::string(streams.AdmitUpload(&keys[2], "a", 1).message()),
+              ::testing::StartsWith("duplicate: "));  // ... not its place
+  streams.Close(&keys[0]);
+  streams.Close(&keys[0]);  // twice: nothing freed twice
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 4 << 20);
+  EXPECT_TRUE(streams.AdmitUpload(&keys[2], "a", 1 << 20).ok());
+  // Deadlines: 10 s + 1 s per MiB from Open; a read stream has none.
+  const absl::Time now = absl::Now();
+  EXPECT_TRUE(streams.CancelOverdue(now + absl::Seconds(9)).empty());
+  std::vector<std::string> cut = streams.CancelOverdue(now + absl::Seconds(12));
+  EXPECT_THAT(cut, ::testing::ElementsAre(
+                       "the upload of 'a'",  // key 2: 10 + 1 s
+                       "a download or an upload before its header"));  // key 3
+  cut = streams.CancelOverdue(now + absl::Seconds(15));
+  EXPECT_THAT(cut, ::testing::ElementsAre("the upload of 'b'"));  // 10 + 4 s
+  EXPECT_TRUE(streams.CancelOverdue(now + absl::Hours(1)).empty());
+  EXPECT_EQ(cancels[0], 0);
+  EXPECT_EQ(cancels[1], 1);
+  EXPECT_EQ(cancels[2], 1);
+  EXPECT_EQ(cancels[3], 1);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model/model_internal.h"
+#include "common/model/module_model.h"
 
 namespace layerfl {
 namespace {
@@ -143,31 +144,6 @@ class TextEncoderImpl : public EncoderBase {
  private:
   nn::Embedding token_embed_{nullptr};
   torch::Tensor pos_embed_;
-};
-
-// Adapts a torch::nn::Module holder to the Model interface.
-template <typename Impl>
-class ModuleModel : public Model {
- public:
-  ModuleModel(std::shared_ptr<Impl> module, std::vector<LayerGroup> groups)
-      : module_(std::move(module)), groups_(std::move(groups)) {}
-
-  const std::vector<LayerGroup>& groups() const override { return groups_; }
-  NamedTensors Parameters() override {
-    NamedTensors out;
-    for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
-      out.emplace_back(item.key(), item.value());
-    }
-    return out;
-  }
-  at::Tensor Forward(const at::Tensor& input) override {
-    return module_->forward(input);
-  }
-  void SetTraining(bool training) override { module_->train(training); }
-
- private:
-  std::shared_ptr<Impl> module_;
-  std::vector<LayerGroup> groups_;
 };
 
 // Floats kept for backward per example: T tokens of width D through a block

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model/hf_encoder.h"
+#include "common/model/module_model.h"
 
 namespace layerfl {
 namespace {
@@ -249,28 +250,6 @@ class SequenceClassifierImpl : public nn::Module {
   nn::Linear bert_head_{nullptr};
 };
 
-class HfEncoderModel : public Model {
- public:
-  HfEncoderModel(std::shared_ptr<SequenceClassifierImpl> module,
-                 std::vector<LayerGroup> groups)
-      : module_(std::move(module)), groups_(std::move(groups)) {}
-  const std::vector<LayerGroup>& groups() const override { return groups_; }
-  NamedTensors Parameters() override {
-    NamedTensors out;
-    for (const auto& item : module_->named_parameters(/*recurse=*/true)) {
-      out.emplace_back(item.key(), item.value());
-    }
-    return out;
-  }
-  at::Tensor Forward(const at::Tensor& input) override {
-    return module_->forward(input);
-  }
-  void SetTraining(bool training) override { module_->train(training); }
-
- private:
-  std::shared_ptr<SequenceClassifierImpl> module_;
-  std::vector<LayerGroup> groups_;
-};
 
 }  // namespace
 
@@ -310,8 +289,8 @@ absl::StatusOr<std::unique_ptr<Model>> CreateHfEncoder(
           : g.name == "head"     ? 2 * d + config.num_classes
                                  : t * (8 * d + 2 * m) + 2 * h * t * t;
     }
-    return std::unique_ptr<Model>(
-        new HfEncoderModel(std::move(module), std::move(*groups)));
+    return std::unique_ptr<Model>(new ModuleModel<SequenceClassifierImpl>(
+        std::move(module), std::move(*groups)));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("building the ", hf.model_type,
                                             " encoder: ",

@@ -17,6 +17,8 @@ extern "C" {
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/privacy/noise.h"
+#include "common/util/secret.h"
+#include "common/util/status_macros.h"
 
 namespace layerfl {
 namespace {
@@ -1010,25 +1012,16 @@ absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
   Key32 own{};
   crypto_sign_seed_keypair(own.data(), identity.secret_key.data(), seed.data());
   sodium_memzero(seed.data(), seed.size());
-  int line_no = 0;
-  for (absl::string_view line : absl::StrSplit(peers_text, '\n')) {
-    ++line_no;
-    const size_t hash = line.find('#');
-    if (hash != absl::string_view::npos) line = line.substr(0, hash);
-    std::vector<absl::string_view> fields =
-        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
-    if (fields.empty()) continue;
+  // "client_id hex_key" lines, parsed as a tokens file is.
+  ASSIGN_OR_RETURN(const auto keys, ParseClientTokens(peers_text, peers_source));
+  for (const auto& [peer, hex] : keys) {
     Key32 pk{};
-    if (fields.size() != 2 || !hex32(fields[1], &pk)) {
+    if (!hex32(hex, &pk)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          peers_source, ":", line_no,
-          ": expected 'client_id public_key' (64 hex digits)"));
+          peers_source, ": client '", peer,
+          "': expected a public key of 64 hex digits"));
     }
-    if (!identity.peers.emplace(std::string(fields[0]), pk).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          peers_source, ":", line_no, ": client '", fields[0],
-          "' listed twice"));
-    }
+    identity.peers.emplace(peer, pk);
   }
   auto mine = identity.peers.find(id);
   if (mine == identity.peers.end() || mine->second != own) {

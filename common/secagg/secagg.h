@@ -124,8 +124,9 @@ struct SecAggIdentity {
 
 // An identity from its files' texts: `key_text` the 32-byte Ed25519 seed
 // as 64 hex digits; `peers_text` one "client_id hex_public_key" a line (#
-// comments), which must include this client's own (checked against the
-// seed). InvalidArgument "SOURCE:LINE: ..." naming the problem.
+// comments; parsed as a tokens file, ParseClientTokens), which must include
+// this client's own (checked against the seed). InvalidArgument naming the
+// source, and the line or the client.
 absl::StatusOr<SecAggIdentity> ParseSecAggIdentity(
     const std::string& id, const std::string& key_text,
     const std::string& key_source, const std::string& peers_text,

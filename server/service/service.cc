@@ -32,6 +32,7 @@
 #include "server/service/long_polls.h"
 #include "server/service/sessions.h"
 #include "server/service/snapshot.h"
+#include "server/service/streams.h"
 
 namespace layerfl {
 namespace {
@@ -47,7 +48,6 @@ constexpr const char* kServiceReasons[] = {
 // is "other" (the counter's labels stay a fixed set).
 constexpr const char* kLeaveKinds[] = {"work_failed", "secagg_refused",
                                        "secagg_state_lost"};
-constexpr int64_t kMiB = int64_t{1} << 20;
 
 absl::Status BadRequest(std::string detail) {
   return absl::InvalidArgumentError(absl::StrCat("bad_request: ", detail));
@@ -646,21 +646,16 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                       : ""));
   }
 
-  // A stream begins: it must end within stream_timeout (SetStreamBytes
-  // extends that by a second per MiB once its size is known).
+  // Streams (streams.h): opened by the reactors, admitted at an upload's
+  // header, read, closed; overdue ones cancelled by the ticker.
   void OpenStream(const void* key, grpc::CallbackServerContext* context) {
-    absl::MutexLock lock(&streams_mu_);
-    StreamState& st = streams_[key];
-    st.context = context;
-    st.deadline = absl::Now() + options_.stream_timeout;
+    streams_.Open(key, [context] { context->TryCancel(); });
   }
   void SetStreamBytes(const void* key, int64_t bytes) {
-    absl::MutexLock lock(&streams_mu_);
-    auto it = streams_.find(key);
-    if (it != streams_.end()) {
-      it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
-    }
+    streams_.AddBytes(key, bytes);
   }
+  void StreamRead(const void* key) { streams_.Read(key); }
+  void CloseStream(const void* key) { streams_.Close(key); }
 
   // An upload's first message: admitted only for a client that holds a
   // training task of `round`, in the run's mode, with no other upload
@@ -679,67 +674,13 @@ class CoordinatorServerImpl final : public CoordinatorServer,
                                 "securely (privacy.secure_aggregation)"));
     }
     RETURN_IF_ERROR(deps_.engine->CheckUpload(id, round));
-    absl::MutexLock lock(&streams_mu_);
-    auto it = streams_.find(key);
-    if (it == streams_.end()) return ShuttingDown();
-    if (uploading_.count(id)) {
-      return Rejection(RejectReason::kDuplicate,
-                       absl::StrCat("client '", id,
-                                    "' already has an upload stream open"));
-    }
-    if (upload_bytes_in_flight_ + bytes > options_.max_upload_bytes_in_flight) {
-      return absl::UnavailableError(absl::StrCat(
-          "busy: ", upload_bytes_in_flight_, " bytes of uploads are being "
-          "received; this one's ", bytes, " would pass the cap of ",
-          options_.max_upload_bytes_in_flight, "; send it again later"));
-    }
-    uploading_.insert(id);
-    upload_bytes_in_flight_ += bytes;
-    it->second.uploader = id;
-    it->second.reading_bytes = bytes;
-    it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
-    return absl::OkStatus();
-  }
-
-  // The stream was read to its end: its bytes leave the cap (what waits
-  // for its turn is held_'s) and it has no deadline any more.
-  void StreamRead(const void* key) {
-    absl::MutexLock lock(&streams_mu_);
-    auto it = streams_.find(key);
-    if (it == streams_.end()) return;
-    upload_bytes_in_flight_ -= it->second.reading_bytes;
-    it->second.reading_bytes = 0;
-    it->second.deadline = absl::InfiniteFuture();
-  }
-
-  // The stream is over (its reactor's OnDone).
-  void CloseStream(const void* key) {
-    absl::MutexLock lock(&streams_mu_);
-    auto it = streams_.find(key);
-    if (it == streams_.end()) return;
-    upload_bytes_in_flight_ -= it->second.reading_bytes;
-    if (!it->second.uploader.empty()) uploading_.erase(it->second.uploader);
-    streams_.erase(it);
+    return streams_.AdmitUpload(key, id, bytes);
   }
 
   // Ticker: streams past their deadline are cancelled (their reactors then
   // finish them and refuse what was read).
   void CancelOverdueStreams() {
-    const absl::Time now = absl::Now();
-    std::vector<std::string> overdue;
-    {
-      absl::MutexLock lock(&streams_mu_);
-      for (auto& [key, st] : streams_) {
-        if (st.cancelled || now < st.deadline) continue;
-        st.cancelled = true;
-        st.context->TryCancel();
-        overdue.push_back(st.uploader.empty() ? "a download or an upload "
-                                                "before its header"
-                                              : "the upload of " +
-                                                    LogQuote(st.uploader));
-      }
-    }
-    for (const std::string& what : overdue) {
+    for (const std::string& what : streams_.CancelOverdue(absl::Now())) {
       Log(absl::StrCat("cancelled ", what, ": past its stream deadline"));
     }
   }
@@ -1206,19 +1147,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   PerKeyRateLimit refusal_log_limit_ ABSL_GUARDED_BY(stats_mu_){
       5, absl::Seconds(10)};
 
-  // Streams being read or written (key: the reactor), for their deadlines
-  // and the upload caps.
-  struct StreamState {
-    grpc::CallbackServerContext* context = nullptr;
-    absl::Time deadline;
-    std::string uploader;       // set once an upload is admitted
-    int64_t reading_bytes = 0;  // an admitted upload's, until it is read
-    bool cancelled = false;
-  };
-  absl::Mutex streams_mu_;
-  std::map<const void*, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
-  std::set<std::string> uploading_ ABSL_GUARDED_BY(streams_mu_);
-  int64_t upload_bytes_in_flight_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  StreamRegistry streams_{options_.stream_timeout,
+                         options_.max_upload_bytes_in_flight};
 
   absl::Mutex log_mu_;
 

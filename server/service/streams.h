@@ -1,0 +1,71 @@
+#ifndef LAYERFL_SERVER_SERVICE_STREAMS_H_
+#define LAYERFL_SERVER_SERVICE_STREAMS_H_
+
+// The coordinator's open upload and download streams: each one's deadline,
+// and for uploads the one-stream-per-client rule and the cap on the bytes
+// being received. Transport-free (a stream is a key and a cancel function);
+// thread-safe.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace layerfl {
+
+class StreamRegistry {
+ public:
+  // A stream must end within `timeout` of Open, plus a second per MiB it
+  // carries; uploads admitted together hold at most `max_upload_bytes`.
+  StreamRegistry(absl::Duration timeout, int64_t max_upload_bytes)
+      : timeout_(timeout), max_upload_bytes_(max_upload_bytes) {}
+
+  // A stream begins. `cancel` ends it from the transport's side; it is
+  // called (at most once, with the registry's lock held, so it must not
+  // call back into the registry) when the stream passes its deadline.
+  void Open(const void* key, std::function<void()> cancel);
+  // The stream carries `bytes` (a download): its deadline moves out.
+  void AddBytes(const void* key, int64_t bytes);
+  // An upload of `bytes` from `client`: OK, or the refusal: "duplicate"
+  // (FailedPrecondition) when that client has another upload stream open,
+  // "busy" (Unavailable) when the bytes in flight would pass the cap.
+  absl::Status AdmitUpload(const void* key, const std::string& client,
+                           int64_t bytes);
+  // The stream was read to its end: its bytes leave the cap and it has no
+  // deadline any more (the client keeps its place until Close).
+  void Read(const void* key);
+  // The stream is over; unknown keys are ignored (Close may come twice).
+  void Close(const void* key);
+  // Cancels every stream past its deadline at `now`; what was cancelled,
+  // described ("the upload of 'client-007'").
+  std::vector<std::string> CancelOverdue(absl::Time now);
+
+  int64_t upload_bytes_in_flight() const;
+
+ private:
+  struct Stream {
+    std::function<void()> cancel;
+    absl::Time deadline;
+    std::string uploader;       // set once an upload is admitted
+    int64_t reading_bytes = 0;  // an admitted upload's, until it is read
+    bool cancelled = false;
+  };
+
+  const absl::Duration timeout_;
+  const int64_t max_upload_bytes_;
+  mutable absl::Mutex mu_;
+  std::map<const void*, Stream> streams_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace layerfl
+
+#endif  // LAYERFL_SERVER_SERVICE_STREAMS_H_
