@@ -12,6 +12,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -166,6 +167,8 @@ TEST(AdversaryTest, IdsAndReasonsCannotForgeOrFloodTheLog) {
   // 40 MiB of ids arrived; the log holds their first 64 bytes, at most 5
   // refusals a reason every 10 s.
   EXPECT_LT(text.size(), 16u << 10) << text.size();
+  std::cout << "40 MiB of ids and forged lines: " << text.size()
+            << " bytes of log\n";
   EXPECT_THAT(text, HasSubstr(absl::StrCat("'", std::string(64, 'x'),
                                            "'...(+", (2 << 20) - 64,
                                            " bytes)")));
@@ -357,9 +360,12 @@ TEST_F(UploadBoundsTest, MaskedStreamsInAPlainRunAreRefusedAtTheirHeader) {
     EXPECT_THAT(s.error_message(), StartsWith("protocol: "));
   }
   // Before: the coordinator buffered every stream's 8 MiB (400 MiB for 50).
-  // Bound: 32 MiB of growth for the 50 calls' own state.
-  EXPECT_LT(during - before, 32 << 20) << (during - before) / (1 << 20)
+  // Bound: 64 MiB of growth for the 50 calls' own state and the chunks
+  // already in flight when each was refused (measured: 25 MiB).
+  EXPECT_LT(during - before, 64 << 20) << (during - before) / (1 << 20)
                                        << " MiB";
+  std::cout << "50 masked streams of 8 MiB: coordinator RSS +"
+            << (during - before) / (1 << 20) << " MiB\n";
   EXPECT_EQ(coordinator_->server().stats().refused.at("protocol"), 50);
 }
 
@@ -404,6 +410,8 @@ TEST_F(UploadBoundsTest, OneStreamPerSessionAndACapOnBytesInFlight) {
       << third.error_message();
   EXPECT_THAT(third.error_message(), StartsWith("busy: "));
   EXPECT_LT(during - before, 32 << 20);
+  std::cout << "50 plain streams from one session + 2 others: RSS +"
+            << (during - before) / (1 << 20) << " MiB\n";
 }
 
 // A stream that never sends its first message is cancelled by the server
@@ -425,6 +433,7 @@ TEST(StreamDeadlineTest, ASilentStreamIsCancelledAtItsDeadline) {
   EXPECT_NE(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_GE(took, absl::Milliseconds(900));
   EXPECT_LT(took, absl::Seconds(3)) << took;
+  std::cout << "silent stream cancelled after " << took << "\n";
 }
 
 TEST(ListenSecurityTest, BeyondLoopbackNeedsATokenOrMutualTls) {
