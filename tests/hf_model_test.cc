@@ -178,5 +178,40 @@ TEST_F(HfEncoderTest, MismatchesAreNamed) {
               HasSubstr("model_type: 'gpt2' is not one of bert, roberta"));
 }
 
+
+// Export writes the model back in the layout it came from: loading the
+// exported directory gives bit-identical weights (a bare checkpoint comes
+// back as the classifier it became, head included), and the logits are the
+// same.
+TEST_F(HfEncoderTest, ExportRoundTripsBitIdentical) {
+  for (const char* name : {"bert", "roberta", "bert_bare"}) {
+    const int classes = std::string(name) == "bert_bare" ? 5 : 3;
+    HfLoadReport report;
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        LoadHfEncoder((dir_ / name).string(), Config(classes), 7, &report);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const std::filesystem::path out = dir_ / (std::string(name) + "_export");
+    absl::Status exported =
+        ExportHfEncoder(**model, report, (dir_ / name).string(), out.string());
+    ASSERT_TRUE(exported.ok()) << exported;
+    HfLoadReport again_report;
+    absl::StatusOr<std::unique_ptr<Model>> again = LoadHfEncoder(
+        out.string(), Config(classes), 99, &again_report);  // another seed
+    ASSERT_TRUE(again.ok()) << name << ": " << again.status();
+    EXPECT_TRUE(again_report.head_from_checkpoint) << name;
+    NamedTensors a = (*model)->Parameters(), b = (*again)->Parameters();
+    ASSERT_EQ(a.size(), b.size()) << name;
+    for (size_t k = 0; k < a.size(); ++k) {
+      ASSERT_EQ(a[k].first, b[k].first);
+      const at::Tensor x = a[k].second.contiguous(), y = b[k].second.contiguous();
+      ASSERT_EQ(x.numel(), y.numel()) << a[k].first;
+      EXPECT_EQ(std::memcmp(x.data_ptr<float>(), y.data_ptr<float>(),
+                            x.numel() * sizeof(float)),
+                0)
+          << name << " " << a[k].first;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace layerfl

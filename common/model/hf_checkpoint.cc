@@ -13,6 +13,7 @@
 #include "common/model/hf_encoder.h"
 #include "common/safetensors/safetensors.h"
 #include "common/util/status_macros.h"
+#include "nlohmann/json.hpp"
 
 namespace layerfl {
 namespace {
@@ -111,6 +112,69 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfEncoder(const std::string& dir,
                                    /*allow_missing=*/!r.head_from_checkpoint));
   if (report != nullptr) *report = std::move(r);
   return model;
+}
+
+absl::Status ExportHfEncoder(Model& model, const HfLoadReport& report,
+                             const std::string& source_dir,
+                             const std::string& out_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat(out_dir, ": cannot create: ", ec.message()));
+  }
+  std::vector<Tensor32> tensors;
+  int64_t labels = 0;
+  try {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, t] : model.Parameters()) {
+      const at::Tensor c = t.detach().to(torch::kFloat32).contiguous();
+      Tensor32 out;
+      out.name = name;
+      out.shape.assign(c.sizes().begin(), c.sizes().end());
+      out.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+      if (name == "classifier.weight" || name == "classifier.out_proj.weight") {
+        labels = c.size(0);
+      }
+      tensors.push_back(std::move(out));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("exporting to ", out_dir, ": ", e.what_without_backtrace()));
+  }
+  RETURN_IF_ERROR(WriteSafetensorsFloat32(
+      (std::filesystem::path(out_dir) / "model.safetensors").string(), tensors,
+      {{"format", "pt"}}));
+
+  const std::string config_path =
+      (std::filesystem::path(source_dir) / "config.json").string();
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(config_path));
+  nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": not a JSON object"));
+  }
+  const std::string& type = report.config.model_type;
+  config["architectures"] = {type == "bert"      ? "BertForSequenceClassification"
+                             : type == "roberta" ? "RobertaForSequenceClassification"
+                                                 : "XLMRobertaForSequenceClassification"};
+  // The checkpoint's own label names when its head had this size.
+  const auto names = config.find("id2label");
+  if (names == config.end() || !names->is_object() ||
+      static_cast<int64_t>(names->size()) != labels) {
+    nlohmann::json id2label = nlohmann::json::object();
+    nlohmann::json label2id = nlohmann::json::object();
+    for (int64_t i = 0; i < labels; ++i) {
+      id2label[std::to_string(i)] = absl::StrCat("LABEL_", i);
+      label2id[absl::StrCat("LABEL_", i)] = i;
+    }
+    config["id2label"] = id2label;
+    config["label2id"] = label2id;
+  }
+  config.erase("num_labels");
+  return WriteFileAtomically(
+      (std::filesystem::path(out_dir) / "config.json").string(),
+      config.dump(2) + "\n");
 }
 
 }  // namespace layerfl

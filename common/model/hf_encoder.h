@@ -63,6 +63,18 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfEncoder(
     const std::string& dir, ModelConfig config, uint64_t seed,
     HfLoadReport* report = nullptr);
 
+// Writes `model` (an encoder LoadHfEncoder made from `source_dir`) to
+// `out_dir` in the layout it came from, so that it loads where it came
+// from: model.safetensors (float32) with upstream's names, and
+// source_dir's config.json with the classification head's size
+// (id2label, num_labels) and *ForSequenceClassification as its
+// architecture. A bare checkpoint (no prefix, no head) is written as the
+// classifier it has become, prefixed. Files are replaced atomically;
+// `out_dir` is created.
+absl::Status ExportHfEncoder(Model& model, const HfLoadReport& report,
+                             const std::string& source_dir,
+                             const std::string& out_dir);
+
 }  // namespace layerfl
 
 #endif  // LAYERFL_COMMON_MODEL_HF_ENCODER_H_
