@@ -239,16 +239,9 @@ int main(int argc, char** argv) {
     if (!d.token.empty()) {
       return fail_flags("--tokens_file and --token/--token_file are exclusive");
     }
-    const std::string path = absl::GetFlag(FLAGS_tokens_file);
-    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
-    if (!text.ok()) {
-      return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
-    }
     absl::StatusOr<std::map<std::string, std::string>> tokens =
-        layerfl::ParseClientTokens(*text, path);
-    if (!tokens.ok()) {
-      return fail_flags(absl::StrCat("--tokens_file: ", tokens.status().message()));
-    }
+        layerfl::ReadClientTokensFile("tokens_file", absl::GetFlag(FLAGS_tokens_file));
+    if (!tokens.ok()) return fail_flags(std::string(tokens.status().message()));
     options.client_tokens = *std::move(tokens);
   }
   if (absl::GetFlag(FLAGS_identity_key).empty() !=

@@ -169,8 +169,10 @@ bool IsPlainFileName(const std::string& name) {
          name.find('\0') == std::string::npos;
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
-                                          uint64_t limit) {
+// Opens `path` read-only; it must be a regular file. The descriptor and the
+// file's size; the caller closes it.
+absl::StatusOr<std::pair<int, uint64_t>> OpenRegularFile(
+    const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, path, ": cannot open");
   struct stat st;
@@ -184,13 +186,20 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a regular file"));
   }
-  if (static_cast<uint64_t>(st.st_size) > limit) {
+  return std::make_pair(fd, static_cast<uint64_t>(st.st_size));
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
+                                          uint64_t limit) {
+  ASSIGN_OR_RETURN(const auto opened, OpenRegularFile(path));
+  const auto [fd, size] = opened;
+  if (size > limit) {
     ::close(fd);
-    return absl::DataLossError(absl::StrCat(path, ": ", st.st_size,
+    return absl::DataLossError(absl::StrCat(path, ": ", size,
                                             " bytes, over the ", limit,
                                             "-byte limit for an index"));
   }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
+  std::string out(static_cast<size_t>(size), '\0');
   size_t done = 0;
   while (done < out.size()) {
     const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
@@ -254,20 +263,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     return absl::DataLossError(absl::StrCat(path, ": ", message));
   };
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, path, ": cannot open");
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, path, ": cannot stat");
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file"));
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  ASSIGN_OR_RETURN(const auto opened, OpenRegularFile(path));
+  const auto [fd, file_size] = opened;
   if (file_size < 8) {
     ::close(fd);
     return fail(absl::StrCat("the file is ", file_size,

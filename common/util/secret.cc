@@ -3,6 +3,8 @@
 #include <sodium.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -72,6 +74,24 @@ absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
   if (tokens.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": no client tokens"));
+  }
+  return tokens;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ReadClientTokensFile(
+    const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": cannot read '", path, "'"));
+  }
+  absl::StatusOr<std::map<std::string, std::string>> tokens =
+      ParseClientTokens(text.str(), path);
+  if (!tokens.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", tokens.status().message()));
   }
   return tokens;
 }

@@ -44,6 +44,11 @@ void SecureShuffle(std::vector<T>& items) {
 absl::StatusOr<std::map<std::string, std::string>> ParseClientTokens(
     const std::string& text, const std::string& source);
 
+// The tokens file a command-line flag names, parsed (ParseClientTokens):
+// InvalidArgument "--FLAG: cannot read 'PATH'" or "--FLAG: PATH:LINE: ...".
+absl::StatusOr<std::map<std::string, std::string>> ReadClientTokensFile(
+    const std::string& flag, const std::string& path);
+
 }  // namespace layerfl
 
 #endif  // LAYERFL_COMMON_UTIL_SECRET_H_

@@ -16,6 +16,7 @@
 #include "common/data/file.h"
 #include "common/util/flags.h"
 #include "common/util/memory.h"
+#include "common/util/secret.h"
 #include "common/util/signals.h"
 #include "server/service/coordinator.h"
 
@@ -129,14 +130,9 @@ int main(int argc, char** argv) {
     if (!absl::GetFlag(FLAGS_token).empty() || !absl::GetFlag(FLAGS_token_file).empty()) {
       return fail_flags("--tokens_file and --token/--token_file are exclusive");
     }
-    const std::string path = absl::GetFlag(FLAGS_tokens_file);
-    absl::StatusOr<std::string> text = layerfl::ReadFileToString(path);
-    if (!text.ok()) return fail_flags(absl::StrCat("--tokens_file: cannot read '", path, "'"));
     absl::StatusOr<std::map<std::string, std::string>> tokens =
-        layerfl::ParseClientTokens(*text, path);
-    if (!tokens.ok()) {
-      return fail_flags(absl::StrCat("--tokens_file: ", tokens.status().message()));
-    }
+        layerfl::ReadClientTokensFile("tokens_file", absl::GetFlag(FLAGS_tokens_file));
+    if (!tokens.ok()) return fail_flags(std::string(tokens.status().message()));
     s.client_tokens = *std::move(tokens);
   }
   for (const auto& [flag, path, pem] :
