@@ -780,6 +780,64 @@ TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
     std::cout << "client-000 trained [" << c << "]\n";
 }
 
+// A client killed in the middle of its first download (the fault ends the
+// process, as kill -9 would, once 2 layers are in its download cache) and
+// started again on the same cache fetches only the layers it lacks, and the
+// run still ends with the simulator's weights: the restarted client takes
+// the round's task it was given, so participation does not change.
+TEST_F(DistributedTest, ClientKilledMidDownloadResumesFromItsLastLayer) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const std::string sim_config = WriteConfig(dir_, "sim");
+  const std::string coord_config = WriteConfig(dir_, "coord");
+  Process sim({kBin + "/layerfl-sim", "--config=" + sim_config},
+              dir_ + "/sim.sim.log");
+  const std::string coord_dir = dir_ + "/coord";
+  std::string port;
+  std::unique_ptr<Process> started =
+      StartCoordinator(coord_config, coord_dir, deadline, &port);
+  Process& coordinator = *started;
+  ASSERT_FALSE(port.empty()) << coordinator.Log();
+  const auto client = [&](int i, const std::string& log,
+                          std::vector<std::string> extra) {
+    std::vector<std::string> argv = {
+        kBin + "/layerfl-client", "--coordinator=127.0.0.1:" + port,
+        "--poll_ms=2000", "--threads=1", absl::StrCat("--partition=", i)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(argv, log);
+  };
+  const std::string cache = "--download_cache_dir=" + dir_ + "/cache0";
+  std::vector<std::unique_ptr<Process>> clients;
+  clients.push_back(client(0, coord_dir + ".client0.killed.log",
+                           {cache, "--fault_exit_after_download_layers=2"}));
+  for (int i = 1; i < 4; ++i) {
+    clients.push_back(
+        client(i, absl::StrCat(coord_dir, ".client", i, ".log"), {}));
+  }
+  EXPECT_EQ(clients[0]->Wait(deadline), 3) << clients[0]->Log();
+  int cached = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/cache0")) {
+    cached += e.path().extension() == ".layer";
+  }
+  EXPECT_EQ(cached, 2);
+  clients[0] = client(0, coord_dir + ".client0.log", {cache});
+  for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
+  ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
+  ASSERT_EQ(sim.Wait(deadline), 0) << sim.Log();
+
+  // The model has 4 layers (embeddings, 2 blocks, head): the restarted
+  // client fetched the 2 it lacked.
+  EXPECT_THAT(clients[0]->Log(),
+              ::testing::HasSubstr("the layer cache holds 2 layers of run"));
+  EXPECT_THAT(clients[0]->Log(),
+              ::testing::HasSubstr(
+                  "download resumed: 2 layers were already held, 2 fetched"));
+  const Checkpoint a = LatestCheckpoint(coord_dir);
+  const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
+  EXPECT_EQ(a.round, 3);
+  ExpectBitIdentical(a.weights, b.weights);
+  EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
+}
+
 TEST_F(DistributedTest, ExitCodes) {
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   // Bad flags or config: 2.

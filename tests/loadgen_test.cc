@@ -225,7 +225,7 @@ class ScriptedLink : public CoordinatorLink {
     task.metric = "rgn";
     return task;
   }
-  absl::StatusOr<TransferStats> Fetch(Replica& replica) override {
+  absl::StatusOr<TransferStats> Fetch(Replica& replica, LayerCache*) override {
     replica.run_id = "run";
     replica.committed_round = 0;
     return TransferStats{};

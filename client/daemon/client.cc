@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "client/daemon/client_metrics.h"
+#include "client/daemon/layer_cache.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
 #include "common/trainer/examples.h"
@@ -19,6 +20,19 @@
 
 namespace layerfl {
 namespace {
+
+// The daemon's layer cache in `dir` ("" = none), with the options' fault.
+absl::StatusOr<std::unique_ptr<LayerCache>> OpenLayerCache(
+    const ClientOptions& options, const std::string& dir) {
+  if (dir.empty()) return std::unique_ptr<LayerCache>();
+  ASSIGN_OR_RETURN(std::unique_ptr<LayerCache> cache,
+                   CreateFileLayerCache(dir));
+  if (options.exit_after_download_layers > 0) {
+    cache = ExitAfterLayersCache(std::move(cache),
+                                 options.exit_after_download_layers);
+  }
+  return cache;
+}
 
 // The token `id` presents: its own (client_tokens), else the shared one.
 absl::StatusOr<std::string> TokenFor(const ClientOptions& options,
@@ -257,7 +271,10 @@ absl::Status RunClient(const ClientOptions& options,
                      BuildTaskExamples(c, options.partition));
     examples = std::move(task.clients[0]);
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
+  // The weights come from the coordinator: a Hugging Face model is built
+  // from its config.json alone.
+  ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
+                   CreateModel(c.model, c.seed, {/*load_hf_weights=*/false}));
   WorkerWork work(std::make_unique<LocalWorker>(
       c, daemon.client_id, std::move(model), std::move(examples)));
   if (options.print_profile != nullptr) {
@@ -289,6 +306,9 @@ absl::Status RunClient(const ClientOptions& options,
                                           absl::StrCat(http->port(), "\n")));
     }
   }
+  ASSIGN_OR_RETURN(std::unique_ptr<LayerCache> cache,
+                   OpenLayerCache(options, options.download_cache_dir));
+  daemon.layer_cache = cache.get();
   absl::StatusOr<DaemonResult> result =
       RunClientDaemon(daemon, work, *link, stop);
   return result.status();
@@ -401,7 +421,10 @@ absl::Status RunHostedClients(const ClientOptions& options,
   }
   // One model replica, taken in turns; every task loads the global weights
   // it is given first, so sharing changes nothing a client computes.
-  ASSIGN_OR_RETURN(std::shared_ptr<Model> model, CreateModel(c.model, c.seed));
+  // The weights come from the coordinator: a Hugging Face model is built
+  // from its config.json alone.
+  ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
+                   CreateModel(c.model, c.seed, {/*load_hf_weights=*/false}));
   absl::Mutex turn;
   std::vector<std::unique_ptr<WorkerWork>> work;
   for (size_t k = 0; k < ids.size(); ++k) {
@@ -418,6 +441,17 @@ absl::Status RunHostedClients(const ClientOptions& options,
       DaemonOptions daemon = prepared.daemon;
       daemon.client_id = ids[k];
       daemon.token = tokens[k];
+      absl::StatusOr<std::unique_ptr<LayerCache>> cache = OpenLayerCache(
+          options, options.download_cache_dir.empty()
+                       ? ""
+                       : (std::filesystem::path(options.download_cache_dir) /
+                          ids[k])
+                             .string());
+      if (!cache.ok()) {
+        results[k] = cache.status();
+        return;
+      }
+      daemon.layer_cache = cache->get();
       std::unique_ptr<CoordinatorLink> link = CreateGrpcLink(options.link);
       absl::StatusOr<DaemonResult> r =
           RunClientDaemon(daemon, *work[k], *link, stop);

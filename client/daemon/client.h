@@ -71,6 +71,14 @@ struct ClientOptions {
   // its own; an id without one is InvalidArgument naming it. Empty = none.
   std::map<std::string, std::string> client_tokens;
   GrpcLinkOptions link;
+  // Where downloaded layers are kept as they arrive, so that a restarted
+  // daemon resumes a download (and holds the model) from what it had (a
+  // hosted client: its own subdirectory, named by its id). "" = none.
+  std::string download_cache_dir;
+  // Fault injection for tests and trials: the process ends at once (as if
+  // killed) after this many downloaded layers are cached; 0 = never. Needs
+  // download_cache_dir.
+  int64_t exit_after_download_layers = 0;
   // This daemon's Prometheus /metrics (client_metrics.h); address "" =
   // none (the default: several clients may share a machine).
   HttpListenerOptions http{"", ""};

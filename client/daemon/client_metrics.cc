@@ -76,6 +76,14 @@ struct ClientMetrics::Impl {
                        .Labels({{"client", id}})
                        .Register(*registry)
                        .Add({})),
+        layers_resumed(prometheus::BuildCounter()
+                           .Name("layerfl_client_layers_resumed_total")
+                           .Help("Layers a download did not fetch because "
+                                 "an earlier one that broke off (or the "
+                                 "layer cache) held them")
+                           .Labels({{"client", id}})
+                           .Register(*registry)
+                           .Add({})),
         peak_bytes(prometheus::BuildGauge()
                        .Name("layerfl_client_peak_train_bytes")
                        .Help("Peak training memory of the last local training")
@@ -91,6 +99,7 @@ struct ClientMetrics::Impl {
   prometheus::Counter& joins;
   prometheus::Counter& reconnects;
   prometheus::Gauge& last_round;
+  prometheus::Counter& layers_resumed;
   prometheus::Gauge& peak_bytes;
 };
 
@@ -124,6 +133,8 @@ void ClientMetrics::OnTask(const TaskRecord& record, const WorkCost& cost) {
       .Increment(static_cast<double>(record.download.wire_bytes));
   m.bytes_down.Add({{"kind", "payload"}})
       .Increment(static_cast<double>(record.download.payload_bytes));
+  m.layers_resumed.Increment(
+      static_cast<double>(record.download.resumed_layers));
   m.bytes_up.Add({{"kind", "wire"}})
       .Increment(static_cast<double>(record.upload.wire_bytes));
   m.bytes_up.Add({{"kind", "payload"}})

@@ -275,6 +275,16 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     return s;
   };
 
+  if (options.layer_cache != nullptr) {
+    absl::StatusOr<Replica> cached = options.layer_cache->Load();
+    if (!cached.ok()) return cached.status();
+    if (!cached->partial.empty()) {
+      log(absl::StrFormat("the layer cache holds %d layers of run %s",
+                          cached->partial.size(), cached->partial_run_id));
+      replica = *std::move(cached);
+    }
+  }
+
   while (!stopped()) {
     if (!joined) {
       absl::StatusOr<JoinInfo> info = link.Join(
@@ -297,6 +307,12 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       if (replica.run_id != info->run_id && !replica.run_id.empty()) {
         log(absl::StrCat("run ", info->run_id, " is not the run of the held ",
                          "weights (", replica.run_id, "); dropping them"));
+        replica = Replica();
+      }
+      if (!replica.partial.empty() && replica.partial_run_id != info->run_id) {
+        log(absl::StrCat("run ", info->run_id, " is not the run of the ",
+                         "partial download (", replica.partial_run_id,
+                         "); dropping it"));
         replica = Replica();
       }
       log(absl::StrFormat("joined run %s (%d samples, budget %g, %s)",
@@ -338,7 +354,8 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     TaskRecord record;
     record.kind = task->kind;
     record.round = task->round;
-    absl::StatusOr<TransferStats> fetched = link.Fetch(replica);
+    absl::StatusOr<TransferStats> fetched =
+        link.Fetch(replica, options.layer_cache);
     if (!fetched.ok()) {
       if (IsUnknownSession(fetched.status()) || IsTransient(fetched.status())) {
         if (absl::Status s = handle("fetch", fetched.status()); !s.ok())
@@ -351,6 +368,15 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       continue;
     }
     record.download = *fetched;
+    if (fetched->resumed_layers > 0) {
+      log(absl::StrFormat("download resumed: %d layers were already held, "
+                          "%d fetched",
+                          fetched->resumed_layers, fetched->layers.size()));
+    }
+    if (!fetched->cache_error.empty()) {
+      log(absl::StrCat("the layer cache failed (downloads go on without it): ",
+                       fetched->cache_error));
+    }
     if (replica.committed_round != task->round - 1) {
       log(absl::StrCat("task for round ", task->round,
                        " is stale: the model is at round ",

@@ -67,6 +67,29 @@ struct Replica {
   std::string run_id;            // "" = holds nothing
   int64_t committed_round = -1;  // the round the weights are as of
   ModelWeights weights;          // layers in model order, with versions
+  // A first download of run `partial_run_id` that broke off (or that a
+  // restarted daemon found in its LayerCache): the layers that arrived
+  // whole, by name. The next Fetch declares them held and asks for the rest
+  // only. Empty once `run_id` is set.
+  std::string partial_run_id;
+  std::map<std::string, LayerWeights> partial;
+};
+
+// Keeps a download's layers as they arrive, so that a daemon restarted in
+// the middle of a download (or after it) resumes from the last complete
+// layer instead of from scratch. Implementations need not be thread-safe
+// (one daemon loop uses one). File-backed: CreateFileLayerCache.
+class LayerCache {
+ public:
+  virtual ~LayerCache() = default;
+  // Stores `layer` of run `run_id`, replacing that layer's earlier version;
+  // layers of another run are dropped first.
+  virtual absl::Status Put(const std::string& run_id,
+                           const LayerWeights& layer) = 0;
+  // What is stored, as a replica's partial download (partial_run_id and
+  // partial; empty when nothing is). Damaged entries are skipped and
+  // removed, never returned.
+  virtual absl::StatusOr<Replica> Load() = 0;
 };
 
 struct JoinParams {
@@ -122,6 +145,12 @@ struct TransferStats {
   int64_t wire_bytes = 0;
   int64_t payload_bytes = 0;
   int64_t numel = 0;
+  // Fetch: layers not sent because an earlier download that broke off (or
+  // the LayerCache of a restarted daemon) already held them.
+  int64_t resumed_layers = 0;
+  // Fetch: the first error of the LayerCache (it was not written to
+  // after); "" = none. The download itself does not fail for it.
+  std::string cache_error;
 };
 
 // The coordinator as the daemon sees it. Join keeps the session for the
@@ -139,9 +168,16 @@ class CoordinatorLink {
   virtual absl::Status Leave(const std::string& reason) = 0;
   virtual absl::Status Heartbeat() = 0;
   virtual absl::StatusOr<ClientTask> GetTask(absl::Duration wait) = 0;
-  // Brings `replica` up to date: sends the held versions, receives only the
-  // changed layers. All or nothing: on error `replica` is unchanged.
-  virtual absl::StatusOr<TransferStats> Fetch(Replica& replica) = 0;
+  // Brings `replica` up to date: sends the held versions (or, with no
+  // complete replica, those of its partial download), receives only the
+  // changed layers. Every layer that arrives whole is kept, in the replica
+  // and in `cache` (null = none), even when the stream then breaks off: on
+  // error the replica holds what it held plus those layers (in `partial`
+  // for a first download), never a layer that failed its checks, and the
+  // next Fetch resumes. On success the replica is the coordinator's model
+  // as of the manifest's round.
+  virtual absl::StatusOr<TransferStats> Fetch(Replica& replica,
+                                              LayerCache* cache) = 0;
   // `cost`: what scoring / training took, sent along for the metrics.
   virtual absl::Status ReportScores(int64_t round,
                                     const std::vector<double>& scores,
@@ -222,6 +258,9 @@ struct DaemonOptions {
   absl::Duration backoff_initial = absl::Milliseconds(200);
   absl::Duration backoff_max = absl::Seconds(5);
   absl::Duration give_up = absl::Seconds(120);
+  // Keeps downloaded layers as they arrive; at start the daemon resumes
+  // from what it holds. Null = memory only. Not owned.
+  LayerCache* layer_cache = nullptr;
   // One line per event; null = silent. Not owned.
   std::ostream* log = nullptr;
   // Told of joins and tasks; null = none. Not owned.

@@ -1,6 +1,8 @@
 #include "client/daemon/grpc_link.h"
 
+#include <algorithm>
 #include <map>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -22,6 +24,51 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
 absl::Status BadStream(const std::string& detail) {
   return absl::DataLossError(absl::StrCat("bad_request: ", detail));
 }
+
+// Cancels a call when its deadline passes. The deadline moves while the call
+// runs (a download's follows the bytes its manifest announces and each chunk
+// that arrives), which a ClientContext's own deadline cannot.
+class CallWatchdog {
+ public:
+  CallWatchdog(grpc::ClientContext* context, absl::Time deadline)
+      : context_(context), deadline_(deadline), thread_([this] { Watch(); }) {}
+  ~CallWatchdog() {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    thread_.join();
+  }
+  void SetDeadline(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    deadline_ = deadline;
+  }
+  // Whether it cancelled the call.
+  bool fired() {
+    absl::MutexLock lock(&mu_);
+    return fired_;
+  }
+
+ private:
+  void Watch() {
+    absl::MutexLock lock(&mu_);
+    while (!done_) {
+      if (mu_.AwaitWithDeadline(absl::Condition(&done_), deadline_)) break;
+      if (absl::Now() >= deadline_) {
+        fired_ = true;
+        context_->TryCancel();
+        break;
+      }
+    }
+  }
+
+  grpc::ClientContext* const context_;
+  absl::Mutex mu_;
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool fired_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the rest is set
+};
 
 class GrpcLink : public CoordinatorLink {
  public:
@@ -164,30 +211,55 @@ class GrpcLink : public CoordinatorLink {
     return task;
   }
 
-  absl::StatusOr<TransferStats> Fetch(Replica& replica) override {
+  absl::StatusOr<TransferStats> Fetch(Replica& replica,
+                                      LayerCache* cache) override {
     wire::FetchRequest request;
     Identify(request);
-    request.set_run_id(replica.run_id);
     if (!replica.run_id.empty()) {
+      request.set_run_id(replica.run_id);
       for (const LayerWeights& l : replica.weights.layers) {
         wire::LayerVersion* v = request.add_held();
         v->set_layer(l.group);
         v->set_version(l.version);
       }
+    } else if (!replica.partial.empty()) {
+      request.set_run_id(replica.partial_run_id);
+      for (const auto& [name, l] : replica.partial) {
+        wire::LayerVersion* v = request.add_held();
+        v->set_layer(name);
+        v->set_version(l.version);
+      }
     }
     grpc::ClientContext context;
-    SetDeadline(context, options_.transfer_timeout);
+    // The manifest must come within rpc_timeout; then the deadline follows
+    // the bytes it announces, and a stall of rpc_timeout ends the call.
+    const absl::Time start = absl::Now();
+    CallWatchdog watchdog(&context, start + options_.rpc_timeout);
     std::unique_ptr<grpc::ClientReader<wire::FetchReply>> reader =
         stub_->FetchLayers(&context, request);
     TransferStats stats;
     wire::FetchReply message;
+    absl::Time transfer_deadline = absl::InfiniteFuture();
+    const auto finished = [&](grpc::Status status) -> absl::Status {
+      if (watchdog.fired()) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "the download stalled or ran past its deadline (",
+            stats.payload_bytes, " bytes in ",
+            absl::FormatDuration(absl::Trunc(absl::Now() - start,
+                                             absl::Milliseconds(1))),
+            "; allowed: ", absl::FormatDuration(options_.rpc_timeout),
+            " without progress, ",
+            options_.min_download_bytes_per_s, " bytes/s on average)"));
+      }
+      return Checked(status);
+    };
     const auto fail = [&](absl::Status s) {
       context.TryCancel();
       (void)reader->Finish();
       return s;
     };
     if (!reader->Read(&message)) {
-      RETURN_IF_ERROR(Checked(reader->Finish()));
+      RETURN_IF_ERROR(finished(reader->Finish()));
       return BadStream("FetchLayers ended before its manifest");
     }
     if (!message.has_manifest()) {
@@ -197,12 +269,31 @@ class GrpcLink : public CoordinatorLink {
     const wire::FetchManifest manifest = message.manifest();
     absl::StatusOr<Encoding> encoding = FromProto(manifest.encoding());
     if (!encoding.ok()) return fail(encoding.status());
+    if (manifest.sending_bytes() < 0) {
+      return fail(BadStream("a negative sending_bytes in the manifest"));
+    }
+    transfer_deadline =
+        absl::Now() + options_.rpc_timeout +
+        absl::Seconds(static_cast<double>(manifest.sending_bytes()) /
+                      options_.min_download_bytes_per_s);
+    watchdog.SetDeadline(
+        std::min(transfer_deadline, absl::Now() + options_.rpc_timeout));
     const bool fresh = manifest.run_id() != replica.run_id;
+    if (fresh && replica.partial_run_id != manifest.run_id()) {
+      replica.partial.clear();
+      replica.partial_run_id = manifest.run_id();
+    }
     std::map<std::string, int> index;  // the replica's layers
     if (!fresh) {
       for (size_t l = 0; l < replica.weights.layers.size(); ++l) {
         index[replica.weights.layers[l].group] = static_cast<int>(l);
       }
+    }
+    std::map<std::string, int64_t> current;  // the manifest's versions
+    std::vector<std::string> known;
+    for (const wire::LayerVersion& v : manifest.current()) {
+      current[v.layer()] = v.version();
+      known.push_back(v.layer());
     }
     std::vector<ExpectedLayer> expected;
     for (const std::string& name : manifest.sending()) {
@@ -215,64 +306,84 @@ class GrpcLink : public CoordinatorLink {
       }
       expected.push_back(std::move(e));
     }
-    std::vector<std::string> known;
-    for (const wire::LayerVersion& v : manifest.current())
-      known.push_back(v.layer());
+    if (!fresh && static_cast<size_t>(manifest.current_size()) !=
+                      replica.weights.layers.size()) {
+      return fail(BadStream("the model's layers changed within one run"));
+    }
     DecoderLimits limits;
     limits.encoding = *encoding;
     limits.max_chunk_bytes = options_.max_chunk_bytes;
     LayerStreamDecoder decoder(std::move(expected), known, limits);
+    // Keeps each layer that arrived whole: in the replica (a first download:
+    // its partial part) and in the cache.
+    const auto keep_completed = [&]() -> absl::Status {
+      for (LayerWeights& l : decoder.TakeCompleted()) {
+        auto v = current.find(l.group);
+        if (v == current.end() || v->second != l.version) {
+          return BadStream(absl::StrCat(
+              "layer '", l.group, "' came as version ", l.version,
+              ", the manifest says ",
+              v == current.end() ? std::string("nothing") :
+                                   absl::StrCat(v->second)));
+        }
+        stats.layers.push_back(l.group);
+        stats.numel += l.numel();
+        if (cache != nullptr && stats.cache_error.empty()) {
+          absl::Status s = cache->Put(manifest.run_id(), l);
+          if (!s.ok()) stats.cache_error = std::string(s.message());
+        }
+        if (fresh) {
+          const std::string name = l.group;
+          replica.partial[name] = std::move(l);
+        } else {
+          replica.weights.layers[index[l.group]] = std::move(l);
+        }
+      }
+      return absl::OkStatus();
+    };
     while (reader->Read(&message)) {
       if (!message.has_chunk()) {
+        (void)keep_completed();
         return fail(BadStream("a second manifest in FetchLayers"));
       }
       stats.wire_bytes += WireBytes(message);
       absl::Status s = AddChunk(message.chunk(), decoder);
+      if (s.ok()) s = keep_completed();
       if (!s.ok()) return fail(s);
+      watchdog.SetDeadline(
+          std::min(transfer_deadline, absl::Now() + options_.rpc_timeout));
     }
-    RETURN_IF_ERROR(Checked(reader->Finish()));
-    RETURN_IF_ERROR(decoder.Finish());
+    absl::Status status = finished(reader->Finish());
+    if (status.ok()) status = decoder.Finish();
+    if (absl::Status kept = keep_completed(); status.ok()) status = kept;
     stats.payload_bytes = decoder.payload_bytes();
-    std::vector<LayerWeights> received = decoder.TakeLayers();
-    std::map<std::string, LayerWeights*> by_name;
-    for (LayerWeights& l : received) {
-      by_name[l.group] = &l;
-      stats.layers.push_back(l.group);
-      stats.numel += l.numel();
-    }
-    // Check that the result is the coordinator's current model, then apply.
-    if (!fresh && static_cast<size_t>(manifest.current_size()) !=
-                      replica.weights.layers.size()) {
-      return BadStream("the model's layers changed within one run");
-    }
+    if (!status.ok()) return status;
+    // Check that the result is the coordinator's current model, then use it.
     for (int l = 0; l < manifest.current_size(); ++l) {
       const wire::LayerVersion& v = manifest.current(l);
-      auto it = by_name.find(v.layer());
-      if (it != by_name.end()) {
-        if (it->second->version != v.version()) {
-          return BadStream(absl::StrCat(
-              "layer '", v.layer(), "' came as version ", it->second->version,
-              ", the manifest says ", v.version()));
-        }
-        continue;
+      const LayerWeights* held = nullptr;
+      if (fresh) {
+        auto it = replica.partial.find(v.layer());
+        if (it != replica.partial.end()) held = &it->second;
+      } else if (replica.weights.layers[l].group == v.layer()) {
+        held = &replica.weights.layers[l];
       }
-      if (fresh || replica.weights.layers[l].group != v.layer() ||
-          replica.weights.layers[l].version != v.version()) {
+      if (held == nullptr || held->version != v.version()) {
         return BadStream(absl::StrCat("layer '", v.layer(), "' version ",
                                       v.version(),
                                       " was not sent and is not held"));
       }
     }
     if (fresh) {
+      stats.resumed_layers =
+          manifest.current_size() - manifest.sending_size();
       ModelWeights weights;
       for (const wire::LayerVersion& v : manifest.current()) {
-        weights.layers.push_back(std::move(*by_name[v.layer()]));
+        weights.layers.push_back(std::move(replica.partial[v.layer()]));
       }
       replica.weights = std::move(weights);
-    } else {
-      for (LayerWeights& l : received) {
-        replica.weights.layers[index[l.group]] = std::move(l);
-      }
+      replica.partial.clear();
+      replica.partial_run_id.clear();
     }
     replica.run_id = manifest.run_id();
     replica.committed_round = manifest.committed_round();

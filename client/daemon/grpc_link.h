@@ -33,8 +33,11 @@ struct GrpcLinkOptions {
   std::string target;
   // Deadline of unary calls; GetTask adds its long-poll wait. Default 30 s.
   absl::Duration rpc_timeout = absl::Seconds(30);
-  // Deadline of a FetchLayers stream. Default 10 min.
-  absl::Duration transfer_timeout = absl::Minutes(10);
+  // A download has rpc_timeout for its manifest, then rpc_timeout plus the
+  // bytes the manifest announces at this rate (a large model gets the time
+  // it needs, a small one no more), and ends when no chunk arrives for
+  // rpc_timeout. Default 1 MiB/s.
+  double min_download_bytes_per_s = 1 << 20;
   // Upload chunk payload (capped by what the coordinator accepts). Default
   // 1 MiB.
   int64_t chunk_bytes = int64_t{1} << 20;

@@ -126,7 +126,16 @@ ABSL_FLAG(int64_t, delay_upload_ms, 0,
           "wait this long after training, before each upload, as a slow "
           "device or link would (tests and trials); 0 = none");
 ABSL_FLAG(double, rpc_timeout_s, 30, "deadline of unary calls");
-ABSL_FLAG(double, transfer_timeout_s, 600, "deadline of a model download");
+ABSL_FLAG(double, min_download_mib_s, 1,
+          "a download may take --rpc_timeout_s plus its bytes at this rate "
+          "(MiB/s), and ends after --rpc_timeout_s without progress");
+ABSL_FLAG(std::string, download_cache_dir, "",
+          "keep downloaded layers here as they arrive, so that a restarted "
+          "client resumes a download from the last complete layer (a worker: "
+          "one subdirectory per hosted id)");
+ABSL_FLAG(int64_t, fault_exit_after_download_layers, 0,
+          "fault injection: end the process at once after N downloaded "
+          "layers are cached (needs --download_cache_dir); 0 = never");
 ABSL_FLAG(int64_t, chunk_kb, 1024, "upload chunk payload, KiB");
 ABSL_FLAG(int64_t, backoff_initial_ms, 200, "first reconnect delay, ms");
 ABSL_FLAG(int64_t, backoff_max_ms, 5000, "largest reconnect delay, ms");
@@ -282,8 +291,16 @@ int main(int argc, char** argv) {
   options.link.target = absl::GetFlag(FLAGS_coordinator);
   if (absl::GetFlag(FLAGS_print_profile)) options.print_profile = &std::cout;
   options.link.rpc_timeout = absl::Seconds(absl::GetFlag(FLAGS_rpc_timeout_s));
-  options.link.transfer_timeout =
-      absl::Seconds(absl::GetFlag(FLAGS_transfer_timeout_s));
+  options.link.min_download_bytes_per_s =
+      absl::GetFlag(FLAGS_min_download_mib_s) * (1 << 20);
+  options.download_cache_dir = absl::GetFlag(FLAGS_download_cache_dir);
+  options.exit_after_download_layers =
+      absl::GetFlag(FLAGS_fault_exit_after_download_layers);
+  if (options.exit_after_download_layers > 0 &&
+      options.download_cache_dir.empty()) {
+    return fail_flags(
+        "--fault_exit_after_download_layers needs --download_cache_dir");
+  }
   options.link.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) * 1024;
   options.link.reconnect_backoff_max = d.backoff_max;
   layerfl::ClientTls& tls = options.link.tls;
@@ -308,11 +325,11 @@ int main(int argc, char** argv) {
   }
   if (d.poll <= absl::ZeroDuration() ||
       options.link.rpc_timeout <= absl::ZeroDuration() ||
-      options.link.transfer_timeout <= absl::ZeroDuration() ||
+      !(options.link.min_download_bytes_per_s > 0) ||
       d.backoff_initial <= absl::ZeroDuration() ||
       d.backoff_max < d.backoff_initial || d.give_up <= absl::ZeroDuration()) {
     return fail_flags(
-        "--poll_ms, --rpc_timeout_s, --transfer_timeout_s, "
+        "--poll_ms, --rpc_timeout_s, --min_download_mib_s, "
         "--give_up_s and the backoff must be > 0 (max >= initial)");
   }
   if (options.link.chunk_bytes < 4 || options.link.chunk_bytes > (3 << 20)) {

@@ -247,8 +247,8 @@ absl::Status LayerStreamDecoder::StartLayer(const LayerHeader& h) {
                          absl::StrCat("layer '", h.layer,
                                       "' is not a layer of the model"));
     }
-    for (const LayerWeights& d : done_) {
-      if (d.group == h.layer) {
+    for (size_t i = 0; i < next_; ++i) {
+      if (expected_[i].layer == h.layer) {
         return WireRefusal(WireError::kUnexpectedLayer,
                            absl::StrCat("layer '", h.layer, "' sent twice"));
       }
@@ -488,6 +488,12 @@ absl::Status LayerStreamDecoder::Finish() {
 
 std::vector<LayerWeights> LayerStreamDecoder::TakeLayers() {
   return std::move(done_);
+}
+
+std::vector<LayerWeights> LayerStreamDecoder::TakeCompleted() {
+  std::vector<LayerWeights> out = std::move(done_);
+  done_.clear();
+  return out;
 }
 
 std::vector<ChunkFrame> EncodeLayers(const std::vector<LayerSource>& layers,

@@ -199,6 +199,12 @@ class LayerStreamDecoder {
   // from the headers, tensors with names and shapes).
   std::vector<LayerWeights> TakeLayers();
 
+  // The layers that arrived whole since the last call, in stream order, at
+  // any time: also after a refusal or a stream cut short (each was checked
+  // chunk by chunk), so that a receiver keeps what it already has.
+  // TakeLayers then returns only the rest.
+  std::vector<LayerWeights> TakeCompleted();
+
   // Payload bytes accepted so far.
   int64_t payload_bytes() const { return payload_bytes_; }
 

@@ -64,6 +64,7 @@ std::vector<Field> ModelFields(ModelConfig* c) {
           Bind("max_len", &c->max_len),
           Bind("torchscript_path", &c->torchscript_path),
           Bind("groups", &c->groups),
+          Bind("hf_dir", &c->hf_dir),
           Bind("frozen", &c->frozen),
           Bind("common", &c->common)};
 }
@@ -332,7 +333,7 @@ absl::Status CheckGroupList(absl::string_view path,
 
 absl::Status ValidateModel(const ModelConfig& m) {
   RETURN_IF_ERROR(
-      CheckOneOf("model.kind", m.kind, {"vit", "text", "torchscript"}));
+      CheckOneOf("model.kind", m.kind, {"vit", "text", "torchscript", "hf"}));
   RETURN_IF_ERROR(CheckAtLeast("model.num_classes", m.num_classes, 2));
   RETURN_IF_ERROR(CheckAtLeast("model.heads", m.heads, 1));
   RETURN_IF_ERROR(CheckAtLeast("model.dim", m.dim, 1));
@@ -365,6 +366,9 @@ absl::Status ValidateModel(const ModelConfig& m) {
     return Bad("model.groups",
                "must list at least one group when model.kind is torchscript",
                Raw{"[]"});
+  }
+  if (m.kind == "hf" && m.hf_dir.empty()) {
+    return Bad("model.hf_dir", "must be set when model.kind is hf", m.hf_dir);
   }
   std::set<std::string> group_names;
   for (size_t i = 0; i < m.groups.size(); ++i) {
@@ -821,7 +825,9 @@ std::string RunConfigToYaml(const RunConfig& config) {
 bool IsMachineLocalField(absl::string_view path) {
   static constexpr absl::string_view kLocal[] = {
       "threads",          "data.dir",          "data.train_tsv",
-      "data.test_tsv",    "model.torchscript_path", "pretrain.checkpoint",
+      "data.test_tsv",    "data.train_path",   "data.test_path",
+      "model.torchscript_path", "model.hf_dir",
+      "pretrain.checkpoint",
       "federated.run_dir", "profile.cache_dir", "profile.steps",
       "profile.reps", "privacy.dp.noise_seed",
       "privacy.dp.insecure_sampling_seed"};

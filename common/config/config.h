@@ -28,7 +28,9 @@ struct LayerGroupPattern {
 };
 
 struct ModelConfig {
-  // "vit" (images), "text" (Transformer encoder) or "torchscript".
+  // "vit" (images), "text" (Transformer encoder), "torchscript", or "hf": a
+  // Hugging Face checkpoint directory (hf_dir) of a supported architecture,
+  // its layer groups following the architecture.
   std::string kind = "vit";
   int num_classes = 10;  // output classes of the head, >= 2
   int dim = 64;          // embedding width, divisible by heads
@@ -46,6 +48,10 @@ struct ModelConfig {
   // order from input to output. Every parameter must match exactly one group.
   std::string torchscript_path;
   std::vector<LayerGroupPattern> groups;
+  // hf only: the checkpoint directory (config.json, model.safetensors or its
+  // index and shards; the tokenizer's files for text models,
+  // preprocessor_config.json for vision models). Machine-local.
+  std::string hf_dir;
   // Group names never trained (frozen) or trained by every client (common).
   std::vector<std::string> frozen;
   std::vector<std::string> common;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/data/file.h"
+#include "common/model/hf_model.h"
 #include "common/model/model_internal.h"
 
 namespace layerfl {
@@ -66,10 +67,16 @@ class Reader {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> CreateModel(const ModelConfig& config,
-                                                   uint64_t seed) {
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(
+    const ModelConfig& config, uint64_t seed,
+    const CreateModelOptions& options) {
   try {
     if (config.kind == "torchscript") return LoadTorchScriptModel(config);
+    if (config.kind == "hf") {
+      return options.load_hf_weights
+                 ? LoadHfModel(config.hf_dir, config, seed)
+                 : CreateHfModel(config.hf_dir, config, seed);
+    }
     return CreateBuiltinModel(config, seed);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("building model '", config.kind,

@@ -2,8 +2,9 @@
 #define LAYERFL_COMMON_MODEL_MODEL_H_
 
 // A trainable model with declared layer groups. Implementations: the built-in
-// ViT and text Transformer (LibTorch C++ modules) and TorchScript files
-// exported from Python. This header includes only ATen's Tensor, not
+// ViT and text Transformer (LibTorch C++ modules), Hugging Face checkpoints
+// of the architectures hf_model.h lists, and TorchScript files exported from
+// Python. This header includes only ATen's Tensor, not
 // torch/torch.h, so code that merely passes tensors around compiles fast.
 //
 // Not thread-safe: one Model is used by one thread at a time.
@@ -45,11 +46,25 @@ class Model {
   virtual void SetTraining(bool training) = 0;
 };
 
-// Builds the model the config describes: "vit", "text" or "torchscript"
-// (loaded from model.torchscript_path, grouped by model.groups). Parameters
-// are initialised from `seed`. Frozen/common groups are marked from the config.
-absl::StatusOr<std::unique_ptr<Model>> CreateModel(const ModelConfig& config,
-                                                   uint64_t seed);
+struct CreateModelOptions {
+  // kind "hf" only: read the checkpoint's weights (true, the default), or
+  // build the architecture from its config.json alone with every parameter
+  // drawn from the seed (false: for a client daemon, which downloads the
+  // weights from the coordinator and may not have the safetensors files).
+  // Both give the same groups and, for a head the checkpoint lacks, the same
+  // head (see hf_model.h: LoadHfModel, CreateHfModel).
+  bool load_hf_weights = true;
+};
+
+// Builds the model the config describes: "vit", "text", "torchscript"
+// (loaded from model.torchscript_path, grouped by model.groups) or "hf" (the
+// Hugging Face checkpoint directory model.hf_dir, grouped by its
+// architecture; see hf_model.h). Parameters not loaded are initialised from
+// `seed`. Frozen/common groups are marked from the config (and a head an
+// "hf" checkpoint lacks is marked common).
+absl::StatusOr<std::unique_ptr<Model>> CreateModel(
+    const ModelConfig& config, uint64_t seed,
+    const CreateModelOptions& options = {});
 
 // Deep copies of the parameters (not aliasing the model).
 NamedTensors CloneParameters(Model& model);

@@ -1207,6 +1207,7 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       record_.numel += layer->numel;
       record_.payload_bytes += layer->payload_bytes;
     }
+    manifest->set_sending_bytes(record_.payload_bytes);
     record_.round = snapshot_.committed_round;
     service_->SetStreamBytes(this, record_.payload_bytes);
     const std::string bytes = reply.SerializeAsString();

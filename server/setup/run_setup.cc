@@ -1,8 +1,12 @@
 #include "server/setup/run_setup.h"
 
 #include <filesystem>
+#include <unordered_map>
+
+#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/data/file.h"
 #include "common/trainer/examples.h"
 #include "common/trainer/pretrain.h"
 #include "common/trainer/trainer.h"
@@ -14,16 +18,63 @@
 namespace layerfl {
 namespace {
 
+// Points every parameter of `model` at the values of `weights` (no copy):
+// the model then reads the weights' buffers and must not be written or used
+// once they are freed or moved. Checks as ImportWeights.
+absl::Status AliasWeights(Model& model, const ModelWeights& weights) {
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : model.Parameters()) by_name[name] = t;
+  const std::vector<LayerGroup>& groups = model.groups();
+  if (weights.layers.size() != groups.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights have ", weights.layers.size(),
+                     " layer groups, the model has ", groups.size()));
+  }
+  for (size_t l = 0; l < groups.size(); ++l) {
+    const LayerWeights& layer = weights.layers[l];
+    if (layer.group != groups[l].name ||
+        layer.tensors.size() != groups[l].param_names.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, ": weights hold '", layer.group,
+                       "', the model has '", groups[l].name, "'"));
+    }
+    for (size_t i = 0; i < layer.tensors.size(); ++i) {
+      const Tensor32& t = layer.tensors[i];
+      auto it = by_name.find(t.name);
+      if (t.name != groups[l].param_names[i] || it == by_name.end() ||
+          !it->second.sizes().equals(t.shape) ||
+          it->second.scalar_type() != at::kFloat) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", t.name, "' does not match the model's parameter"));
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (const LayerWeights& layer : weights.layers) {
+    for (const Tensor32& t : layer.tensors) {
+      by_name.at(t.name).set_data(at::from_blob(
+          const_cast<float*>(t.values.data()), t.shape, at::kFloat));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Evaluates on the test set. With `alias`, the model is the evaluator's
+// alone and its parameters point at the weights being evaluated (bound
+// anew at every call) instead of holding a copy of them: the coordinator
+// then holds the model's values once, in the engine.
 class TorchEvaluator : public Evaluator {
  public:
   TorchEvaluator(std::shared_ptr<Model> model, Examples test,
-                 const RunConfig& config)
+                 const RunConfig& config, bool alias)
       : model_(std::move(model)),
         test_(std::move(test)),
-        trainer_(config.train, config.importance) {}
+        trainer_(config.train, config.importance),
+        alias_(alias) {}
 
   absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) override {
-    RETURN_IF_ERROR(ImportWeights(*model_, weights));
+    RETURN_IF_ERROR(alias_ ? AliasWeights(*model_, weights)
+                           : ImportWeights(*model_, weights));
     ASSIGN_OR_RETURN(EvalResult r, trainer_.Evaluate(*model_, test_));
     return EvalMetrics{r.accuracy, r.loss};
   }
@@ -32,6 +83,7 @@ class TorchEvaluator : public Evaluator {
   std::shared_ptr<Model> model_;
   const Examples test_;
   const SelectiveTrainer trainer_;
+  const bool alias_;
 };
 
 }  // namespace
@@ -75,8 +127,19 @@ absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
   ASSIGN_OR_RETURN(core.store, CheckpointStore::Open(
                                    core.checkpoint_dir,
                                    c.federated.keep_checkpoints));
-  core.evaluator =
-      std::make_unique<TorchEvaluator>(core.model, std::move(task.test), c);
+  // What layerfl-export (and a reader) needs to know what the checkpoints
+  // hold: the model and where its source checkpoint is.
+  RETURN_IF_ERROR(WriteFileAtomically(
+      (run_dir / kRunConfigFile).string(), RunConfigToYaml(c)));
+  // The coordinator (kNoClients) uses its model for evaluation only: the
+  // model's own copy of the values is dropped for views of the initial
+  // weights (which the engine takes over), and every evaluation binds it to
+  // the weights it evaluates. The simulator's clients share the model and
+  // write into it: there it keeps its own values.
+  const bool alias = which == kNoClients;
+  if (alias) RETURN_IF_ERROR(AliasWeights(*core.model, core.initial));
+  core.evaluator = std::make_unique<TorchEvaluator>(
+      core.model, std::move(task.test), c, alias);
   return core;
 }
 

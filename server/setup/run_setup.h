@@ -26,6 +26,10 @@
 
 namespace layerfl {
 
+// The run's config as it started (RunConfigToYaml, machine-local fields
+// included), in federated.run_dir; PrepareRun writes it.
+inline constexpr char kRunConfigFile[] = "run_config.yaml";
+
 struct RunCore {
   // The clients' training examples, partition order (PrepareRun's `which`).
   std::vector<Examples> clients;
