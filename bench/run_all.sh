@@ -22,3 +22,7 @@ bash bench/sim_parallel/run.sh "$BUILD"
 { echo "# build/bin/journal_bench $BUILD"; "$BUILD/bin/journal_bench" "$BUILD"; } | tee bench/results/journal.txt
 # Time to accuracy: synchronous vs asynchronous (FedBuff) rounds, devices 10x apart.
 bash bench/async/run.sh "$BUILD"
+# Foundation-model sized Hugging Face checkpoints (ViT-B, BERT-base; BERT-large
+# for the coordinator): peak memory against PyTorch, round time split,
+# first-download throughput, a client killed mid-download.
+/usr/bin/python3 bench/foundation/run.py "$BUILD" --out bench/results/foundation.txt

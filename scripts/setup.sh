@@ -12,6 +12,7 @@ PACKAGES=(
   libabsl-dev libyaml-cpp-dev zlib1g-dev nlohmann-json3-dev
   libsodium-dev libgfshare-dev
   libutf8proc-dev libsentencepiece-dev sentencepiece
+  libjpeg62-turbo-dev libpng-dev
   python3-sentencepiece python3-regex
   prometheus-cpp-dev libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev

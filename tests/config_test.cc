@@ -54,6 +54,15 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.data.domains, b.data.domains);
   EXPECT_EQ(a.data.pretrain_fraction, b.data.pretrain_fraction);
   EXPECT_EQ(a.data.max_test_examples, b.data.max_test_examples);
+  EXPECT_EQ(a.data.train_path, b.data.train_path);
+  EXPECT_EQ(a.data.test_path, b.data.test_path);
+  EXPECT_EQ(a.data.text_field, b.data.text_field);
+  EXPECT_EQ(a.data.label_field, b.data.label_field);
+  EXPECT_EQ(a.data.labels, b.data.labels);
+  EXPECT_EQ(a.data.group_field, b.data.group_field);
+  EXPECT_EQ(a.data.resample, b.data.resample);
+  EXPECT_EQ(a.data.image_mean, b.data.image_mean);
+  EXPECT_EQ(a.data.image_std, b.data.image_std);
 
   EXPECT_EQ(a.train.optimizer, b.train.optimizer);
   EXPECT_EQ(a.train.lr, b.train.lr);
@@ -208,6 +217,7 @@ TEST(ConfigDefaults, DocumentedDefaults) {
   EXPECT_EQ(c.federated.min_clients, 1);
   EXPECT_EQ(c.federated.selection_period, 1);
   EXPECT_EQ(c.federated.eval_every, 1);
+  EXPECT_EQ(c.federated.eval_batch_size, 256);
   EXPECT_EQ(c.federated.round_deadline_s, 300.0);
   EXPECT_EQ(c.federated.max_round_retries, 3);
   EXPECT_EQ(c.federated.aggregation, "weighted");
@@ -277,6 +287,13 @@ data:
   domains: [rotate180, noise]
   pretrain_fraction: 0.25
   max_test_examples: 5000000000
+  train_path: /data/unused_train
+  test_path: /data/unused_test
+  text_field: sentence
+  label_field: category
+  resample: bicubic
+  image_mean: [0.25]
+  image_std: [2]
 train:
   optimizer: adamw
   lr: 3.0e-4
@@ -374,6 +391,13 @@ transport:
   want.data.domains = {"rotate180", "noise"};
   want.data.pretrain_fraction = 0.25;
   want.data.max_test_examples = 5000000000;
+  want.data.train_path = "/data/unused_train";
+  want.data.test_path = "/data/unused_test";
+  want.data.text_field = "sentence";
+  want.data.label_field = "category";
+  want.data.resample = "bicubic";
+  want.data.image_mean = {0.25};
+  want.data.image_std = {2};
   want.train.optimizer = "adamw";
   want.train.lr = 3.0e-4;
   want.train.momentum = 0.0;
@@ -663,8 +687,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Threads", "threads: 0\n", {"threads: must be >= 1, got 0"}},
         BadCase{"ModelKind",
                 "model:\n  kind: resnet\n",
-                {"model.kind: must be one of vit, text, torchscript, got "
+                {"model.kind: must be one of vit, text, torchscript, hf, got "
                  "'resnet'"}},
+        BadCase{"HfNeedsDir",
+                "model:\n  kind: hf\n",
+                {"model.hf_dir: must be set when model.kind is hf, got ''"}},
         BadCase{"NumClasses",
                 "model:\n  num_classes: 1\n",
                 {"model.num_classes: must be >= 2, got 1"}},
@@ -750,8 +777,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "'cls'"}},
         BadCase{"Dataset",
                 "data:\n  dataset: cifar10\n",
-                {"data.dataset: must be one of fashion_mnist, tsv, got "
-                 "'cifar10'"}},
+                {"data.dataset: must be one of fashion_mnist, tsv, "
+                 "image_folder, jsonl, csv, got 'cifar10'"}},
         BadCase{"DatasetDir",
                 "data:\n  dir: ''\n",
                 {"data.dir: must not be empty, got ''"}},
@@ -774,7 +801,87 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Partition",
                 "data:\n  partition: pathological\n",
                 {"data.partition: must be one of iid, dirichlet, "
-                 "feature_shift, got 'pathological'"}},
+                 "feature_shift, by_group, got 'pathological'"}},
+        BadCase{"FolderNeedsTrainPath",
+                "data: {dataset: image_folder, test_path: t}\n",
+                {"data.train_path: must be set when data.dataset is "
+                 "image_folder, got ''"}},
+        BadCase{"JsonlNeedsTestPath",
+                "model: {kind: text}\ndata: {dataset: jsonl, train_path: a}\n",
+                {"data.test_path: must be set when data.dataset is jsonl, "
+                 "got ''"}},
+        BadCase{"FolderNeedsImageModel",
+                "model: {kind: text}\n"
+                "data: {dataset: image_folder, train_path: a, test_path: b}\n",
+                {"model.kind: must be vit, hf or torchscript when "
+                 "data.dataset is image_folder, got 'text'"}},
+        BadCase{"CsvNeedsTextModel",
+                "data: {dataset: csv, train_path: a, test_path: b}\n",
+                {"model.kind: must be text, hf or torchscript when "
+                 "data.dataset is csv, got 'vit'"}},
+        BadCase{"TextFieldEmpty",
+                "model: {kind: text}\n"
+                "data: {dataset: csv, train_path: a, test_path: b, "
+                "text_field: ''}\n",
+                {"data.text_field: must not be empty, got ''"}},
+        BadCase{"LabelFieldIsTextField",
+                "model: {kind: text}\n"
+                "data: {dataset: csv, train_path: a, test_path: b, "
+                "label_field: text}\n",
+                {"data.label_field: must differ from data.text_field, got "
+                 "'text'"}},
+        BadCase{"GroupFieldIsLabelField",
+                "model: {kind: text}\n"
+                "data: {dataset: jsonl, train_path: a, test_path: b, "
+                "group_field: label}\n",
+                {"data.group_field: must differ from data.text_field and "
+                 "data.label_field, got 'label'"}},
+        BadCase{"LabelsTwice",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "labels: [cat, dog, cat]}\n",
+                {"data.labels[2]: must be distinct (listed twice), got 'cat'"}},
+        BadCase{"LabelsMoreThanClasses",
+                "model: {num_classes: 2}\npretrain: {label_map: []}\n"
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "labels: [a, b, c]}\n",
+                {"data.labels: must name at most model.num_classes (2) "
+                 "classes, got 3"}},
+        BadCase{"LabelsNeedNamedLabels",
+                "data:\n  labels: [a]\n",
+                {"data.labels: must be empty when data.dataset is "
+                 "fashion_mnist"}},
+        BadCase{"GroupFieldNeedsRecords",
+                "data:\n  group_field: domain\n",
+                {"data.group_field: must be empty when data.dataset is "
+                 "fashion_mnist"}},
+        BadCase{"ByGroupNeedsGroupField",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "partition: by_group}\n",
+                {"data.partition: by_group needs data.group_field"}},
+        BadCase{"FeatureShiftNotForFolders",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "partition: feature_shift}\n",
+                {"data.partition: must be iid, dirichlet or by_group when "
+                 "data.dataset is image_folder"}},
+        BadCase{"Resample",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "resample: lanczos}\n",
+                {"data.resample: must be one of bilinear, bicubic, got "
+                 "'lanczos'"}},
+        BadCase{"ImageMeanPerChannel",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "image_mean: [0.5, 0.5], image_std: [1, 1]}\n",
+                {"data.image_mean: must have model.channels (1) entries, "
+                 "got 2"}},
+        BadCase{"ImageStdPositive",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "image_mean: [0.5], image_std: [0]}\n",
+                {"data.image_std[0]: must be > 0, got 0"}},
+        BadCase{"ImageStdCount",
+                "data: {dataset: image_folder, train_path: a, test_path: b, "
+                "image_mean: [0.5]}\n",
+                {"data.image_std: must have as many entries as "
+                 "data.image_mean (1), got 0"}},
         BadCase{"FeatureShiftNeedsImages",
                 "model: {kind: text}\ndata: {dataset: tsv, train_tsv: a, "
                 "test_tsv: b, partition: feature_shift}\n",
@@ -925,6 +1032,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"EvalEvery",
                 "federated:\n  eval_every: 0\n",
                 {"federated.eval_every: must be >= 1, got 0"}},
+        BadCase{"EvalBatchSize",
+                "federated:\n  eval_batch_size: 0\n",
+                {"federated.eval_batch_size: must be >= 1, got 0"}},
         BadCase{"RoundDeadlineZero",
                 "federated:\n  round_deadline_s: 0\n",
                 {"federated.round_deadline_s: must be > 0, got 0"}},
@@ -1346,6 +1456,9 @@ TEST(ConfigSameRun, MachineLocalFieldsMayDiffer) {
   EXPECT_TRUE(IsMachineLocalField("sim.parallel_clients"));
   EXPECT_FALSE(IsMachineLocalField("train.lr"));
   EXPECT_FALSE(IsMachineLocalField("data.num_clients"));
+  EXPECT_TRUE(IsMachineLocalField("data.train_path"));
+  EXPECT_TRUE(IsMachineLocalField("data.test_path"));
+  EXPECT_FALSE(IsMachineLocalField("data.labels"));
   EXPECT_FALSE(IsMachineLocalField("seed"));
 }
 

@@ -215,8 +215,10 @@ for instr, rest in stages.get("runtime", []):
         workdir = rest
 check(runtime_env.get("OMP_WAIT_POLICY") == "PASSIVE",
       "runtime stage sets OMP_WAIT_POLICY=PASSIVE")
-check(set(installed) == {"layerfl-coordinator", "layerfl-client", "layerfl-partition"},
-      "runtime stage holds the two daemons and layerfl-partition: %s" % sorted(installed))
+check(set(installed) == {"layerfl-coordinator", "layerfl-client", "layerfl-partition",
+                          "layerfl-export"},
+      "runtime stage holds the two daemons, layerfl-partition and layerfl-export: %s"
+      % sorted(installed))
 for name, dest in installed.items():
     check(os.path.dirname(dest) in ("/usr/local/bin", "/usr/bin"),
           "%s is installed on PATH (%s)" % (name, dest))

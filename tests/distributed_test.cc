@@ -27,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "server/checkpoint/checkpoint_store.h"
 #include "tests/process_fixture.h"
+#include "tests/run_fixture.h"
 #include "tests/weights_matchers.h"
 
 namespace layerfl {
@@ -53,28 +54,8 @@ std::string WriteConfig(const std::string& dir, const std::string& name,
   return path;
 }
 
-Checkpoint LatestCheckpoint(const std::string& run_dir) {
-  auto store = CheckpointStore::Open(run_dir + "/checkpoints", 3);
-  EXPECT_TRUE(store.ok()) << store.status();
-  auto latest = (*store)->LoadLatest();
-  EXPECT_TRUE(latest.ok() && latest->has_value()) << run_dir;
-  return **latest;
-}
-
-// metrics.jsonl lines without timings and bytes_down (the transport's).
-std::vector<std::string> Metrics(const std::string& run_dir) {
-  std::vector<std::string> out;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    line = line.substr(0, line.find(",\"timing_ms\""));
-    // Transport only: what went over the wire (the simulator has no wire).
-    line = std::regex_replace(line, std::regex(",\"bytes_down\":[0-9]+"), "");
-    line =
-        std::regex_replace(line, std::regex(",\"wire_bytes_up\":[0-9]+"), "");
-    out.push_back(line);
-  }
-  return out;
-}
+using fixture::LatestCheckpoint;
+using fixture::RunMetrics;
 
 class DistributedTest : public ::testing::Test {
  protected:
@@ -117,7 +98,7 @@ class DistributedTest : public ::testing::Test {
     ExpectBitIdentical(a.weights, b.weights);
     EXPECT_EQ(a.selection_state, b.selection_state);
     // The same rounds: participants, layers, objective, accuracy and loss.
-    EXPECT_EQ(Metrics(coord_dir), Metrics(sim_dir));
+    EXPECT_EQ(RunMetrics(coord_dir), RunMetrics(sim_dir));
   }
 
   // A layerfl-coordinator on `config` (log at <coord_dir>.coordinator.log)
@@ -356,7 +337,7 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
   EXPECT_EQ(a.round, 3);
   ExpectBitIdentical(a.weights, b.weights);
-  EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
+  EXPECT_EQ(RunMetrics(coord_dir), RunMetrics(dir_ + "/sim"));
   EXPECT_THAT(ReadFile(coord_dir + "/metrics.jsonl"),
               ::testing::HasSubstr("\"privacy\":{\"epsilon\":"));
   EXPECT_THAT(log, ::testing::HasSubstr(
@@ -492,7 +473,7 @@ TEST_F(DistributedTest,
   EXPECT_EQ(a.round, 3);
   EXPECT_EQ(a.round, b.round);
   ExpectBitIdentical(a.weights, b.weights);
-  EXPECT_EQ(Metrics(dir_ + "/coord_k"), Metrics(dir_ + "/sim_k"));
+  EXPECT_EQ(RunMetrics(dir_ + "/coord_k"), RunMetrics(dir_ + "/sim_k"));
 }
 
 // A text run (configs/text.yaml: Transformer encoder, TSV fixture): the
@@ -553,7 +534,7 @@ TEST_F(DistributedTest, AsyncOnePlaceMatchesTheSimulatorBitForBit) {
       },
       deadline);
   if (HasFatalFailure()) return;
-  const std::vector<std::string> metrics = Metrics(dir_ + "/a_coord");
+  const std::vector<std::string> metrics = RunMetrics(dir_ + "/a_coord");
   ASSERT_EQ(metrics.size(), 3u);
   for (const std::string& line : metrics) {
     EXPECT_THAT(line, ::testing::HasSubstr("\"staleness\":0"));
@@ -646,7 +627,7 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
       },
       deadline);
   if (HasFatalFailure()) return;
-  const std::vector<std::string> metrics = Metrics(dir_ + "/text_coord");
+  const std::vector<std::string> metrics = RunMetrics(dir_ + "/text_coord");
   ASSERT_FALSE(metrics.empty());
   EXPECT_THAT(metrics.back(), ::testing::HasSubstr("\"accuracy\":"));
 }
@@ -835,7 +816,7 @@ TEST_F(DistributedTest, ClientKilledMidDownloadResumesFromItsLastLayer) {
   const Checkpoint b = LatestCheckpoint(dir_ + "/sim");
   EXPECT_EQ(a.round, 3);
   ExpectBitIdentical(a.weights, b.weights);
-  EXPECT_EQ(Metrics(coord_dir), Metrics(dir_ + "/sim"));
+  EXPECT_EQ(RunMetrics(coord_dir), RunMetrics(dir_ + "/sim"));
 }
 
 TEST_F(DistributedTest, ExitCodes) {

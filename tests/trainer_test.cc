@@ -5,7 +5,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 
+#include "absl/strings/str_cat.h"
+#include "common/model/weights_bridge.h"
+#include "common/trainer/examples.h"
 #include "common/trainer/pretrain.h"
 #include "tests/trainer_fixtures.h"
 
@@ -13,6 +17,41 @@ namespace layerfl {
 namespace {
 
 using ::testing::HasSubstr;
+
+TEST(ExamplesTest, ImagesStayBytesAndBatchesNormaliseAsBefore) {
+  ImageSet set;  // 1 channel, Fashion-MNIST's mean and std
+  set.rows = 2;
+  set.cols = 3;
+  for (int i = 0; i < 4 * 6; ++i) set.pixels.push_back(static_cast<uint8_t>(i * 11));
+  set.labels = {0, 1, 2, 3};
+  Examples e = ImagesToExamples(set);
+  EXPECT_EQ(e.inputs.scalar_type(), torch::kByte);
+  EXPECT_EQ(e.inputs.sizes(), (std::vector<int64_t>{4, 1, 2, 3}));
+  // Bit-identical to normalising the whole set up front, as float.
+  torch::Tensor whole =
+      (e.inputs.to(torch::kFloat) / 255.0 - kFashionMnistMean) / kFashionMnistStd;
+  torch::Tensor idx = torch::tensor({3, 0, 2}, torch::kLong);
+  EXPECT_TRUE(torch::equal(e.Inputs(idx), whole.index_select(0, idx)));
+  EXPECT_TRUE(torch::equal(e.Inputs(1, 2), whole.narrow(0, 1, 2)));
+  // Per-channel mean and std.
+  ImageSet rgb;
+  rgb.channels = 3;
+  rgb.rows = rgb.cols = 1;
+  rgb.pixels = {255, 0, 51};
+  rgb.labels = {0};
+  rgb.mean = {0.5, 0.0, 0.2};
+  rgb.std = {0.5, 2.0, 0.1};
+  torch::Tensor x = ImagesToExamples(rgb).Inputs(0, 1);
+  EXPECT_EQ(x.scalar_type(), torch::kFloat);
+  EXPECT_FLOAT_EQ(x[0][0][0][0].item<float>(), 1.0f);   // (1 - 0.5) / 0.5
+  EXPECT_FLOAT_EQ(x[0][1][0][0].item<float>(), 0.0f);   // (0 - 0) / 2
+  EXPECT_NEAR(x[0][2][0][0].item<float>(), 0.0f, 1e-6);  // (0.2 - 0.2) / 0.1
+  // Other inputs pass through.
+  Examples tokens;
+  tokens.inputs = torch::tensor({{4, 5}, {6, 7}}, torch::kLong);
+  tokens.labels = torch::tensor({0, 1}, torch::kLong);
+  EXPECT_TRUE(torch::equal(tokens.Inputs(1, 1), tokens.inputs.narrow(0, 1, 1)));
+}
 
 TEST(SelectiveTrainerTest, FrozenGroupsBitIdenticalTrainedGroupsMove) {
   auto model = CreateModel(SmallVit(), 3);
@@ -190,7 +229,7 @@ TEST(ImportanceTest, HandComputedScores) {
   imp.batches = 2;  // one epoch: each example once, in a seeded order
   SelectiveTrainer trainer(t, imp);
   TinyLinear model;
-  auto scores = trainer.Importance(model, data, 3);
+  auto scores = trainer.Importance(model, data, 3, nullptr, 0, "snr");
   ASSERT_TRUE(scores.ok()) << scores.status();
   ASSERT_EQ(scores->size(), 2u);
   EXPECT_EQ((*scores)[0].group, "w");
@@ -203,8 +242,145 @@ TEST(ImportanceTest, HandComputedScores) {
   EXPECT_EQ(ReportedScores(*scores, "snr")[0], (*scores)[0].snr);
   EXPECT_EQ(ReportedScores(*scores, "sq_grad_norm")[0],
             (*scores)[0].sq_grad_norm);
+  // The default metric (importance.metric: sq_grad_norm) sums the gradients
+  // in .grad and keeps no variance: the same ||m||^2 and rgn, snr 0.
+  auto plain = trainer.Importance(model, data, 3);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_NEAR((*plain)[0].sq_grad_norm, 1.625, 1e-6);
+  EXPECT_NEAR((*plain)[0].rgn, std::sqrt(1.625) / 2.0, 1e-6);
+  EXPECT_EQ((*plain)[0].snr, 0.0);
   // Scoring does not move the weights.
   EXPECT_TRUE(torch::equal(model.Parameters()[0].second, torch::ones({2, 2})));
+  EXPECT_THAT(
+      std::string(
+          trainer.Importance(model, data, 3, nullptr, 0, "norm").status().message()),
+      HasSubstr("unknown metric 'norm'"));
+}
+
+// The sq_grad_norm pass (gradients summed over the batches in float32 .grad)
+// against the snr pass, which sums every batch's gradient in double as every
+// metric did before: with one batch the same sum, so the same scores bit for
+// bit; with several the float32 sum rounds differently (relative 1e-6).
+TEST(ImportanceTest, SqGradNormPassMatchesTheDoubleSums) {
+  for (int batches : {1, 4}) {
+    auto model = CreateModel(SmallVit(), 5);
+    ASSERT_TRUE(model.ok());
+    ImportanceConfig imp;
+    imp.batches = batches;
+    SelectiveTrainer trainer(Sgd(1, 8), imp);
+    const Examples data = RandomImages(64, 6);
+    auto sq = trainer.Importance(**model, data, 9, nullptr, 0, "sq_grad_norm");
+    auto rgn = trainer.Importance(**model, data, 9, nullptr, 0, "rgn");
+    auto snr = trainer.Importance(**model, data, 9, nullptr, 0, "snr");
+    ASSERT_TRUE(sq.ok() && rgn.ok() && snr.ok());
+    ASSERT_EQ(sq->size(), snr->size());
+    for (size_t l = 0; l < sq->size(); ++l) {
+      SCOPED_TRACE(absl::StrCat((*sq)[l].group, ", batches ", batches));
+      EXPECT_EQ((*sq)[l].sq_grad_norm, (*rgn)[l].sq_grad_norm);
+      EXPECT_EQ((*sq)[l].rgn, (*rgn)[l].rgn);
+      ASSERT_GT((*snr)[l].sq_grad_norm, 0.0);
+      if (batches == 1) {
+        EXPECT_EQ((*sq)[l].sq_grad_norm, (*snr)[l].sq_grad_norm);
+        EXPECT_EQ((*sq)[l].rgn, (*snr)[l].rgn);
+      } else {
+        EXPECT_NEAR((*sq)[l].sq_grad_norm / (*snr)[l].sq_grad_norm, 1.0, 1e-6);
+        EXPECT_NEAR((*sq)[l].rgn / (*snr)[l].rgn, 1.0, 1e-6);
+      }
+    }
+  }
+}
+
+// What the pass holds beyond the model: sq_grad_norm the scored gradients
+// (float32); snr besides two double sums per scored element (16 bytes).
+TEST(ImportanceTest, SqGradNormPassHoldsNoPerElementSums) {
+  ModelConfig c = SmallVit();  // wide, on batches of 1: parameters dominate
+  c.dim = 64;
+  c.mlp_dim = 256;
+  auto model = CreateModel(c, 5);
+  ASSERT_TRUE(model.ok());
+  ImportanceConfig imp;
+  imp.batches = 2;
+  SelectiveTrainer trainer(Sgd(1, 1), imp);
+  const Examples data = RandomImages(32, 6);
+  ResourceUsage sq, snr;
+  ASSERT_TRUE(
+      trainer.Importance(**model, data, 9, &sq, 0, "sq_grad_norm").ok());
+  ASSERT_TRUE(trainer.Importance(**model, data, 9, &snr, 0, "snr").ok());
+  const int64_t params = ParameterBytes(**model);
+  EXPECT_GE(snr.peak_bytes - sq.peak_bytes, 4 * params)
+      << "sq " << sq.peak_bytes << ", snr " << snr.peak_bytes;
+  // The model, its gradients and the activations of two small batches.
+  EXPECT_LT(sq.peak_bytes, 3 * params) << sq.peak_bytes;
+}
+
+// A model bound to the global weights reads them in place; training writes
+// only the trained groups' own copies, and the delta is exact.
+TEST(SelectiveTrainerTest, TrainingABoundModelLeavesTheWeightsUntouched) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  auto weights = ExportWeights(**model);
+  ASSERT_TRUE(weights.ok());
+  const ModelWeights before = *weights;
+  ASSERT_TRUE(BindWeights(**model, *weights).ok());
+  for (auto& [name, t] : (*model)->Parameters()) {
+    bool found = false;
+    for (const LayerWeights& l : weights->layers) {
+      for (const Tensor32& w : l.tensors) {
+        if (w.name == name) {
+          EXPECT_EQ(t.data_ptr<float>(), w.values.data()) << name;
+          found = true;
+        }
+      }
+    }
+    EXPECT_TRUE(found) << name;
+  }
+  SelectiveTrainer trainer(Sgd(3, 8), ImportanceConfig());
+  auto result =
+      trainer.Train(**model, RandomImages(32, 1), {"block1", "head"}, 11);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t l = 0; l < before.layers.size(); ++l) {
+    for (size_t i = 0; i < before.layers[l].tensors.size(); ++i) {
+      EXPECT_EQ(weights->layers[l].tensors[i].values,
+                before.layers[l].tensors[i].values)
+          << weights->layers[l].tensors[i].name;
+    }
+  }
+  NamedTensors after = CloneParameters(**model);
+  std::map<std::string, torch::Tensor> local(after.begin(), after.end());
+  bool moved = false;
+  for (const GroupDelta& d : result->deltas) {
+    const int l = weights->Find(d.group);
+    for (size_t i = 0; i < d.tensors.size(); ++i) {
+      const torch::Tensor global = FromTensor32(weights->layers[l].tensors[i]);
+      EXPECT_TRUE(torch::equal(d.tensors[i].second,
+                               local.at(d.tensors[i].first) - global));
+      moved = moved || !torch::equal(local.at(d.tensors[i].first), global);
+    }
+  }
+  EXPECT_TRUE(moved);
+  // Importing values unbinds the model: the bound weights are not written.
+  ModelWeights other = before;
+  for (LayerWeights& l : other.layers) {
+    for (Tensor32& t : l.tensors) {
+      for (float& v : t.values) v += 1.0f;
+    }
+  }
+  ASSERT_TRUE(BindWeights(**model, *weights).ok());
+  ASSERT_TRUE(ImportWeights(**model, other).ok());
+  EXPECT_EQ(weights->layers[0].tensors[0].values,
+            before.layers[0].tensors[0].values);
+  EXPECT_TRUE(torch::equal((*model)->Parameters()[0].second,
+                           FromTensor32(other.layers[0].tensors[0])));
+  // Released values keep the shapes (so the model binds again) and hold
+  // one element per parameter.
+  ReleaseParameterValues(**model);
+  for (auto& [name, t] : (*model)->Parameters()) {
+    EXPECT_EQ(t.storage().nbytes(), sizeof(float)) << name;
+    EXPECT_EQ(t.abs().sum().item<float>(), 0.0f) << name;
+  }
+  ASSERT_TRUE(BindWeights(**model, *weights).ok());
+  EXPECT_EQ((*model)->Parameters()[0].second.data_ptr<float>(),
+            weights->layers[0].tensors[0].values.data());
 }
 
 TEST(ImportanceTest, FrozenGroupsScoreZero) {
@@ -212,7 +388,8 @@ TEST(ImportanceTest, FrozenGroupsScoreZero) {
   c.frozen = {"embed"};
   auto model = CreateModel(c, 1);
   SelectiveTrainer trainer(Sgd(1, 8), ImportanceConfig());
-  auto scores = trainer.Importance(**model, RandomImages(16, 2), 1);
+  auto scores =
+      trainer.Importance(**model, RandomImages(16, 2), 1, nullptr, 0, "snr");
   ASSERT_TRUE(scores.ok());
   EXPECT_EQ((*scores)[0].sq_grad_norm, 0.0);
   for (size_t i = 1; i < scores->size(); ++i) {

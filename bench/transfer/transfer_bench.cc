@@ -193,7 +193,7 @@ class GrpcFetch {
   double Once() {
     Replica replica;
     const auto t0 = Steady::now();
-    absl::StatusOr<TransferStats> stats = link_->Fetch(replica);
+    absl::StatusOr<TransferStats> stats = link_->Fetch(replica, nullptr);
     const double s = Seconds(t0, Steady::now());
     if (!stats.ok() || stats->numel != numel_) {
       std::fprintf(stderr, "fetch failed: %s\n",

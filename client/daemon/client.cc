@@ -13,6 +13,7 @@
 #include "client/daemon/layer_cache.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
+#include "common/model/weights_bridge.h"
 #include "common/trainer/examples.h"
 #include "common/trainer/trainer.h"
 #include "common/util/status_macros.h"
@@ -132,7 +133,7 @@ absl::StatusOr<Examples> LoadOwnData(const RunConfig& c, const std::string& dir,
   const auto bad_dir = [flag](const absl::Status& s) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": ", s.message()));
   };
-  if (c.data.dataset == "tsv") {
+  if (IsTextDataset(c.data)) {
     absl::StatusOr<TextSet> loaded = LoadClientText(dir, c);
     if (!loaded.ok()) return bad_dir(loaded.status());
     return TextToExamples(*loaded);
@@ -236,6 +237,7 @@ absl::StatusOr<RunConfig> ResolveClientConfig(const ClientOptions& options,
   }
   if (options.threads > 0) out.threads = options.threads;
   if (!options.dataset_dir.empty()) out.data.dir = options.dataset_dir;
+  if (!options.hf_dir.empty()) out.model.hf_dir = options.hf_dir;
   if (absl::Status valid = out.Validate(); !valid.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("with this machine's flags: ", valid.message()));
@@ -275,8 +277,8 @@ absl::Status RunClient(const ClientOptions& options,
   // from its config.json alone.
   ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
                    CreateModel(c.model, c.seed, {/*load_hf_weights=*/false}));
-  WorkerWork work(std::make_unique<LocalWorker>(
-      c, daemon.client_id, std::move(model), std::move(examples)));
+  WorkerWork work(std::make_unique<LocalWorker>(c, daemon.client_id, model,
+                                                std::move(examples)));
   if (options.print_profile != nullptr) {
     ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
     *options.print_profile << profile.Serialize() << std::flush;
@@ -284,6 +286,9 @@ absl::Status RunClient(const ClientOptions& options,
   }
   // Sent at Join: the coordinator's costs for this client come from it.
   RETURN_IF_ERROR(MaybeProfile(c, work, daemon));
+  // From here the model reads the downloaded weights in place (LocalWorker
+  // binds it to them): its own values would be a second copy.
+  ReleaseParameterValues(*model);
   ClientMetrics metrics(daemon.client_id);
   daemon.observer = &metrics;
   std::unique_ptr<HttpListener> http;
@@ -434,6 +439,7 @@ absl::Status RunHostedClients(const ClientOptions& options,
   }
   // One machine, one profile (measured on the first client's data).
   RETURN_IF_ERROR(MaybeProfile(c, *work[0], prepared.daemon));
+  ReleaseParameterValues(*model);  // as in RunClient
   std::vector<absl::Status> results(ids.size());
   std::vector<std::thread> threads;
   for (size_t k = 0; k < ids.size(); ++k) {

@@ -53,9 +53,12 @@ struct ClientOptions {
   ConfigSource config_source = ConfigSource::kRun;
   // Machine-local overrides after the config is resolved: > 0 sets
   // `threads`, non-empty sets data.dir (where the full dataset lives, for
-  // --partition).
+  // --partition) and model.hf_dir (a Hugging Face model's checkpoint
+  // directory: its config.json and tokenizer files; the weights come from
+  // the coordinator).
   int threads = 0;
   std::string dataset_dir;
+  std::string hf_dir;
   // The budget flags as given (see DeclaredBudget); resolved once the run's
   // budget.unit is known.
   double budget = 0, budget_s = 0, budget_mb = 0;

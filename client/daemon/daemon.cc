@@ -354,8 +354,12 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
     TaskRecord record;
     record.kind = task->kind;
     record.round = task->round;
+    const absl::Time fetch_start = absl::Now();
     absl::StatusOr<TransferStats> fetched =
         link.Fetch(replica, options.layer_cache);
+    if (fetched.ok()) {
+      fetched->seconds = absl::ToDoubleSeconds(absl::Now() - fetch_start);
+    }
     if (!fetched.ok()) {
       if (IsUnknownSession(fetched.status()) || IsTransient(fetched.status())) {
         if (absl::Status s = handle("fetch", fetched.status()); !s.ok())
@@ -383,8 +387,9 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
                        replica.committed_round));
       continue;
     }
-    const std::string down = absl::StrFormat(
-        "%d layers, %d bytes", fetched->layers.size(), fetched->wire_bytes);
+    const std::string down =
+        absl::StrFormat("%d layers, %d bytes in %.3f s", fetched->layers.size(),
+                        fetched->wire_bytes, fetched->seconds);
     absl::Status sent;
     if (task->kind == ClientTaskKind::kAdvertise) {
       if (secagg == nullptr) {
@@ -487,6 +492,7 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       const absl::Duration left =
           std::max(absl::ZeroDuration(), task_deadline - absl::Now());
       absl::StatusOr<TransferStats> up;
+      const absl::Time upload_start = absl::Now();
       if (options.secure_aggregation) {
         // Secure aggregation: the update goes masked, or not at all.
         absl::StatusOr<SecAggMaskedInput> masked =
@@ -515,12 +521,13 @@ absl::StatusOr<DaemonResult> RunClientDaemon(const DaemonOptions& options,
       }
       sent = up.status();
       if (up.ok()) {
+        up->seconds = absl::ToDoubleSeconds(absl::Now() - upload_start);
         record.upload = *up;
-        log(
-            absl::StrFormat("round %d: trained [%s], uploaded %d bytes for %d "
-                            "values [fetched %s]",
-                            task->round, absl::StrJoin(task->layers, ","),
-                            up->wire_bytes, up->numel, down));
+        log(absl::StrFormat(
+            "round %d: trained [%s], uploaded %d bytes for %d values in "
+            "%.3f s [fetched %s]",
+            task->round, absl::StrJoin(task->layers, ","), up->wire_bytes,
+            up->numel, up->seconds, down));
         if (task->round == options.exit_after_upload_round) {
           // Fault injection: vanish as a killed process would (no Leave),
           // the accepted upload told to the observer first.

@@ -145,6 +145,8 @@ struct TransferStats {
   int64_t wire_bytes = 0;
   int64_t payload_bytes = 0;
   int64_t numel = 0;
+  // Wall seconds of the transfer (set by the daemon).
+  double seconds = 0;
   // Fetch: layers not sent because an earlier download that broke off (or
   // the LayerCache of a restarted daemon) already held them.
   int64_t resumed_layers = 0;

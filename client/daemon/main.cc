@@ -38,6 +38,10 @@ ABSL_FLAG(int, threads, 0,
 ABSL_FLAG(std::string, dataset_dir, "",
           "with --partition: where the run's full dataset lives on this "
           "machine (default the config's data.dir)");
+ABSL_FLAG(std::string, hf_dir, "",
+          "model.kind hf: the checkpoint directory on this machine (its "
+          "config.json and tokenizer files; the weights come from the "
+          "coordinator)");
 ABSL_FLAG(
     std::string, data_dir, "",
     "this client's own training data: a directory with train-images-idx3-ubyte "
@@ -233,6 +237,7 @@ int main(int argc, char** argv) {
     options.http.token = *std::move(token);
   }
   options.dataset_dir = absl::GetFlag(FLAGS_dataset_dir);
+  options.hf_dir = absl::GetFlag(FLAGS_hf_dir);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.partition = own_data || hosting ? 0 : absl::GetFlag(FLAGS_partition);
   layerfl::DaemonOptions& d = options.daemon;

@@ -74,6 +74,15 @@ std::vector<Field> DataFields(DataConfig* c) {
           Bind("dir", &c->dir),
           Bind("train_tsv", &c->train_tsv),
           Bind("test_tsv", &c->test_tsv),
+          Bind("train_path", &c->train_path),
+          Bind("test_path", &c->test_path),
+          Bind("text_field", &c->text_field),
+          Bind("label_field", &c->label_field),
+          Bind("labels", &c->labels),
+          Bind("group_field", &c->group_field),
+          Bind("resample", &c->resample),
+          Bind("image_mean", &c->image_mean),
+          Bind("image_std", &c->image_std),
           Bind("partition", &c->partition),
           Bind("num_clients", &c->num_clients),
           Bind("alpha", &c->alpha),
@@ -130,7 +139,8 @@ std::vector<Field> FederatedFields(FederatedConfig* c) {
           Bind("staleness_exponent", &c->staleness_exponent),
           Bind("staleness_hinge_a", &c->staleness_hinge_a),
           Bind("staleness_hinge_b", &c->staleness_hinge_b),
-          Bind("async_cohort", &c->async_cohort)};
+          Bind("async_cohort", &c->async_cohort),
+          Bind("eval_batch_size", &c->eval_batch_size)};
 }
 
 std::vector<Field> SelectionFields(SelectionConfig* c) {
@@ -402,9 +412,87 @@ absl::Status ValidateModel(const ModelConfig& m) {
   return absl::OkStatus();
 }
 
+bool IsRecordDataset(const std::string& dataset) {
+  return dataset == "image_folder" || dataset == "jsonl" || dataset == "csv";
+}
+
+// The fields of the record datasets (image_folder, jsonl, csv).
+absl::Status ValidateRecordData(const DataConfig& d, const ModelConfig& m) {
+  const std::string when = absl::StrCat("when data.dataset is ", d.dataset);
+  if (d.train_path.empty()) {
+    return Bad("data.train_path", absl::StrCat("must be set ", when),
+               d.train_path);
+  }
+  if (d.test_path.empty()) {
+    return Bad("data.test_path", absl::StrCat("must be set ", when),
+               d.test_path);
+  }
+  if (d.dataset == "image_folder") {
+    if (m.kind == "text") {
+      return Bad("model.kind",
+                 absl::StrCat("must be vit, hf or torchscript ", when), m.kind);
+    }
+    RETURN_IF_ERROR(
+        CheckOneOf("data.resample", d.resample, {"bilinear", "bicubic"}));
+    if (d.image_mean.size() != d.image_std.size()) {
+      return Bad("data.image_std",
+                 absl::StrCat("must have as many entries as data.image_mean (",
+                              d.image_mean.size(), ")"),
+                 static_cast<int64_t>(d.image_std.size()));
+    }
+    if (!d.image_mean.empty() && m.kind != "hf" &&
+        static_cast<int>(d.image_mean.size()) != m.channels) {
+      return Bad("data.image_mean",
+                 absl::StrCat("must have model.channels (", m.channels,
+                              ") entries"),
+                 static_cast<int64_t>(d.image_mean.size()));
+    }
+    for (size_t i = 0; i < d.image_mean.size(); ++i) {
+      RETURN_IF_ERROR(CheckFinite(Indexed("data.image_mean", i), d.image_mean[i]));
+      RETURN_IF_ERROR(CheckPositive(Indexed("data.image_std", i), d.image_std[i]));
+    }
+  } else {
+    RETURN_IF_ERROR(CheckNonEmpty("data.text_field", d.text_field));
+    RETURN_IF_ERROR(CheckNonEmpty("data.label_field", d.label_field));
+    if (d.label_field == d.text_field) {
+      return Bad("data.label_field", "must differ from data.text_field",
+                 d.label_field);
+    }
+    if (!d.group_field.empty() &&
+        (d.group_field == d.text_field || d.group_field == d.label_field)) {
+      return Bad("data.group_field",
+                 "must differ from data.text_field and data.label_field",
+                 d.group_field);
+    }
+    if (m.kind == "vit") {
+      return Bad("model.kind",
+                 absl::StrCat("must be text, hf or torchscript ", when), m.kind);
+    }
+  }
+  if (static_cast<int>(d.labels.size()) > m.num_classes) {
+    return Bad("data.labels",
+               absl::StrCat("must name at most model.num_classes (",
+                            m.num_classes, ") classes"),
+               static_cast<int64_t>(d.labels.size()));
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < d.labels.size(); ++i) {
+    const std::string& label = d.labels[i];
+    if (label.empty()) return Bad(Indexed("data.labels", i), "must not be empty", label);
+    if (label.find_first_of("\r\n") != std::string::npos) {
+      return Bad(Indexed("data.labels", i), "must not contain a line break", label);
+    }
+    if (!seen.insert(label).second) {
+      return Bad(Indexed("data.labels", i), "must be distinct (listed twice)", label);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateData(const DataConfig& d, const ModelConfig& m) {
-  RETURN_IF_ERROR(
-      CheckOneOf("data.dataset", d.dataset, {"fashion_mnist", "tsv"}));
+  RETURN_IF_ERROR(CheckOneOf("data.dataset", d.dataset,
+                             {"fashion_mnist", "tsv", "image_folder", "jsonl",
+                              "csv"}));
   if (d.dataset == "fashion_mnist") {
     RETURN_IF_ERROR(CheckNonEmpty("data.dir", d.dir));
     if (m.kind == "text") {
@@ -413,7 +501,7 @@ absl::Status ValidateData(const DataConfig& d, const ModelConfig& m) {
                  "fashion_mnist",
                  m.kind);
     }
-  } else {
+  } else if (d.dataset == "tsv") {
     if (d.train_tsv.empty()) {
       return Bad("data.train_tsv", "must be set when data.dataset is tsv",
                  d.train_tsv);
@@ -427,13 +515,38 @@ absl::Status ValidateData(const DataConfig& d, const ModelConfig& m) {
                  "must be text or torchscript when data.dataset is tsv",
                  m.kind);
     }
+  } else {
+    RETURN_IF_ERROR(ValidateRecordData(d, m));
+  }
+  if (!IsRecordDataset(d.dataset)) {
+    if (!d.labels.empty()) {
+      return Bad("data.labels",
+                 absl::StrCat("must be empty when data.dataset is ", d.dataset,
+                              " (its labels are integers)"),
+                 Raw{absl::StrCat("[", absl::StrJoin(d.labels, ", "), "]")});
+    }
+    if (!d.group_field.empty()) {
+      return Bad("data.group_field",
+                 absl::StrCat("must be empty when data.dataset is ", d.dataset,
+                              " (only image_folder, jsonl and csv have groups)"),
+                 d.group_field);
+    }
   }
   RETURN_IF_ERROR(CheckOneOf("data.partition", d.partition,
-                             {"iid", "dirichlet", "feature_shift"}));
+                             {"iid", "dirichlet", "feature_shift", "by_group"}));
   if (d.partition == "feature_shift" && d.dataset != "fashion_mnist") {
     return Bad("data.partition",
-               "must be iid or dirichlet when data.dataset is tsv "
-               "(feature_shift transforms images)",
+               absl::StrCat(IsRecordDataset(d.dataset)
+                                ? "must be iid, dirichlet or by_group"
+                                : "must be iid or dirichlet",
+                            " when data.dataset is ", d.dataset,
+                            " (feature_shift transforms images)"),
+               d.partition);
+  }
+  if (d.partition == "by_group" && d.group_field.empty()) {
+    return Bad("data.partition",
+               "by_group needs data.group_field (the field naming each "
+               "example's group)",
                d.partition);
   }
   RETURN_IF_ERROR(CheckAtLeast("data.num_clients", d.num_clients, 1));
@@ -490,7 +603,8 @@ absl::Status ValidatePretrain(const PretrainConfig& p, const ModelConfig& m) {
     RETURN_IF_ERROR(
         CheckAtLeast(Indexed("pretrain.label_map", i), p.label_map[i], 0));
   }
-  if (!p.label_map.empty() &&
+  // Only the built-in ViT is pretrained (other kinds ignore the section).
+  if (m.kind == "vit" && !p.label_map.empty() &&
       p.label_map.size() != static_cast<size_t>(m.num_classes)) {
     return Bad("pretrain.label_map",
                absl::StrCat("must have model.num_classes (", m.num_classes,
@@ -552,6 +666,8 @@ absl::Status ValidateFederated(const FederatedConfig& f, const DataConfig& d) {
   RETURN_IF_ERROR(
       CheckAtLeast("federated.selection_period", f.selection_period, 1));
   RETURN_IF_ERROR(CheckAtLeast("federated.eval_every", f.eval_every, 1));
+  RETURN_IF_ERROR(
+      CheckAtLeast("federated.eval_batch_size", f.eval_batch_size, 1));
   RETURN_IF_ERROR(
       CheckPositive("federated.round_deadline_s", f.round_deadline_s));
   RETURN_IF_ERROR(
@@ -887,7 +1003,8 @@ absl::StatusOr<RunConfig> WithMachineLocalFields(const RunConfig& run,
 
 absl::StatusOr<RunConfig> WithDefaultMachineLocalFields(const RunConfig& run) {
   return WithFieldsOf(run, RunConfig(), [](absl::string_view path) {
-    return IsMachineLocalField(path) && !absl::StartsWith(path, "data.");
+    return IsMachineLocalField(path) && !absl::StartsWith(path, "data.") &&
+           path != "model.hf_dir";
   });
 }
 

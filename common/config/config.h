@@ -58,12 +58,43 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  // "fashion_mnist" (IDX files under `dir`) or "tsv" (label<TAB>text files).
+  // "fashion_mnist" (IDX files under `dir`), "tsv" (label<TAB>text files),
+  // "image_folder" (a directory per class of JPEG/PNG files), "jsonl" (one
+  // JSON object per line) or "csv" (RFC 4180 with a header row).
   std::string dataset = "fashion_mnist";
   std::string dir = "/usr/share/datasets/fashion-mnist";
   std::string train_tsv;  // tsv only: training file
   std::string test_tsv;   // tsv only: test file
-  // "iid", "dirichlet" (label skew) or "feature_shift" (one domain per client).
+  // image_folder, jsonl, csv: the training and test data (a directory for
+  // image_folder, a file otherwise). Machine-local.
+  std::string train_path;
+  std::string test_path;
+  // jsonl, csv: the fields (JSON keys, CSV header names) of the text and of
+  // its label. Labels are strings (JSON integers are taken as their decimal
+  // text).
+  std::string text_field = "text";
+  std::string label_field = "label";
+  // image_folder, jsonl, csv: the class names in label-id order. Empty = the
+  // training data's classes (directory names or label strings) sorted
+  // bytewise. At most model.num_classes names, distinct, non-empty, no line
+  // breaks.
+  std::vector<std::string> labels;
+  // image_folder, jsonl, csv: the metadata field that names each example's
+  // group (a domain, a language) for partition by_group. For jsonl/csv a
+  // field of each record; for image_folder, when set, the layout is
+  // <path>/<group>/<class>/<file> instead of <path>/<class>/<file>. Empty =
+  // no groups.
+  std::string group_field;
+  // image_folder without a checkpoint's preprocessor_config.json: resampling
+  // ("bilinear" or "bicubic") to model.image_size square, and the per-channel
+  // normalisation (p / 255 - mean) / std, model.channels entries each (1:
+  // grey, 3: RGB). Empty = 0.5 for every channel.
+  std::string resample = "bilinear";
+  std::vector<double> image_mean;
+  std::vector<double> image_std;
+  // "iid", "dirichlet" (label skew), "feature_shift" (one transform domain
+  // per client; fashion_mnist) or "by_group" (each client holds examples of
+  // one group of group_field; groups handed out round-robin).
   std::string partition = "iid";
   int num_clients = 20;  // >= 1
   double alpha = 0.5;    // dirichlet concentration, > 0
@@ -136,6 +167,10 @@ struct FederatedConfig {
   // Score every N rounds (strategies that need scores), >= 1.
   int selection_period = 1;
   int eval_every = 1;  // evaluate the global model every N rounds, >= 1
+  // Test examples per forward pass of an evaluation, >= 1. Evaluation's
+  // activations grow with it (a ViT-B-sized TorchScript model: ~250 MB at
+  // 32, ~1 GB at 256, on top of the model): the coordinator's peak memory.
+  int eval_batch_size = 256;
   double round_deadline_s = 300.0;  // seconds a round waits for updates, > 0
   // A round that misses quorum is retried this many times, then the run
   // fails; >= 0.
@@ -401,8 +436,10 @@ bool IsMachineLocalField(absl::string_view path);
 
 // `run` for a machine that has no config file of its own: every
 // machine-local field at its default, except the dataset paths (data.dir,
-// data.train_tsv, data.test_tsv), which say where the run's dataset is
-// installed (a client's own --data_dir or --dataset_dir replaces them).
+// data.train_tsv, ..., data.test_path), which say where the run's dataset is
+// installed (a client's own --data_dir or --dataset_dir replaces them), and
+// model.hf_dir, where the run's checkpoint is (a client's --hf_dir replaces
+// it).
 // Validated: a run that needs a path only a local config can give (e.g.
 // model.torchscript_path) is InvalidArgument naming it.
 absl::StatusOr<RunConfig> WithDefaultMachineLocalFields(const RunConfig& run);

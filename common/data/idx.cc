@@ -94,6 +94,11 @@ void AppendBigEndian32(std::string& s, uint32_t v) {
 
 absl::Status WriteIdx(const ImageSet& set, const std::string& images_path,
                       const std::string& labels_path) {
+  if (set.channels != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WriteIdx ", images_path, ": IDX holds 1-channel images, got ",
+                     set.channels, " channels"));
+  }
   if (set.size() < 1 || set.rows < 1 || set.cols < 1 ||
       set.rows > kMaxIdxImageSide || set.cols > kMaxIdxImageSide) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -181,8 +186,11 @@ absl::StatusOr<ImageSet> LoadFashionMnist(const std::string& dir, bool train) {
 absl::StatusOr<ImageSet> Subset(const ImageSet& set,
                                 const std::vector<int64_t>& indices) {
   ImageSet out;
+  out.channels = set.channels;
   out.rows = set.rows;
   out.cols = set.cols;
+  out.mean = set.mean;
+  out.std = set.std;
   const int64_t bytes = set.image_bytes();
   out.pixels.reserve(indices.size() * bytes);
   out.labels.reserve(indices.size());

@@ -144,6 +144,56 @@ absl::StatusOr<Partition> PartitionFeatureShift(int64_t n, int num_clients,
   return p;
 }
 
+absl::StatusOr<Partition> PartitionByGroup(const std::vector<int>& groups,
+                                           int num_groups, int num_clients,
+                                           uint64_t seed) {
+  if (num_groups < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_groups must be >= 1, got ", num_groups));
+  }
+  if (num_clients < num_groups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_clients = ", num_clients, " is smaller than the ", num_groups,
+        " groups; every group needs a client"));
+  }
+  std::vector<std::vector<int64_t>> members(num_groups);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i] < 0 || groups[i] >= num_groups) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", i, "] = ", groups[i], " is outside [0, ",
+                       num_groups, ")"));
+    }
+    members[groups[i]].push_back(static_cast<int64_t>(i));
+  }
+  Partition p;
+  p.clients.resize(num_clients);
+  p.domain.resize(num_clients);
+  for (int c = 0; c < num_clients; ++c) p.domain[c] = c % num_groups;
+  std::mt19937_64 rng(seed);
+  for (int g = 0; g < num_groups; ++g) {
+    std::vector<int64_t>& order = members[g];
+    const int64_t holders = (num_clients - g + num_groups - 1) / num_groups;
+    const auto n = static_cast<int64_t>(order.size());
+    if (n < holders) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "group ", g, " has ", n, " examples for its ", holders,
+          " clients; every client needs an example"));
+    }
+    Shuffle(order, rng);
+    const int64_t base = n / holders;
+    const int64_t extra = n % holders;
+    int64_t start = 0;
+    for (int64_t k = 0; k < holders; ++k) {
+      const int64_t size = base + (k < extra ? 1 : 0);
+      p.clients[g + k * num_groups].assign(order.begin() + start,
+                                           order.begin() + start + size);
+      start += size;
+    }
+  }
+  SortClients(p);
+  return p;
+}
+
 absl::StatusOr<std::pair<std::vector<int64_t>, std::vector<int64_t>>>
 SplitHoldout(int64_t n, double fraction, uint64_t seed) {
   if (n < 0) {

@@ -15,8 +15,8 @@ namespace layerfl {
 struct Partition {
   // clients[c] = dataset indices of client c, sorted ascending.
   std::vector<std::vector<int64_t>> clients;
-  // domain[c] = domain id of client c; empty unless made by
-  // PartitionFeatureShift.
+  // domain[c] = domain (or group) id of client c; empty unless made by
+  // PartitionFeatureShift or PartitionByGroup.
   std::vector<int> domain;
 };
 
@@ -45,6 +45,19 @@ absl::StatusOr<Partition> PartitionDirichlet(const std::vector<int>& labels,
 // InvalidArgument as PartitionIid, or when num_domains < 1.
 absl::StatusOr<Partition> PartitionFeatureShift(int64_t n, int num_clients,
                                                 int num_domains, uint64_t seed);
+
+// Feature shift by a metadata field (a domain, a language): example i
+// belongs to group groups[i] in [0, num_groups). Client c holds examples of
+// group c % num_groups only (domain[c] = c % num_groups): for each group in
+// order, its indices (ascending) are shuffled by one std::mt19937_64(seed)
+// and dealt into contiguous chunks, sizes differing by at most one (the
+// first get the extra), to its clients g, g + num_groups, ... in order.
+// InvalidArgument when num_groups < 1, num_clients < num_groups (a group
+// would have no client), a group id is out of range, or a group has fewer
+// examples than clients.
+absl::StatusOr<Partition> PartitionByGroup(const std::vector<int>& groups,
+                                           int num_groups, int num_clients,
+                                           uint64_t seed);
 
 // Splits a shuffle of [0, n) into (held out, rest): the first holds
 // round(n * fraction) indices. Both lists sorted ascending, disjoint, together

@@ -1,8 +1,11 @@
 // layerfl-partition: writes each client's share of the run config's task
 // into its own directory, so that a client machine holds only its own data
-// (layerfl-client --data_dir): IDX images for image runs, train.tsv plus the
-// run's vocab.txt for text runs. The shares are exactly those layerfl-sim
-// and `layerfl-client --partition i` build from the config and its seed.
+// (layerfl-client --data_dir): IDX images for fashion_mnist; for
+// image_folder a copy of the client's image files in the training folder's
+// layout plus labels.txt; train.tsv, train.jsonl or train.csv (plus
+// labels.txt for jsonl/csv) and, unless model.kind is hf, the run's
+// vocab.txt for text runs. The shares are exactly those layerfl-sim and
+// `layerfl-client --partition i` build from the config and its seed.
 #include <iostream>
 #include <string>
 #include <vector>
@@ -54,7 +57,7 @@ int main(int argc, char** argv) {
     }
   }
   const std::string out = absl::GetFlag(FLAGS_out);
-  if (config->data.dataset == "tsv") {
+  if (layerfl::IsTextDataset(config->data)) {
     absl::StatusOr<layerfl::TextShares> shares =
         layerfl::BuildTextShares(*config);
     if (!shares.ok()) {
@@ -66,10 +69,28 @@ int main(int argc, char** argv) {
       const std::string dir =
           absl::StrCat(out, "/", layerfl::PartitionClientId(i));
       absl::Status s =
-          layerfl::WriteClientText(shares->clients[i], shares->vocab, dir);
+          layerfl::WriteClientTextShare(*config, *shares, i, dir);
       if (!s.ok()) return fail(std::string(s.message()), 1);
-      std::cout << dir << ": " << shares->clients[i].size() << " lines, "
+      std::cout << dir << ": " << shares->clients[i].size() << " examples, "
                 << shares->vocab.size() << " words\n";
+    }
+    return 0;
+  }
+  if (config->data.dataset == "image_folder") {
+    absl::StatusOr<layerfl::ImageFolderShares> shares =
+        layerfl::BuildImageFolderShares(*config);
+    if (!shares.ok()) {
+      return fail(
+          std::string(shares.status().message()),
+          shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    }
+    for (int i : which) {
+      const std::string dir =
+          absl::StrCat(out, "/", layerfl::PartitionClientId(i));
+      absl::Status s =
+          layerfl::CopyImageFiles(shares->clients[i], shares->labels, dir);
+      if (!s.ok()) return fail(std::string(s.message()), 1);
+      std::cout << dir << ": " << shares->clients[i].size() << " images\n";
     }
     return 0;
   }

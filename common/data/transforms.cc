@@ -127,6 +127,11 @@ absl::Status ApplyDomain(Domain domain, int rows, int cols, uint8_t* image,
 
 absl::StatusOr<ImageSet> ApplyDomainToAll(const ImageSet& set, Domain domain,
                                           uint64_t seed) {
+  if (set.channels != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "domain ", DomainName(domain), " transforms 1-channel images, got ",
+        set.channels, " channels"));
+  }
   ImageSet out = set;
   for (int64_t i = 0; i < out.size(); ++i) {
     RETURN_IF_ERROR(

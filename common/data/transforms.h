@@ -54,7 +54,8 @@ absl::Status ApplyDomain(Domain domain, int rows, int cols, uint8_t* image,
 
 // Returns a copy of `set` with ApplyDomain applied to every image; image i
 // uses seed MixSeed(seed ^ MixSeed(i)), so results do not depend on how the
-// set is later split. Errors as ApplyDomain.
+// set is later split. Errors as ApplyDomain; InvalidArgument when the set
+// is not 1-channel.
 absl::StatusOr<ImageSet> ApplyDomainToAll(const ImageSet& set, Domain domain,
                                           uint64_t seed);
 

@@ -37,7 +37,7 @@ struct EmbeddingsImpl : nn::Module {
             nn::Embedding(c.type_vocab_size, c.hidden_size))),
         LayerNorm(register_module("LayerNorm", Norm(c))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))) {}
+                                SeededDropout(c.hidden_dropout_prob))) {}
 
   torch::Tensor forward(const torch::Tensor& ids) {
     torch::Tensor positions;
@@ -57,7 +57,7 @@ struct EmbeddingsImpl : nn::Module {
   int64_t pad;
   nn::Embedding word_embeddings, position_embeddings, token_type_embeddings;
   nn::LayerNorm LayerNorm;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(Embeddings);
 
@@ -70,7 +70,7 @@ struct SelfAttentionImpl : nn::Module {
         key(register_module("key", nn::Linear(c.hidden_size, c.hidden_size))),
         value(register_module("value", nn::Linear(c.hidden_size, c.hidden_size))),
         dropout(register_module(
-            "dropout", nn::Dropout(c.attention_probs_dropout_prob))) {}
+            "dropout", SeededDropout(c.attention_probs_dropout_prob))) {}
 
   // x [B, T, H]; additive_mask [B, 1, 1, T]: 0 for real tokens, the lowest
   // float for padding (as transformers' get_extended_attention_mask).
@@ -91,7 +91,7 @@ struct SelfAttentionImpl : nn::Module {
 
   int64_t heads, head_dim;
   nn::Linear query, key, value;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(SelfAttention);
 
@@ -101,13 +101,13 @@ struct ResidualOutputImpl : nn::Module {
       : dense(register_module("dense", nn::Linear(in, c.hidden_size))),
         LayerNorm(register_module("LayerNorm", Norm(c))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))) {}
+                                SeededDropout(c.hidden_dropout_prob))) {}
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& input) {
     return LayerNorm(dropout(dense(h)) + input);
   }
   nn::Linear dense;
   nn::LayerNorm LayerNorm;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(ResidualOutput);
 
@@ -199,7 +199,7 @@ struct RobertaHeadImpl : nn::Module {
       : dense(register_module("dense",
                               nn::Linear(c.hidden_size, c.hidden_size))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))),
+                                SeededDropout(c.hidden_dropout_prob))),
         out_proj(register_module("out_proj",
                                  nn::Linear(c.hidden_size, num_classes))) {}
   torch::Tensor forward(const torch::Tensor& x) {
@@ -207,7 +207,7 @@ struct RobertaHeadImpl : nn::Module {
     return out_proj(dropout(h));
   }
   nn::Linear dense;
-  nn::Dropout dropout;
+  SeededDropout dropout;
   nn::Linear out_proj;
 };
 TORCH_MODULE(RobertaHead);
@@ -223,7 +223,7 @@ class SequenceClassifierImpl : public nn::Module {
       roberta_head_ = register_module("classifier", RobertaHead(c, num_classes));
     } else {
       dropout_ = register_module("dropout",
-                                 nn::Dropout(c.hidden_dropout_prob));
+                                 SeededDropout(c.hidden_dropout_prob));
       bert_head_ = register_module("classifier",
                                    nn::Linear(c.hidden_size, num_classes));
     }
@@ -246,7 +246,7 @@ class SequenceClassifierImpl : public nn::Module {
   HfEncoderConfig config_;
   Backbone backbone_{nullptr};
   RobertaHead roberta_head_{nullptr};
-  nn::Dropout dropout_{nullptr};
+  SeededDropout dropout_{nullptr};
   nn::Linear bert_head_{nullptr};
 };
 

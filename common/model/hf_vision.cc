@@ -45,7 +45,7 @@ void CheckPixels(const HfVisionConfig& c, const torch::Tensor& pixels) {
 // dot products, softmax in float32, dropout, weighted values. q, k, v are
 // [B, heads, T, head_dim]; returns [B, T, heads * head_dim].
 torch::Tensor EagerAttention(const torch::Tensor& q, const torch::Tensor& k,
-                             const torch::Tensor& v, nn::Dropout& dropout) {
+                             const torch::Tensor& v, SeededDropout& dropout) {
   const double scaling = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor weights = torch::matmul(q, k.transpose(-1, -2)) * scaling;
   weights = torch::softmax(weights, -1, torch::kFloat32).to(q.scalar_type());
@@ -83,7 +83,7 @@ struct ViTEmbeddingsImpl : nn::Module {
             "position_embeddings",
             torch::randn({1, c.num_tokens(), c.hidden_size}))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))) {}
+                                SeededDropout(c.hidden_dropout_prob))) {}
 
   torch::Tensor forward(const torch::Tensor& pixels) {
     torch::Tensor embeddings = patch_embeddings(pixels);
@@ -96,7 +96,7 @@ struct ViTEmbeddingsImpl : nn::Module {
   torch::Tensor cls_token;
   ViTPatchEmbeddings patch_embeddings;
   torch::Tensor position_embeddings;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(ViTEmbeddings);
 
@@ -115,7 +115,7 @@ struct ViTSelfAttentionImpl : nn::Module {
             "value", nn::Linear(nn::LinearOptions(c.hidden_size, c.hidden_size)
                                     .bias(c.qkv_bias)))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.attention_dropout))) {}
+                                SeededDropout(c.attention_dropout))) {}
 
   torch::Tensor forward(const torch::Tensor& x) {
     auto for_scores = [&](const torch::Tensor& y) {
@@ -128,7 +128,7 @@ struct ViTSelfAttentionImpl : nn::Module {
 
   int64_t heads, head_dim;
   nn::Linear query, key, value;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(ViTSelfAttention);
 
@@ -138,10 +138,10 @@ struct ViTSelfOutputImpl : nn::Module {
       : dense(register_module("dense",
                               nn::Linear(c.hidden_size, c.hidden_size))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))) {}
+                                SeededDropout(c.hidden_dropout_prob))) {}
   torch::Tensor forward(const torch::Tensor& x) { return dropout(dense(x)); }
   nn::Linear dense;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(ViTSelfOutput);
 
@@ -178,12 +178,12 @@ struct ViTOutputImpl : nn::Module {
       : dense(register_module(
             "dense", nn::Linear(c.intermediate_size, c.hidden_size))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.hidden_dropout_prob))) {}
+                                SeededDropout(c.hidden_dropout_prob))) {}
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& input) {
     return dropout(dense(h)) + input;
   }
   nn::Linear dense;
-  nn::Dropout dropout;
+  SeededDropout dropout;
 };
 TORCH_MODULE(ViTOutput);
 
@@ -308,7 +308,7 @@ struct CLIPAttentionImpl : nn::Module {
         out_proj(register_module("out_proj",
                                  nn::Linear(c.hidden_size, c.hidden_size))),
         dropout(register_module("dropout",
-                                nn::Dropout(c.attention_dropout))) {}
+                                SeededDropout(c.attention_dropout))) {}
 
   torch::Tensor forward(const torch::Tensor& x) {
     auto split = [&](const torch::Tensor& y) {
@@ -321,7 +321,7 @@ struct CLIPAttentionImpl : nn::Module {
 
   int64_t head_dim;
   nn::Linear k_proj, v_proj, q_proj, out_proj;
-  nn::Dropout dropout;  // upstream's attention_dropout, applied functionally
+  SeededDropout dropout;  // upstream's attention_dropout, applied functionally
 };
 TORCH_MODULE(CLIPAttention);
 

@@ -66,6 +66,12 @@ absl::StatusOr<std::unique_ptr<Model>> CreateModel(
     const ModelConfig& config, uint64_t seed,
     const CreateModelOptions& options = {});
 
+// Seeds the random draws of forward passes in training mode (the Hugging
+// Face models' dropout) on the calling thread: each thread draws from its
+// own generator, so a task seeded the same draws the same masks in the
+// simulator's threads and in a client daemon.
+void SeedForwardRandomness(uint64_t seed);
+
 // Deep copies of the parameters (not aliasing the model).
 NamedTensors CloneParameters(Model& model);
 

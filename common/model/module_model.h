@@ -14,6 +14,18 @@
 
 namespace layerfl {
 
+// Dropout that draws its masks from the calling thread's generator
+// (SeedForwardRandomness, model.h) instead of LibTorch's global one, so that
+// a client's training draws the same masks in any process and on any thread.
+// As nn::Dropout otherwise: zeroes with probability p and scales by
+// 1 / (1 - p) in training mode, the identity in eval mode.
+struct SeededDropoutImpl : torch::nn::Module {
+  explicit SeededDropoutImpl(double p) : p(p) {}
+  torch::Tensor forward(const torch::Tensor& x);
+  double p;
+};
+TORCH_MODULE(SeededDropout);
+
 // `Impl` is a torch::nn::Module with forward(const at::Tensor&).
 template <typename Impl>
 class ModuleModel : public Model {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/util/status_macros.h"
 
 namespace layerfl {
 
@@ -47,8 +48,11 @@ absl::StatusOr<ModelWeights> ExportWeights(Model& model) {
   return out;
 }
 
-absl::Status ImportLayers(Model& model, const ModelWeights& weights,
-                          const std::vector<int>& layer_indices) {
+namespace {
+
+// The checks of ImportLayers: groups, tensor names and shapes match.
+absl::Status CheckLayers(Model& model, const ModelWeights& weights,
+                         const std::vector<int>& layer_indices) {
   const std::vector<LayerGroup>& groups = model.groups();
   if (weights.layers.size() != groups.size()) {
     return absl::InvalidArgumentError(
@@ -80,15 +84,60 @@ absl::Status ImportLayers(Model& model, const ModelWeights& weights,
       }
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ImportLayers(Model& model, const ModelWeights& weights,
+                          const std::vector<int>& layer_indices) {
+  RETURN_IF_ERROR(CheckLayers(model, weights, layer_indices));
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : model.Parameters()) by_name[name] = t;
   at::NoGradGuard no_grad;
   for (int li : layer_indices) {
     const LayerWeights& layer = weights.layers[li];
     for (const Tensor32& t : layer.tensors) {
-      by_name.at(t.name).copy_(
-          at::from_blob(const_cast<float*>(t.values.data()), t.shape, at::kFloat));
+      // Into fresh storage, not through the old one: a model bound by
+      // BindWeights must not write into the weights it was bound to.
+      at::Tensor& p = by_name.at(t.name);
+      p.set_data(at::from_blob(const_cast<float*>(t.values.data()), t.shape,
+                               at::kFloat)
+                     .to(p.scalar_type(), /*non_blocking=*/false,
+                         /*copy=*/true));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status BindWeights(Model& model, const ModelWeights& weights) {
+  std::vector<int> all(weights.layers.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  RETURN_IF_ERROR(CheckLayers(model, weights, all));
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [name, t] : model.Parameters()) by_name[name] = t;
+  for (const auto& [name, p] : by_name) {
+    if (p.scalar_type() != at::kFloat) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter '", name, "' is not float32"));
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (const LayerWeights& layer : weights.layers) {
+    for (const Tensor32& t : layer.tensors) {
+      by_name.at(t.name).set_data(at::from_blob(
+          const_cast<float*>(t.values.data()), t.shape, at::kFloat));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ReleaseParameterValues(Model& model) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : model.Parameters()) {
+    t.set_data(
+        at::zeros({1}, t.options().requires_grad(false)).expand(t.sizes()));
+  }
 }
 
 absl::Status ImportWeights(Model& model, const ModelWeights& weights) {

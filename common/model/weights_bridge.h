@@ -15,13 +15,31 @@ namespace layerfl {
 // parameter must be float32.
 absl::StatusOr<ModelWeights> ExportWeights(Model& model);
 
-// Copies `weights` into the model. Group names, tensor names and shapes must
-// match the model exactly; nothing is changed on error.
+// Copies `weights` into the model (into fresh storage for each parameter,
+// so a model bound by BindWeights is unbound, never written through). Group
+// names, tensor names and shapes must match the model exactly; nothing is
+// changed on error.
 absl::Status ImportWeights(Model& model, const ModelWeights& weights);
 
 // Copies only the listed layers of `weights` into the model (same checks).
 absl::Status ImportLayers(Model& model, const ModelWeights& weights,
                           const std::vector<int>& layer_indices);
+
+// Points every parameter of the model at the values of `weights` instead of
+// copying them (same checks as ImportWeights; nothing is changed on error).
+// The model's own storage is released; from then on it reads `weights`'
+// buffers, so until it is bound again or destroyed: `weights` must outlive
+// every use of the model and its values must not be resized or moved, and
+// nothing may write the model's parameters in place (SelectiveTrainer::Train
+// gives the groups it trains their own storage first).
+absl::Status BindWeights(Model& model, const ModelWeights& weights);
+
+// Drops the model's own parameter values: each parameter becomes a view of
+// a single zero broadcast to its shape (no memory; writing into it fails),
+// for a model that gets its values from BindWeights or ImportWeights
+// before it is next used (a client daemon's, after profiling, before its
+// first download).
+void ReleaseParameterValues(Model& model);
 
 // float32 LibTorch tensor <-> Tensor32.
 Tensor32 ToTensor32(const std::string& name, const at::Tensor& t);

@@ -8,13 +8,35 @@
 
 namespace layerfl {
 
+namespace {
+
+at::Tensor Normalize(const Examples& e, at::Tensor batch) {
+  if (batch.scalar_type() != at::kByte) return batch;
+  at::Tensor x = batch.to(at::kFloat) / 255.0;
+  for (size_t c = 0; c < e.mean.size(); ++c) {
+    x.select(1, static_cast<int64_t>(c)).sub_(e.mean[c]).div_(e.std[c]);
+  }
+  return x;
+}
+
+}  // namespace
+
+at::Tensor Examples::Inputs(const at::Tensor& index) const {
+  return Normalize(*this, inputs.index_select(0, index));
+}
+
+at::Tensor Examples::Inputs(int64_t start, int64_t len) const {
+  return Normalize(*this, inputs.narrow(0, start, len));
+}
+
 Examples ImagesToExamples(const ImageSet& set) {
   Examples e;
   const int64_t n = set.size();
-  at::Tensor raw = at::from_blob(const_cast<uint8_t*>(set.pixels.data()),
-                                 {n, 1, set.rows, set.cols}, at::kByte);
-  e.inputs =
-      (raw.to(at::kFloat) / 255.0 - kFashionMnistMean) / kFashionMnistStd;
+  e.inputs = at::from_blob(const_cast<uint8_t*>(set.pixels.data()),
+                           {n, set.channels, set.rows, set.cols}, at::kByte)
+                 .clone();
+  e.mean = set.mean;
+  e.std = set.std;
   std::vector<int64_t> labels(set.labels.begin(), set.labels.end());
   e.labels = at::from_blob(labels.data(), {n}, at::kLong).clone();
   return e;
@@ -42,7 +64,7 @@ absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which,
     return which == kAllClients || static_cast<size_t>(which) == i;
   };
   TaskExamples out;
-  if (c.data.dataset == "tsv") {
+  if (IsTextDataset(c.data)) {
     ASSIGN_OR_RETURN(FederatedText text, BuildFederatedText(c));
     for (size_t i = 0; i < text.clients.size(); ++i) {
       if (wanted(i)) out.clients.push_back(TextToExamples(text.clients[i]));
@@ -50,12 +72,15 @@ absl::StatusOr<TaskExamples> BuildTaskExamples(const RunConfig& c, int which,
     out.test = TextToExamples(text.test);
     return out;
   }
-  if (which == kNoClients && !with_holdout) {
+  // Image folders have no pretraining hold-out.
+  if (which == kNoClients &&
+      (!with_holdout || c.data.dataset == "image_folder")) {
     ASSIGN_OR_RETURN(ImageSet test, BuildTestImages(c));
     out.test = ImagesToExamples(test);
     return out;
   }
-  ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
+  ASSIGN_OR_RETURN(FederatedImages images,
+                   BuildFederatedImages(c, which == kAllClients ? -1 : which));
   for (size_t i = 0; i < images.clients.size(); ++i) {
     if (wanted(i)) out.clients.push_back(ImagesToExamples(images.clients[i]));
   }

@@ -13,11 +13,8 @@
 
 namespace layerfl {
 
-// Fashion-MNIST normalisation (mean and std of the training pixels / 255).
-inline constexpr double kFashionMnistMean = 0.2860;
-inline constexpr double kFashionMnistStd = 0.3530;
-
-// Images -> float [N, 1, rows, cols], (p/255 - mean) / std; labels int64.
+// Images -> uint8 [N, channels, rows, cols] with the set's per-channel mean
+// and std (the trainer normalises each batch it takes); labels int64.
 Examples ImagesToExamples(const ImageSet& set);
 
 // Token ids -> int64 [N, max_len]; labels int64.
@@ -25,14 +22,14 @@ Examples TextToExamples(const TextSet& set);
 
 // The federated task of a config as the trainer's examples, built the same
 // way for the simulator, the coordinator and a client daemon: image runs
-// (data.dataset fashion_mnist: BuildFederatedImages) or text runs (tsv:
-// BuildFederatedText).
+// (data.dataset fashion_mnist, image_folder: BuildFederatedImages) or text
+// runs (tsv, jsonl, csv: BuildFederatedText).
 struct TaskExamples {
   // Client partitions: all of them in order, one, or none (see `which`).
   std::vector<Examples> clients;
   Examples test;
-  // Image runs: the pretraining hold-out, disjoint from every client's data
-  // (empty for text runs).
+  // fashion_mnist runs: the pretraining hold-out, disjoint from every
+  // client's data (empty for other runs).
   ImageSet holdout;
 };
 

@@ -183,7 +183,8 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
   std::string key = absl::StrCat(
       Machine(), "|batch=", train.batch_size, "|threads=", threads,
       "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
-      "|scoring=", importance.batches, "|steps=", options.steps, "|groups=");
+      "|scoring=", importance.batches, "|metric=", importance.metric,
+      "|steps=", options.steps, "|groups=");
   for (const LayerGroup& group : model.groups()) {
     absl::StrAppend(&key, group.name, ":", group.num_params,
                     group.frozen ? "f" : "", ",");

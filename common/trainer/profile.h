@@ -39,8 +39,9 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
     const ImportanceConfig& importance, const ProfileOptions& options = {});
 
 // The profile for this machine (host name and CPU model), model (groups and
-// their parameter counts), batch size, thread count, optimizer and scoring
-// batches, read from `cache_dir`/profile-<hash>.txt, or measured and written
+// their parameter counts), batch size, thread count, optimizer, scoring
+// batches and metric (importance.metric: the scoring pass's memory depends
+// on it), read from `cache_dir`/profile-<hash>.txt, or measured and written
 // there (temp file + rename) when missing or unreadable. An empty cache_dir
 // measures without caching.
 absl::StatusOr<TrainingProfile> CachedTrainingProfile(

@@ -16,6 +16,9 @@
 namespace layerfl {
 namespace {
 
+// Dropout masks come from the task's seed (not its batch order's stream).
+constexpr uint64_t kForwardSeedSalt = 0x64726f706f7574ULL;
+
 // A seeded permutation that does not depend on LibTorch's generators, so runs
 // replay identically across LibTorch versions.
 std::vector<int64_t> Permutation(int64_t n, std::mt19937_64& rng) {
@@ -135,6 +138,7 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
   if (data.size() == 0) {
     return absl::InvalidArgumentError("train: no local examples");
   }
+  SeedForwardRandomness(seed ^ kForwardSeedSalt);
   const std::vector<LayerGroup>& all = model.groups();
   std::unordered_set<std::string> chosen;
   for (const std::string& name : groups) {
@@ -161,15 +165,25 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
     SetAllRequiresGrad(model, false);
     std::vector<torch::Tensor> trainable;
     std::vector<int> trained_groups;
-    NamedTensors global;
+    NamedTensors global;  // the trained parameters' starting values
     TrainResult result;
     for (size_t gi = 0; gi < all.size(); ++gi) {
       if (!chosen.count(all[gi].name)) continue;
       trained_groups.push_back(static_cast<int>(gi));
       for (auto& [name, t] : group_params[gi]) {
+        torch::Tensor start;
+        if (t.storage().resizable()) {
+          // The model's own values: trained in place from a copy.
+          start = t.detach().clone();
+        } else {
+          // Values the model reads in place (BindWeights: not LibTorch's
+          // storage) are never written: the parameter trains on a copy.
+          start = t.detach();
+          t.set_data(start.clone());
+        }
         t.requires_grad_(true);
         trainable.push_back(t);
-        global.emplace_back(name, t.detach().clone());
+        global.emplace_back(name, std::move(start));
         result.trained_params += t.numel();
       }
     }
@@ -183,7 +197,7 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
     if (!trainable.empty()) opt = MakeOptimizer(train_, trainable);
     for (int step = 0; step < steps; ++step) {
       torch::Tensor idx = sampler.Next();
-      torch::Tensor logits = model.Forward(data.inputs.index_select(0, idx));
+      torch::Tensor logits = model.Forward(data.Inputs(idx));
       torch::Tensor loss =
           torch::cross_entropy_loss(logits, data.labels.index_select(0, idx));
       const double value = loss.item<double>();
@@ -203,13 +217,18 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
     }
     result.steps = steps;
 
+    // The optimizer's state and the gradients are freed before the deltas
+    // are allocated, so that they never coexist.
+    opt.reset();
+    for (torch::Tensor& t : trainable) t.mutable_grad() = torch::Tensor();
     torch::NoGradGuard no_grad;
     size_t k = 0;
     for (int gi : trained_groups) {
       GroupDelta delta;
       delta.group = all[gi].name;
       for (auto& [name, t] : group_params[gi]) {
-        delta.tensors.emplace_back(name, t.detach() - global[k++].second);
+        delta.tensors.emplace_back(name, t.detach() - global[k].second);
+        global[k++].second = torch::Tensor();  // freed as soon as used
       }
       result.deltas.push_back(std::move(delta));
     }
@@ -223,10 +242,18 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
 
 absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     Model& model, const Examples& data, uint64_t seed, ResourceUsage* usage,
-    int lowest_group) const {
+    int lowest_group, const std::string& metric_or_default) const {
+  const std::string& metric = metric_or_default.empty()
+                                  ? importance_.metric
+                                  : metric_or_default;
+  if (metric != "sq_grad_norm" && metric != "rgn" && metric != "snr") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("importance: unknown metric '", metric, "'"));
+  }
   if (data.size() == 0) {
     return absl::InvalidArgumentError("importance: no local examples");
   }
+  SeedForwardRandomness(seed ^ kForwardSeedSalt);
   const std::vector<LayerGroup>& all = model.groups();
   if (lowest_group < 0 || lowest_group > static_cast<int>(all.size())) {
     return absl::InvalidArgumentError(
@@ -244,13 +271,19 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
   try {
     auto group_params = GroupParams(model);
     SetAllRequiresGrad(model, false);
-    // Per parameter: running sum of gradients and of squared gradients, in
-    // double so that the moments are exact enough for snr.
+    // sq_grad_norm and rgn need only the mean gradient: the batches' losses
+    // are backpropagated one after another into .grad, which sums them
+    // (float32, as PyTorch accumulates). snr also needs each element's
+    // variance across batches: running sums of the gradients and of their
+    // squares, per parameter, in double.
+    const bool variance = metric == "snr";
     std::vector<std::vector<torch::Tensor>> s1(all.size()), s2(all.size());
     for (size_t gi = 0; gi < all.size(); ++gi) {
       if (!scored(gi)) continue;
       for (auto& [name, t] : group_params[gi]) {
         t.requires_grad_(true);
+        t.mutable_grad() = torch::Tensor();
+        if (!variance) continue;
         s1[gi].push_back(torch::zeros_like(t, torch::kDouble));
         s2[gi].push_back(torch::zeros_like(t, torch::kDouble));
       }
@@ -259,14 +292,20 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     BatchSampler sampler(data.size(), train_.batch_size, seed);
     const int batches = importance_.batches;
     for (int b = 0; any && b < batches; ++b) {
-      for (auto& params : group_params) {
-        for (auto& [name, t] : params) t.mutable_grad() = torch::Tensor();
+      if (variance) {
+        for (size_t gi = 0; gi < all.size(); ++gi) {
+          if (!scored(gi)) continue;
+          for (auto& [name, t] : group_params[gi]) {
+            t.mutable_grad() = torch::Tensor();
+          }
+        }
       }
       torch::Tensor idx = sampler.Next();
       torch::Tensor loss = torch::cross_entropy_loss(
-          model.Forward(data.inputs.index_select(0, idx)),
+          model.Forward(data.Inputs(idx)),
           data.labels.index_select(0, idx));
       loss.backward();
+      if (!variance) continue;
       torch::NoGradGuard no_grad;
       for (size_t gi = 0; gi < all.size(); ++gi) {
         if (!scored(gi)) continue;
@@ -288,20 +327,23 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
       if (scored(gi)) {
         double sq = 0, var = 0, wsq = 0;
         for (size_t pi = 0; pi < group_params[gi].size(); ++pi) {
-          torch::Tensor m = s1[gi][pi] / batches;
-          torch::Tensor v = (s2[gi][pi] / batches - m * m).clamp_min(0.0);
-          sq += (m * m).sum().item<double>();
-          var += v.sum().item<double>();
-          wsq += group_params[gi][pi]
-                     .second.detach()
-                     .to(torch::kDouble)
-                     .pow(2)
-                     .sum()
-                     .item<double>();
+          const torch::Tensor& w = group_params[gi][pi].second;
+          if (variance) {
+            torch::Tensor m = s1[gi][pi] / batches;
+            torch::Tensor v = (s2[gi][pi] / batches - m * m).clamp_min(0.0);
+            sq += (m * m).sum().item<double>();
+            var += v.sum().item<double>();
+            s1[gi][pi] = torch::Tensor();
+            s2[gi][pi] = torch::Tensor();
+          } else if (w.grad().defined()) {
+            torch::Tensor m = w.grad().to(torch::kDouble) / batches;
+            sq += (m * m).sum().item<double>();
+          }
+          wsq += w.detach().to(torch::kDouble).pow(2).sum().item<double>();
         }
         s.sq_grad_norm = sq;
         s.rgn = wsq > 0 ? std::sqrt(sq) / std::sqrt(wsq) : 0.0;
-        s.snr = sq / std::max(var, 1e-30);
+        if (variance) s.snr = sq / std::max(var, 1e-30);
       }
       out.push_back(std::move(s));
     }
@@ -327,7 +369,7 @@ absl::StatusOr<EvalResult> SelectiveTrainer::Evaluate(Model& model,
     double loss_sum = 0;
     for (int64_t start = 0; start < data.size(); start += batch_size) {
       const int64_t len = std::min<int64_t>(batch_size, data.size() - start);
-      torch::Tensor logits = model.Forward(data.inputs.narrow(0, start, len));
+      torch::Tensor logits = model.Forward(data.Inputs(start, len));
       torch::Tensor labels = data.labels.narrow(0, start, len);
       loss_sum += torch::cross_entropy_loss(logits, labels,
                                             /*weight=*/{}, at::Reduction::Sum)

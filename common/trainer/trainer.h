@@ -22,12 +22,22 @@
 
 namespace layerfl {
 
-// Examples held as tensors: inputs [N, ...] (float images or int64 tokens)
-// and int64 labels [N].
+// Examples held as tensors: inputs [N, ...] (uint8 images [N, C, H, W],
+// float inputs, or int64 tokens) and int64 labels [N].
 struct Examples {
   at::Tensor inputs;
   at::Tensor labels;
+  // uint8 inputs only: channel c of a batch becomes the float
+  // (p / 255 - mean[c]) / std[c] when the batch is taken, so images stay 8-bit
+  // in memory. C entries each.
+  std::vector<double> mean;
+  std::vector<double> std;
+
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  // The model inputs of examples `index` (int64 [B]) or [start, start + len):
+  // normalised as above for uint8 inputs, else the stored rows.
+  at::Tensor Inputs(const at::Tensor& index) const;
+  at::Tensor Inputs(int64_t start, int64_t len) const;
 };
 
 // The trained groups' `w_local - w_global`, by group, each with its
@@ -59,7 +69,9 @@ struct LayerScores {
   std::string group;
   double sq_grad_norm = 0.0;  // ||m||^2, m = mean of the per-batch gradients
   double rgn = 0.0;           // ||m|| / ||w|| (0 when ||w|| = 0)
-  double snr = 0.0;  // ||m||^2 / sum of per-element variances across batches
+  // ||m||^2 / sum of per-element variances across batches; computed only
+  // when the pass's metric is snr (0 otherwise).
+  double snr = 0.0;
 };
 
 struct EvalResult {
@@ -83,8 +95,11 @@ class SelectiveTrainer {
   // Trains exactly the groups named in `groups` (every other parameter has
   // requires_grad=false, so no gradient is computed for it) for
   // train.local_steps steps (or train.local_epochs epochs) of cross-entropy,
-  // batches drawn from a permutation seeded by `seed`. The model is left
-  // holding w_local; requires_grad is restored to true on every parameter.
+  // batches drawn from a permutation seeded by `seed`. Parameters that read
+  // values in place (BindWeights) are never written: a trained one first
+  // gets storage of its own. Optimizer state and gradients are freed before
+  // the deltas are taken. The model is left holding w_local; requires_grad is restored
+  // to true on every parameter.
   // Errors: unknown or frozen group, empty examples, LibTorch failures.
   absl::StatusOr<TrainResult> Train(Model& model, const Examples& data,
                                     const std::vector<std::string>& groups,
@@ -95,12 +110,17 @@ class SelectiveTrainer {
   // groups and groups below `lowest_group` score 0 and get no gradient, so
   // the backward pass stops at the lowest scored group (what a memory limit
   // needs; lowest_group = the number of groups scores nothing and runs no
-  // pass). All three metrics are returned; importance.metric says which one
-  // a client reports. `usage`, when given, receives what the pass cost.
-  // Errors: lowest_group outside [0, groups], empty examples, LibTorch.
+  // pass). The pass holds only what `metric` ("" = importance.metric)
+  // needs: sq_grad_norm and rgn (both always returned) the scored
+  // parameters' gradients, summed over the batches in .grad (float32); snr
+  // besides per-element running sums of the gradients and their squares in
+  // double (4x the scored parameters' bytes). `usage`, when given, receives
+  // what the pass cost. Errors: unknown metric, lowest_group outside
+  // [0, groups], empty examples, LibTorch.
   absl::StatusOr<std::vector<LayerScores>> Importance(
       Model& model, const Examples& data, uint64_t seed,
-      ResourceUsage* usage = nullptr, int lowest_group = 0) const;
+      ResourceUsage* usage = nullptr, int lowest_group = 0,
+      const std::string& metric = "") const;
 
   // Accuracy and mean loss over all examples, in batches; no gradients.
   absl::StatusOr<EvalResult> Evaluate(Model& model, const Examples& data,

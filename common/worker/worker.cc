@@ -27,10 +27,11 @@ uint64_t LocalWorker::TaskSeed(int64_t round, int task) const {
 absl::StatusOr<std::vector<double>> LocalWorker::Score(
     const ModelWeights& global, int64_t round, const std::string& metric,
     int score_from) {
-  RETURN_IF_ERROR(ImportWeights(*model_, global));
+  RETURN_IF_ERROR(BindWeights(*model_, global));
+  bound_ = true;
   ASSIGN_OR_RETURN(std::vector<LayerScores> scores,
                    trainer_.Importance(*model_, data_, TaskSeed(round, 0),
-                                       &score_usage_, score_from));
+                                       &score_usage_, score_from, metric));
   std::vector<double> reported = ReportedScores(scores, metric);
   const DpConfig& dp = config_.privacy.dp;
   if (dp.enabled) {
@@ -51,16 +52,18 @@ absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
     const ModelWeights& global, int64_t round,
     const std::vector<std::string>& layers,
     const std::vector<int>& layer_participants) {
-  RETURN_IF_ERROR(ImportWeights(*model_, global));
+  RETURN_IF_ERROR(BindWeights(*model_, global));
+  bound_ = true;
   ASSIGN_OR_RETURN(TrainResult r,
                    trainer_.Train(*model_, data_, layers, TaskSeed(round, 1)));
   train_usage_ = r.usage;
   std::vector<LayerDelta> update;
-  for (const GroupDelta& d : r.deltas) {
+  for (GroupDelta& d : r.deltas) {
     LayerDelta delta;
     delta.group = d.group;
-    for (const auto& [name, t] : d.tensors) {
+    for (auto& [name, t] : d.tensors) {
       delta.tensors.push_back(ToTensor32(name, t));
+      t = at::Tensor();  // one copy of each delta at a time
     }
     update.push_back(std::move(delta));
   }
@@ -86,11 +89,24 @@ absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
 }
 
 absl::StatusOr<TrainingProfile> LocalWorker::Profile() {
+  if (bound_) {
+    // The model reads the last task's global weights, which may be gone.
+    return absl::FailedPreconditionError(
+        "profile: measured before the first task only");
+  }
   ProfileOptions options;
   options.steps = config_.profile.steps;
   options.reps = config_.profile.reps;
+  // The scoring pass is measured with the metric the run scores with
+  // (ScoreMetricFor in server/round/selector.h: the rgn and snr strategies
+  // rank by their own).
+  ImportanceConfig importance = config_.importance;
+  if (config_.selection.strategy == "rgn" ||
+      config_.selection.strategy == "snr") {
+    importance.metric = config_.selection.strategy;
+  }
   return CachedTrainingProfile(config_.profile.cache_dir, *model_, data_,
-                               config_.train, config_.importance,
+                               config_.train, importance,
                                config_.threads, options);
 }
 

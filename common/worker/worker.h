@@ -8,8 +8,12 @@
 // (run seed, client id, round, task), never on the order clients run in.
 //
 // Not thread-safe. Workers may share one model replica (the simulator's
-// virtual clients do, one at a time): every task loads the global weights
-// it is given first.
+// virtual clients do, one at a time): every task binds the model to the
+// global weights it is given first (BindWeights: the model reads them in
+// place instead of holding a copy), and after the task the model keeps
+// reading them (its trained groups excepted), so the caller keeps them
+// alive and unchanged until it next uses the model itself, or gives it
+// values of its own first (ImportWeights).
 
 #include <memory>
 #include <string>
@@ -62,7 +66,8 @@ class LocalWorker {
   const ResourceUsage& last_train_usage() const { return train_usage_; }
 
   // This machine's training profile for the run (profile.* of the config),
-  // cached in profile.cache_dir; measured on this worker's data.
+  // cached in profile.cache_dir; measured on this worker's data, before the
+  // first task (FailedPrecondition after it).
   absl::StatusOr<TrainingProfile> Profile();
 
  private:
@@ -77,6 +82,7 @@ class LocalWorker {
   SelectiveTrainer trainer_;
   RunConfig config_;
   ResourceUsage score_usage_, train_usage_;
+  bool bound_ = false;  // a task bound the model to its global weights
 };
 
 }  // namespace layerfl

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -521,6 +522,11 @@ class AsyncRoundEngine : public RoundEngine {
   ModelWeights global() const override {
     absl::MutexLock lock(&mu_);
     return global_;
+  }
+  void VisitGlobal(
+      absl::FunctionRef<void(const ModelWeights&)> visit) const override {
+    absl::MutexLock lock(&mu_);
+    visit(global_);
   }
   std::vector<int64_t> layer_versions() const override {
     absl::MutexLock lock(&mu_);
@@ -1058,11 +1064,13 @@ class AsyncRoundEngine : public RoundEngine {
       const absl::Time c0 = absl::Now();
       Checkpoint ckpt;
       ckpt.round = committed_;
-      ckpt.weights = global_;
       ckpt.selection_state = deps_.selector->SaveState();
       ckpt.engine_state = SaveEngineState();
       ckpt.metrics_json = record_.ToJson();
+      // Lent to the store, not copied (a copy is the model's size again).
+      ckpt.weights = std::move(global_);
       absl::Status saved = deps_.store->Save(ckpt);
+      global_ = std::move(ckpt.weights);
       if (saved.ok()) saved = StartJournal();
       if (!saved.ok()) {
         fatal_ = absl::Status(saved.code(),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
@@ -470,6 +471,11 @@ class RoundEngineImpl : public RoundEngine {
   ModelWeights global() const override {
     absl::MutexLock lock(&mu_);
     return global_;
+  }
+  void VisitGlobal(
+      absl::FunctionRef<void(const ModelWeights&)> visit) const override {
+    absl::MutexLock lock(&mu_);
+    visit(global_);
   }
   std::vector<int64_t> layer_versions() const override {
     absl::MutexLock lock(&mu_);
@@ -971,11 +977,13 @@ class RoundEngineImpl : public RoundEngine {
       const absl::Time c0 = absl::Now();
       Checkpoint ckpt;
       ckpt.round = committed_;
-      ckpt.weights = global_;
       ckpt.selection_state = deps_.selector->SaveState();
       ckpt.engine_state = SaveEngineState();
       ckpt.metrics_json = record_.ToJson();
+      // Lent to the store, not copied (a copy is the model's size again).
+      ckpt.weights = std::move(global_);
       absl::Status saved = deps_.store->Save(ckpt);
+      global_ = std::move(ckpt.weights);
       if (!saved.ok()) {
         // The round is not durable: undo nothing in memory, but stop the run
         // so that no further round builds on an uncommitted one.

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -425,7 +426,13 @@ class RoundEngine {
   // Epsilon spent so far (0 without differential privacy).
   virtual double epsilon() const = 0;
   virtual bool resumed() const = 0;
+  // A copy of the global model (the model's size again: the simulator's
+  // and tests' accessor).
   virtual ModelWeights global() const = 0;
+  // Calls `visit` with the global model under the engine's lock, without a
+  // copy; `visit` must not block or call into the engine.
+  virtual void VisitGlobal(
+      absl::FunctionRef<void(const ModelWeights&)> visit) const = 0;
   // Versions of every layer in model order.
   virtual std::vector<int64_t> layer_versions() const = 0;
   // Records of rounds committed since the last call (oldest first).

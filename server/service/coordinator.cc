@@ -88,8 +88,15 @@ absl::Status RunCoordinator(const RunConfig& c,
 
   const std::filesystem::path run_dir(c.federated.run_dir);
   RoundEngine::Deps deps = core.EngineDeps();
+  std::vector<std::string> layer_names;
+  for (const LayerWeights& l : core.initial.layers) {
+    layer_names.push_back(l.group);
+  }
+  // Moved, not copied: the engine holds the one copy of the model's values
+  // (the evaluator's model reads them in place; see PrepareRun).
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
-                   RoundEngine::Create(ToEngineOptions(c), core.initial, deps));
+                   RoundEngine::Create(ToEngineOptions(c),
+                                       std::move(core.initial), deps));
   ASSIGN_OR_RETURN(service.run_id, RunId(run_dir, engine->resumed()));
   if (log != nullptr && engine->resumed()) {
     *log << "coordinator: resumed from round " << engine->committed_round()
@@ -127,7 +134,7 @@ absl::Status RunCoordinator(const RunConfig& c,
   RunMonitorOptions watch;
   watch.run_id = service.run_id;
   watch.rounds = c.federated.rounds;
-  for (const LayerWeights& l : core.initial.layers) watch.layers.push_back(l.group);
+  watch.layers = layer_names;
   watch.strategy = c.selection.strategy;
   watch.budget_unit = c.budget.unit;
   watch.private_run = c.privacy.dp.enabled;

@@ -178,12 +178,17 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         deps_(std::move(deps)),
         held_(options.max_held_bytes, options.spill_dir,
               [this](const std::string& line) { Log(line); }) {
-    const ModelWeights global = deps_.engine->global();
-    layouts_ = LayoutsOf(global);
+    // Encoded straight from the engine's model: nothing else runs yet, and a
+    // copy would be the model's size again.
+    std::vector<std::shared_ptr<const EncodedLayer>> encoded;
+    deps_.engine->VisitGlobal([&](const ModelWeights& global) {
+      layouts_ = LayoutsOf(global);
+      encoded = EncodeSnapshot(global, nullptr, options_.encoding,
+                               options_.chunk_bytes);
+    });
+    snapshot_.layers = std::move(encoded);
     for (const LayerLayout& l : layouts_) layer_names_.push_back(l.layer);
     snapshot_.committed_round = deps_.engine->committed_round();
-    snapshot_.layers = EncodeSnapshot(global, nullptr, options_.encoding,
-                                      options_.chunk_bytes);
     started_at_ = deps_.clock->Now();
   }
 
@@ -849,10 +854,30 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     const int64_t committed = deps_.engine->committed_round();
     Snapshot previous = CurrentSnapshot();
     if (committed == previous.committed_round) return;
+    // Only the layers whose version moved are copied (under the engine's
+    // lock) and encoded (outside it); the others keep group and version and
+    // share their encoding with `previous`.
+    ModelWeights changed;
+    deps_.engine->VisitGlobal([&](const ModelWeights& global) {
+      for (size_t l = 0; l < global.layers.size(); ++l) {
+        const LayerWeights& layer = global.layers[l];
+        const bool same = l < previous.layers.size() &&
+                          previous.layers[l]->layer == layer.group &&
+                          previous.layers[l]->version == layer.version;
+        if (!same) {
+          changed.layers.push_back(layer);
+          continue;
+        }
+        LayerWeights kept;
+        kept.group = layer.group;
+        kept.version = layer.version;
+        changed.layers.push_back(std::move(kept));
+      }
+    });
     Snapshot next;
     next.committed_round = committed;
-    next.layers = EncodeSnapshot(deps_.engine->global(), &previous,
-                                 options_.encoding, options_.chunk_bytes);
+    next.layers = EncodeSnapshot(changed, &previous, options_.encoding,
+                                 options_.chunk_bytes);
     absl::MutexLock lock(&mu_);
     snapshot_ = std::move(next);
   }

@@ -1,9 +1,6 @@
 #include "server/setup/run_setup.h"
 
 #include <filesystem>
-#include <unordered_map>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/data/file.h"
@@ -18,47 +15,6 @@
 namespace layerfl {
 namespace {
 
-// Points every parameter of `model` at the values of `weights` (no copy):
-// the model then reads the weights' buffers and must not be written or used
-// once they are freed or moved. Checks as ImportWeights.
-absl::Status AliasWeights(Model& model, const ModelWeights& weights) {
-  std::unordered_map<std::string, at::Tensor> by_name;
-  for (auto& [name, t] : model.Parameters()) by_name[name] = t;
-  const std::vector<LayerGroup>& groups = model.groups();
-  if (weights.layers.size() != groups.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weights have ", weights.layers.size(),
-                     " layer groups, the model has ", groups.size()));
-  }
-  for (size_t l = 0; l < groups.size(); ++l) {
-    const LayerWeights& layer = weights.layers[l];
-    if (layer.group != groups[l].name ||
-        layer.tensors.size() != groups[l].param_names.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer ", l, ": weights hold '", layer.group,
-                       "', the model has '", groups[l].name, "'"));
-    }
-    for (size_t i = 0; i < layer.tensors.size(); ++i) {
-      const Tensor32& t = layer.tensors[i];
-      auto it = by_name.find(t.name);
-      if (t.name != groups[l].param_names[i] || it == by_name.end() ||
-          !it->second.sizes().equals(t.shape) ||
-          it->second.scalar_type() != at::kFloat) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", t.name, "' does not match the model's parameter"));
-      }
-    }
-  }
-  at::NoGradGuard no_grad;
-  for (const LayerWeights& layer : weights.layers) {
-    for (const Tensor32& t : layer.tensors) {
-      by_name.at(t.name).set_data(at::from_blob(
-          const_cast<float*>(t.values.data()), t.shape, at::kFloat));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Evaluates on the test set. With `alias`, the model is the evaluator's
 // alone and its parameters point at the weights being evaluated (bound
 // anew at every call) instead of holding a copy of them: the coordinator
@@ -70,12 +26,14 @@ class TorchEvaluator : public Evaluator {
       : model_(std::move(model)),
         test_(std::move(test)),
         trainer_(config.train, config.importance),
+        batch_size_(config.federated.eval_batch_size),
         alias_(alias) {}
 
   absl::StatusOr<EvalMetrics> Evaluate(const ModelWeights& weights) override {
-    RETURN_IF_ERROR(alias_ ? AliasWeights(*model_, weights)
+    RETURN_IF_ERROR(alias_ ? BindWeights(*model_, weights)
                            : ImportWeights(*model_, weights));
-    ASSIGN_OR_RETURN(EvalResult r, trainer_.Evaluate(*model_, test_));
+    ASSIGN_OR_RETURN(EvalResult r,
+                     trainer_.Evaluate(*model_, test_, batch_size_));
     return EvalMetrics{r.accuracy, r.loss};
   }
 
@@ -83,6 +41,7 @@ class TorchEvaluator : public Evaluator {
   std::shared_ptr<Model> model_;
   const Examples test_;
   const SelectiveTrainer trainer_;
+  const int batch_size_;
   const bool alias_;
 };
 
@@ -135,9 +94,10 @@ absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
   // model's own copy of the values is dropped for views of the initial
   // weights (which the engine takes over), and every evaluation binds it to
   // the weights it evaluates. The simulator's clients share the model and
-  // write into it: there it keeps its own values.
+  // bind it to the weights of their tasks, which are gone by the time it
+  // evaluates: there each evaluation copies the weights in (ImportWeights).
   const bool alias = which == kNoClients;
-  if (alias) RETURN_IF_ERROR(AliasWeights(*core.model, core.initial));
+  if (alias) RETURN_IF_ERROR(BindWeights(*core.model, core.initial));
   core.evaluator = std::make_unique<TorchEvaluator>(
       core.model, std::move(task.test), c, alias);
   return core;
