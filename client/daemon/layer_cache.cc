@@ -116,8 +116,10 @@ class FileLayerCache : public LayerCache {
       RETURN_IF_ERROR(DropOtherRuns(run_id));
       run_id_ = run_id;
     }
+    // Not synced: a layer must survive a killed daemon, not a power loss (a
+    // torn file fails its checksum and is fetched again).
     return WriteFileAtomically((dir_ / FileName(layer.group)).string(),
-                               Encode(run_id, layer));
+                               Encode(run_id, layer), /*durable=*/false);
   }
 
   absl::StatusOr<Replica> Load() override {

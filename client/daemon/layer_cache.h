@@ -6,7 +6,8 @@
 // holding a state.v1.CachedLayer after the magic "LFLCACHE" and the CRC-32 of
 // the message bytes. Each file is written to a temporary file and renamed
 // into place, so a daemon killed mid-write leaves the old file or the new
-// one; a damaged or foreign file is skipped and removed by Load. Not
+// one (not synced: after a power loss a torn file fails its checksum); a
+// damaged or foreign file is skipped and removed by Load. Not
 // thread-safe. Torch-free.
 
 #include <memory>

@@ -56,7 +56,8 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return contents;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes) {
+absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes,
+                                 bool durable) {
   const std::filesystem::path target(path);
   if (target.has_parent_path()) {
     std::error_code ec;
@@ -82,13 +83,14 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes
     }
     done += static_cast<size_t>(n);
   }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (err == 0 && durable && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
   if (err != 0) {
     std::remove(tmp.c_str());
     return ErrnoError(err, "cannot write", path);
   }
+  if (!durable) return absl::OkStatus();
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

@@ -18,8 +18,11 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // the old file or the new one, never half of one: writes `path`.tmp, syncs
 // it, renames it over `path` and syncs the directory. Missing parent
 // directories are created. Errors carry the errno-derived code and name the
-// path; the temporary file is removed.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes);
+// path; the temporary file is removed. `durable` false skips both syncs: the
+// old-or-new guarantee then holds against a killed process (the rename is
+// atomic) but not a power loss, for caches whose files are checked when read.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view bytes,
+                                 bool durable = true);
 
 // The file a daemon's flag names (a secret, a certificate): all of it
 // (ReadFlagFile), or its first line without surrounding whitespace
