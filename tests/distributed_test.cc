@@ -112,7 +112,8 @@ class DistributedTest : public ::testing::Test {
     auto coordinator = std::make_unique<Process>(
         std::vector<std::string>{kBin + "/layerfl-coordinator",
                                  "--config=" + config, "--listen=127.0.0.1:0",
-                                 "--port_file=" + port_file, "--tick_ms=20"},
+                                 "--port_file=" + port_file, "--tick_ms=20",
+                                 "--metrics_listen="},
         coord_dir + ".coordinator.log");
     while (!fs::exists(port_file) && absl::Now() < deadline) {
       absl::SleepFor(absl::Milliseconds(20));

@@ -86,9 +86,11 @@ class FoundationTest : public ::testing::Test {
     const std::string port_file = dir_ + "/coord.port";
     Process coordinator({kBin + "/layerfl-coordinator",
                          "--config=" + coord_config, "--listen=127.0.0.1:0",
-                         "--port_file=" + port_file, "--tick_ms=20"},
+                         "--port_file=" + port_file, "--tick_ms=20",
+                         "--metrics_listen="},
                         dir_ + "/coordinator.log");
-    while (!fs::exists(port_file) && absl::Now() < deadline) {
+    while (!fs::exists(port_file) && coordinator.Running() &&
+           absl::Now() < deadline) {
       absl::SleepFor(absl::Milliseconds(20));
     }
     ASSERT_TRUE(fs::exists(port_file)) << coordinator.Log();

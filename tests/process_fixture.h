@@ -51,15 +51,19 @@ class Process {
   // The exit code, or -1 when still running at `deadline` (then killed).
   int Wait(absl::Time deadline) {
     while (absl::Now() < deadline) {
-      int status = 0;
-      const pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
+      if (!Running()) return code_;
       absl::SleepFor(absl::Milliseconds(20));
     }
     return -1;
+  }
+  // Whether the process has not exited yet (it is reaped once it has).
+  bool Running() {
+    if (exited_) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return true;
+    exited_ = true;
+    code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
   }
   void Signal(int sig) { kill(pid_, sig); }
   std::string Log() const {
@@ -73,6 +77,7 @@ class Process {
   std::string log_;
   pid_t pid_ = -1;
   bool exited_ = false;
+  int code_ = -1;
 };
 
 inline std::string ReadFile(const std::string& path) {
