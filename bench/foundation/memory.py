@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 sys.path.insert(0, HERE)
 from make_vit_b_script import groups_yaml  # noqa: E402
+from proc_memory import status_kb  # noqa: E402
 
 MODEL_BYTES = 85191178 * 4
 
@@ -77,17 +78,6 @@ transport:
   wait_for_clients_s: 600
   client_timeout_s: 600
 {extra}"""
-
-
-def vm_hwm_kb(pid, field="VmHWM:"):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def main():
@@ -159,10 +149,10 @@ def main():
                  for name in procs}
     while any(pr.poll() is None for pr in procs.values()):
         for name, pr in procs.items():
-            kb = vm_hwm_kb(pr.pid)
+            kb = status_kb(pr.pid)
             if kb is not None:
                 peak[name] = max(peak[name], kb)
-                rss = vm_hwm_kb(pr.pid, "VmRSS:")
+                rss = status_kb(pr.pid, "VmRSS:")
                 stamp = time.strftime("%H:%M:%S", time.localtime())
                 timelines[name].write(f"{stamp}.{int(time.time() * 1000) % 1000:03d}"
                                       f"\t{rss}\t{kb}\n")

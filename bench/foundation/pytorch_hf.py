@@ -33,18 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "fixtures"))
 import safetensors_py  # noqa: E402
 
-
-def vm_hwm_kb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def reset_hwm():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+sys.path.insert(0, HERE)
+from proc_memory import reset_peak, status_kb  # noqa: E402
 
 
 class Attention(nn.Module):
@@ -220,11 +210,11 @@ def main():
         data = torch.randint(1000, c["vocab_size"], (n, a.max_len))
         batch_of = lambda i: data[i]
     labels = torch.randint(0, a.classes, (n,))
-    base = vm_hwm_kb()
+    base = status_kb()
 
     score_peak = 0
     if a.score_from >= 0:
-        reset_hwm()
+        reset_peak()
         scored = set(groups[a.score_from:])
         for name, t in params.items():
             t.requires_grad_(model.group(name) in scored)
@@ -237,9 +227,9 @@ def main():
                 g = model.group(name)
                 sq[g] = sq.get(g, 0.0) + float((t.grad / a.score_batches).pow(2).sum())
                 t.grad = None
-        score_peak = vm_hwm_kb()
+        score_peak = status_kb()
 
-    reset_hwm()
+    reset_peak()
     trained = set(a.train.split(",")) if a.train else set()
     train_params = []
     start = {}
@@ -259,7 +249,7 @@ def main():
         del opt
         delta = {name: params[name].detach() - v for name, v in start.items()}
         del delta
-    train_peak = vm_hwm_kb()
+    train_peak = status_kb()
     print("peak_kb=%d score_peak_kb=%d train_peak_kb=%d loaded_kb=%d groups=%d" %
           (max(score_peak, train_peak), score_peak, train_peak, base, len(groups)))
 

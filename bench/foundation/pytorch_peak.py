@@ -24,19 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_vit_b_script import group_of  # noqa: E402
-
-
-def vm_hwm_kb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def reset_hwm():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+from proc_memory import reset_peak, status_kb  # noqa: E402
 
 
 def main():
@@ -69,10 +57,10 @@ def main():
         idx = torch.randint(0, a.examples, (a.batch,), generator=gen)
         return images.index_select(0, idx), labels.index_select(0, idx)
 
-    out = {"load_kb": vm_hwm_kb()}
+    out = {"load_kb": status_kb()}
     total = 0
     if a.score_from >= 0:
-        reset_hwm()
+        reset_peak()
         scored = set(names[a.score_from:])
         for n, t in params.items():
             t.requires_grad_(group_of(n) in scored)
@@ -87,9 +75,9 @@ def main():
                         (t.grad.double() / a.score_batches).pow(2).sum())
                     t.grad = None
         total += sum(scores.values())
-        out["score_peak_kb"] = vm_hwm_kb()
+        out["score_peak_kb"] = status_kb()
     if a.train:
-        reset_hwm()
+        reset_peak()
         chosen = set(a.train.split(","))
         trainable = []
         for n, t in params.items():
@@ -107,7 +95,7 @@ def main():
         with torch.no_grad():
             deltas = [t.detach() - s for t, s in zip(trainable, start)]
         total += sum(float(d.abs().sum()) for d in deltas)
-        out["train_peak_kb"] = vm_hwm_kb()
+        out["train_peak_kb"] = status_kb()
     out["peak_kb"] = max(out.values())
     out["checksum"] = f"{total:.3e}"
     print(" ".join(f"{k}={v}" for k, v in out.items()))

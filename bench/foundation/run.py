@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+from proc_memory import status_kb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 
@@ -92,17 +94,6 @@ MODELS = {
                       "  test_path: {hf}/text/test.jsonl\n  labels: [neg, neutral, pos]\n",
                    2000),
 }
-
-
-def kb(pid, field):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def raw_tcp_mb_s(nbytes):
@@ -217,7 +208,7 @@ def run_model(a, name, clients, rounds, kill_client, profiled=True):
     restarted = False
     while any(p.poll() is None for p in procs.values()):
         for n, p in procs.items():
-            v = kb(p.pid, "VmHWM:")
+            v = status_kb(p.pid)
             if v is not None:
                 peak[n] = max(peak[n], v)
         if kill_client and not restarted and procs["client0"].poll() is not None:

@@ -106,6 +106,13 @@ absl::StatusOr<std::pair<std::string, LayerWeights>> Decode(
   return std::make_pair(message.run_id(), std::move(layer));
 }
 
+// The run and layer of the cache file at `path`, or why it is not one.
+absl::StatusOr<std::pair<std::string, LayerWeights>> ReadLayerFile(
+    const std::filesystem::path& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path.string()));
+  return Decode(bytes);
+}
+
 class FileLayerCache : public LayerCache {
  public:
   explicit FileLayerCache(fs::path dir) : dir_(std::move(dir)) {}
@@ -127,9 +134,8 @@ class FileLayerCache : public LayerCache {
     std::error_code ec;
     for (const fs::directory_entry& e : fs::directory_iterator(dir_, ec)) {
       if (e.path().extension() != kSuffix) continue;
-      absl::StatusOr<std::string> bytes = ReadFileToString(e.path().string());
       absl::StatusOr<std::pair<std::string, LayerWeights>> decoded =
-          bytes.ok() ? Decode(*bytes) : bytes.status();
+          ReadLayerFile(e.path());
       if (!decoded.ok() ||
           (!out.partial_run_id.empty() &&
            decoded->first != out.partial_run_id) ||
@@ -155,9 +161,8 @@ class FileLayerCache : public LayerCache {
     std::error_code ec;
     for (const fs::directory_entry& e : fs::directory_iterator(dir_, ec)) {
       if (e.path().extension() != kSuffix) continue;
-      absl::StatusOr<std::string> bytes = ReadFileToString(e.path().string());
       absl::StatusOr<std::pair<std::string, LayerWeights>> decoded =
-          bytes.ok() ? Decode(*bytes) : bytes.status();
+          ReadLayerFile(e.path());
       if (!decoded.ok() || decoded->first != run_id) fs::remove(e.path(), ec);
     }
     if (ec) {

@@ -32,6 +32,11 @@ int main(int argc, char** argv) {
     std::cerr << "layerfl-partition: " << why << "\n";
     return code;
   };
+  // A dataset that cannot be built: 2 for bad input, else 1.
+  auto fail_building = [&fail](const absl::Status& s) {
+    return fail(std::string(s.message()),
+                s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+  };
   if (absl::GetFlag(FLAGS_config).empty())
     return fail("--config is required", 2);
   if (absl::GetFlag(FLAGS_out).empty()) return fail("--out is required", 2);
@@ -61,9 +66,7 @@ int main(int argc, char** argv) {
     absl::StatusOr<layerfl::TextShares> shares =
         layerfl::BuildTextShares(*config);
     if (!shares.ok()) {
-      return fail(
-          std::string(shares.status().message()),
-          shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+      return fail_building(shares.status());
     }
     for (int i : which) {
       const std::string dir =
@@ -80,9 +83,7 @@ int main(int argc, char** argv) {
     absl::StatusOr<layerfl::ImageFolderShares> shares =
         layerfl::BuildImageFolderShares(*config);
     if (!shares.ok()) {
-      return fail(
-          std::string(shares.status().message()),
-          shares.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+      return fail_building(shares.status());
     }
     for (int i : which) {
       const std::string dir =
@@ -97,9 +98,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<layerfl::FederatedImages> images =
       layerfl::BuildFederatedImages(*config);
   if (!images.ok()) {
-    return fail(
-        std::string(images.status().message()),
-        images.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1);
+    return fail_building(images.status());
   }
   for (int i : which) {
     const std::string dir =
