@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "proto/layerfl.pb.h"
+#include "proto/wire_convert.h"
 #include "server/monitor/run_monitor.h"
 #include "server/service/held_uploads.h"
 #include "server/service/memory_release.h"
@@ -147,9 +148,9 @@ ModelWeights Model() {
 // The payload of one layer's messages, reassembled from their chunks.
 std::string Payload(const EncodedLayer& layer) {
   std::string bytes;
-  for (const std::string& m : layer.messages) {
+  for (size_t i = 0; i < layer.messages.size(); ++i) {
     wire::v1::FetchReply reply;
-    EXPECT_TRUE(reply.ParseFromString(m));
+    EXPECT_TRUE(reply.ParseFromString(layer.Serialized(i)));
     EXPECT_EQ(reply.chunk().offset(), bytes.size());
     bytes += reply.chunk().data();
   }
@@ -166,7 +167,7 @@ TEST(Snapshot, ChunksCarryTheValuesAndUnchangedLayersAreShared) {
   EXPECT_EQ(first.layers[0]->payload_bytes, 12);
   EXPECT_EQ(first.layers[0]->messages.size(), 2u);  // 8 + 4 bytes
   wire::v1::FetchReply head;
-  ASSERT_TRUE(head.ParseFromString(first.layers[0]->messages[0]));
+  ASSERT_TRUE(head.ParseFromString(first.layers[0]->Serialized(0)));
   EXPECT_EQ(head.chunk().header().layer(), "a");
   EXPECT_EQ(head.chunk().header().version(), 3);
   const std::string a = Payload(*first.layers[0]);
@@ -190,6 +191,46 @@ TEST(Snapshot, ChunksCarryTheValuesAndUnchangedLayersAreShared) {
   // float16 halves the payload.
   EXPECT_EQ(EncodeSnapshot(w, nullptr, Encoding::kFloat16, 8)[0]->payload_bytes,
             6);
+}
+
+// With float32 a snapshot reads the model's values in place: no second copy,
+// and what it sends is what the ordinary serialization of each chunk parses
+// to, also when a chunk spans two tensors. A later write to the model copies
+// (copy on write), so the snapshot keeps sending the version it encoded.
+TEST(Snapshot, Float32ReadsTheModelsValuesInPlaceAndKeepsItsVersion) {
+  ModelWeights w;
+  w.layers.push_back(
+      {"a", 1, {{"a.w", {3}, {1.0f, 2.0f, 3.0f}}, {"a.b", {2}, {4.0f, 5.0f}}}});
+  const ModelWeights original = w;
+  const auto encoded = EncodeSnapshot(w, nullptr, Encoding::kFloat32, 8);
+  ASSERT_EQ(encoded.size(), 1u);
+  for (int t = 0; t < 2; ++t) {
+    EXPECT_TRUE(encoded[0]->values.tensors[t].values.SharesWith(
+        w.layers[0].tensors[t].values));
+  }
+  ASSERT_EQ(encoded[0]->messages.size(), 3u);  // 8 + 8 (spans both) + 4
+  EXPECT_EQ(encoded[0]->Pieces(1).size(), 3u);  // head, a.w[2], a.b[0]
+  LayerStreamEncoder reference({SourceOf(original.layers[0])},
+                               Encoding::kFloat32, 8, /*with_specs=*/true);
+  ChunkFrame frame;
+  for (size_t i = 0; i < encoded[0]->messages.size(); ++i) {
+    ASSERT_TRUE(reference.Next(&frame));
+    wire::v1::FetchReply want;
+    ToProto(std::move(frame), want.mutable_chunk());
+    wire::v1::FetchReply got;
+    ASSERT_TRUE(got.ParseFromString(encoded[0]->Serialized(i)));
+    EXPECT_EQ(got.SerializeAsString(), want.SerializeAsString()) << i;
+  }
+  EXPECT_FALSE(reference.Next(&frame));
+
+  w.layers[0].tensors[1].values[0] = 9.0f;
+  EXPECT_FALSE(encoded[0]->values.tensors[1].values.SharesWith(
+      w.layers[0].tensors[1].values));
+  const std::string payload = Payload(*encoded[0]);
+  ASSERT_EQ(payload.size(), 20u);
+  float values[5];
+  std::memcpy(values, payload.data(), 20);
+  EXPECT_THAT(values, ElementsAre(1.0f, 2.0f, 3.0f, 4.0f, 5.0f));
 }
 
 // An asynchronous commit's staleness reaches Prometheus as a histogram.

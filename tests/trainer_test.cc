@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/model/weights_bridge.h"
@@ -380,7 +381,33 @@ TEST(SelectiveTrainerTest, TrainingABoundModelLeavesTheWeightsUntouched) {
   }
   ASSERT_TRUE(BindWeights(**model, *weights).ok());
   EXPECT_EQ((*model)->Parameters()[0].second.data_ptr<float>(),
-            weights->layers[0].tensors[0].values.data());
+            std::as_const(weights->layers[0].tensors[0].values).data());
+}
+
+// ExportAndBind gives ExportWeights' values and leaves the model reading them
+// in place, its own storage freed.
+TEST(SelectiveTrainerTest, ExportAndBindLeavesTheModelReadingTheExport) {
+  auto model = CreateModel(SmallVit(), 3);
+  ASSERT_TRUE(model.ok());
+  auto copied = ExportWeights(**model);
+  ASSERT_TRUE(copied.ok());
+  auto bound = ExportAndBind(**model);
+  ASSERT_TRUE(bound.ok());
+  ASSERT_EQ(bound->layers.size(), copied->layers.size());
+  std::map<std::string, const Tensor32*> by_name;
+  for (size_t l = 0; l < bound->layers.size(); ++l) {
+    EXPECT_EQ(bound->layers[l].group, copied->layers[l].group);
+    for (size_t i = 0; i < bound->layers[l].tensors.size(); ++i) {
+      const Tensor32& t = bound->layers[l].tensors[i];
+      EXPECT_EQ(t.name, copied->layers[l].tensors[i].name);
+      EXPECT_EQ(t.values, copied->layers[l].tensors[i].values) << t.name;
+      by_name[t.name] = &t;
+    }
+  }
+  for (auto& [name, p] : (*model)->Parameters()) {
+    ASSERT_TRUE(by_name.count(name)) << name;
+    EXPECT_EQ(p.data_ptr<float>(), by_name[name]->values.data()) << name;
+  }
 }
 
 TEST(ImportanceTest, FrozenGroupsScoreZero) {

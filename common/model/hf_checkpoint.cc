@@ -153,44 +153,29 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir,
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                    Build(hf, config, seed, r.head_from_checkpoint));
 
-  std::map<std::string, std::vector<int64_t>> params;
-  for (const auto& [name, t] : model->Parameters()) {
-    params[name] = std::vector<int64_t>(t.sizes().begin(), t.sizes().end());
-  }
+  std::map<std::string, at::Tensor> params;
+  for (const auto& [name, t] : model->Parameters()) params[name] = t;
   const std::string what = absl::StrCat(
       hf.model_type, " model (", hf.classifier_architecture(), ")");
-  NamedTensors weights;
   std::set<std::string> loaded;
-  try {
-    for (const auto& [name, entry] : mapped) {
-      const std::string& stored = entry->info->name;
-      auto param = params.find(name);
-      if (param == params.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            dir, ": tensor '", stored, "' is not a parameter of the ", what));
-      }
-      if (param->second != entry->info->shape) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            dir, ": tensor '", stored, "' has shape ",
-            ShapeString(entry->info->shape), ", the ", what, " has ",
-            ShapeString(param->second), " (config.json: ", hf.model_type,
-            ")"));
-      }
-      ASSIGN_OR_RETURN(std::vector<float> values,
-                       entry->file->ReadFloat32(stored));
-      at::Tensor t = torch::from_blob(values.data(),
-                                      {static_cast<int64_t>(values.size())},
-                                      torch::kFloat32)
-                         .clone()
-                         .reshape(entry->info->shape);
-      weights.emplace_back(name, std::move(t));
-      loaded.insert(name);
+  for (const auto& [name, entry] : mapped) {
+    const std::string& stored = entry->info->name;
+    auto param = params.find(name);
+    if (param == params.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir, ": tensor '", stored, "' is not a parameter of the ", what));
     }
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(dir, ": ", e.what_without_backtrace()));
+    const std::vector<int64_t> shape(param->second.sizes().begin(),
+                                     param->second.sizes().end());
+    if (shape != entry->info->shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir, ": tensor '", stored, "' has shape ",
+          ShapeString(entry->info->shape), ", the ", what, " has ",
+          ShapeString(shape), " (config.json: ", hf.model_type, ")"));
+    }
+    loaded.insert(name);
   }
-  for (const auto& [name, shape] : params) {
+  for (const auto& [name, param] : params) {
     if (loaded.count(name) || (IsHead(name) && !r.head_from_checkpoint)) {
       continue;
     }
@@ -200,8 +185,20 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir,
                                          : hf.vision.num_hidden_layers,
         " layers)"));
   }
-  RETURN_IF_ERROR(AssignParameters(*model, weights,
-                                   /*allow_missing=*/!r.head_from_checkpoint));
+  // Every name and shape checked: the values are copied into the model one
+  // tensor at a time (memory: the model and one tensor).
+  try {
+    at::NoGradGuard no_grad;
+    for (const auto& [name, entry] : mapped) {
+      ASSIGN_OR_RETURN(std::vector<float> values,
+                       entry->file->ReadFloat32(entry->info->name));
+      params.at(name).copy_(
+          torch::from_blob(values.data(), entry->info->shape, torch::kFloat32));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat(dir, ": ", e.what_without_backtrace()));
+  }
   if (report != nullptr) *report = std::move(r);
   return model;
 }

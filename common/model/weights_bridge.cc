@@ -26,7 +26,9 @@ at::Tensor FromTensor32(const Tensor32& t) {
       .clone();
 }
 
-absl::StatusOr<ModelWeights> ExportWeights(Model& model) {
+namespace {
+
+absl::StatusOr<ModelWeights> Export(Model& model, bool bind) {
   std::unordered_map<std::string, at::Tensor> by_name;
   for (auto& [name, t] : model.Parameters()) {
     if (t.scalar_type() != at::kFloat) {
@@ -41,11 +43,29 @@ absl::StatusOr<ModelWeights> ExportWeights(Model& model) {
     LayerWeights layer;
     layer.group = g.name;
     for (const std::string& p : g.param_names) {
-      layer.tensors.push_back(ToTensor32(p, by_name.at(p)));
+      at::Tensor& param = by_name.at(p);
+      layer.tensors.push_back(ToTensor32(p, param));
+      if (bind) {
+        // The values' buffer stays where it is when the Tensor32 moves.
+        const Tensor32& t = layer.tensors.back();
+        at::NoGradGuard no_grad;
+        param.set_data(at::from_blob(const_cast<float*>(t.values.data()),
+                                     t.shape, at::kFloat));
+      }
     }
     out.layers.push_back(std::move(layer));
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelWeights> ExportWeights(Model& model) {
+  return Export(model, /*bind=*/false);
+}
+
+absl::StatusOr<ModelWeights> ExportAndBind(Model& model) {
+  return Export(model, /*bind=*/true);
 }
 
 namespace {

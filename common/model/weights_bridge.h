@@ -2,7 +2,8 @@
 #define LAYERFL_COMMON_MODEL_WEIGHTS_BRIDGE_H_
 
 // Conversions between a LibTorch Model and the torch-free ModelWeights the
-// coordinator, checkpoints and the wire use. Copies; never aliases.
+// coordinator, checkpoints and the wire use. They copy, except BindWeights
+// and ExportAndBind, after which the model reads the weights' values.
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -14,6 +15,11 @@ namespace layerfl {
 // The model's parameters grouped by its layer groups (versions 0). Every
 // parameter must be float32.
 absl::StatusOr<ModelWeights> ExportWeights(Model& model);
+
+// ExportWeights, then BindWeights(model, result), done one parameter at a
+// time so that each parameter's own storage is freed as soon as it is
+// copied: the peak is the model plus one tensor, not twice the model.
+absl::StatusOr<ModelWeights> ExportAndBind(Model& model);
 
 // Copies `weights` into the model (into fresh storage for each parameter,
 // so a model bound by BindWeights is unbound, never written through). Group

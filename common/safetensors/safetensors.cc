@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -226,6 +227,20 @@ absl::Status WriteAll(int fd, const uint8_t* data, size_t size) {
     size -= static_cast<size_t>(n);
   }
   return absl::OkStatus();
+}
+
+// Tells the kernel this process no longer needs the whole pages inside
+// `bytes` of a read-only file mapping: they leave its resident set and are
+// read from the file (or the page cache) again if touched. Advice only; a
+// failure changes nothing.
+void DropResidentPages(absl::Span<const uint8_t> bytes) {
+  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t first = (begin + kPage - 1) / kPage * kPage;
+  const uintptr_t last = (begin + bytes.size()) / kPage * kPage;
+  if (last > first) {
+    ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
 }
 
 }  // namespace
@@ -461,12 +476,15 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(
   switch (info.dtype) {
     case SafetensorsDtype::kF32:
       if (n > 0) std::memcpy(out.data(), bytes.data(), n * sizeof(float));
+      DropResidentPages(bytes);
       return out;
     case SafetensorsDtype::kF16:
       HalvesToFloats(bytes.data(), n, out.data());
+      DropResidentPages(bytes);
       return out;
     case SafetensorsDtype::kBF16:
       BFloat16sToFloats(bytes.data(), n, out.data());
+      DropResidentPages(bytes);
       return out;
     case SafetensorsDtype::kF64:
       for (size_t i = 0; i < n; ++i) {
@@ -474,6 +492,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(
         std::memcpy(&d, bytes.data() + i * sizeof(double), sizeof(double));
         out[i] = static_cast<float>(d);
       }
+      DropResidentPages(bytes);
       return out;
     default:
       return absl::InvalidArgumentError(

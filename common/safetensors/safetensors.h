@@ -125,6 +125,10 @@ class SafetensorsFile {
   absl::StatusOr<absl::Span<const uint8_t>> Bytes(absl::string_view name) const;
   // The tensor's values as float32: F32 as stored, F16 and BF16 converted
   // exactly, F64 rounded to nearest. InvalidArgument for any other dtype.
+  // The mapped pages the copy read leave this process's resident memory
+  // (the kernel's page cache keeps them; a view from Bytes() stays valid and
+  // reads them again), so reading a checkpoint tensor by tensor holds one
+  // copy of the model, not the copy plus the mapping.
   absl::StatusOr<std::vector<float>> ReadFloat32(absl::string_view name) const;
   // The values of an I64 tensor. InvalidArgument for any other dtype.
   absl::StatusOr<std::vector<int64_t>> ReadInt64(absl::string_view name) const;

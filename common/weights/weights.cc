@@ -1,11 +1,33 @@
 #include "common/weights/weights.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace layerfl {
+
+SharedFloats::SharedFloats(std::vector<float> values)
+    : v_(std::make_shared<std::vector<float>>(std::move(values))) {}
+
+const std::vector<float>& SharedFloats::vector() const {
+  static const std::vector<float>* const kEmpty = new std::vector<float>();
+  return v_ ? *v_ : *kEmpty;
+}
+
+std::vector<float>& SharedFloats::Unique() {
+  if (v_ == nullptr) {
+    v_ = std::make_shared<std::vector<float>>();
+  } else if (v_.use_count() > 1) {
+    v_ = std::make_shared<std::vector<float>>(*v_);
+  }
+  return *v_;
+}
+
+bool operator==(const SharedFloats& a, const SharedFloats& b) {
+  return a.SharesWith(b) || a.vector() == b.vector();
+}
 
 int64_t LayerWeights::numel() const {
   int64_t n = 0;

@@ -474,7 +474,7 @@ absl::StatusOr<AggregateStats> LayerAggregator::Commit(ModelWeights& global) {
     if (acc.contributors == 0) continue;
     LayerWeights& layer = global.layers[l];
     for (size_t t = 0; t < acc.sums.size(); ++t) {
-      layer.tensors[t].values.swap(acc.sums[t]);
+      layer.tensors[t].values = std::move(acc.sums[t]);
     }
     layer.version += 1;
     stats.changed_layers.push_back(layer.group);

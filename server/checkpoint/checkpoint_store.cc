@@ -344,7 +344,7 @@ absl::Status DecodeTensor(Decoder& d, const std::string& group, Tensor32* t) {
     return d.Error(absl::StrCat(field, " has ", numel,
                                 " elements, which does not match its shape"));
   }
-  return d.Floats(&t->values, numel, field + " values");
+  return d.Floats(&t->values.mutable_vector(), numel, field + " values");
 }
 
 std::string CheckpointFileName(int64_t round) {

@@ -1067,10 +1067,9 @@ class AsyncRoundEngine : public RoundEngine {
       ckpt.selection_state = deps_.selector->SaveState();
       ckpt.engine_state = SaveEngineState();
       ckpt.metrics_json = record_.ToJson();
-      // Lent to the store, not copied (a copy is the model's size again).
-      ckpt.weights = std::move(global_);
+      // Shares the values (copy on write): no second copy of the model.
+      ckpt.weights = global_;
       absl::Status saved = deps_.store->Save(ckpt);
-      global_ = std::move(ckpt.weights);
       if (saved.ok()) saved = StartJournal();
       if (!saved.ok()) {
         fatal_ = absl::Status(saved.code(),

@@ -980,10 +980,9 @@ class RoundEngineImpl : public RoundEngine {
       ckpt.selection_state = deps_.selector->SaveState();
       ckpt.engine_state = SaveEngineState();
       ckpt.metrics_json = record_.ToJson();
-      // Lent to the store, not copied (a copy is the model's size again).
-      ckpt.weights = std::move(global_);
+      // Shares the values (copy on write): no second copy of the model.
+      ckpt.weights = global_;
       absl::Status saved = deps_.store->Save(ckpt);
-      global_ = std::move(ckpt.weights);
       if (!saved.ok()) {
         // The round is not durable: undo nothing in memory, but stop the run
         // so that no further round builds on an uncommitted one.

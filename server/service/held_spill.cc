@@ -40,7 +40,7 @@ absl::Status SpillValues(std::vector<LayerDelta>& update,
     }
   }
   for (LayerDelta& d : update) {
-    for (Tensor32& t : d.tensors) std::vector<float>().swap(t.values);
+    for (Tensor32& t : d.tensors) t.values.clear();
   }
   return absl::OkStatus();
 }

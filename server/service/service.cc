@@ -178,15 +178,12 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         deps_(std::move(deps)),
         held_(options.max_held_bytes, options.spill_dir,
               [this](const std::string& line) { Log(line); }) {
-    // Encoded straight from the engine's model: nothing else runs yet, and a
-    // copy would be the model's size again.
-    std::vector<std::shared_ptr<const EncodedLayer>> encoded;
-    deps_.engine->VisitGlobal([&](const ModelWeights& global) {
-      layouts_ = LayoutsOf(global);
-      encoded = EncodeSnapshot(global, nullptr, options_.encoding,
-                               options_.chunk_bytes);
-    });
-    snapshot_.layers = std::move(encoded);
+    // A copy shares the engine's values (copy on write).
+    ModelWeights global;
+    deps_.engine->VisitGlobal([&](const ModelWeights& g) { global = g; });
+    layouts_ = LayoutsOf(global);
+    snapshot_.layers = EncodeSnapshot(global, nullptr, options_.encoding,
+                                      options_.chunk_bytes);
     for (const LayerLayout& l : layouts_) layer_names_.push_back(l.layer);
     snapshot_.committed_round = deps_.engine->committed_round();
     started_at_ = deps_.clock->Now();
@@ -854,29 +851,14 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     const int64_t committed = deps_.engine->committed_round();
     Snapshot previous = CurrentSnapshot();
     if (committed == previous.committed_round) return;
-    // Only the layers whose version moved are copied (under the engine's
-    // lock) and encoded (outside it); the others keep group and version and
-    // share their encoding with `previous`.
-    ModelWeights changed;
-    deps_.engine->VisitGlobal([&](const ModelWeights& global) {
-      for (size_t l = 0; l < global.layers.size(); ++l) {
-        const LayerWeights& layer = global.layers[l];
-        const bool same = l < previous.layers.size() &&
-                          previous.layers[l]->layer == layer.group &&
-                          previous.layers[l]->version == layer.version;
-        if (!same) {
-          changed.layers.push_back(layer);
-          continue;
-        }
-        LayerWeights kept;
-        kept.group = layer.group;
-        kept.version = layer.version;
-        changed.layers.push_back(std::move(kept));
-      }
-    });
+    // The model is copied under the engine's lock (the copy shares its
+    // values) and the layers whose version moved are encoded outside it; the
+    // others share their encoding with `previous`.
+    ModelWeights global;
+    deps_.engine->VisitGlobal([&](const ModelWeights& g) { global = g; });
     Snapshot next;
     next.committed_round = committed;
-    next.layers = EncodeSnapshot(changed, &previous, options_.encoding,
+    next.layers = EncodeSnapshot(global, &previous, options_.encoding,
                                  options_.chunk_bytes);
     absl::MutexLock lock(&mu_);
     snapshot_ = std::move(next);
@@ -1259,17 +1241,22 @@ class FetchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       Finish(grpc::Status::OK);
       return;
     }
-    // The slice keeps the encoded layer alive until gRPC is done with it.
-    const std::string& bytes = sending_[layer_]->messages[message_++];
-    auto* owner = new std::shared_ptr<const EncodedLayer>(sending_[layer_]);
-    grpc::Slice slice(
-        const_cast<char*>(bytes.data()), bytes.size(),
-        [](void* p) {
-          delete static_cast<std::shared_ptr<const EncodedLayer>*>(p);
-        },
-        owner);
-    buffer_ = grpc::ByteBuffer(&slice, 1);
-    Send(static_cast<int64_t>(bytes.size()));
+    // Each slice keeps the encoded layer alive until gRPC is done with it.
+    const std::shared_ptr<const EncodedLayer>& layer = sending_[layer_];
+    std::vector<grpc::Slice> slices;
+    int64_t bytes = 0;
+    for (std::string_view piece : layer->Pieces(message_++)) {
+      auto* owner = new std::shared_ptr<const EncodedLayer>(layer);
+      slices.emplace_back(
+          const_cast<char*>(piece.data()), piece.size(),
+          [](void* p) {
+            delete static_cast<std::shared_ptr<const EncodedLayer>*>(p);
+          },
+          owner);
+      bytes += static_cast<int64_t>(piece.size());
+    }
+    buffer_ = grpc::ByteBuffer(slices.data(), slices.size());
+    Send(bytes);
   }
 
   void OnDone() override {

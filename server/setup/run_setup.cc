@@ -71,7 +71,18 @@ absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
         LoadPretrained(*core.model, pretrained, c.pretrain.checkpoint));
   }
   task.holdout = ImageSet();
-  ASSIGN_OR_RETURN(core.initial, ExportWeights(*core.model));
+  // The coordinator (kNoClients) uses its model for evaluation only: the
+  // model's own copy of the values is dropped for views of the initial
+  // weights (which the engine takes over), and every evaluation binds it to
+  // the weights it evaluates. The simulator's clients share the model and
+  // bind it to the weights of their tasks, which are gone by the time it
+  // evaluates: there each evaluation copies the weights in (ImportWeights).
+  const bool alias = which == kNoClients;
+  if (alias) {
+    ASSIGN_OR_RETURN(core.initial, ExportAndBind(*core.model));
+  } else {
+    ASSIGN_OR_RETURN(core.initial, ExportWeights(*core.model));
+  }
   ASSIGN_OR_RETURN(core.selector, CreateLayerSelector(c, core.model->groups()));
 
   const std::filesystem::path run_dir(c.federated.run_dir);
@@ -90,14 +101,6 @@ absl::StatusOr<RunCore> PrepareRun(const RunConfig& c, std::ostream* log,
   // hold: the model and where its source checkpoint is.
   RETURN_IF_ERROR(WriteFileAtomically(
       (run_dir / kRunConfigFile).string(), RunConfigToYaml(c)));
-  // The coordinator (kNoClients) uses its model for evaluation only: the
-  // model's own copy of the values is dropped for views of the initial
-  // weights (which the engine takes over), and every evaluation binds it to
-  // the weights it evaluates. The simulator's clients share the model and
-  // bind it to the weights of their tasks, which are gone by the time it
-  // evaluates: there each evaluation copies the weights in (ImportWeights).
-  const bool alias = which == kNoClients;
-  if (alias) RETURN_IF_ERROR(BindWeights(*core.model, core.initial));
   core.evaluator = std::make_unique<TorchEvaluator>(
       core.model, std::move(task.test), c, alias);
   return core;

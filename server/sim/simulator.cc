@@ -68,7 +68,7 @@ void ApplyDelta(const std::vector<LayerDelta>& update, ModelWeights& w) {
     for (LayerWeights& layer : w.layers) {
       if (layer.group != d.group) continue;
       for (size_t t = 0; t < d.tensors.size(); ++t) {
-        std::vector<float>& values = layer.tensors[t].values;
+        std::vector<float>& values = layer.tensors[t].values.mutable_vector();
         for (size_t k = 0; k < values.size(); ++k) {
           values[k] += d.tensors[t].values[k];
         }
