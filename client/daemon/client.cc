@@ -53,9 +53,9 @@ absl::StatusOr<std::string> TokenFor(const ClientOptions& options,
 // replica and take turns on it.
 class WorkerWork : public ClientWork {
  public:
-  explicit WorkerWork(std::unique_ptr<LocalWorker> worker,
-                      absl::Mutex* turn = nullptr)
-      : worker_(std::move(worker)), turn_(turn) {}
+  WorkerWork(std::unique_ptr<LocalWorker> worker, const CgroupLimits& device,
+             absl::Mutex* turn = nullptr)
+      : worker_(std::move(worker)), device_(device), turn_(turn) {}
   int64_t num_samples() const override { return worker_->num_samples(); }
   absl::StatusOr<std::vector<double>> Score(const ModelWeights& global,
                                             int64_t round,
@@ -72,12 +72,12 @@ class WorkerWork : public ClientWork {
     return worker_->Train(global, round, layers, layer_participants);
   }
   WorkCost LastScoreCost() const override {
-    return {worker_->last_score_usage().seconds,
-            worker_->last_score_usage().peak_bytes};
+    return WithDevice({worker_->last_score_usage().seconds,
+                       worker_->last_score_usage().peak_bytes});
   }
   WorkCost LastTrainCost() const override {
-    return {worker_->last_train_usage().seconds,
-            worker_->last_train_usage().peak_bytes};
+    return WithDevice({worker_->last_train_usage().seconds,
+                       worker_->last_train_usage().peak_bytes});
   }
   absl::StatusOr<TrainingProfile> Profile() {
     absl::MutexLockMaybe lock(turn_);
@@ -85,7 +85,15 @@ class WorkerWork : public ClientWork {
   }
 
  private:
+  WorkCost WithDevice(WorkCost cost) const {
+    cost.process_peak_bytes = PeakResidentBytes();
+    cost.memory_limit_bytes = device_.memory_bytes.value_or(0);
+    cost.cpus = device_.cpus.value_or(0);
+    return cost;
+  }
+
   std::unique_ptr<LocalWorker> worker_;
+  const CgroupLimits device_;
   absl::Mutex* turn_;
 };
 
@@ -104,9 +112,33 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
   ASSIGN_OR_RETURN(out.config,
                    ResolveClientConfig(options, client_id, link, stop));
   const RunConfig& c = out.config;
+  double budget_mb = options.budget_mb;
+  const bool told = budget_mb > 0 ||
+                    (c.budget.unit == "memory" && options.budget > 0);
+  if (options.budget_from_cgroup && !told &&
+      options.device.memory_bytes.has_value()) {
+    const int64_t resident = ResidentBytes();
+    budget_mb = CgroupBudgetMb(*options.device.memory_bytes, resident);
+    if (options.daemon.log != nullptr) {
+      *options.daemon.log
+          << client_id << ": cgroup memory limit "
+          << *options.device.memory_bytes / (1 << 20) << " MiB ("
+          << options.device.memory_file << "), " << resident / (1 << 20)
+          << " MiB resident: declares budget_mb " << budget_mb
+          << (c.budget.unit == "memory" ? " (the budget)" : " (a cap)")
+          << std::endl;
+    }
+    if (budget_mb <= 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the cgroup's memory limit (", *options.device.memory_bytes,
+          " bytes, ", options.device.memory_file, ") leaves no memory to "
+          "train in beside the ", resident, " bytes already resident; give "
+          "--budget_mb, or --budget_from_cgroup=false"));
+    }
+  }
   ASSIGN_OR_RETURN(
       DeclaredLimits limits,
-      DeclaredBudget(c, options.budget, options.budget_s, options.budget_mb));
+      DeclaredBudget(c, options.budget, options.budget_s, budget_mb));
   out.daemon = options.daemon;
   out.daemon.client_id = client_id;
   ASSIGN_OR_RETURN(out.daemon.token, TokenFor(options, client_id));
@@ -278,7 +310,8 @@ absl::Status RunClient(const ClientOptions& options,
   ASSIGN_OR_RETURN(std::shared_ptr<Model> model,
                    CreateModel(c.model, c.seed, {/*load_hf_weights=*/false}));
   WorkerWork work(std::make_unique<LocalWorker>(c, daemon.client_id, model,
-                                                std::move(examples)));
+                                                std::move(examples)),
+                  options.device);
   if (options.print_profile != nullptr) {
     ASSIGN_OR_RETURN(TrainingProfile profile, work.Profile());
     *options.print_profile << profile.Serialize() << std::flush;
@@ -435,7 +468,7 @@ absl::Status RunHostedClients(const ClientOptions& options,
   for (size_t k = 0; k < ids.size(); ++k) {
     work.push_back(std::make_unique<WorkerWork>(
         std::make_unique<LocalWorker>(c, ids[k], model, std::move(data[k])),
-        &turn));
+        options.device, &turn));
   }
   // One machine, one profile (measured on the first client's data).
   RETURN_IF_ERROR(MaybeProfile(c, *work[0], prepared.daemon));

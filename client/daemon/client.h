@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "client/daemon/daemon.h"
+#include "common/util/cgroup.h"
 #include "client/daemon/grpc_link.h"
 #include "common/config/config.h"
 #include "common/http/http_listener.h"
@@ -90,6 +91,14 @@ struct ClientOptions {
   // Set: only measure this machine's training profile (cached as for a run),
   // write it here as one key=value line and return, without connecting.
   std::ostream* print_profile = nullptr;
+  // The limits of the cgroup the daemon runs in (a container's mem_limit
+  // and cpus; main reads them), reported with every update. With a memory
+  // limit, no budget_mb and budget_from_cgroup, the client declares
+  // budget_mb = CgroupBudgetMb(limit, its resident memory at that point):
+  // its budget when budget.unit is memory (unless --budget gives one), else
+  // a cap.
+  CgroupLimits device;
+  bool budget_from_cgroup = true;
 };
 
 // What a client declares from its flags: `budget` in the run's unit;

@@ -39,6 +39,11 @@ namespace layerfl {
 struct WorkCost {
   double seconds = 0.0;
   int64_t peak_bytes = 0;
+  // The process's peak resident memory so far and its cgroup's limits (the
+  // device it runs on), reported beside the work; 0 = unknown / none.
+  int64_t process_peak_bytes = 0;
+  int64_t memory_limit_bytes = 0;
+  double cpus = 0.0;
 };
 
 class ClientWork {

@@ -423,6 +423,9 @@ class GrpcLink : public CoordinatorLink {
       m->set_encoding(ToProto(encoding));
       m->set_train_s(cost.seconds);
       m->set_peak_bytes(cost.peak_bytes);
+      m->set_process_peak_bytes(cost.process_peak_bytes);
+      m->set_memory_limit_bytes(cost.memory_limit_bytes);
+      m->set_cpus(cost.cpus);
       for (const LayerDelta& d : update) m->add_layers(d.group);
     }
     grpc::ClientContext context;
@@ -491,6 +494,9 @@ class GrpcLink : public CoordinatorLink {
       h->set_round(round);
       h->set_train_s(cost.seconds);
       h->set_peak_bytes(cost.peak_bytes);
+      h->set_process_peak_bytes(cost.process_peak_bytes);
+      h->set_memory_limit_bytes(cost.memory_limit_bytes);
+      h->set_cpus(cost.cpus);
       for (const std::vector<uint32_t>& l : input.layers) {
         h->add_layer_sizes(static_cast<int64_t>(l.size()));
       }

@@ -99,6 +99,10 @@ ABSL_FLAG(std::string, tls_server_name, "",
 ABSL_FLAG(double, budget, 0,
           "declared training budget in the run's cost unit (0: the "
           "coordinator assigns one)");
+ABSL_FLAG(bool, budget_from_cgroup, true,
+          "with no --budget_mb, declare the memory this client can train in "
+          "from its cgroup's memory limit (a container's mem_limit): 3/4 of "
+          "what the limit leaves beside the daemon's resident memory");
 ABSL_FLAG(double, budget_s, 0,
           "seconds of compute per round this client gives, by this machine's "
           "measured profile: the budget when budget.unit is time, else a cap");
@@ -284,6 +288,14 @@ int main(int argc, char** argv) {
   options.budget = absl::GetFlag(FLAGS_budget);
   options.budget_s = absl::GetFlag(FLAGS_budget_s);
   options.budget_mb = absl::GetFlag(FLAGS_budget_mb);
+  options.budget_from_cgroup = absl::GetFlag(FLAGS_budget_from_cgroup);
+  absl::StatusOr<layerfl::CgroupLimits> device = layerfl::ReadCgroupLimits();
+  if (!device.ok()) return fail_flags(std::string(device.status().message()));
+  options.device = *device;
+  if (device->memory_bytes.has_value()) {
+    // Memory the allocator keeps for reuse counts against the limit too.
+    layerfl::RetainFreedMemory(*device->memory_bytes / 8);
+  }
   d.poll = absl::Milliseconds(absl::GetFlag(FLAGS_poll_ms));
   d.backoff_initial =
       absl::Milliseconds(absl::GetFlag(FLAGS_backoff_initial_ms));

@@ -3,15 +3,22 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <cstdint>
+
 namespace layerfl {
 
 // For the daemons: keep freed memory for reuse instead of returning it to
 // the kernel. The same large buffers (chunks, layer tensors) come back every
 // round, and fresh pages cost a fault and a zero-fill each (bench/transfer).
 // Call at the start of main(), before any allocation worth keeping.
-inline void RetainFreedMemory() {
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+// `max_retained_bytes` bounds what the heap keeps (a process under a cgroup
+// memory limit pays for it against the limit).
+inline void RetainFreedMemory(int64_t max_retained_bytes = int64_t{1} << 30) {
+  const int64_t retained = std::min<int64_t>(max_retained_bytes, 1 << 30);
+  mallopt(M_MMAP_THRESHOLD,
+          static_cast<int>(std::min<int64_t>(256 << 20, retained)));
+  mallopt(M_TRIM_THRESHOLD, static_cast<int>(retained));
 }
 
 // For the coordinator: few malloc arenas for all threads. gRPC serves each

@@ -96,7 +96,9 @@ absl::Status CheckUsage(const std::string& client_id,
                         const ClientUsage& usage) {
   for (double v :
        {usage.score_s, usage.train_s, static_cast<double>(usage.peak_bytes),
-        static_cast<double>(usage.score_peak_bytes)}) {
+        static_cast<double>(usage.score_peak_bytes),
+        static_cast<double>(usage.process_peak_bytes),
+        static_cast<double>(usage.memory_limit_bytes), usage.cpus}) {
     if (!std::isfinite(v) || v > 1e15) {
       return absl::InvalidArgumentError(absl::StrCat(
           "client '", client_id, "': usage must be finite, got ", v));
@@ -110,6 +112,13 @@ void MergeUsage(const ClientUsage& from, ClientUsage& into) {
   if (from.train_s >= 0) into.train_s = from.train_s;
   if (from.peak_bytes >= 0) into.peak_bytes = from.peak_bytes;
   if (from.score_peak_bytes >= 0) into.score_peak_bytes = from.score_peak_bytes;
+  if (from.process_peak_bytes >= 0) {
+    into.process_peak_bytes = from.process_peak_bytes;
+  }
+  if (from.memory_limit_bytes >= 0) {
+    into.memory_limit_bytes = from.memory_limit_bytes;
+  }
+  if (from.cpus >= 0) into.cpus = from.cpus;
 }
 
 std::string RefusalName(const absl::Status& refusal) {

@@ -1214,7 +1214,7 @@ std::string RoundRecord::ToJson() const {
   for (const ClientRoundRecord& c : clients) {
     const ClientUsage& u = c.usage;
     if (u.score_s < 0 && u.train_s < 0 && u.peak_bytes < 0 &&
-        u.score_peak_bytes < 0) {
+        u.score_peak_bytes < 0 && u.process_peak_bytes < 0) {
       continue;
     }
     Json entry = {{"id", c.id}};
@@ -1223,6 +1223,17 @@ std::string RoundRecord::ToJson() const {
     if (u.peak_bytes >= 0) entry["peak_mb"] = Mib(u.peak_bytes);
     if (u.score_peak_bytes >= 0)
       entry["score_peak_mb"] = Mib(u.score_peak_bytes);
+    if (u.process_peak_bytes >= 0) {
+      entry["process_peak_mb"] = Mib(u.process_peak_bytes);
+    }
+    if (u.memory_limit_bytes >= 0) {
+      entry["memory_limit_mb"] = Mib(u.memory_limit_bytes);
+      if (u.process_peak_bytes >= 0 && u.memory_limit_bytes > 0) {
+        entry["process_peak_over_limit"] =
+            static_cast<double>(u.process_peak_bytes) / u.memory_limit_bytes;
+      }
+    }
+    if (u.cpus >= 0) entry["cpus"] = u.cpus;
     const double measured = MeasuredInBudgetUnit(c, budget_unit);
     if (measured >= 0 && c.budget > 0) {
       entry["measured"] = measured;

@@ -155,6 +155,11 @@ struct ClientUsage {
   int64_t peak_bytes = -1;  // peak training memory
   // Peak of the scoring pass (held to a memory limit by Task::score_from).
   int64_t score_peak_bytes = -1;
+  // The client process's peak resident memory and its device's cgroup
+  // limits, as it reported them with its update.
+  int64_t process_peak_bytes = -1;
+  int64_t memory_limit_bytes = -1;
+  double cpus = -1;
 };
 
 struct ClientRoundRecord {

@@ -49,6 +49,19 @@ constexpr const char* kServiceReasons[] = {
 constexpr const char* kLeaveKinds[] = {"work_failed", "secagg_refused",
                                        "secagg_state_lost"};
 
+// What an upload says of its client's device (UploadManifest and
+// MaskedHeader): kept when positive, as the usage of the other fields.
+template <typename Message>
+void TakeDevice(const Message& m, ClientUsage& usage) {
+  if (m.process_peak_bytes() > 0) {
+    usage.process_peak_bytes = m.process_peak_bytes();
+  }
+  if (m.memory_limit_bytes() > 0) {
+    usage.memory_limit_bytes = m.memory_limit_bytes();
+  }
+  if (m.cpus() > 0) usage.cpus = m.cpus();
+}
+
 absl::Status BadRequest(std::string detail) {
   return absl::InvalidArgumentError(absl::StrCat("bad_request: ", detail));
 }
@@ -1377,6 +1390,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     num_samples_ = m.num_samples();
     if (m.train_s() > 0) usage_.train_s = m.train_s();
     if (m.peak_bytes() > 0) usage_.peak_bytes = m.peak_bytes();
+    TakeDevice(m, usage_);
     return absl::OkStatus();
   }
 
@@ -1511,6 +1525,7 @@ class MaskedReactor : public grpc::ServerReadReactor<wire::MaskedMessage> {
       input_.layers[i].reserve(sizes_[i]);
     if (h.train_s() > 0) usage_.train_s = h.train_s();
     if (h.peak_bytes() > 0) usage_.peak_bytes = h.peak_bytes();
+    TakeDevice(h, usage_);
     if (h.excluded_size() > 255) {
       return BadRequest("a masked upload excluding more than 255 peers");
     }
