@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 # are shared (bench/results/trainer_ompdefault.txt); passive waiting avoids it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all setup setup-plots configure build test demo experiments bench clean
+.PHONY: all setup setup-plots configure build test demo experiments bench clean compose-trial
 
 all: build
 
@@ -47,3 +47,10 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# deploy/docker-compose.yml for real (a Docker engine, no registry needed): the
+# base images from Debian's packages, the image, the coordinator and 8 clients
+# as containers with their own memory and CPU limits, a killed client, a
+# restarted coordinator and a cut link; every round must commit.
+compose-trial: setup
+	bash deploy/compose_trial.sh

@@ -18,7 +18,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-torch
-  iproute2 openssl docker-compose
+  iproute2 openssl docker-compose debootstrap
   prometheus chromium fonts-dejavu-core
 )
 

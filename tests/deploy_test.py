@@ -61,7 +61,7 @@ COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
 # In scripts/setup.sh but not needed to build the daemons: the dataset (a
 # volume), the Python side, the test tools.
-SETUP_ONLY = {"dataset-fashion-mnist", "python3-torch", "iproute2", "openssl",
+SETUP_ONLY = {"dataset-fashion-mnist", "python3-torch", "iproute2", "openssl", "debootstrap",
               "docker-compose", "prometheus", "chromium", "fonts-dejavu-core",
               # the tokenizers' tests only: spm_train and Python references
               "sentencepiece", "python3-sentencepiece", "python3-regex"}

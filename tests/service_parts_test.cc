@@ -379,5 +379,23 @@ TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
   EXPECT_EQ(cancels[3], 1);
 }
 
+// max_uploads: a second upload is busy while one is read; once it is read
+// whole (or its stream closes), the next is admitted.
+TEST(StreamRegistryTest, ACountCapKeepsOneUploadInFlight) {
+  StreamRegistry streams(absl::Seconds(10), 100 << 20, /*max_uploads=*/1);
+  const int keys[3] = {0, 1, 2};
+  for (const int& k : keys) streams.Open(&k, [] {});
+  EXPECT_TRUE(streams.AdmitUpload(&keys[0], "a", 1 << 20).ok());
+  const absl::Status busy = streams.AdmitUpload(&keys[1], "b", 1 << 20);
+  EXPECT_EQ(busy.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(busy.message()), ::testing::StartsWith("busy: 1 uploads"));
+  streams.Read(&keys[0]);
+  EXPECT_TRUE(streams.AdmitUpload(&keys[1], "b", 1 << 20).ok());
+  streams.Close(&keys[1]);  // closed unread: its place is free again
+  streams.Close(&keys[0]);  // read before: counted once
+  EXPECT_TRUE(streams.AdmitUpload(&keys[2], "c", 1 << 20).ok());
+  EXPECT_FALSE(streams.AdmitUpload(&keys[0], "d", 1).ok());  // closed key
+}
+
 }  // namespace
 }  // namespace layerfl

@@ -178,7 +178,9 @@ def run_model(a, name, clients, rounds, kill_client, profiled=True):
                                    "--config=" + config, "--listen=127.0.0.1:0",
                                    "--port_file=" + port_file, "--metrics_listen=",
                                    "--tick_ms=50",
-                                   # One update in flight: an update is at most the model.
+                                   # One update in flight (an update is at most the
+                                   # model): the memory target counts one.
+                                   "--max_uploads_in_flight=1",
                                    "--max_upload_mb_in_flight=%d"
                                    % (model_bytes // 2 ** 20 + 1)], "coordinator")}
     while not os.path.exists(port_file):

@@ -45,6 +45,10 @@ ABSL_FLAG(bool, insecure, false,
 ABSL_FLAG(int64_t, max_upload_mb_in_flight, 1024,
           "cap on the MiB of uploads being received at once; a client whose "
           "upload would pass it is told 'busy' and sends it again later");
+ABSL_FLAG(int32_t, max_uploads_in_flight, 0,
+          "cap on how many uploads are received at once (each is held "
+          "decoded until it is aggregated); 1 keeps one update in flight; 0 "
+          "= no cap");
 ABSL_FLAG(int64_t, grpc_memory_mb, 2048,
           "gRPC's memory quota: what the transport may hold (read buffers of "
           "messages still arriving, above all); beyond it it sheds load");
@@ -155,6 +159,7 @@ int main(int argc, char** argv) {
   s.insecure = absl::GetFlag(FLAGS_insecure);
   s.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_mb) << 20;
   s.max_upload_bytes_in_flight = absl::GetFlag(FLAGS_max_upload_mb_in_flight) << 20;
+  s.max_uploads_in_flight = absl::GetFlag(FLAGS_max_uploads_in_flight);
   if (!(absl::GetFlag(FLAGS_stream_timeout_s) > 0))
     return fail_flags("--stream_timeout_s: must be > 0");
   s.stream_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_timeout_s));

@@ -1168,7 +1168,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       5, absl::Seconds(10)};
 
   StreamRegistry streams_{options_.stream_timeout,
-                         options_.max_upload_bytes_in_flight};
+                         options_.max_upload_bytes_in_flight,
+                         options_.max_uploads_in_flight};
 
   absl::Mutex log_mu_;
 
@@ -1639,6 +1640,11 @@ absl::Status ServiceOptions::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": must be > 0, got ", absl::FormatDuration(d)));
     }
+  }
+  if (max_uploads_in_flight < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_uploads_in_flight: must be >= 0, got ",
+                     max_uploads_in_flight));
   }
   if (max_upload_bytes_in_flight < 1) {
     return absl::InvalidArgumentError(

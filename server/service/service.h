@@ -135,6 +135,9 @@ struct ServiceOptions {
   // stream that would pass it is refused "busy" at its header. Default
   // 1 GiB.
   int64_t max_upload_bytes_in_flight = int64_t{1} << 30;
+  // Cap on how many upload streams are received at once (each holds its
+  // decoded update): 1 keeps one update in flight. 0 = none (the default).
+  int max_uploads_in_flight = 0;
   // gRPC's memory quota (ResourceQuota): what the transport may hold, e.g.
   // of messages not yet arrived whole. Default 2 GiB.
   int64_t grpc_memory_bytes = int64_t{2} << 30;

@@ -47,9 +47,16 @@ absl::Status StreamRegistry::AdmitUpload(const void* key,
         "one's ", bytes, " would pass the cap of ", max_upload_bytes_,
         "; send it again later"));
   }
+  if (max_uploads_ > 0 && reading_ >= max_uploads_) {
+    return absl::UnavailableError(absl::StrCat(
+        "busy: ", reading_, " uploads are being received, the cap; send it "
+        "again later"));
+  }
   uploading_.insert(client);
   in_flight_ += bytes;
+  ++reading_;
   it->second.uploader = client;
+  it->second.reading = true;
   it->second.reading_bytes = bytes;
   it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
   return absl::OkStatus();
@@ -60,6 +67,8 @@ void StreamRegistry::Read(const void* key) {
   auto it = streams_.find(key);
   if (it == streams_.end()) return;
   in_flight_ -= it->second.reading_bytes;
+  if (it->second.reading) --reading_;
+  it->second.reading = false;
   it->second.reading_bytes = 0;
   it->second.deadline = absl::InfiniteFuture();
 }
@@ -69,6 +78,7 @@ void StreamRegistry::Close(const void* key) {
   auto it = streams_.find(key);
   if (it == streams_.end()) return;
   in_flight_ -= it->second.reading_bytes;
+  if (it->second.reading) --reading_;
   if (!it->second.uploader.empty()) uploading_.erase(it->second.uploader);
   streams_.erase(it);
 }

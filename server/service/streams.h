@@ -23,9 +23,13 @@ namespace layerfl {
 class StreamRegistry {
  public:
   // A stream must end within `timeout` of Open, plus a second per MiB it
-  // carries; uploads admitted together hold at most `max_upload_bytes`.
-  StreamRegistry(absl::Duration timeout, int64_t max_upload_bytes)
-      : timeout_(timeout), max_upload_bytes_(max_upload_bytes) {}
+  // carries; uploads admitted together hold at most `max_upload_bytes` and,
+  // when `max_uploads` > 0, are at most that many.
+  StreamRegistry(absl::Duration timeout, int64_t max_upload_bytes,
+                 int max_uploads = 0)
+      : timeout_(timeout),
+        max_upload_bytes_(max_upload_bytes),
+        max_uploads_(max_uploads) {}
 
   // A stream begins. `cancel` ends it from the transport's side; it is
   // called (at most once, with the registry's lock held, so it must not
@@ -35,7 +39,8 @@ class StreamRegistry {
   void AddBytes(const void* key, int64_t bytes);
   // An upload of `bytes` from `client`: OK, or the refusal: "duplicate"
   // (FailedPrecondition) when that client has another upload stream open,
-  // "busy" (Unavailable) when the bytes in flight would pass the cap.
+  // "busy" (Unavailable) when the bytes in flight would pass the cap, or
+  // max_uploads are being read already.
   absl::Status AdmitUpload(const void* key, const std::string& client,
                            int64_t bytes);
   // The stream was read to its end: its bytes leave the cap and it has no
@@ -55,15 +60,18 @@ class StreamRegistry {
     absl::Time deadline;
     std::string uploader;       // set once an upload is admitted
     int64_t reading_bytes = 0;  // an admitted upload's, until it is read
+    bool reading = false;       // admitted and not yet read
     bool cancelled = false;
   };
 
   const absl::Duration timeout_;
   const int64_t max_upload_bytes_;
+  const int max_uploads_;
   mutable absl::Mutex mu_;
   std::map<const void*, Stream> streams_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int reading_ ABSL_GUARDED_BY(mu_) = 0;  // admitted uploads not yet read
 };
 
 }  // namespace layerfl
