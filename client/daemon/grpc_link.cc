@@ -73,6 +73,15 @@ class CallWatchdog {
 class GrpcLink : public CoordinatorLink {
  public:
   explicit GrpcLink(const GrpcLinkOptions& options) : options_(options) {
+    Connect(options.own_connection);
+  }
+
+  // A new channel. After the coordinator restarted, a channel that failed to
+  // connect through it was seen to fail TLS handshakes for minutes while a
+  // new process connected at once; `fresh_subchannels` then gives the new
+  // channel its own connections instead of the process-wide pool's.
+  void Connect(bool fresh_subchannels) ABSL_LOCKS_EXCLUDED(stub_mu_) {
+    const GrpcLinkOptions& options = options_;
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(
         static_cast<int>(options.max_chunk_bytes + (64 << 10)));
@@ -81,7 +90,7 @@ class GrpcLink : public CoordinatorLink {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                 static_cast<int>(
                     absl::ToInt64Milliseconds(options.reconnect_backoff_max)));
-    if (options.own_connection) {
+    if (fresh_subchannels) {
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     }
     std::shared_ptr<grpc::ChannelCredentials> credentials =
@@ -96,8 +105,15 @@ class GrpcLink : public CoordinatorLink {
         args.SetSslTargetNameOverride(options.tls.server_name);
       }
     }
-    channel_ = grpc::CreateCustomChannel(options.target, credentials, args);
-    stub_ = wire::Coordinator::NewStub(channel_);
+    std::shared_ptr<wire::Coordinator::Stub> stub = wire::Coordinator::NewStub(
+        grpc::CreateCustomChannel(options.target, credentials, args));
+    absl::MutexLock lock(&stub_mu_);
+    stub_ = std::move(stub);
+  }
+
+  std::shared_ptr<wire::Coordinator::Stub> Stub() ABSL_LOCKS_EXCLUDED(stub_mu_) {
+    absl::MutexLock lock(&stub_mu_);
+    return stub_;
   }
 
   absl::StatusOr<std::string> GetRunConfig(const std::string& client_id,
@@ -108,7 +124,7 @@ class GrpcLink : public CoordinatorLink {
     wire::RunConfigReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    RETURN_IF_ERROR(Checked(stub_->GetRunConfig(&context, request, &reply)));
+    RETURN_IF_ERROR(Checked(Stub()->GetRunConfig(&context, request, &reply)));
     return reply.config_yaml();
   }
 
@@ -125,7 +141,7 @@ class GrpcLink : public CoordinatorLink {
     wire::JoinReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    RETURN_IF_ERROR(Checked(stub_->Join(&context, request, &reply)));
+    RETURN_IF_ERROR(Checked(Stub()->Join(&context, request, &reply)));
     JoinInfo info;
     info.run_id = reply.run_id();
     ASSIGN_OR_RETURN(info.encoding, FromProto(reply.encoding()));
@@ -148,7 +164,7 @@ class GrpcLink : public CoordinatorLink {
     wire::LeaveReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return Checked(stub_->Leave(&context, request, &reply));
+    return Checked(Stub()->Leave(&context, request, &reply));
   }
 
   absl::Status Heartbeat() override {
@@ -157,7 +173,7 @@ class GrpcLink : public CoordinatorLink {
     wire::HeartbeatReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return Checked(stub_->Heartbeat(&context, request, &reply));
+    return Checked(Stub()->Heartbeat(&context, request, &reply));
   }
 
   absl::StatusOr<ClientTask> GetTask(absl::Duration wait) override {
@@ -167,7 +183,7 @@ class GrpcLink : public CoordinatorLink {
     wire::TaskReply reply;
     grpc::ClientContext context;
     SetDeadline(context, wait + options_.rpc_timeout);
-    RETURN_IF_ERROR(Checked(stub_->GetTask(&context, request, &reply)));
+    RETURN_IF_ERROR(Checked(Stub()->GetTask(&context, request, &reply)));
     ClientTask task;
     switch (reply.kind()) {
       case wire::TaskReply::SCORE:
@@ -236,7 +252,7 @@ class GrpcLink : public CoordinatorLink {
     const absl::Time start = absl::Now();
     CallWatchdog watchdog(&context, start + options_.rpc_timeout);
     std::unique_ptr<grpc::ClientReader<wire::FetchReply>> reader =
-        stub_->FetchLayers(&context, request);
+        Stub()->FetchLayers(&context, request);
     TransferStats stats;
     wire::FetchReply message;
     absl::Time transfer_deadline = absl::InfiniteFuture();
@@ -401,7 +417,7 @@ class GrpcLink : public CoordinatorLink {
     wire::ScoresReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return Checked(stub_->ReportScores(&context, request, &reply));
+    return Checked(Stub()->ReportScores(&context, request, &reply));
   }
 
   absl::StatusOr<TransferStats> Upload(int64_t round, int64_t num_samples,
@@ -433,7 +449,7 @@ class GrpcLink : public CoordinatorLink {
                                   time_left + options_.rpc_timeout));
     wire::UploadReply reply;
     std::unique_ptr<grpc::ClientWriter<wire::UploadMessage>> writer =
-        stub_->UploadUpdate(&context, &reply);
+        Stub()->UploadUpdate(&context, &reply);
     TransferStats stats;
     std::vector<LayerSource> sources;
     for (const LayerDelta& d : update) {
@@ -507,7 +523,7 @@ class GrpcLink : public CoordinatorLink {
                                   time_left + options_.rpc_timeout));
     wire::UploadReply reply;
     std::unique_ptr<grpc::ClientWriter<wire::MaskedMessage>> writer =
-        stub_->UploadMasked(&context, &reply);
+        Stub()->UploadMasked(&context, &reply);
     TransferStats stats;
     stats.wire_bytes += WireBytes(message);
     bool open = writer->Write(message);
@@ -539,7 +555,7 @@ class GrpcLink : public CoordinatorLink {
     wire::SecAggStepReply reply;
     grpc::ClientContext context;
     SetDeadline(context, options_.rpc_timeout);
-    return Checked(stub_->SecAggStep(&context, request, &reply));
+    return Checked(Stub()->SecAggStep(&context, request, &reply));
   }
 
   template <typename Request>
@@ -552,8 +568,25 @@ class GrpcLink : public CoordinatorLink {
   // The call's status as an absl::Status. gRPC reports a refused TLS
   // handshake (untrusted or missing certificate, wrong server name) to the
   // caller only as "failed to connect"; with TLS on, say so.
-  absl::Status Checked(const grpc::Status& status) const {
+  absl::Status Checked(const grpc::Status& status) {
     absl::Status s = FromGrpc(status);
+    const bool unreachable = s.code() == absl::StatusCode::kUnavailable &&
+                             absl::StrContains(s.message(), "failed to connect");
+    bool reconnect = false;
+    {
+      absl::MutexLock lock(&stub_mu_);
+      const absl::Time now = absl::Now();
+      if (!unreachable) {
+        unreachable_since_ = absl::InfiniteFuture();
+      } else if (unreachable_since_ == absl::InfiniteFuture()) {
+        unreachable_since_ = now;
+      } else if (now - unreachable_since_ >
+                 std::max(absl::Seconds(10), 2 * options_.reconnect_backoff_max)) {
+        unreachable_since_ = absl::InfiniteFuture();
+        reconnect = true;
+      }
+    }
+    if (reconnect) Connect(/*fresh_subchannels=*/true);
     if (options_.tls.enabled && s.code() == absl::StatusCode::kUnavailable &&
         absl::StrContains(s.message(), "failed to connect")) {
       return absl::UnavailableError(absl::StrCat(
@@ -567,8 +600,11 @@ class GrpcLink : public CoordinatorLink {
   }
 
   const GrpcLinkOptions options_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<wire::Coordinator::Stub> stub_;
+  absl::Mutex stub_mu_;
+  std::shared_ptr<wire::Coordinator::Stub> stub_ ABSL_GUARDED_BY(stub_mu_);
+  // When calls began failing to connect; InfiniteFuture while they do not.
+  absl::Time unreachable_since_ ABSL_GUARDED_BY(stub_mu_) =
+      absl::InfiniteFuture();
   absl::Mutex mu_;
   std::string id_ ABSL_GUARDED_BY(mu_);
   std::string session_ ABSL_GUARDED_BY(mu_);
