@@ -16,8 +16,8 @@
 #    (each with its own memory and CPU limit: the compose file's
 #    deploy.resources), project name layerfl-trial, and during the run:
 #      after round 10 committed: docker kill one client container (docker
-#        does not restart a killed container; the trial starts it again 5 s
-#        later, as a device coming back, and it rejoins);
+#        does not restart a killed container; the trial starts it again a
+#        round deadline + 5 s later, as a device coming back, and it rejoins);
 #      after round 30: docker restart the coordinator (it resumes from its
 #        volume);
 #      after round 50: one client disconnected from the network for longer
@@ -130,7 +130,8 @@ log "round $(committed) committed: docker kill client3"
 midrun "the kill"
 victim="$(cid client3)"
 docker kill "$victim" >/dev/null
-sleep 5
+# Down for longer than a round deadline: a round commits without it.
+sleep $((DEADLINE_S + 5))
 docker start "$victim" >/dev/null
 log "round $(committed) committed: client3 started again"
 wait_round 30 || fail "round 30 was not committed"
