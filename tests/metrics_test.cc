@@ -38,6 +38,8 @@ TEST(ProcessStatsTest, AgreesWithTheKernelAndFollowsWhatTheProcessDoes) {
   const int64_t rss_kb = StatusKb("VmRSS");
   EXPECT_NEAR(a->resident_bytes / 1024.0, rss_kb, 1024);  // within 1 MiB
   EXPECT_NEAR(a->virtual_bytes / 1024.0, StatusKb("VmSize"), 1024);
+  EXPECT_NEAR(a->peak_resident_bytes / 1024.0, StatusKb("VmHWM"), 1024);
+  EXPECT_GE(a->peak_resident_bytes, a->resident_bytes);
   int64_t tasks = 0;
   for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
     (void)e;
@@ -67,6 +69,7 @@ TEST(ProcessStatsTest, AgreesWithTheKernelAndFollowsWhatTheProcessDoes) {
   absl::StatusOr<ProcessStats> b = ReadProcessStats();
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_GE(b->resident_bytes - a->resident_bytes, int64_t{60} << 20);
+  EXPECT_GE(b->peak_resident_bytes, b->resident_bytes);
   EXPECT_EQ(b->open_fds - a->open_fds, 2);
   // CPU time ticks in 10 ms; a loaded machine may give less than 0.3 s of
   // CPU in 0.3 s of wall time, never more.

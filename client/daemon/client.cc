@@ -13,6 +13,7 @@
 #include "client/daemon/layer_cache.h"
 #include "common/data/federated_data.h"
 #include "common/data/file.h"
+#include "common/metrics/process_metrics.h"
 #include "common/model/weights_bridge.h"
 #include "common/trainer/examples.h"
 #include "common/trainer/trainer.h"
@@ -86,7 +87,9 @@ class WorkerWork : public ClientWork {
 
  private:
   WorkCost WithDevice(WorkCost cost) const {
-    cost.process_peak_bytes = PeakResidentBytes();
+    // 0 (unknown) when /proc cannot be read.
+    absl::StatusOr<ProcessStats> process = ReadProcessStats();
+    if (process.ok()) cost.process_peak_bytes = process->peak_resident_bytes;
     cost.memory_limit_bytes = device_.memory_bytes.value_or(0);
     cost.cpus = device_.cpus.value_or(0);
     return cost;
@@ -117,7 +120,8 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
                     (c.budget.unit == "memory" && options.budget > 0);
   if (options.budget_from_cgroup && !told &&
       options.device.memory_bytes.has_value()) {
-    const int64_t resident = ResidentBytes();
+    ASSIGN_OR_RETURN(const ProcessStats process, ReadProcessStats());
+    const int64_t resident = process.resident_bytes;
     budget_mb = CgroupBudgetMb(*options.device.memory_bytes, resident);
     if (options.daemon.log != nullptr) {
       *options.daemon.log

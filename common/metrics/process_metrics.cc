@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace layerfl {
 namespace {
@@ -67,6 +68,20 @@ absl::StatusOr<ProcessStats> ReadProcessStats() {
     return absl::DataLossError("/proc/stat: no btime line");
   }
   s.start_time_s = btime + started_ticks / tick;
+  absl::StatusOr<std::string> status = ReadProc("/proc/self/status");
+  if (!status.ok()) return status.status();
+  const size_t hwm = status->find("\nVmHWM:");
+  int64_t hwm_kb = 0;
+  if (hwm == std::string::npos ||
+      !absl::SimpleAtoi(
+          absl::StripAsciiWhitespace(absl::StripSuffix(
+              absl::string_view(*status).substr(
+                  hwm + 7, status->find('\n', hwm + 1) - hwm - 7),
+              "kB")),
+          &hwm_kb)) {
+    return absl::DataLossError("/proc/self/status: no VmHWM line");
+  }
+  s.peak_resident_bytes = hwm_kb * 1024;
   std::error_code error;
   for (std::filesystem::directory_iterator it("/proc/self/fd", error), end;
        !error && it != end; it.increment(error)) {

@@ -20,6 +20,7 @@ namespace layerfl {
 struct ProcessStats {
   double cpu_seconds = 0;      // user + system
   int64_t resident_bytes = 0;  // RSS
+  int64_t peak_resident_bytes = 0;  // VmHWM: the RSS's peak so far
   int64_t virtual_bytes = 0;
   int64_t open_fds = 0;
   int64_t max_fds = 0;         // the soft RLIMIT_NOFILE

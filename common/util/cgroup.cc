@@ -72,24 +72,7 @@ absl::Status Unparsable(const std::string& file, const std::string& text) {
       absl::StrCat(file, ": cannot read a cgroup limit from '", text, "'"));
 }
 
-int64_t StatusKb(const char* field) {
-  std::ifstream in("/proc/self/status");
-  const size_t n = std::char_traits<char>::length(field);
-  for (std::string line; std::getline(in, line);) {
-    if (line.compare(0, n, field) != 0) continue;
-    int64_t kb = 0;
-    absl::string_view rest = absl::StripAsciiWhitespace(
-        absl::string_view(line).substr(n));
-    absl::ConsumeSuffix(&rest, " kB");
-    return absl::SimpleAtoi(rest, &kb) ? kb : 0;
-  }
-  return 0;
-}
-
 }  // namespace
-
-int64_t ResidentBytes() { return StatusKb("VmRSS:") * 1024; }
-int64_t PeakResidentBytes() { return StatusKb("VmHWM:") * 1024; }
 
 double CgroupBudgetMb(int64_t limit_bytes, int64_t resident_bytes) {
   const int64_t left = limit_bytes - resident_bytes;

@@ -34,11 +34,6 @@ absl::StatusOr<CgroupLimits> ReadCgroupLimits(
     const std::string& root = "/sys/fs/cgroup",
     const std::string& proc_self_cgroup = "/proc/self/cgroup");
 
-// This process's resident memory now (VmRSS) and at its peak (VmHWM), in
-// bytes; 0 when /proc does not say.
-int64_t ResidentBytes();
-int64_t PeakResidentBytes();
-
 // The MiB of peak training memory a client can declare on a device whose
 // memory is `limit_bytes`, with `resident_bytes` already in use by the
 // process (libraries, runtime): 3/4 of what is left, the rest being headroom
