@@ -110,6 +110,59 @@ TEST_F(HeldUploadsTest, BeyondTheLimitTheValuesWaitOnDiskAndComeBackExact) {
   EXPECT_EQ(Files(), 0);
 }
 
+// An update on disk comes back only when the gate has a place for it (the
+// service's cap on uploads in memory), and gives the place back once it is
+// handed out; one held in memory passes without a place. Flush (a deadline)
+// does not wait for one.
+TEST_F(HeldUploadsTest, AnUpdateOnDiskComesBackOnlyWithAPlaceInMemory) {
+  int places = 0;
+  std::vector<std::string> trace;
+  HeldUploads::Gate gate{[&](int64_t bytes) {
+                           trace.push_back(absl::StrCat("take ", bytes));
+                           if (places == 0) return false;
+                           --places;
+                           return true;
+                         },
+                         [&](int64_t bytes) {
+                           trace.push_back(absl::StrCat("give ", bytes));
+                           ++places;
+                         }};
+  HeldUploads held(4, dir_, nullptr, gate);
+  auto in_memory = Upload("c1", {1});
+  in_memory->admitted_bytes = 4;
+  auto on_disk = Upload("c2", {2, 3});
+  on_disk->admitted_bytes = 8;
+  auto also_on_disk = Upload("c3", {4});
+  also_on_disk->admitted_bytes = 4;
+  held.Hold(in_memory);
+  held.Hold(on_disk);
+  held.Hold(also_on_disk);
+  ASSERT_EQ(Files(), 2);
+  const auto never = [](const HeldUpload&) { return false; };
+  held.Drain(never, Submitted(), Failed());  // no place: c2 waits
+  EXPECT_THAT(submitted_, ElementsAre("c1"));
+  EXPECT_THAT(trace, ElementsAre("take 8"));
+  places = 1;
+  held.Drain(never, Submitted(), Failed());
+  EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3"));
+  EXPECT_THAT(trace,
+              ElementsAre("take 8", "take 8", "give 8", "take 4", "give 4"));
+  EXPECT_EQ(places, 1);
+
+  auto late = Upload("c4", {5});
+  late->admitted_bytes = 4;
+  held.Hold(late);  // in memory (c1's 4 bytes were handed out)
+  auto later = Upload("c5", {6});
+  later->admitted_bytes = 4;
+  held.Hold(later);  // on disk
+  ASSERT_EQ(Files(), 1);
+  places = 0;
+  held.Flush(absl::OkStatus(), Submitted(), Failed());
+  EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3", "c4", "c5"));
+  EXPECT_THAT(failed_, ::testing::IsEmpty());
+  EXPECT_EQ(places, 0);  // nothing given back that was not taken
+}
+
 TEST_F(HeldUploadsTest, ASpillFileThatCannotBeReadBackIsRefusedSpillLost) {
   HeldUploads held(0, dir_, nullptr);
   held.Hold(Upload("c1", {1, 2}));
@@ -338,7 +391,7 @@ TEST(RunMonitorTest, StateListsTheLongestSilentClientsAndCountsAll) {
 
 
 // The stream registry: one upload stream per client, the cap on bytes in
-// flight, bytes freed exactly once, and deadlines of a second per MiB.
+// memory, bytes freed exactly once, and deadlines of a second per MiB.
 TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
   StreamRegistry streams(absl::Seconds(10), 10 << 20);
   int cancels[4] = {0, 0, 0, 0};
@@ -355,7 +408,10 @@ TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
   EXPECT_THAT(std::string(busy.message()), ::testing::StartsWith("busy: "));
   EXPECT_TRUE(streams.AdmitUpload(&keys[1], "b", 4 << 20).ok());
   EXPECT_EQ(streams.upload_bytes_in_flight(), 10 << 20);
-  streams.Read(&keys[0]);  // read whole: its bytes leave the cap ...
+  streams.Read(&keys[0]);  // read whole: its update is still in memory
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 10 << 20);
+  streams.Release(&keys[0]);  // added or spilled: its bytes leave the cap ...
+  streams.Release(&keys[0]);  // once
   EXPECT_EQ(streams.upload_bytes_in_flight(), 4 << 20);
   EXPECT_THAT(std::string(streams.AdmitUpload(&keys[2], "a", 1).message()),
               ::testing::StartsWith("duplicate: "));  // ... not its place
@@ -379,20 +435,30 @@ TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
   EXPECT_EQ(cancels[3], 1);
 }
 
-// max_uploads: a second upload is busy while one is read; once it is read
-// whole (or its stream closes), the next is admitted.
+// max_uploads: a second upload is busy while one is in memory, read whole
+// or not; once it is released (or its stream closes), the next is admitted.
+// An update read back from disk takes a place the same way.
 TEST(StreamRegistryTest, ACountCapKeepsOneUploadInFlight) {
   StreamRegistry streams(absl::Seconds(10), 100 << 20, /*max_uploads=*/1);
-  const int keys[3] = {0, 1, 2};
+  const int keys[4] = {0, 1, 2, 3};
   for (const int& k : keys) streams.Open(&k, [] {});
   EXPECT_TRUE(streams.AdmitUpload(&keys[0], "a", 1 << 20).ok());
   const absl::Status busy = streams.AdmitUpload(&keys[1], "b", 1 << 20);
   EXPECT_EQ(busy.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(busy.message()), ::testing::StartsWith("busy: 1 uploads"));
+  EXPECT_THAT(std::string(busy.message()),
+              ::testing::StartsWith("busy: 1 uploads are in memory"));
   streams.Read(&keys[0]);
+  EXPECT_FALSE(streams.AdmitUpload(&keys[1], "b", 1 << 20).ok());
+  EXPECT_FALSE(streams.TryReserve(1 << 20));
+  streams.Release(&keys[0]);
   EXPECT_TRUE(streams.AdmitUpload(&keys[1], "b", 1 << 20).ok());
   streams.Close(&keys[1]);  // closed unread: its place is free again
-  streams.Close(&keys[0]);  // read before: counted once
+  streams.Close(&keys[0]);  // released before: counted once
+  EXPECT_TRUE(streams.TryReserve(1 << 20));  // a spilled update comes back
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 1 << 20);
+  EXPECT_FALSE(streams.AdmitUpload(&keys[2], "c", 1 << 20).ok());
+  streams.Unreserve(1 << 20);
+  EXPECT_EQ(streams.upload_bytes_in_flight(), 0);
   EXPECT_TRUE(streams.AdmitUpload(&keys[2], "c", 1 << 20).ok());
   EXPECT_FALSE(streams.AdmitUpload(&keys[0], "d", 1).ok());  // closed key
 }

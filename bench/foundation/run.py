@@ -208,11 +208,19 @@ def run_model(a, name, clients, rounds, kill_client, profiled=True):
                                                       else ""))
     peak = {n: 0 for n in procs}
     restarted = False
+    # The coordinator's resident memory over time, to read beside its log
+    # (whose lines carry the same clock): where the peak comes from.
+    rss_trace = open(os.path.join(work, "coordinator_rss.tsv"), "w")
     while any(p.poll() is None for p in procs.values()):
         for n, p in procs.items():
             v = status_kb(p.pid)
             if v is not None:
                 peak[n] = max(peak[n], v)
+        rss = status_kb(procs["coordinator"].pid, "VmRSS:")
+        if rss is not None:
+            now = time.time()
+            rss_trace.write("%s.%03d\t%d\n" % (time.strftime("%H:%M:%S", time.localtime(now)),
+                                                int(now * 1000) % 1000, rss // 1024))
         if kill_client and not restarted and procs["client0"].poll() is not None:
             if procs["client0"].returncode != 3:
                 sys.exit("client0 exited %d, not by the fault" % procs["client0"].returncode)
@@ -220,6 +228,7 @@ def run_model(a, name, clients, rounds, kill_client, profiled=True):
             restarted = True
         time.sleep(0.05)
     wall = time.time() - t0
+    rss_trace.close()
     for log in logs:
         log.close()
     bad = {n: p.returncode for n, p in procs.items() if p.returncode}

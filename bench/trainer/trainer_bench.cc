@@ -67,6 +67,7 @@ absl::Status RunTrainerBench(const BenchOptions& o) {
   config.train.batch_size = o.batch;
   RETURN_IF_ERROR(config.Validate());
   SetTorchThreads(config.threads);
+  TuneMallocForTraining();
 
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
                    CreateModel(config.model, config.seed));

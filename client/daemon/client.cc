@@ -158,6 +158,7 @@ absl::StatusOr<PreparedRun> PrepareRun(const ClientOptions& options,
   }
   out.daemon.secagg_rounding_seed = c.privacy.dp.noise_seed;
   SetTorchThreads(c.threads);
+  TuneMallocForTraining();
   return out;
 }
 

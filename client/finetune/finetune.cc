@@ -15,6 +15,7 @@ namespace layerfl {
 absl::StatusOr<FinetuneSummary> RunFinetuneDemo(const RunConfig& c,
                                                 std::ostream& out) {
   SetTorchThreads(c.threads);
+  TuneMallocForTraining();
   ASSIGN_OR_RETURN(FederatedImages data, BuildFederatedImages(c));
   ASSIGN_OR_RETURN(NamedTensors pretrained,
                    EnsurePretrained(c, data.holdout, &out));

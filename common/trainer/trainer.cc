@@ -119,8 +119,9 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
 
 }  // namespace
 
-void SetTorchThreads(int threads) {
-  torch::set_num_threads(threads);
+void SetTorchThreads(int threads) { torch::set_num_threads(threads); }
+
+void TuneMallocForTraining() {
   // Keep freed activation buffers in the heap instead of returning them to the
   // kernel after every step: without this a training step takes ~4000 page
   // faults and 10-14% longer (bench/results/trainer_malloc.txt).

@@ -80,11 +80,17 @@ struct EvalResult {
   int64_t examples = 0;
 };
 
-// Sets LibTorch's intra-op thread count (LibTorch starts with 1 here) and
-// tunes malloc for training loops. OpenMP reads OMP_WAIT_POLICY only at
-// start-up: run with OMP_WAIT_POLICY=PASSIVE (the Makefile does) on shared
-// machines, where busy-waiting threads can slow a process 10-30x.
+// Sets LibTorch's intra-op thread count (LibTorch starts with 1 here).
+// OpenMP reads OMP_WAIT_POLICY only at start-up: run with
+// OMP_WAIT_POLICY=PASSIVE (the Makefile does) on shared machines, where
+// busy-waiting threads can slow a process 10-30x.
 void SetTorchThreads(int threads);
+
+// For a process that trains (client daemon, simulator, experiments): keeps
+// freed buffers below 64 MiB in the heap for the next step instead of
+// returning them to the kernel (process-wide malloc settings). Not for the
+// coordinator, whose large buffers should go back (ReturnFreedMemory).
+void TuneMallocForTraining();
 
 class SelectiveTrainer {
  public:

@@ -101,6 +101,7 @@ absl::Status WarmPretrainCaches(const std::vector<const ExperimentCell*>& todo,
                 << c.pretrain.checkpoint << " (once; cached)\n";
     }
     SetTorchThreads(c.threads);
+    TuneMallocForTraining();
     ASSIGN_OR_RETURN(FederatedImages images, BuildFederatedImages(c));
     RETURN_IF_ERROR(EnsurePretrained(c, images.holdout, progress).status());
   }

@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/codec.h"
-#include "common/data/file.h"
 
 namespace layerfl {
 
@@ -47,9 +46,8 @@ absl::Status SpillValues(std::vector<LayerDelta>& update,
 
 absl::Status RestoreValues(std::vector<LayerDelta>& update,
                            const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadFileToString(path);
-  std::remove(path.c_str());
-  if (!bytes.ok()) return bytes.status();
+  // Straight into the tensors, a tensor at a time: the update is in memory
+  // once, not also as the file's bytes.
   int64_t numel = 0;
   for (const LayerDelta& d : update) {
     for (const Tensor32& t : d.tensors) {
@@ -58,29 +56,54 @@ absl::Status RestoreValues(std::vector<LayerDelta>& update,
       numel += n;
     }
   }
-  const size_t want =
-      static_cast<size_t>(numel) * sizeof(float) + sizeof(uint32_t);
-  if (bytes->size() != want) {
-    return absl::DataLossError(absl::StrCat("spilled update ", path, " has ",
-                                            bytes->size(), " bytes, expected ",
-                                            want));
+  const auto drop = [&update] {
+    for (LayerDelta& d : update) {
+      for (Tensor32& t : d.tensors) t.values.clear();
+    }
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path));
   }
-  uint32_t stored = 0;
-  std::memcpy(&stored, bytes->data() + want - sizeof(stored), sizeof(stored));
-  const absl::string_view values(bytes->data(), want - sizeof(stored));
-  if (Crc32(values) != stored) {
-    return absl::DataLossError(
-        absl::StrCat("spilled update ", path, " fails its CRC-32"));
+  in.seekg(0, std::ios::end);
+  const int64_t size = static_cast<int64_t>(in.tellg());
+  in.seekg(0);
+  const int64_t want =
+      numel * static_cast<int64_t>(sizeof(float)) + sizeof(uint32_t);
+  if (size != want) {
+    std::remove(path.c_str());
+    return absl::DataLossError(absl::StrCat(
+        "spilled update ", path, " has ", size, " bytes, expected ", want));
   }
-  size_t offset = 0;
+  uint32_t crc = 0;
   for (LayerDelta& d : update) {
     for (Tensor32& t : d.tensors) {
       int64_t n = 1;
       for (int64_t s : t.shape) n *= s;
-      t.values.resize(static_cast<size_t>(n));
-      std::memcpy(t.values.data(), values.data() + offset, n * sizeof(float));
-      offset += n * sizeof(float);
+      std::vector<float>& v = t.values.mutable_vector();
+      v.resize(static_cast<size_t>(n));
+      const std::streamsize bytes =
+          static_cast<std::streamsize>(n * sizeof(float));
+      in.read(reinterpret_cast<char*>(v.data()), bytes);
+      if (in.gcount() != bytes) break;
+      crc = Crc32(absl::string_view(reinterpret_cast<const char*>(v.data()),
+                                    static_cast<size_t>(bytes)),
+                  crc);
     }
+  }
+  uint32_t stored = 0;
+  in.read(reinterpret_cast<char*>(&stored), sizeof(stored));
+  const bool read_all = static_cast<bool>(in);
+  in.close();
+  std::remove(path.c_str());
+  if (!read_all) {
+    drop();
+    return absl::DataLossError(absl::StrCat("cannot read ", path, " whole"));
+  }
+  if (crc != stored) {
+    drop();
+    return absl::DataLossError(
+        absl::StrCat("spilled update ", path, " fails its CRC-32"));
   }
   return absl::OkStatus();
 }

@@ -23,10 +23,11 @@ int64_t UpdateValueBytes(const std::vector<LayerDelta>& update);
 absl::Status SpillValues(std::vector<LayerDelta>& update,
                          const std::string& path);
 
-// Reads back what SpillValues wrote into the same `update` and removes the
-// file. DataLoss naming the path when its size or CRC does not match the
-// shapes (a damaged or foreign file); the error codes of ReadFileToString
-// when it cannot be read.
+// Reads back what SpillValues wrote into the same `update` (a tensor at a
+// time, no second copy) and removes the file. DataLoss naming the path when
+// its size or CRC does not match the shapes (a damaged or foreign file) or
+// it cannot be read whole; NotFound when it cannot be opened. On error the
+// values stay empty.
 absl::Status RestoreValues(std::vector<LayerDelta>& update,
                            const std::string& path);
 

@@ -11,10 +11,12 @@
 namespace layerfl {
 
 HeldUploads::HeldUploads(int64_t max_held_bytes, std::string spill_dir,
-                         std::function<void(const std::string&)> log)
+                         std::function<void(const std::string&)> log,
+                         Gate gate)
     : max_held_bytes_(max_held_bytes),
       spill_dir_(std::move(spill_dir)),
-      log_(std::move(log)) {}
+      log_(std::move(log)),
+      gate_(std::move(gate)) {}
 
 void HeldUploads::Hold(std::shared_ptr<HeldUpload> u) {
   const int64_t bytes = UpdateValueBytes(u->update);
@@ -73,9 +75,14 @@ bool HeldUploads::Restore(HeldUpload& u, const Fail& fail) {
 void HeldUploads::Drain(const std::function<bool(const HeldUpload&)>& blocked,
                         const Submit& submit, const Fail& fail) {
   while (!held_.empty()) {
-    if (blocked(*held_.begin()->second)) return;
+    const HeldUpload& next = *held_.begin()->second;
+    if (blocked(next)) return;
+    const int64_t bytes = next.admitted_bytes;
+    const bool gated = !next.spill_path.empty() && gate_.try_take != nullptr;
+    if (gated && !gate_.try_take(bytes)) return;
     std::shared_ptr<HeldUpload> u = PopFirst();
     if (Restore(*u, fail)) submit(*u);
+    if (gated) gate_.give(bytes);
   }
 }
 
@@ -86,9 +93,12 @@ void HeldUploads::Flush(const absl::Status& instead, const Submit& submit,
     if (!instead.ok()) {
       if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
       fail(*u, instead);
-    } else if (Restore(*u, fail)) {
-      submit(*u);
+      continue;
     }
+    const bool gated = !u->spill_path.empty() && gate_.try_take != nullptr &&
+                       gate_.try_take(u->admitted_bytes);
+    if (Restore(*u, fail)) submit(*u);
+    if (gated) gate_.give(u->admitted_bytes);
   }
 }
 

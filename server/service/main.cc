@@ -43,12 +43,13 @@ ABSL_FLAG(bool, insecure, false,
           "serve beyond loopback without a token or mutual TLS (anyone who "
           "reaches the port can join); without it such a --listen is refused");
 ABSL_FLAG(int64_t, max_upload_mb_in_flight, 1024,
-          "cap on the MiB of uploads being received at once; a client whose "
+          "cap on the MiB of uploads in memory at once (being received, or "
+          "received and not yet aggregated or spilled); a client whose "
           "upload would pass it is told 'busy' and sends it again later");
 ABSL_FLAG(int32_t, max_uploads_in_flight, 0,
-          "cap on how many uploads are received at once (each is held "
-          "decoded until it is aggregated); 1 keeps one update in flight; 0 "
-          "= no cap");
+          "cap on how many uploads are in memory at once (as "
+          "--max_upload_mb_in_flight); 1 keeps one update in flight; 0 = no "
+          "cap");
 ABSL_FLAG(int64_t, grpc_memory_mb, 2048,
           "gRPC's memory quota: what the transport may hold (read buffers of "
           "messages still arriving, above all); beyond it it sheds load");
@@ -87,7 +88,7 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
-  layerfl::RetainFreedMemory();
+  layerfl::ReturnFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");
   // Before any thread starts (the gRPC server's, the ticker).

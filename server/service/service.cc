@@ -190,7 +190,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       : options_(options),
         deps_(std::move(deps)),
         held_(options.max_held_bytes, options.spill_dir,
-              [this](const std::string& line) { Log(line); }) {
+              [this](const std::string& line) { Log(line); },
+              HeldUploads::Gate{
+                  [this](int64_t bytes) { return streams_.TryReserve(bytes); },
+                  [this](int64_t bytes) { streams_.Unreserve(bytes); }}) {
     // A copy shares the engine's values (copy on write).
     ModelWeights global;
     deps_.engine->VisitGlobal([&](const ModelWeights& g) { global = g; });
@@ -670,6 +673,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     streams_.AddBytes(key, bytes);
   }
   void StreamRead(const void* key) { streams_.Read(key); }
+  void ReleaseStream(const void* key) { streams_.Release(key); }
   void CloseStream(const void* key) { streams_.Close(key); }
 
   // An upload's first message: admitted only for a client that holds a
@@ -752,6 +756,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
         return;
       }
       held_.Hold(upload);
+      // In memory it counts under max_held_bytes, on disk not at all.
+      if (upload->release) upload->release();
       AfterOp();
     });
   }
@@ -1381,6 +1387,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     }
     RETURN_IF_ERROR(service_->AdmitUpload(this, id_, m.round(),
                                           /*masked=*/false, bytes));
+    admitted_bytes_ = bytes;
     DecoderLimits limits;
     limits.encoding = options.encoding;
     limits.max_chunk_bytes = options.max_chunk_bytes;
@@ -1425,6 +1432,8 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
       reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
       End(ToGrpc(status));
     };
+    held->admitted_bytes = admitted_bytes_;
+    held->release = [this] { service_->ReleaseStream(this); };
     service_->SubmitUpload(std::move(held));
   }
 
@@ -1456,6 +1465,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   std::string id_;
   int64_t round_ = 0;
   int64_t num_samples_ = 0;
+  int64_t admitted_bytes_ = 0;
   ClientUsage usage_;
   int64_t wire_bytes_ = 0;
   TransferRecord record_;

@@ -29,7 +29,10 @@
 // that round, the stream must match the run's mode (a plain update in a
 // secure run, or a masked one in a plain run, is refused "protocol"), a
 // session has one upload stream at a time ("duplicate"), and the declared
-// bytes must fit under max_upload_bytes_in_flight ("busy"). Every upload and
+// bytes must fit under max_upload_bytes_in_flight ("busy"). An upload counts
+// there until its update has left memory (added to the sums, or written to
+// disk to wait its turn), and an update read back from disk counts again
+// while it is added. Every upload and
 // download stream is cancelled when it runs past its deadline
 // (stream_timeout plus a second per MiB it carries).
 //
@@ -131,12 +134,12 @@ struct ServiceOptions {
   // The run aggregates securely (privacy.secure_aggregation): plain uploads
   // are refused at their header, masked ones otherwise. Default false.
   bool secure_aggregation = false;
-  // Cap on the value bytes of all upload streams being received at once; a
-  // stream that would pass it is refused "busy" at its header. Default
-  // 1 GiB.
+  // Cap on the value bytes of the uploads in memory at once (being received,
+  // or received and not yet added or spilled; see above); a stream that
+  // would pass it is refused "busy" at its header. Default 1 GiB.
   int64_t max_upload_bytes_in_flight = int64_t{1} << 30;
-  // Cap on how many upload streams are received at once (each holds its
-  // decoded update): 1 keeps one update in flight. 0 = none (the default).
+  // Cap on how many uploads are in memory at once (as above): 1 keeps one
+  // update in flight. 0 = none (the default).
   int max_uploads_in_flight = 0;
   // gRPC's memory quota (ResourceQuota): what the transport may hold, e.g.
   // of messages not yet arrived whole. Default 2 GiB.

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
 #include "common/util/log_text.h"
 #include "server/aggregator/aggregator.h"
 
@@ -41,46 +42,74 @@ absl::Status StreamRegistry::AdmitUpload(const void* key,
                      absl::StrCat("client '", client,
                                   "' already has an upload stream open"));
   }
-  if (in_flight_ + bytes > max_upload_bytes_) {
-    return absl::UnavailableError(absl::StrCat(
-        "busy: ", in_flight_, " bytes of uploads are being received; this "
-        "one's ", bytes, " would pass the cap of ", max_upload_bytes_,
-        "; send it again later"));
-  }
-  if (max_uploads_ > 0 && reading_ >= max_uploads_) {
-    return absl::UnavailableError(absl::StrCat(
-        "busy: ", reading_, " uploads are being received, the cap; send it "
-        "again later"));
-  }
+  RETURN_IF_ERROR(CheckCaps(bytes));
   uploading_.insert(client);
   in_flight_ += bytes;
-  ++reading_;
+  ++holding_;
   it->second.uploader = client;
-  it->second.reading = true;
-  it->second.reading_bytes = bytes;
+  it->second.holding = true;
+  it->second.held_bytes = bytes;
   it->second.deadline += absl::Seconds(static_cast<double>(bytes) / kMiB);
   return absl::OkStatus();
+}
+
+absl::Status StreamRegistry::CheckCaps(int64_t bytes) const {
+  if (in_flight_ + bytes > max_upload_bytes_) {
+    return absl::UnavailableError(absl::StrCat(
+        "busy: ", in_flight_, " bytes of uploads are in memory; this one's ",
+        bytes, " would pass the cap of ", max_upload_bytes_,
+        "; send it again later"));
+  }
+  if (max_uploads_ > 0 && holding_ >= max_uploads_) {
+    return absl::UnavailableError(absl::StrCat(
+        "busy: ", holding_, " uploads are in memory, the cap; send it "
+        "again later"));
+  }
+  return absl::OkStatus();
+}
+
+void StreamRegistry::ReleaseLocked(Stream& s) {
+  if (!s.holding) return;
+  in_flight_ -= s.held_bytes;
+  --holding_;
+  s.holding = false;
+  s.held_bytes = 0;
 }
 
 void StreamRegistry::Read(const void* key) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(key);
   if (it == streams_.end()) return;
-  in_flight_ -= it->second.reading_bytes;
-  if (it->second.reading) --reading_;
-  it->second.reading = false;
-  it->second.reading_bytes = 0;
   it->second.deadline = absl::InfiniteFuture();
+}
+
+void StreamRegistry::Release(const void* key) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(key);
+  if (it != streams_.end()) ReleaseLocked(it->second);
 }
 
 void StreamRegistry::Close(const void* key) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(key);
   if (it == streams_.end()) return;
-  in_flight_ -= it->second.reading_bytes;
-  if (it->second.reading) --reading_;
+  ReleaseLocked(it->second);
   if (!it->second.uploader.empty()) uploading_.erase(it->second.uploader);
   streams_.erase(it);
+}
+
+bool StreamRegistry::TryReserve(int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (!CheckCaps(bytes).ok()) return false;
+  in_flight_ += bytes;
+  ++holding_;
+  return true;
+}
+
+void StreamRegistry::Unreserve(int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  in_flight_ -= bytes;
+  --holding_;
 }
 
 std::vector<std::string> StreamRegistry::CancelOverdue(absl::Time now) {

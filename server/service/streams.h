@@ -23,8 +23,10 @@ namespace layerfl {
 class StreamRegistry {
  public:
   // A stream must end within `timeout` of Open, plus a second per MiB it
-  // carries; uploads admitted together hold at most `max_upload_bytes` and,
-  // when `max_uploads` > 0, are at most that many.
+  // carries. An admitted upload's bytes count against the caps from its
+  // header until what it decoded into has left memory (Release, or Close):
+  // those updates hold at most `max_upload_bytes` together and, when
+  // `max_uploads` > 0, are at most that many.
   StreamRegistry(absl::Duration timeout, int64_t max_upload_bytes,
                  int max_uploads = 0)
       : timeout_(timeout),
@@ -39,18 +41,29 @@ class StreamRegistry {
   void AddBytes(const void* key, int64_t bytes);
   // An upload of `bytes` from `client`: OK, or the refusal: "duplicate"
   // (FailedPrecondition) when that client has another upload stream open,
-  // "busy" (Unavailable) when the bytes in flight would pass the cap, or
-  // max_uploads are being read already.
+  // "busy" (Unavailable) when the bytes in memory would pass the cap, or
+  // max_uploads are in memory already.
   absl::Status AdmitUpload(const void* key, const std::string& client,
                            int64_t bytes);
-  // The stream was read to its end: its bytes leave the cap and it has no
-  // deadline any more (the client keeps its place until Close).
+  // The stream was read to its end: it has no deadline any more. Its bytes
+  // still count (the decoded update is in memory) until Release or Close;
+  // the client keeps its place until Close.
   void Read(const void* key);
+  // The upload's update has left memory (folded, or written to disk to wait
+  // for its turn): its bytes leave the caps. At most once; Close after it
+  // frees nothing twice.
+  void Release(const void* key);
   // The stream is over; unknown keys are ignored (Close may come twice).
   void Close(const void* key);
   // Cancels every stream past its deadline at `now`; what was cancelled,
   // described ("the upload of 'client-007'").
   std::vector<std::string> CancelOverdue(absl::Time now);
+
+  // For an update that comes back into memory from disk: takes the place of
+  // one upload of `bytes` if the caps allow it now (true), else false and
+  // nothing taken. Give it back with Unreserve(bytes).
+  bool TryReserve(int64_t bytes);
+  void Unreserve(int64_t bytes);
 
   int64_t upload_bytes_in_flight() const;
 
@@ -59,8 +72,8 @@ class StreamRegistry {
     std::function<void()> cancel;
     absl::Time deadline;
     std::string uploader;       // set once an upload is admitted
-    int64_t reading_bytes = 0;  // an admitted upload's, until it is read
-    bool reading = false;       // admitted and not yet read
+    int64_t held_bytes = 0;  // an admitted upload's, until released
+    bool holding = false;    // admitted and not yet released
     bool cancelled = false;
   };
 
@@ -71,7 +84,12 @@ class StreamRegistry {
   std::map<const void*, Stream> streams_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int reading_ ABSL_GUARDED_BY(mu_) = 0;  // admitted uploads not yet read
+  int holding_ ABSL_GUARDED_BY(mu_) = 0;  // uploads (and reserves) counted
+
+  // "busy: ..." when `bytes` more would pass a cap, else OK.
+  absl::Status CheckCaps(int64_t bytes) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLocked(Stream& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 };
 
 }  // namespace layerfl

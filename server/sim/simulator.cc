@@ -87,6 +87,7 @@ absl::StatusOr<SimResult> RunLocalOnly(const RunConfig& c,
   const auto wall0 = std::chrono::steady_clock::now();
   std::ostream* log = options.progress;
   SetTorchThreads(c.threads);
+  TuneMallocForTraining();
   ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
   const size_t n = core.clients.size();
   std::vector<std::string> ids;
@@ -367,6 +368,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   const auto wall0 = std::chrono::steady_clock::now();
   std::ostream* log = options.progress;
   SetTorchThreads(c.threads);
+  TuneMallocForTraining();
 
   ASSIGN_OR_RETURN(RunCore core, PrepareRun(c, log));
   std::vector<VirtualClient> clients(core.clients.size());
