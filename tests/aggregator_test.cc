@@ -358,6 +358,93 @@ TEST(LayerAggregatorTest, RefusedUpdatesLeaveStateBitIdentical) {
   }
 }
 
+// Values read from memory a tensor at a time, as an update on disk is read;
+// `fail_at` = the index of the Next call (over all passes) that fails.
+class VectorSource : public DeltaSource {
+ public:
+  VectorSource(const std::vector<LayerDelta>& update, int fail_at = -1)
+      : fail_at_(fail_at) {
+    for (const LayerDelta& d : update) {
+      for (const Tensor32& t : d.tensors) tensors_.push_back(t.values);
+    }
+  }
+  absl::Status Rewind() override {
+    next_ = 0;
+    ++passes;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<const float*> Next(size_t numel) override {
+    if (calls_++ == fail_at_) return absl::DataLossError("disk went away");
+    const std::vector<float>& v = tensors_.at(next_++);
+    EXPECT_EQ(v.size(), numel);
+    return v.data();
+  }
+  int passes = 0;
+
+ private:
+  std::vector<std::vector<float>> tensors_;
+  size_t next_ = 0;
+  int calls_ = 0;
+  const int fail_at_;
+};
+
+std::vector<LayerDelta> Shapes(std::vector<LayerDelta> update) {
+  for (LayerDelta& d : update) {
+    for (Tensor32& t : d.tensors) t.values.clear();
+  }
+  return update;
+}
+
+// AddFrom (an update read a tensor at a time, twice) folds exactly what Add
+// folds; a non-finite value or an error of the source in the first pass
+// changes nothing; an error in the second pass spends the aggregator.
+TEST(LayerAggregatorTest, AnUpdateReadFromASourceFoldsBitIdenticallyToAdd) {
+  const std::vector<LayerDelta> a = {BlockDelta({0.1f, -0.7f, 3.3f}, {1e-3f}),
+                                     HeadDelta({0.25f, 1.5f})};
+  const std::vector<LayerDelta> b = {BlockDelta({-0.3f, 0.9f, 0.01f}, {2.0f}),
+                                     HeadDelta({-1.25f, 0.125f})};
+  const std::vector<std::string> groups = {"block", "head"};
+  ModelWeights expected = MakeModel();
+  {
+    LayerAggregator agg(expected, AggregatorOptions{true, 0.7});
+    ASSERT_TRUE(agg.Add("a", 3, a, groups).ok());
+    ASSERT_TRUE(agg.Add("b", 5, b, groups).ok());
+    ASSERT_TRUE(agg.Commit(expected).ok());
+  }
+  ModelWeights global = MakeModel();
+  LayerAggregator agg(global, AggregatorOptions{true, 0.7});
+  VectorSource a_values(a);
+  ASSERT_TRUE(agg.AddFrom("a", 3, Shapes(a), groups, a_values).ok());
+  EXPECT_EQ(a_values.passes, 2);
+  std::vector<LayerDelta> nan = b;
+  nan[1].tensors[0].values[1] = std::nanf("");
+  VectorSource nan_values(nan);
+  const absl::Status refused =
+      agg.AddFrom("b", 5, Shapes(nan), groups, nan_values);
+  EXPECT_EQ(ReasonOf(refused), RejectReason::kNonFinite);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("tensor 'head.w'"));
+  VectorSource broken(b, /*fail_at=*/1);  // the first pass's second tensor
+  EXPECT_EQ(agg.AddFrom("b", 5, Shapes(b), groups, broken).code(),
+            absl::StatusCode::kDataLoss);
+  VectorSource b_values(b);
+  ASSERT_TRUE(agg.AddFrom("b", 5, Shapes(b), groups, b_values).ok());
+  ASSERT_TRUE(agg.Commit(global).ok());
+  ExpectBitIdentical(global, expected);
+
+  ModelWeights other = MakeModel();
+  LayerAggregator spent(other, AggregatorOptions{true, 0.7});
+  VectorSource late(a, /*fail_at=*/4);  // the second pass's second tensor
+  const absl::Status lost = spent.AddFrom("a", 3, Shapes(a), groups, late);
+  EXPECT_EQ(lost.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(lost.message()),
+              HasSubstr("sums are incomplete and this aggregator is spent"));
+  EXPECT_EQ(spent.Add("b", 5, b, groups).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(spent.Commit(other).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ExpectBitIdentical(other, MakeModel());
+}
+
 TEST(LayerAggregatorTest, RejectionMessagesNameTheProblem) {
   ModelWeights global = MakeModel();
   LayerAggregator agg(global, AggregatorOptions{});

@@ -109,12 +109,15 @@ class DistributedTest : public ::testing::Test {
                                             absl::Time deadline,
                                             std::string* port) {
     const std::string port_file = coord_dir + ".port";
-    auto coordinator = std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-coordinator",
-                                 "--config=" + config, "--listen=127.0.0.1:0",
-                                 "--port_file=" + port_file, "--tick_ms=20",
-                                 "--metrics_listen="},
-        coord_dir + ".coordinator.log");
+    std::vector<std::string> argv = {kBin + "/layerfl-coordinator",
+                                     "--config=" + config,
+                                     "--listen=127.0.0.1:0",
+                                     "--port_file=" + port_file,
+                                     "--tick_ms=20", "--metrics_listen="};
+    argv.insert(argv.end(), coordinator_flags_.begin(),
+                coordinator_flags_.end());
+    auto coordinator =
+        std::make_unique<Process>(argv, coord_dir + ".coordinator.log");
     while (!fs::exists(port_file) && absl::Now() < deadline) {
       absl::SleepFor(absl::Milliseconds(20));
     }
@@ -156,15 +159,17 @@ class DistributedTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::vector<std::string> coordinator_flags_;  // added to every coordinator
 };
 
 TEST_F(DistributedTest, CoordinatorAndFourClientsMatchTheSimulatorBitForBit) {
   const absl::Time deadline = absl::Now() + absl::Seconds(90);
   const std::string sim_config = WriteConfig(dir_, "sim");
   // The coordinator sees the test images only (its pretrained start, if
-  // any, would be cached; this config has none), and every update that
-  // waits for its turn waits on disk (run_dir/held): the run must still
-  // equal the simulation.
+  // any, would be cached; this config has none), every upload is received
+  // to disk and folded from there, and every update that waits for its turn
+  // waits on disk (run_dir/held): the run must still equal the simulation.
+  coordinator_flags_ = {"--receive_to_disk"};
   const std::string test_only = dir_ + "/test_only";
   fs::create_directories(test_only);
   for (const char* f :

@@ -17,6 +17,7 @@
 #include "proto/layerfl.pb.h"
 #include "proto/wire_convert.h"
 #include "server/monitor/run_monitor.h"
+#include "server/service/held_spill.h"
 #include "server/service/held_uploads.h"
 #include "server/service/memory_release.h"
 #include "server/service/snapshot.h"
@@ -46,11 +47,24 @@ class HeldUploadsTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
-  // Handlers that record what was handed out.
+  // Handlers that record what was handed out; the values of one on disk
+  // are read from its file as the engine reads them (OpenSpilledValues).
   HeldUploads::Submit Submitted() {
     return [this](HeldUpload& u) {
       submitted_.push_back(u.id);
-      values_.push_back(u.update[0].tensors[0].values);
+      if (u.spill_path.empty()) {
+        values_.push_back(u.update[0].tensors[0].values);
+        return;
+      }
+      on_disk_.push_back(u.id);
+      auto values = OpenSpilledValues(u.spill_path, u.update);
+      ASSERT_TRUE(values.ok()) << values.status();
+      ASSERT_TRUE((*values)->Rewind().ok());
+      const size_t n = static_cast<size_t>(ShapeNumel(u.update[0].tensors[0].shape));
+      auto x = (*values)->Next(n);
+      ASSERT_TRUE(x.ok()) << x.status();
+      values_.push_back(std::vector<float>(*x, *x + n));
+      std::filesystem::remove(u.spill_path);
     };
   }
   HeldUploads::Fail Failed() {
@@ -68,7 +82,7 @@ class HeldUploadsTest : public ::testing::Test {
   }
 
   std::string dir_;
-  std::vector<std::string> submitted_, failed_;
+  std::vector<std::string> submitted_, failed_, on_disk_;
   std::vector<std::vector<float>> values_;
 };
 
@@ -81,11 +95,10 @@ TEST_F(HeldUploadsTest, HandedOutInIdOrderUpToTheFirstBlocked) {
   EXPECT_TRUE(held.contains("c2"));
   EXPECT_EQ(held.stats().held_bytes, 12);
   // c2 must wait, so c3 (not blocked itself) waits behind it.
-  held.Drain([](const HeldUpload& u) { return u.id == "c2"; }, Submitted(),
-             Failed());
+  held.Drain([](const HeldUpload& u) { return u.id == "c2"; }, Submitted());
   EXPECT_THAT(submitted_, ElementsAre("c1"));
   EXPECT_EQ(held.stats().held_bytes, 8);
-  held.Drain([](const HeldUpload&) { return false; }, Submitted(), Failed());
+  held.Drain([](const HeldUpload&) { return false; }, Submitted());
   EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3"));
   EXPECT_TRUE(held.empty());
   EXPECT_EQ(held.stats().held_bytes, 0);
@@ -104,77 +117,89 @@ TEST_F(HeldUploadsTest, BeyondTheLimitTheValuesWaitOnDiskAndComeBackExact) {
   ASSERT_EQ(log.size(), 1u);
   EXPECT_THAT(log[0], HasSubstr("round 4: the update of c2 waits for its "
                                 "turn on disk (8 bytes already wait"));
-  held.Drain([](const HeldUpload&) { return false; }, Submitted(), Failed());
+  held.Drain([](const HeldUpload&) { return false; }, Submitted());
   EXPECT_THAT(submitted_, ElementsAre("c1", "c2"));
+  EXPECT_THAT(on_disk_, ElementsAre("c2"));  // handed out on disk
   EXPECT_THAT(values_[1], ElementsAre(0.1f, 1e-30f));  // bit for bit
   EXPECT_EQ(Files(), 0);
 }
 
-// An update on disk comes back only when the gate has a place for it (the
-// service's cap on uploads in memory), and gives the place back once it is
-// handed out; one held in memory passes without a place. Flush (a deadline)
-// does not wait for one.
-TEST_F(HeldUploadsTest, AnUpdateOnDiskComesBackOnlyWithAPlaceInMemory) {
-  int places = 0;
-  std::vector<std::string> trace;
-  HeldUploads::Gate gate{[&](int64_t bytes) {
-                           trace.push_back(absl::StrCat("take ", bytes));
-                           if (places == 0) return false;
-                           --places;
-                           return true;
-                         },
-                         [&](int64_t bytes) {
-                           trace.push_back(absl::StrCat("give ", bytes));
-                           ++places;
-                         }};
-  HeldUploads held(4, dir_, nullptr, gate);
-  auto in_memory = Upload("c1", {1});
-  in_memory->admitted_bytes = 4;
-  auto on_disk = Upload("c2", {2, 3});
-  on_disk->admitted_bytes = 8;
-  auto also_on_disk = Upload("c3", {4});
-  also_on_disk->admitted_bytes = 4;
-  held.Hold(in_memory);
-  held.Hold(on_disk);
-  held.Hold(also_on_disk);
-  ASSERT_EQ(Files(), 2);
-  const auto never = [](const HeldUpload&) { return false; };
-  held.Drain(never, Submitted(), Failed());  // no place: c2 waits
-  EXPECT_THAT(submitted_, ElementsAre("c1"));
-  EXPECT_THAT(trace, ElementsAre("take 8"));
-  places = 1;
-  held.Drain(never, Submitted(), Failed());
-  EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3"));
-  EXPECT_THAT(trace,
-              ElementsAre("take 8", "take 8", "give 8", "take 4", "give 4"));
-  EXPECT_EQ(places, 1);
+// An update on disk is read back a tensor at a time, in two passes, the
+// CRC checked at the end of each; a file of the wrong size, cut short or
+// damaged is refused naming it.
+TEST_F(HeldUploadsTest, AnUpdateOnDiskIsReadBackCheckedInEveryPass) {
+  std::vector<LayerDelta> update = {
+      {"a", {{"a.w", {2}, {1.5f, -2.25f}}, {"a.b", {1}, {3.0f}}}},
+      {"b", {{"b.w", {1, 2}, {0.5f, 1e-30f}}}}};
+  const std::string path = dir_ + "/u.bin";
+  {
+    SpillWriter writer(path);  // as an upload received to disk writes it
+    for (const LayerDelta& d : update) ASSERT_TRUE(writer.Append(d.tensors).ok());
+    ASSERT_TRUE(writer.Finish().ok());
+  }
+  EXPECT_EQ(std::filesystem::file_size(path), 5 * 4 + 4u);
+  std::vector<LayerDelta> shapes = update;
+  for (LayerDelta& d : shapes) {
+    for (Tensor32& t : d.tensors) t.values.clear();
+  }
+  auto values = OpenSpilledValues(path, shapes);
+  ASSERT_TRUE(values.ok()) << values.status();
+  for (int pass = 0; pass < 2; ++pass) {
+    ASSERT_TRUE((*values)->Rewind().ok());
+    auto w = (*values)->Next(2);
+    ASSERT_TRUE(w.ok());
+    EXPECT_THAT(std::vector<float>(*w, *w + 2), ElementsAre(1.5f, -2.25f));
+    ASSERT_TRUE((*values)->Next(1).ok());
+    auto last = (*values)->Next(2);
+    ASSERT_TRUE(last.ok()) << last.status();
+    EXPECT_THAT(std::vector<float>(*last, *last + 2), ElementsAre(0.5f, 1e-30f));
+    EXPECT_FALSE((*values)->Next(1).ok());  // past the end
+  }
 
-  auto late = Upload("c4", {5});
-  late->admitted_bytes = 4;
-  held.Hold(late);  // in memory (c1's 4 bytes were handed out)
-  auto later = Upload("c5", {6});
-  later->admitted_bytes = 4;
-  held.Hold(later);  // on disk
-  ASSERT_EQ(Files(), 1);
-  places = 0;
-  held.Flush(absl::OkStatus(), Submitted(), Failed());
-  EXPECT_THAT(submitted_, ElementsAre("c1", "c2", "c3", "c4", "c5"));
-  EXPECT_THAT(failed_, ::testing::IsEmpty());
-  EXPECT_EQ(places, 0);  // nothing given back that was not taken
+  // A flipped bit: the CRC fails when the last tensor is read.
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(5);
+    f.put('\x7f');
+  }
+  values = OpenSpilledValues(path, shapes);
+  ASSERT_TRUE(values.ok());
+  ASSERT_TRUE((*values)->Rewind().ok());
+  ASSERT_TRUE((*values)->Next(2).ok());
+  ASSERT_TRUE((*values)->Next(1).ok());
+  const absl::Status crc = (*values)->Next(2).status();
+  EXPECT_EQ(crc.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(crc.message()),
+              HasSubstr("the update on disk " + path + " fails its CRC-32"));
+
+  std::ofstream(path, std::ios::trunc) << "garbage";
+  const absl::Status size = OpenSpilledValues(path, shapes).status();
+  EXPECT_EQ(size.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(size.message()),
+              HasSubstr(path + " has 7 bytes, expected 24"));
+  EXPECT_EQ(OpenSpilledValues(dir_ + "/none.bin", shapes).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
-TEST_F(HeldUploadsTest, ASpillFileThatCannotBeReadBackIsRefusedSpillLost) {
-  HeldUploads held(0, dir_, nullptr);
-  held.Hold(Upload("c1", {1, 2}));
-  ASSERT_EQ(Files(), 1);
-  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-    std::ofstream(e.path(), std::ios::trunc) << "garbage";
+// An update received to disk stays there while it is held.
+TEST_F(HeldUploadsTest, AnUpdateReceivedToDiskIsHeldWhereItIs) {
+  HeldUploads held(1 << 20, dir_, nullptr);
+  auto u = Upload("c1", {7});
+  const std::string path = dir_ + "/recv-1.bin";
+  {
+    SpillWriter writer(path);
+    ASSERT_TRUE(writer.Append(u->update[0].tensors).ok());
+    ASSERT_TRUE(writer.Finish().ok());
   }
+  u->update[0].tensors[0].values.clear();
+  u->spill_path = path;
+  held.Hold(u);
+  EXPECT_EQ(held.stats().held_bytes, 0);
+  EXPECT_EQ(held.stats().spilled, 0);
+  EXPECT_EQ(Files(), 1);
   held.Flush(absl::OkStatus(), Submitted(), Failed());
-  EXPECT_THAT(submitted_, ::testing::IsEmpty());
-  ASSERT_EQ(failed_.size(), 1u);
-  EXPECT_THAT(failed_[0], HasSubstr("c1: spill_lost: the update waited on "
-                                    "disk and could not be read back"));
+  EXPECT_THAT(on_disk_, ElementsAre("c1"));
+  EXPECT_THAT(values_[0], ElementsAre(7.0f));
 }
 
 TEST_F(HeldUploadsTest, FlushWithAnErrorRefusesEverythingAndRemovesFiles) {
@@ -437,10 +462,9 @@ TEST(StreamRegistryTest, OneUploadPerClientACapAndDeadlines) {
 
 // max_uploads: a second upload is busy while one is in memory, read whole
 // or not; once it is released (or its stream closes), the next is admitted.
-// An update read back from disk takes a place the same way.
 TEST(StreamRegistryTest, ACountCapKeepsOneUploadInFlight) {
   StreamRegistry streams(absl::Seconds(10), 100 << 20, /*max_uploads=*/1);
-  const int keys[4] = {0, 1, 2, 3};
+  const int keys[3] = {0, 1, 2};
   for (const int& k : keys) streams.Open(&k, [] {});
   EXPECT_TRUE(streams.AdmitUpload(&keys[0], "a", 1 << 20).ok());
   const absl::Status busy = streams.AdmitUpload(&keys[1], "b", 1 << 20);
@@ -449,15 +473,10 @@ TEST(StreamRegistryTest, ACountCapKeepsOneUploadInFlight) {
               ::testing::StartsWith("busy: 1 uploads are in memory"));
   streams.Read(&keys[0]);
   EXPECT_FALSE(streams.AdmitUpload(&keys[1], "b", 1 << 20).ok());
-  EXPECT_FALSE(streams.TryReserve(1 << 20));
   streams.Release(&keys[0]);
   EXPECT_TRUE(streams.AdmitUpload(&keys[1], "b", 1 << 20).ok());
   streams.Close(&keys[1]);  // closed unread: its place is free again
   streams.Close(&keys[0]);  // released before: counted once
-  EXPECT_TRUE(streams.TryReserve(1 << 20));  // a spilled update comes back
-  EXPECT_EQ(streams.upload_bytes_in_flight(), 1 << 20);
-  EXPECT_FALSE(streams.AdmitUpload(&keys[2], "c", 1 << 20).ok());
-  streams.Unreserve(1 << 20);
   EXPECT_EQ(streams.upload_bytes_in_flight(), 0);
   EXPECT_TRUE(streams.AdmitUpload(&keys[2], "c", 1 << 20).ok());
   EXPECT_FALSE(streams.AdmitUpload(&keys[0], "d", 1).ok());  // closed key

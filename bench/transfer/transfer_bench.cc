@@ -251,7 +251,26 @@ void SpillVsReceive(const ModelWeights& model, RawTcp& tcp, size_t bytes, int re
   for (int r = 0; r < reps; ++r) {
     t_tcp.push_back(tcp.Once());
     const auto t0 = Steady::now();
-    if (!SpillValues(update, path).ok() || !RestoreValues(update, path).ok()) {
+    bool ok = SpillValues(update, path).ok();
+    // As the engine folds it: a checking pass, then a folding pass (here
+    // the values go back into the update).
+    absl::StatusOr<std::unique_ptr<DeltaSource>> values =
+        OpenSpilledValues(path, update);
+    ok = ok && values.ok();
+    for (int pass = 0; ok && pass < 2; ++pass) {
+      ok = (*values)->Rewind().ok();
+      for (LayerDelta& d : update) {
+        for (Tensor32& t : d.tensors) {
+          if (!ok) break;
+          const size_t n = static_cast<size_t>(ShapeNumel(t.shape));
+          absl::StatusOr<const float*> x = (*values)->Next(n);
+          ok = x.ok();
+          if (ok && pass == 1) t.values = std::vector<float>(*x, *x + n);
+        }
+      }
+    }
+    std::remove(path.c_str());
+    if (!ok) {
       std::fprintf(stderr, "spill failed in %s\n", dir.c_str());
       std::exit(1);
     }
@@ -259,8 +278,9 @@ void SpillVsReceive(const ModelWeights& model, RawTcp& tcp, size_t bytes, int re
   }
   const Timing a = Summarise(t_tcp), b = Summarise(t_spill);
   std::printf(
-      "held update on disk (SpillValues + RestoreValues, %.1f MB, CRC both ways, in %s):\n"
-      "  spill + restore %.1f ms best, %.1f ms median; raw TCP receipt %.1f ms best, "
+      "held update on disk (SpillValues + the engine's two read passes, %.1f MB, CRC each "
+      "time, in %s):\n"
+      "  spill + two reads %.1f ms best, %.1f ms median; raw TCP receipt %.1f ms best, "
       "%.1f ms median\n"
       "  receipt / spill round trip: %.2f best, %.2f median\n",
       bytes / 1e6, dir.c_str(), b.best * 1e3, b.median * 1e3, a.best * 1e3,

@@ -16,6 +16,12 @@ const std::vector<float>& SharedFloats::vector() const {
   return v_ ? *v_ : *kEmpty;
 }
 
+int64_t ShapeNumel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 std::vector<float>& SharedFloats::Unique() {
   if (v_ == nullptr) {
     v_ = std::make_shared<std::vector<float>>();

@@ -94,6 +94,9 @@ inline bool operator!=(const SharedFloats& a, const SharedFloats& b) {
   return !(a == b);
 }
 
+// The number of values of a row-major tensor of `shape` (1 for a scalar).
+int64_t ShapeNumel(const std::vector<int64_t>& shape);
+
 struct Tensor32 {
   std::string name;            // full parameter name, e.g. "blocks.0.qkv.weight"
   std::vector<int64_t> shape;  // row-major

@@ -166,8 +166,8 @@ absl::Status LayerAggregator::CheckUsable() const {
 absl::Status LayerAggregator::Validate(
     const std::string& client_id, int64_t num_samples,
     const std::vector<LayerDelta>& update,
-    const std::vector<std::string>& assigned_groups,
-    std::vector<int>& layer_index) const {
+    const std::vector<std::string>& assigned_groups, DeltaSource* source,
+    std::vector<int>& layer_index, double* norm_sq) const {
   if (options_.weight_by_samples && num_samples < 1) {
     return Rejection(RejectReason::kBadSampleCount,
                      absl::StrCat("client '", client_id, "' reported ",
@@ -242,28 +242,43 @@ absl::Status LayerAggregator::Validate(
                          "': tensor ", t, " should be '", want.name, "', got '",
                          got.name, "'"));
       }
-      if (got.shape != want.shape || got.values.size() != want.numel) {
+      const size_t got_numel =
+          source != nullptr ? want.numel : got.values.size();
+      if (got.shape != want.shape || got_numel != want.numel) {
         return Rejection(
             RejectReason::kWrongShape,
             absl::StrCat("tensor '", want.name, "' from client '", client_id,
                          "': expected shape ", ShapeString(want.shape), " (",
                          want.numel, " values), got ", ShapeString(got.shape),
-                         " with ", got.values.size(), " values"));
+                         " with ", got_numel, " values"));
       }
     }
   }
 
-  for (const LayerDelta& delta : update) {
-    for (const Tensor32& t : delta.tensors) {
-      const size_t bad = FirstNonFinite(t.values.data(), t.values.size());
-      if (bad != t.values.size()) {
-        return Rejection(
-            RejectReason::kNonFinite,
-            absl::StrCat("tensor '", t.name, "' from client '", client_id,
-                         "': value ", t.values[bad], " at element ", bad));
+  if (source != nullptr) RETURN_IF_ERROR(source->Rewind());
+  double sq = 0;
+  for (size_t k = 0; k < update.size(); ++k) {
+    const LayerSpec& spec = layers_[layer_index[k]];
+    for (size_t t = 0; t < spec.tensors.size(); ++t) {
+      const size_t n = spec.tensors[t].numel;
+      const float* x = update[k].tensors[t].values.data();
+      if (source != nullptr) {
+        ASSIGN_OR_RETURN(x, source->Next(n));
+      }
+      const size_t bad = FirstNonFinite(x, n);
+      if (bad != n) {
+        return Rejection(RejectReason::kNonFinite,
+                         absl::StrCat("tensor '", spec.tensors[t].name,
+                                      "' from client '", client_id,
+                                      "': value ", x[bad], " at element ",
+                                      bad));
+      }
+      if (norm_sq != nullptr) {
+        for (size_t i = 0; i < n; ++i) sq += static_cast<double>(x[i]) * x[i];
       }
     }
   }
+  if (norm_sq != nullptr) *norm_sq = sq;
   return absl::OkStatus();
 }
 
@@ -279,6 +294,22 @@ absl::Status LayerAggregator::AddScaled(
     const std::vector<LayerDelta>& update,
     const std::vector<std::string>& assigned_groups,
     const std::vector<double>& scales) {
+  return AddImpl(client_id, num_samples, update, assigned_groups, scales,
+                 nullptr);
+}
+
+absl::Status LayerAggregator::AddFrom(
+    const std::string& client_id, int64_t num_samples,
+    const std::vector<LayerDelta>& shapes,
+    const std::vector<std::string>& assigned_groups, DeltaSource& values) {
+  return AddImpl(client_id, num_samples, shapes, assigned_groups, {}, &values);
+}
+
+absl::Status LayerAggregator::AddImpl(
+    const std::string& client_id, int64_t num_samples,
+    const std::vector<LayerDelta>& update,
+    const std::vector<std::string>& assigned_groups,
+    const std::vector<double>& scales, DeltaSource* source) {
   if (!scales.empty()) {
     if (scales.size() != update.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -307,15 +338,17 @@ absl::Status LayerAggregator::AddScaled(
   // The data checks read only immutable members, so concurrent Adds run them
   // in parallel.
   std::vector<int> layer_index;
-  RETURN_IF_ERROR(
-      Validate(client_id, num_samples, update, assigned_groups, layer_index));
+  double norm_sq = 0;
+  const bool clip = options_.dp.clip_norm > 0;
+  RETURN_IF_ERROR(Validate(client_id, num_samples, update, assigned_groups,
+                           source, layer_index, clip ? &norm_sq : nullptr));
 
   const double weight =
       options_.weight_by_samples ? static_cast<double>(num_samples) : 1.0;
   float weight_f = static_cast<float>(weight);
   double norm = 0;
-  if (options_.dp.clip_norm > 0) {
-    norm = UpdateNorm(update);
+  if (clip) {
+    norm = std::sqrt(norm_sq);
     if (norm > options_.dp.clip_norm) {
       weight_f = static_cast<float>(weight * options_.dp.clip_norm / norm);
     }
@@ -326,6 +359,15 @@ absl::Status LayerAggregator::AddScaled(
   if (!client_set_.insert(client_id).second) return duplicate();
   clients_.push_back(client_id);
   if (options_.dp.clip_norm > 0) norms_.push_back(norm);
+  if (source != nullptr) {
+    absl::Status rewound = source->Rewind();
+    if (!rewound.ok()) {  // nothing folded yet
+      client_set_.erase(client_id);
+      clients_.pop_back();
+      if (clip) norms_.pop_back();
+      return rewound;
+    }
+  }
   for (size_t k = 0; k < update.size(); ++k) {
     const LayerDelta& delta = update[k];
     LayerSum& acc = sums_[layer_index[k]];
@@ -336,13 +378,27 @@ absl::Status LayerAggregator::AddScaled(
     const bool first = acc.sums.empty();
     if (first) acc.sums.resize(delta.tensors.size());
     for (size_t t = 0; t < delta.tensors.size(); ++t) {
-      const std::vector<float>& x = delta.tensors[t].values;
+      const size_t n = layers_[layer_index[k]].tensors[t].numel;
+      const float* x = delta.tensors[t].values.data();
+      if (source != nullptr) {
+        absl::StatusOr<const float*> next = source->Next(n);
+        if (!next.ok()) {
+          spent_ = true;
+          return absl::DataLossError(absl::StrCat(
+              "the update of client '", client_id, "' could not be read "
+              "again while it was being added (",
+              next.status().message(),
+              "); the round's sums are incomplete and this aggregator is "
+              "spent"));
+        }
+        x = *next;
+      }
       std::vector<float>& y = acc.sums[t];
       if (first) {
-        y.resize(x.size());
-        Scale(layer_f, x.data(), y.data(), x.size());
+        y.resize(n);
+        Scale(layer_f, x, y.data(), n);
       } else {
-        Axpy(layer_f, x.data(), y.data(), x.size());
+        Axpy(layer_f, x, y.data(), n);
       }
     }
     acc.contributors += 1;

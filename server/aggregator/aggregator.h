@@ -111,6 +111,20 @@ struct AggregateStats {
   std::vector<double> update_norms;
 };
 
+// The values of an update that is not in memory whole (an update the
+// coordinator keeps on disk), read tensor by tensor in the update's order
+// (its first layer's tensors in order, then the next layer's, ...). Read in
+// two passes, each started by Rewind(): AddFrom checks every value in the
+// first and folds in the second.
+class DeltaSource {
+ public:
+  virtual ~DeltaSource() = default;
+  virtual absl::Status Rewind() = 0;
+  // The next tensor's `numel` values, valid until the next call. An error
+  // (the source's own: unreadable, damaged) ends the pass.
+  virtual absl::StatusOr<const float*> Next(size_t numel) = 0;
+};
+
 // One round's aggregation. Thread-safe: Add, Commit and the accessors may be
 // called concurrently from any thread; the data checks of concurrent Adds run
 // in parallel, only the folding into the sums is serialised.
@@ -157,6 +171,18 @@ class LayerAggregator {
                          const std::vector<std::string>& assigned_groups,
                          const std::vector<double>& scales);
 
+  // Add for an update whose values come from `values` (two passes, see
+  // DeltaSource); `shapes` holds its layers and tensors as Add's `update`
+  // does, with their values empty. Refusals as Add's, nothing changed; an
+  // error of `values` in the first pass is returned as it is, nothing
+  // changed. An error of `values` in the second pass leaves the sums partly
+  // folded: the aggregator is then spent (DataLoss now, Add and Commit
+  // FailedPrecondition after).
+  absl::Status AddFrom(const std::string& client_id, int64_t num_samples,
+                       const std::vector<LayerDelta>& shapes,
+                       const std::vector<std::string>& assigned_groups,
+                       DeltaSource& values);
+
   // Folds an already summed layer: `sums` (one vector per tensor of the
   // group, its shapes) is the sum of `contributors` (>= 1) clients' deltas,
   // each of weight 1 (uniform aggregation; secure aggregation hands its sums
@@ -198,10 +224,18 @@ class LayerAggregator {
 
   // Checks everything that does not depend on the aggregator's mutable state;
   // fills `layer_index[k]` with update[k]'s layer.
+  // With `source`, the values of `update` are empty and read from it
+  // (first pass; `norm_sq` gets their squared L2 norm).
   absl::Status Validate(const std::string& client_id, int64_t num_samples,
                         const std::vector<LayerDelta>& update,
                         const std::vector<std::string>& assigned_groups,
-                        std::vector<int>& layer_index) const;
+                        DeltaSource* source, std::vector<int>& layer_index,
+                        double* norm_sq) const;
+  absl::Status AddImpl(const std::string& client_id, int64_t num_samples,
+                       const std::vector<LayerDelta>& update,
+                       const std::vector<std::string>& assigned_groups,
+                       const std::vector<double>& scales,
+                       DeltaSource* source);
   absl::Status CheckUsable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const AggregatorOptions options_;

@@ -295,6 +295,22 @@ class RoundEngineImpl : public RoundEngine {
   absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                             int64_t num_samples,
                             const std::vector<LayerDelta>& update) override {
+    return AddUpdate(client_id, round, num_samples, update, nullptr);
+  }
+
+  absl::Status SubmitUpdateFrom(const std::string& client_id, int64_t round,
+                                int64_t num_samples,
+                                std::vector<LayerDelta> shapes,
+                                DeltaSource& values) override {
+    return AddUpdate(client_id, round, num_samples, shapes, &values);
+  }
+
+  // SubmitUpdate's body; with `source`, the values of `update` are empty
+  // and read from it (LayerAggregator::AddFrom).
+  absl::Status AddUpdate(const std::string& client_id, int64_t round,
+                         int64_t num_samples,
+                         const std::vector<LayerDelta>& update,
+                         DeltaSource* source) {
     absl::MutexLock lock(&mu_);
     Slot* slot = nullptr;
     RETURN_IF_ERROR(Admit(client_id, round, Phase::kTraining, &slot));
@@ -310,7 +326,10 @@ class RoundEngineImpl : public RoundEngine {
                                  num_samples, " is above 10^12"));
     }
     absl::Status added =
-        aggregator_->Add(client_id, num_samples, update, slot->layers);
+        source != nullptr
+            ? aggregator_->AddFrom(client_id, num_samples, update,
+                                   slot->layers, *source)
+            : aggregator_->Add(client_id, num_samples, update, slot->layers);
     if (!added.ok()) {
       CountRejection(added);
       return added;
@@ -319,7 +338,7 @@ class RoundEngineImpl : public RoundEngine {
     slot->uploaded = true;
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
-        record_.bytes_up += t.numel() * static_cast<int64_t>(sizeof(float));
+        record_.bytes_up += ShapeNumel(t.shape) * static_cast<int64_t>(sizeof(float));
       }
     }
     MaybeAdvance();
@@ -1297,6 +1316,21 @@ std::string UsageReport(const std::vector<RoundRecord>& records) {
                               p.budget, p.sum / p.rounds, p.worst));
   }
   return out;
+}
+
+absl::Status RoundEngine::SubmitUpdateFrom(const std::string& client_id,
+                                           int64_t round, int64_t num_samples,
+                                           std::vector<LayerDelta> shapes,
+                                           DeltaSource& values) {
+  RETURN_IF_ERROR(values.Rewind());
+  for (LayerDelta& d : shapes) {
+    for (Tensor32& t : d.tensors) {
+      const size_t n = static_cast<size_t>(ShapeNumel(t.shape));
+      ASSIGN_OR_RETURN(const float* x, values.Next(n));
+      t.values = std::vector<float>(x, x + n);
+    }
+  }
+  return SubmitUpdate(client_id, round, num_samples, shapes);
 }
 
 absl::StatusOr<std::unique_ptr<RoundEngine>> RoundEngine::Create(

@@ -374,6 +374,15 @@ class RoundEngine {
   virtual absl::Status SubmitUpdate(const std::string& client_id, int64_t round,
                                     int64_t num_samples,
                                     const std::vector<LayerDelta>& update) = 0;
+  // SubmitUpdate for an update kept on disk: `shapes` holds its layers and
+  // tensors with empty values, `values` reads them (aggregator.h's
+  // DeltaSource). The synchronous engine folds it a tensor at a time without
+  // holding it whole; the default reads it into memory and calls
+  // SubmitUpdate. An error of `values` is returned as it is.
+  virtual absl::Status SubmitUpdateFrom(const std::string& client_id,
+                                        int64_t round, int64_t num_samples,
+                                        std::vector<LayerDelta> shapes,
+                                        DeltaSource& values);
 
   // The secure-aggregation steps (Task's kAdvertise, kShareKeys, kTrain,
   // kUnmask). Refusals as the other results, with reason kProtocol for what

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/codec/codec.h"
@@ -17,26 +17,50 @@ int64_t UpdateValueBytes(const std::vector<LayerDelta>& update) {
   return n * static_cast<int64_t>(sizeof(float));
 }
 
+SpillWriter::SpillWriter(std::string path)
+    : path_(std::move(path)),
+      out_(path_, std::ios::binary | std::ios::trunc) {}
+
+SpillWriter::~SpillWriter() {
+  if (finished_) return;
+  out_.close();
+  std::remove(path_.c_str());
+}
+
+absl::Status SpillWriter::Append(const std::vector<Tensor32>& tensors) {
+  for (const Tensor32& t : tensors) {
+    const absl::string_view bytes(
+        reinterpret_cast<const char*>(t.values.data()),
+        t.values.size() * sizeof(float));
+    crc_ = Crc32(bytes, crc_);
+    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  if (!out_.good()) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SpillWriter::Finish() {
+  out_.write(reinterpret_cast<const char*>(&crc_), sizeof(crc_));
+  out_.close();
+  if (!out_.good()) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", path_));
+  }
+  finished_ = true;
+  return absl::OkStatus();
+}
+
 absl::Status SpillValues(std::vector<LayerDelta>& update,
                          const std::string& path) {
-  uint32_t crc = 0;
   {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    SpillWriter writer(path);
     for (const LayerDelta& d : update) {
-      for (const Tensor32& t : d.tensors) {
-        const absl::string_view bytes(
-            reinterpret_cast<const char*>(t.values.data()),
-            t.values.size() * sizeof(float));
-        crc = Crc32(bytes, crc);
-        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      }
+      absl::Status s = writer.Append(d.tensors);
+      if (!s.ok()) return s;
     }
-    out.write(reinterpret_cast<const char*>(&crc), sizeof(crc));
-    out.flush();
-    if (!out.good()) {
-      std::remove(path.c_str());
-      return absl::UnavailableError(absl::StrCat("cannot write ", path));
-    }
+    absl::Status s = writer.Finish();
+    if (!s.ok()) return s;
   }
   for (LayerDelta& d : update) {
     for (Tensor32& t : d.tensors) t.values.clear();
@@ -44,68 +68,78 @@ absl::Status SpillValues(std::vector<LayerDelta>& update,
   return absl::OkStatus();
 }
 
-absl::Status RestoreValues(std::vector<LayerDelta>& update,
-                           const std::string& path) {
-  // Straight into the tensors, a tensor at a time: the update is in memory
-  // once, not also as the file's bytes.
+namespace {
+
+class SpilledValues final : public DeltaSource {
+ public:
+  SpilledValues(std::string path, std::ifstream in, int64_t total)
+      : path_(std::move(path)), in_(std::move(in)), total_(total) {}
+
+  absl::Status Rewind() override {
+    in_.clear();
+    in_.seekg(0);
+    read_ = 0;
+    crc_ = 0;
+    if (!in_) return Damaged("cannot be read from its start");
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<const float*> Next(size_t numel) override {
+    if (read_ + static_cast<int64_t>(numel) > total_) {
+      return Damaged("is read past the values it holds");
+    }
+    buffer_.resize(numel);
+    const std::streamsize bytes =
+        static_cast<std::streamsize>(numel * sizeof(float));
+    in_.read(reinterpret_cast<char*>(buffer_.data()), bytes);
+    if (in_.gcount() != bytes) return Damaged("is cut short");
+    crc_ = Crc32(absl::string_view(
+                     reinterpret_cast<const char*>(buffer_.data()),
+                     static_cast<size_t>(bytes)),
+                 crc_);
+    read_ += static_cast<int64_t>(numel);
+    if (read_ == total_) {
+      uint32_t stored = 0;
+      in_.read(reinterpret_cast<char*>(&stored), sizeof(stored));
+      if (!in_ || stored != crc_) return Damaged("fails its CRC-32");
+    }
+    return buffer_.data();
+  }
+
+ private:
+  absl::Status Damaged(const std::string& what) const {
+    return absl::DataLossError(absl::StrCat("the update on disk ", path_, " ",
+                                            what));
+  }
+
+  const std::string path_;
+  std::ifstream in_;
+  const int64_t total_;  // values in the file
+  int64_t read_ = 0;     // values read in this pass
+  uint32_t crc_ = 0;
+  std::vector<float> buffer_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DeltaSource>> OpenSpilledValues(
+    const std::string& path, const std::vector<LayerDelta>& shapes) {
   int64_t numel = 0;
-  for (const LayerDelta& d : update) {
-    for (const Tensor32& t : d.tensors) {
-      int64_t n = 1;
-      for (int64_t s : t.shape) n *= s;
-      numel += n;
-    }
+  for (const LayerDelta& d : shapes) {
+    for (const Tensor32& t : d.tensors) numel += ShapeNumel(t.shape);
   }
-  const auto drop = [&update] {
-    for (LayerDelta& d : update) {
-      for (Tensor32& t : d.tensors) t.values.clear();
-    }
-  };
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  }
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   in.seekg(0, std::ios::end);
   const int64_t size = static_cast<int64_t>(in.tellg());
-  in.seekg(0);
   const int64_t want =
       numel * static_cast<int64_t>(sizeof(float)) + sizeof(uint32_t);
   if (size != want) {
-    std::remove(path.c_str());
-    return absl::DataLossError(absl::StrCat(
-        "spilled update ", path, " has ", size, " bytes, expected ", want));
+    return absl::DataLossError(absl::StrCat("the update on disk ", path,
+                                            " has ", size,
+                                            " bytes, expected ", want));
   }
-  uint32_t crc = 0;
-  for (LayerDelta& d : update) {
-    for (Tensor32& t : d.tensors) {
-      int64_t n = 1;
-      for (int64_t s : t.shape) n *= s;
-      std::vector<float>& v = t.values.mutable_vector();
-      v.resize(static_cast<size_t>(n));
-      const std::streamsize bytes =
-          static_cast<std::streamsize>(n * sizeof(float));
-      in.read(reinterpret_cast<char*>(v.data()), bytes);
-      if (in.gcount() != bytes) break;
-      crc = Crc32(absl::string_view(reinterpret_cast<const char*>(v.data()),
-                                    static_cast<size_t>(bytes)),
-                  crc);
-    }
-  }
-  uint32_t stored = 0;
-  in.read(reinterpret_cast<char*>(&stored), sizeof(stored));
-  const bool read_all = static_cast<bool>(in);
-  in.close();
-  std::remove(path.c_str());
-  if (!read_all) {
-    drop();
-    return absl::DataLossError(absl::StrCat("cannot read ", path, " whole"));
-  }
-  if (crc != stored) {
-    drop();
-    return absl::DataLossError(
-        absl::StrCat("spilled update ", path, " fails its CRC-32"));
-  }
-  return absl::OkStatus();
+  return std::make_unique<SpilledValues>(path, std::move(in), numel);
 }
 
 }  // namespace layerfl

@@ -11,16 +11,15 @@
 namespace layerfl {
 
 HeldUploads::HeldUploads(int64_t max_held_bytes, std::string spill_dir,
-                         std::function<void(const std::string&)> log,
-                         Gate gate)
+                         std::function<void(const std::string&)> log)
     : max_held_bytes_(max_held_bytes),
       spill_dir_(std::move(spill_dir)),
-      log_(std::move(log)),
-      gate_(std::move(gate)) {}
+      log_(std::move(log)) {}
 
 void HeldUploads::Hold(std::shared_ptr<HeldUpload> u) {
   const int64_t bytes = UpdateValueBytes(u->update);
-  if (!spill_dir_.empty() && held_bytes_ + bytes > max_held_bytes_) {
+  if (u->spill_path.empty() && !spill_dir_.empty() &&
+      held_bytes_ + bytes > max_held_bytes_) {
     const std::string path =
         absl::StrCat(spill_dir_, "/held-", ++spill_seq_, ".bin");
     absl::Status s = SpillValues(u->update, path);
@@ -60,29 +59,11 @@ std::shared_ptr<HeldUpload> HeldUploads::PopFirst() {
   return u;
 }
 
-bool HeldUploads::Restore(HeldUpload& u, const Fail& fail) {
-  if (u.spill_path.empty()) return true;
-  absl::Status s = RestoreValues(u.update, u.spill_path);
-  u.spill_path.clear();
-  if (s.ok()) return true;
-  fail(u, absl::InternalError(absl::StrCat(
-              "spill_lost: the update waited on disk and could not be read "
-              "back (",
-              s.message(), "); send it again")));
-  return false;
-}
-
 void HeldUploads::Drain(const std::function<bool(const HeldUpload&)>& blocked,
-                        const Submit& submit, const Fail& fail) {
+                        const Submit& submit) {
   while (!held_.empty()) {
-    const HeldUpload& next = *held_.begin()->second;
-    if (blocked(next)) return;
-    const int64_t bytes = next.admitted_bytes;
-    const bool gated = !next.spill_path.empty() && gate_.try_take != nullptr;
-    if (gated && !gate_.try_take(bytes)) return;
-    std::shared_ptr<HeldUpload> u = PopFirst();
-    if (Restore(*u, fail)) submit(*u);
-    if (gated) gate_.give(bytes);
+    if (blocked(*held_.begin()->second)) return;
+    submit(*PopFirst());
   }
 }
 
@@ -90,15 +71,12 @@ void HeldUploads::Flush(const absl::Status& instead, const Submit& submit,
                         const Fail& fail) {
   while (!held_.empty()) {
     std::shared_ptr<HeldUpload> u = PopFirst();
-    if (!instead.ok()) {
-      if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
-      fail(*u, instead);
+    if (instead.ok()) {
+      submit(*u);
       continue;
     }
-    const bool gated = !u->spill_path.empty() && gate_.try_take != nullptr &&
-                       gate_.try_take(u->admitted_bytes);
-    if (Restore(*u, fail)) submit(*u);
-    if (gated) gate_.give(u->admitted_bytes);
+    if (!u->spill_path.empty()) std::remove(u->spill_path.c_str());
+    fail(*u, instead);
   }
 }
 

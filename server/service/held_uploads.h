@@ -5,9 +5,8 @@
 // arrived before their turn, kept in client-id order until they are handed
 // to the engine -- in memory while the held values stay within
 // max_held_bytes, beyond that in files under spill_dir (held_spill.h),
-// read back when their turn comes. An update read back from disk takes the
-// place of an upload in memory (the service's caps on uploads in flight,
-// Gate), so that a run allowed one update in memory holds one. gRPC-free.
+// handed out as they are when their turn comes (the engine folds an update
+// on disk from its file, held_spill.h). gRPC-free.
 //
 // Thread-compatible: used on the service's engine thread only; stats() may
 // be read from any thread.
@@ -37,12 +36,12 @@ struct HeldUpload {
   ClientUsage usage;  // what the client says training took
   TransferRecord record;
   std::function<void(const absl::Status&)> done;  // finishes the RPC
-  // The bytes the upload was admitted with (its place under the caps), and
-  // what gives that place back once the update is held (its RPC still open).
-  int64_t admitted_bytes = 0;
+  // Gives the upload's place under the service's caps back once the update
+  // is held (its RPC stays open until its turn).
   std::function<void()> release;
-  // While held: value bytes in memory (0 when spilled), and the file holding
-  // the values when spilled.
+  // While held: value bytes in memory (0 when on disk), and the file holding
+  // the values when on disk (spilled here, or received to disk); the update's
+  // tensors then have their shapes and no values.
   int64_t held_bytes = 0;
   std::string spill_path;
   // Set by the reactor's OnCancel: a client that cancelled (or died) before
@@ -58,21 +57,13 @@ class HeldUploads {
     int64_t spilled = 0;          // updates that waited on disk
   };
   using Submit = std::function<void(HeldUpload&)>;
-  // An update handed out with an error instead (spill_lost, or Flush's).
+  // An update handed out with an error instead (Flush's).
   using Fail = std::function<void(HeldUpload&, const absl::Status&)>;
-
-  // Where an update read back from disk takes its place in memory:
-  // `try_take(bytes)` false = not now (Drain stops and is tried again
-  // later), `give(bytes)` once it has left memory. Unset = no caps.
-  struct Gate {
-    std::function<bool(int64_t)> try_take;
-    std::function<void(int64_t)> give;
-  };
 
   // `spill_dir` "" = always in memory; `log` (may be null) gets a line per
   // spill.
   HeldUploads(int64_t max_held_bytes, std::string spill_dir,
-              std::function<void(const std::string&)> log, Gate gate = {});
+              std::function<void(const std::string&)> log);
 
   bool empty() const { return held_.empty(); }
   bool contains(const std::string& id) const { return held_.count(id) > 0; }
@@ -81,19 +72,17 @@ class HeldUploads {
 
   // Keeps `u` (one per client id: the caller refuses a second) until its
   // turn: in memory within max_held_bytes, else on disk (in memory when the
-  // file cannot be written).
+  // file cannot be written); one already on disk stays there.
   void Hold(std::shared_ptr<HeldUpload> u);
 
   // Hands the held updates to `submit`, lowest id first, stopping at the
-  // first one `blocked` says must wait, or that waits on disk while the gate
-  // has no place for it; each is back in memory first (one that cannot be
-  // read back goes to `fail` with "spill_lost: ...").
+  // first one `blocked` says must wait. One on disk is handed out with its
+  // spill_path: `submit` reads it from there and removes the file.
   void Drain(const std::function<bool(const HeldUpload&)>& blocked,
-             const Submit& submit, const Fail& fail);
+             const Submit& submit);
 
-  // Hands every held update to `submit` (as Drain, nothing blocked, the
-  // gate passed when it has no place: a deadline does not wait); or, with
-  // `instead` not OK, to `fail` with it, their files removed.
+  // Hands every held update to `submit` (as Drain, nothing blocked); or,
+  // with `instead` not OK, to `fail` with it, their files removed.
   void Flush(const absl::Status& instead, const Submit& submit,
              const Fail& fail);
 
@@ -101,14 +90,10 @@ class HeldUploads {
 
  private:
   std::shared_ptr<HeldUpload> PopFirst();
-  // Brings a spilled update's values back (removing its file); false, after
-  // `fail`, when it cannot be read back.
-  bool Restore(HeldUpload& u, const Fail& fail);
 
   const int64_t max_held_bytes_;
   const std::string spill_dir_;
   const std::function<void(const std::string&)> log_;
-  const Gate gate_;
   std::map<std::string, std::shared_ptr<HeldUpload>> held_;
   int64_t held_bytes_ = 0;  // value bytes of held_ in memory
   int64_t spill_seq_ = 0;

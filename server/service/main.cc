@@ -46,6 +46,10 @@ ABSL_FLAG(int64_t, max_upload_mb_in_flight, 1024,
           "cap on the MiB of uploads in memory at once (being received, or "
           "received and not yet aggregated or spilled); a client whose "
           "upload would pass it is told 'busy' and sends it again later");
+ABSL_FLAG(bool, receive_to_disk, false,
+          "write every upload's values to federated.run_dir/held as they "
+          "arrive and aggregate them from there: the coordinator holds about "
+          "a layer of each upload instead of the whole update");
 ABSL_FLAG(int32_t, max_uploads_in_flight, 0,
           "cap on how many uploads are in memory at once (as "
           "--max_upload_mb_in_flight); 1 keeps one update in flight; 0 = no "
@@ -161,6 +165,7 @@ int main(int argc, char** argv) {
   s.grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_mb) << 20;
   s.max_upload_bytes_in_flight = absl::GetFlag(FLAGS_max_upload_mb_in_flight) << 20;
   s.max_uploads_in_flight = absl::GetFlag(FLAGS_max_uploads_in_flight);
+  s.receive_to_disk = absl::GetFlag(FLAGS_receive_to_disk);
   if (!(absl::GetFlag(FLAGS_stream_timeout_s) > 0))
     return fail_flags("--stream_timeout_s: must be > 0");
   s.stream_timeout = absl::Seconds(absl::GetFlag(FLAGS_stream_timeout_s));

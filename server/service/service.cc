@@ -28,6 +28,7 @@
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "proto/layerfl.grpc.pb.h"
 #include "proto/wire_convert.h"
+#include "server/service/held_spill.h"
 #include "server/service/held_uploads.h"
 #include "server/service/long_polls.h"
 #include "server/service/sessions.h"
@@ -190,10 +191,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
       : options_(options),
         deps_(std::move(deps)),
         held_(options.max_held_bytes, options.spill_dir,
-              [this](const std::string& line) { Log(line); },
-              HeldUploads::Gate{
-                  [this](int64_t bytes) { return streams_.TryReserve(bytes); },
-                  [this](int64_t bytes) { streams_.Unreserve(bytes); }}) {
+              [this](const std::string& line) { Log(line); }) {
     // A copy shares the engine's values (copy on write).
     ModelWeights global;
     deps_.engine->VisitGlobal([&](const ModelWeights& g) { global = g; });
@@ -674,6 +672,11 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
   void StreamRead(const void* key) { streams_.Read(key); }
   void ReleaseStream(const void* key) { streams_.Release(key); }
+  // A new file name under spill_dir for an update kept on disk.
+  std::string NextSpillPath(const std::string& kind) {
+    return absl::StrCat(options_.spill_dir, "/", kind, "-",
+                        spill_seq_.fetch_add(1) + 1, ".bin");
+  }
   void CloseStream(const void* key) { streams_.Close(key); }
 
   // An upload's first message: admitted only for a client that holds a
@@ -821,8 +824,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     if (u.usage.train_s >= 0 || u.usage.peak_bytes >= 0) {
       (void)deps_.engine->ReportUsage(u.id, u.round, u.usage);  // metrics only
     }
-    absl::Status s =
-        deps_.engine->SubmitUpdate(u.id, u.round, u.num_samples, u.update);
+    absl::Status s = u.spill_path.empty()
+                         ? deps_.engine->SubmitUpdate(u.id, u.round,
+                                                      u.num_samples, u.update)
+                         : SubmitFromDisk(u);
     if (s.ok()) {
       wire_bytes_up_ += u.record.wire_bytes;
       Log(absl::StrFormat(
@@ -841,6 +846,30 @@ class CoordinatorServerImpl final : public CoordinatorServer,
     FinishUpload(u, s);
   }
 
+  // Folds an update kept on disk from its file (a tensor at a time) and
+  // removes the file. The file's own errors are "spill_lost".
+  absl::Status SubmitFromDisk(HeldUpload& u) {
+    absl::Status s;
+    absl::StatusOr<std::unique_ptr<DeltaSource>> values =
+        OpenSpilledValues(u.spill_path, u.update);
+    if (values.ok()) {
+      s = deps_.engine->SubmitUpdateFrom(u.id, u.round, u.num_samples,
+                                         std::move(u.update), **values);
+    } else {
+      s = values.status();
+    }
+    std::remove(u.spill_path.c_str());
+    u.spill_path.clear();
+    if (!s.ok() && (s.code() == absl::StatusCode::kDataLoss ||
+                    s.code() == absl::StatusCode::kNotFound)) {
+      return absl::InternalError(
+          absl::StrCat("spill_lost: the update waited on disk and could not "
+                       "be read back (",
+                       s.message(), "); send it again"));
+    }
+    return s;
+  }
+
   // Whether a lower-id client still owes an update for the held one's round.
   bool Blocked(const HeldUpload& u) {
     for (const std::string& other : ever_joined_) {
@@ -852,10 +881,8 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   }
 
   void Drain() {
-    held_.Drain(
-        [this](const HeldUpload& u) { return Blocked(u); },
-        [this](HeldUpload& u) { SubmitNow(u); },
-        [this](HeldUpload& u, const absl::Status& s) { FinishUpload(u, s); });
+    held_.Drain([this](const HeldUpload& u) { return Blocked(u); },
+                [this](HeldUpload& u) { SubmitNow(u); });
   }
 
   void FlushHeld(const absl::Status& instead = absl::OkStatus()) {
@@ -1173,6 +1200,7 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   PerKeyRateLimit refusal_log_limit_ ABSL_GUARDED_BY(stats_mu_){
       5, absl::Seconds(10)};
 
+  std::atomic<int64_t> spill_seq_{0};
   StreamRegistry streams_{options_.stream_timeout,
                          options_.max_upload_bytes_in_flight,
                          options_.max_uploads_in_flight};
@@ -1323,6 +1351,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
       s = Start();
     } else if (message_.has_chunk()) {
       s = AddChunk(message_.chunk(), *decoder_);
+      if (s.ok() && disk_ != nullptr) s = ToDisk();
     } else {
       s = BadRequest("a second manifest in one upload");
     }
@@ -1387,7 +1416,9 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     }
     RETURN_IF_ERROR(service_->AdmitUpload(this, id_, m.round(),
                                           /*masked=*/false, bytes));
-    admitted_bytes_ = bytes;
+    if (options.receive_to_disk) {
+      disk_ = std::make_unique<SpillWriter>(service_->NextSpillPath("recv"));
+    }
     DecoderLimits limits;
     limits.encoding = options.encoding;
     limits.max_chunk_bytes = options.max_chunk_bytes;
@@ -1423,18 +1454,44 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     held->record.wire_bytes = wire_bytes_;
     held->cancelled = cancelled_;
     held->record.payload_bytes = decoder_->payload_bytes();
-    held->update = ToDeltas(decoder_->TakeLayers());
+    if (disk_ != nullptr) {
+      s = disk_->Finish();
+      if (!s.ok()) {
+        Refuse(absl::UnavailableError(
+            absl::StrCat("busy: the coordinator cannot store the update (",
+                         s.message(), "); send it again later")));
+        return;
+      }
+      held->update = std::move(on_disk_);
+      held->spill_path = disk_->path();
+      // On disk now: its place under the caps is free.
+      service_->ReleaseStream(this);
+    } else {
+      held->update = ToDeltas(decoder_->TakeLayers());
+    }
     for (const LayerDelta& d : held->update) {
-      for (const Tensor32& t : d.tensors) held->record.numel += t.numel();
+      for (const Tensor32& t : d.tensors) {
+        held->record.numel += ShapeNumel(t.shape);
+      }
     }
     const int64_t wire_bytes = wire_bytes_;
     held->done = [this, wire_bytes](const absl::Status& status) {
       reply_->set_bytes_received(static_cast<uint64_t>(wire_bytes));
       End(ToGrpc(status));
     };
-    held->admitted_bytes = admitted_bytes_;
     held->release = [this] { service_->ReleaseStream(this); };
     service_->SubmitUpload(std::move(held));
+  }
+
+  // receive_to_disk: the layers completed so far go to the file, their
+  // names and shapes stay.
+  absl::Status ToDisk() {
+    for (LayerWeights& layer : decoder_->TakeCompleted()) {
+      RETURN_IF_ERROR(disk_->Append(layer.tensors));
+      for (Tensor32& t : layer.tensors) t.values.clear();
+      on_disk_.push_back({std::move(layer.group), std::move(layer.tensors)});
+    }
+    return absl::OkStatus();
   }
 
   void Refuse(const absl::Status& s) {
@@ -1465,7 +1522,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   std::string id_;
   int64_t round_ = 0;
   int64_t num_samples_ = 0;
-  int64_t admitted_bytes_ = 0;
+  // receive_to_disk: the file being written (removed unless finished) and
+  // the update's layers without their values.
+  std::unique_ptr<SpillWriter> disk_;
+  std::vector<LayerDelta> on_disk_;
   ClientUsage usage_;
   int64_t wire_bytes_ = 0;
   TransferRecord record_;
@@ -1630,6 +1690,10 @@ CoordinatorServerImpl::UploadUpdate(grpc::CallbackServerContext* context,
 }  // namespace
 
 absl::Status ServiceOptions::Validate() const {
+  if (receive_to_disk && spill_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "receive_to_disk: needs a spill_dir to write the updates to");
+  }
   if (chunk_bytes < 4 || chunk_bytes > kMaxChunkLimit) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk_bytes: must be in [4, ", kMaxChunkLimit, "], got ",

@@ -116,6 +116,12 @@ struct ServiceOptions {
   // Where spilled updates wait; "" = always in memory. Created at start,
   // leftovers of an earlier process removed. Default "".
   std::string spill_dir;
+  // Every plain upload's values go to a file under spill_dir a layer at a
+  // time as they arrive, and the engine folds them from there a tensor at a
+  // time: the coordinator holds about a layer of each upload instead of the
+  // whole update (a write and two reads of it through the page cache, the
+  // reads under the engine's lock). Needs spill_dir. Default false.
+  bool receive_to_disk = false;
   // The first round this process starts waits until this many clients have
   // joined, or `wait_for_clients_timeout` passed (then it starts with the
   // joined clients when they reach federated.min_clients). Default 1.

@@ -98,20 +98,6 @@ void StreamRegistry::Close(const void* key) {
   streams_.erase(it);
 }
 
-bool StreamRegistry::TryReserve(int64_t bytes) {
-  absl::MutexLock lock(&mu_);
-  if (!CheckCaps(bytes).ok()) return false;
-  in_flight_ += bytes;
-  ++holding_;
-  return true;
-}
-
-void StreamRegistry::Unreserve(int64_t bytes) {
-  absl::MutexLock lock(&mu_);
-  in_flight_ -= bytes;
-  --holding_;
-}
-
 std::vector<std::string> StreamRegistry::CancelOverdue(absl::Time now) {
   std::vector<std::string> cancelled;
   absl::MutexLock lock(&mu_);

@@ -59,12 +59,6 @@ class StreamRegistry {
   // described ("the upload of 'client-007'").
   std::vector<std::string> CancelOverdue(absl::Time now);
 
-  // For an update that comes back into memory from disk: takes the place of
-  // one upload of `bytes` if the caps allow it now (true), else false and
-  // nothing taken. Give it back with Unreserve(bytes).
-  bool TryReserve(int64_t bytes);
-  void Unreserve(int64_t bytes);
-
   int64_t upload_bytes_in_flight() const;
 
  private:
@@ -84,7 +78,7 @@ class StreamRegistry {
   std::map<const void*, Stream> streams_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  int holding_ ABSL_GUARDED_BY(mu_) = 0;  // uploads (and reserves) counted
+  int holding_ ABSL_GUARDED_BY(mu_) = 0;  // uploads counted
 
   // "busy: ..." when `bytes` more would pass a cap, else OK.
   absl::Status CheckCaps(int64_t bytes) const
