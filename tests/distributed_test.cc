@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -363,6 +364,75 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
 // that builds a narrower model than the run's) tells the coordinator why
 // before it exits; the round goes on without it at once instead of waiting
 // out the 60 s deadline.
+// Issue 24's weight check on loopback: a client process killed mid-run
+// changes the participation (the round after commits at its deadline
+// without it), and layerfl-sim replaying the committed rounds' participants
+// and layers (--replay) ends with the coordinator's final weights bit for
+// bit.
+TEST_F(DistributedTest, AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(150);
+  const auto config = [this](const std::string& name) {
+    const std::string path = WriteConfig(dir_, name);
+    std::string text = ReadFile(path);
+    text = std::regex_replace(text, std::regex("rounds: 3"), "rounds: 4");
+    text = std::regex_replace(text, std::regex("round_deadline_s: 60"),
+                              "round_deadline_s: 4");
+    std::ofstream(path) << text;
+    return path;
+  };
+  const std::string coord_config = config("killed");
+  Process partition({kBin + "/layerfl-partition", "--config=" + coord_config,
+                     "--out=" + dir_ + "/private"},
+                    dir_ + "/partition.log");
+  ASSERT_EQ(partition.Wait(deadline), 0) << partition.Log();
+  std::string port;
+  std::unique_ptr<Process> coordinator =
+      StartCoordinator(coord_config, dir_ + "/killed", deadline, &port);
+  ASSERT_FALSE(port.empty()) << coordinator->Log();
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = absl::StrCat("client-00", i);
+    clients.push_back(std::make_unique<Process>(
+        std::vector<std::string>{kBin + "/layerfl-client",
+                                 "--coordinator=127.0.0.1:" + port,
+                                 "--poll_ms=500", "--threads=1", "--id=" + id,
+                                 "--data_dir=" + dir_ + "/private/" + id},
+        absl::StrCat(dir_, "/killed.client", i, ".log")));
+  }
+  const std::string metrics = dir_ + "/killed/metrics.jsonl";
+  while (absl::Now() < deadline && RunMetrics(dir_ + "/killed").empty()) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  clients[2]->Signal(SIGKILL);  // after round 1, never to return
+  for (int i : {0, 1, 3}) {
+    EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  }
+  ASSERT_EQ(coordinator->Wait(deadline), 0) << coordinator->Log();
+  // Round 1 added client-002's update; no round after it did (it was dropped
+  // at a deadline of round 2, scoring or training, then no longer joined).
+  const std::vector<std::string> rounds = absl::StrSplit(
+      ReadFile(metrics), '\n', absl::SkipEmpty());
+  ASSERT_EQ(rounds.size(), 4u);
+  const std::regex contributed(
+      "\"id\":\"client-002\",\"budget\":[0-9.]+,\"layers\":\\[[^\\]]*\\],"
+      "\"contributed\":true");
+  EXPECT_TRUE(std::regex_search(rounds[0], contributed)) << rounds[0];
+  for (size_t r = 1; r < rounds.size(); ++r) {
+    EXPECT_FALSE(std::regex_search(rounds[r], contributed)) << rounds[r];
+  }
+
+  const std::string replay_config = config("replayed");
+  Process replay({kBin + "/layerfl-sim", "--config=" + replay_config,
+                  "--replay=" + metrics},
+                 dir_ + "/replayed.sim.log");
+  ASSERT_EQ(replay.Wait(deadline), 0) << replay.Log();
+  const Checkpoint a = LatestCheckpoint(dir_ + "/killed");
+  const Checkpoint b = LatestCheckpoint(dir_ + "/replayed");
+  EXPECT_EQ(a.round, 4);
+  EXPECT_EQ(b.round, 4);
+  ExpectBitIdentical(a.weights, b.weights);
+}
+
 TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + absl::Seconds(100);

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/privacy/rdp_accountant.h"
 #include "nlohmann/json.hpp"
 #include "server/sim/simulator.h"
@@ -327,6 +328,83 @@ TEST(SimulatorTest, SameSeedSameMetricsAndWeights) {
   // Something was trained and shipped.
   EXPECT_GT(a->bytes_up, 0);
   EXPECT_GT(a->bytes_down, a->bytes_up);
+}
+
+// Each round's contributors and their layers, from a metrics.jsonl.
+std::vector<std::string> Participation(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json r = nlohmann::json::parse(line);
+    std::string round = absl::StrCat(r["round"].get<int64_t>(), ":");
+    for (const nlohmann::json& c : r["clients"]) {
+      if (!c["contributed"].get<bool>()) continue;
+      absl::StrAppend(&round, " ", c["id"].get<std::string>(), "=",
+                      c["layers"].dump());
+    }
+    out.push_back(round);
+  }
+  return out;
+}
+
+// A recorded run replayed (its rounds' contributors and layers, no sampling,
+// scoring or selection) ends with its weights bit for bit; a record with a
+// gap, a client the config does not have, or a secure run is refused naming
+// the problem.
+TEST(SimulatorTest, AReplayOfTheRecordedRoundsEndsWithTheSameWeights) {
+  RunConfig c = SmallRun("replay_src");
+  c.federated.rounds = 4;
+  auto original = RunSimulation(c, SimOptions());
+  ASSERT_TRUE(original.ok()) << original.status();
+  const std::vector<std::string> rounds = Participation(original->metrics_path);
+  ASSERT_EQ(rounds.size(), 4u);
+  EXPECT_NE(rounds[0].substr(2), rounds[1].substr(2));  // participation varies
+
+  RunConfig again = SmallRun("replay_dst");
+  again.federated.rounds = 9;  // the record decides
+  again.federated.clients_per_round = 1;
+  again.federated.min_clients = 5;
+  SimOptions replay;
+  replay.replay = original->metrics_path;
+  auto replayed = RunSimulation(again, replay);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->rounds_committed, 4);
+  EXPECT_EQ(Participation(replayed->metrics_path), rounds);
+  ExpectBitIdentical(replayed->final_weights, original->final_weights);
+  EXPECT_EQ(replayed->final_accuracy, original->final_accuracy);
+
+  // Round 3 left out.
+  const std::string gap = ::testing::TempDir() + "/replay_gap.jsonl";
+  {
+    std::ifstream in(original->metrics_path);
+    std::ofstream out(gap);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (++n != 3) out << line << "\n";
+    }
+  }
+  replay.replay = gap;
+  auto refused = RunSimulation(SmallRun("replay_gap"), replay);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("round 3 is missing (line 3 records round 4)"));
+
+  RunConfig fewer = SmallRun("replay_fewer");
+  fewer.data.num_clients = 2;
+  fewer.federated.min_clients = 1;
+  fewer.federated.clients_per_round = 2;
+  replay.replay = original->metrics_path;
+  refused = RunSimulation(fewer, replay);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("which this config does not have (2 clients"));
+
+  RunConfig secure = SmallRun("replay_secure");
+  secure.privacy.secure_aggregation.enabled = true;
+  refused = RunSimulation(secure, replay);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("round their updates stochastically"));
 }
 
 TEST(SimulatorTest, CrashAfterThreeRoundsThenResumeEqualsUninterruptedRun) {

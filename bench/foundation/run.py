@@ -178,8 +178,10 @@ def run_model(a, name, clients, rounds, kill_client, profiled=True):
                                    "--config=" + config, "--listen=127.0.0.1:0",
                                    "--port_file=" + port_file, "--metrics_listen=",
                                    "--tick_ms=50",
-                                   # One update in flight (an update is at most the
-                                   # model): the memory target counts one.
+                                   # Uploads go to disk as they arrive and are
+                                   # folded from there (about a layer of each
+                                   # in memory), received one at a time.
+                                   "--receive_to_disk",
                                    "--max_uploads_in_flight=1",
                                    "--max_upload_mb_in_flight=%d"
                                    % (model_bytes // 2 ** 20 + 1)], "coordinator")}

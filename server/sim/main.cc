@@ -9,9 +9,14 @@
 #include "server/sim/simulator.h"
 
 ABSL_FLAG(std::string, config, "configs/demo.yaml", "run config (YAML)");
+ABSL_FLAG(std::string, replay, "",
+          "a coordinator's metrics.jsonl: run its committed rounds with their "
+          "recorded participants and layers (synchronous plain runs; write to "
+          "another federated.run_dir) and compare the final checkpoints");
 
 int main(int argc, char** argv) {
-  layerfl::ParseFlags(argc, argv, "layerfl-sim --config FILE");
+  layerfl::ParseFlags(argc, argv,
+                      "layerfl-sim --config FILE [--replay METRICS_JSONL]");
   absl::StatusOr<layerfl::RunConfig> config =
       layerfl::LoadRunConfig(absl::GetFlag(FLAGS_config));
   if (!config.ok()) {
@@ -20,6 +25,7 @@ int main(int argc, char** argv) {
   }
   layerfl::SimOptions options;
   options.progress = &std::cout;
+  options.replay = absl::GetFlag(FLAGS_replay);
   absl::StatusOr<layerfl::SimResult> result =
       layerfl::RunSimulation(*config, options);
   if (!result.ok()) {

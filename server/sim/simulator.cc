@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "common/worker/worker.h"
 #include "server/round/round_engine.h"
 #include "server/round/selector.h"
+#include "server/sim/replay.h"
 #include "server/setup/run_setup.h"
 
 namespace layerfl {
@@ -362,9 +364,32 @@ absl::Status RunAsyncClients(
 
 std::string SimClientId(int index) { return PartitionClientId(index); }
 
-absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
+absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
                                         const SimOptions& options) {
-  if (c.federated.mode == "local") return RunLocalOnly(c, options);
+  if (config.federated.mode == "local") return RunLocalOnly(config, options);
+  RunConfig c = config;
+  std::optional<std::map<int64_t, ReplayRound>> replay;
+  if (!options.replay.empty()) {
+    const auto refuse = [&](const std::string& why) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("replay of ", options.replay, ": ", why));
+    };
+    if (c.federated.mode != "sync") {
+      return refuse("only synchronous runs can be replayed");
+    }
+    if (c.privacy.secure_aggregation.enabled) {
+      return refuse(
+          "the run aggregates securely: its clients round their updates "
+          "stochastically from the OS, so no replay equals it bit for bit");
+    }
+    if (c.privacy.dp.enabled) {
+      return refuse("privacy.dp draws noise that a replay does not repeat");
+    }
+    ASSIGN_OR_RETURN(replay, ReadReplay(options.replay));
+    c.federated.rounds = static_cast<int>(replay->size());
+    c.federated.min_clients = 1;
+    c.federated.clients_per_round = 0;
+  }
   const auto wall0 = std::chrono::steady_clock::now();
   std::ostream* log = options.progress;
   SetTorchThreads(c.threads);
@@ -405,6 +430,21 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
   FakeClock sim_clock;
   RoundEngine::Deps deps = core.EngineDeps();
   if (async) deps.clock = &sim_clock;
+  std::unique_ptr<LayerSelector> replay_selector;
+  if (replay.has_value()) {
+    for (const auto& [round, r] : *replay) {
+      for (const std::string& id : r.ids) {
+        if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "replay of ", options.replay, ": round ", round,
+              " names client '", id, "', which this config does not have (",
+              ids.size(), " clients: data.num_clients)"));
+        }
+      }
+    }
+    replay_selector = CreateReplaySelector(*replay);
+    deps.selector = replay_selector.get();
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
                    RoundEngine::Create(ToEngineOptions(c), core.initial, deps));
   // Under a time or memory budget every virtual client gets this machine's
@@ -413,12 +453,14 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
       std::shared_ptr<const TrainingProfile> profile,
       MachineProfile(c, clients.empty() ? nullptr : clients[0].worker.get()));
   std::vector<double> speeds;
+  std::vector<ClientInfo> infos;
   for (size_t i = 0; i < clients.size(); ++i) {
     speeds.push_back(DeviceSpeed(c, ids[i]));
     ClientInfo info(ids[i], clients[i].worker->num_samples(), budgets[i]);
     info.profile = profile;
     info.speed = speeds.back();
     RETURN_IF_ERROR(engine->Join(info));
+    infos.push_back(std::move(info));
   }
 
   SimResult result;
@@ -504,6 +546,17 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& c,
       break;
     }
     const auto round0 = std::chrono::steady_clock::now();
+    if (replay.has_value()) {
+      // The round's recorded participants are the only clients joined.
+      const ReplayRound& r = replay->at(engine->committed_round() + 1);
+      for (const ClientInfo& info : infos) {
+        if (std::binary_search(r.ids.begin(), r.ids.end(), info.id)) {
+          RETURN_IF_ERROR(engine->Join(info));
+        } else {
+          engine->Leave(info.id);
+        }
+      }
+    }
     RETURN_IF_ERROR(engine->StartRound());
     if (engine->finished()) {
       if (log) {

@@ -27,6 +27,13 @@ struct SimOptions {
   int64_t stop_after_rounds = 0;
   // Per-round progress lines; null = silent.
   std::ostream* progress = nullptr;
+  // A coordinator's metrics.jsonl (replay.h): run its committed rounds with
+  // their recorded participants and layers instead of sampling and
+  // selecting (federated.rounds, min_clients and clients_per_round follow
+  // the record). Synchronous plain runs only: secure aggregation rounds
+  // stochastically from the OS and privacy.dp draws noise, so neither can
+  // be replayed bit for bit (FailedPrecondition). "" = off.
+  std::string replay;
 };
 
 struct SimResult {

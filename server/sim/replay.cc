@@ -1,0 +1,140 @@
+#include "server/sim/replay.h"
+
+#include <algorithm>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace layerfl {
+namespace {
+
+class ReplaySelector final : public LayerSelector {
+ public:
+  explicit ReplaySelector(std::map<int64_t, ReplayRound> rounds)
+      : rounds_(std::move(rounds)) {}
+
+  bool NeedsScores() const override { return false; }
+
+  absl::StatusOr<SelectionOutcome> Select(
+      const std::vector<SelectionCandidate>& candidates,
+      int64_t round) override {
+    auto it = rounds_.find(round);
+    if (it == rounds_.end()) {
+      return absl::InternalError(
+          absl::StrCat("replay: round ", round, " was not recorded"));
+    }
+    SelectionOutcome out;
+    out.solver_status = "replayed";
+    for (const SelectionCandidate& c : candidates) {
+      auto layers = it->second.layers.find(c.id);
+      if (layers == it->second.layers.end()) {
+        return absl::InternalError(absl::StrCat(
+            "replay: client '", c.id, "' took no part in round ", round));
+      }
+      out.layers.push_back(layers->second);
+    }
+    return out;
+  }
+
+  void OnCommitted(const std::vector<SelectionCandidate>&,
+                   const SelectionOutcome&) override {}
+  std::string SaveState() const override { return ""; }
+  absl::Status RestoreState(const std::string&) override {
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::map<int64_t, ReplayRound> rounds_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::map<int64_t, ReplayRound>> ReadReplay(
+    const std::string& metrics_path) {
+  std::ifstream in(metrics_path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", metrics_path));
+  }
+  std::map<int64_t, ReplayRound> rounds;
+  std::map<int64_t, int> line_of;
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    const auto bad = [&](const std::string& why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(metrics_path, ":", line_no, ": ", why));
+    };
+    const nlohmann::json record =
+        nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object()) return bad("not a JSON object");
+    if (!record.contains("round") || !record["round"].is_number_integer() ||
+        record["round"].get<int64_t>() < 1) {
+      return bad("no round number (an integer >= 1)");
+    }
+    const int64_t round = record["round"].get<int64_t>();
+    if (!record.contains("clients") || !record["clients"].is_array()) {
+      return bad(absl::StrCat("round ", round, " lists no clients"));
+    }
+    ReplayRound r;
+    for (const nlohmann::json& c : record["clients"]) {
+      if (!c.is_object() || !c.contains("id") || !c["id"].is_string() ||
+          !c.contains("layers") || !c["layers"].is_array()) {
+        return bad(absl::StrCat("round ", round,
+                                ": a client without an id and layers"));
+      }
+      if (!c.value("contributed", false)) continue;
+      const std::string id = c["id"].get<std::string>();
+      std::vector<std::string> layers;
+      for (const nlohmann::json& l : c["layers"]) {
+        if (!l.is_string()) {
+          return bad(absl::StrCat("round ", round, ": client '", id,
+                                  "' has a layer that is not a name"));
+        }
+        layers.push_back(l.get<std::string>());
+      }
+      r.ids.push_back(id);
+      r.layers[id] = std::move(layers);
+    }
+    std::sort(r.ids.begin(), r.ids.end());
+    if (r.ids.empty()) {
+      return bad(absl::StrCat("round ", round, " added no client's update"));
+    }
+    auto seen = rounds.find(round);
+    if (seen != rounds.end()) {
+      // A restarted coordinator may write a committed round's record again.
+      if (seen->second.layers != r.layers) {
+        return bad(absl::StrCat("round ", round,
+                                " was recorded before (line ", line_of[round],
+                                ") with other participants"));
+      }
+      continue;
+    }
+    line_of[round] = line_no;
+    rounds[round] = std::move(r);
+  }
+  if (rounds.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(metrics_path, ": no committed round"));
+  }
+  int64_t want = 1;
+  for (const auto& [round, r] : rounds) {
+    if (round != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          metrics_path, ": round ", want, " is missing (line ",
+          line_of[round], " records round ", round, ")"));
+    }
+    ++want;
+  }
+  return rounds;
+}
+
+std::unique_ptr<LayerSelector> CreateReplaySelector(
+    std::map<int64_t, ReplayRound> rounds) {
+  return std::make_unique<ReplaySelector>(std::move(rounds));
+}
+
+}  // namespace layerfl
