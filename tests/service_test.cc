@@ -164,6 +164,43 @@ TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
   std::filesystem::remove_all(spill_dir);
 }
 
+// receive_to_disk: every upload goes to spill_dir as it arrives and is
+// folded from there; the weights are the sequential drive's bit for bit, no
+// update waits in memory, and no file is left.
+TEST(ServiceTest, UploadsReceivedToDiskFoldToTheSameWeights) {
+  constexpr int kRounds = 3, kClients = 3;
+  const std::string spill_dir =
+      ::testing::TempDir() + "/recv_" + std::to_string(getpid());
+  std::filesystem::remove_all(spill_dir);
+  ServiceOptions options = FastOptions(kClients);
+  options.spill_dir = spill_dir;
+  options.receive_to_disk = true;
+  options.max_uploads_in_flight = 1;
+  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < kClients; ++i) {
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i),
+                                   absl::Milliseconds(60 * (kClients - i))),
+        Id(i)));
+  }
+  for (auto& d : daemons) ASSERT_TRUE(d->Join().ok());
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  ExpectBitIdentical(coordinator.engine().global(),
+                     SequentialDrive(kRounds, kClients));
+  const ServiceStats stats = coordinator.server().stats();
+  EXPECT_EQ(stats.peak_held_bytes, 0);  // what waited, waited on disk
+  EXPECT_EQ(stats.spilled, 0);          // and was never spilled: it was there
+  EXPECT_TRUE(std::filesystem::is_empty(spill_dir));
+  std::filesystem::remove_all(spill_dir);
+
+  ServiceOptions no_dir = FastOptions(kClients);
+  no_dir.receive_to_disk = true;
+  EXPECT_THAT(std::string(no_dir.Validate().message()),
+              HasSubstr("receive_to_disk: needs a spill_dir"));
+}
+
 // The values of `update` (whose tensors have their shapes) read back from
 // `path` as the engine reads them, then the file removed, as the service does.
 absl::Status ReadBack(std::vector<LayerDelta>& update, const std::string& path) {

@@ -6,7 +6,7 @@
 // to the engine -- in memory while the held values stay within
 // max_held_bytes, beyond that in files under spill_dir (held_spill.h),
 // handed out as they are when their turn comes (the engine folds an update
-// on disk from its file, held_spill.h). gRPC-free.
+// on disk from its file). gRPC-free.
 //
 // Thread-compatible: used on the service's engine thread only; stats() may
 // be read from any thread.

@@ -798,6 +798,10 @@ class CoordinatorServerImpl final : public CoordinatorServer,
   // --- engine thread ---
 
   void FinishUpload(HeldUpload& u, const absl::Status& s) {
+    if (!u.spill_path.empty()) {  // refused before it was read from disk
+      std::remove(u.spill_path.c_str());
+      u.spill_path.clear();
+    }
     u.record.outcome = s.ok() ? "ok" : ReasonName(s);
     if (!s.ok()) CountRefusal("upload", u.id, s);
     {

@@ -2,8 +2,8 @@
 #define LAYERFL_SERVER_SERVICE_STREAMS_H_
 
 // The coordinator's open upload and download streams: each one's deadline,
-// and for uploads the one-stream-per-client rule and the cap on the bytes
-// being received. Transport-free (a stream is a key and a cancel function);
+// and for uploads the one-stream-per-client rule and the caps on the
+// uploads in memory. Transport-free (a stream is a key and a cancel function);
 // thread-safe.
 
 #include <cstdint>
