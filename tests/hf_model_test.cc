@@ -153,8 +153,9 @@ struct VisionCase {
   bool head;
 };
 constexpr VisionCase kVisionCases[] = {
-    {"vit", true},          {"vit_bf16", true},   {"vit_bare", false},
-    {"clip_vision", false}, {"clip_full", false}, {"clip_cls", true}};
+    {"vit", true},          {"vit_sharded", true}, {"vit_bf16", true},
+    {"vit_bare", false},    {"clip_vision", false}, {"clip_full", false},
+    {"clip_cls", true}};
 
 TEST_F(HfModelTest, LogitsEqualTheReferenceForward) {
   for (const char* name : {"bert", "roberta", "xlmr"}) {
@@ -302,7 +303,8 @@ TEST_F(HfModelTest, ExportRoundTripsBitIdentical) {
   }
 }
 
-// ViT (float32, bfloat16, a bare ViTModel without qkv biases) and CLIP's
+// ViT (float32, in 3 shards as transformers writes them, bfloat16, a bare
+// ViTModel without qkv biases) and CLIP's
 // vision tower (a float16 CLIPVisionModel, a CLIPModel with its text tower, a
 // CLIPForImageClassification): the features the head reads equal the
 // reference forward's, so the logits are the reference's within 1e-5 with
