@@ -189,8 +189,11 @@ for root, _, files in os.walk(SRC):
     if os.path.relpath(root, SRC).split(os.sep)[0].startswith(("build", ".git")):
         continue
     if "CMakeLists.txt" in files:
-        targets |= set(re.findall(r"add_executable\(\s*([\w.+-]+)",
-                                  open(os.path.join(root, "CMakeLists.txt")).read()))
+        text = open(os.path.join(root, "CMakeLists.txt")).read()
+        targets |= set(re.findall(r"add_executable\(\s*([\w.+-]+)", text))
+        # A MODULE library's file: lib<OUTPUT_NAME or target>.so.
+        targets |= {"lib%s.so" % t for t in
+                    re.findall(r"add_library\(\s*([\w.+-]+)\s+MODULE", text)}
 installed = {}  # basename -> absolute path in the image
 copies = []     # (image dest dir, repo source)
 workdir = "/"
@@ -216,12 +219,15 @@ for instr, rest in stages.get("runtime", []):
 check(runtime_env.get("OMP_WAIT_POLICY") == "PASSIVE",
       "runtime stage sets OMP_WAIT_POLICY=PASSIVE")
 check(set(installed) == {"layerfl-coordinator", "layerfl-client", "layerfl-partition",
-                          "layerfl-export"},
-      "runtime stage holds the two daemons, layerfl-partition and layerfl-export: %s"
-      % sorted(installed))
+                          "layerfl-export", "liblayerfl_spm_shim.so"},
+      "runtime stage holds the two daemons, layerfl-partition, layerfl-export and the "
+      "SentencePiece shim: %s" % sorted(installed))
 for name, dest in installed.items():
     check(os.path.dirname(dest) in ("/usr/local/bin", "/usr/bin"),
           "%s is installed on PATH (%s)" % (name, dest))
+check(os.path.dirname(installed.get("liblayerfl_spm_shim.so", "")) ==
+      os.path.dirname(installed.get("layerfl-client", "?")),
+      "the SentencePiece shim sits next to the binaries, where they load it from")
 
 # Runtime packages cover every library the daemons link directly.
 runtime_pkgs = set(apt_packages("runtime"))
@@ -230,7 +236,7 @@ check(not [p for p in runtime_pkgs if p.endswith("-dev") or p in ("cmake", "ninj
 check(RUNTIME_EXTRA <= runtime_pkgs, "runtime stage installs %s" % sorted(RUNTIME_EXTRA))
 for name in sorted(installed):
     path = os.path.join(BIN, name)
-    if not check(os.access(path, os.X_OK), "%s is built (%s)" % (name, path)):
+    if not check(os.path.exists(path), "%s is built (%s)" % (name, path)):
         continue
     needed = re.findall(r"\(NEEDED\).*\[(.+)\]", run(["readelf", "-d", path]).stdout)
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", run(["ldd", path]).stdout, re.M))
