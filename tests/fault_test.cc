@@ -9,7 +9,12 @@
 //    in which it never sent that update (so it was mixed into no later round);
 //  - the coordinator killed after a commit and restarted on the same
 //    checkpoints: clients rejoin and the final weights equal an uninterrupted
-//    run.
+//    run;
+//  - an upload that stalls while it holds the only place of
+//    --max_uploads_in_flight 1 is cut at its stream deadline and the others
+//    get in;
+//  - a client that lies about its device (CPU quota, peak, memory limit) in
+//    its upload: the usage is dropped, the update kept.
 // References are in-process engine drives on a fake clock, clients in id
 // order (what the service's ordered aggregation reproduces).
 #include <gmock/gmock.h>
@@ -19,8 +24,10 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <limits>
 
 #include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
 #include "proto/layerfl.grpc.pb.h"
 #include "proto/wire_convert.h"
 #include "tests/service_fixture.h"
@@ -90,9 +97,12 @@ class RawClient {
   }
 
   // Uploads `frames`; with `cancel_after` >= 0, writes that many chunks, then
-  // cancels the call without WritesDone (the client process dies).
+  // cancels the call without WritesDone (the client process dies), or with
+  // `stall` keeps the call open, sending nothing more, until the server ends
+  // it.
   grpc::Status Upload(int64_t round, const std::vector<std::string>& layers,
-                      std::vector<ChunkFrame> frames, int cancel_after = -1) {
+                      std::vector<ChunkFrame> frames, int cancel_after = -1,
+                      bool stall = false) {
     grpc::ClientContext c;
     Deadline(&c);
     wire::UploadReply reply;
@@ -103,6 +113,7 @@ class RawClient {
     m.mutable_manifest()->set_round(round);
     m.mutable_manifest()->set_num_samples(Samples(index_));
     for (const std::string& l : layers) m.mutable_manifest()->add_layers(l);
+    if (manifest_tweak) manifest_tweak(m.mutable_manifest());
     bool open = writer->Write(m);
     int written = 0;
     for (ChunkFrame& f : frames) {
@@ -111,6 +122,9 @@ class RawClient {
       open = writer->Write(m);
       ++written;
     }
+    if (stall) {
+      return writer->Finish();  // returns once the server ends the call
+    }
     if (cancel_after >= 0) {
       c.TryCancel();
     } else if (open) {
@@ -118,6 +132,9 @@ class RawClient {
     }
     return writer->Finish();
   }
+
+  // Applied to every upload's manifest before it is sent (a lying client).
+  std::function<void(wire::UploadManifest*)> manifest_tweak;
 
   grpc::Status Leave() {
     wire::LeaveRequest r;
@@ -309,6 +326,126 @@ TEST(FaultTest, StragglerPastDeadlineRefusedStaleAndNeverMixedIn) {
         return i == 1 && round == 1;
       }));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(25));
+}
+
+// A client that starts its upload and then sends nothing more holds the
+// only place of --max_uploads_in_flight 1 until its stream's deadline
+// (stream_timeout + a second per MiB): then the coordinator cancels it, the
+// other clients' uploads (told "busy" meanwhile) get in, and the round
+// commits without the stalled one, as if it had never uploaded.
+TEST(FaultTest, AStalledUploadLosesTheOnlyPlaceAtItsStreamDeadline) {
+  constexpr int kClients = 3;
+  const absl::Time t0 = absl::Now();
+  ServiceOptions options = FastOptions(kClients);
+  options.max_uploads_in_flight = 1;
+  options.stream_timeout = absl::Seconds(2);
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(8)), options);
+  RawClient raw(coordinator.target(), 1);
+  ASSERT_TRUE(raw.Join());
+  // The others train for 0.5 s: their uploads come while the stalled one
+  // holds the place.
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i : {0, 2}) {
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i), absl::Milliseconds(500)),
+        Id(i)));
+  }
+  grpc::Status stalled = grpc::Status::OK;
+  absl::Time stalled_at, cut_at;
+  bool stalled_sent = false;
+  const absl::Time limit = absl::Now() + absl::Seconds(20);
+  while (!stalled_sent && absl::Now() < limit) {
+    const wire::TaskReply t = raw.GetTask();
+    if (t.kind() == wire::TaskReply::SCORE) {
+      ASSERT_TRUE(raw.Scores(t.round()).ok());
+    } else if (t.kind() == wire::TaskReply::TRAIN) {
+      const std::vector<std::string> layers(t.layers().begin(),
+                                            t.layers().end());
+      std::vector<ChunkFrame> frames =
+          raw.Update(coordinator.engine().global(), t.round(), layers);
+      stalled_at = absl::Now();
+      stalled = raw.Upload(t.round(), layers, std::move(frames),
+                           /*cancel_after=*/1, /*stall=*/true);
+      cut_at = absl::Now();
+      stalled_sent = true;
+    }
+  }
+  ASSERT_TRUE(stalled_sent);
+  EXPECT_FALSE(stalled.ok());
+  EXPECT_GE(cut_at - stalled_at, absl::Seconds(2));
+  EXPECT_LT(cut_at - stalled_at, absl::Seconds(5));
+  for (auto& d : daemons) {
+    const absl::StatusOr<DaemonResult>& r = d->Join();
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  ASSERT_EQ(coordinator.engine().committed_round(), 1);
+  const std::vector<RoundRecord> records = coordinator.records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_FALSE(Find(records[0], Id(1))->contributed);
+  EXPECT_TRUE(Find(records[0], Id(0))->contributed);
+  EXPECT_TRUE(Find(records[0], Id(2))->contributed);
+  const ServiceStats stats = coordinator.server().stats();
+  EXPECT_GE(stats.refused.count("busy") ? stats.refused.at("busy") : 0, 1);
+  ExpectBitIdentical(coordinator.engine().global(),
+                     SequentialDrive(1, kClients, [](int i, int64_t) {
+                       return i == 1;
+                     }));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(20));
+}
+
+// A client that lies about its device in its upload (an infinite CPU
+// quota, a peak of 2^63-1 bytes, a negative memory limit): the update is
+// taken, the absurd usage is dropped (the round's record shows none, its
+// JSON stays valid), and the weights are the honest run's.
+TEST(FaultTest, ALieAboutTheDeviceIsDroppedAndTheUpdateKept) {
+  constexpr int kClients = 2;
+  Coordinator coordinator(EngineOptions(1, absl::Seconds(10)),
+                          FastOptions(kClients));
+  RawClient raw(coordinator.target(), 1);
+  raw.manifest_tweak = [](wire::UploadManifest* m) {
+    m->set_cpus(std::numeric_limits<double>::infinity());
+    m->set_process_peak_bytes(std::numeric_limits<int64_t>::max());
+    m->set_memory_limit_bytes(-5);
+    m->set_train_s(0.25);
+  };
+  ASSERT_TRUE(raw.Join());
+  DaemonThread honest(
+      coordinator.target(),
+      std::make_unique<FakeWork>(Id(0), Samples(0), absl::ZeroDuration()),
+      Id(0));
+  bool sent = false;
+  const absl::Time limit = absl::Now() + absl::Seconds(15);
+  while (!sent && absl::Now() < limit) {
+    const wire::TaskReply t = raw.GetTask();
+    if (t.kind() == wire::TaskReply::SCORE) {
+      ASSERT_TRUE(raw.Scores(t.round()).ok());
+    } else if (t.kind() == wire::TaskReply::TRAIN) {
+      const std::vector<std::string> layers(t.layers().begin(),
+                                            t.layers().end());
+      const grpc::Status s = raw.Upload(
+          t.round(), layers,
+          raw.Update(coordinator.engine().global(), t.round(), layers));
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      sent = true;
+    }
+  }
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(honest.Join().ok());
+  ASSERT_TRUE(coordinator.server().Wait().ok());
+  const std::vector<RoundRecord> records = coordinator.records();
+  ASSERT_EQ(records.size(), 1u);
+  const ClientRoundRecord* liar = Find(records[0], Id(1));
+  ASSERT_NE(liar, nullptr);
+  EXPECT_TRUE(liar->contributed);
+  EXPECT_EQ(liar->usage.cpus, -1);
+  EXPECT_EQ(liar->usage.process_peak_bytes, -1);
+  EXPECT_EQ(liar->usage.memory_limit_bytes, -1);
+  const nlohmann::json json = nlohmann::json::parse(
+      records[0].ToJson(), nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(json.is_object()) << records[0].ToJson();
+  ExpectBitIdentical(coordinator.engine().global(),
+                     SequentialDrive(1, kClients));
 }
 
 TEST(FaultTest, CoordinatorRestartedMidRunFinalWeightsEqualUninterrupted) {
