@@ -358,12 +358,6 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
   EXPECT_GT(std::stoll(m[1]), 0);
 }
 
-// A client whose config file is not the run's is refused at start, naming
-// the first field that differs with both values, before it joins. A client
-// whose local work fails (told to run its own config, --config_mode=local,
-// that builds a narrower model than the run's) tells the coordinator why
-// before it exits; the round goes on without it at once instead of waiting
-// out the 60 s deadline.
 // Issue 24's weight check on loopback: a client process killed mid-run
 // changes the participation (the round after commits at its deadline
 // without it), and layerfl-sim replaying the committed rounds' participants
@@ -433,6 +427,12 @@ TEST_F(DistributedTest, AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) 
   ExpectBitIdentical(a.weights, b.weights);
 }
 
+// A client whose config file is not the run's is refused at start, naming
+// the first field that differs with both values, before it joins. A client
+// whose local work fails (told to run its own config, --config_mode=local,
+// that builds a narrower model than the run's) tells the coordinator why
+// before it exits; the round goes on without it at once instead of waiting
+// out the 60 s deadline.
 TEST_F(DistributedTest, ClientWhoseWorkFailsLeavesWithItsReason) {
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + absl::Seconds(100);
