@@ -43,7 +43,9 @@ else
   IMAGE=layerfl:latest
 fi
 readonly PROJECT=layerfl-trial
-readonly ROUNDS=150
+# federated.rounds of the config the compose file runs.
+ROUNDS="$(sed -n 's/^  rounds: *\([0-9]*\).*/\1/p' "$SRC/configs/compose_trial.yaml")"
+readonly ROUNDS
 readonly DEADLINE_S=20
 readonly TIME_LIMIT_S=${LAYERFL_TRIAL_TIME_LIMIT_S:-900}
 
@@ -174,8 +176,10 @@ def check(cond, what):
     global ok
     print(("ok    " if cond else "FAIL  ") + what)
     ok = ok and cond
-check([r["round"] for r in rounds] == list(range(1, want + 1)),
-      "rounds 1..%d committed once each: %s" % (want, [r["round"] for r in rounds]))
+got = [r["round"] for r in rounds]
+check(got == list(range(1, want + 1)),
+      "rounds 1..%d committed once each%s" % (want, "" if got == list(range(1, want + 1))
+                                               else ": %s" % got))
 peak = {}
 last = None
 for r in rounds:
@@ -205,7 +209,9 @@ for cid, (p, limit, budget) in sorted(peak.items()):
 sys.exit(0 if ok else 1)
 EOF
 if [[ $FAILED -ne 0 ]]; then
-  compose logs --no-color --tail 30 coordinator 2>&1 | tail -30
+  for s in coordinator client3 client5; do
+    compose logs --no-color --tail 30 "$s" 2>&1 | tail -30
+  done
   exit 1
 fi
 log "pass"

@@ -427,6 +427,70 @@ TEST_F(DistributedTest, AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) 
   ExpectBitIdentical(a.weights, b.weights);
 }
 
+// The same check for a secure run whose clients round from a seed
+// (privacy.dp.noise_seed): client-003 sends its key shares in round 2 and
+// dies before its masked update, so round 2's roster holds 4 clients and
+// its sum 3 updates; the replay, with 3 participants, quantizes with the
+// recorded roster's headroom and ends with the coordinator's weights.
+TEST_F(DistributedTest, ASecureRunWithAClientLostAfterItsSharesEqualsItsReplay) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(150);
+  const std::string privacy =
+      "privacy:\n"
+      "  dp:\n    noise_seed: 11\n"
+      "  secure_aggregation:\n    enabled: true\n    threshold: 0.5\n"
+      "    value_range: 2.0\n";
+  const auto config = [&](const std::string& name) {
+    const std::string path = WriteConfig(dir_, name, privacy);
+    std::string text = ReadFile(path);
+    text = std::regex_replace(text, std::regex("  min_clients: 2\n"),
+                              "  min_clients: 2\n  aggregation: uniform\n");
+    text = std::regex_replace(text, std::regex("round_deadline_s: 60"),
+                              "round_deadline_s: 4");
+    std::ofstream(path) << text;
+    return path;
+  };
+  const std::string coord_config = config("secure");
+  const std::string coord_dir = dir_ + "/secure";
+  std::string port;
+  std::unique_ptr<Process> coordinator =
+      StartCoordinator(coord_config, coord_dir, deadline, &port);
+  ASSERT_FALSE(port.empty()) << coordinator->Log();
+  std::vector<std::unique_ptr<Process>> clients;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> argv = {
+        kBin + "/layerfl-client", "--config=" + coord_config,
+        "--coordinator=127.0.0.1:" + port, "--poll_ms=500",
+        absl::StrCat("--partition=", i)};
+    if (i == 3) argv.push_back("--fault_exit_after_shares=2");
+    clients.push_back(std::make_unique<Process>(
+        argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
+  }
+  EXPECT_NE(clients[3]->Wait(deadline), 0);
+  ASSERT_EQ(coordinator->Wait(deadline), 0) << coordinator->Log();
+  const std::vector<std::string> rounds = absl::StrSplit(
+      ReadFile(coord_dir + "/metrics.jsonl"), '\n', absl::SkipEmpty());
+  ASSERT_EQ(rounds.size(), 3u);
+  EXPECT_THAT(rounds[1], ::testing::HasSubstr(
+                             "\"secure_aggregation\":{\"roster\":4}"));
+  EXPECT_THAT(rounds[1], ::testing::ContainsRegex(
+                             "\"id\":\"client-003\",[^}]*\"contributed\":"
+                             "false"));
+
+  const std::string replay_config = config("secure_replayed");
+  Process replay({kBin + "/layerfl-sim", "--config=" + replay_config,
+                  "--replay=" + coord_dir + "/metrics.jsonl"},
+                 dir_ + "/secure_replayed.sim.log");
+  ASSERT_EQ(replay.Wait(deadline), 0) << replay.Log();
+  const Checkpoint a = LatestCheckpoint(coord_dir);
+  const Checkpoint b = LatestCheckpoint(dir_ + "/secure_replayed");
+  EXPECT_EQ(a.round, 3);
+  EXPECT_EQ(b.round, 3);
+  ExpectBitIdentical(a.weights, b.weights);
+}
+
 // A client whose config file is not the run's is refused at start, naming
 // the first field that differs with both values, before it joins. A client
 // whose local work fails (told to run its own config, --config_mode=local,

@@ -567,7 +567,8 @@ absl::Status SecAggServer::AddAdvert(const SecAggAdvert& advert,
   return absl::OkStatus();
 }
 
-absl::StatusOr<SecAggRoster> SecAggServer::Roster(int threshold) {
+absl::StatusOr<SecAggRoster> SecAggServer::Roster(int threshold,
+                                                   int summands) {
   if (roster_fixed_) return Refuse("replayed", "the roster is already fixed");
   if (threshold > 0) threshold_ = threshold;
   // Never below a majority (SecAggMinThreshold): clients refuse less.
@@ -586,7 +587,8 @@ absl::StatusOr<SecAggRoster> SecAggServer::Roster(int threshold) {
   r.round = round_;
   r.threshold = threshold_;
   r.value_range = value_range_;
-  r.scale = SecAggScale(value_range_, static_cast<int>(entries_.size()));
+  r.scale = SecAggScale(
+      value_range_, std::max(summands, static_cast<int>(entries_.size())));
   r.layer_sizes = layer_sizes_;
   order_.clear();
   for (const auto& [id, e] : entries_) {

@@ -258,8 +258,11 @@ class SecAggServer {
   absl::Status AddAdvert(const SecAggAdvert& advert, std::vector<int> layers);
   // Fixes the roster, entries in id order; `threshold` > 0 replaces the one
   // given at construction (a round sizes it by who advertised).
-  // FailedPrecondition with fewer entries than the threshold.
-  absl::StatusOr<SecAggRoster> Roster(int threshold = 0);
+  // `summands` > the roster's size sizes the scale's headroom for that many
+  // participants instead (a replay repeating a recorded round whose roster
+  // was larger; more headroom never wraps). FailedPrecondition with fewer
+  // entries than the threshold.
+  absl::StatusOr<SecAggRoster> Roster(int threshold = 0, int summands = 0);
 
   // Phase 2: `from`'s shares, one for every other roster member.
   absl::Status AddShares(const std::string& from,

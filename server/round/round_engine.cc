@@ -563,9 +563,14 @@ class RoundEngineImpl : public RoundEngine {
       const int t = std::max(
           2, static_cast<int>(
                  std::ceil(options_.secagg.threshold * answered - 1e-9)));
-      absl::StatusOr<SecAggRoster> roster = secagg_->Roster(t);
+      auto replayed = options_.secagg.replay_roster.find(running_round());
+      absl::StatusOr<SecAggRoster> roster = secagg_->Roster(
+          t, replayed == options_.secagg.replay_roster.end()
+                 ? 0
+                 : replayed->second);
       if (!roster.ok()) return false;
       roster_ = std::make_shared<const SecAggRoster>(std::move(*roster));
+      record_.secagg_roster = static_cast<int>(roster_->entries.size());
       SetPhase(Phase::kShareKeys);
     } else if (phase_ == Phase::kShareKeys) {
       SetPhase(Phase::kTraining);
@@ -1214,6 +1219,9 @@ std::string RoundRecord::ToJson() const {
   out["clients"] = std::move(clients_json);
   out["rejected"] = Json::object();
   for (const auto& [reason, count] : rejected) out["rejected"][reason] = count;
+  if (secagg_roster > 0) {
+    out["secure_aggregation"] = {{"roster", secagg_roster}};
+  }
   if (private_round) {
     out["privacy"] = {{"epsilon", epsilon},
                       {"delta", delta},

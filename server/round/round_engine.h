@@ -211,6 +211,9 @@ struct RoundRecord {
   // The participants were drawn from privacy.dp.insecure_sampling_seed, not
   // the OS's CSPRNG: "sampling":"insecure_seed" in the JSON.
   bool insecure_sampling = false;
+  // Secure aggregation: how many clients the committed attempt's roster
+  // held (its quantization scale follows from it); 0 = not secure.
+  int secagg_roster = 0;
   // One JSON line. Everything measured (timings, each client's usage) comes
   // last, after "timing_ms", so that determinism checks can cut it off.
   std::string ToJson() const;
@@ -265,6 +268,10 @@ struct SecAggOptions {
   bool enabled = false;
   double threshold = 0.66;   // fraction of the roster, in (0, 1]
   double value_range = 1.0;  // every value is clipped to +-this, > 0
+  // A replay (server/sim/replay.h): round r quantizes with the headroom of
+  // replay_roster[r] participants, the roster size the recorded run had
+  // (RoundRecord::secagg_roster). Empty = the roster's own size.
+  std::map<int64_t, int> replay_roster;
 };
 
 // Buffered asynchronous aggregation (federated.mode: async; FedBuff,

@@ -100,6 +100,18 @@ absl::StatusOr<std::map<int64_t, ReplayRound>> ReadReplay(
       r.layers[id] = std::move(layers);
     }
     std::sort(r.ids.begin(), r.ids.end());
+    if (record.contains("secure_aggregation")) {
+      const nlohmann::json& secure = record["secure_aggregation"];
+      if (!secure.is_object() || !secure.contains("roster") ||
+          !secure["roster"].is_number_integer() ||
+          secure["roster"].get<int64_t>() < 1 ||
+          secure["roster"].get<int64_t>() > 255) {
+        return bad(absl::StrCat("round ", round,
+                                ": secure_aggregation.roster is not a count "
+                                "in [1, 255]"));
+      }
+      r.roster = secure["roster"].get<int>();
+    }
     if (r.ids.empty()) {
       return bad(absl::StrCat("round ", round, " added no client's update"));
     }

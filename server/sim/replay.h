@@ -25,6 +25,10 @@ struct ReplayRound {
   // the layers each trained.
   std::vector<std::string> ids;
   std::map<std::string, std::vector<std::string>> layers;
+  // Secure aggregation: the round's roster size (its quantization scale
+  // follows from it; clients that advertised and then dropped count); 0 =
+  // not recorded (a plain run).
+  int roster = 0;
 };
 
 // Rounds 1..N of `metrics_path`, every one committed once. Errors name the

@@ -377,15 +377,27 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
     if (c.federated.mode != "sync") {
       return refuse("only synchronous runs can be replayed");
     }
-    if (c.privacy.secure_aggregation.enabled) {
+    if (c.privacy.secure_aggregation.enabled && c.privacy.dp.noise_seed == 0) {
       return refuse(
-          "the run aggregates securely: its clients round their updates "
-          "stochastically from the OS, so no replay equals it bit for bit");
+          "the run aggregates securely and privacy.dp.noise_seed is 0: its "
+          "clients round their updates stochastically from the OS, so no "
+          "replay equals it bit for bit (a run whose clients rounded from a "
+          "noise_seed replays with the same one)");
     }
     if (c.privacy.dp.enabled) {
       return refuse("privacy.dp draws noise that a replay does not repeat");
     }
     ASSIGN_OR_RETURN(replay, ReadReplay(options.replay));
+    for (const auto& [round, r] : *replay) {
+      if (c.privacy.secure_aggregation.enabled != (r.roster > 0)) {
+        return refuse(absl::StrCat(
+            "round ", round,
+            c.privacy.secure_aggregation.enabled
+                ? " has no secure_aggregation.roster: the recorded run was "
+                  "not secure, this config is"
+                : " was aggregated securely, this config is not"));
+      }
+    }
     c.federated.rounds = static_cast<int>(replay->size());
     c.federated.min_clients = 1;
     c.federated.clients_per_round = 0;
@@ -430,8 +442,12 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
   FakeClock sim_clock;
   RoundEngine::Deps deps = core.EngineDeps();
   if (async) deps.clock = &sim_clock;
+  RoundEngineOptions engine_options = ToEngineOptions(c);
   std::unique_ptr<LayerSelector> replay_selector;
   if (replay.has_value()) {
+    for (const auto& [round, r] : *replay) {
+      if (r.roster > 0) engine_options.secagg.replay_roster[round] = r.roster;
+    }
     for (const auto& [round, r] : *replay) {
       for (const std::string& id : r.ids) {
         if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
@@ -446,7 +462,7 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
     deps.selector = replay_selector.get();
   }
   ASSIGN_OR_RETURN(std::unique_ptr<RoundEngine> engine,
-                   RoundEngine::Create(ToEngineOptions(c), core.initial, deps));
+                   RoundEngine::Create(engine_options, core.initial, deps));
   // Under a time or memory budget every virtual client gets this machine's
   // profile (measured once, cached) and its device's speed.
   ASSIGN_OR_RETURN(

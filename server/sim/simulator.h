@@ -30,9 +30,11 @@ struct SimOptions {
   // A coordinator's metrics.jsonl (replay.h): run its committed rounds with
   // their recorded participants and layers instead of sampling and
   // selecting (federated.rounds, min_clients and clients_per_round follow
-  // the record). Synchronous plain runs only: secure aggregation rounds
-  // stochastically from the OS and privacy.dp draws noise, so neither can
-  // be replayed bit for bit (FailedPrecondition). "" = off.
+  // the record). Synchronous runs without privacy.dp (its noise is not
+  // repeated); a secure run only when its clients rounded from a seed, the
+  // config's privacy.dp.noise_seed, which the replay's clients use too
+  // (each round quantizes with the recorded roster's headroom). Otherwise
+  // FailedPrecondition. "" = off.
   std::string replay;
 };
 
