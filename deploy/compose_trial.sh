@@ -208,6 +208,41 @@ for cid, (p, limit, budget) in sorted(peak.items()):
           % (cid, p, limit, p / limit, budget))
 sys.exit(0 if ok else 1)
 EOF
+# The weight check: layerfl-sim runs the committed rounds again with their
+# recorded participants and layers (the clients rounded from the config's
+# privacy.dp.noise_seed) and compares its final weights with the
+# coordinator's. On loopback such a replay is bit-identical
+# (distributed_test's replay tests, faults and secure aggregation included);
+# across these containers it is not yet (it drifts by float rounding from an
+# early fault-free round: issue 24), so a difference is reported, with the
+# first round whose evaluation differs, and does not fail the trial. It needs
+# a host build of layerfl-sim (--local, or build/).
+sim="${LOCAL_BUILD:-$SRC/build}/bin/layerfl-sim"
+if [[ -x "$sim" ]]; then
+  docker cp "$coordinator:/var/lib/layerfl/runs/compose_trial" "$TMP/run" ||
+    fail "cannot copy the run directory out of the coordinator"
+  sed -e "s#^  run_dir: .*#  run_dir: $TMP/replay#" -e 's#^  resume: true.*#  resume: false#' \
+    "$SRC/configs/compose_trial.yaml" >"$TMP/replay.yaml"
+  t0=$SECONDS
+  if OMP_WAIT_POLICY=PASSIVE "$sim" --config "$TMP/replay.yaml" \
+    --replay "$TMP/run/metrics.jsonl" --expect_run_dir "$TMP/run" >"$TMP/replay.log" 2>&1; then
+    echo "ok    weights: $(tail -1 "$TMP/replay.log") (replayed in $((SECONDS - t0)) s)"
+  elif grep -q "the replay differs from" "$TMP/replay.log"; then
+    first="$(python3 -c '
+import json, sys
+def rounds(path):
+    return {r["round"]: (r.get("loss"), r.get("accuracy")) for r in map(json.loads, open(path))}
+a, b = rounds(sys.argv[1]), rounds(sys.argv[2])
+print(next((k for k in sorted(a) if a[k] != b.get(k)), "none"))
+' "$TMP/run/metrics.jsonl" "$TMP/replay/metrics.jsonl")"
+    echo "NOTE  weights: $(tail -1 "$TMP/replay.log" | sed 's/^layerfl-sim: //') (first round whose evaluation differs: $first; replayed in $((SECONDS - t0)) s)"
+  else
+    echo "FAIL  weights: the replay did not run: $(tail -2 "$TMP/replay.log" | tr '\n' ' ')"
+    FAILED=1
+  fi
+else
+  echo "SKIP  weights: no host build of layerfl-sim at $sim"
+fi
 if [[ $FAILED -ne 0 ]]; then
   for s in coordinator client3 client5; do
     compose logs --no-color --tail 30 "$s" 2>&1 | tail -30

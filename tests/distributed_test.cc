@@ -481,9 +481,12 @@ TEST_F(DistributedTest, ASecureRunWithAClientLostAfterItsSharesEqualsItsReplay) 
 
   const std::string replay_config = config("secure_replayed");
   Process replay({kBin + "/layerfl-sim", "--config=" + replay_config,
-                  "--replay=" + coord_dir + "/metrics.jsonl"},
+                  "--replay=" + coord_dir + "/metrics.jsonl",
+                  "--expect_run_dir=" + coord_dir},
                  dir_ + "/secure_replayed.sim.log");
   ASSERT_EQ(replay.Wait(deadline), 0) << replay.Log();
+  EXPECT_THAT(replay.Log(),
+              ::testing::HasSubstr("'s round 3 bit for bit"));
   const Checkpoint a = LatestCheckpoint(coord_dir);
   const Checkpoint b = LatestCheckpoint(dir_ + "/secure_replayed");
   EXPECT_EQ(a.round, 3);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/privacy/rdp_accountant.h"
 #include "nlohmann/json.hpp"
+#include "server/sim/replay.h"
 #include "server/sim/simulator.h"
 #include "tests/weights_matchers.h"
 
@@ -372,6 +374,26 @@ TEST(SimulatorTest, AReplayOfTheRecordedRoundsEndsWithTheSameWeights) {
   EXPECT_EQ(Participation(replayed->metrics_path), rounds);
   ExpectBitIdentical(replayed->final_weights, original->final_weights);
   EXPECT_EQ(replayed->final_accuracy, original->final_accuracy);
+  // What layerfl-sim --expect_run_dir checks: equal, and one bit off named.
+  EXPECT_TRUE(CompareWithRecordedRun(replayed->final_weights, 4,
+                                     c.federated.run_dir)
+                  .ok());
+  ModelWeights off = replayed->final_weights;
+  float& v = off.layers[1].tensors[0].values[3];
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  bits ^= 1;
+  std::memcpy(&v, &bits, sizeof(bits));
+  const absl::Status differs =
+      CompareWithRecordedRun(off, 4, c.federated.run_dir);
+  EXPECT_EQ(differs.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(differs.message()),
+              HasSubstr(absl::StrCat("tensor '", off.layers[1].tensors[0].name,
+                                     "' element 3: ")));
+  EXPECT_THAT(std::string(CompareWithRecordedRun(replayed->final_weights, 3,
+                                                 c.federated.run_dir)
+                              .message()),
+              HasSubstr("the replay ended at round 3"));
 
   // Round 3 left out.
   const std::string gap = ::testing::TempDir() + "/replay_gap.jsonl";

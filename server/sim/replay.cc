@@ -1,12 +1,17 @@
 #include "server/sim/replay.h"
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "server/checkpoint/checkpoint_store.h"
 
 namespace layerfl {
 namespace {
@@ -142,6 +147,60 @@ absl::StatusOr<std::map<int64_t, ReplayRound>> ReadReplay(
     ++want;
   }
   return rounds;
+}
+
+absl::Status CompareWithRecordedRun(const ModelWeights& weights,
+                                    int64_t round,
+                                    const std::string& run_dir) {
+  const std::filesystem::path dir =
+      std::filesystem::path(run_dir) / "checkpoints";
+  if (!std::filesystem::is_directory(dir)) {
+    return absl::NotFoundError(
+        absl::StrCat("no checkpoints directory in ", run_dir));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store,
+                   CheckpointStore::Open(dir.string(), 1 << 20));
+  ASSIGN_OR_RETURN(std::optional<Checkpoint> latest, store->LoadLatest());
+  if (!latest.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no checkpoint in ", dir.string()));
+  }
+  const auto differ = [&](const std::string& what) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the replay differs from ", run_dir, "'s round ", latest->round, ": ",
+        what));
+  };
+  if (latest->round != round) {
+    return differ(absl::StrCat("the replay ended at round ", round));
+  }
+  const ModelWeights& want = latest->weights;
+  if (want.layers.size() != weights.layers.size()) {
+    return differ(absl::StrCat(want.layers.size(), " layers against ",
+                               weights.layers.size()));
+  }
+  for (size_t l = 0; l < want.layers.size(); ++l) {
+    const LayerWeights& a = weights.layers[l];
+    const LayerWeights& b = want.layers[l];
+    if (a.group != b.group || a.tensors.size() != b.tensors.size()) {
+      return differ(absl::StrCat("layer ", l, " is '", a.group, "' against '",
+                                 b.group, "'"));
+    }
+    for (size_t t = 0; t < a.tensors.size(); ++t) {
+      const SharedFloats& x = a.tensors[t].values;
+      const SharedFloats& y = b.tensors[t].values;
+      if (a.tensors[t].shape != b.tensors[t].shape || x.size() != y.size()) {
+        return differ(absl::StrCat("tensor '", b.tensors[t].name,
+                                   "' has another shape"));
+      }
+      for (size_t i = 0; i < x.size(); ++i) {
+        if (std::memcmp(&x[i], &y[i], sizeof(float)) != 0) {
+          return differ(absl::StrCat("tensor '", b.tensors[t].name,
+                                     "' element ", i, ": ", x[i],
+                                     " against ", y[i]));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::unique_ptr<LayerSelector> CreateReplaySelector(

@@ -38,6 +38,13 @@ struct ReplayRound {
 absl::StatusOr<std::map<int64_t, ReplayRound>> ReadReplay(
     const std::string& metrics_path);
 
+// Whether `weights`, a replay's after `round`, equal the latest checkpoint
+// of the recorded run in `run_dir` (its checkpoints/) bit for bit: OK, or
+// FailedPrecondition naming the rounds or the first tensor and element that
+// differ; NotFound when the run has no checkpoint there.
+absl::Status CompareWithRecordedRun(const ModelWeights& weights,
+                                    int64_t round, const std::string& run_dir);
+
 // A selector that gives each candidate of round r the layers `rounds[r]`
 // recorded for it (a candidate it does not list is an Internal error). It
 // needs no scores and keeps no statistics.

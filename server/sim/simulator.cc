@@ -388,6 +388,10 @@ absl::StatusOr<SimResult> RunSimulation(const RunConfig& config,
       return refuse("privacy.dp draws noise that a replay does not repeat");
     }
     ASSIGN_OR_RETURN(replay, ReadReplay(options.replay));
+    // Budgets only shaped the recorded selections, which are replayed as
+    // they were (a recorded run's clients may have declared theirs).
+    c.budget = BudgetConfig();
+    c.budget.distribution = "fixed";
     for (const auto& [round, r] : *replay) {
       if (c.privacy.secure_aggregation.enabled != (r.roster > 0)) {
         return refuse(absl::StrCat(
