@@ -363,7 +363,8 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
 // without it), and layerfl-sim replaying the committed rounds' participants
 // and layers (--replay) ends with the coordinator's final weights bit for
 // bit.
-TEST_F(DistributedTest, AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) {
+TEST_F(DistributedTest,
+       AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) {
   const absl::Time deadline = absl::Now() + absl::Seconds(150);
   const auto config = [this](const std::string& name) {
     const std::string path = WriteConfig(dir_, name);
@@ -432,7 +433,8 @@ TEST_F(DistributedTest, AClientKilledMidRunEqualsTheReplayOfItsCommittedRounds) 
 // dies before its masked update, so round 2's roster holds 4 clients and
 // its sum 3 updates; the replay, with 3 participants, quantizes with the
 // recorded roster's headroom and ends with the coordinator's weights.
-TEST_F(DistributedTest, ASecureRunWithAClientLostAfterItsSharesEqualsItsReplay) {
+TEST_F(DistributedTest,
+       ASecureRunWithAClientLostAfterItsSharesEqualsItsReplay) {
   const absl::Time deadline = absl::Now() + absl::Seconds(150);
   const std::string privacy =
       "privacy:\n"

@@ -60,7 +60,8 @@ class HeldUploadsTest : public ::testing::Test {
       auto values = OpenSpilledValues(u.spill_path, u.update);
       ASSERT_TRUE(values.ok()) << values.status();
       ASSERT_TRUE((*values)->Rewind().ok());
-      const size_t n = static_cast<size_t>(ShapeNumel(u.update[0].tensors[0].shape));
+      const size_t n =
+          static_cast<size_t>(ShapeNumel(u.update[0].tensors[0].shape));
       auto x = (*values)->Next(n);
       ASSERT_TRUE(x.ok()) << x.status();
       values_.push_back(std::vector<float>(*x, *x + n));
@@ -134,7 +135,9 @@ TEST_F(HeldUploadsTest, AnUpdateOnDiskIsReadBackCheckedInEveryPass) {
   const std::string path = dir_ + "/u.bin";
   {
     SpillWriter writer(path);  // as an upload received to disk writes it
-    for (const LayerDelta& d : update) ASSERT_TRUE(writer.Append(d.tensors).ok());
+    for (const LayerDelta& d : update) {
+      ASSERT_TRUE(writer.Append(d.tensors).ok());
+    }
     ASSERT_TRUE(writer.Finish().ok());
   }
   EXPECT_EQ(std::filesystem::file_size(path), 5 * 4 + 4u);
@@ -152,7 +155,8 @@ TEST_F(HeldUploadsTest, AnUpdateOnDiskIsReadBackCheckedInEveryPass) {
     ASSERT_TRUE((*values)->Next(1).ok());
     auto last = (*values)->Next(2);
     ASSERT_TRUE(last.ok()) << last.status();
-    EXPECT_THAT(std::vector<float>(*last, *last + 2), ElementsAre(0.5f, 1e-30f));
+    EXPECT_THAT(std::vector<float>(*last, *last + 2),
+                ElementsAre(0.5f, 1e-30f));
     EXPECT_FALSE((*values)->Next(1).ok());  // past the end
   }
 

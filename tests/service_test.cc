@@ -203,7 +203,8 @@ TEST(ServiceTest, UploadsReceivedToDiskFoldToTheSameWeights) {
 
 // The values of `update` (whose tensors have their shapes) read back from
 // `path` as the engine reads them, then the file removed, as the service does.
-absl::Status ReadBack(std::vector<LayerDelta>& update, const std::string& path) {
+absl::Status ReadBack(std::vector<LayerDelta>& update,
+                      const std::string& path) {
   absl::StatusOr<std::unique_ptr<DeltaSource>> values =
       OpenSpilledValues(path, update);
   absl::Status s = values.status();

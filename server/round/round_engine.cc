@@ -338,7 +338,8 @@ class RoundEngineImpl : public RoundEngine {
     slot->uploaded = true;
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
-        record_.bytes_up += ShapeNumel(t.shape) * static_cast<int64_t>(sizeof(float));
+        record_.bytes_up +=
+            ShapeNumel(t.shape) * static_cast<int64_t>(sizeof(float));
       }
     }
     MaybeAdvance();
