@@ -129,6 +129,22 @@ class DistributedTest : public ::testing::Test {
     return coordinator;
   }
 
+  // `n` layerfl-client processes against the coordinator on `port`, client
+  // i with `flags(i)`; logs at <coord_dir>.client<i>.log.
+  std::vector<std::unique_ptr<Process>> StartClients(
+      const std::string& port, const std::string& coord_dir, int n,
+      const std::function<std::vector<std::string>(int)>& flags) {
+    std::vector<std::unique_ptr<Process>> clients;
+    for (int i = 0; i < n; ++i) {
+      std::vector<std::string> argv = {kBin + "/layerfl-client",
+                                       "--coordinator=127.0.0.1:" + port};
+      for (std::string& f : flags(i)) argv.push_back(std::move(f));
+      clients.push_back(std::make_unique<Process>(
+          argv, absl::StrCat(coord_dir, ".client", i, ".log")));
+    }
+    return clients;
+  }
+
   // A layerfl-coordinator on `config` and `processes` layerfl-client
   // processes (--coordinator, --poll_ms, --threads=1 plus client_flags(i):
   // no --config
@@ -144,17 +160,14 @@ class DistributedTest : public ::testing::Test {
         StartCoordinator(config, coord_dir, deadline, &port);
     Process& coordinator = *started;
     ASSERT_FALSE(port.empty()) << coordinator.Log();
-    std::vector<std::unique_ptr<Process>> clients;
-    for (int i = 0; i < processes; ++i) {
-      // threads is machine-local (a client without a config file takes
-      // none of the coordinator's): the runs compared here use 1.
-      std::vector<std::string> argv = {kBin + "/layerfl-client",
-                                       "--coordinator=127.0.0.1:" + port,
-                                       "--poll_ms=2000", "--threads=1"};
-      for (std::string& f : client_flags(i)) argv.push_back(std::move(f));
-      clients.push_back(std::make_unique<Process>(
-          argv, absl::StrCat(coord_dir, ".client", i, ".log")));
-    }
+    // threads is machine-local (a client without a config file takes none
+    // of the coordinator's): the runs compared here use 1.
+    std::vector<std::unique_ptr<Process>> clients =
+        StartClients(port, coord_dir, processes, [&](int i) {
+          std::vector<std::string> flags = {"--poll_ms=2000", "--threads=1"};
+          for (std::string& f : client_flags(i)) flags.push_back(std::move(f));
+          return flags;
+        });
     for (auto& c : clients) EXPECT_EQ(c->Wait(deadline), 0) << c->Log();
     ASSERT_EQ(coordinator.Wait(deadline), 0) << coordinator.Log();
   }
@@ -316,16 +329,14 @@ TEST_F(DistributedTest, PrivateSecureRunWithAClientLostAfterUploadMatchesSim) {
       StartCoordinator(coord_config, coord_dir, deadline, &port);
   Process& coordinator = *started;
   ASSERT_FALSE(port.empty()) << coordinator.Log();
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    std::vector<std::string> argv = {
-        kBin + "/layerfl-client", "--config=" + coord_config,
-        "--coordinator=127.0.0.1:" + port, "--poll_ms=2000",
-        absl::StrCat("--partition=", i)};
-    if (i == 3) argv.push_back("--fault_exit_after_upload=3");
-    clients.push_back(std::make_unique<Process>(
-        argv, absl::StrCat(coord_dir, ".client", i, ".log")));
-  }
+  std::vector<std::unique_ptr<Process>> clients =
+      StartClients(port, coord_dir, 4, [&](int i) {
+        std::vector<std::string> flags = {"--config=" + coord_config,
+                                          "--poll_ms=2000",
+                                          absl::StrCat("--partition=", i)};
+        if (i == 3) flags.push_back("--fault_exit_after_upload=3");
+        return flags;
+      });
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
   EXPECT_NE(clients[3]->Wait(deadline), 0);
@@ -384,16 +395,13 @@ TEST_F(DistributedTest,
   std::unique_ptr<Process> coordinator =
       StartCoordinator(coord_config, dir_ + "/killed", deadline, &port);
   ASSERT_FALSE(port.empty()) << coordinator->Log();
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    const std::string id = absl::StrCat("client-00", i);
-    clients.push_back(std::make_unique<Process>(
-        std::vector<std::string>{kBin + "/layerfl-client",
-                                 "--coordinator=127.0.0.1:" + port,
-                                 "--poll_ms=500", "--threads=1", "--id=" + id,
-                                 "--data_dir=" + dir_ + "/private/" + id},
-        absl::StrCat(dir_, "/killed.client", i, ".log")));
-  }
+  std::vector<std::unique_ptr<Process>> clients =
+      StartClients(port, dir_ + "/killed", 4, [&](int i) {
+        const std::string id = absl::StrCat("client-00", i);
+        return std::vector<std::string>{"--poll_ms=500", "--threads=1",
+                                        "--id=" + id,
+                                        "--data_dir=" + dir_ + "/private/" + id};
+      });
   const std::string metrics = dir_ + "/killed/metrics.jsonl";
   while (absl::Now() < deadline && RunMetrics(dir_ + "/killed").empty()) {
     absl::SleepFor(absl::Milliseconds(20));
@@ -457,16 +465,14 @@ TEST_F(DistributedTest,
   std::unique_ptr<Process> coordinator =
       StartCoordinator(coord_config, coord_dir, deadline, &port);
   ASSERT_FALSE(port.empty()) << coordinator->Log();
-  std::vector<std::unique_ptr<Process>> clients;
-  for (int i = 0; i < 4; ++i) {
-    std::vector<std::string> argv = {
-        kBin + "/layerfl-client", "--config=" + coord_config,
-        "--coordinator=127.0.0.1:" + port, "--poll_ms=500",
-        absl::StrCat("--partition=", i)};
-    if (i == 3) argv.push_back("--fault_exit_after_shares=2");
-    clients.push_back(std::make_unique<Process>(
-        argv, absl::StrCat(coord_dir, ".client", i, ".log")));
-  }
+  std::vector<std::unique_ptr<Process>> clients =
+      StartClients(port, coord_dir, 4, [&](int i) {
+        std::vector<std::string> flags = {"--config=" + coord_config,
+                                          "--poll_ms=500",
+                                          absl::StrCat("--partition=", i)};
+        if (i == 3) flags.push_back("--fault_exit_after_shares=2");
+        return flags;
+      });
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(clients[i]->Wait(deadline), 0) << clients[i]->Log();
   }

@@ -133,6 +133,30 @@ class RawClient {
     return writer->Finish();
   }
 
+  // Answers scoring tasks until the first training task, which goes to
+  // `train` (its round and layers); false when the run finished or `limit`
+  // passed first, or a scoring answer was refused.
+  bool UntilTrain(
+      absl::Duration limit,
+      const std::function<void(int64_t, const std::vector<std::string>&)>&
+          train) {
+    const absl::Time end = absl::Now() + limit;
+    while (absl::Now() < end) {
+      const wire::TaskReply t = GetTask();
+      if (t.kind() == wire::TaskReply::SCORE) {
+        const grpc::Status s = Scores(t.round());
+        EXPECT_TRUE(s.ok()) << s.error_message();
+        if (!s.ok()) return false;
+      } else if (t.kind() == wire::TaskReply::TRAIN) {
+        train(t.round(), {t.layers().begin(), t.layers().end()});
+        return true;
+      } else if (t.kind() == wire::TaskReply::FINISHED) {
+        return false;
+      }
+    }
+    return false;
+  }
+
   // Applied to every upload's manifest before it is sent (a lying client).
   std::function<void(wire::UploadManifest*)> manifest_tweak;
 
@@ -176,10 +200,19 @@ const ClientRoundRecord* Find(const RoundRecord& r, const std::string& id) {
 }
 
 // Client 1 dies in round 1 with `cancel_after` chunks of its update sent.
-void KilledMidUpload(int cancel_after_from_end) {
+// With `spill_dir`, the coordinator receives every upload to disk there
+// (receive_to_disk), and the dead client's file must be gone at the end.
+void KilledMidUpload(int cancel_after_from_end,
+                     const std::string& spill_dir = "") {
   constexpr int kClients = 3;
   const absl::Time t0 = absl::Now();
-  Coordinator coordinator(EngineOptions(1, kDeadline), FastOptions(kClients));
+  ServiceOptions options = FastOptions(kClients);
+  if (!spill_dir.empty()) {
+    std::filesystem::remove_all(spill_dir);
+    options.spill_dir = spill_dir;
+    options.receive_to_disk = true;
+  }
+  Coordinator coordinator(EngineOptions(1, kDeadline), options);
   RawClient raw(coordinator.target(), 1);
   ASSERT_TRUE(raw.Join());
   std::vector<std::unique_ptr<DaemonThread>> daemons;
@@ -190,26 +223,17 @@ void KilledMidUpload(int cancel_after_from_end) {
         Id(i)));
   }
   bool killed = false;
-  const absl::Time limit = absl::Now() + absl::Seconds(10);
-  while (!killed && absl::Now() < limit) {
-    const wire::TaskReply t = raw.GetTask();
-    if (t.kind() == wire::TaskReply::SCORE) {
-      ASSERT_TRUE(raw.Scores(t.round()).ok());
-    } else if (t.kind() == wire::TaskReply::TRAIN) {
-      const std::vector<std::string> layers(t.layers().begin(),
-                                            t.layers().end());
-      std::vector<ChunkFrame> frames =
-          raw.Update(coordinator.engine().global(), t.round(), layers);
-      const int n = static_cast<int>(frames.size());
-      ASSERT_GT(n, 3);
-      const grpc::Status s = raw.Upload(t.round(), layers, std::move(frames),
-                                        n - cancel_after_from_end);
-      EXPECT_FALSE(s.ok());
-      killed = true;  // and never heard from again
-    } else if (t.kind() == wire::TaskReply::FINISHED) {
-      break;
-    }
-  }
+  raw.UntilTrain(absl::Seconds(10), [&](int64_t round,
+                                        const std::vector<std::string>& layers) {
+    std::vector<ChunkFrame> frames =
+        raw.Update(coordinator.engine().global(), round, layers);
+    const int n = static_cast<int>(frames.size());
+    ASSERT_GT(n, 3);
+    const grpc::Status s = raw.Upload(round, layers, std::move(frames),
+                                      n - cancel_after_from_end);
+    EXPECT_FALSE(s.ok());
+    killed = true;  // and never heard from again
+  });
   ASSERT_TRUE(killed);
   for (auto& d : daemons) {
     const absl::StatusOr<DaemonResult>& r = d->Join();
@@ -235,6 +259,16 @@ void KilledMidUpload(int cancel_after_from_end) {
 
 TEST(FaultTest, ClientKilledMidUploadContributesNothing) {
   KilledMidUpload(/*cancel_after_from_end=*/3);
+}
+
+// The same while every upload is received to disk: the half-written file of
+// the dead client is removed, nothing of it is folded.
+TEST(FaultTest, ClientKilledMidUploadToDiskLeavesNoFile) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "/fault_recv_", ::getpid());
+  KilledMidUpload(/*cancel_after_from_end=*/3, dir);
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  std::filesystem::remove_all(dir);
 }
 
 // Every chunk written, then the call cancelled before WritesDone: the server
@@ -354,23 +388,16 @@ TEST(FaultTest, AStalledUploadLosesTheOnlyPlaceAtItsStreamDeadline) {
   grpc::Status stalled = grpc::Status::OK;
   absl::Time stalled_at, cut_at;
   bool stalled_sent = false;
-  const absl::Time limit = absl::Now() + absl::Seconds(20);
-  while (!stalled_sent && absl::Now() < limit) {
-    const wire::TaskReply t = raw.GetTask();
-    if (t.kind() == wire::TaskReply::SCORE) {
-      ASSERT_TRUE(raw.Scores(t.round()).ok());
-    } else if (t.kind() == wire::TaskReply::TRAIN) {
-      const std::vector<std::string> layers(t.layers().begin(),
-                                            t.layers().end());
-      std::vector<ChunkFrame> frames =
-          raw.Update(coordinator.engine().global(), t.round(), layers);
-      stalled_at = absl::Now();
-      stalled = raw.Upload(t.round(), layers, std::move(frames),
-                           /*cancel_after=*/1, /*stall=*/true);
-      cut_at = absl::Now();
-      stalled_sent = true;
-    }
-  }
+  raw.UntilTrain(absl::Seconds(20), [&](int64_t round,
+                                        const std::vector<std::string>& layers) {
+    std::vector<ChunkFrame> frames =
+        raw.Update(coordinator.engine().global(), round, layers);
+    stalled_at = absl::Now();
+    stalled = raw.Upload(round, layers, std::move(frames),
+                         /*cancel_after=*/1, /*stall=*/true);
+    cut_at = absl::Now();
+    stalled_sent = true;
+  });
   ASSERT_TRUE(stalled_sent);
   EXPECT_FALSE(stalled.ok());
   EXPECT_GE(cut_at - stalled_at, absl::Seconds(2));
@@ -415,21 +442,13 @@ TEST(FaultTest, ALieAboutTheDeviceIsDroppedAndTheUpdateKept) {
       std::make_unique<FakeWork>(Id(0), Samples(0), absl::ZeroDuration()),
       Id(0));
   bool sent = false;
-  const absl::Time limit = absl::Now() + absl::Seconds(15);
-  while (!sent && absl::Now() < limit) {
-    const wire::TaskReply t = raw.GetTask();
-    if (t.kind() == wire::TaskReply::SCORE) {
-      ASSERT_TRUE(raw.Scores(t.round()).ok());
-    } else if (t.kind() == wire::TaskReply::TRAIN) {
-      const std::vector<std::string> layers(t.layers().begin(),
-                                            t.layers().end());
-      const grpc::Status s = raw.Upload(
-          t.round(), layers,
-          raw.Update(coordinator.engine().global(), t.round(), layers));
-      EXPECT_TRUE(s.ok()) << s.error_message();
-      sent = true;
-    }
-  }
+  raw.UntilTrain(absl::Seconds(15), [&](int64_t round,
+                                        const std::vector<std::string>& layers) {
+    const grpc::Status s = raw.Upload(
+        round, layers, raw.Update(coordinator.engine().global(), round, layers));
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    sent = true;
+  });
   ASSERT_TRUE(sent);
   ASSERT_TRUE(honest.Join().ok());
   ASSERT_TRUE(coordinator.server().Wait().ok());

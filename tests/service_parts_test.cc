@@ -59,12 +59,9 @@ class HeldUploadsTest : public ::testing::Test {
       on_disk_.push_back(u.id);
       auto values = OpenSpilledValues(u.spill_path, u.update);
       ASSERT_TRUE(values.ok()) << values.status();
-      ASSERT_TRUE((*values)->Rewind().ok());
-      const size_t n =
-          static_cast<size_t>(ShapeNumel(u.update[0].tensors[0].shape));
-      auto x = (*values)->Next(n);
-      ASSERT_TRUE(x.ok()) << x.status();
-      values_.push_back(std::vector<float>(*x, *x + n));
+      const absl::Status read = ReadDeltaValues(**values, u.update);
+      ASSERT_TRUE(read.ok()) << read;
+      values_.push_back(u.update[0].tensors[0].values);
       std::filesystem::remove(u.spill_path);
     };
   }

@@ -129,6 +129,26 @@ TEST(ServiceTest, RoundsCompleteBitIdenticalToSequentialDrive) {
   }
 }
 
+// A run of `rounds` with `clients` daemons whose work takes `step` x (clients
+// - i) for client i, so that updates arrive highest id first; the weights
+// must be the sequential drive's bit for bit. The service's stats after it.
+ServiceStats RunHighestIdFirst(const ServiceOptions& options, int rounds,
+                               int clients, absl::Duration step) {
+  Coordinator coordinator(EngineOptions(rounds, absl::Seconds(30)), options);
+  std::vector<std::unique_ptr<DaemonThread>> daemons;
+  for (int i = 0; i < clients; ++i) {
+    daemons.push_back(std::make_unique<DaemonThread>(
+        coordinator.target(),
+        std::make_unique<FakeWork>(Id(i), Samples(i), step * (clients - i)),
+        Id(i)));
+  }
+  for (auto& d : daemons) EXPECT_TRUE(d->Join().ok());
+  EXPECT_TRUE(coordinator.server().Wait().ok());
+  ExpectBitIdentical(coordinator.engine().global(),
+                     SequentialDrive(rounds, clients));
+  return coordinator.server().stats();
+}
+
 TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
   constexpr int kRounds = 3, kClients = 3;
   const std::string spill_dir = ::testing::TempDir() + "/spill_" + std::to_string(getpid());
@@ -138,21 +158,10 @@ TEST(ServiceTest, UpdatesBeyondTheHeldLimitWaitOnDiskAndTheRunIsUnchanged) {
   const int64_t one_update = (128 * 256 + 256 + 10 * 128 + 10) * 4;
   options.max_held_bytes = one_update;
   options.spill_dir = spill_dir;
-  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
-  std::vector<std::unique_ptr<DaemonThread>> daemons;
-  for (int i = 0; i < kClients; ++i) {
-    // Highest id first: client-002 waits in memory, client-001 on disk,
-    // client-000's is applied at once, then the two waiting ones.
-    daemons.push_back(std::make_unique<DaemonThread>(
-        coordinator.target(),
-        std::make_unique<FakeWork>(Id(i), Samples(i),
-                                   absl::Milliseconds(80 * (kClients - i))),
-        Id(i)));
-  }
-  for (auto& d : daemons) ASSERT_TRUE(d->Join().ok());
-  ASSERT_TRUE(coordinator.server().Wait().ok());
-  ExpectBitIdentical(coordinator.engine().global(), SequentialDrive(kRounds, kClients));
-  const ServiceStats stats = coordinator.server().stats();
+  // Highest id first: client-002 waits in memory, client-001 on disk,
+  // client-000's is applied at once, then the two waiting ones.
+  const ServiceStats stats = RunHighestIdFirst(options, kRounds, kClients,
+                                               absl::Milliseconds(80));
   std::cout << "spilled " << stats.spilled << " updates; peak held in memory "
             << stats.peak_held_bytes << " bytes (limit " << one_update << ")\n";
   // At most one update a round waits on disk (arrival order may vary
@@ -176,20 +185,8 @@ TEST(ServiceTest, UploadsReceivedToDiskFoldToTheSameWeights) {
   options.spill_dir = spill_dir;
   options.receive_to_disk = true;
   options.max_uploads_in_flight = 1;
-  Coordinator coordinator(EngineOptions(kRounds, absl::Seconds(30)), options);
-  std::vector<std::unique_ptr<DaemonThread>> daemons;
-  for (int i = 0; i < kClients; ++i) {
-    daemons.push_back(std::make_unique<DaemonThread>(
-        coordinator.target(),
-        std::make_unique<FakeWork>(Id(i), Samples(i),
-                                   absl::Milliseconds(60 * (kClients - i))),
-        Id(i)));
-  }
-  for (auto& d : daemons) ASSERT_TRUE(d->Join().ok());
-  ASSERT_TRUE(coordinator.server().Wait().ok());
-  ExpectBitIdentical(coordinator.engine().global(),
-                     SequentialDrive(kRounds, kClients));
-  const ServiceStats stats = coordinator.server().stats();
+  const ServiceStats stats = RunHighestIdFirst(options, kRounds, kClients,
+                                               absl::Milliseconds(60));
   EXPECT_EQ(stats.peak_held_bytes, 0);  // what waited, waited on disk
   EXPECT_EQ(stats.spilled, 0);          // and was never spilled: it was there
   EXPECT_TRUE(std::filesystem::is_empty(spill_dir));
@@ -208,16 +205,7 @@ absl::Status ReadBack(std::vector<LayerDelta>& update,
   absl::StatusOr<std::unique_ptr<DeltaSource>> values =
       OpenSpilledValues(path, update);
   absl::Status s = values.status();
-  if (s.ok()) s = (*values)->Rewind();
-  for (LayerDelta& d : update) {
-    for (Tensor32& t : d.tensors) {
-      if (!s.ok()) break;
-      const size_t n = static_cast<size_t>(ShapeNumel(t.shape));
-      absl::StatusOr<const float*> x = (*values)->Next(n);
-      s = x.status();
-      if (s.ok()) t.values = std::vector<float>(*x, *x + n);
-    }
-  }
+  if (s.ok()) s = ReadDeltaValues(**values, update);
   std::filesystem::remove(path);
   return s;
 }

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -22,6 +23,18 @@ absl::StatusOr<std::string> ReadProc(const char* path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The value of the line "<key> <value>" of a /proc file's `text`, stripped
+// of blanks and of `unit`; "" when there is no such line.
+absl::string_view LineValue(absl::string_view text, absl::string_view key,
+                            absl::string_view unit = "") {
+  const size_t at = text.find(absl::StrCat("\n", key));
+  if (at == absl::string_view::npos) return "";
+  const size_t from = at + 1 + key.size();
+  const size_t end = text.find('\n', from);
+  return absl::StripAsciiWhitespace(absl::StripSuffix(
+      absl::StripAsciiWhitespace(text.substr(from, end - from)), unit));
 }
 
 }  // namespace
@@ -60,25 +73,15 @@ absl::StatusOr<ProcessStats> ReadProcessStats() {
   // starttime counts ticks since boot; /proc/stat's btime is the boot.
   absl::StatusOr<std::string> boot = ReadProc("/proc/stat");
   if (!boot.ok()) return boot.status();
-  const size_t at = boot->find("\nbtime ");
   double btime = 0;
-  if (at == std::string::npos ||
-      !absl::SimpleAtod(
-          boot->substr(at + 7, boot->find('\n', at + 1) - at - 7), &btime)) {
+  if (!absl::SimpleAtod(LineValue(*boot, "btime "), &btime)) {
     return absl::DataLossError("/proc/stat: no btime line");
   }
   s.start_time_s = btime + started_ticks / tick;
   absl::StatusOr<std::string> status = ReadProc("/proc/self/status");
   if (!status.ok()) return status.status();
-  const size_t hwm = status->find("\nVmHWM:");
   int64_t hwm_kb = 0;
-  if (hwm == std::string::npos ||
-      !absl::SimpleAtoi(
-          absl::StripAsciiWhitespace(absl::StripSuffix(
-              absl::string_view(*status).substr(
-                  hwm + 7, status->find('\n', hwm + 1) - hwm - 7),
-              "kB")),
-          &hwm_kb)) {
+  if (!absl::SimpleAtoi(LineValue(*status, "VmHWM:", "kB"), &hwm_kb)) {
     return absl::DataLossError("/proc/self/status: no VmHWM line");
   }
   s.peak_resident_bytes = hwm_kb * 1024;

@@ -282,6 +282,19 @@ absl::Status LayerAggregator::Validate(
   return absl::OkStatus();
 }
 
+absl::Status ReadDeltaValues(DeltaSource& values,
+                             std::vector<LayerDelta>& update) {
+  RETURN_IF_ERROR(values.Rewind());
+  for (LayerDelta& d : update) {
+    for (Tensor32& t : d.tensors) {
+      const size_t n = static_cast<size_t>(ShapeNumel(t.shape));
+      ASSIGN_OR_RETURN(const float* x, values.Next(n));
+      t.values = std::vector<float>(x, x + n);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LayerAggregator::Add(
     const std::string& client_id, int64_t num_samples,
     const std::vector<LayerDelta>& update,

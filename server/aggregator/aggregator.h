@@ -125,6 +125,12 @@ class DeltaSource {
   virtual absl::StatusOr<const float*> Next(size_t numel) = 0;
 };
 
+// One pass of `values` (rewound first) into the tensors of `update`, which
+// hold their shapes: the update in memory whole. The source's error, if any
+// (the tensors read until then keep their values).
+absl::Status ReadDeltaValues(DeltaSource& values,
+                             std::vector<LayerDelta>& update);
+
 // One round's aggregation. Thread-safe: Add, Commit and the accessors may be
 // called concurrently from any thread; the data checks of concurrent Adds run
 // in parallel, only the folding into the sums is serialised.

@@ -1331,14 +1331,7 @@ absl::Status RoundEngine::SubmitUpdateFrom(const std::string& client_id,
                                            int64_t round, int64_t num_samples,
                                            std::vector<LayerDelta> shapes,
                                            DeltaSource& values) {
-  RETURN_IF_ERROR(values.Rewind());
-  for (LayerDelta& d : shapes) {
-    for (Tensor32& t : d.tensors) {
-      const size_t n = static_cast<size_t>(ShapeNumel(t.shape));
-      ASSIGN_OR_RETURN(const float* x, values.Next(n));
-      t.values = std::vector<float>(x, x + n);
-    }
-  }
+  RETURN_IF_ERROR(ReadDeltaValues(values, shapes));
   return SubmitUpdate(client_id, round, num_samples, shapes);
 }
 
