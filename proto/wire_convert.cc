@@ -93,6 +93,7 @@ void ToProto(const TrainingProfile& p, wire::v1::TrainingProfile* out) {
   for (int64_t v : p.per_group_bytes) out->add_per_group_bytes(v);
   for (int64_t v : p.depth_bytes) out->add_depth_bytes(v);
   for (int64_t v : p.scoring_bytes) out->add_scoring_bytes(v);
+  for (double v : p.scoring_from_s) out->add_scoring_from_s(v);
 }
 
 absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in) {
@@ -111,6 +112,8 @@ absl::StatusOr<TrainingProfile> FromProto(const wire::v1::TrainingProfile& in) {
                            in.per_group_bytes().end());
   p.depth_bytes.assign(in.depth_bytes().begin(), in.depth_bytes().end());
   p.scoring_bytes.assign(in.scoring_bytes().begin(), in.scoring_bytes().end());
+  p.scoring_from_s.assign(in.scoring_from_s().begin(),
+                          in.scoring_from_s().end());
   absl::Status s = p.Validate();
   if (!s.ok()) return s;
   return p;

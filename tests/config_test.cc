@@ -75,6 +75,11 @@ void ExpectConfigEq(const RunConfig& a, const RunConfig& b) {
 
   EXPECT_EQ(a.importance.metric, b.importance.metric);
   EXPECT_EQ(a.importance.batches, b.importance.batches);
+  EXPECT_EQ(a.importance.batch_size, b.importance.batch_size);
+  EXPECT_EQ(a.importance.source, b.importance.source);
+  EXPECT_EQ(a.importance.refresh_period, b.importance.refresh_period);
+  EXPECT_EQ(a.importance.decay, b.importance.decay);
+  EXPECT_EQ(a.importance.depth, b.importance.depth);
 
   EXPECT_EQ(a.pretrain.enabled, b.pretrain.enabled);
   EXPECT_EQ(a.pretrain.checkpoint, b.pretrain.checkpoint);
@@ -1523,6 +1528,45 @@ TEST(ConfigRules, LocalDpNeedsSecureAggregation) {
                         "privacy.secure_aggregation.enabled: true"));
   c.privacy.secure_aggregation.enabled = true;
   EXPECT_TRUE(c.Validate().ok()) << c.Validate();
+}
+
+}  // namespace
+}  // namespace layerfl
+
+namespace layerfl {
+namespace {
+
+// importance.source / depth and what they need, each error naming the field.
+TEST(ConfigImportanceSource, RefusalsNameTheField) {
+  EXPECT_THAT(ParseError("importance:\n  source: free\n"),
+              HasSubstr("importance.source: must be one of"));
+  EXPECT_THAT(ParseError("importance:\n  decay: 0\n"),
+              HasSubstr("importance.decay: must be in (0, 1], got 0"));
+  EXPECT_THAT(ParseError("importance:\n  batch_size: -1\n"),
+              HasSubstr("importance.batch_size"));
+  EXPECT_THAT(ParseError("importance:\n  refresh_period: -2\n"),
+              HasSubstr("importance.refresh_period"));
+  EXPECT_THAT(ParseError("importance:\n  depth: shallow\n"),
+              HasSubstr("importance.depth: must be one of"));
+  EXPECT_THAT(
+      ParseError("importance:\n  source: train\nselection:\n  strategy: snr\n"),
+      HasSubstr("importance.source: scores from one batch"));
+  EXPECT_THAT(ParseError("importance:\n  source: train\nfederated:\n  mode: "
+                         "async\n"),
+              HasSubstr("importance.source: needs federated.mode: sync (this "
+                        "run is async)"));
+  EXPECT_THAT(ParseError("importance:\n  depth: affordable\nfederated:\n  "
+                         "mode: async\n"),
+              HasSubstr("importance.depth: needs federated.mode: sync"));
+  EXPECT_THAT(ParseError("importance:\n  source: train\nprivacy:\n  dp:\n    "
+                         "enabled: true\nfederated:\n  aggregation: uniform\n"),
+              HasSubstr("importance.source: sends the first step's scores "
+                        "unprivatised"));
+  absl::StatusOr<RunConfig> ok = ParseRunConfig(
+      "importance:\n  source: train\n  batches: 1\n  depth: affordable\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->importance.source, "train");
+  EXPECT_EQ(ok->importance.decay, 0.8);
 }
 
 }  // namespace

@@ -131,6 +131,48 @@ TEST(GridTest, FullIgnoresTheBudgetSetting) {
   EXPECT_EQ((*cells)[3].config.budget.distribution, "truncated_normal");
 }
 
+// variants: rows that run a strategy with another importance section,
+// after the strategies' rows of each setting; bad entries name the field.
+TEST(GridTest, VariantsRunAStrategyWithAnotherImportanceSection) {
+  const std::string yaml =
+      kGrid + std::string(
+                  "variants:\n"
+                  "  - {name: strategic-train, strategy: strategic, source: "
+                  "train, batches: 1, decay: 0.5}\n");
+  absl::StatusOr<ExperimentGrid> grid = ParseWithBase("variants", yaml);
+  ASSERT_TRUE(grid.ok()) << grid.status();
+  EXPECT_THAT(CellStrategyNames(*grid),
+              ElementsAre("top", "strategic", "strategic-train"));
+  absl::StatusOr<std::vector<ExperimentCell>> cells = ExpandGrid(*grid, "o");
+  ASSERT_TRUE(cells.ok()) << cells.status();
+  ASSERT_EQ(cells->size(), 3u * 2u * 2u * 3u);
+  const ExperimentCell& v = (*cells)[6];  // after top and strategic x 3 seeds
+  EXPECT_EQ(v.strategy, "strategic-train");
+  EXPECT_EQ(v.config.selection.strategy, "strategic");
+  EXPECT_EQ(v.config.importance.source, "train");
+  EXPECT_EQ(v.config.importance.batches, 1);
+  EXPECT_EQ(v.config.importance.decay, 0.5);
+  EXPECT_EQ(v.config.federated.run_dir,
+            "o/runs/dir0.1/tn1-3/strategic-train/seed1");
+  EXPECT_EQ((*cells)[0].config.importance.source, "pass");
+
+  const auto error = [&](const std::string& entry) {
+    absl::StatusOr<ExperimentGrid> g =
+        ParseWithBase("bad_variant",
+                      std::string(kGrid) + "variants:\n  - " + entry + "\n");
+    EXPECT_FALSE(g.ok()) << entry;
+    return g.ok() ? std::string() : std::string(g.status().message());
+  };
+  EXPECT_THAT(error("{name: top, strategy: top}"),
+              HasSubstr("variants[0].name: duplicate name 'top'"));
+  EXPECT_THAT(error("{name: x, strategy: fedavg}"),
+              HasSubstr("variants[0].strategy: unknown strategy 'fedavg'"));
+  EXPECT_THAT(error("{name: x, strategy: snr, source: train}"),
+              HasSubstr("variants[0].source: scores from one batch"));
+  EXPECT_THAT(error("{name: x, strategy: top, decay: 2}"),
+              HasSubstr("variants[0].decay: must be in (0, 1]"));
+}
+
 TEST(GridTest, LambdaSweepAndDeviceSpeeds) {
   const std::string yaml = Replace(
       Replace(kGrid, "seeds: [1, 2, 3]", "seeds: [1]\nlambdas: [0, 0.5]"),

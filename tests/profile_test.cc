@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -206,6 +208,67 @@ TEST(TrainingProfileTest, LowestScorableGroupByHand) {
   EXPECT_EQ(LowestScorableGroup(p, 399), 4);   // nothing fits
   p.scoring_bytes.clear();                      // not measured: no limit
   EXPECT_EQ(LowestScorableGroup(p, 399), 0);
+}
+
+// What each scoring depth takes fits what the profile prices it at
+// (scoring_from_s, medians of 5 against the profile's medians; 2x + 2 ms
+// of slack for a shared machine), and a shallower pass is cheaper.
+TEST_F(ProfiledVitTest, ScoringFromEachGroupTakesWhatItIsPriced) {
+  ASSERT_NE(profile_, nullptr);
+  const TrainingProfile* p = profile_;
+  const int g = static_cast<int>(p->groups.size());
+  ASSERT_EQ(p->scoring_from_s.size(), static_cast<size_t>(g));
+  EXPECT_EQ(ScoringSeconds(*p, 0), p->scoring_s);
+  EXPECT_EQ(ScoringSeconds(*p, g), 0.0);
+  const SelectiveTrainer trainer(Sgd(5, 16), ImportanceConfig());
+  for (int l = 1; l < g; ++l) {
+    EXPECT_EQ(ScoringSeconds(*p, l), p->scoring_from_s[l]);
+    std::vector<double> times;
+    for (int r = 0; r < 5; ++r) {
+      ResourceUsage usage;
+      ASSERT_TRUE(
+          trainer.Importance(*model_, *data_, 20 + r, &usage, l).ok());
+      times.push_back(usage.seconds);
+    }
+    std::sort(times.begin(), times.end());
+    EXPECT_LE(times[2], 2 * p->scoring_from_s[l] + 0.002) << l;
+  }
+  // The head alone skips the backward through every block.
+  EXPECT_LT(p->scoring_from_s[g - 1], p->scoring_s);
+}
+
+// A cache file from before scoring_from_s keeps its other fields and gets
+// the per-depth pass measured and added.
+TEST_F(ProfiledVitTest, ACachedProfileWithoutThePerDepthPassIsUpgraded) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "layerfl_profile_upgrade")
+          .string();
+  std::filesystem::remove_all(dir);
+  absl::StatusOr<TrainingProfile> first = CachedTrainingProfile(
+      dir, *model_, *data_, Sgd(5, 16), ImportanceConfig(), 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::string file;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    file = entry.path().string();
+  }
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  in.close();
+  TrainingProfile old = *first;
+  old.scoring_from_s.clear();
+  old.step_fixed_s = 123.0;  // marks the old file's values
+  std::ofstream(file, std::ios::trunc) << old.Serialize();
+  absl::StatusOr<TrainingProfile> upgraded = CachedTrainingProfile(
+      dir, *model_, *data_, Sgd(5, 16), ImportanceConfig(), 1);
+  ASSERT_TRUE(upgraded.ok()) << upgraded.status();
+  EXPECT_EQ(upgraded->step_fixed_s, 123.0);
+  EXPECT_EQ(upgraded->scoring_from_s.size(), old.groups.size());
+  absl::StatusOr<TrainingProfile> reread = CachedTrainingProfile(
+      dir, *model_, *data_, Sgd(5, 16), ImportanceConfig(), 1);
+  ASSERT_TRUE(reread.ok());
+  EXPECT_EQ(reread->scoring_from_s, upgraded->scoring_from_s);
+  std::filesystem::remove_all(dir);
 }
 
 // What each scoring depth peaks at is what the profile says, and the scores

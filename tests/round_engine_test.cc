@@ -12,6 +12,7 @@
 #include "common/privacy/rdp_accountant.h"
 #include "common/secagg/participant.h"
 #include "nlohmann/json.hpp"
+#include "server/round/selector.h"
 #include "tests/round_fakes.h"
 
 namespace layerfl {
@@ -919,6 +920,149 @@ TEST_F(RoundEngineTest, ScoringDepthUnderATimeBudgetFollowsTheCap) {
   ASSERT_TRUE(e->StartRound().ok());
   EXPECT_EQ(e->TaskFor("free").score_from, 0);
   EXPECT_EQ(e->TaskFor("capped").score_from, 1);
+}
+
+LayerDelta Scored(const std::string& group, std::vector<float> v,
+                  double score) {
+  LayerDelta d = Delta(group, std::move(v));
+  d.score = score;
+  return d;
+}
+
+// importance.source train: each client scores once; then its updates carry
+// its trained layers' scores, and a round whose sampled clients all hold
+// scores runs no scoring phase: its first task trains (one phase fewer).
+TEST_F(RoundEngineTest, ScoresFromTrainingSkipTheScoringPhase) {
+  selector_.needs_scores = true;
+  selector_.layers["c1"] = {"a", "b"};
+  RoundEngineOptions o = Opts(0, 1);
+  o.scores_from_training = true;
+  o.score_decay = 0.5;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kScore);
+  ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
+  ASSERT_TRUE(e->SubmitScores("c2", 1, {3.0, 4.0}).ok());
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1,
+                              {Scored("a", {1, 1}, 5.0), Scored("b", {1}, 6.0)})
+                  .ok());
+  ASSERT_TRUE(e->SubmitUpdate("c2", 1, 1, {Scored("a", {1, 1}, 7.0)}).ok());
+  ASSERT_EQ(e->committed_round(), 1);
+
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  EXPECT_EQ(e->TaskFor("c2").kind, TaskKind::kTrain);
+  // Age 1, decay 0.5: half the own score, half the cohort's mean (a: 5 and
+  // 7 from training; b: c1's 6 from training, c2's 4 from its pass).
+  EXPECT_THAT(selector_.last_scores["c1"], ElementsAre(5.5, 5.5));
+  EXPECT_THAT(selector_.last_scores["c2"], ElementsAre(6.5, 4.5));
+  ASSERT_TRUE(e->SubmitUpdate("c1", 2, 1, {Delta("a", {0, 0}), Delta("b", {0})})
+                  .ok());
+  ASSERT_TRUE(e->SubmitUpdate("c2", 2, 1, {Delta("a", {0, 0})}).ok());
+  std::vector<RoundRecord> records = e->TakeRecords();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].phase_ms.count("score"), 1u);
+  EXPECT_EQ(records[0].phase_ms.at("score"), 0.0);  // both answered at once
+  EXPECT_EQ(records[1].phase_ms.count("score"), 0u);
+  const ClientRoundRecord& c2 = records[1].clients[1];
+  ASSERT_EQ(c2.id, "c2");
+  EXPECT_THAT(c2.score_age, ElementsAre(1, 1));
+  EXPECT_THAT(c2.score_source, ElementsAre("train", "pass"));
+  EXPECT_EQ(c2.score_from, -1);  // it ran no pass this round
+  const nlohmann::json line = nlohmann::json::parse(records[1].ToJson());
+  EXPECT_EQ(line["clients"][1]["score_source"][1], "pass");
+  EXPECT_FALSE(line["clients"][1].contains("score_from"));
+}
+
+// Only the sampled clients without scores run a pass; the others wait for
+// the phase to end and are selected from what they hold.
+TEST_F(RoundEngineTest, ScoresFromTrainingScoreOnlyTheNewcomer) {
+  selector_.needs_scores = true;
+  RoundEngineOptions o = Opts(0, 1);
+  o.scores_from_training = true;
+  auto e = Make(o);
+  JoinAll(*e, {{"c1", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
+  ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Scored("a", {1, 1}, 3.0)}).ok());
+  JoinAll(*e, {{"new", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kWait);
+  EXPECT_EQ(e->TaskFor("new").kind, TaskKind::kScore);
+  // Its pass is its own: a score for c1 is a duplicate.
+  EXPECT_EQ(ReasonOf(e->SubmitScores("c1", 2, {1.0, 1.0})),
+            RejectReason::kDuplicate);
+  ASSERT_TRUE(e->SubmitScores("new", 2, {9.0, 1.0}).ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  // c1 at age 1 (decay 0.8) toward the cohort's means: a (3, 9) and b (2, 1).
+  EXPECT_THAT(selector_.last_scores["c1"],
+              ElementsAre(0.8 * 3.0 + (1 - 0.8) * 6.0,
+                          0.8 * 2.0 + (1 - 0.8) * 1.5));
+  EXPECT_THAT(selector_.last_scores["new"], ElementsAre(9.0, 1.0));
+  // A free score that is not finite is refused, naming the layer.
+  absl::Status bad = e->SubmitUpdate(
+      "new", 2, 1, {Scored("a", {1, 1}, std::nan(""))});
+  EXPECT_THAT(bad.message(), HasSubstr("layer 'a': score nan is not finite"));
+}
+
+// importance.depth affordable under a time budget, by hand. One local
+// step, speed 1; groups embed, block, head (common). Training from embed
+// costs 0.1 + 0.05 + 0.01 + 0.2 + 0.1 = 0.46 s and its pass 1.0 s; from
+// block 0.26 + 0.4; head alone 0.11 + 0.1.
+TEST(SelectorTest, AffordableScoringDepthIsTheLowestGroupThatFits) {
+  RunConfig config;
+  config.selection.strategy = "strategic";
+  config.budget.unit = "time";
+  config.train.local_steps = 1;
+  config.importance.depth = "affordable";
+  std::vector<LayerGroup> groups = {{"embed", {"e"}, 10, false, false, 0},
+                                    {"block", {"b"}, 10, false, false, 0},
+                                    {"head", {"h"}, 10, false, true, 0}};
+  auto profile = std::make_shared<TrainingProfile>();
+  profile->groups = {"embed", "block", "head"};
+  profile->batch_size = 32;
+  profile->step_fixed_s = 0.1;
+  profile->step_per_group_s = {0.05, 0.05, 0.01};
+  profile->step_depth_s = {0.2, 0.1, 0.0};
+  profile->scoring_s = 1.0;
+  profile->scoring_from_s = {1.0, 0.4, 0.1};
+  profile->fixed_bytes = 1;
+  profile->per_group_bytes = {1, 1, 1};
+  profile->depth_bytes = {1, 1, 1};
+  absl::StatusOr<std::unique_ptr<LayerSelector>> selector =
+      CreateLayerSelector(config, groups);
+  ASSERT_TRUE(selector.ok()) << selector.status();
+  SelectionCandidate c;
+  c.id = "c";
+  c.num_samples = 10;
+  c.profile = profile;
+  c.scored = true;
+  for (auto [budget, from] : {std::pair<double, int>{1.47, 0},
+                             {1.45, 1}, {0.67, 1}, {0.65, 2}, {0.22, 2},
+                             {0.2, 3}}) {
+    c.budget = budget;
+    EXPECT_EQ((*selector)->ScoringDepth(c), from) << budget;
+  }
+  c.budget = 1.47;
+  c.max_time_s = 1.0;  // a declared cap counts too
+  EXPECT_EQ((*selector)->ScoringDepth(c), 1);
+  c.max_time_s = 0;
+  // The selection is priced with the pass it ran: from block, 0.4 s.
+  c.budget = 1.0;
+  c.score_from = 1;
+  c.scores = {0.0, 5.0, 1.0};
+  absl::StatusOr<SelectionOutcome> out = (*selector)->Select({c}, 1);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(out->layers[0], ElementsAre("block", "head"));
+  EXPECT_NEAR(out->costs[0], 0.26 + 0.4, 1e-12);
+  // depth full: no limit beyond memory.
+  config.importance.depth = "full";
+  selector = CreateLayerSelector(config, groups);
+  ASSERT_TRUE(selector.ok());
+  c.budget = 0.2;
+  EXPECT_EQ((*selector)->ScoringDepth(c), 0);
 }
 
 // The round's measured memory is the higher of training's and scoring's.

@@ -291,6 +291,55 @@ TEST(ImportanceTest, SqGradNormPassMatchesTheDoubleSums) {
   }
 }
 
+// importance.source train: the first local step's gradients are taken at
+// the global weights, so its scores of the trained groups are, bit for bit,
+// what a one-batch scoring pass computes on the same batch (same seed and
+// batch size), whether the pass starts at the lowest trained group or
+// scores everything, and with gradient clipping on (scores come before it).
+TEST(ImportanceTest, FirstTrainingStepScoresEqualAOneBatchPassBitForBit) {
+  for (bool clip : {false, true}) {
+    TrainConfig t = Sgd(3, 8);
+    if (clip) t.grad_clip = 1e-3;
+    ImportanceConfig imp;
+    imp.batches = 1;
+    SelectiveTrainer trainer(t, imp);
+    const Examples data = RandomImages(40, 6);
+    auto trained = CreateModel(SmallVit(), 5);
+    ASSERT_TRUE(trained.ok());
+    auto r = trainer.Train(**trained, data, {"block1", "head"}, 77);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->first_step_scores.size(), 2u);
+    for (int from : {0, 2}) {
+      auto global = CreateModel(SmallVit(), 5);
+      ASSERT_TRUE(global.ok());
+      auto pass = trainer.Importance(**global, data, 77, nullptr, from);
+      ASSERT_TRUE(pass.ok()) << pass.status();
+      // Groups: embed, block0, block1 (2), block2, head (4).
+      for (auto [k, l] : {std::pair<int, int>{0, 2}, {1, 4}}) {
+        const LayerScores& free = r->first_step_scores[k];
+        SCOPED_TRACE(absl::StrCat(free.group, " clip ", clip, " from ", from));
+        EXPECT_EQ(free.group, (*pass)[l].group);
+        EXPECT_GT(free.sq_grad_norm, 0.0);
+        EXPECT_EQ(free.sq_grad_norm, (*pass)[l].sq_grad_norm);
+        EXPECT_EQ(free.rgn, (*pass)[l].rgn);
+      }
+    }
+  }
+  // A scoring batch of its own size (importance.batch_size) is another
+  // batch: other scores.
+  ImportanceConfig small;
+  small.batches = 1;
+  small.batch_size = 3;
+  auto model = CreateModel(SmallVit(), 5);
+  ASSERT_TRUE(model.ok());
+  auto a = SelectiveTrainer(Sgd(3, 8), small)
+               .Importance(**model, RandomImages(40, 6), 77);
+  auto b = SelectiveTrainer(Sgd(3, 8), ImportanceConfig{"sq_grad_norm", 1})
+               .Importance(**model, RandomImages(40, 6), 77);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE((*a)[4].sq_grad_norm, (*b)[4].sq_grad_norm);
+}
+
 // What the pass holds beyond the model: sq_grad_norm the scored gradients
 // (float32); snr besides two double sums per scored element (16 bytes).
 TEST(ImportanceTest, SqGradNormPassHoldsNoPerElementSums) {

@@ -443,6 +443,9 @@ class GrpcLink : public CoordinatorLink {
       m->set_memory_limit_bytes(cost.memory_limit_bytes);
       m->set_cpus(cost.cpus);
       for (const LayerDelta& d : update) m->add_layers(d.group);
+      if (!update.empty() && update.front().score >= 0) {
+        for (const LayerDelta& d : update) m->add_scores(d.score);
+      }
     }
     grpc::ClientContext context;
     SetDeadline(context, std::max(options_.rpc_timeout,

@@ -103,7 +103,13 @@ std::vector<Field> TrainFields(TrainConfig* c) {
 }
 
 std::vector<Field> ImportanceFields(ImportanceConfig* c) {
-  return {Bind("metric", &c->metric), Bind("batches", &c->batches)};
+  return {Bind("metric", &c->metric),
+          Bind("batches", &c->batches),
+          Bind("batch_size", &c->batch_size),
+          Bind("source", &c->source),
+          Bind("refresh_period", &c->refresh_period),
+          Bind("decay", &c->decay),
+          Bind("depth", &c->depth)};
 }
 
 std::vector<Field> PretrainFields(PretrainConfig* c) {
@@ -594,6 +600,16 @@ absl::Status ValidateImportance(const ImportanceConfig& imp) {
     return Bad("importance.batches",
                "must be >= 2 when importance.metric is snr", imp.batches);
   }
+  RETURN_IF_ERROR(CheckAtLeast("importance.batch_size", imp.batch_size, 0));
+  RETURN_IF_ERROR(
+      CheckOneOf("importance.source", imp.source, {"pass", "train"}));
+  RETURN_IF_ERROR(
+      CheckAtLeast("importance.refresh_period", imp.refresh_period, 0));
+  if (!(imp.decay > 0 && imp.decay <= 1)) {
+    return Bad("importance.decay", "must be in (0, 1]", imp.decay);
+  }
+  RETURN_IF_ERROR(
+      CheckOneOf("importance.depth", imp.depth, {"full", "affordable"}));
   return absl::OkStatus();
 }
 
@@ -874,6 +890,42 @@ double ClipCountNoiseStd(const RunConfig& config) {
   return CountNoiseStd(config.privacy.dp, config.federated, config.data);
 }
 
+namespace {
+
+// importance.source and importance.depth against the sections they need.
+absl::Status ValidateScoreSource(const RunConfig& c) {
+  const ImportanceConfig& imp = c.importance;
+  if (imp.depth == "affordable" && c.federated.mode != "sync") {
+    return Bad("importance.depth",
+               absl::StrCat("needs federated.mode: sync (this run is ",
+                            c.federated.mode, ")"),
+               imp.depth);
+  }
+  if (imp.source != "train") return absl::OkStatus();
+  if (c.selection.strategy == "snr" || imp.metric == "snr") {
+    return Bad("importance.source",
+               "scores from one batch, which has no variance: needs "
+               "importance.metric sq_grad_norm or rgn and a strategy other "
+               "than snr",
+               imp.source);
+  }
+  if (c.federated.mode != "sync") {
+    return Bad("importance.source",
+               absl::StrCat("needs federated.mode: sync (this run is ",
+                            c.federated.mode, ")"),
+               imp.source);
+  }
+  if (c.privacy.dp.enabled || c.privacy.secure_aggregation.enabled) {
+    return Bad("importance.source",
+               "sends the first step's scores unprivatised: not with "
+               "privacy.dp or privacy.secure_aggregation",
+               imp.source);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(CheckAtLeast("threads", threads, 1));
   RETURN_IF_ERROR(ValidateModel(model));
@@ -903,6 +955,7 @@ absl::Status RunConfig::Validate() const {
   RETURN_IF_ERROR(CheckAtLeast("profile.reps", profile.reps, 1));
   RETURN_IF_ERROR(ValidateTransport(transport));
   RETURN_IF_ERROR(ValidatePrivacy(privacy, federated, data));
+  RETURN_IF_ERROR(ValidateScoreSource(*this));
   return absl::OkStatus();
 }
 

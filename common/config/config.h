@@ -124,6 +124,28 @@ struct ImportanceConfig {
   // (mean^2 / variance of the gradient across batches).
   std::string metric = "sq_grad_norm";
   int batches = 4;  // batches the scores are averaged over, >= 1 (snr: >= 2)
+  // Examples per scoring batch, >= 0; 0 = train.batch_size.
+  int batch_size = 0;
+  // Where scores come from: "pass" (the paper's: a scoring pass every
+  // federated.selection_period rounds) or "train" (a client's trained groups
+  // are scored by the first step of its local training, which is taken at
+  // the global model, at no extra cost; a scoring pass runs only for a
+  // client without scores, or every refresh_period rounds; selection reads
+  // the other groups' older scores, decayed toward the cohort's mean: see
+  // server/round/score_book.h). train needs metric sq_grad_norm or rgn and
+  // the synchronous mode without privacy.
+  std::string source = "pass";
+  // source train: rounds between a client's scoring passes, >= 0; 0 = only
+  // its first.
+  int refresh_period = 0;
+  // source train: weight of an own score per round of age, in (0, 1]; the
+  // cohort's mean for the group gets the rest (1 = no decay).
+  double decay = 0.8;
+  // How deep a scoring pass goes: "full" (every trainable group, or as deep
+  // as a memory limit allows) or "affordable" (under budget.unit time, also
+  // no lower than the lowest group the client could afford to train this
+  // round with the pass priced in: the profile measures the pass per depth).
+  std::string depth = "full";
 };
 
 struct PretrainConfig {

@@ -86,8 +86,18 @@ absl::Status TrainingProfile::Validate() const {
   RETURN_IF_ERROR(CheckList(depth_bytes, g, "depth_bytes"));
   // Empty: not measured (a profile from before it was); scoring then goes
   // unlimited.
-  if (scoring_bytes.empty()) return absl::OkStatus();
-  return CheckList(scoring_bytes, g, "scoring_bytes");
+  if (!scoring_bytes.empty()) {
+    RETURN_IF_ERROR(CheckList(scoring_bytes, g, "scoring_bytes"));
+  }
+  if (scoring_from_s.empty()) return absl::OkStatus();
+  return CheckList(scoring_from_s, g, "scoring_from_s");
+}
+
+double ScoringSeconds(const TrainingProfile& profile, int from) {
+  const int g = static_cast<int>(profile.groups.size());
+  if (from >= g) return 0.0;
+  if (from <= 0 || profile.scoring_from_s.empty()) return profile.scoring_s;
+  return profile.scoring_from_s[from];
 }
 
 int LowestScorableGroup(const TrainingProfile& profile, int64_t limit_bytes) {
@@ -108,7 +118,11 @@ std::string TrainingProfile::Serialize() const {
       " fixed_bytes=", fixed_bytes,
       " per_group_bytes=", absl::StrJoin(per_group_bytes, ","),
       " depth_bytes=", absl::StrJoin(depth_bytes, ","),
-      " scoring_bytes=", absl::StrJoin(scoring_bytes, ","), "\n");
+      " scoring_bytes=", absl::StrJoin(scoring_bytes, ","),
+      scoring_from_s.empty() ? ""
+                             : absl::StrCat(" scoring_from_s=",
+                                            Doubles(scoring_from_s)),
+      "\n");
 }
 
 absl::StatusOr<TrainingProfile> TrainingProfile::Parse(
@@ -163,6 +177,9 @@ absl::StatusOr<TrainingProfile> TrainingProfile::Parse(
   RETURN_IF_ERROR(list("per_group_bytes", &p.per_group_bytes));
   RETURN_IF_ERROR(list("depth_bytes", &p.depth_bytes));
   RETURN_IF_ERROR(list("scoring_bytes", &p.scoring_bytes));
+  if (kv.count("scoring_from_s")) {  // absent in profiles cached before it
+    RETURN_IF_ERROR(list("scoring_from_s", &p.scoring_from_s));
+  }
   RETURN_IF_ERROR(p.Validate());
   return p;
 }

@@ -40,6 +40,10 @@ struct TrainingProfile {
   // next trainable group. Entry 0 is the whole pass. Empty = not measured
   // (the scoring pass is then not limited).
   std::vector<int64_t> scoring_bytes;
+  // Seconds of a scoring pass from group l upward (as scoring_bytes), per
+  // group l; entry 0 is the whole pass (scoring_s is what prices it). Empty
+  // = not measured (every pass is then priced as the whole one).
+  std::vector<double> scoring_from_s;
 
   // InvalidArgument naming the field ("profile.step_depth_s[2]: must be
   // finite and >= 0, got -1") when a vector does not have one entry per
@@ -57,6 +61,12 @@ struct TrainingProfile {
 // of groups when none fits (it then scores nothing). limit_bytes <= 0, or a
 // profile without scoring_bytes, means no limit (0).
 int LowestScorableGroup(const TrainingProfile& profile, int64_t limit_bytes);
+
+// Seconds of a scoring pass from group `from` upward on the profiled
+// machine: scoring_s for from = 0 or a profile without scoring_from_s,
+// scoring_from_s[from] otherwise, 0 for from >= the number of groups (the
+// pass scores nothing).
+double ScoringSeconds(const TrainingProfile& profile, int from);
 
 }  // namespace layerfl
 

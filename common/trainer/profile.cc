@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -67,6 +68,34 @@ uint64_t Fnv1a(const std::string& s) {
     h *= 1099511628211ULL;
   }
   return h;
+}
+
+// Seconds of the scoring pass from each group upward (median over
+// options.reps calls after a warm-up, per trainable group); a frozen group
+// scores from the next trainable one above it, above the last there is
+// nothing to score (0).
+absl::StatusOr<std::vector<double>> MeasureScoringFrom(
+    const SelectiveTrainer& trainer, Model& model, const Examples& data,
+    const ProfileOptions& options) {
+  const std::vector<LayerGroup>& all = model.groups();
+  const int g = static_cast<int>(all.size());
+  std::vector<double> out(g, 0.0);
+  double above = 0.0;  // the value of the next trainable group up
+  for (int l = g - 1; l >= 0; --l) {
+    if (all[l].frozen) {
+      out[l] = above;
+      continue;
+    }
+    std::vector<double> times;
+    for (int r = 0; r <= options.reps; ++r) {
+      ResourceUsage usage;
+      RETURN_IF_ERROR(
+          trainer.Importance(model, data, 4000 + r, &usage, l).status());
+      if (r > 0) times.push_back(usage.seconds);
+    }
+    out[l] = above = Median(times);
+  }
+  return out;
 }
 
 }  // namespace
@@ -172,6 +201,8 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
     while (j < k && trainable[j] < l) ++j;
     p.scoring_bytes[l] = j < k ? from_trainable[j] : ParameterBytes(model);
   }
+  ASSIGN_OR_RETURN(p.scoring_from_s,
+                   MeasureScoringFrom(trainer, model, data, options));
   RETURN_IF_ERROR(p.Validate());
   return p;
 }
@@ -183,7 +214,10 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
   std::string key = absl::StrCat(
       Machine(), "|batch=", train.batch_size, "|threads=", threads,
       "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
-      "|scoring=", importance.batches, "|metric=", importance.metric,
+      "|scoring=", importance.batches,
+      importance.batch_size > 0 ? absl::StrCat("x", importance.batch_size)
+                                : std::string(),
+      "|metric=", importance.metric,
       "|steps=", options.steps, "|groups=");
   for (const LayerGroup& group : model.groups()) {
     absl::StrAppend(&key, group.name, ":", group.num_params,
@@ -193,6 +227,7 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
       cache_dir.empty()
           ? std::string()
           : absl::StrFormat("%s/profile-%016x.txt", cache_dir, Fnv1a(key));
+  std::optional<TrainingProfile> found;
   if (!path.empty()) {
     std::ifstream in(path);
     std::stringstream text;
@@ -200,15 +235,29 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
     if (in) {
       absl::StatusOr<TrainingProfile> cached =
           TrainingProfile::Parse(text.str());
-      if (cached.ok()) {
-        cached->machine = Machine();
-        return cached;
-      }
+      if (cached.ok()) found = *std::move(cached);
     }
   }
-  ASSIGN_OR_RETURN(TrainingProfile p,
-                   ProfileTraining(model, data, train, importance, options));
-  p.threads = threads;
+  if (found.has_value() && !found->scoring_from_s.empty()) {
+    found->machine = Machine();
+    return *std::move(found);
+  }
+  TrainingProfile p;
+  if (found.has_value()) {
+    // Cached before the pass was measured per depth: the rest is kept (runs
+    // that used it keep their costs), the per-depth pass is added.
+    TrainConfig measured = train;
+    measured.lr = 0;
+    const SelectiveTrainer trainer(measured, importance);
+    p = *std::move(found);
+    p.machine = Machine();
+    ASSIGN_OR_RETURN(p.scoring_from_s,
+                     MeasureScoringFrom(trainer, model, data, options));
+  } else {
+    ASSIGN_OR_RETURN(p,
+                     ProfileTraining(model, data, train, importance, options));
+    p.threads = threads;
+  }
   if (!path.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(cache_dir, ec);

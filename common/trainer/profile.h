@@ -15,7 +15,9 @@
 // are medians over `reps` calls divided by `steps` (so per-call overhead is
 // spread over the steps: conservative for longer rounds); bytes are peaks.
 // Frozen groups get w = a = 0: the backward through them is booked on the
-// trainable group below. Negative differences (timing noise) become 0.
+// trainable group below. Negative differences (timing noise) become 0. The
+// scoring pass is timed whole (scoring_s) and from each group upward
+// (scoring_from_s), medians over `reps` calls.
 //
 // Not thread-safe: uses and restores `model`'s training state.
 
@@ -42,8 +44,9 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
 // their parameter counts), batch size, thread count, optimizer, scoring
 // batches and metric (importance.metric: the scoring pass's memory depends
 // on it), read from `cache_dir`/profile-<hash>.txt, or measured and written
-// there (temp file + rename) when missing or unreadable. An empty cache_dir
-// measures without caching.
+// there (temp file + rename) when missing or unreadable; a cached profile
+// without scoring_from_s gets it measured and added, its other fields kept.
+// An empty cache_dir measures without caching.
 absl::StatusOr<TrainingProfile> CachedTrainingProfile(
     const std::string& cache_dir, Model& model, const Examples& data,
     const TrainConfig& train, const ImportanceConfig& importance, int threads,

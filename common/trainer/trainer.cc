@@ -117,6 +117,30 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
                                                  .weight_decay(c.weight_decay));
 }
 
+// One group's sq_grad_norm and rgn from the gradients summed in its
+// parameters' .grad over `batches` batches: what both the scoring pass and
+// the first training step report, computed the same way so they agree bit
+// for bit.
+LayerScores GradScores(
+    const std::string& group,
+    const std::vector<std::pair<std::string, torch::Tensor>>& params,
+    int batches) {
+  torch::NoGradGuard no_grad;
+  double sq = 0, wsq = 0;
+  for (const auto& [name, w] : params) {
+    if (w.grad().defined()) {
+      torch::Tensor m = w.grad().to(torch::kDouble) / batches;
+      sq += (m * m).sum().item<double>();
+    }
+    wsq += w.detach().to(torch::kDouble).pow(2).sum().item<double>();
+  }
+  LayerScores s;
+  s.group = group;
+  s.sq_grad_norm = sq;
+  s.rgn = wsq > 0 ? std::sqrt(sq) / std::sqrt(wsq) : 0.0;
+  return s;
+}
+
 }  // namespace
 
 void SetTorchThreads(int threads) { torch::set_num_threads(threads); }
@@ -211,6 +235,13 @@ absl::StatusOr<TrainResult> SelectiveTrainer::Train(
       if (opt == nullptr) continue;
       opt->zero_grad();
       loss.backward();
+      if (step == 0) {
+        // At the starting weights, before clipping: free importance scores.
+        for (int gi : trained_groups) {
+          result.first_step_scores.push_back(
+              GradScores(all[gi].name, group_params[gi], 1));
+        }
+      }
       if (train_.grad_clip > 0) {
         torch::nn::utils::clip_grad_norm_(trainable, train_.grad_clip);
       }
@@ -290,7 +321,10 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
       }
     }
     model.SetTraining(true);
-    BatchSampler sampler(data.size(), train_.batch_size, seed);
+    BatchSampler sampler(data.size(),
+                         importance_.batch_size > 0 ? importance_.batch_size
+                                                    : train_.batch_size,
+                         seed);
     const int batches = importance_.batches;
     for (int b = 0; any && b < batches; ++b) {
       if (variance) {
@@ -325,26 +359,23 @@ absl::StatusOr<std::vector<LayerScores>> SelectiveTrainer::Importance(
     for (size_t gi = 0; gi < all.size(); ++gi) {
       LayerScores s;
       s.group = all[gi].name;
-      if (scored(gi)) {
+      if (scored(gi) && !variance) {
+        s = GradScores(all[gi].name, group_params[gi], batches);
+      } else if (scored(gi)) {
         double sq = 0, var = 0, wsq = 0;
         for (size_t pi = 0; pi < group_params[gi].size(); ++pi) {
           const torch::Tensor& w = group_params[gi][pi].second;
-          if (variance) {
-            torch::Tensor m = s1[gi][pi] / batches;
-            torch::Tensor v = (s2[gi][pi] / batches - m * m).clamp_min(0.0);
-            sq += (m * m).sum().item<double>();
-            var += v.sum().item<double>();
-            s1[gi][pi] = torch::Tensor();
-            s2[gi][pi] = torch::Tensor();
-          } else if (w.grad().defined()) {
-            torch::Tensor m = w.grad().to(torch::kDouble) / batches;
-            sq += (m * m).sum().item<double>();
-          }
+          torch::Tensor m = s1[gi][pi] / batches;
+          torch::Tensor v = (s2[gi][pi] / batches - m * m).clamp_min(0.0);
+          sq += (m * m).sum().item<double>();
+          var += v.sum().item<double>();
+          s1[gi][pi] = torch::Tensor();
+          s2[gi][pi] = torch::Tensor();
           wsq += w.detach().to(torch::kDouble).pow(2).sum().item<double>();
         }
         s.sq_grad_norm = sq;
         s.rgn = wsq > 0 ? std::sqrt(sq) / std::sqrt(wsq) : 0.0;
-        if (variance) s.snr = sq / std::max(var, 1e-30);
+        s.snr = sq / std::max(var, 1e-30);
       }
       out.push_back(std::move(s));
     }

@@ -40,6 +40,15 @@ struct Examples {
   at::Tensor Inputs(int64_t start, int64_t len) const;
 };
 
+struct LayerScores {
+  std::string group;
+  double sq_grad_norm = 0.0;  // ||m||^2, m = mean of the per-batch gradients
+  double rgn = 0.0;           // ||m|| / ||w|| (0 when ||w|| = 0)
+  // ||m||^2 / sum of per-element variances across batches; computed only
+  // when the pass's metric is snr (0 otherwise).
+  double snr = 0.0;
+};
+
 // The trained groups' `w_local - w_global`, by group, each with its
 // parameters in model order.
 struct GroupDelta {
@@ -63,15 +72,12 @@ struct TrainResult {
   double last_loss = 0.0;   // mean loss of the last step's batch
   int64_t trained_params = 0;
   ResourceUsage usage;
-};
-
-struct LayerScores {
-  std::string group;
-  double sq_grad_norm = 0.0;  // ||m||^2, m = mean of the per-batch gradients
-  double rgn = 0.0;           // ||m|| / ||w|| (0 when ||w|| = 0)
-  // ||m||^2 / sum of per-element variances across batches; computed only
-  // when the pass's metric is snr (0 otherwise).
-  double snr = 0.0;
+  // The trained groups' scores from the first step's gradients, taken at the
+  // starting (global) weights before any clipping: bit for bit what
+  // Importance computes over that one batch (importance.batches 1, batch
+  // size train.batch_size, the same seed). One per entry of `deltas`; empty
+  // when no step ran. snr is 0 (one batch has no variance).
+  std::vector<LayerScores> first_step_scores;
 };
 
 struct EvalResult {
@@ -112,7 +118,8 @@ class SelectiveTrainer {
                                     uint64_t seed) const;
 
   // Scores every non-frozen group from `lowest_group` upward (model order)
-  // at the model's current weights over importance.batches batches; frozen
+  // at the model's current weights over importance.batches batches of
+  // importance.batch_size examples (0: train.batch_size); frozen
   // groups and groups below `lowest_group` score 0 and get no gradient, so
   // the backward pass stops at the lowest scored group (what a memory limit
   // needs; lowest_group = the number of groups scores nothing and runs no

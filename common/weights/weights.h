@@ -124,6 +124,9 @@ struct ModelWeights {
 struct LayerDelta {
   std::string group;
   std::vector<Tensor32> tensors;  // same names/shapes as the global group
+  // The group's importance score from the first local step, taken at the
+  // global model (importance.source: train); < 0 = not reported.
+  double score = -1;
 };
 
 // Checks that `delta` has exactly the tensors of `layer` (names, order,

@@ -58,9 +58,17 @@ absl::StatusOr<std::vector<LayerDelta>> LocalWorker::Train(
                    trainer_.Train(*model_, data_, layers, TaskSeed(round, 1)));
   train_usage_ = r.usage;
   std::vector<LayerDelta> update;
-  for (GroupDelta& d : r.deltas) {
+  const bool free_scores = config_.importance.source == "train";
+  const std::string metric = config_.selection.strategy == "rgn"
+                                 ? "rgn"
+                                 : config_.importance.metric;
+  for (size_t k = 0; k < r.deltas.size(); ++k) {
+    GroupDelta& d = r.deltas[k];
     LayerDelta delta;
     delta.group = d.group;
+    if (free_scores && k < r.first_step_scores.size()) {
+      delta.score = ReportedScores({r.first_step_scores[k]}, metric)[0];
+    }
     for (auto& [name, t] : d.tensors) {
       delta.tensors.push_back(ToTensor32(name, t));
       t = at::Tensor();  // one copy of each delta at a time

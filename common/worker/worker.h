@@ -50,7 +50,9 @@ class LocalWorker {
                                             const std::string& metric,
                                             int score_from = 0);
 
-  // Trains `layers` from `global`; returns their deltas, in model order.
+  // Trains `layers` from `global`; returns their deltas, in model order,
+  // each with its first step's score (LayerDelta::score, in the run's
+  // metric) when importance.source is train.
   // With privacy.dp in local mode the update is clipped to
   // privacy.dp.clip_norm and each layer gets noise of std
   // noise_multiplier * clip_norm / sqrt(n), n its entry of

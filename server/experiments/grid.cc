@@ -111,6 +111,45 @@ absl::Status ReadBudgets(const YAML::Node& node, const RunConfig& base,
   return absl::OkStatus();
 }
 
+absl::Status ReadVariants(const YAML::Node& node, const RunConfig& base,
+                          const std::vector<std::string>& strategies,
+                          std::vector<StrategyVariant>* out) {
+  if (!node.IsDefined() || node.IsNull()) return absl::OkStatus();
+  if (!node.IsSequence()) return TypeError(node, "variants", "a sequence");
+  std::set<std::string> names(strategies.begin(), strategies.end());
+  const std::vector<std::string> known = SelectionStrategyNames();
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string path = absl::StrCat("variants[", i, "]");
+    StrategyVariant v;
+    v.importance = base.importance;
+    ImportanceConfig& imp = v.importance;
+    RETURN_IF_ERROR(ReadMap(
+        node[i], path,
+        {Bind("name", &v.name, /*required=*/true),
+         Bind("strategy", &v.strategy, /*required=*/true),
+         Bind("metric", &imp.metric), Bind("batches", &imp.batches),
+         Bind("batch_size", &imp.batch_size), Bind("source", &imp.source),
+         Bind("refresh_period", &imp.refresh_period),
+         Bind("decay", &imp.decay), Bind("depth", &imp.depth)}));
+    RETURN_IF_ERROR(CheckName(path + ".name", v.name));
+    if (!names.insert(v.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".name: duplicate name '", v.name, "'"));
+    }
+    if (std::find(known.begin(), known.end(), v.strategy) == known.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".strategy: unknown strategy '", v.strategy,
+                       "'; valid: ", absl::StrJoin(known, ", ")));
+    }
+    RunConfig c = base;
+    c.selection.strategy = v.strategy;
+    c.importance = imp;
+    RETURN_IF_ERROR(Reword(c.Validate(), "importance", path));
+    out->push_back(std::move(v));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadPartitions(const YAML::Node& node, const RunConfig& base,
                             std::vector<PartitionSetting>* out) {
   if (!node.IsSequence()) return TypeError(node, "partitions", "a sequence");
@@ -216,7 +255,7 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
                            ", column ", e.mark.column + 1, ": ", e.msg));
   }
   ExperimentGrid grid;
-  YAML::Node budgets, partitions;
+  YAML::Node budgets, partitions, variants;
   auto keep = [](YAML::Node* slot) {
     return [slot](const YAML::Node& node, const std::string&,
                   const yaml_read::Style&) {
@@ -228,6 +267,8 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
                           {Bind("base", &grid.base_path, /*required=*/true),
                            Bind("out", &grid.out),
                            Bind("strategies", &grid.strategies, true),
+                           {"variants", keep(&variants), false, nullptr,
+                            nullptr},
                            {"budgets", keep(&budgets), true, nullptr, nullptr},
                            {"partitions", keep(&partitions), true, nullptr,
                             nullptr},
@@ -241,6 +282,8 @@ absl::StatusOr<ExperimentGrid> ParseExperimentGrid(
   }
   grid.base = *std::move(base);
   RETURN_IF_ERROR(CheckStrategies(grid.strategies));
+  RETURN_IF_ERROR(
+      ReadVariants(variants, grid.base, grid.strategies, &grid.variants));
   RETURN_IF_ERROR(ReadBudgets(budgets, grid.base, &grid.budgets));
   RETURN_IF_ERROR(ReadPartitions(partitions, grid.base, &grid.partitions));
   RETURN_IF_ERROR(CheckSeeds(grid.seeds));
@@ -292,6 +335,7 @@ std::vector<std::string> CellStrategyNames(const ExperimentGrid& grid) {
       names.push_back(absl::StrCat(strategy, "_l", lambda));
     }
   }
+  for (const StrategyVariant& v : grid.variants) names.push_back(v.name);
   return names;
 }
 
@@ -343,6 +387,36 @@ absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
             }
             cells.push_back(std::move(cell));
           }
+        }
+      }
+      for (const StrategyVariant& v : grid.variants) {
+        for (uint64_t seed : grid.seeds) {
+          ExperimentCell cell;
+          cell.partition = p.name;
+          cell.budget = b.name;
+          cell.strategy = v.name;
+          cell.seed = seed;
+          RunConfig& c = cell.config;
+          c = grid.base;
+          c.seed = seed;
+          c.data = p.data;
+          c.budget = b.budget;
+          c.devices = b.devices;
+          if (!grid.lambdas.empty()) c.selection.lambda = grid.lambdas[0];
+          c.selection.strategy = v.strategy;
+          c.importance = v.importance;
+          c.federated.resume = true;
+          c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name / b.name /
+                                 v.name / absl::StrCat("seed", seed))
+                                    .string();
+          absl::Status valid = c.Validate();
+          if (!valid.ok()) {
+            return absl::Status(
+                valid.code(),
+                absl::StrCat("cell ", p.name, "/", b.name, "/", v.name,
+                             "/seed", seed, ": ", valid.message()));
+          }
+          cells.push_back(std::move(cell));
         }
       }
     }

@@ -16,6 +16,12 @@
 //   seeds: [1, 2, 3]                      # required, distinct
 // clang-format on
 //
+// An optional `variants:` list adds rows that run a registered strategy with
+// another importance section, e.g.
+//   variants:
+//     - {name: strategic-train, strategy: strategic, source: train, batches: 1}
+// (any of metric, batches, batch_size, source, refresh_period, decay, depth;
+// the rest as the base). Variant names share the strategies' namespace.
 // A budget entry takes name plus any of unit, distribution, value, min, max,
 // mean, std (the budget section), speed_min, speed_max (the devices
 // section); a partition entry takes name plus any of partition, alpha,
@@ -49,11 +55,19 @@ struct PartitionSetting {
   DataConfig data;  // the base's data section with the entry's overrides
 };
 
+// A row that runs `strategy` with `importance` instead of the base's.
+struct StrategyVariant {
+  std::string name;
+  std::string strategy;
+  ImportanceConfig importance;
+};
+
 struct ExperimentGrid {
   std::string base_path;  // as resolved (see LoadExperimentGrid)
   RunConfig base;
   std::string out;  // default output directory; may be empty
   std::vector<std::string> strategies;
+  std::vector<StrategyVariant> variants;  // rows after the strategies'
   std::vector<BudgetSetting> budgets;
   std::vector<PartitionSetting> partitions;
   std::vector<uint64_t> seeds;

@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "server/round/async_engine.h"
 #include "server/round/engine_util.h"
+#include "server/round/score_book.h"
 #include "server/selection/budget.h"
 #include "server/selection/rng.h"
 
@@ -76,6 +77,9 @@ const char* PhaseWhat(Phase phase) {
 struct Slot {
   ClientInfo info;
   std::vector<double> scores;
+  bool scores_now = false;  // runs a scoring pass this round
+  int score_from = 0;       // ... from this group upward
+  SeenScores seen;          // importance.source train: what selection saw
   bool answered = false;  // scores (scoring) or update (training) received
   bool dropped = false;   // missed a deadline or left
   bool uploaded = false;  // its update is in the round's sums
@@ -92,7 +96,9 @@ class RoundEngineImpl : public RoundEngine {
       : options_(options),
         deps_(deps),
         global_(std::move(initial)),
-        clip_norm_(options.privacy.clip_norm) {}
+        clip_norm_(options.privacy.clip_norm) {
+    book_ = ScoreBook(static_cast<int>(global_.layers.size()));
+  }
 
   absl::Status Resume() {
     if (deps_.store == nullptr) return absl::OkStatus();
@@ -196,11 +202,22 @@ class RoundEngineImpl : public RoundEngine {
     record_.attempt = attempt_;
     phase_start_ = deps_.clock->Now();
     bool score = false;
-    if (deps_.selector->NeedsScores()) {
+    if (deps_.selector->NeedsScores() && options_.scores_from_training) {
+      // Only the clients without scores (or due a refresh) run a pass.
+      for (auto& [id, slot] : slots_) {
+        const int64_t last = book_.LastPass(id);
+        slot.scores_now =
+            (last < 0 && !book_.Has(id)) ||
+            (last >= 0 && options_.score_refresh_period > 0 &&
+             round - last >= options_.score_refresh_period);
+        score = score || slot.scores_now;
+      }
+    } else if (deps_.selector->NeedsScores()) {
       score = (round - 1) % options_.selection_period == 0;
       for (const std::string& id : ids) {
         if (!last_scores_.count(id)) score = true;
       }
+      for (auto& [id, slot] : slots_) slot.scores_now = score;
     }
     if (options_.privacy.enabled && options_.privacy.target_epsilon > 0 &&
         ExceedsTargetEpsilon(score)) {
@@ -212,6 +229,13 @@ class RoundEngineImpl : public RoundEngine {
     if (score) {
       SetPhase(Phase::kScoring);
       deadline_ = phase_start_ + options_.round_deadline;
+      for (auto& [id, slot] : slots_) {
+        if (slot.scores_now) {
+          slot.score_from = ScoreFrom(slot.info);
+        } else {
+          slot.answered = true;  // selected from the scores it has
+        }
+      }
       return absl::OkStatus();
     }
     for (auto& [id, slot] : slots_) {
@@ -239,7 +263,7 @@ class RoundEngineImpl : public RoundEngine {
     task.deadline = deadline_;
     if (phase_ == Phase::kScoring) {
       task.kind = TaskKind::kScore;
-      task.score_from = ScoreFrom(it->second.info);
+      task.score_from = it->second.score_from;
     } else if (phase_ == Phase::kAdvertise) {
       task.kind = TaskKind::kAdvertise;
       task.layers = it->second.layers;
@@ -262,10 +286,24 @@ class RoundEngineImpl : public RoundEngine {
     return task;
   }
 
+  // The lowest group `client` scores from: as deep as its memory allows
+  // and, with importance.depth affordable, no lower than it can afford to
+  // train with the pass priced in.
   int ScoreFrom(const ClientInfo& client) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return layerfl::ScoreFrom(client, options_.budget_unit,
-                              static_cast<int>(global_.layers.size()));
+    SelectionCandidate c;
+    c.id = client.id;
+    c.num_samples = client.num_samples;
+    c.budget = client.budget;
+    c.scored = true;
+    c.profile = client.profile;
+    c.speed = client.speed;
+    c.max_time_s = client.max_time_s;
+    c.max_memory_mb = client.max_memory_mb;
+    return std::max(
+        layerfl::ScoreFrom(client, options_.budget_unit,
+                           static_cast<int>(global_.layers.size())),
+        deps_.selector->ScoringDepth(c));
   }
 
   absl::Status SubmitScores(const std::string& client_id, int64_t round,
@@ -281,6 +319,14 @@ class RoundEngineImpl : public RoundEngine {
     slot->answered = true;
     scores_released_ = true;
     last_scores_[client_id] = scores;
+    if (options_.scores_from_training) {
+      book_.RecordPass(client_id, round);
+      for (size_t l = static_cast<size_t>(slot->score_from); l < scores.size();
+           ++l) {
+        book_.Record(client_id, static_cast<int>(l), scores[l], round,
+                     ScoreSource::kPass);
+      }
+    }
     MaybeAdvance();
     return absl::OkStatus();
   }
@@ -325,6 +371,14 @@ class RoundEngineImpl : public RoundEngine {
                     absl::StrCat("client '", client_id, "': num_samples ",
                                  num_samples, " is above 10^12"));
     }
+    for (const LayerDelta& d : update) {
+      if (!std::isfinite(d.score)) {
+        return Refuse(RejectReason::kNonFinite,
+                      absl::StrCat("client '", client_id, "': layer '",
+                                   d.group, "': score ", d.score,
+                                   " is not finite"));
+      }
+    }
     absl::Status added =
         source != nullptr
             ? aggregator_->AddFrom(client_id, num_samples, update,
@@ -336,6 +390,14 @@ class RoundEngineImpl : public RoundEngine {
     }
     slot->answered = true;
     slot->uploaded = true;
+    if (options_.scores_from_training) {
+      for (const LayerDelta& d : update) {
+        const int l = global_.Find(d.group);
+        if (d.score >= 0 && l >= 0) {
+          book_.Record(client_id, l, d.score, round, ScoreSource::kTrain);
+        }
+      }
+    }
     for (const LayerDelta& d : update) {
       for (const Tensor32& t : d.tensors) {
         record_.bytes_up +=
@@ -697,6 +759,7 @@ class RoundEngineImpl : public RoundEngine {
       }
       out += "\n";
     }
+    out += book_.Serialize();
     if (options_.privacy.enabled) {
       // Client ids never start with '@'.
       absl::StrAppend(&out, "@privacy\t", absl::StrFormat("%a", clip_norm_),
@@ -712,10 +775,15 @@ class RoundEngineImpl : public RoundEngine {
   absl::Status RestoreEngineState(const std::string& bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     last_scores_.clear();
+    book_ = ScoreBook(static_cast<int>(global_.layers.size()));
     bool privacy_restored = false, coordinator_restored = false;
     for (absl::string_view line :
          absl::StrSplit(bytes, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> parts = absl::StrSplit(line, '\t');
+      if (!parts.empty() && parts[0] == "@scores") {
+        RETURN_IF_ERROR(book_.RestoreLine(parts));
+        continue;
+      }
       if (parts.size() == 2 && parts[0] == "@privacy_coordinator") {
         ASSIGN_OR_RETURN(coordinator_accountant_,
                          RdpAccountant::Parse(std::string(parts[1])));
@@ -878,7 +946,12 @@ class RoundEngineImpl : public RoundEngine {
       c.num_samples = slot.info.num_samples;
       c.budget = slot.info.budget;
       c.scores = slot.scores;
-      c.scored = scored;
+      if (options_.scores_from_training && deps_.selector->NeedsScores()) {
+        slot.seen = book_.For(id, running_round(), options_.score_decay);
+        c.scores = slot.seen.scores;
+      }
+      c.scored = scored && slot.scores_now;
+      c.score_from = c.scored ? slot.score_from : 0;
       c.profile = slot.info.profile;
       c.speed = slot.info.speed;
       c.max_time_s = slot.info.max_time_s;
@@ -979,6 +1052,13 @@ class RoundEngineImpl : public RoundEngine {
       cr.layers = slot.layers;
       cr.contributed = slot.uploaded;
       cr.scores = c.scores;
+      if (c.scored) cr.score_from = c.score_from;
+      if (options_.scores_from_training && !slot.seen.age.empty()) {
+        cr.score_age = slot.seen.age;
+        for (ScoreSource s : slot.seen.source) {
+          cr.score_source.push_back(ScoreSourceName(s));
+        }
+      }
       if (i < outcome_.costs.size()) cr.cost = outcome_.costs[i];
       cr.usage = slot.usage;
       record_.clients.push_back(std::move(cr));
@@ -1158,6 +1238,8 @@ class RoundEngineImpl : public RoundEngine {
   std::map<std::string, ClientInfo> joined_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<double>> last_scores_ ABSL_GUARDED_BY(mu_);
+  // importance.source train: every client's latest score per layer.
+  ScoreBook book_ ABSL_GUARDED_BY(mu_);
   std::vector<SelectionCandidate> candidates_ ABSL_GUARDED_BY(mu_);
   SelectionOutcome outcome_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<LayerAggregator> aggregator_ ABSL_GUARDED_BY(mu_);
@@ -1210,6 +1292,11 @@ std::string RoundRecord::ToJson() const {
                    {"layers", c.layers},
                    {"contributed", c.contributed}};
     if (!c.scores.empty()) client["scores"] = c.scores;
+    if (c.score_from >= 0) client["score_from"] = c.score_from;
+    if (!c.score_age.empty()) {
+      client["score_age"] = c.score_age;
+      client["score_source"] = c.score_source;
+    }
     if (c.cost >= 0) client["cost"] = c.cost;
     if (c.staleness >= 0) {
       client["staleness"] = c.staleness;

@@ -65,6 +65,7 @@ struct SelectionCandidate {
   double budget = 0.0;
   std::vector<double> scores;  // per layer; empty when none were asked for
   bool scored = false;         // `scores` come from this round's scoring pass
+  int score_from = 0;          // ... which started at this group
   std::shared_ptr<const TrainingProfile> profile;
   double speed = 1.0;
   double max_time_s = 0;  // as ClientInfo
@@ -97,6 +98,13 @@ class LayerSelector {
   // update the regulation statistics.
   virtual void OnCommitted(const std::vector<SelectionCandidate>& candidates,
                            const SelectionOutcome& outcome) = 0;
+  // The lowest group `candidate` (scored = true) should score from this
+  // round because it could not afford to train anything below it with the
+  // pass priced in (importance.depth: affordable); 0 = no such limit.
+  virtual int ScoringDepth(const SelectionCandidate& candidate) const {
+    (void)candidate;
+    return 0;
+  }
   // Regulation statistics as bytes, stored with each checkpoint.
   virtual std::string SaveState() const = 0;
   virtual absl::Status RestoreState(const std::string& bytes) = 0;
@@ -168,6 +176,12 @@ struct ClientRoundRecord {
   std::vector<std::string> layers;
   bool contributed = false;
   std::vector<double> scores;  // as reported this round; empty if none
+  // importance.source train: per layer, the age in rounds of the score
+  // selection saw (-1: the cohort's mean stood in) and where it came from
+  // ("pass", "train", "cohort"); empty otherwise.
+  std::vector<int64_t> score_age;
+  std::vector<std::string> score_source;
+  int score_from = -1;  // the scoring pass of this round started here; -1 none
   double cost = -1;            // predicted cost of `layers`; -1 unknown
   ClientUsage usage;
   // Asynchronous rounds: the commits since the global version the update
@@ -323,6 +337,13 @@ struct RoundEngineOptions {
   PrivacyOptions privacy;
   SecAggOptions secagg;
   AsyncOptions async;  // privacy and secure aggregation must be off with it
+  // importance.source train (synchronous rounds): scores from the first
+  // local step, kept per client and layer with their age (ScoreBook); a
+  // client runs a scoring pass only when it has none or its last is
+  // score_refresh_period (> 0) rounds old.
+  bool scores_from_training = false;
+  int score_refresh_period = 0;
+  double score_decay = 0.8;
 };
 
 // What changed for the clients' tasks since an earlier task epoch

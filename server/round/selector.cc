@@ -49,6 +49,7 @@ class StrategySelector : public LayerSelector {
         unit_(*ParseCostUnit(config.budget.unit)),
         options_(std::move(options)),
         strategy_name_(config.selection.strategy),
+        affordable_depth_(config.importance.depth == "affordable"),
         layers_(std::move(layers)),
         strategy_(std::move(strategy)),
         stats_(std::move(stats)) {
@@ -64,6 +65,34 @@ class StrategySelector : public LayerSelector {
   }
 
   bool NeedsScores() const override { return needs_scores_; }
+
+  // Under a time budget: the lowest trainable group l for which training l
+  // and the common groups, after a scoring pass from l, fits the client's
+  // budget and its declared time cap; the number of groups when none does
+  // (the pass then scores nothing).
+  int ScoringDepth(const SelectionCandidate& candidate) const override {
+    if (!affordable_depth_ || unit_ != CostUnit::kTime ||
+        candidate.profile == nullptr) {
+      return 0;
+    }
+    const int g = static_cast<int>(layers_.size());
+    double limit = BudgetInCostUnits(unit_, candidate.budget);
+    if (candidate.max_time_s > 0) {
+      limit = std::min(limit, candidate.max_time_s);
+    }
+    for (int l = 0; l < g; ++l) {
+      if (layers_[l].frozen) continue;
+      SelectionCandidate c = candidate;
+      c.scored = true;
+      c.score_from = l;
+      absl::StatusOr<std::shared_ptr<const CostModel>> model = CostFor(c);
+      if (!model.ok()) return 0;  // Select() reports the bad profile
+      std::vector<int> set = common_;
+      set.push_back(l);
+      if ((*model)->Cost(set) <= limit) return l;
+    }
+    return g;
+  }
 
   absl::StatusOr<SelectionOutcome> Select(
       const std::vector<SelectionCandidate>& candidates,
@@ -217,6 +246,7 @@ class StrategySelector : public LayerSelector {
     RoundWork work;
     work.steps = StepsFor(train_, c.num_samples);
     work.scores = c.scored;
+    work.score_from = c.score_from;
     work.speed = c.speed;
     absl::StatusOr<CostModel> model =
         CostModelFromProfile(*c.profile, unit, work);
@@ -246,6 +276,7 @@ class StrategySelector : public LayerSelector {
   CostUnit unit_;
   SelectionOptions options_;  // as the strategy was created with
   std::string strategy_name_;
+  bool affordable_depth_ = false;  // importance.depth: affordable
   std::vector<LayerSpec> layers_;
   std::unique_ptr<SelectionStrategy> strategy_;
   RegulationStats stats_;
@@ -373,6 +404,9 @@ RoundEngineOptions ToEngineOptions(const RunConfig& c) {
   o.async.hinge_a = f.staleness_hinge_a;
   o.async.hinge_b = f.staleness_hinge_b;
   o.async.cohort = f.async_cohort;
+  o.scores_from_training = c.importance.source == "train";
+  o.score_refresh_period = c.importance.refresh_period;
+  o.score_decay = c.importance.decay;
   return o;
 }
 

@@ -74,7 +74,9 @@ absl::StatusOr<CostModel> CostModelFromProfile(const TrainingProfile& profile,
   if (unit == CostUnit::kTime) {
     const double per_step = work.steps / work.speed;
     m.fixed = per_step * profile.step_fixed_s +
-              (work.scores ? profile.scoring_s / work.speed : 0.0);
+              (work.scores ? ScoringSeconds(profile, work.score_from) /
+                                 work.speed
+                           : 0.0);
     for (double w : profile.step_per_group_s)
       m.per_layer.push_back(per_step * w);
     for (double a : profile.step_depth_s) m.depth.push_back(per_step * a);

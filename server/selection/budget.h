@@ -58,11 +58,14 @@ struct RoundWork {
   bool scores = false;  // the round starts with a scoring pass
   // Device speed relative to the profiled machine (2 = twice as fast), > 0.
   double speed = 1.0;
+  // The scoring pass runs from this group upward (priced by ScoringSeconds:
+  // 0 = the whole pass).
+  int score_from = 0;
 };
 
 // A client's cost model from its profile: time in seconds per round
-// (steps x the per-step parts, plus the scoring pass when the round scores,
-// divided by speed), memory in bytes (the peak parts as measured; a MiB
+// (steps x the per-step parts, plus the scoring pass from work.score_from
+// when the round scores, divided by speed), memory in bytes (the peak parts as measured; a MiB
 // budget is converted by BudgetInCostUnits). InvalidArgument for other units
 // or a bad profile.
 absl::StatusOr<CostModel> CostModelFromProfile(const TrainingProfile& profile,

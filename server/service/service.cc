@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
 #include <thread>
 #include <utility>
@@ -1414,6 +1416,19 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
       expected.push_back({layer, *it});
       record_.layers.push_back(layer);
     }
+    if (m.scores_size() != 0 && m.scores_size() != m.layers_size()) {
+      return BadRequest(
+          absl::StrCat("the manifest has ", m.scores_size(), " scores for ",
+                       m.layers_size(), " layers"));
+    }
+    for (int i = 0; i < m.scores_size(); ++i) {
+      if (!std::isfinite(m.scores(i)) || m.scores(i) < 0) {
+        return BadRequest(
+            absl::StrCat("the manifest's score of layer '", m.layers(i),
+                         "' is ", m.scores(i), "; scores are finite and >= 0"));
+      }
+      scores_[m.layers(i)] = m.scores(i);
+    }
     int64_t bytes = 0;
     for (const ExpectedLayer& e : expected) {
       bytes += e.layout->numel * BytesPerValue(options.encoding);
@@ -1473,6 +1488,10 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
     } else {
       held->update = ToDeltas(decoder_->TakeLayers());
     }
+    for (LayerDelta& d : held->update) {
+      auto score = scores_.find(d.group);
+      if (score != scores_.end()) d.score = score->second;
+    }
     for (const LayerDelta& d : held->update) {
       for (const Tensor32& t : d.tensors) {
         held->record.numel += ShapeNumel(t.shape);
@@ -1530,6 +1549,7 @@ class UploadReactor : public grpc::ServerReadReactor<wire::UploadMessage> {
   // the update's layers without their values.
   std::unique_ptr<SpillWriter> disk_;
   std::vector<LayerDelta> on_disk_;
+  std::map<std::string, double> scores_;  // the manifest's, by layer
   ClientUsage usage_;
   int64_t wire_bytes_ = 0;
   TransferRecord record_;
