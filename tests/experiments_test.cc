@@ -364,9 +364,9 @@ TEST(ReportTest, ClientSecondsAndLastFiveFromUsage) {
     // other trained 2 s.
     text += absl::StrFormat(
         "{\"round\":%d,\"accuracy\":%.17g,\"bytes_up\":0,\"clients\":[],"
-        "\"timing_ms\":{\"round\":10},\"usage\":[{\"id\":\"a\",\"score_s\":0.5,"
+        "\"timing_ms\":{\"round\":%d%s},\"usage\":[{\"id\":\"a\",\"score_s\":0.5,"
         "\"train_s\":1.5},{\"id\":\"b\",\"train_s\":2}]}\n",
-        r, 0.1 * r);
+        r, 0.1 * r, r == 1 ? 30 : 10, r == 1 ? ",\"score\":20" : "");
   }
   std::ofstream(path) << text;
   absl::StatusOr<std::vector<RoundMetrics>> rounds = ReadMetricsFile(path);
@@ -379,6 +379,11 @@ TEST(ReportTest, ClientSecondsAndLastFiveFromUsage) {
   // Rounds 3..7: (0.3 + 0.4 + 0.5 + 0.6 + 0.7) / 5.
   EXPECT_NEAR(c.last5_accuracy, 0.5, 1e-12);
   EXPECT_NEAR(c.final_accuracy, 0.7, 1e-12);
+  // Round 1 had a scoring phase (30 ms), the six others none (10 ms each).
+  EXPECT_EQ(c.scoring_rounds, 1);
+  EXPECT_EQ(c.plain_rounds, 6);
+  EXPECT_DOUBLE_EQ(c.scoring_round_seconds, 0.03);
+  EXPECT_NEAR(c.plain_round_seconds, 0.06, 1e-15);
 }
 
 TEST(ReportTest, MeanAndSampleStd) {

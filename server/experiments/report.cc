@@ -66,6 +66,10 @@ absl::StatusOr<RoundMetrics> ParseRound(const std::string& line) {
       !ReadNumber(*timing, "round", &m.round_ms)) {
     return absl::InvalidArgumentError("\"timing_ms.round\" is not a number");
   }
+  if (const auto timing = node.find("timing_ms");
+      timing != node.end() && timing->is_object()) {
+    m.scoring_phase = timing->contains("score");
+  }
   if (const auto usage = node.find("usage");
       usage != node.end() && usage->is_array()) {
     for (const Json& u : *usage) {
@@ -168,6 +172,13 @@ CellSummary SummarizeCell(const std::vector<RoundMetrics>& rounds) {
     s.rounds = std::max(s.rounds, r.round);
     s.bytes_up += r.bytes_up;
     s.wall_seconds += r.round_ms / 1000.0;
+    if (r.scoring_phase) {
+      ++s.scoring_rounds;
+      s.scoring_round_seconds += r.round_ms / 1000.0;
+    } else {
+      ++s.plain_rounds;
+      s.plain_round_seconds += r.round_ms / 1000.0;
+    }
     s.client_seconds += r.client_seconds;
     s.scoring_seconds += r.scoring_seconds;
     if (!r.evaluated) continue;
@@ -255,6 +266,8 @@ absl::StatusOr<ExperimentReport> BuildReport(
         row.seeds_done = static_cast<int>(runs.size());
         std::vector<double> final_acc, best_acc, last5_acc;
         double mb = 0, wall = 0, client = 0, scoring = 0;
+        double scoring_round_s = 0, plain_round_s = 0;
+        int scoring_rounds = 0, plain_rounds = 0;
         for (const Finished& run : runs) {
           const CellSummary c = SummarizeCell(run.rounds);
           row.seeds.push_back({run.seed, c});
@@ -265,6 +278,16 @@ absl::StatusOr<ExperimentReport> BuildReport(
           wall += c.wall_seconds;
           client += c.client_seconds;
           scoring += c.scoring_seconds;
+          scoring_round_s += c.scoring_round_seconds;
+          plain_round_s += c.plain_round_seconds;
+          scoring_rounds += c.scoring_rounds;
+          plain_rounds += c.plain_rounds;
+        }
+        if (scoring_rounds > 0) {
+          row.round_seconds_scoring = scoring_round_s / scoring_rounds;
+        }
+        if (plain_rounds > 0) {
+          row.round_seconds_plain = plain_round_s / plain_rounds;
         }
         row.final_accuracy = ComputeMeanStd(final_acc);
         row.best_accuracy = ComputeMeanStd(best_acc);
@@ -309,6 +332,12 @@ absl::StatusOr<ExperimentReport> BuildReport(
   return report;
 }
 
+namespace {
+std::string RoundSeconds(double s) {
+  return s < 0 ? "–" : absl::StrFormat("%.2f", s);
+}
+}  // namespace
+
 std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
   std::string out = absl::StrCat(
       "# LayerFL experiment results\n\n", report.cells_done, " of ",
@@ -320,12 +349,14 @@ std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
       "seeds. Client s: the clients' measured scoring + training seconds "
       "summed over the run (on their simulated devices), mean over seeds; "
       "scoring %: the scoring passes' share of them. Wall s: the rounds' own "
-      "time (no data loading or pretraining), mean over seeds.\n");
+      "time (no data loading or pretraining), mean over seeds. Round s: the "
+      "mean round with a scoring phase / without one (– where none).\n");
   for (const SettingResult& setting : report.settings) {
     absl::StrAppend(&out, "\n## ", setting.partition, " / ", setting.budget,
                     "\n\n| strategy | seeds | final acc (%) | best acc (%) | "
                     "last 5 (%) | MB uploaded | client s | scoring % | wall s "
-                    "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                    "| round s (scoring / none) "
+                    "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const StrategyResult& row : setting.strategies) {
       const bool any = row.seeds_done > 0;
       absl::StrAppend(
@@ -335,7 +366,9 @@ std::string ResultsMarkdown(const ExperimentReport& report, bool plots) {
           any ? absl::StrFormat("%.2f", row.mb_uploaded) : "–", " | ",
           any ? absl::StrFormat("%.1f", row.client_seconds) : "–", " | ",
           any ? absl::StrFormat("%.1f", 100.0 * row.scoring_share) : "–", " | ",
-          any ? absl::StrFormat("%.1f", row.wall_seconds) : "–", " |\n");
+          any ? absl::StrFormat("%.1f", row.wall_seconds) : "–", " | ",
+          RoundSeconds(row.round_seconds_scoring), " / ",
+          RoundSeconds(row.round_seconds_plain), " |\n");
     }
     if (!plots) continue;
     const std::string tag =
@@ -382,6 +415,8 @@ std::string SummaryJson(const ExperimentReport& report) {
            {"scoring_share", row.scoring_share},
            {"mb_uploaded", row.mb_uploaded},
            {"wall_seconds", row.wall_seconds},
+           {"round_seconds_scoring", row.round_seconds_scoring},
+           {"round_seconds_plain", row.round_seconds_plain},
            {"seeds", std::move(seeds)},
            {"curve",
             {{"rounds", row.curve_rounds}, {"accuracy", row.curve_accuracy}}},

@@ -49,6 +49,7 @@ struct RoundMetrics {
   double loss = 0.0;
   int64_t bytes_up = 0;
   double round_ms = 0.0;
+  bool scoring_phase = false;    // timing_ms has a "score" phase
   double client_seconds = 0.0;   // sum of the clients' score_s + train_s
   double scoring_seconds = 0.0;  // sum of their score_s
   int num_clients = 0;           // clients listed for the round
@@ -75,6 +76,9 @@ struct CellSummary {
   int64_t bytes_up = 0;
   double wall_seconds = 0.0;
   int64_t rounds = 0;  // the last round recorded
+  // Rounds with and without a scoring phase, and their summed seconds.
+  int scoring_rounds = 0, plain_rounds = 0;
+  double scoring_round_seconds = 0.0, plain_round_seconds = 0.0;
 };
 
 CellSummary SummarizeCell(const std::vector<RoundMetrics>& rounds);
@@ -104,6 +108,10 @@ struct StrategyResult {
   double scoring_share = 0.0;   // scoring / client seconds, over all seeds
   double mb_uploaded = 0.0;     // mean over seeds
   double wall_seconds = 0.0;    // mean over seeds
+  // Mean seconds of a round with / without a scoring phase, over every
+  // seed's rounds; -1 when there was none.
+  double round_seconds_scoring = -1.0;
+  double round_seconds_plain = -1.0;
   // Accuracy vs round, mean over the finished seeds, at the rounds every one
   // of them evaluated.
   std::vector<int64_t> curve_rounds;
