@@ -783,6 +783,43 @@ TEST_F(DistributedTest, TextRunMatchesTheSimulatorBitForBit) {
   EXPECT_THAT(metrics.back(), ::testing::HasSubstr("\"accuracy\":"));
 }
 
+// importance.source train over gRPC: the trained groups' scores travel in
+// the upload manifests, rounds 2 and 3 run no scoring phase, and the run
+// still ends with the simulator's weights bit for bit.
+TEST_F(DistributedTest, ScoresFromTrainingMatchTheSimulatorBitForBit) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  const auto write = [&](const std::string& name) {
+    const std::string path = WriteConfig(dir_, name);
+    const std::string text = std::regex_replace(
+        ReadFile(path), std::regex("importance:\n  batches: 2\n"),
+        "importance:\n  source: train\n  batches: 1\n  decay: 0.5\n");
+    std::ofstream(path) << text;
+    EXPECT_THAT(text, ::testing::HasSubstr("source: train"));
+    return path;
+  };
+  const std::string sim_config = write("train_sim");
+  const std::string coord_config = write("train_coord");
+  RunAndCompareWithTheSimulator(
+      sim_config, coord_config, dir_ + "/train_sim", dir_ + "/train_coord",
+      [](int i) -> std::vector<std::string> {
+        return {absl::StrCat("--partition=", i)};
+      },
+      deadline);
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> metrics = RunMetrics(dir_ + "/train_coord");
+  ASSERT_EQ(metrics.size(), 3u);
+  // (RunMetrics leaves out the timings: who scored is in score_from.)
+  EXPECT_THAT(metrics[0], ::testing::HasSubstr("\"score_from\":0"));
+  for (int r : {1, 2}) {
+    EXPECT_THAT(metrics[r],
+                ::testing::Not(::testing::HasSubstr("\"score_from\"")))
+        << "round " << r + 1 << " ran a scoring pass";
+    EXPECT_TRUE(std::regex_search(
+        metrics[r], std::regex("\"score_source\":\\[[^\\]]*\"train\"")))
+        << metrics[r];
+  }
+}
+
 // A profile line (key=value, lists comma-separated) as numbers.
 std::map<std::string, std::vector<double>> ParseProfile(
     const std::string& line) {

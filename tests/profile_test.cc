@@ -132,7 +132,7 @@ TEST(TrainingProfileTest, IsCachedPerMachineAndModel) {
     (void)e;
     ++files;
   }
-  EXPECT_EQ(files, 1);
+  EXPECT_EQ(files, 2);  // the profile, and its training part on its own
   absl::StatusOr<TrainingProfile> again = CachedTrainingProfile(
       dir, **model, data, Sgd(5, 16), importance, /*threads=*/1);
   ASSERT_TRUE(again.ok());
@@ -148,7 +148,19 @@ TEST(TrainingProfileTest, IsCachedPerMachineAndModel) {
     (void)e;
     ++files;
   }
-  EXPECT_EQ(files, 2);
+  EXPECT_EQ(files, 4);
+  // Another scoring configuration takes the training costs as cached and
+  // measures only its scoring pass.
+  ImportanceConfig rgn;
+  rgn.metric = "rgn";
+  rgn.batches = 1;
+  absl::StatusOr<TrainingProfile> scored_otherwise = CachedTrainingProfile(
+      dir, **model, data, Sgd(5, 16), rgn, /*threads=*/1);
+  ASSERT_TRUE(scored_otherwise.ok()) << scored_otherwise.status();
+  EXPECT_EQ(scored_otherwise->step_fixed_s, first->step_fixed_s);
+  EXPECT_EQ(scored_otherwise->step_per_group_s, first->step_per_group_s);
+  EXPECT_EQ(scored_otherwise->step_depth_s, first->step_depth_s);
+  EXPECT_NE(scored_otherwise->scoring_s, first->scoring_s);
   // A damaged file is measured again, not trusted.
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     std::ofstream(e.path()) << "groups=embed batch_size=zero";
@@ -249,7 +261,9 @@ TEST_F(ProfiledVitTest, ACachedProfileWithoutThePerDepthPassIsUpgraded) {
   ASSERT_TRUE(first.ok()) << first.status();
   std::string file;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    file = entry.path().string();
+    if (entry.path().filename().string().rfind("profile-", 0) == 0) {
+      file = entry.path().string();
+    }
   }
   std::ifstream in(file);
   std::string text((std::istreambuf_iterator<char>(in)),

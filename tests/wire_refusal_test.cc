@@ -96,6 +96,7 @@ struct Manifest {
   int64_t samples = kSamplesA;
   Encoding encoding = Encoding::kFloat32;
   std::vector<std::string> layers;
+  std::vector<double> scores;  // importance.source train; empty = none
 };
 
 class WireRefusalTest : public ::testing::TestWithParam<bool> {
@@ -219,6 +220,7 @@ class WireRefusalTest : public ::testing::TestWithParam<bool> {
     wm->set_num_samples(manifest.samples);
     wm->set_encoding(ToProto(manifest.encoding));
     for (const std::string& l : manifest.layers) wm->add_layers(l);
+    for (double s : manifest.scores) wm->add_scores(s);
     bool open = writer->Write(m);
     for (ChunkFrame& f : frames) {
       if (!open) break;
@@ -565,6 +567,24 @@ TEST_P(WireRefusalTest, NonFiniteScores) {
   // Client-000 is still asked for its scores.
   EXPECT_EQ(AwaitTask(a_).kind(), wire::TaskReply::SCORE);
   ToTraining();
+  ExpectCommittedStateUnchanged();
+  FinishRoundLikeTheReference();
+}
+
+// The first step's scores an upload may carry (importance.source train):
+// one finite, non-negative score per announced layer, or none.
+TEST_P(WireRefusalTest, BadFirstStepScores) {
+  ToTraining();
+  const std::vector<LayerDelta> u = ValidUpdate(0.3f);
+  Manifest m = ManifestOf(a_, u);
+  m.scores = {1.0};
+  ExpectRefused(Upload(m, Frames(u)), kInvalid, "bad_request",
+                "1 scores for 2 layers");
+  m.scores = {1.0, -1.0};
+  ExpectRefused(Upload(m, Frames(u)), kInvalid, "bad_request",
+                "score of layer 'head' is -1");
+  m.scores = {std::nan(""), 1.0};
+  ExpectRefused(Upload(m, Frames(u)), kInvalid, "bad_request", "'block1'");
   ExpectCommittedStateUnchanged();
   FinishRoundLikeTheReference();
 }

@@ -175,6 +175,22 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
     p.depth_bytes[l] = static_cast<int64_t>(std::ceil(ab[l]));
   }
 
+  RETURN_IF_ERROR(MeasureScoring(trainer, model, data, options, p));
+  RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
+absl::Status MeasureScoring(const SelectiveTrainer& trainer, Model& model,
+                            const Examples& data,
+                            const ProfileOptions& options,
+                            TrainingProfile& p) {
+  const std::vector<LayerGroup>& all = model.groups();
+  const int g = static_cast<int>(all.size());
+  std::vector<int> trainable;
+  for (int l = 0; l < g; ++l) {
+    if (!all[l].frozen) trainable.push_back(l);
+  }
+  const int k = static_cast<int>(trainable.size());
   std::vector<double> scoring;
   for (int r = 0; r <= options.reps; ++r) {
     ResourceUsage usage;
@@ -203,72 +219,94 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
   }
   ASSIGN_OR_RETURN(p.scoring_from_s,
                    MeasureScoringFrom(trainer, model, data, options));
-  RETURN_IF_ERROR(p.Validate());
-  return p;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TrainingProfile> CachedTrainingProfile(
     const std::string& cache_dir, Model& model, const Examples& data,
     const TrainConfig& train, const ImportanceConfig& importance, int threads,
     const ProfileOptions& options) {
-  std::string key = absl::StrCat(
+  // The training costs do not depend on how scores are computed: they are
+  // cached under a key without the scoring pass (every strategy of a run
+  // then prices training alike), the whole profile under one with it.
+  std::string train_key = absl::StrCat(
+      Machine(), "|batch=", train.batch_size, "|threads=", threads,
+      "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
+      "|steps=", options.steps, "|groups=");
+  for (const LayerGroup& group : model.groups()) {
+    absl::StrAppend(&train_key, group.name, ":", group.num_params,
+                    group.frozen ? "f" : "", ",");
+  }
+  const std::string key = absl::StrCat(
       Machine(), "|batch=", train.batch_size, "|threads=", threads,
       "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
       "|scoring=", importance.batches,
       importance.batch_size > 0 ? absl::StrCat("x", importance.batch_size)
                                 : std::string(),
-      "|metric=", importance.metric,
-      "|steps=", options.steps, "|groups=");
-  for (const LayerGroup& group : model.groups()) {
-    absl::StrAppend(&key, group.name, ":", group.num_params,
-                    group.frozen ? "f" : "", ",");
-  }
-  const std::string path =
-      cache_dir.empty()
-          ? std::string()
-          : absl::StrFormat("%s/profile-%016x.txt", cache_dir, Fnv1a(key));
-  std::optional<TrainingProfile> found;
-  if (!path.empty()) {
-    std::ifstream in(path);
+      "|metric=", importance.metric, "|steps=", options.steps, "|groups=",
+      train_key.substr(train_key.find("|groups=") + 8));
+  const auto path_of = [&](const char* kind, const std::string& k) {
+    return cache_dir.empty() ? std::string()
+                             : absl::StrFormat("%s/%s-%016x.txt", cache_dir,
+                                               kind, Fnv1a(k));
+  };
+  const std::string path = path_of("profile", key);
+  const std::string train_path = path_of("training", train_key);
+  const auto read = [](const std::string& file)
+      -> std::optional<TrainingProfile> {
+    if (file.empty()) return std::nullopt;
+    std::ifstream in(file);
     std::stringstream text;
     text << in.rdbuf();
-    if (in) {
-      absl::StatusOr<TrainingProfile> cached =
-          TrainingProfile::Parse(text.str());
-      if (cached.ok()) found = *std::move(cached);
+    if (!in) return std::nullopt;
+    absl::StatusOr<TrainingProfile> cached = TrainingProfile::Parse(text.str());
+    if (!cached.ok()) return std::nullopt;
+    return *std::move(cached);
+  };
+  const auto write = [&](const std::string& file, const TrainingProfile& p) {
+    if (file.empty()) return;
+    std::error_code ec;
+    std::filesystem::create_directories(cache_dir, ec);
+    const std::string tmp = file + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
+    out << p.Serialize();
+    out.close();
+    if (!out || std::rename(tmp.c_str(), file.c_str()) != 0) {
+      std::remove(tmp.c_str());  // the profile is still good; only uncached
     }
-  }
+  };
+  std::optional<TrainingProfile> found = read(path);
+  std::optional<TrainingProfile> training = read(train_path);
   if (found.has_value() && !found->scoring_from_s.empty()) {
+    if (!training.has_value()) write(train_path, *found);
     found->machine = Machine();
     return *std::move(found);
   }
   TrainingProfile p;
-  if (found.has_value()) {
-    // Cached before the pass was measured per depth: the rest is kept (runs
-    // that used it keep their costs), the per-depth pass is added.
+  if (found.has_value() || training.has_value()) {
+    // The training costs as cached (runs that used them keep their costs);
+    // the scoring pass measured for this configuration (or, for a profile
+    // cached before the pass was measured per depth, only that part).
     TrainConfig measured = train;
     measured.lr = 0;
     const SelectiveTrainer trainer(measured, importance);
-    p = *std::move(found);
-    p.machine = Machine();
-    ASSIGN_OR_RETURN(p.scoring_from_s,
-                     MeasureScoringFrom(trainer, model, data, options));
+    if (found.has_value()) {
+      p = *std::move(found);
+      ASSIGN_OR_RETURN(p.scoring_from_s,
+                       MeasureScoringFrom(trainer, model, data, options));
+    } else {
+      p = *training;
+      RETURN_IF_ERROR(MeasureScoring(trainer, model, data, options, p));
+    }
   } else {
     ASSIGN_OR_RETURN(p,
                      ProfileTraining(model, data, train, importance, options));
     p.threads = threads;
   }
-  if (!path.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(cache_dir, ec);
-    const std::string tmp = path + ".tmp";
-    std::ofstream out(tmp, std::ios::trunc);
-    out << p.Serialize();
-    out.close();
-    if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::remove(tmp.c_str());  // the profile is still good; only uncached
-    }
-  }
+  RETURN_IF_ERROR(p.Validate());
+  write(path, p);
+  if (!training.has_value()) write(train_path, p);
+  p.machine = Machine();
   return p;
 }
 

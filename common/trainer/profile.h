@@ -40,13 +40,24 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
     Model& model, const Examples& data, const TrainConfig& train,
     const ImportanceConfig& importance, const ProfileOptions& options = {});
 
+// Measures the scoring part of `p` (scoring_s, scoring_bytes,
+// scoring_from_s) with `trainer`'s importance config; the rest of `p` is
+// left as it is. `trainer` should train with lr 0.
+absl::Status MeasureScoring(const SelectiveTrainer& trainer, Model& model,
+                            const Examples& data, const ProfileOptions& options,
+                            TrainingProfile& p);
+
 // The profile for this machine (host name and CPU model), model (groups and
 // their parameter counts), batch size, thread count, optimizer, scoring
 // batches and metric (importance.metric: the scoring pass's memory depends
 // on it), read from `cache_dir`/profile-<hash>.txt, or measured and written
 // there (temp file + rename) when missing or unreadable; a cached profile
 // without scoring_from_s gets it measured and added, its other fields kept.
-// An empty cache_dir measures without caching.
+// The training part (every field but the scoring pass's) is also cached
+// without the scoring batches and metric (`cache_dir`/training-<hash>.txt):
+// a profile for another scoring configuration takes its training costs from
+// there and measures only its scoring pass, so that every strategy of a run
+// prices training alike. An empty cache_dir measures without caching.
 absl::StatusOr<TrainingProfile> CachedTrainingProfile(
     const std::string& cache_dir, Model& model, const Examples& data,
     const TrainConfig& train, const ImportanceConfig& importance, int threads,
