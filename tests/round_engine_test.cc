@@ -11,6 +11,8 @@
 #include "common/privacy/noise.h"
 #include "common/privacy/rdp_accountant.h"
 #include "common/secagg/participant.h"
+#include "server/round/score_book.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/round/selector.h"
 #include "tests/round_fakes.h"
@@ -976,6 +978,36 @@ TEST_F(RoundEngineTest, ScoresFromTrainingSkipTheScoringPhase) {
   EXPECT_FALSE(line["clients"][1].contains("score_from"));
 }
 
+// The scores kept from training survive a restart with their rounds and
+// sources: the resumed engine runs no scoring phase and selects from the
+// same values.
+TEST_F(RoundEngineTest, ScoresFromTrainingSurviveAResume) {
+  const std::string dir = ::testing::TempDir() + "/engine_resume_scores";
+  std::filesystem::remove_all(dir);
+  auto store = CheckpointStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok()) << store.status();
+  selector_.needs_scores = true;
+  RoundEngineOptions o = Opts(0, 1);
+  o.scores_from_training = true;
+  o.score_decay = 0.5;
+  {
+    auto e = Make(o, store->get());
+    JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+    ASSERT_TRUE(e->StartRound().ok());
+    ASSERT_TRUE(e->SubmitScores("c1", 1, {1.0, 2.0}).ok());
+    ASSERT_TRUE(e->SubmitScores("c2", 1, {3.0, 4.0}).ok());
+    ASSERT_TRUE(e->SubmitUpdate("c1", 1, 1, {Scored("a", {1, 1}, 5.0)}).ok());
+    ASSERT_TRUE(e->SubmitUpdate("c2", 1, 1, {Scored("a", {1, 1}, 7.0)}).ok());
+  }
+  auto e = Make(o, store->get());
+  ASSERT_TRUE(e->resumed());
+  JoinAll(*e, {{"c1", 1}, {"c2", 1}});
+  ASSERT_TRUE(e->StartRound().ok());
+  EXPECT_EQ(e->TaskFor("c1").kind, TaskKind::kTrain);
+  // a: 0.5 * 5 + 0.5 * 6; b (c1's pass): 0.5 * 2 + 0.5 * 3.
+  EXPECT_THAT(selector_.last_scores["c1"], ElementsAre(5.5, 2.5));
+}
+
 // Only the sampled clients without scores run a pass; the others wait for
 // the phase to end and are selected from what they hold.
 TEST_F(RoundEngineTest, ScoresFromTrainingScoreOnlyTheNewcomer) {
@@ -1063,6 +1095,44 @@ TEST(SelectorTest, AffordableScoringDepthIsTheLowestGroupThatFits) {
   ASSERT_TRUE(selector.ok());
   c.budget = 0.2;
   EXPECT_EQ((*selector)->ScoringDepth(c), 0);
+}
+
+// ScoreBook by hand: decay toward the cohort's mean, a newer score replaces
+// an older one (never the reverse), and its lines read back exactly; a
+// damaged line is refused naming the client.
+TEST(ScoreBookTest, DecaysTowardTheCohortAndReadsBackExactly) {
+  ScoreBook book(3);
+  book.Record("x", 0, 4.0, 1, ScoreSource::kPass);
+  book.Record("x", 1, 0.1, 1, ScoreSource::kPass);
+  book.Record("y", 0, 2.0, 3, ScoreSource::kTrain);
+  book.Record("y", 0, 9.0, 2, ScoreSource::kPass);  // older: ignored
+  book.RecordPass("x", 1);
+  EXPECT_TRUE(book.Has("x"));
+  EXPECT_FALSE(book.Has("z"));
+  EXPECT_EQ(book.LastPass("x"), 1);
+  EXPECT_EQ(book.LastPass("y"), -1);
+  // Round 3, decay 0.5: x's group 0 is 2 rounds old: 0.25 * 4 + 0.75 * 3.
+  SeenScores x = book.For("x", 3, 0.5);
+  EXPECT_THAT(x.scores, ElementsAre(0.25 * 4.0 + 0.75 * 3.0, 0.1, 0.0));
+  EXPECT_THAT(x.age, ElementsAre(2, 2, -1));
+  EXPECT_EQ(x.source[0], ScoreSource::kPass);
+  EXPECT_EQ(x.source[2], ScoreSource::kCohort);
+  // A group it never measured reads the cohort's mean; frozen ones 0.
+  SeenScores y = book.For("y", 3, 0.5, /*frozen=*/{1});
+  EXPECT_THAT(y.scores, ElementsAre(2.0, 0.0, 0.0));
+  ScoreBook copy(3);
+  for (absl::string_view line :
+       absl::StrSplit(book.Serialize(), '\n', absl::SkipEmpty())) {
+    ASSERT_TRUE(copy.RestoreLine(absl::StrSplit(line, '\t')).ok()) << line;
+  }
+  EXPECT_EQ(copy.Serialize(), book.Serialize());
+  EXPECT_EQ(copy.For("x", 3, 0.5).scores, x.scores);
+  absl::Status bad =
+      copy.RestoreLine({"@scores", "x", "1", "4/1/p,0.1/1/p,-3/0/c"});
+  EXPECT_EQ(bad.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.message(), HasSubstr("client 'x': bad score"));
+  EXPECT_THAT(copy.RestoreLine({"@scores", "x", "1", "4/1/p"}).message(),
+              HasSubstr("bad number of scores"));
 }
 
 // The round's measured memory is the higher of training's and scoring's.

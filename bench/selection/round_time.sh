@@ -4,8 +4,8 @@
 # (strategic, every client every round) for ROUNDS rounds, once with the
 # paper's scoring pass every round (importance.source: pass) and once with
 # scores from training (source: train: only round 1 scores). Prints the mean
-# committed round (timing_ms.round) of the rounds with a scoring phase and of
-# those without, per run.
+# committed round (the sum of its timing_ms phases) of the rounds with a
+# scoring phase and of those without, per run.
 #   bash bench/selection/round_time.sh [BUILD_DIR] [ROUNDS]
 # -> bench/results/round_time.txt
 set -euo pipefail
@@ -13,7 +13,7 @@ BUILD=${1:-build}
 ROUNDS=${2:-12}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/layerfl_round_time.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 export OMP_WAIT_POLICY=PASSIVE
 
 run() {  # run NAME IMPORTANCE_SECTION
@@ -44,7 +44,8 @@ scoring, plain = [], []
 for line in open(sys.argv[1]):
     r = json.loads(line)
     t = r["timing_ms"]
-    (scoring if "score" in t else plain).append(t["round"])
+    # The coordinator records its phases (no total): their sum.
+    (scoring if "score" in t else plain).append(sum(t.values()))
 def mean(v):
     return "%.0f ms (%d rounds)" % (sum(v) / len(v), len(v)) if v else "-"
 print("%-7s round with a scoring phase: %s; without: %s" %
