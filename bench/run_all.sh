@@ -10,6 +10,12 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 "$BUILD/bin/aggregation_bench" | tee bench/results/aggregation.txt
 "$BUILD/bin/secagg_bench" | tee bench/results/secagg.txt
 bash bench/trainer/run.sh "$BUILD"
+# Cheap importance scores against the full pass; the round with and without
+# a scoring phase over gRPC.
+{ echo "# $BUILD/bin/score_variance --config configs/experiments/base.yaml"
+  "$BUILD/bin/score_variance" --config configs/experiments/base.yaml 2>/dev/null
+} | tee bench/results/score_variance.txt
+bash bench/selection/round_time.sh "$BUILD" | tee bench/results/round_time.txt
 # Broadcast vs raw TCP, the codec alone, and a held update spilled to disk.
 "$BUILD/bin/transfer_bench" --reps 15 --spill_dir "$BUILD" | tee bench/results/transfer.txt
 bash bench/budget/run.sh "$BUILD"

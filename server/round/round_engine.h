@@ -16,6 +16,13 @@
 // nothing. The committed round is written to the checkpoint store before the
 // next round starts.
 //
+// Scoring: with importance.source pass every participant scores every
+// selection_period rounds (and whenever one has no scores yet); with
+// source train (scores_from_training) only the participants without scores,
+// or due a refresh, score, and the others wait for that phase to end; a
+// round where no participant needs a pass has no scoring phase. Their
+// updates carry their trained groups' first-step scores (ScoreBook).
+//
 // Thread-safe: every method may be called from any thread.
 
 #include <cstdint>
