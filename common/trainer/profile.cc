@@ -238,13 +238,10 @@ absl::StatusOr<TrainingProfile> CachedTrainingProfile(
                     group.frozen ? "f" : "", ",");
   }
   const std::string key = absl::StrCat(
-      Machine(), "|batch=", train.batch_size, "|threads=", threads,
-      "|opt=", train.optimizer, train.momentum > 0 ? "+m" : "",
-      "|scoring=", importance.batches,
+      train_key, "|scoring=", importance.batches,
       importance.batch_size > 0 ? absl::StrCat("x", importance.batch_size)
                                 : std::string(),
-      "|metric=", importance.metric, "|steps=", options.steps, "|groups=",
-      train_key.substr(train_key.find("|groups=") + 8));
+      "|metric=", importance.metric);
   const auto path_of = [&](const char* kind, const std::string& k) {
     return cache_dir.empty() ? std::string()
                              : absl::StrFormat("%s/%s-%016x.txt", cache_dir,
