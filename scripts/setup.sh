@@ -34,8 +34,23 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# LibTorch must use the OpenMP build of OpenBLAS: the pthread build, which
+# other packages (python3-matplotlib's numpy) pull in and which outranks it,
+# starts its threads before main(), where SIGTERM is not yet blocked, and
+# ignores LibTorch's thread count.
+pin_openblas() {
+  local openmp=/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0
+  local link=libopenblas.so.0-x86_64-linux-gnu
+  if [[ -e $openmp ]] && update-alternatives --query "$link" >/dev/null 2>&1 &&
+     [[ $(readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0) != $(readlink -f "$openmp") ]]; then
+    echo "setup: pointing $link at the OpenMP build"
+    ${SUDO:-} update-alternatives --set "$link" "$openmp" >/dev/null
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  pin_openblas
   exit 0
 fi
 
@@ -45,3 +60,4 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+pin_openblas

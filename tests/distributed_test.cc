@@ -920,9 +920,19 @@ TEST_F(DistributedTest, ClientBudgetInSecondsAndMegabytesByItsOwnProfile) {
         set.push_back(l);
     }
     chosen.insert(list);
+    // Its scoring pass is held to M, so it starts at a deeper group and is
+    // priced from there (the whole pass when it starts at 0).
+    const std::string client = m[0];
+    std::smatch from;
+    ASSERT_TRUE(std::regex_search(client, from,
+                                  std::regex("\"score_from\":([0-9]+)")))
+        << client;
+    const int score_from = std::stoi(from[1]);
+    const double priced_scoring =
+        score_from == 0 ? scoring : p.at("scoring_from_s")[score_from];
     // Its cost by its own profile is the logged one, within S; its memory
     // by the profile within M.
-    EXPECT_NEAR(cost, ProfileCost(p, "step", set, 3, scoring), 1e-6);
+    EXPECT_NEAR(cost, ProfileCost(p, "step", set, 3, priced_scoring), 1e-6);
     EXPECT_LE(cost, budget_s) << line;
     EXPECT_LE(ProfileCost(p, "bytes", set, 1, 0) / 1048576, budget_mb) << line;
     // What it measured: the peak within M.

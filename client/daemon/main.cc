@@ -157,6 +157,15 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: SIGINT/SIGTERM are blocked in every thread started after this
+  // (gRPC's, OpenMP's); one started before would take a SIGTERM and die of it.
+  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
+      layerfl::SignalWatcher::Start([](int) { g_stop.store(true); });
+  if (!signals.ok()) {
+    std::cerr << "layerfl-client: " << signals.status().message() << "\n";
+    return 1;
+  }
+
   layerfl::RetainFreedMemory();
   layerfl::ParseFlags(
       argc, argv,
@@ -351,13 +360,6 @@ int main(int argc, char** argv) {
   }
   if (options.link.chunk_bytes < 4 || options.link.chunk_bytes > (3 << 20)) {
     return fail_flags("--chunk_kb: must be in [1, 3072]");
-  }
-
-  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
-      layerfl::SignalWatcher::Start([](int) { g_stop.store(true); });
-  if (!signals.ok()) {
-    std::cerr << "layerfl-client: " << signals.status().message() << "\n";
-    return 1;
   }
 
   absl::Status status =

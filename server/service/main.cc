@@ -92,6 +92,19 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: SIGINT/SIGTERM are blocked in every thread started after this
+  // (gRPC's, OpenMP's); one started before would take a SIGTERM and die of it.
+  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
+      layerfl::SignalWatcher::Start([](int sig) {
+        std::cerr << "layerfl-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+                  << ", stopping" << std::endl;
+        g_stop.store(true);
+      });
+  if (!signals.ok()) {
+    std::cerr << "layerfl-coordinator: " << signals.status().message() << "\n";
+    return 1;
+  }
+
   layerfl::ReturnFreedMemory();
   layerfl::ParseFlags(argc, argv,
                       "layerfl-coordinator --config FILE [--listen HOST:PORT] [flags]");
@@ -178,17 +191,6 @@ int main(int argc, char** argv) {
     check->run_id = "x";
     absl::Status valid = check->Validate();
     if (!valid.ok()) return fail_flags(absl::StrCat("--", valid.message()));
-  }
-
-  absl::StatusOr<std::unique_ptr<layerfl::SignalWatcher>> signals =
-      layerfl::SignalWatcher::Start([](int sig) {
-        std::cerr << "layerfl-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-                  << ", stopping" << std::endl;
-        g_stop.store(true);
-      });
-  if (!signals.ok()) {
-    std::cerr << "layerfl-coordinator: " << signals.status().message() << "\n";
-    return 1;
   }
 
   absl::Status status = layerfl::RunCoordinator(*config, options, &g_stop);
