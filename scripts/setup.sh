@@ -34,18 +34,22 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-# LibTorch must use the OpenMP build of OpenBLAS: the pthread build, which
+# LibTorch must use the OpenMP build of OpenBLAS (libopenblas, libblas and
+# liblapack alike: mixing the two builds livelocks in sgemm): the pthread build, which
 # other packages (python3-matplotlib's numpy) pull in and which outranks it,
 # starts its threads before main(), where SIGTERM is not yet blocked, and
 # ignores LibTorch's thread count.
 pin_openblas() {
-  local openmp=/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0
-  local link=libopenblas.so.0-x86_64-linux-gnu
-  if [[ -e $openmp ]] && update-alternatives --query "$link" >/dev/null 2>&1 &&
-     [[ $(readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0) != $(readlink -f "$openmp") ]]; then
-    echo "setup: pointing $link at the OpenMP build"
-    ${SUDO:-} update-alternatives --set "$link" "$openmp" >/dev/null
-  fi
+  local dir=/usr/lib/x86_64-linux-gnu
+  local lib
+  for lib in libopenblas.so.0 libblas.so.3 liblapack.so.3; do
+    local openmp=$dir/openblas-openmp/$lib link=$lib-x86_64-linux-gnu
+    if [[ -e $openmp ]] && update-alternatives --query "$link" >/dev/null 2>&1 &&
+       [[ $(readlink -f "$dir/$lib") != $(readlink -f "$openmp") ]]; then
+      echo "setup: pointing $link at the OpenMP build"
+      ${SUDO:-} update-alternatives --set "$link" "$openmp" >/dev/null
+    fi
+  done
 }
 
 if ((${#missing[@]} == 0)); then
