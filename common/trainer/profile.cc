@@ -70,6 +70,15 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
+// The indices of the groups that are not frozen, in model order.
+std::vector<int> TrainableGroups(const Model& model) {
+  std::vector<int> trainable;
+  for (int l = 0; l < static_cast<int>(model.groups().size()); ++l) {
+    if (!model.groups()[l].frozen) trainable.push_back(l);
+  }
+  return trainable;
+}
+
 // Seconds of the scoring pass from each group upward (median over
 // options.reps calls after a warm-up, per trainable group); a frozen group
 // scores from the next trainable one above it, above the last there is
@@ -113,10 +122,7 @@ absl::StatusOr<TrainingProfile> ProfileTraining(
   const SelectiveTrainer trainer(measured, importance);
   const std::vector<LayerGroup>& all = model.groups();
   const int g = static_cast<int>(all.size());
-  std::vector<int> trainable;
-  for (int l = 0; l < g; ++l) {
-    if (!all[l].frozen) trainable.push_back(l);
-  }
+  const std::vector<int> trainable = TrainableGroups(model);
   const int k = static_cast<int>(trainable.size());
 
   TrainingProfile p;
@@ -186,10 +192,7 @@ absl::Status MeasureScoring(const SelectiveTrainer& trainer, Model& model,
                             TrainingProfile& p) {
   const std::vector<LayerGroup>& all = model.groups();
   const int g = static_cast<int>(all.size());
-  std::vector<int> trainable;
-  for (int l = 0; l < g; ++l) {
-    if (!all[l].frozen) trainable.push_back(l);
-  }
+  const std::vector<int> trainable = TrainableGroups(model);
   const int k = static_cast<int>(trainable.size());
   std::vector<double> scoring;
   for (int r = 0; r <= options.reps; ++r) {

@@ -343,80 +343,66 @@ absl::StatusOr<std::vector<ExperimentCell>> ExpandGrid(
     const ExperimentGrid& grid, const std::string& out_dir) {
   namespace fs = std::filesystem;
   std::vector<ExperimentCell> cells;
+  // One cell: the base with the settings' sections, `strategy` run as the
+  // row `name` with `lambda` and `importance`.
+  const auto add = [&](const PartitionSetting& p, const BudgetSetting& b,
+                       const std::string& name, const std::string& strategy,
+                       double lambda, const ImportanceConfig& importance,
+                       uint64_t seed) -> absl::Status {
+    ExperimentCell cell;
+    cell.partition = p.name;
+    cell.budget = b.name;
+    cell.strategy = name;
+    cell.seed = seed;
+    RunConfig& c = cell.config;
+    c = grid.base;
+    c.seed = seed;
+    c.data = p.data;
+    c.budget = strategy == "full" ? FullBudget(b.budget) : b.budget;
+    c.devices = b.devices;
+    c.selection.lambda = lambda;
+    c.selection.strategy = strategy;
+    c.importance = importance;
+    if (strategy == kLocalOnly) {  // each client alone, top's layers
+      c.federated.mode = "local";
+      c.selection.strategy = "top";
+    }
+    c.federated.resume = true;
+    c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name / b.name /
+                           name / absl::StrCat("seed", seed))
+                              .string();
+    absl::Status valid = c.Validate();
+    if (!valid.ok()) {
+      return absl::Status(valid.code(),
+                          absl::StrCat("cell ", p.name, "/", b.name, "/", name,
+                                       "/seed", seed, ": ", valid.message()));
+    }
+    cells.push_back(std::move(cell));
+    return absl::OkStatus();
+  };
+  const double first_lambda =
+      grid.lambdas.empty() ? grid.base.selection.lambda : grid.lambdas[0];
   for (const PartitionSetting& p : grid.partitions) {
     for (const BudgetSetting& b : grid.budgets) {
       for (const std::string& strategy : grid.strategies) {
         const bool sweeps =
             grid.lambdas.size() > 1 &&
             (strategy == "strategic" || strategy == "rgn" || strategy == "snr");
-        std::vector<double> lambdas = grid.lambdas;
-        if (!sweeps) lambdas.resize(std::min<size_t>(lambdas.size(), 1));
-        if (lambdas.empty()) lambdas.push_back(grid.base.selection.lambda);
+        const std::vector<double> lambdas =
+            sweeps ? grid.lambdas : std::vector<double>{first_lambda};
         for (double lambda : lambdas) {
           const std::string name =
               sweeps ? absl::StrCat(strategy, "_l", lambda) : strategy;
           for (uint64_t seed : grid.seeds) {
-            ExperimentCell cell;
-            cell.partition = p.name;
-            cell.budget = b.name;
-            cell.strategy = name;
-            cell.seed = seed;
-            RunConfig& c = cell.config;
-            c = grid.base;
-            c.seed = seed;
-            c.data = p.data;
-            c.budget = b.budget;
-            c.devices = b.devices;
-            c.selection.lambda = lambda;
-            if (strategy == "full") c.budget = FullBudget(b.budget);
-            c.selection.strategy = strategy;
-            if (strategy == kLocalOnly) {  // each client alone, top's layers
-              c.federated.mode = "local";
-              c.selection.strategy = "top";
-            }
-            c.federated.resume = true;
-            c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name /
-                                   b.name / name / absl::StrCat("seed", seed))
-                                      .string();
-            absl::Status valid = c.Validate();
-            if (!valid.ok()) {
-              return absl::Status(
-                  valid.code(),
-                  absl::StrCat("cell ", p.name, "/", b.name, "/", name, "/seed",
-                               seed, ": ", valid.message()));
-            }
-            cells.push_back(std::move(cell));
+            RETURN_IF_ERROR(add(p, b, name, strategy, lambda,
+                                grid.base.importance, seed));
           }
         }
       }
       for (const StrategyVariant& v : grid.variants) {
         for (uint64_t seed : grid.seeds) {
-          ExperimentCell cell;
-          cell.partition = p.name;
-          cell.budget = b.name;
-          cell.strategy = v.name;
-          cell.seed = seed;
-          RunConfig& c = cell.config;
-          c = grid.base;
-          c.seed = seed;
-          c.data = p.data;
-          c.budget = b.budget;
-          c.devices = b.devices;
-          if (!grid.lambdas.empty()) c.selection.lambda = grid.lambdas[0];
-          c.selection.strategy = v.strategy;
-          c.importance = v.importance;
-          c.federated.resume = true;
-          c.federated.run_dir = (fs::path(out_dir) / "runs" / p.name / b.name /
-                                 v.name / absl::StrCat("seed", seed))
-                                    .string();
-          absl::Status valid = c.Validate();
-          if (!valid.ok()) {
-            return absl::Status(
-                valid.code(),
-                absl::StrCat("cell ", p.name, "/", b.name, "/", v.name,
-                             "/seed", seed, ": ", valid.message()));
-          }
-          cells.push_back(std::move(cell));
+          RETURN_IF_ERROR(add(p, b, v.name, v.strategy, first_lambda,
+                              v.importance, seed));
         }
       }
     }

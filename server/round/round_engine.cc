@@ -939,6 +939,10 @@ class RoundEngineImpl : public RoundEngine {
     }
     candidates_.clear();
     std::vector<std::string> ids;
+    const bool from_book =
+        options_.scores_from_training && deps_.selector->NeedsScores();
+    const std::vector<double> cohort =
+        from_book ? book_.CohortMeans() : std::vector<double>();
     for (auto& [id, slot] : slots_) {
       if (slot.dropped) continue;
       SelectionCandidate c;
@@ -946,8 +950,9 @@ class RoundEngineImpl : public RoundEngine {
       c.num_samples = slot.info.num_samples;
       c.budget = slot.info.budget;
       c.scores = slot.scores;
-      if (options_.scores_from_training && deps_.selector->NeedsScores()) {
-        slot.seen = book_.For(id, running_round(), options_.score_decay);
+      if (from_book) {
+        slot.seen = book_.For(id, running_round(), options_.score_decay,
+                              cohort, /*frozen=*/{});
         c.scores = slot.seen.scores;
       }
       c.scored = scored && slot.scores_now;

@@ -56,8 +56,7 @@ int64_t ScoreBook::LastPass(const std::string& client) const {
   return it == clients_.end() ? -1 : it->second.last_pass;
 }
 
-SeenScores ScoreBook::For(const std::string& client, int64_t round,
-                          double decay, const std::vector<int>& frozen) const {
+std::vector<double> ScoreBook::CohortMeans() const {
   std::vector<double> sum(num_layers_, 0.0);
   std::vector<int> count(num_layers_, 0);
   for (const auto& [id, c] : clients_) {
@@ -67,6 +66,20 @@ SeenScores ScoreBook::For(const std::string& client, int64_t round,
       ++count[l];
     }
   }
+  for (int l = 0; l < num_layers_; ++l) {
+    if (count[l] > 0) sum[l] /= count[l];
+  }
+  return sum;
+}
+
+SeenScores ScoreBook::For(const std::string& client, int64_t round,
+                          double decay, const std::vector<int>& frozen) const {
+  return For(client, round, decay, CohortMeans(), frozen);
+}
+
+SeenScores ScoreBook::For(const std::string& client, int64_t round,
+                          double decay, const std::vector<double>& cohort_means,
+                          const std::vector<int>& frozen) const {
   auto own = clients_.find(client);
   SeenScores out;
   out.scores.assign(num_layers_, 0.0);
@@ -74,7 +87,7 @@ SeenScores ScoreBook::For(const std::string& client, int64_t round,
   out.source.assign(num_layers_, ScoreSource::kCohort);
   for (int l = 0; l < num_layers_; ++l) {
     if (std::find(frozen.begin(), frozen.end(), l) != frozen.end()) continue;
-    const double cohort = count[l] > 0 ? sum[l] / count[l] : 0.0;
+    const double cohort = cohort_means[l];
     const ScoreEntry* e =
         own == clients_.end() ? nullptr : &own->second.entries[l];
     if (e == nullptr || e->round < 0) {

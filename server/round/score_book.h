@@ -66,6 +66,13 @@ class ScoreBook {
   // this file); decay in (0, 1]. Groups in `frozen` (indices) read 0.
   SeenScores For(const std::string& client, int64_t round, double decay,
                  const std::vector<int>& frozen = {}) const;
+  // The same with the cohort's means given (CohortMeans(), computed once for
+  // every participant of a round instead of once each).
+  SeenScores For(const std::string& client, int64_t round, double decay,
+                 const std::vector<double>& cohort,
+                 const std::vector<int>& frozen) const;
+  // Per group, the mean of every client's score of it; 0 where none has one.
+  std::vector<double> CohortMeans() const;
 
   // Lines of the engine state, one per client:
   //   "@scores\t<id>\t<pass round>\t<value>/<round>/<p|t|c>,..."
